@@ -1,0 +1,120 @@
+"""Training data: random clips and crops from a folder of videos, plus synthetic clips.
+
+Item k of `VideoClipDataset` is a pure function of (seed, k), so a run is reproducible and a
+resumed run sees exactly the data it would have seen. Clips are decoded on demand (seek + a few
+frames), never whole videos. `prepare_cache` first re-encodes large sources at a small size with
+short keyframe intervals, which makes those seeks cheap on a CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .video import VideoError, iter_frames, list_videos, probe, synthetic_video, write_video
+
+
+def prepare_cache(paths: list[Path], cache_dir: Path, short_side: int = 256, progress=None) -> list[Path]:
+    """Re-encode each video with its short side at `short_side` (never upscaled) into cache_dir.
+
+    Cached files are named by a hash of the source path, size and mtime, so a changed source is
+    re-encoded and an unchanged one is reused.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in paths:
+        st = p.stat()
+        key = hashlib.sha1(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{short_side}".encode()).hexdigest()[:16]
+        target = cache_dir / f"{p.stem}-{key}.mp4"
+        if not target.exists():
+            info = probe(p)
+            scale = min(1.0, short_side / min(info.width, info.height))
+            size = (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
+            write_video(target, iter_frames(p, size=size), fps=info.fps, crf=16)
+        out.append(target)
+        if progress:
+            progress(p)
+    return out
+
+
+class VideoClipDataset(Dataset):
+    """Random clips [3, T, crop, crop] in [-1, 1] from videos and synthetic clips.
+
+    Augmentations: random rescale (crop covers `scale_range` of the short side, at most 1:1),
+    random crop position, horizontal flip, temporal reversal. `synthetic_fraction` of the items are
+    procedural clips from `video.synthetic_video`.
+    """
+
+    def __init__(self, paths: list[Path], frames: int = 17, crop: int = 128, seed: int = 0,
+                 synthetic_fraction: float = 0.1, scale_range: tuple[float, float] = (0.35, 1.0),
+                 length: int = 10**9):
+        self.paths = [Path(p) for p in paths]
+        self.infos = [probe(p) for p in self.paths]
+        usable = [i for i, info in enumerate(self.infos) if info.num_frames >= frames]
+        if not usable and synthetic_fraction < 1:
+            raise ValueError(f"no training video has at least {frames} frames")
+        self.usable = usable
+        self.frames, self.crop, self.seed = frames, crop, seed
+        self.synthetic_fraction = synthetic_fraction if usable else 1.0
+        self.scale_range = scale_range
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, k])
+        if rng.random() < self.synthetic_fraction:
+            clip = synthetic_video(self.frames, self.crop, self.crop, seed=int(rng.integers(2**31)))
+        else:
+            clip = self._real_clip(rng)
+        if rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        if rng.random() < 0.5:
+            clip = clip[::-1]
+        x = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float()
+        return x.div_(127.5).sub_(1.0)
+
+    def _real_clip(self, rng: np.random.Generator) -> np.ndarray:
+        for _ in range(5):  # a clip that fails to decode (rare) is replaced by another
+            i = self.usable[int(rng.integers(len(self.usable)))]
+            info = self.infos[i]
+            start = int(rng.integers(0, max(1, info.num_frames - self.frames + 1)))
+            frac = rng.uniform(*self.scale_range)
+            short = min(info.width, info.height)
+            scale = max(self.crop / short, min(1.0, self.crop / (frac * short)))
+            w, h = max(self.crop, round(info.width * scale)), max(self.crop, round(info.height * scale))
+            try:
+                frames = list(iter_frames(self.paths[i], start=start, max_frames=self.frames, size=(w, h)))
+            except VideoError:
+                continue
+            if len(frames) < self.frames:
+                continue
+            top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+            return np.stack(frames)[:, top:top + self.crop, left:left + self.crop]
+        return synthetic_video(self.frames, self.crop, self.crop, seed=int(rng.integers(2**31)))
+
+
+class ResumableSampler(Sampler):
+    """Indices start, start+1, ... so a resumed run continues the same data sequence."""
+
+    def __init__(self, start: int = 0, length: int = 10**9):
+        self.start, self.length = start, length
+
+    def __iter__(self):
+        return iter(range(self.start, self.length))
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+
+def training_videos(dirs: list[str | os.PathLike]) -> list[Path]:
+    paths = list_videos(dirs)
+    if not paths:
+        raise ValueError(f"no videos found in {', '.join(map(str, dirs))}")
+    return paths

@@ -1,0 +1,299 @@
+"""`Tokens` and the `.itok` file format (see docs/FORMAT.md).
+
+A file is a versioned JSON header, then one self-checking record per window (keep-mask bit-packed,
+kept indices, both zlib-coded, CRC32), then a trailer with the window count. It is written and read
+window by window, so a long video never needs all its tokens in memory. The parser trusts no length
+field: every size is checked against the window's own geometry before anything is allocated.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+MAGIC = b"ITOK"
+TRAILER_MAGIC = b"ITND"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+MAX_TOKENS_PER_WINDOW = 1 << 24
+_PRELUDE = struct.Struct("<4sHI")  # magic, version, header length
+_RECORD = struct.Struct("<II")  # payload length, crc32
+_WINDOW = struct.Struct("<IIHHHddIII")  # start, end, t, h, w, rate, score, kept, mask bytes, index bytes
+_TRAILER = struct.Struct("<4sI")
+
+
+class TokenFormatError(ValueError):
+    """A `.itok` file that is truncated, corrupt, from another format version or another model."""
+
+
+@dataclass
+class TokenHeader:
+    """What a decoder needs besides the windows, and where the tokens came from."""
+
+    model: str
+    model_hash: str
+    config_hash: str
+    levels: list[int]
+    temporal_factor: int
+    spatial_factor: int
+    width: int  # size of the frames that were tokenized (after an optional resize, before padding)
+    height: int
+    source_width: int
+    source_height: int
+    fps: float
+    num_frames: int
+    window: int
+    overlap: int
+    strategy: str
+    selection: str
+    avg_rate: float
+    score_mean: float
+    resize: int | None = None  # short side the source was resized to, if any
+    codec: str = "zlib"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def codebook_size(self) -> int:
+        return int(np.prod(self.levels))
+
+
+@dataclass
+class TokenWindow:
+    start: int  # frames [start, end) of the tokenized video
+    end: int
+    rate: float
+    score: float
+    mask: np.ndarray  # bool [t, h, w]
+    indices: np.ndarray  # uint16 [kept], raster order of the kept positions
+    nbytes: int = 0  # bytes of its record in a file (0 before it is written)
+
+    @property
+    def kept(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.size)
+
+    def nominal_bpp16(self) -> float:
+        """The paper's ledger: 16 bits per kept token + 1 mask bit per position, per 16 pixels."""
+        return self.kept / self.num_tokens + 1 / 16
+
+
+@dataclass
+class Tokens:
+    header: TokenHeader
+    windows: list[TokenWindow] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return sum(w.kept for w in self.windows)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(w.num_tokens for w in self.windows)
+
+    @property
+    def realized_rate(self) -> float:
+        return self.kept / max(1, self.num_tokens)
+
+    def nominal_bpp16(self) -> float:
+        return self.realized_rate + 1 / 16
+
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+        with TokenWriter(path, self.header, overwrite=overwrite) as writer:
+            for w in self.windows:
+                writer.write(w)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokens":
+        reader = TokenReader(path)
+        with reader:
+            return cls(reader.header, list(reader))
+
+
+def encode_window(w: TokenWindow, codebook_size: int) -> bytes:
+    mask = np.asarray(w.mask, dtype=bool)
+    if mask.ndim != 3:
+        raise ValueError("window mask must be [t, h, w]")
+    indices = np.asarray(w.indices)
+    if indices.size != int(mask.sum()):
+        raise ValueError(f"window has {int(mask.sum())} kept positions but {indices.size} indices")
+    if indices.size and (indices.min() < 0 or indices.max() >= codebook_size):
+        raise ValueError(f"token indices must lie in [0, {codebook_size})")
+    mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes(), 9)
+    index_bytes = zlib.compress(indices.astype("<u2").tobytes(), 9)
+    t, h, wd = mask.shape
+    head = _WINDOW.pack(w.start, w.end, t, h, wd, float(w.rate), float(w.score), indices.size,
+                        len(mask_bytes), len(index_bytes))
+    return head + mask_bytes + index_bytes
+
+
+def _inflate(data: bytes, expected: int, what: str) -> bytes:
+    """zlib-decode at most `expected` bytes (a forged stream cannot make us allocate more)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, expected)
+    except zlib.error as exc:
+        raise TokenFormatError(f"{what}: corrupt compressed data ({exc})") from None
+    if len(out) != expected or d.unconsumed_tail or not d.eof:
+        raise TokenFormatError(f"{what}: compressed data does not hold the expected {expected} bytes")
+    return out
+
+
+def decode_window(payload: bytes, header: TokenHeader, where: str) -> TokenWindow:
+    if len(payload) < _WINDOW.size:
+        raise TokenFormatError(f"{where}: record too short")
+    start, end, t, h, w, rate, score, kept, n_mask, n_idx = _WINDOW.unpack_from(payload)
+    n = t * h * w
+    if not 0 < n <= MAX_TOKENS_PER_WINDOW or kept > n or not start < end <= header.num_frames:
+        raise TokenFormatError(f"{where}: impossible geometry (t={t}, h={h}, w={w}, kept={kept}, frames {start}-{end})")
+    if _WINDOW.size + n_mask + n_idx != len(payload):
+        raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
+    body = memoryview(payload)[_WINDOW.size:]
+    bits = np.frombuffer(_inflate(bytes(body[:n_mask]), (n + 7) // 8, f"{where} mask"), np.uint8)
+    mask = np.unpackbits(bits, count=n, bitorder="little").astype(bool).reshape(t, h, w)
+    if int(mask.sum()) != kept:
+        raise TokenFormatError(f"{where}: mask keeps {int(mask.sum())} positions but the record says {kept}")
+    indices = np.frombuffer(_inflate(bytes(body[n_mask:]), 2 * kept, f"{where} indices"), "<u2").astype(np.uint16)
+    if kept and int(indices.max()) >= header.codebook_size:
+        raise TokenFormatError(f"{where}: token index out of range for {header.codebook_size} codes")
+    if not (np.isfinite(rate) and 0 < rate <= 1):
+        raise TokenFormatError(f"{where}: invalid rate {rate}")
+    return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
+
+
+class TokenWriter:
+    """Streams windows to a temporary file; `close` writes header + windows + trailer under `path`.
+
+    The header is written last (it holds the final frame count of a streamed video), through a
+    second temporary file that is renamed into place, so `path` only ever holds a complete file.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; pass --overwrite to replace it")
+        self.header = header
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._body = tempfile.TemporaryFile(dir=self.path.parent)
+        self.count = 0
+        self.header_bytes = 0
+
+    def write(self, window: TokenWindow) -> int:
+        payload = encode_window(window, self.header.codebook_size)
+        self._body.write(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+        self.count += 1
+        window.nbytes = _RECORD.size + len(payload)
+        return window.nbytes
+
+    def close(self) -> Path:
+        blob = json.dumps(asdict(self.header), sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(_PRELUDE.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob)))
+                self._body.seek(0)
+                while chunk := self._body.read(1 << 20):
+                    out.write(chunk)
+                out.write(_TRAILER.pack(TRAILER_MAGIC, self.count))
+            os.replace(tmp, self.path)
+        finally:
+            self._body.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.header_bytes = _PRELUDE.size + len(blob) + 4
+        return self.path
+
+    def abort(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "TokenWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close() if exc_type is None else self.abort()
+
+
+class TokenReader:
+    """Reads the header at once and the windows one at a time; every failure is a TokenFormatError."""
+
+    def __init__(self, source: str | os.PathLike | bytes):
+        if isinstance(source, (bytes, bytearray)):
+            self.name, self._f, self.size = "<bytes>", io.BytesIO(source), len(source)
+        else:
+            p = Path(source)
+            if not p.is_file():
+                raise TokenFormatError(f"{p}: no such token file")
+            self.name, self._f, self.size = str(p), open(p, "rb"), p.stat().st_size
+        try:
+            self.header, self.header_bytes = self._read_header()
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _read_exact(self, n: int, what: str) -> bytes:
+        if n > self.size - self._f.tell():
+            raise TokenFormatError(f"{self.name}: truncated in {what}")
+        data = self._f.read(n)
+        if len(data) != n:
+            raise TokenFormatError(f"{self.name}: truncated in {what}")
+        return data
+
+    def _read_header(self) -> tuple[TokenHeader, int]:
+        magic, version, n = _PRELUDE.unpack(self._read_exact(_PRELUDE.size, "the header"))
+        if magic != MAGIC:
+            raise TokenFormatError(f"{self.name}: not an infotok token file (bad magic)")
+        if version != FORMAT_VERSION:
+            raise TokenFormatError(f"{self.name}: format version {version} is not supported by this infotok "
+                                   f"(reads version {FORMAT_VERSION}); {'upgrade infotok' if version > FORMAT_VERSION else 're-encode the video'}")
+        if n > MAX_HEADER_BYTES:
+            raise TokenFormatError(f"{self.name}: header length {n} is implausible")
+        blob = self._read_exact(n, "the header")
+        (crc,) = struct.unpack("<I", self._read_exact(4, "the header checksum"))
+        if zlib.crc32(blob) != crc:
+            raise TokenFormatError(f"{self.name}: header checksum mismatch (file corrupt)")
+        try:
+            fields = json.loads(blob)
+            header = TokenHeader(**fields)
+            if (header.codec != "zlib" or not 0 < header.codebook_size <= 65536
+                    or header.num_frames < 1 or header.window < 1):
+                raise ValueError("invalid values")
+        except (ValueError, TypeError) as exc:
+            raise TokenFormatError(f"{self.name}: header is not valid ({exc})") from None
+        return header, _PRELUDE.size + n + 4
+
+    def __iter__(self) -> Iterator[TokenWindow]:
+        index = 0
+        while True:
+            if self.size - self._f.tell() == _TRAILER.size:
+                magic, count = _TRAILER.unpack(self._read_exact(_TRAILER.size, "the trailer"))
+                if magic != TRAILER_MAGIC or count != index:
+                    raise TokenFormatError(f"{self.name}: trailer corrupt or window count mismatch "
+                                           f"(read {index} windows)")
+                return
+            where = f"{self.name}: window {index}"
+            length, crc = _RECORD.unpack(self._read_exact(_RECORD.size, f"window {index}"))
+            payload = self._read_exact(length, f"window {index}")
+            if zlib.crc32(payload) != crc:
+                raise TokenFormatError(f"{where}: checksum mismatch (file corrupt)")
+            yield decode_window(payload, self.header, where)
+            index += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "TokenReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,268 @@
+"""Training loop (through accelerate): base tokenizer, or InfoTok-Flex fine-tuning (Algorithm 1).
+
+Everything needed to resume lives in `<out>/train_state.safetensors` + `train_state.json` (raw
+weights, EMA, AdamW moments, step, RNG); the data position is the step itself because dataset
+item k is a pure function of (seed, k). Checkpoints are written atomically, so a run killed at any
+moment resumes from its last complete checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from .base import BaseConfig
+from .compressor import CompressorConfig
+from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
+from .model import InfoTok
+from .router import score_map
+from .selection import keep_mask
+
+FLEX_RATES = (1.0, 0.75, 0.5, 0.25)
+LOG_FIELDS = ["step", "loss", "psnr", "lr", "rate", "score_ema", "frames_per_s", "elapsed_s"]
+
+
+@dataclass
+class TrainConfig:
+    kind: str = "base"  # "base" or "infotok"
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/base"
+    init: str | None = None  # checkpoint to start from (required for kind=infotok)
+    steps: int = 2000
+    batch: int = 8
+    frames: int = 17
+    crop: int = 128
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema: float = 0.999
+    score_ema: float = 0.99
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    synthetic_fraction: float = 0.1
+    workers: int = 1
+    cache: str | None = "runs/cache"
+    cache_size: int = 256
+    mixed_precision: str = "no"  # "bf16" on CUDA
+    base: dict = field(default_factory=dict)
+    compressor: dict = field(default_factory=dict)
+    name: str = ""
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine from lr to lr * min_lr_ratio."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR for images in [-1, 1] (peak-to-peak 2)."""
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+def build_model(cfg: TrainConfig) -> InfoTok:
+    if cfg.init:
+        init = InfoTok.from_pretrained(cfg.init)
+        if cfg.kind == "infotok" and not init.adaptive:
+            model = InfoTok(init.base.config, CompressorConfig(**cfg.compressor), name=cfg.name or "infotok-flex")
+            model.base.load_state_dict(init.base.state_dict())
+            return model
+        init.name = cfg.name or init.name
+        return init
+    if cfg.kind == "infotok":
+        raise ValueError("`train infotok` fine-tunes a base tokenizer: pass --init <base checkpoint>")
+    return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            out[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, k = key.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg)
+        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.score_ema = float(self.model.score_mean)
+        self.progress = progress
+
+    # ------------------------------------------------------------------------ state on disk
+    def save(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        self.out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors |= {f"ema.{k}": v.cpu().contiguous() for k, v in self.ema.items()}
+        tensors |= _optimizer_tensors(self.opt)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tmp = self.out / ".train_state.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        meta = {"step": self.step, "score_ema": self.score_ema, "config": asdict(self.cfg)}
+        tmp_json = self.out / ".train_state.json.tmp"
+        tmp_json.write_text(json.dumps(meta, indent=2))
+        # the JSON names the step; rename the tensors first so a crash between leaves an older JSON
+        os.replace(tmp, self.out / "train_state.safetensors")
+        os.replace(tmp_json, self.out / "train_state.json")
+        self.export(self.out / "model")
+
+    def export(self, directory: Path) -> None:
+        """The EMA weights as a self-describing model checkpoint folder."""
+        model = self.accelerator.unwrap_model(self.model)
+        live = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict({k: v.to(live[k].dtype) for k, v in self.ema.items()})
+        model.score_mean.fill_(self.score_ema)
+        model.save_pretrained(directory, extra={"trained_steps": self.step, "train_config": asdict(self.cfg)})
+        model.load_state_dict(live)
+
+    def resume(self) -> bool:
+        state_file, meta_file = self.out / "train_state.safetensors", self.out / "train_state.json"
+        if not (state_file.exists() and meta_file.exists()):
+            return False
+        meta = json.loads(meta_file.read_text())
+        tensors = load_file(str(state_file))
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        _load_optimizer(self.opt, tensors)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.score_ema = int(meta["step"]), float(meta["score_ema"])
+        return True
+
+    # ------------------------------------------------------------------------------- loop
+    def _log(self, row: dict) -> None:
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _truncate_log(self) -> None:
+        """After a resume, drop log rows past the resumed step (written after the last checkpoint)."""
+        path = self.out / "log.csv"
+        if not path.exists():
+            return
+        with open(path) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _flex_masks(self, x: torch.Tensor, model: InfoTok) -> tuple[torch.Tensor, list[float], float]:
+        """Algorithm 1: router pass, one rate per clip from FLEX_RATES, error-ranked masks."""
+        with torch.no_grad():
+            codes, _ = model.encode(x)
+            smap = score_map(x, model.decode_codes(codes), model.temporal_factor, model.spatial_factor)
+        rng = np.random.default_rng([self.cfg.seed, 7, self.step])
+        rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
+        masks = torch.stack([keep_mask(s, r, "error") for s, r in zip(smap, rates)])
+        return masks, rates, float(smap.mean())
+
+    def run(self, on_step=None) -> None:
+        cfg = self.cfg
+        paths = training_videos(cfg.data) if cfg.data else []
+        if paths and cfg.cache:
+            paths = prepare_cache(paths, Path(cfg.cache), cfg.cache_size)
+        dataset = VideoClipDataset(paths, cfg.frames, cfg.crop, cfg.seed,
+                                   synthetic_fraction=cfg.synthetic_fraction if paths else 1.0)
+        if self.step:
+            self._truncate_log()
+        sampler = ResumableSampler(self.step * cfg.batch * self.accelerator.num_processes)
+        loader = DataLoader(dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
+                            persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
+        model, opt, loader = self.accelerator.prepare(self.model, self.opt, loader)
+        raw = self.accelerator.unwrap_model(model)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        t0, frames_done, window = time.time(), 0, []
+        bar = None
+        if self.progress and self.accelerator.is_main_process:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.kind}", dynamic_ncols=True)
+        for x in loader:
+            if self.step >= cfg.steps:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(self.step, cfg)
+            masks, rates = None, [1.0]
+            if raw.adaptive:
+                masks, rates, clip_score = self._flex_masks(x, raw)
+                self.score_ema = clip_score if self.score_ema <= 0 else \
+                    cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
+            with self.accelerator.autocast():
+                y = model(x, masks)
+            loss = (y.float() - x).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
+                for k, v in raw.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        self.ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+                    else:
+                        self.ema[k].copy_(v)
+                mse = float(((y.float().clamp(-1, 1) - x) ** 2).mean())
+            self.step += 1
+            frames_done += x.shape[0] * x.shape[2]
+            window.append((loss.item(), psnr_from_mse(mse), float(np.mean(rates))))
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                loss_m, psnr_m, rate_m = np.mean(window, axis=0)
+                row = {"step": self.step, "loss": f"{loss_m:.5f}", "psnr": f"{psnr_m:.3f}",
+                       "lr": f"{lr_at(self.step - 1, cfg):.3g}", "rate": f"{rate_m:.3f}",
+                       "score_ema": f"{self.score_ema:.5f}",
+                       "frames_per_s": f"{frames_done / (time.time() - t0):.1f}",
+                       "elapsed_s": f"{time.time() - t0:.1f}"}
+                window = []
+                if self.accelerator.is_main_process:
+                    self._log(row)
+                if bar:
+                    bar.set_postfix(loss=row["loss"], psnr=row["psnr"])
+            if bar:
+                bar.update(1)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+            if on_step:
+                on_step(self.step, loss.item())
+        if bar:
+            bar.close()

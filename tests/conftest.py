@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random-weight models (fast, for shapes, causality and formats) and sample videos."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from infotok.base import BaseConfig
+from infotok.compressor import CompressorConfig
+from infotok.model import DEFAULT_CHECKPOINT, InfoTok
+from infotok.video import synthetic_video, write_video
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+TINY_BASE = BaseConfig(enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, dec_hi=8, dec_lo=16,
+                       dec_hi_blocks=1, dec_lo_blocks=1)
+TINY_COMPRESSOR = CompressorConfig(width=16, depth=1, heads=2)
+
+
+def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2) -> InfoTok:
+    torch.manual_seed(seed)
+    model = InfoTok(TINY_BASE, TINY_COMPRESSOR if adaptive else None, score_mean=score_mean,
+                    name="tiny-infotok" if adaptive else "tiny-base")
+    if adaptive:  # random, non-identity transformers so causality tests are meaningful
+        for stack in (model.compressor, model.decompressor):
+            torch.nn.init.normal_(stack.proj_out.weight, std=0.1)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A saved tiny adaptive checkpoint folder (random weights)."""
+    return tiny_model().save_pretrained(tmp_path / "tiny-ckpt")
+
+
+@pytest.fixture
+def sample_video(tmp_path) -> Path:
+    """The built-in sample (21 frames, 64x48) as an MP4 file."""
+    return write_video(tmp_path / "sample.mp4", synthetic_video(21, 48, 64, seed=1), fps=12)
+
+
+@pytest.fixture
+def shipped_checkpoint() -> Path:
+    if not (DEFAULT_CHECKPOINT / "model.safetensors").exists():
+        pytest.fail(f"the shipped checkpoint is missing from {DEFAULT_CHECKPOINT}")
+    return DEFAULT_CHECKPOINT
+
+
+def shared_videos() -> list[Path]:
+    return sorted(SHARED_VIDEOS.glob("*.mp4"))

@@ -1,0 +1,145 @@
+"""Router, selection and the block-causal compressor."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from infotok.compressor import BlockCausalTransformer, CompressorConfig
+from infotok.model import InfoTok
+from infotok.router import balanced_rates, check_rate, choose_rate, global_elbo_rate, score_map, uniform_rate
+from infotok.selection import keep_mask, kept_count
+from infotok.video import synthetic_video
+from tests.conftest import tiny_model
+
+
+@pytest.mark.parametrize("rate", [1 / 16, 0.25, 0.3, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("method", ["error", "order", "random"])
+def test_keep_mask_keeps_exactly_round_rate_times_n(rate, method):
+    scores = torch.rand(5, 7, 9)
+    mask = keep_mask(scores, rate, method, torch.Generator().manual_seed(0))
+    assert mask.shape == scores.shape and mask.dtype == torch.bool
+    assert int(mask.sum()) == kept_count(rate, scores.numel()) == round(rate * 315)
+
+
+def test_error_selection_keeps_the_highest_scores_with_ties_broken_by_position():
+    scores = torch.tensor([[[0.1, 0.9, 0.5, 0.5], [0.5, 0.2, 0.0, 0.3]]])
+    # keep 3 of 8: the 0.9, then two of the three 0.5s, the earlier positions first
+    mask = keep_mask(scores, 3 / 8, "error")
+    assert mask.flatten().tolist() == [False, True, True, True, False, False, False, False]
+    mask = keep_mask(scores, 0.5, "error")
+    assert mask.flatten().tolist() == [False, True, True, True, True, False, False, False]
+
+
+def test_order_selection_is_a_prefix_of_every_latent_frame():
+    mask = keep_mask(torch.rand(3, 4, 4), 0.25, "order")
+    for frame in mask:
+        assert frame.flatten()[:4].all() and not frame.flatten()[4:].any()
+
+
+def test_score_map_pools_frame0_alone_then_groups_of_four():
+    x = torch.zeros(1, 3, 9, 16, 16)
+    x_hat = torch.zeros_like(x)
+    x_hat[:, :, 0] = 1.0  # error only in frame 0
+    x_hat[:, :, 5, :8, :8] = 0.4  # error in frame 5 (latent frame 2), top-left token
+    s = score_map(x, x_hat)
+    assert s.shape == (1, 3, 2, 2)
+    assert torch.allclose(s[0, 0], torch.ones(2, 2))
+    assert s[0, 1].abs().sum() == 0
+    assert s[0, 2, 0, 0] == pytest.approx(0.1) and s[0, 2, 1, 1] == 0
+
+
+def test_global_elbo_follows_score_and_clips():
+    assert global_elbo_rate(0.5, 2.0, 1.0) == 1.0
+    assert global_elbo_rate(0.5, 1.0, 1.0) == 0.5
+    assert global_elbo_rate(0.5, 0.01, 1.0) == 1 / 16
+    with pytest.raises(ValueError, match="calibrate"):
+        global_elbo_rate(0.5, 1.0, 0.0)
+
+
+def test_balanced_rates_meet_the_average_despite_clipping():
+    scores = [0.1, 0.2, 0.3, 3.0, 0.05]
+    rates = balanced_rates(0.5, scores, score_mean=float(np.mean(scores)))
+    assert np.mean(rates) == pytest.approx(0.5, abs=1e-6)
+    assert rates[3] == 1.0 and min(rates) >= 1 / 16
+    assert np.argsort(rates).tolist() == np.argsort(scores).tolist()
+
+
+def test_uniform_rate_has_the_requested_mean_and_range():
+    rng = np.random.default_rng(0)
+    rates = [uniform_rate(0.5, rng) for _ in range(4000)]
+    assert np.mean(rates) == pytest.approx(0.5, abs=0.02) and min(rates) >= 1 / 16 and max(rates) <= 1
+    assert choose_rate("static", 0.3) == 0.3
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, -1.0, float("nan"), 0.05])
+def test_absurd_rates_are_refused(bad):
+    with pytest.raises(ValueError, match=r"\[1/16, 1\]"):
+        check_rate(bad)
+
+
+def test_compressor_is_block_causal_and_starts_as_identity():
+    torch.manual_seed(0)
+    stack = BlockCausalTransformer(8, CompressorConfig(width=16, depth=2, heads=2))
+    x = torch.randn(1, 8, 4, 3, 5)
+    assert torch.equal(stack(x), x)  # zero-initialised output projection
+    torch.nn.init.normal_(stack.proj_out.weight, std=0.1)
+    y = stack(x)
+    x2 = x.clone()
+    x2[:, :, 2] += 1.0  # change latent frame 2
+    y2 = stack(x2)
+    assert torch.allclose(y[:, :, :2], y2[:, :, :2], atol=1e-6)  # frames 0, 1 never look ahead
+    assert not torch.allclose(y[:, :, 2:], y2[:, :, 2:])
+    x3 = x.clone()
+    x3[:, :, 2, 0, 0] += 1.0  # one token: the whole of its frame sees it (attention within a frame)
+    assert not torch.allclose(stack(x3)[:, :, 2, 2, 4], y[:, :, 2, 2, 4])
+
+
+def test_dropped_positions_use_the_learned_embedding_not_their_code():
+    model = tiny_model()
+    codes, _ = model.encode(torch.rand(1, 3, 5, 16, 16) * 2 - 1)
+    mask = torch.ones(1, 2, 2, 2, dtype=torch.bool)
+    mask[0, 1, 0, 0] = False
+    other = codes.clone()
+    other[:, :, 1, 0, 0] = -codes[:, :, 1, 0, 0]  # a different code at the dropped position
+    with torch.no_grad():
+        assert torch.equal(model.decode_codes(codes, mask), model.decode_codes(other, mask))
+        assert not torch.equal(model.decode_codes(codes), model.decode_codes(other))
+
+
+def test_code_window_kept_counts_scores_and_strategies():
+    model = tiny_model(score_mean=1e-9)  # every clip looks complex -> global_elbo clips to rate 1
+    x = torch.rand(1, 3, 9, 24, 32) * 2 - 1
+    static = model.code_window(x, 0.5, "static")
+    assert static.mask.shape == (3, 3, 4) and int(static.mask.sum()) == 18 == static.indices.numel()
+    assert static.nfe == 2 and static.rate == 0.5
+    assert model.code_window(x, 0.5, "global_elbo").rate == 1.0
+    model.score_mean.fill_(1e9)  # every clip looks trivial -> the minimum rate
+    low = model.code_window(x, 0.5, "global_elbo")
+    assert low.rate == 1 / 16 and int(low.mask.sum()) == round(36 / 16)
+    full = model.code_window(x, 1.0, "static")
+    assert full.nfe == 1 and bool(full.mask.all())
+
+
+def test_fixed_rate_base_refuses_dropping_tokens():
+    model = tiny_model(adaptive=False)
+    with pytest.raises(ValueError, match="fixed-rate"):
+        model.code_window(torch.zeros(1, 3, 5, 16, 16), 0.5, "static")
+
+
+def test_calibration_mean_is_stored_loaded_and_written_into_token_headers(tmp_path):
+    model = tiny_model(score_mean=0.123)
+    loaded = InfoTok.from_pretrained(model.save_pretrained(tmp_path / "c"))
+    assert float(loaded.score_mean) == pytest.approx(0.123)
+    tokens = loaded.tokenize(synthetic_video(9, 16, 16), rate=0.5)
+    assert tokens.header.score_mean == pytest.approx(0.123)
+
+
+def test_tokens_of_one_video_do_not_depend_on_other_inputs():
+    model = tiny_model()
+    a, b = synthetic_video(9, 16, 24, seed=1), synthetic_video(9, 16, 24, seed=2)
+    alone = model.tokenize(a, rate=0.5)
+    model.tokenize(b, rate=0.5)
+    again = model.tokenize(a, rate=0.5)
+    assert all(np.array_equal(w1.indices, w2.indices) and np.array_equal(w1.mask, w2.mask)
+               for w1, w2 in zip(alone.windows, again.windows))
