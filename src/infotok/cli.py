@@ -277,7 +277,7 @@ def cmd_decode(args) -> int:
         with TokenReader(src) as reader:
             bar = _progress(None, f"decode {src.name}")
             frames = model.iter_detokenize(reader.header, _counting(reader, bar))
-            write_video(dst, frames, fps=reader.header.fps)
+            write_video(dst, frames, fps=reader.header.fps, lossless=args.lossless)
             bar.close()
             print(f"{src} -> {dst}: {reader.header.num_frames} frames {reader.header.width}x{reader.header.height}")
     return _run_many(inputs, outputs, job, "decode")
@@ -318,7 +318,7 @@ def cmd_reconstruct(args) -> int:
                         sq += float(((o.astype(np.float64) - r) ** 2).sum())
                         count += o.size
                         yield r
-                write_video(dst, frames(), fps=reader.header.fps)
+                write_video(dst, frames(), fps=reader.header.fps, lossless=args.lossless)
             summary["psnr"] = 10 * np.log10(255.0**2 / max(sq / max(count, 1), 1e-12))
         _print_summary(summary)
     return _run_many(inputs, outputs, job, "reconstruct")
@@ -497,12 +497,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser("decode", help=".itok token file(s) -> MP4")
     p.add_argument("inputs", nargs="+", help=".itok files")
     p.add_argument("-o", "--output", required=True, help="OUT.mp4 for one input, a folder for several")
+    p.add_argument("--lossless", action="store_true", help="store the decoded frames exactly (large MP4)")
     add_model_options(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("reconstruct", help="video(s) -> tokens -> MP4, with PSNR against the input")
     p.add_argument("inputs", nargs="+")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--lossless", action="store_true", help="store the reconstructed frames exactly (large MP4)")
     add_tokenize_options(p)
     add_model_options(p)
     p.set_defaults(func=cmd_reconstruct)

@@ -3,17 +3,20 @@
 A file is a versioned JSON header, then one self-checking record per window (keep-mask bit-packed,
 kept indices, both zlib-coded, CRC32), then a trailer with the window count. It is written and read
 window by window, so a long video never needs all its tokens in memory. The parser trusts no length
-field: every size is checked against the window's own geometry before anything is allocated.
+field: every size is checked against the window's own geometry before anything is allocated, and
+every window's frames and token grid against the header (its frame size, frame count, window and
+overlap), so whatever `TokenReader` accepts can be decoded. Every failure is a `TokenFormatError`.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import struct
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -24,6 +27,7 @@ TRAILER_MAGIC = b"ITND"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
 MAX_TOKENS_PER_WINDOW = 1 << 24
+MAX_RECORD_BYTES = 1 << 26  # a full window of 2**24 tokens codes to ~34 MB at worst
 _PRELUDE = struct.Struct("<4sHI")  # magic, version, header length
 _RECORD = struct.Struct("<II")  # payload length, crc32
 _WINDOW = struct.Struct("<IIHHHddIII")  # start, end, t, h, w, rate, score, kept, mask bytes, index bytes
@@ -121,10 +125,74 @@ class Tokens:
             return cls(reader.header, list(reader))
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_header(h: TokenHeader) -> None:
+    """Raise ValueError unless every field of `h` has a type and value a decoder can use."""
+    for name in ("model", "model_hash", "config_hash", "strategy", "selection", "codec"):
+        if not isinstance(getattr(h, name), str):
+            raise ValueError(f"{name} must be a string")
+    if h.codec != "zlib":
+        raise ValueError(f"unknown codec {h.codec!r}")
+    if not isinstance(h.levels, list) or not h.levels or not all(_is_int(v) and v >= 1 for v in h.levels):
+        raise ValueError("levels must be a list of positive integers")
+    size = 1
+    for v in h.levels:  # plain ints, stopping early: a forged list cannot overflow or blow up
+        size *= v
+        if size > 65536:
+            raise ValueError("the codebook has more than 65536 codes")
+    for name in ("temporal_factor", "spatial_factor", "width", "height", "source_width", "source_height",
+                 "num_frames", "window"):
+        if not (_is_int(getattr(h, name)) and getattr(h, name) >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {getattr(h, name)!r}")
+    if h.num_frames > 0xFFFFFFFF:
+        raise ValueError(f"num_frames {h.num_frames} is more than a file can hold")
+    if not (_is_int(h.overlap) and 0 <= h.overlap < h.window):
+        raise ValueError(f"overlap must be an integer in [0, window), got {h.overlap!r}")
+    if not (_is_number(h.fps) and math.isfinite(h.fps) and h.fps > 0):
+        raise ValueError(f"fps must be a positive number, got {h.fps!r}")
+    if not (_is_number(h.avg_rate) and _is_number(h.score_mean)):
+        raise ValueError("avg_rate and score_mean must be numbers")
+    if h.resize is not None and not (_is_int(h.resize) and h.resize >= 1):
+        raise ValueError(f"resize must be null or a positive integer, got {h.resize!r}")
+    if not _is_int(h.format_version):
+        raise ValueError("format_version must be an integer")
+
+
+def window_count(h: TokenHeader) -> int:
+    """How many windows a video of h.num_frames frames has (the spans of `video.window_spans`)."""
+    step = h.window - h.overlap
+    return 1 + max(0, -(-(h.num_frames - h.window) // step))
+
+
+def window_span(h: TokenHeader, index: int) -> tuple[int, int]:
+    """Frames [start, end) of window `index` (as `video.window_spans`; assumes a final num_frames)."""
+    start = index * (h.window - h.overlap)
+    return start, min(start + h.window, h.num_frames)
+
+
+def window_geometry(h: TokenHeader, start: int, end: int) -> tuple[int, int, int]:
+    """Latent (t, h, w) of frames [start, end): the padded model grid of the header's frame size."""
+    return (1 + -(-(end - start - 1) // h.temporal_factor), -(-h.height // h.spatial_factor),
+            -(-h.width // h.spatial_factor))
+
+
 def encode_window(w: TokenWindow, codebook_size: int) -> bytes:
     mask = np.asarray(w.mask, dtype=bool)
     if mask.ndim != 3:
         raise ValueError("window mask must be [t, h, w]")
+    if not 0 < mask.size <= MAX_TOKENS_PER_WINDOW or max(mask.shape) > 0xFFFF:
+        raise ValueError(f"window mask shape {mask.shape} cannot be stored")
+    if not 0 <= int(w.start) < int(w.end) <= 0xFFFFFFFF:
+        raise ValueError(f"window frames {w.start}-{w.end} are not a valid span")
+    if not (math.isfinite(float(w.rate)) and 0 < float(w.rate) <= 1):
+        raise ValueError(f"window rate must lie in (0, 1], got {w.rate}")
     indices = np.asarray(w.indices)
     if indices.size != int(mask.sum()):
         raise ValueError(f"window has {int(mask.sum())} kept positions but {indices.size} indices")
@@ -142,21 +210,32 @@ def _inflate(data: bytes, expected: int, what: str) -> bytes:
     """zlib-decode at most `expected` bytes (a forged stream cannot make us allocate more)."""
     d = zlib.decompressobj()
     try:
-        out = d.decompress(data, expected)
+        # max_length 0 would mean "no limit": ask for one byte more than expected, at least 1
+        out = d.decompress(data, expected + 1)
     except zlib.error as exc:
         raise TokenFormatError(f"{what}: corrupt compressed data ({exc})") from None
-    if len(out) != expected or d.unconsumed_tail or not d.eof:
+    if len(out) != expected or d.unconsumed_tail or d.unused_data or not d.eof:
         raise TokenFormatError(f"{what}: compressed data does not hold the expected {expected} bytes")
     return out
 
 
-def decode_window(payload: bytes, header: TokenHeader, where: str) -> TokenWindow:
+def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None) -> TokenWindow:
+    """Parse one record; with `index`, also check its frames and grid against the header's geometry."""
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
     start, end, t, h, w, rate, score, kept, n_mask, n_idx = _WINDOW.unpack_from(payload)
     n = t * h * w
     if not 0 < n <= MAX_TOKENS_PER_WINDOW or kept > n or not start < end <= header.num_frames:
         raise TokenFormatError(f"{where}: impossible geometry (t={t}, h={h}, w={w}, kept={kept}, frames {start}-{end})")
+    if index is not None:
+        span = window_span(header, index)
+        if (start, end) != span:
+            raise TokenFormatError(f"{where}: holds frames {start}-{end} but the header's window/overlap/frame "
+                                   f"count place it at frames {span[0]}-{span[1]}")
+        grid = window_geometry(header, start, end)
+        if (t, h, w) != grid:
+            raise TokenFormatError(f"{where}: token grid {t}x{h}x{w} does not match the header's "
+                                   f"{header.width}x{header.height} frames (expected {grid[0]}x{grid[1]}x{grid[2]})")
     if _WINDOW.size + n_mask + n_idx != len(payload):
         raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
     body = memoryview(payload)[_WINDOW.size:]
@@ -188,15 +267,40 @@ class TokenWriter:
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
         self.count = 0
         self.header_bytes = 0
+        self._last: tuple[int, int] | None = None  # frames of the last window written
 
     def write(self, window: TokenWindow) -> int:
+        check_header(replace(self.header, num_frames=1))  # the frame count is only final at close
+        step = self.header.window - self.header.overlap
+        if window.start != self.count * step or not 0 < window.end - window.start <= self.header.window:
+            raise ValueError(f"window {self.count} holds frames {window.start}-{window.end}; with window "
+                             f"{self.header.window} and overlap {self.header.overlap} it must start at {self.count * step}")
+        if self._last is not None and self._last[1] - self._last[0] != self.header.window:
+            raise ValueError(f"window {self.count - 1} (frames {self._last[0]}-{self._last[1]}) is shorter than "
+                             f"--window {self.header.window}, so it must be the last one")
+        grid = window_geometry(self.header, window.start, window.end)
+        if np.shape(window.mask) != grid:
+            raise ValueError(f"window {self.count} has a token grid {np.shape(window.mask)}; "
+                             f"{self.header.width}x{self.header.height} frames need {grid}")
         payload = encode_window(window, self.header.codebook_size)
         self._body.write(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
+        self._last = (int(window.start), int(window.end))
         self.count += 1
         window.nbytes = _RECORD.size + len(payload)
         return window.nbytes
 
     def close(self) -> Path:
+        try:
+            check_header(self.header)
+            # starts, and full-length windows before the last, were checked by `write`
+            if self.count != window_count(self.header) or self._last[1] != self.header.num_frames:
+                raise ValueError(f"{self.count} windows ending at frame {self._last and self._last[1]} were written, "
+                                 f"but {self.header.num_frames} frames with window {self.header.window} and overlap "
+                                 f"{self.header.overlap} need {window_count(self.header)} ending at frame "
+                                 f"{self.header.num_frames}")
+        except ValueError:
+            self._body.close()
+            raise
         blob = json.dumps(asdict(self.header), sort_keys=True).encode()
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
@@ -228,13 +332,16 @@ class TokenReader:
     """Reads the header at once and the windows one at a time; every failure is a TokenFormatError."""
 
     def __init__(self, source: str | os.PathLike | bytes):
-        if isinstance(source, (bytes, bytearray)):
-            self.name, self._f, self.size = "<bytes>", io.BytesIO(source), len(source)
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.name, self._f, self.size = "<bytes>", io.BytesIO(bytes(source)), len(source)
         else:
             p = Path(source)
             if not p.is_file():
                 raise TokenFormatError(f"{p}: no such token file")
-            self.name, self._f, self.size = str(p), open(p, "rb"), p.stat().st_size
+            try:
+                self.name, self._f, self.size = str(p), open(p, "rb"), p.stat().st_size
+            except OSError as exc:
+                raise TokenFormatError(f"{p}: cannot read the token file ({exc.strerror or exc})") from None
         try:
             self.header, self.header_bytes = self._read_header()
         except BaseException:
@@ -264,30 +371,44 @@ class TokenReader:
             raise TokenFormatError(f"{self.name}: header checksum mismatch (file corrupt)")
         try:
             fields = json.loads(blob)
+            if not isinstance(fields, dict):
+                raise ValueError("not a JSON object")
             header = TokenHeader(**fields)
-            if (header.codec != "zlib" or not 0 < header.codebook_size <= 65536
-                    or header.num_frames < 1 or header.window < 1):
-                raise ValueError("invalid values")
+            check_header(header)
+        except RecursionError:
+            raise TokenFormatError(f"{self.name}: header is not valid (nested too deeply)") from None
         except (ValueError, TypeError) as exc:
             raise TokenFormatError(f"{self.name}: header is not valid ({exc})") from None
         return header, _PRELUDE.size + n + 4
 
     def __iter__(self) -> Iterator[TokenWindow]:
-        index = 0
-        while True:
-            if self.size - self._f.tell() == _TRAILER.size:
-                magic, count = _TRAILER.unpack(self._read_exact(_TRAILER.size, "the trailer"))
-                if magic != TRAILER_MAGIC or count != index:
-                    raise TokenFormatError(f"{self.name}: trailer corrupt or window count mismatch "
-                                           f"(read {index} windows)")
-                return
+        self._f.seek(self.header_bytes)
+        count = window_count(self.header)
+        for index in range(count):
             where = f"{self.name}: window {index}"
+            pos = self._f.tell()
+            if self.size - pos == _TRAILER.size:
+                if self._f.read(4) == TRAILER_MAGIC:
+                    raise TokenFormatError(f"{where}: missing; the file ends after {index} of the {count} "
+                                           "windows its header calls for")
+                self._f.seek(pos)
             length, crc = _RECORD.unpack(self._read_exact(_RECORD.size, f"window {index}"))
+            if length > MAX_RECORD_BYTES:
+                raise TokenFormatError(f"{where}: record length {length} is implausible (file corrupt)")
             payload = self._read_exact(length, f"window {index}")
             if zlib.crc32(payload) != crc:
                 raise TokenFormatError(f"{where}: checksum mismatch (file corrupt)")
-            yield decode_window(payload, self.header, where)
-            index += 1
+            yield decode_window(payload, self.header, where, index)
+        left = self.size - self._f.tell()
+        if left < _TRAILER.size:
+            raise TokenFormatError(f"{self.name}: truncated in the trailer")
+        if left > _TRAILER.size:
+            raise TokenFormatError(f"{self.name}: {left - _TRAILER.size} unexpected bytes after window {count - 1} "
+                                   f"(the header calls for {count} windows)")
+        magic, n = _TRAILER.unpack(self._read_exact(_TRAILER.size, "the trailer"))
+        if magic != TRAILER_MAGIC or n != count:
+            raise TokenFormatError(f"{self.name}: trailer corrupt or window count mismatch "
+                                   f"(read {count} windows, trailer says {n})")
 
     def close(self) -> None:
         self._f.close()

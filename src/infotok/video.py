@@ -126,10 +126,12 @@ def read_video(path: str | os.PathLike, start: int = 0, max_frames: int | None =
     return np.stack(frames), info
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 24.0, crf: int = 12) -> Path:
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 24.0, crf: int = 12,
+                lossless: bool = False) -> Path:
     """Write RGB uint8 frames as H.264 MP4, atomically (temporary name, renamed when complete).
 
     Even sizes use yuv420p (plays everywhere); odd sizes use yuv444p so the size is kept exactly.
+    `lossless` stores the RGB frames exactly (libx264rgb, qp 0): reading back gives the same bytes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +148,13 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                     raise VideoError(f"{path}: frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
                 if stream is None:
                     h, w = frame.shape[:2]
-                    stream = out.add_stream("libx264", rate=rate)
+                    stream = out.add_stream("libx264rgb" if lossless else "libx264", rate=rate)
                     stream.width, stream.height = w, h
-                    stream.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
-                    stream.options = {"crf": str(crf), "preset": "medium"}
+                    if lossless:
+                        stream.pix_fmt, stream.options = "rgb24", {"qp": "0", "preset": "medium"}
+                    else:
+                        stream.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
+                        stream.options = {"crf": str(crf), "preset": "medium"}
                 elif frame.shape[:2] != (stream.height, stream.width):
                     raise VideoError(f"{path}: frame size changed from {stream.width}x{stream.height}")
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

@@ -1,0 +1,103 @@
+"""Training data and the training loop: reproducibility, learning, Flex fine-tuning, kill and resume."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from infotok.data import VideoClipDataset
+from infotok.model import InfoTok
+from infotok.train import Trainer, TrainConfig
+from infotok.video import synthetic_video, write_video
+from tests.conftest import TINY_BASE, TINY_COMPRESSOR
+
+TINY_TRAIN = dict(frames=5, crop=32, batch=2, lr=1e-2, warmup=2, log_every=1, workers=0, cache=None,
+                  base=asdict(TINY_BASE), compressor=asdict(TINY_COMPRESSOR))
+
+
+@pytest.fixture
+def video_folder(tmp_path):
+    folder = tmp_path / "videos"
+    for i in range(2):
+        write_video(folder / f"v{i}.mp4", synthetic_video(24, 48, 64, seed=10 + i), fps=12)
+    return folder
+
+
+def read_log(path):
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_dataset_items_are_reproducible_and_shaped(video_folder):
+    paths = sorted(video_folder.iterdir())
+    a = VideoClipDataset(paths, frames=9, crop=32, seed=1, synthetic_fraction=0.3)
+    b = VideoClipDataset(paths, frames=9, crop=32, seed=1, synthetic_fraction=0.3)
+    for k in (0, 5, 17):
+        assert torch.equal(a[k], b[k])
+        assert a[k].shape == (3, 9, 32, 32) and a[k].min() >= -1 and a[k].max() <= 1
+    assert not torch.equal(a[0], a[1])
+    assert not torch.equal(a[0], VideoClipDataset(paths, frames=9, crop=32, seed=2)[0])
+
+
+def test_short_base_training_run_lowers_the_loss_and_saves_a_loadable_checkpoint(tmp_path, video_folder):
+    cfg = TrainConfig(kind="base", data=[str(video_folder)], out=str(tmp_path / "run"), steps=40, **TINY_TRAIN)
+    Trainer(cfg, progress=False).run()
+    log = read_log(tmp_path / "run" / "log.csv")
+    assert len(log) == 40
+    first, last = np.mean([r["loss"] for r in log[:5]]), np.mean([r["loss"] for r in log[-5:]])
+    assert last < 0.8 * first
+    model = InfoTok.from_pretrained(tmp_path / "run" / "model")
+    assert not model.adaptive and json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained_steps"] == 40
+
+
+def test_flex_fine_tuning_samples_rates_and_tracks_the_score_mean(tmp_path):
+    base_cfg = TrainConfig(kind="base", out=str(tmp_path / "base"), steps=5, **TINY_TRAIN)
+    Trainer(base_cfg, progress=False).run()
+    cfg = TrainConfig(kind="infotok", out=str(tmp_path / "flex"), init=str(tmp_path / "base" / "model"),
+                      steps=12, **TINY_TRAIN)
+    Trainer(cfg, progress=False).run()
+    log = read_log(tmp_path / "flex" / "log.csv")
+    assert {r["rate"] for r in log} <= {1.0, 0.75, 0.5, 0.25, 0.875, 0.625, 0.375}  # means of 2 clips
+    assert len({r["rate"] for r in log}) > 1
+    model = InfoTok.from_pretrained(tmp_path / "flex" / "model")
+    assert model.adaptive and float(model.score_mean) > 0
+    assert float(model.score_mean) == pytest.approx(log[-1]["score_ema"], rel=1e-3)
+
+
+def test_training_killed_with_sigkill_resumes_and_continues_the_same_curve(tmp_path):
+    def command(out, *extra):
+        return [sys.executable, "-m", "infotok", "train", "base", "--out", str(out), "--steps", "30",
+                "--frames", "5", "--crop", "32", "--batch", "2", "--lr", "3e-3", "--warmup", "2",
+                "--log-every", "1", "--checkpoint-every", "5", "--workers", "0", "--quiet",
+                "--base-config", json.dumps(asdict(TINY_BASE)), *extra]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, env=env, capture_output=True, timeout=300)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a checkpoint past step 10, then kill mid-run
+        state = run / "train_state.json"
+        if state.exists() and json.loads(state.read_text())["step"] >= 10:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((run / "train_state.json").read_text())["step"]
+    assert 10 <= killed_at < 30, "the run finished before it could be killed"
+
+    done = subprocess.run(command(run, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed {run} at step {killed_at}" in done.stderr
+    ref_log, log = read_log(reference / "log.csv"), read_log(run / "log.csv")
+    assert [r["step"] for r in log] == list(range(1, 31))
+    assert np.allclose([r["loss"] for r in log], [r["loss"] for r in ref_log], rtol=1e-4, atol=1e-6)
