@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,8 +160,11 @@ def _run_many(inputs: list[Path], outputs: list[Path], job, label: str) -> int:
     for src, dst in zip(inputs, outputs):
         try:
             job(src, dst)
-        except (VideoError, TokenFormatError, ValueError, FileExistsError) as exc:
-            message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"
+        except (VideoError, TokenFormatError, ValueError, OSError) as exc:
+            detail = str(exc)
+            if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+                detail = f"{exc.filename or dst}: cannot read or write ({exc.strerror or exc})"
+            message = detail if str(src) in detail else f"{src}: {detail}"
             if len(inputs) == 1:
                 raise UsageError(message) from None
             print(f"infotok: warning: skipped {message}", file=sys.stderr)
@@ -568,9 +572,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .model import CheckpointError
     from .video import VideoError
+    from .tokens import TokenFormatError
     try:
         return args.func(args)
-    except (UsageError, VideoError, CheckpointError) as exc:
+    except (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError) as exc:
+        if os.environ.get("INFOTOK_DEBUG"):
+            raise
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            exc = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
         print(f"infotok: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

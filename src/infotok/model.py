@@ -260,9 +260,18 @@ class InfoTok(nn.Module):
         """Load a checkpoint folder (default: the shipped InfoTok-Flex checkpoint)."""
         directory = Path(directory or os.environ.get("INFOTOK_CHECKPOINT") or DEFAULT_CHECKPOINT)
         config = read_config(directory)
-        model = cls(BaseConfig.from_dict(config["base"]),
-                    CompressorConfig.from_dict(config["compressor"]) if config.get("compressor") else None,
-                    score_mean=float(config.get("score_mean", 0.0)), name=config.get("name", directory.name))
+        try:
+            base = BaseConfig.from_dict(config["base"])
+            compressor = CompressorConfig.from_dict(config["compressor"]) if config.get("compressor") else None
+            _check_sizes(base.to_dict(), "base")
+            if compressor is not None:
+                _check_sizes(compressor.to_dict(), "compressor")
+                if compressor.width % compressor.heads or (compressor.width // compressor.heads) % 4:
+                    raise ValueError("compressor width / heads must be a multiple of 4")
+            model = cls(base, compressor, score_mean=float(config.get("score_mean", 0.0)),
+                        name=str(config.get("name", directory.name)))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: invalid model configuration ({exc})") from None
         weights = directory / WEIGHTS_FILE
         try:
             state = load_file(str(weights))
@@ -283,6 +292,18 @@ class InfoTok(nn.Module):
         return model.to(device).eval()
 
 
+def _check_sizes(fields: dict, section: str) -> None:
+    for key, value in fields.items():
+        if key == "levels":
+            if not all(isinstance(v, int) and 2 < v <= 256 for v in value):
+                raise ValueError(f"{section}.levels must be integers in 3..256")
+        elif key == "mlp_ratio":
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{section}.{key} must be positive")
+        elif not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
+
+
 def read_config(directory: str | os.PathLike) -> dict:
     directory = Path(directory)
     if not directory.is_dir():
@@ -294,6 +315,6 @@ def read_config(directory: str | os.PathLike) -> dict:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: invalid JSON ({exc})") from None
-    if config.get("format") != CHECKPOINT_FORMAT or "base" not in config:
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT or "base" not in config:
         raise CheckpointError(f"{directory / CONFIG_FILE}: not an infotok checkpoint config")
     return config

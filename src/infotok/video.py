@@ -80,6 +80,7 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
     part way is decoded up to the break, with a warning.
     """
     container, stream = _open_video(path)
+    declared = stream.frames
     with container:
         if start > 0:
             fps = float(stream.average_rate or 25)
@@ -114,6 +115,9 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
             warnings.warn(f"{path}: stream broken after {emitted} frames ({exc}); using those", stacklevel=2)
     if emitted == 0 and start == 0:
         raise VideoError(f"{path}: contains no decodable frames")
+    if start == 0 and max_frames is None and declared and emitted < declared:
+        warnings.warn(f"{path}: stream ended after {emitted} of {declared} frames (truncated file?); "
+                      "using those", stacklevel=2)
 
 
 def read_video(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
