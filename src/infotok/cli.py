@@ -53,6 +53,7 @@ def cmd_train(args) -> int:
             value = getattr(args, key)
             if value is not None:
                 setattr(cfg, key, value)
+        cfg.selection, cfg.rate_sampling = args.train_selection, args.rate_sampling
         if args.base_config:
             cfg.base = json.loads(args.base_config)
         if args.compressor_config:
@@ -97,6 +98,10 @@ def add_train(sub) -> None:
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     p.add_argument("--base-config", help="JSON of BaseConfig fields, e.g. '{\"dec_lo\": 192}'")
     p.add_argument("--compressor-config", help="JSON of CompressorConfig fields")
+    p.add_argument("--train-selection", choices=["error", "order", "random"], default="error",
+                   help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping)")
+    p.add_argument("--rate-sampling", choices=["flex", "uniform"], default="flex",
+                   help="infotok: rates per clip from {1, .75, .5, .25} (flex) or uniform on [1/16, 1]")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

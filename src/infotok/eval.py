@@ -142,6 +142,23 @@ def clip_file_bits(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float) 
         return os.path.getsize(path) * 8
 
 
+def binary_search_rate(mse_at, levels: int = 16, threshold: float = 0.003) -> tuple[int, int]:
+    """ElasticTok's search: the fewest tokens (k of `levels` steps) whose reconstruction meets an MSE
+    threshold, assuming quality grows with k. `mse_at(k)` decodes at rate k/levels (one pass each).
+
+    Returns (k, passes). If even k = levels misses the threshold, k = levels.
+    """
+    lo, hi, passes = 1, levels, 0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        passes += 1
+        if mse_at(mid) <= threshold:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo, passes
+
+
 def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: float, seed: int = 0) -> list[float]:
     """Per-clip rates for one run: global_elbo is balanced so the run's mean rate is avg_rate."""
     if strategy == "static":

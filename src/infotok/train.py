@@ -25,7 +25,7 @@ from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .model import InfoTok
 from .router import score_map
-from .selection import keep_mask
+from .selection import MIN_RATE, keep_mask
 
 FLEX_RATES = (1.0, 0.75, 0.5, 0.25)
 LOG_FIELDS = ["step", "loss", "psnr", "lr", "rate", "score_ema", "frames_per_s", "elapsed_s"]
@@ -48,6 +48,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     ema: float = 0.999
     score_ema: float = 0.99
+    selection: str = "error"  # InfoTok; "order" trains the ElasticTok-style tail-dropping baseline
+    rate_sampling: str = "flex"  # "flex": one of FLEX_RATES per clip; "uniform": U[1/16, 1] per clip
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -187,13 +189,21 @@ class Trainer:
             writer.writeheader()
             writer.writerows(rows)
 
-    def _flex_masks(self, x: torch.Tensor, model: InfoTok) -> tuple[torch.Tensor, list[float], float]:
-        """Algorithm 1: router pass, one rate per clip from FLEX_RATES, error-ranked masks."""
+    def _flex_masks(self, x: torch.Tensor, model: InfoTok) -> tuple[torch.Tensor, list[float], float | None]:
+        """Algorithm 1: router pass, a rate per clip, error-ranked masks (or prefix masks, no router)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, 7, self.step])
+        if cfg.rate_sampling == "flex":
+            rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
+        else:
+            rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(x.shape[0])]
+        t, h, w = model.base.latent_shape(*x.shape[2:])
+        if cfg.selection != "error":
+            masks = torch.stack([keep_mask(torch.zeros(t, h, w), r, cfg.selection) for r in rates])
+            return masks.to(x.device), rates, None
         with torch.no_grad():
             codes, _ = model.encode(x)
             smap = score_map(x, model.decode_codes(codes), model.temporal_factor, model.spatial_factor)
-        rng = np.random.default_rng([self.cfg.seed, 7, self.step])
-        rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
         masks = torch.stack([keep_mask(s, r, "error") for s, r in zip(smap, rates)])
         return masks, rates, float(smap.mean())
 
@@ -226,8 +236,9 @@ class Trainer:
             masks, rates = None, [1.0]
             if raw.adaptive:
                 masks, rates, clip_score = self._flex_masks(x, raw)
-                self.score_ema = clip_score if self.score_ema <= 0 else \
-                    cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
+                if clip_score is not None:
+                    self.score_ema = clip_score if self.score_ema <= 0 else \
+                        cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
             with self.accelerator.autocast():
                 y = model(x, masks)
             loss = (y.float() - x).abs().mean()
