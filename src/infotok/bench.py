@@ -70,7 +70,7 @@ def run_rate_distortion(args) -> dict:
     def add(method, rate, rows, vm=False, extra=None):
         s = summarize(method, rows, extra) | {"rate": rate}
         curves.setdefault(method, []).append(s)
-        per_video.extend(r | {"method": method} for r in rows)
+        per_video.extend(r | {"method": method, "avg_rate": rate} for r in rows)
         log(f"{method} rate {rate:g}: realized {s['realized_rate']:.3f} PSNR {s['psnr']:.2f}")
 
     def vm(rate):
@@ -139,7 +139,7 @@ def run_rate_distortion(args) -> dict:
             "clip_scores": clip_scores, "search_passes_mean": float(np.mean(search_passes))}
 
 
-def cli_resources(video: Path, frames: int, size: int) -> dict:
+def cli_resources(video: Path, frames: int, size: int, checkpoint: str) -> dict:
     """Encode + decode `frames` frames of `video` through the CLI in fresh processes: time and peak RSS."""
     code = ("import resource, sys, time; from infotok.cli import main; t = time.time(); rc = main(sys.argv[1:]); "
             "print('RESULT', rc, time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
@@ -149,8 +149,9 @@ def cli_resources(video: Path, frames: int, size: int) -> dict:
         info = probe(video)
         clip = Path(d, "clip.mp4")
         write_video(clip, iter_frames(video, max_frames=frames), fps=info.fps)
-        for step, argv in (("encode", ["encode", str(clip), "-o", f"{d}/t.itok", "--size", str(size), "--rate", "0.5"]),
-                           ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4"])):
+        for step, argv in (("encode", ["encode", str(clip), "-o", f"{d}/t.itok", "--size", str(size), "--rate", "0.5",
+                                       "--checkpoint", checkpoint]),
+                           ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4", "--checkpoint", checkpoint])):
             done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=3000)
             line = next(l for l in done.stderr.splitlines() if l.startswith("RESULT"))
             _, rc, seconds, rss_kb = line.split()
@@ -263,7 +264,7 @@ def markdown(result: dict, args, seconds: float) -> str:
                  f"{_at(c['InfoTok-Flex static, random selection'], rate)['psnr']:.2f} |")
     L += ["", "## Router: rates per clip at average rate 0.5 (global_elbo) and its cost", "",
           "| video | clip score | global_elbo rate |", "|---|---|---|"]
-    half = [r for r in result["per_video"] if r["method"] == "InfoTok-Flex global_elbo" and r["rate"] == 0.5]
+    half = [r for r in result["per_video"] if r["method"] == "InfoTok-Flex global_elbo" and r["avg_rate"] == 0.5]
     for r in sorted(half, key=lambda r: r["clip_rate"]):
         L.append(f"| {r['video']} | {r['score']:.4f} | {r['clip_rate']:.3f} |")
     search = c["ElasticTok-style binary search"]
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     log("throughput and memory")
     long_video = Path(args.videos) / args.long_video
     result["resources"] = {"video": long_video.name, "model": throughput(args.infotok, args.size, args.frames),
-                           "cli": {n: cli_resources(long_video, n, args.size) for n in (60, 600)}}
+                           "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
