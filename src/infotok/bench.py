@@ -80,6 +80,7 @@ def run_rate_distortion(args) -> dict:
     clips = [load_clip(base, v, args.size, args.frames) for v in videos]
     full = lambda c: torch.ones_like(c.scores, dtype=torch.bool)
     add("fixed (base)", 1.0, [measure(base, c, full(c), 1.0, with_vmaf=args.vmaf) for c in clips])
+    curves["fixed (base)"][0]["bpp16"] = 1.0  # a fixed-rate tokenizer stores no mask
 
     # InfoTok-Flex
     t0 = time.time()
