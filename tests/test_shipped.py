@@ -1,0 +1,62 @@
+"""End-to-end checks of the shipped checkpoints (trained weights, not random ones)."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infotok.eval import psnr
+from infotok.model import DEFAULT_CHECKPOINT, InfoTok
+from infotok.video import read_video, resize_and_crop, synthetic_video
+from tests.conftest import shared_videos
+
+CHECKPOINTS = DEFAULT_CHECKPOINT.parent
+
+
+@pytest.mark.parametrize("name", ["infotok-flex", "base", "elastic-style"])
+def test_each_shipped_checkpoint_has_weights_config_log_and_recipe(name):
+    folder = CHECKPOINTS / name
+    for file in ("model.safetensors", "config.json", "log.csv", "TRAINING.md"):
+        assert (folder / file).is_file(), f"{folder / file} is missing"
+    config = json.loads((folder / "config.json").read_text())
+    with open(folder / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert config["trained_steps"] == int(rows[-1]["step"]) > 0
+    assert "infotok train" in (folder / "TRAINING.md").read_text()
+    assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl")) and not list(folder.glob("*.bin"))
+
+
+def test_default_model_is_the_calibrated_infotok_flex():
+    model = InfoTok.from_pretrained()
+    config = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
+    assert model.adaptive and model.name == "infotok-flex"
+    assert float(model.score_mean) > 0 and "calibration" in config
+
+
+@pytest.fixture(scope="module")
+def flex():
+    return InfoTok.from_pretrained()
+
+
+def test_built_in_sample_quality_rises_with_rate(flex):
+    video = synthetic_video(17, 64, 96, seed=0)
+    scores = {rate: psnr(video, flex.reconstruct(video, rate=rate, strategy="static", window=17, overlap=0))
+              for rate in (1.0, 0.5, 0.25)}
+    assert scores[1.0] > 24.0
+    assert scores[1.0] >= scores[0.5] - 0.05 >= scores[0.25] - 0.1
+
+
+def test_real_clip_round_trip_through_a_token_file(flex, tmp_path):
+    videos = shared_videos()
+    assert videos, "../shared/data/videos is missing"
+    clip = resize_and_crop(read_video(videos[-1], max_frames=9)[0], 128)
+    tokens = flex.tokenize(clip, rate=0.5, strategy="global_elbo")
+    tokens.save(tmp_path / "clip.itok")
+    from infotok.tokens import Tokens
+
+    out = flex.detokenize(Tokens.load(tmp_path / "clip.itok"))
+    assert out.shape == clip.shape
+    assert psnr(clip, out) > 18.0
+    window = tokens.windows[0]
+    assert window.kept == max(1, round(window.rate * window.num_tokens))
