@@ -1,10 +1,8 @@
 """Shared fixtures: tiny random-weight models (fast, for shapes, causality and formats) and sample videos."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

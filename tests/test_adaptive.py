@@ -1,5 +1,4 @@
 """Router, selection and the block-causal compressor."""
-import math
 
 import numpy as np
 import pytest

@@ -1,9 +1,7 @@
 """End-to-end checks of the shipped checkpoints (trained weights, not random ones)."""
 import csv
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from infotok.eval import psnr

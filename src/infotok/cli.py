@@ -35,7 +35,6 @@ def _positive(text: str) -> int:
 
 # ------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from dataclasses import asdict
 
     from .train import Trainer, TrainConfig
 
@@ -460,7 +459,6 @@ def _default_checkpoint() -> Path:
 
 
 def cmd_demo(args) -> int:
-    import numpy as np
 
     from .eval import psnr
     from .video import synthetic_video, write_video
