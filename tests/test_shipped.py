@@ -37,12 +37,14 @@ def flex():
     return InfoTok.from_pretrained()
 
 
-def test_built_in_sample_quality_rises_with_rate(flex):
+def test_built_in_sample_quality_rises_with_rate_and_rate_one_matches_the_base(flex):
     video = synthetic_video(17, 64, 96, seed=0)
+    base = InfoTok.from_pretrained(CHECKPOINTS / "base")
+    fixed = psnr(video, base.reconstruct(video, rate=1.0, strategy="static", window=17, overlap=0))
     scores = {rate: psnr(video, flex.reconstruct(video, rate=rate, strategy="static", window=17, overlap=0))
               for rate in (1.0, 0.5, 0.25)}
-    assert scores[1.0] > 24.0
-    assert scores[1.0] >= scores[0.5] - 0.05 >= scores[0.25] - 0.1
+    assert scores[1.0] > 15.0 and scores[1.0] > fixed - 1.0
+    assert scores[1.0] > scores[0.5] > scores[0.25]
 
 
 def test_real_clip_round_trip_through_a_token_file(flex, tmp_path):
