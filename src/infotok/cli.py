@@ -405,8 +405,6 @@ def cmd_eval(args) -> int:
     model = _load_model(args)
     strategies = args.strategy.split(",")
     selections = args.selection.split(",")
-    if not model.adaptive and any(r < 1 for r in args.rates):
-        raise UsageError(f"checkpoint {model.name!r} is a fixed-rate base tokenizer: use --rates 1")
     report = evaluate(model, inputs, args.rates, strategies, selections, args.size, args.frames,
                       with_vmaf=args.vmaf, seed=args.seed, progress=lambda m: print(m, file=sys.stderr))
     if args.json:
