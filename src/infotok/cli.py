@@ -197,14 +197,13 @@ def _estimated_windows(path: Path, window: int, overlap: int) -> int | None:
     return len(window_spans(n, window, overlap)) if n else None
 
 
-def _tokenize_to_file(model, src, dst: Path, args, quiet: bool = False) -> dict:
+def _tokenize_to_file(model, src: Path, dst: Path, args) -> dict:
     """Stream one video into a .itok file; returns the summary printed by encode."""
     import os
 
     from .tokens import TokenWriter
 
-    total = _estimated_windows(src, args.window, args.overlap) if isinstance(src, Path) else None
-    bar = _progress(total, f"encode {Path(str(src)).name}" if isinstance(src, Path) else "encode")
+    bar = _progress(_estimated_windows(src, args.window, args.overlap), f"encode {src.name}")
     writer, windows, nfe = None, [], 0
     try:
         for header, w, n in model.iter_tokenize(src, args.rate, args.strategy, args.selection, args.window,
@@ -221,8 +220,7 @@ def _tokenize_to_file(model, src, dst: Path, args, quiet: bool = False) -> dict:
         raise
     finally:
         bar.close()
-    writer.header = header
-    writer.close()
+    writer.close()  # its header is the object iter_tokenize finalised after the last window
     kept, total_tokens = sum(w[3] for w in windows), sum(w[4] for w in windows)
     pixels = header.num_frames * header.width * header.height
     summary = {"input": str(src), "output": str(dst), "windows": len(windows), "frames": header.num_frames,
@@ -303,7 +301,7 @@ def cmd_reconstruct(args) -> int:
     import numpy as np
 
     from .tokens import TokenReader
-    from .video import iter_frames, resize_short_side, write_video
+    from .video import iter_frames, resized_stream, write_video
 
     _check_window(args)
     inputs = _inputs(args.inputs)
@@ -315,9 +313,7 @@ def cmd_reconstruct(args) -> int:
             summary = _tokenize_to_file(model, src, Path(d, "tokens.itok"), args)
             summary["output"] = str(dst)
             with TokenReader(Path(d, "tokens.itok")) as reader:
-                originals = iter_frames(src)
-                if args.size:
-                    originals = (resize_short_side(f[None], args.size)[0] for f in originals)
+                originals = resized_stream(iter_frames(src), args.size)
                 sq, count = 0.0, 0
 
                 def frames():
@@ -378,7 +374,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    from .video import iter_frames, resize_short_side, write_video
+    from .video import iter_frames, resized_stream, write_video
     from .viz import render, strip
 
     _check_window(args)
@@ -386,9 +382,7 @@ def cmd_viz(args) -> int:
     dst = _outputs([src], args.output, ".mp4", args.overwrite)[0]
     model = _load_model(args)
     tokens = model.tokenize(src, args.rate, args.strategy, args.selection, args.window, args.overlap, args.size, args.seed)
-    originals = iter_frames(src)
-    if args.size:
-        originals = (resize_short_side(f[None], args.size)[0] for f in originals)
+    originals = resized_stream(iter_frames(src), args.size)
     frames = list(render(originals, model.iter_detokenize(tokens.header, tokens.windows), tokens))
     write_video(dst, frames, fps=tokens.header.fps)
     png = Path(args.png) if args.png else dst.with_suffix(".png")

@@ -25,7 +25,7 @@ from .router import check_rate, choose_rate, score_map
 from .selection import keep_mask
 from .tokens import TokenHeader, Tokens, TokenWindow
 from .video import (WindowBlender, crop_to, from_model, iter_frames, iter_windows, pad_to_geometry, probe,
-                    resize_short_side, to_model)
+                    resized_stream, to_model)
 
 CHECKPOINT_FORMAT = "infotok-checkpoint"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -170,9 +170,7 @@ class InfoTok(nn.Module):
             if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
                 raise ValueError(f"a video array must be uint8 [T, H, W, 3], got {arr.dtype} {list(arr.shape)}")
             frames, sw, sh, fps = iter(arr), arr.shape[2], arr.shape[1], 24.0
-        if size:
-            frames = (resize_short_side(f[None], size)[0] for f in frames)
-        return frames, sw, sh, fps
+        return resized_stream(frames, size), sw, sh, fps
 
     def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
                       window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,

@@ -216,6 +216,11 @@ def resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def resized_stream(frames: Iterable[np.ndarray], short_side: int | None) -> Iterable[np.ndarray]:
+    """Lazily apply `resize_short_side` to a stream of frames (unchanged when short_side is None)."""
+    return frames if not short_side else (resize_short_side(f[None], short_side)[0] for f in frames)
+
+
 def center_crop(frames: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
     width = height if width is None else width
     _, h, w, _ = frames.shape
