@@ -142,6 +142,20 @@ def clip_file_bits(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float) 
         return os.path.getsize(path) * 8
 
 
+def measure_clip(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float, quality: bool = True,
+                 with_vmaf: bool = False) -> dict:
+    """Decode one clip at one keep-mask and score it: PSNR always; SSIM and real file BPP16 with
+    `quality`; VMAF on request."""
+    recon = decode_clip(model, clip, mask)
+    row = {"video": clip.name, "realized_rate": float(mask.float().mean()), "psnr": psnr(clip.frames, recon)}
+    if quality:
+        row["ssim"] = ssim(clip.frames, recon)
+        row["bpp16_file"] = clip_file_bits(model, clip, mask, rate) * 16 / clip.frames[..., 0].size
+    if with_vmaf:
+        row["vmaf"] = vmaf(clip.frames, recon)
+    return row
+
+
 def binary_search_rate(mse_at, levels: int = 16, threshold: float = 0.003) -> tuple[int, int]:
     """ElasticTok's search: the fewest tokens (k of `levels` steps) whose reconstruction meets an MSE
     threshold, assuming quality grows with k. `mse_at(k)` decodes at rate k/levels (one pass each).
@@ -196,15 +210,8 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 for clip, r in zip(clips, r_list):
                     gen = torch.Generator().manual_seed(seed)
                     mask = keep_mask(clip.scores, r, selection, gen)
-                    recon = decode_clip(model, clip, mask)
-                    n = mask.numel()
-                    row = {"video": clip.name, "strategy": strategy, "selection": selection, "rate": avg_rate,
-                           "clip_rate": r, "realized_rate": int(mask.sum()) / n, "score": clip.score,
-                           "psnr": psnr(clip.frames, recon), "ssim": ssim(clip.frames, recon),
-                           "bpp16_file": clip_file_bits(model, clip, mask, r) * 16 / clip.frames[..., 0].size}
-                    if with_vmaf:
-                        row["vmaf"] = vmaf(clip.frames, recon)
-                    rows.append(row)
+                    rows.append({"strategy": strategy, "selection": selection, "rate": avg_rate, "clip_rate": r,
+                                 "score": clip.score} | measure_clip(model, clip, mask, r, with_vmaf=with_vmaf))
                 realized = float(np.mean([r["realized_rate"] for r in rows]))
                 summary = {"strategy": strategy, "selection": selection, "rate": avg_rate,
                            "realized_rate": realized, "bpp16": realized + (1 / 16 if model.adaptive else 0.0),

@@ -197,9 +197,9 @@ class Trainer:
             rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
         else:
             rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(x.shape[0])]
-        t, h, w = model.base.latent_shape(*x.shape[2:])
         if cfg.selection != "error":
-            masks = torch.stack([keep_mask(torch.zeros(t, h, w), r, cfg.selection) for r in rates])
+            grid = torch.zeros(model.base.latent_shape(*x.shape[2:]))
+            masks = torch.stack([keep_mask(grid, r, cfg.selection) for r in rates])
             return masks.to(x.device), rates, None
         with torch.no_grad():
             codes, _ = model.encode(x)
