@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .eval import (binary_search_rate, bd_rate, clip_rates, decode_clip, load_clip, measure_clip, oracle_rates)
+from .eval import (binary_search_rate, bd_rate, clip_rates, decode_clip, fvd_of, load_clip, measure_clip,
+                   oracle_rates)
 from .model import InfoTok
+from .perceptual import Perceptual
 from .selection import keep_mask
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,15 +39,15 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def measure(model, clip, mask, rate, quality: bool = True, with_vmaf: bool = False) -> dict:
-    return {"rate": rate} | measure_clip(model, clip, mask, rate, quality, with_vmaf)
+def measure(model, clip, mask, rate, quality: bool = True, with_vmaf: bool = False, perceptual=None) -> dict:
+    return {"rate": rate} | measure_clip(model, clip, mask, rate, quality, with_vmaf, perceptual)
 
 
 def summarize(method: str, rows: list[dict], extra: dict | None = None) -> dict:
     out = {"method": method, "videos": len(rows),
            "realized_rate": float(np.mean([r["realized_rate"] for r in rows]))}
     out["bpp16"] = out["realized_rate"] + 1 / 16
-    for key in ("psnr", "ssim", "vmaf", "bpp16_file"):
+    for key in ("psnr", "ssim", "vmaf", "lpips", "bpp16_file"):
         if all(key in r for r in rows):
             out[key] = float(np.mean([r[key] for r in rows]))
     return out | (extra or {})
@@ -56,22 +58,27 @@ def run_rate_distortion(args) -> dict:
     infotok = InfoTok.from_pretrained(args.infotok)
     base = InfoTok.from_pretrained(args.base)
     elastic = InfoTok.from_pretrained(args.elastic)
+    perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights)
     curves: dict[str, list[dict]] = {}
     per_video: list[dict] = []
 
-    def add(method, rate, rows, vm=False, extra=None):
-        s = summarize(method, rows, extra) | {"rate": rate}
+    def add(method, rate, rows, extra=None):
+        fvd = fvd_of(rows, clips)  # the clips of the model being measured
+        s = summarize(method, rows, extra) | {"rate": rate} | ({"fvd": fvd} if fvd is not None else {})
         curves.setdefault(method, []).append(s)
         per_video.extend(r | {"method": method, "avg_rate": rate} for r in rows)
         log(f"{method} rate {rate:g}: realized {s['realized_rate']:.3f} PSNR {s['psnr']:.2f}")
 
-    def vm(rate):
+    def vm(rate):  # the slower metrics only at the table's operating points
         return args.vmaf and rate in TABLE_RATES + [1.0]
+
+    def pm(rate):
+        return perceptual if rate in TABLE_RATES + [1.0] else None
 
     # fixed-rate base tokenizer
     clips = [load_clip(base, v, args.size, args.frames) for v in videos]
     full = lambda c: torch.ones_like(c.scores, dtype=torch.bool)
-    add("fixed (base)", 1.0, [measure(base, c, full(c), 1.0, with_vmaf=args.vmaf) for c in clips])
+    add("fixed (base)", 1.0, [measure(base, c, full(c), 1.0, with_vmaf=args.vmaf, perceptual=perceptual) for c in clips])
     curves["fixed (base)"][0]["bpp16"] = 1.0  # a fixed-rate tokenizer stores no mask
 
     # InfoTok-Flex
@@ -82,7 +89,9 @@ def run_rate_distortion(args) -> dict:
                              ("uniform", "InfoTok-Flex uniform")):
         for rate in RATES:
             rates = clip_rates(strategy, rate, clips, float(infotok.score_mean), seed=0)
-            rows = [measure(infotok, c, keep_mask(c.scores, r, "error"), r, with_vmaf=vm(rate) and strategy != "uniform")
+            table = strategy != "uniform"
+            rows = [measure(infotok, c, keep_mask(c.scores, r, "error"), r, with_vmaf=vm(rate) and table,
+                            perceptual=pm(rate) if table else None)
                     | {"clip_rate": r, "score": c.score} for c, r in zip(clips, rates)]
             add(method, rate, rows)
     for selection in ("order", "random"):
@@ -109,7 +118,8 @@ def run_rate_distortion(args) -> dict:
     clips = [load_clip(elastic, v, args.size, args.frames) for v in videos]
     for rate in RATES:
         add("ElasticTok-style (tail drop)", rate,
-            [measure(elastic, c, keep_mask(c.scores, rate, "order"), rate, with_vmaf=vm(rate)) for c in clips])
+            [measure(elastic, c, keep_mask(c.scores, rate, "order"), rate, with_vmaf=vm(rate), perceptual=pm(rate))
+             for c in clips])
     search_passes = []
     for threshold in SEARCH_THRESHOLDS:
         rows, passes = [], []
@@ -232,14 +242,24 @@ def markdown(result: dict, args, seconds: float) -> str:
         for p in sorted(pts, key=lambda p: -p["rate"]):
             L.append(f"| {method} | {p['rate']:g} | {p['realized_rate']:.3f} | {p['bpp16']:.3f} | "
                      f"{p.get('bpp16_file', float('nan')):.3f} | {p['psnr']:.2f} | {p.get('ssim', float('nan')):.4f} |")
-    L += ["", "## At BPP16 0.81 and 0.56 (the paper's Table 1 operating points)", "",
-          "| method | BPP16 | PSNR | SSIM | VMAF |", "|---|---|---|---|---|"]
     fixed = c["fixed (base)"][0]
-    L.append(f"| fixed (base) | {fixed['bpp16']:.2f} | {fixed['psnr']:.2f} | {fixed['ssim']:.4f} | {fixed.get('vmaf', float('nan')):.2f} |")
+    learned = [(k, label) for k, label in (("lpips", "LPIPS"), ("fvd", "FVD")) if k in fixed]
+    L += ["", "## At BPP16 0.81 and 0.56 (the paper's Table 1 operating points)", "",
+          "| method | BPP16 | PSNR | SSIM | VMAF |" + "".join(f" {label} |" for _, label in learned),
+          "|---|---|---|---|---|" + "---|" * len(learned)]
+
+    def table_row(method, p):
+        return (f"| {method} | {p['bpp16']:.2f} | {p['psnr']:.2f} | {p['ssim']:.4f} | {p.get('vmaf', float('nan')):.2f} |"
+                + "".join(f" {p.get(k, float('nan')):.4g} |" for k, _ in learned))
+
+    L.append(table_row("fixed (base)", fixed))
     for rate in TABLE_RATES:
         for method in ("InfoTok-Flex global_elbo", "InfoTok-Flex static", "ElasticTok-style (tail drop)"):
-            p = _at(c[method], rate)
-            L.append(f"| {method} | {p['bpp16']:.2f} | {p['psnr']:.2f} | {p['ssim']:.4f} | {p.get('vmaf', float('nan')):.2f} |")
+            L.append(table_row(method, _at(c[method], rate)))
+    if len(learned) < 2:
+        L += ["", "LPIPS and FVD need network weights this machine does not have (nothing is downloaded); "
+              "`python -m infotok.bench --lpips-weights alexnet-owt-7be5be79.pth --fvd-weights i3d_torchscript.pt` "
+              "adds the missing columns (FVD over only these 8 clips is a rough figure)."]
     L += ["", "## BD-rate (negative = fewer bits for the same PSNR)", ""]
     elbo = c["InfoTok-Flex global_elbo"]
     for ref in ("InfoTok-Flex static", "ElasticTok-style (tail drop)"):
@@ -310,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--frames", type=int, default=33)
     p.add_argument("--no-vmaf", dest="vmaf", action="store_false")
+    p.add_argument("--lpips-weights", metavar="FILE", help="torchvision AlexNet/VGG16 state dict: adds LPIPS")
+    p.add_argument("--fvd-weights", metavar="FILE", help="TorchScript video feature network (I3D): adds FVD")
     p.add_argument("--long-video", default="bdd_e5cd93c4.mp4", help="clip used for the 60 vs 600 frame memory test")
     p.add_argument("--out", default="bench_out")
     p.add_argument("--markdown", default="BENCHMARKS.md")

@@ -394,20 +394,24 @@ def cmd_viz(args) -> int:
 
 def cmd_eval(args) -> int:
     from .eval import evaluate, write_report
+    from .perceptual import Perceptual
 
     inputs = _inputs(args.inputs)
     model = _load_model(args)
+    perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights, model.device)
     strategies = args.strategy.split(",")
     selections = args.selection.split(",")
     report = evaluate(model, inputs, args.rates, strategies, selections, args.size, args.frames,
-                      with_vmaf=args.vmaf, seed=args.seed, progress=lambda m: print(m, file=sys.stderr))
+                      with_vmaf=args.vmaf, seed=args.seed, progress=lambda m: print(m, file=sys.stderr),
+                      perceptual=perceptual)
     if args.json:
         write_report(report, args.json)
     for r in report["results"]:
         line = (f"{r['strategy']:>11} {r['selection']:>6} rate {r['rate']:.3f}: realized {r['realized_rate']:.3f}, "
                 f"BPP16 {r['bpp16']:.3f} (file {r['bpp16_file']:.3f}), PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
-        if "vmaf" in r:
-            line += f", VMAF {r['vmaf']:.2f}"
+        for key, label in (("vmaf", "VMAF"), ("lpips", "LPIPS"), ("fvd", "FVD")):
+            if key in r:
+                line += f", {label} {r[key]:.4g}"
         print(line + f", {r['videos']} videos")
     return 0
 
@@ -529,6 +533,10 @@ def add_commands(sub) -> None:
     p.add_argument("--size", type=_positive, default=256)
     p.add_argument("--frames", type=_positive, default=33)
     p.add_argument("--vmaf", action="store_true", help="also compute VMAF (FFmpeg libvmaf)")
+    p.add_argument("--lpips-weights", metavar="FILE",
+                   help="also compute LPIPS with this torchvision AlexNet/VGG16 state dict (never downloaded)")
+    p.add_argument("--fvd-weights", metavar="FILE",
+                   help="also compute FVD with this TorchScript feature network, e.g. i3d_torchscript.pt")
     p.add_argument("--json", help="write the report here (and a per-video CSV beside it)")
     p.add_argument("--seed", type=int, default=0)
     add_model_options(p)

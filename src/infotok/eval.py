@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .model import InfoTok
+from .perceptual import Perceptual
 from .router import balanced_rates, check_rate, uniform_rate
 from .selection import keep_mask
 from .tokens import TokenHeader, Tokens, TokenWindow
@@ -103,6 +104,7 @@ class Clip:
     codes: torch.Tensor
     indices: torch.Tensor
     scores: torch.Tensor  # [t, h, w]
+    fvd_reference: np.ndarray | None = None  # FVD features of the original frames, computed once
 
     @property
     def score(self) -> float:
@@ -143,9 +145,10 @@ def clip_file_bits(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float) 
 
 
 def measure_clip(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float, quality: bool = True,
-                 with_vmaf: bool = False) -> dict:
+                 with_vmaf: bool = False, perceptual: Perceptual | None = None) -> dict:
     """Decode one clip at one keep-mask and score it: PSNR always; SSIM and real file BPP16 with
-    `quality`; VMAF on request."""
+    `quality`; VMAF on request; LPIPS, and the FVD features (key `_fvd`, reduced over a run by
+    `fvd_of`), with `perceptual`."""
     recon = decode_clip(model, clip, mask)
     row = {"video": clip.name, "realized_rate": float(mask.float().mean()), "psnr": psnr(clip.frames, recon)}
     if quality:
@@ -153,7 +156,22 @@ def measure_clip(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float, qu
         row["bpp16_file"] = clip_file_bits(model, clip, mask, rate) * 16 / clip.frames[..., 0].size
     if with_vmaf:
         row["vmaf"] = vmaf(clip.frames, recon)
+    if perceptual and perceptual.lpips:
+        row["lpips"] = perceptual.lpips.video_distance(clip.frames, recon)
+    if perceptual and perceptual.fvd:
+        if clip.fvd_reference is None:
+            clip.fvd_reference = perceptual.fvd(clip.frames)
+        row["_fvd"] = perceptual.fvd(recon)
     return row
+
+
+def fvd_of(rows: list[dict], clips: list[Clip]) -> float | None:
+    """FVD of one run: Frechet distance between original and reconstruction features of its clips.
+    Pops the rows' `_fvd` features; None without them or with fewer than two clips."""
+    feats = [r.pop("_fvd", None) for r in rows]
+    if any(f is None for f in feats) or len(feats) < 2:
+        return None
+    return frechet_distance(np.stack([c.fvd_reference for c in clips]), np.stack(feats))
 
 
 def binary_search_rate(mse_at, levels: int = 16, threshold: float = 0.003) -> tuple[int, int]:
@@ -187,7 +205,7 @@ def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: fl
 
 def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: list[str], selections: list[str],
              size: int = 256, frames: int = 33, with_vmaf: bool = False, seed: int = 0, progress=None,
-             clips: list[Clip] | None = None) -> dict:
+             clips: list[Clip] | None = None, perceptual: Perceptual | None = None) -> dict:
     """Run every (strategy, selection, rate) over the clips; returns the JSON report."""
     t0 = time.time()
     if clips is None:
@@ -211,7 +229,9 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                     gen = torch.Generator().manual_seed(seed)
                     mask = keep_mask(clip.scores, r, selection, gen)
                     rows.append({"strategy": strategy, "selection": selection, "rate": avg_rate, "clip_rate": r,
-                                 "score": clip.score} | measure_clip(model, clip, mask, r, with_vmaf=with_vmaf))
+                                 "score": clip.score} | measure_clip(model, clip, mask, r, with_vmaf=with_vmaf,
+                                                                     perceptual=perceptual))
+                fvd = fvd_of(rows, clips)
                 realized = float(np.mean([r["realized_rate"] for r in rows]))
                 summary = {"strategy": strategy, "selection": selection, "rate": avg_rate,
                            "realized_rate": realized, "bpp16": realized + (1 / 16 if model.adaptive else 0.0),
@@ -223,6 +243,10 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                            "seconds": time.time() - t1 + encode_seconds / max(1, len(rates) * len(strategies) * len(selections))}
                 if with_vmaf:
                     summary["vmaf"] = float(np.mean([r["vmaf"] for r in rows]))
+                if perceptual and perceptual.lpips:
+                    summary["lpips"] = float(np.mean([r["lpips"] for r in rows]))
+                if fvd is not None:
+                    summary["fvd"] = fvd
                 results.append(summary)
                 per_video += rows
                 if progress:
