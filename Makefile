@@ -21,8 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# LPIPS/FVD columns only with local weights: make bench LPIPS_WEIGHTS=alexnet.pth FVD_WEIGHTS=i3d_torchscript.pt
 bench: $(STAMP)
-	$(BIN)/python -m infotok.bench --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md
+	$(BIN)/python -m infotok.bench --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md \
+	  $(if $(LPIPS_WEIGHTS),--lpips-weights $(LPIPS_WEIGHTS)) $(if $(FVD_WEIGHTS),--fvd-weights $(FVD_WEIGHTS))
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache

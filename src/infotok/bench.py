@@ -258,7 +258,7 @@ def markdown(result: dict, args, seconds: float) -> str:
             L.append(table_row(method, _at(c[method], rate)))
     if len(learned) < 2:
         L += ["", "LPIPS and FVD need network weights this machine does not have (nothing is downloaded); "
-              "`python -m infotok.bench --lpips-weights alexnet-owt-7be5be79.pth --fvd-weights i3d_torchscript.pt` "
+              "`make bench LPIPS_WEIGHTS=alexnet-owt-7be5be79.pth FVD_WEIGHTS=i3d_torchscript.pt` "
               "adds the missing columns (FVD over only these 8 clips is a rough figure)."]
     L += ["", "## BD-rate (negative = fewer bits for the same PSNR)", ""]
     elbo = c["InfoTok-Flex global_elbo"]
