@@ -46,6 +46,22 @@ def test_dataset_items_are_reproducible_and_shaped(video_folder):
     assert not torch.equal(a[0], VideoClipDataset(paths, frames=9, crop=32, seed=2)[0])
 
 
+def test_border_augmentation_paints_static_flat_bars_on_opposite_edges(video_folder):
+    paths = sorted(video_folder.iterdir())
+    plain = VideoClipDataset(paths, frames=5, crop=32, seed=3, synthetic_fraction=0.5)
+    framed = VideoClipDataset(paths, frames=5, crop=32, seed=3, synthetic_fraction=0.5, border_fraction=1.0)
+    for k in range(8):
+        x = framed[k]
+        corners = x[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]  # [3, T, 4]
+        assert torch.equal(corners, corners[:, :1, :1].expand_as(corners))  # one flat colour, every frame
+        # pillarbox: the first and last columns are flat; letterbox: the first and last rows
+        cols, rows = x[:, :, :, [0, -1]], x[:, :, [0, -1], :]
+        assert (cols == cols[:, :1, :1, :1]).all() or (rows == rows[:, :1, :1, :1]).all()
+    # off by default and then draws nothing: existing runs replay the same data
+    assert torch.equal(plain[4], VideoClipDataset(paths, frames=5, crop=32, seed=3, synthetic_fraction=0.5,
+                                                  border_fraction=0.0)[4])
+
+
 def test_short_base_training_run_lowers_the_loss_and_saves_a_loadable_checkpoint(tmp_path, video_folder):
     cfg = TrainConfig(kind="base", data=[str(video_folder)], out=str(tmp_path / "run"), steps=40, **TINY_TRAIN)
     Trainer(cfg, progress=False).run()

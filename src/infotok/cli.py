@@ -48,7 +48,7 @@ def cmd_train(args) -> int:
         cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, init=args.init, seed=args.seed,
                           name=args.name or ("infotok-base" if args.kind == "base" else "infotok-flex"))
         for key in ("steps", "batch", "frames", "crop", "lr", "warmup", "ema", "checkpoint_every",
-                    "workers", "synthetic_fraction", "mixed_precision", "log_every", "cache"):
+                    "workers", "synthetic_fraction", "border_fraction", "mixed_precision", "log_every", "cache"):
             value = getattr(args, key)
             if value is not None:
                 setattr(cfg, key, value)
@@ -93,6 +93,7 @@ def add_train(sub) -> None:
     p.add_argument("--log-every", type=_positive)
     p.add_argument("--workers", type=int, help="data loader processes")
     p.add_argument("--synthetic-fraction", type=float)
+    p.add_argument("--border-fraction", type=float, help="share of clips given static letterbox/pillarbox bars")
     p.add_argument("--cache", help="folder for small re-encoded copies of the training videos (default runs/cache)")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     p.add_argument("--base-config", help="JSON of BaseConfig fields, e.g. '{\"dec_lo\": 192}'")

@@ -47,12 +47,13 @@ class VideoClipDataset(Dataset):
 
     Augmentations: random rescale (crop covers `scale_range` of the short side, at most 1:1),
     random crop position, horizontal flip, temporal reversal. `synthetic_fraction` of the items are
-    procedural clips from `video.synthetic_video`.
+    procedural clips from `video.synthetic_video`. `border_fraction` of the items get static flat
+    borders (letterbox or pillarbox, white, black or gray), common in real video and rare in crops.
     """
 
     def __init__(self, paths: list[Path], frames: int = 17, crop: int = 128, seed: int = 0,
                  synthetic_fraction: float = 0.1, scale_range: tuple[float, float] = (0.35, 1.0),
-                 length: int = 10**9):
+                 length: int = 10**9, border_fraction: float = 0.0):
         self.paths = [Path(p) for p in paths]
         self.infos = [probe(p) for p in self.paths]
         usable = [i for i, info in enumerate(self.infos) if info.num_frames >= frames]
@@ -63,6 +64,7 @@ class VideoClipDataset(Dataset):
         self.synthetic_fraction = synthetic_fraction if usable else 1.0
         self.scale_range = scale_range
         self.length = length
+        self.border_fraction = border_fraction
 
     def __len__(self) -> int:
         return self.length
@@ -73,6 +75,8 @@ class VideoClipDataset(Dataset):
             clip = synthetic_video(self.frames, self.crop, self.crop, seed=int(rng.integers(2**31)))
         else:
             clip = self._real_clip(rng)
+        if self.border_fraction and rng.random() < self.border_fraction:  # no draw when off: old runs replay
+            clip = add_borders(clip, rng)
         if rng.random() < 0.5:
             clip = clip[:, :, ::-1]
         if rng.random() < 0.5:
@@ -98,6 +102,20 @@ class VideoClipDataset(Dataset):
             top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
             return np.stack(frames)[:, top:top + self.crop, left:left + self.crop]
         return synthetic_video(self.frames, self.crop, self.crop, seed=int(rng.integers(2**31)))
+
+
+def add_borders(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paint static flat bars (8-30% of the frame each side) over the two opposite edges of a clip."""
+    clip = clip.copy()
+    colour = rng.choice([255, 0, int(rng.integers(16, 240))], p=[0.4, 0.4, 0.2])
+    axis = 2 if rng.random() < 0.5 else 1  # 2: pillarbox (left/right), 1: letterbox (top/bottom)
+    size = clip.shape[axis]
+    a, b = (int(rng.uniform(0.08, 0.3) * size) for _ in range(2))
+    index = [slice(None)] * 4
+    for part in (slice(0, a), slice(size - b, size)):
+        index[axis] = part
+        clip[tuple(index)] = colour
+    return clip
 
 
 class ResumableSampler(Sampler):

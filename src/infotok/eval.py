@@ -111,11 +111,13 @@ class Clip:
         return float(self.scores.mean())
 
 
-def load_clip(model: InfoTok, path: Path, size: int, frames: int) -> Clip:
-    from .video import pad_to_geometry
+def load_clip(model: InfoTok, path: Path, size: int, frames: int, crop: bool = True) -> Clip:
+    """Read, resize (short side `size`), centre-crop to `size` x `size` unless `crop` is False,
+    encode and route one clip."""
+    from .video import pad_to_geometry, resize_short_side
 
     raw, _ = read_video(path, max_frames=frames)
-    clip = resize_and_crop(raw, size)
+    clip = resize_and_crop(raw, size) if crop else resize_short_side(raw, size)
     x = pad_to_geometry(to_model(clip).to(model.device), model.temporal_factor, model.spatial_factor)
     with torch.no_grad():
         codes, indices = model.encode(x)

@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     synthetic_fraction: float = 0.1
+    border_fraction: float = 0.0  # share of clips given static letterbox/pillarbox bars
     workers: int = 1
     cache: str | None = "runs/cache"
     cache_size: int = 256
@@ -213,7 +214,8 @@ class Trainer:
         if paths and cfg.cache:
             paths = prepare_cache(paths, Path(cfg.cache), cfg.cache_size)
         dataset = VideoClipDataset(paths, cfg.frames, cfg.crop, cfg.seed,
-                                   synthetic_fraction=cfg.synthetic_fraction if paths else 1.0)
+                                   synthetic_fraction=cfg.synthetic_fraction if paths else 1.0,
+                                   border_fraction=cfg.border_fraction)
         if self.step:
             self._truncate_log()
         sampler = ResumableSampler(self.step * cfg.batch * self.accelerator.num_processes)
