@@ -140,3 +140,9 @@ def test_tokens_from_another_model_are_refused(tmp_path, tiny_checkpoint):
     other = InfoTok.from_pretrained(tiny_model(seed=3).save_pretrained(tmp_path / "other"))
     with pytest.raises(ValueError, match="made by model 'tiny-infotok'"):
         other.detokenize(tokens)
+
+
+@pytest.mark.parametrize("flag", ["--border-fraction", "--synthetic-fraction"])
+def test_train_refuses_a_fraction_outside_0_1(tmp_path, capsys, flag):
+    code, _, err = run(capsys, "train", "base", "--out", tmp_path / "run", flag, "1.5")
+    assert code == 2 and f"{flag} must be in [0, 1]" in err and not (tmp_path / "run").exists()

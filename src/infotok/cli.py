@@ -61,6 +61,9 @@ def cmd_train(args) -> int:
         raise UsageError(f"--frames must be 1 + 4k (e.g. 17 or 33), got {cfg.frames}")
     if cfg.crop % 8:
         raise UsageError(f"--crop must be a multiple of 8, got {cfg.crop}")
+    for name in ("synthetic_fraction", "border_fraction"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
     trainer = Trainer(cfg, progress=not args.quiet)
     if args.resume:
         if trainer.resume():

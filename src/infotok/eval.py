@@ -3,7 +3,8 @@
 Protocol (TokenBench): first `frames` frames, short side resized to `size`, centre crop; PSNR per
 video from the MSE over all its frames in uint8 range, then averaged over videos; SSIM per frame
 (data range 255), averaged. One clip = one window, so each clip is encoded and routed once and
-then decoded once per (strategy, selection, rate).
+then decoded once per (strategy, selection, rate). LPIPS and FVD (module `perceptual`) only with
+user-supplied network weights.
 """
 from __future__ import annotations
 
