@@ -30,4 +30,4 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     result = json.loads((tmp_path / "out" / "bench.json").read_text())
     flex = {p["rate"]: p for p in result["curves"]["InfoTok-Flex static"]}
     assert "lpips" in flex[0.5] and "fvd" in flex[0.5] and "lpips" not in flex[0.25]  # table points only
-    assert set(result["resources"]["cli"]) == {"60", "600"} or set(result["resources"]["cli"]) == {60, 600}
+    assert set(result["resources"]["cli"]) == {"60", "600"}  # frame counts, as JSON keys

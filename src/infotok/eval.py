@@ -26,7 +26,7 @@ from .perceptual import Perceptual
 from .router import balanced_rates, check_rate, uniform_rate
 from .selection import keep_mask
 from .tokens import TokenHeader, Tokens, TokenWindow
-from .video import from_model, read_video, resize_and_crop, to_model
+from .video import from_model, pad_to_geometry, read_video, resize_and_crop, resize_short_side, to_model
 
 
 # --------------------------------------------------------------------------------- metrics
@@ -115,8 +115,6 @@ class Clip:
 def load_clip(model: InfoTok, path: Path, size: int, frames: int, crop: bool = True) -> Clip:
     """Read, resize (short side `size`), centre-crop to `size` x `size` unless `crop` is False,
     encode and route one clip."""
-    from .video import pad_to_geometry, resize_short_side
-
     raw, _ = read_video(path, max_frames=frames)
     clip = resize_and_crop(raw, size) if crop else resize_short_side(raw, size)
     x = pad_to_geometry(to_model(clip).to(model.device), model.temporal_factor, model.spatial_factor)
