@@ -87,6 +87,33 @@ def test_flex_fine_tuning_samples_rates_and_tracks_the_score_mean(tmp_path):
     assert float(model.score_mean) == pytest.approx(log[-1]["score_ema"], rel=1e-3)
 
 
+def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(tmp_path):
+    base_cfg = TrainConfig(kind="base", out=str(tmp_path / "base"), steps=2, **TINY_TRAIN)
+    Trainer(base_cfg, progress=False).run()
+    cfg = TrainConfig(kind="infotok", out=str(tmp_path / "elbo"), init=str(tmp_path / "base" / "model"),
+                      steps=1, rate_sampling="elbo", **TINY_TRAIN)
+    trainer = Trainer(cfg, progress=False)
+    # a flat clip and a noisy one: the router must give the noisy clip the higher rate
+    flat = torch.zeros(1, 3, 5, 32, 32)
+    noisy = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = torch.cat([flat, noisy])
+    with torch.no_grad():
+        codes, _ = trainer.model.encode(x)
+        scores = [float(s) for s in trainer.model.scores(x, codes).mean(dim=(1, 2, 3))]
+    assert scores[0] < scores[1]
+    trainer.score_ema = scores[1]
+    seen = []
+    for step in range(8):
+        trainer.step = step
+        masks, rates, _ = trainer._flex_masks(x, trainer.model)
+        averages = [float(r) for r in np.random.default_rng([cfg.seed, 7, step]).choice((1.0, 0.75, 0.5, 0.25), 2)]
+        expected = [min(1.0, max(1 / 16, a * s / scores[1])) for a, s in zip(averages, scores)]
+        assert rates == pytest.approx(expected)
+        assert [int(m.sum()) for m in masks] == [max(1, round(r * m.numel())) for r, m in zip(rates, masks)]
+        seen += rates
+    assert len(set(np.round(seen, 6))) > 4  # rates off the Flex grid: the spread global_elbo produces
+
+
 def test_training_killed_with_sigkill_resumes_and_continues_the_same_curve(tmp_path):
     def command(out, *extra):
         return [sys.executable, "-m", "infotok", "train", "base", "--out", str(out), "--steps", "30",

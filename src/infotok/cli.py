@@ -103,8 +103,9 @@ def add_train(sub) -> None:
     p.add_argument("--compressor-config", help="JSON of CompressorConfig fields")
     p.add_argument("--train-selection", choices=["error", "order", "random"], default="error",
                    help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping)")
-    p.add_argument("--rate-sampling", choices=["flex", "uniform"], default="flex",
-                   help="infotok: rates per clip from {1, .75, .5, .25} (flex) or uniform on [1/16, 1]")
+    p.add_argument("--rate-sampling", choices=["flex", "uniform", "elbo"], default="flex",
+                   help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], or "
+                        "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo)")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -24,7 +24,7 @@ from .base import BaseConfig
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .model import InfoTok
-from .router import score_map
+from .router import global_elbo_rate, score_map
 from .selection import MIN_RATE, keep_mask
 
 FLEX_RATES = (1.0, 0.75, 0.5, 0.25)
@@ -49,7 +49,9 @@ class TrainConfig:
     ema: float = 0.999
     score_ema: float = 0.99
     selection: str = "error"  # InfoTok; "order" trains the ElasticTok-style tail-dropping baseline
-    rate_sampling: str = "flex"  # "flex": one of FLEX_RATES per clip; "uniform": U[1/16, 1] per clip
+    # "flex": one of FLEX_RATES per clip; "uniform": U[1/16, 1] per clip; "elbo": one of FLEX_RATES as
+    # the average, turned into the clip's rate by global_elbo (the spread of rates inference produces)
+    rate_sampling: str = "flex"
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -194,10 +196,10 @@ class Trainer:
         """Algorithm 1: router pass, a rate per clip, error-ranked masks (or prefix masks, no router)."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 7, self.step])
-        if cfg.rate_sampling == "flex":
-            rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
-        else:
+        if cfg.rate_sampling == "uniform":
             rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(x.shape[0])]
+        else:
+            rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
         if cfg.selection != "error":
             grid = torch.zeros(model.base.latent_shape(*x.shape[2:]))
             masks = torch.stack([keep_mask(grid, r, cfg.selection) for r in rates])
@@ -205,6 +207,8 @@ class Trainer:
         with torch.no_grad():
             codes, _ = model.encode(x)
             smap = score_map(x, model.decode_codes(codes), model.temporal_factor, model.spatial_factor)
+        if cfg.rate_sampling == "elbo" and self.score_ema > 0:
+            rates = [global_elbo_rate(r, float(s.mean()), self.score_ema) for s, r in zip(smap, rates)]
         masks = torch.stack([keep_mask(s, r, "error") for s, r in zip(smap, rates)])
         return masks, rates, float(smap.mean())
 
