@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import math
 
+import pytest
 from tests.conftest import tiny_model
 from tests.test_perceptual import TinyI3D, backbone_file, scripted
 
-from infotok.bench import main
+from infotok.bench import main, spearman
 from infotok.video import synthetic_video, write_video
 
 
@@ -25,9 +27,18 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     for section in ("## Rate-distortion", "## At BPP16 0.81 and 0.56", "## BD-rate", "## Selection ablation",
                     "## Router", "## The paper's claims", "## Throughput and memory"):
         assert section in text
+    assert "| oracle rate |" in text and "Rank agreement (Spearman)" in text
     assert "| LPIPS | FVD |" in text and "need network weights" not in text
     assert (markdown.parent / "docs" / "bench_rd.png").stat().st_size > 0  # beside the markdown that links it
     result = json.loads((tmp_path / "out" / "bench.json").read_text())
     flex = {p["rate"]: p for p in result["curves"]["InfoTok-Flex static"]}
     assert "lpips" in flex[0.5] and "fvd" in flex[0.5] and "lpips" not in flex[0.25]  # table points only
     assert set(result["resources"]["cli"]) == {"60", "600"}  # frame counts, as JSON keys
+
+
+def test_spearman_ranks_with_ties_against_hand_computed_values():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ranks [0, 1.5, 1.5, 3] and [0, 2, 1, 3]: covariance 4.5 over sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
