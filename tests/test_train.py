@@ -114,33 +114,57 @@ def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(t
     assert len(set(np.round(seen, 6))) > 4  # rates off the Flex grid: the spread global_elbo produces
 
 
-def test_training_killed_with_sigkill_resumes_and_continues_the_same_curve(tmp_path):
+# Runs `infotok train` and SIGKILLs itself at a chosen moment: after a given training step, or in
+# the middle of a checkpoint (after the tensors' rename, before the JSON's). Deterministic, unlike a
+# kill from outside racing a fast run.
+KILLER = """
+import os, signal, sys
+from infotok import train
+from infotok.cli import main
+
+when, at = sys.argv[1], int(sys.argv[2])
+if when == "step":
+    run = train.Trainer.run
+    def hooked(self, on_step=None):
+        return run(self, on_step=lambda step, loss: step == at and os.kill(os.getpid(), signal.SIGKILL))
+    train.Trainer.run = hooked
+else:
+    replace = os.replace
+    def dying_replace(src, dst):
+        replace(src, dst)
+        if str(dst).endswith("train_state.safetensors"):
+            with train.safe_open(str(dst), "pt") as f:
+                if f.metadata()["step"] == str(at):
+                    os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = dying_replace
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("when, at, resumed_at", [("step", 13, 10), ("checkpoint", 15, 15)])
+def test_training_killed_with_sigkill_resumes_and_continues_the_same_curve(tmp_path, when, at, resumed_at):
     def command(out, *extra):
-        return [sys.executable, "-m", "infotok", "train", "base", "--out", str(out), "--steps", "30",
+        return ["train", "base", "--out", str(out), "--steps", "30",
                 "--frames", "5", "--crop", "32", "--batch", "2", "--lr", "3e-3", "--warmup", "2",
                 "--log-every", "1", "--checkpoint-every", "5", "--workers", "0", "--quiet",
                 "--base-config", json.dumps(asdict(TINY_BASE)), *extra]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     reference = tmp_path / "reference"
-    subprocess.run(command(reference), check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "infotok", *command(reference)], check=True, env=env,
+                   capture_output=True, timeout=300)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for a checkpoint past step 10, then kill mid-run
-        state = run / "train_state.json"
-        if state.exists() and json.loads(state.read_text())["step"] >= 10:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads((run / "train_state.json").read_text())["step"]
-    assert 10 <= killed_at < 30, "the run finished before it could be killed"
+    killed = subprocess.run([sys.executable, "-c", KILLER, when, str(at), *command(run)], env=env,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    if when == "checkpoint":  # killed between the renames: the JSON still names the previous checkpoint
+        assert json.loads((run / "train_state.json").read_text())["step"] == at - 5
 
-    done = subprocess.run(command(run, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "infotok", *command(run, "--resume")], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"resumed {run} at step {killed_at}" in done.stderr
+    assert f"resumed {run} at step {resumed_at}" in done.stderr
     ref_log, log = read_log(reference / "log.csv"), read_log(run / "log.csv")
     assert [r["step"] for r in log] == list(range(1, 31))
     assert np.allclose([r["loss"] for r in log], [r["loss"] for r in ref_log], rtol=1e-4, atol=1e-6)

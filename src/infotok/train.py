@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
@@ -138,12 +139,14 @@ class Trainer:
         tensors |= {f"ema.{k}": v.cpu().contiguous() for k, v in self.ema.items()}
         tensors |= _optimizer_tensors(self.opt)
         tensors["rng.torch"] = torch.get_rng_state()
+        progress = {"step": str(self.step), "score_ema": repr(self.score_ema)}
         tmp = self.out / ".train_state.safetensors.tmp"
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata=progress)
         meta = {"step": self.step, "score_ema": self.score_ema, "config": asdict(self.cfg)}
         tmp_json = self.out / ".train_state.json.tmp"
         tmp_json.write_text(json.dumps(meta, indent=2))
-        # the JSON names the step; rename the tensors first so a crash between leaves an older JSON
+        # the tensors carry their own step, so a crash between the two renames cannot pair them with
+        # another step; the JSON (config, and the step for people) follows
         os.replace(tmp, self.out / "train_state.safetensors")
         os.replace(tmp_json, self.out / "train_state.json")
         self.export(self.out / "model")
@@ -161,13 +164,14 @@ class Trainer:
         state_file, meta_file = self.out / "train_state.safetensors", self.out / "train_state.json"
         if not (state_file.exists() and meta_file.exists()):
             return False
-        meta = json.loads(meta_file.read_text())
+        with safe_open(str(state_file), "pt") as f:
+            progress = f.metadata() or json.loads(meta_file.read_text())  # older states: step in the JSON
         tensors = load_file(str(state_file))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         _load_optimizer(self.opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
-        self.step, self.score_ema = int(meta["step"]), float(meta["score_ema"])
+        self.step, self.score_ema = int(progress["step"]), float(progress["score_ema"])
         return True
 
     # ------------------------------------------------------------------------------- loop
