@@ -258,9 +258,10 @@ def markdown(result: dict, args, seconds: float) -> str:
          "Models (all trained by `infotok train`, logs beside the weights): `checkpoints/base` (fixed rate), "
          "`checkpoints/infotok-flex` (InfoTok-Flex), `checkpoints/elastic-style` (same architecture and init, "
          "fine-tuned with tail dropping and uniformly random kept lengths, ElasticTok's training). "
-         "InfoTok-Flex then had a second stage (1000 steps at 256x256 crops with static-border clips, "
-         "`checkpoints/infotok-flex/TRAINING.md`) that the ElasticTok-style peer did not get; the equal-budget "
-         "comparison (both after stage 1) is this file at commit 0ba8a4f.", "",
+         "InfoTok-Flex then had two more stages (1000 steps each at 256x256 crops with static-border clips, "
+         "the second with the router's own rates, `checkpoints/infotok-flex/TRAINING.md`) that the "
+         "ElasticTok-style peer did not get; the equal-budget comparison (both after stage 1) is this file at "
+         "commit 0ba8a4f.", "",
          "![rate-distortion](docs/bench_rd.png)", "",
          "## Rate-distortion", "", "| method | rate | realized rate | BPP16 | file BPP16 | PSNR | SSIM |",
          "|---|---|---|---|---|---|---|"]
