@@ -106,7 +106,8 @@ def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(t
     for step in range(8):
         trainer.step = step
         masks, rates, _ = trainer._flex_masks(x, trainer.model)
-        averages = [float(r) for r in np.random.default_rng([cfg.seed, 7, step]).choice((1.0, 0.75, 0.5, 0.25), 2)]
+        rng = np.random.default_rng([cfg.seed, 7, step])
+        averages = [float(rng.choice((1.0, 0.75, 0.5, 0.25))) for _ in range(2)]
         expected = [min(1.0, max(1 / 16, a * s / scores[1])) for a, s in zip(averages, scores)]
         assert rates == pytest.approx(expected)
         assert [int(m.sum()) for m in masks] == [max(1, round(r * m.numel())) for r, m in zip(rates, masks)]
