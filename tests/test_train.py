@@ -11,6 +11,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from infotok.data import VideoClipDataset
 from infotok.model import InfoTok
@@ -113,6 +114,19 @@ def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(t
         assert [int(m.sum()) for m in masks] == [max(1, round(r * m.numel())) for r, m in zip(rates, masks)]
         seen += rates
     assert len(set(np.round(seen, 6))) > 4  # rates off the Flex grid: the spread global_elbo produces
+
+
+def test_resume_reads_the_step_from_the_state_file_and_accepts_older_states(tmp_path):
+    cfg = TrainConfig(kind="base", out=str(tmp_path / "run"), steps=4, checkpoint_every=2, **TINY_TRAIN)
+    Trainer(cfg, progress=False).run()
+    state, meta = tmp_path / "run" / "train_state.safetensors", tmp_path / "run" / "train_state.json"
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"step": 2}))  # a JSON left one checkpoint behind
+    resumed = Trainer(cfg, progress=False)
+    assert resumed.resume() and resumed.step == 4  # the tensors' own step wins
+    # an older state: no metadata in the tensors' file, the step only in the JSON
+    save_file(load_file(str(state)), str(state))
+    older = Trainer(cfg, progress=False)
+    assert older.resume() and older.step == 2
 
 
 # Runs `infotok train` and SIGKILLs itself at a chosen moment: after a given training step, or in

@@ -165,7 +165,9 @@ class Trainer:
         if not (state_file.exists() and meta_file.exists()):
             return False
         with safe_open(str(state_file), "pt") as f:
-            progress = f.metadata() or json.loads(meta_file.read_text())  # older states: step in the JSON
+            progress = f.metadata() or {}
+        if "step" not in progress:  # states written before the step moved into the tensors' file
+            progress = json.loads(meta_file.read_text())
         tensors = load_file(str(state_file))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
