@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from .base import BaseConfig
@@ -164,11 +164,11 @@ class Trainer:
         state_file, meta_file = self.out / "train_state.safetensors", self.out / "train_state.json"
         if not (state_file.exists() and meta_file.exists()):
             return False
-        with safe_open(str(state_file), "pt") as f:
+        with safe_open(str(state_file), "pt") as f:  # one read: the tensors and the step they belong to
             progress = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
         if "step" not in progress:  # states written before the step moved into the tensors' file
             progress = json.loads(meta_file.read_text())
-        tensors = load_file(str(state_file))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         _load_optimizer(self.opt, tensors)
