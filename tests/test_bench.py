@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from tests.conftest import tiny_model
 from tests.test_perceptual import TinyI3D, backbone_file, scripted
 
-from infotok.bench import main, spearman
+from infotok.bench import main, motion, spearman
 from infotok.video import synthetic_video, write_video
 
 
@@ -28,12 +29,22 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
                     "## Router", "## The paper's claims", "## Throughput and memory"):
         assert section in text
     assert "| oracle rate |" in text and "Rank agreement (Spearman)" in text
+    assert "| PSNR static 0.5 | PSNR global_elbo |" in text and "Whole frames, mean over the clips" in text
     assert "| LPIPS | FVD |" in text and "need network weights" not in text
     assert (markdown.parent / "docs" / "bench_rd.png").stat().st_size > 0  # beside the markdown that links it
     result = json.loads((tmp_path / "out" / "bench.json").read_text())
     flex = {p["rate"]: p for p in result["curves"]["InfoTok-Flex static"]}
     assert "lpips" in flex[0.5] and "fvd" in flex[0.5] and "lpips" not in flex[0.25]  # table points only
     assert set(result["resources"]["cli"]) == {"60", "600"}  # frame counts, as JSON keys
+
+
+def test_motion_is_the_mean_absolute_frame_change():
+    still = np.full((5, 4, 4, 3), 200, np.uint8)
+    assert motion(still) == 0.0 and motion(still[:1]) == 0.0
+    ramp = still.copy()
+    ramp[1:] = 210  # one step of +10 everywhere, then nothing: (10 + 0 + 0 + 0) / 4
+    assert motion(ramp) == pytest.approx(2.5)
+    assert motion(ramp[::-1]) == pytest.approx(2.5)  # no uint8 wrap-around on falling values
 
 
 def test_spearman_ranks_with_ties_against_hand_computed_values():

@@ -62,6 +62,23 @@ def test_border_augmentation_paints_static_flat_bars_on_opposite_edges(video_fol
                                                   border_fraction=0.0)[4])
 
 
+def test_elongated_crops_share_a_shape_within_each_batch_and_keep_the_area(video_folder):
+    paths = sorted(video_folder.iterdir())
+    data = VideoClipDataset(paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3, long_side=64,
+                            long_fraction=0.6, batch=3)
+    shapes = [tuple(data[k].shape[2:]) for k in range(36)]
+    assert {shapes[k] for k in range(36)} == {(32, 32), (16, 64), (64, 16)}  # square, landscape, portrait
+    for b in range(12):
+        assert len(set(shapes[3 * b:3 * b + 3])) == 1  # a batch stacks
+        assert shapes[3 * b] == data.crop_shape(3 * b)
+    # without elongated crops nothing changes: earlier runs replay the same items
+    square = VideoClipDataset(paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3)
+    assert torch.equal(square[5], VideoClipDataset(paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3,
+                                                   long_side=64, long_fraction=0.0, batch=3)[5])
+    with pytest.raises(ValueError, match="long_side"):
+        VideoClipDataset(paths, frames=5, crop=32, long_side=16, long_fraction=0.5)
+
+
 def test_short_base_training_run_lowers_the_loss_and_saves_a_loadable_checkpoint(tmp_path, video_folder):
     cfg = TrainConfig(kind="base", data=[str(video_folder)], out=str(tmp_path / "run"), steps=40, **TINY_TRAIN)
     Trainer(cfg, progress=False).run()

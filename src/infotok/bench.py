@@ -43,6 +43,13 @@ def measure(model, clip, mask, rate, quality: bool = True, with_vmaf: bool = Fal
     return {"rate": rate} | measure_clip(model, clip, mask, rate, quality, with_vmaf, perceptual)
 
 
+def motion(frames: np.ndarray) -> float:
+    """Mean absolute change between consecutive frames (uint8 levels): how much a clip moves."""
+    if len(frames) < 2:
+        return 0.0
+    return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
+
+
 def summarize(method: str, rows: list[dict], extra: dict | None = None) -> dict:
     out = {"method": method, "videos": len(rows),
            "realized_rate": float(np.mean([r["realized_rate"] for r in rows]))}
@@ -117,7 +124,9 @@ def run_rate_distortion(args) -> dict:
     # the same router on whole frames (short side resized, no centre crop), where borders stay visible
     whole = [load_clip(infotok, v, args.size, args.frames, crop=False) for v in videos]
     whole_rates = clip_rates("global_elbo", 0.5, whole, float(infotok.score_mean))
-    whole_frame = {c.name: {"score": c.score, "rate": r, "size": list(c.frames.shape[1:3])}
+    whole_frame = {c.name: {"score": c.score, "rate": r, "size": list(c.frames.shape[1:3]), "motion": motion(c.frames),
+                            "psnr_static": measure(infotok, c, keep_mask(c.scores, 0.5, "error"), 0.5, quality=False)["psnr"],
+                            "psnr_global_elbo": measure(infotok, c, keep_mask(c.scores, r, "error"), r, quality=False)["psnr"]}
                    for c, r in zip(whole, whole_rates)}
     del whole
 
@@ -305,15 +314,23 @@ def markdown(result: dict, args, seconds: float) -> str:
     L += ["", "## Router: rates per clip at average rate 0.5 (global_elbo) and its cost", "",
           f"Evaluation protocol ({args.size}x{args.size} centre crop), with the rate the per-clip oracle gives "
           "each clip at the same average (the exhaustive search over k/16 that maximises mean PSNR), and the same "
-          f"router on whole frames (short side {args.size}, no crop: borders such as a pillarbox stay in view).", "",
-          "| video | clip score | global_elbo rate | oracle rate | whole frame | score | rate |",
-          "|---|---|---|---|---|---|---|"]
+          f"router on whole frames (short side {args.size}, no crop: borders such as a pillarbox stay in view), "
+          "with the mean PSNR there at `static` 0.5 and at the router's rate. Motion: mean absolute change "
+          "between consecutive frames of the whole frame, in uint8 levels.", "",
+          "| video | clip score | global_elbo rate | oracle rate | whole frame | motion | score | rate "
+          "| PSNR static 0.5 | PSNR global_elbo |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     half = [r for r in result["per_video"] if r["method"] == "InfoTok-Flex global_elbo" and r["avg_rate"] == 0.5]
     oracle_half = _at(c["oracle (per-clip search)"], 0.5)["clip_rates"]
     for r in sorted(half, key=lambda r: r["clip_rate"]):
         w = result["whole_frame_router"][r["video"]]
         L.append(f"| {r['video']} | {r['score']:.4f} | {r['clip_rate']:.3f} | {oracle_half[r['video']]:.3f} | "
-                 f"{w['size'][1]}x{w['size'][0]} | {w['score']:.4f} | {w['rate']:.3f} |")
+                 f"{w['size'][1]}x{w['size'][0]} | {w['motion']:.1f} | {w['score']:.4f} | {w['rate']:.3f} | "
+                 f"{w['psnr_static']:.2f} | {w['psnr_global_elbo']:.2f} |")
+    whole = result["whole_frame_router"].values()
+    L += ["", f"Whole frames, mean over the clips: `static` 0.5 {np.mean([w['psnr_static'] for w in whole]):.2f} dB, "
+              f"`global_elbo` 0.5 {np.mean([w['psnr_global_elbo'] for w in whole]):.2f} dB (mean rate "
+              f"{np.mean([w['rate'] for w in whole]):.3f})."]
     agreement = spearman([r["clip_rate"] for r in half], [oracle_half[r["video"]] for r in half])
     L += ["", f"Rank agreement (Spearman) between the router's and the oracle's per-clip rates: {agreement:+.2f} "
               "(+1: the router orders the clips as the oracle does)."]

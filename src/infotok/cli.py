@@ -48,7 +48,8 @@ def cmd_train(args) -> int:
         cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, init=args.init, seed=args.seed,
                           name=args.name or ("infotok-base" if args.kind == "base" else "infotok-flex"))
         for key in ("steps", "batch", "frames", "crop", "lr", "warmup", "ema", "checkpoint_every",
-                    "workers", "synthetic_fraction", "border_fraction", "mixed_precision", "log_every", "cache"):
+                    "workers", "synthetic_fraction", "border_fraction", "long_side", "long_fraction", "mixed_precision",
+                    "log_every", "cache"):
             value = getattr(args, key)
             if value is not None:
                 setattr(cfg, key, value)
@@ -61,9 +62,11 @@ def cmd_train(args) -> int:
         raise UsageError(f"--frames must be 1 + 4k (e.g. 17 or 33), got {cfg.frames}")
     if cfg.crop % 8:
         raise UsageError(f"--crop must be a multiple of 8, got {cfg.crop}")
-    for name in ("synthetic_fraction", "border_fraction"):
+    for name in ("synthetic_fraction", "border_fraction", "long_fraction"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.long_fraction and (cfg.long_side % 8 or cfg.long_side < cfg.crop):
+        raise UsageError(f"--long-side must be a multiple of 8 and at least --crop ({cfg.crop}), got {cfg.long_side}")
     trainer = Trainer(cfg, progress=not args.quiet)
     if args.resume:
         if trainer.resume():
@@ -97,6 +100,9 @@ def add_train(sub) -> None:
     p.add_argument("--workers", type=int, help="data loader processes")
     p.add_argument("--synthetic-fraction", type=float)
     p.add_argument("--border-fraction", type=float, help="share of clips given static letterbox/pillarbox bars")
+    p.add_argument("--long-side", type=_positive, help="long side of the elongated crops (multiple of 8, e.g. 456)")
+    p.add_argument("--long-fraction", type=float,
+                   help="share of batches cropped to (crop^2 / long side) x long side, landscape or portrait")
     p.add_argument("--cache", help="folder for small re-encoded copies of the training videos (default runs/cache)")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     p.add_argument("--base-config", help="JSON of BaseConfig fields, e.g. '{\"dec_lo\": 192}'")

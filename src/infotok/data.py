@@ -45,6 +45,11 @@ def prepare_cache(paths: list[Path], cache_dir: Path, short_side: int = 256, pro
 class VideoClipDataset(Dataset):
     """Random clips [3, T, crop, crop] in [-1, 1] from videos and synthetic clips.
 
+    With `long_fraction`, that share of the batches (items k // batch share a shape) are elongated
+    crops of about the same area, (crop^2 / long_side) x long_side, half landscape, half portrait:
+    whole 16:9 frames give 57-token-wide latent grids and wide pillarbox bars, which square crops
+    never show the model.
+
     Augmentations: random rescale (crop covers `scale_range` of the short side, at most 1:1),
     random crop position, horizontal flip, temporal reversal. `synthetic_fraction` of the items are
     procedural clips from `video.synthetic_video`. `border_fraction` of the items get static flat
@@ -53,7 +58,8 @@ class VideoClipDataset(Dataset):
 
     def __init__(self, paths: list[Path], frames: int = 17, crop: int = 128, seed: int = 0,
                  synthetic_fraction: float = 0.1, scale_range: tuple[float, float] = (0.35, 1.0),
-                 length: int = 10**9, border_fraction: float = 0.0):
+                 length: int = 10**9, border_fraction: float = 0.0, long_side: int = 0,
+                 long_fraction: float = 0.0, batch: int = 1):
         self.paths = [Path(p) for p in paths]
         self.infos = [probe(p) for p in self.paths]
         usable = [i for i, info in enumerate(self.infos) if info.num_frames >= frames]
@@ -65,16 +71,31 @@ class VideoClipDataset(Dataset):
         self.scale_range = scale_range
         self.length = length
         self.border_fraction = border_fraction
+        self.long_side, self.long_fraction, self.batch = long_side, long_fraction, batch
+        if long_fraction and long_side < crop:
+            raise ValueError(f"long_side ({long_side}) must be at least crop ({crop})")
 
     def __len__(self) -> int:
         return self.length
 
+    def crop_shape(self, k: int) -> tuple[int, int]:
+        """(height, width) of item k: the same for every item of a batch, drawn from its own stream
+        so that runs without elongated crops replay exactly."""
+        if not self.long_fraction:
+            return self.crop, self.crop
+        rng = np.random.default_rng([self.seed, k // self.batch, 1])
+        if rng.random() >= self.long_fraction:
+            return self.crop, self.crop
+        short = max(8, round(self.crop * self.crop / self.long_side / 8) * 8)
+        return (short, self.long_side) if rng.random() < 0.5 else (self.long_side, short)
+
     def __getitem__(self, k: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, k])
+        height, width = self.crop_shape(k)
         if rng.random() < self.synthetic_fraction:
-            clip = synthetic_video(self.frames, self.crop, self.crop, seed=int(rng.integers(2**31)))
+            clip = synthetic_video(self.frames, height, width, seed=int(rng.integers(2**31)))
         else:
-            clip = self._real_clip(rng)
+            clip = self._real_clip(rng, height, width)
         if self.border_fraction and rng.random() < self.border_fraction:  # no draw when off: old runs replay
             clip = add_borders(clip, rng)
         if rng.random() < 0.5:
@@ -84,24 +105,25 @@ class VideoClipDataset(Dataset):
         x = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float()
         return x.div_(127.5).sub_(1.0)
 
-    def _real_clip(self, rng: np.random.Generator) -> np.ndarray:
+    def _real_clip(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         for _ in range(5):  # a clip that fails to decode (rare) is replaced by another
             i = self.usable[int(rng.integers(len(self.usable)))]
             info = self.infos[i]
             start = int(rng.integers(0, max(1, info.num_frames - self.frames + 1)))
             frac = rng.uniform(*self.scale_range)
             short = min(info.width, info.height)
-            scale = max(self.crop / short, min(1.0, self.crop / (frac * short)))
-            w, h = max(self.crop, round(info.width * scale)), max(self.crop, round(info.height * scale))
+            # the crop's short side covers `frac` of the frame's short side (upscaled where it must fit)
+            scale = max(height / info.height, width / info.width, min(1.0, min(height, width) / (frac * short)))
+            w, h = max(width, round(info.width * scale)), max(height, round(info.height * scale))
             try:
                 frames = list(iter_frames(self.paths[i], start=start, max_frames=self.frames, size=(w, h)))
             except VideoError:
                 continue
             if len(frames) < self.frames:
                 continue
-            top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
-            return np.stack(frames)[:, top:top + self.crop, left:left + self.crop]
-        return synthetic_video(self.frames, self.crop, self.crop, seed=int(rng.integers(2**31)))
+            top, left = int(rng.integers(0, h - height + 1)), int(rng.integers(0, w - width + 1))
+            return np.stack(frames)[:, top:top + height, left:left + width]
+        return synthetic_video(self.frames, height, width, seed=int(rng.integers(2**31)))
 
 
 def add_borders(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -58,6 +58,8 @@ class TrainConfig:
     seed: int = 0
     synthetic_fraction: float = 0.1
     border_fraction: float = 0.0  # share of clips given static letterbox/pillarbox bars
+    long_side: int = 0  # elongated crops: (crop^2 / long_side) x long_side, landscape or portrait
+    long_fraction: float = 0.0  # share of batches cropped that way
     workers: int = 1
     cache: str | None = "runs/cache"
     cache_size: int = 256
@@ -225,7 +227,8 @@ class Trainer:
             paths = prepare_cache(paths, Path(cfg.cache), cfg.cache_size)
         dataset = VideoClipDataset(paths, cfg.frames, cfg.crop, cfg.seed,
                                    synthetic_fraction=cfg.synthetic_fraction if paths else 1.0,
-                                   border_fraction=cfg.border_fraction)
+                                   border_fraction=cfg.border_fraction, long_side=cfg.long_side,
+                                   long_fraction=cfg.long_fraction, batch=cfg.batch)
         if self.step:
             self._truncate_log()
         sampler = ResumableSampler(self.step * cfg.batch * self.accelerator.num_processes)
