@@ -97,6 +97,15 @@ def test_eval_writes_the_json_contract_and_csv(tmp_path, capsys, tiny_checkpoint
     assert [r["realized_rate"] for r in static] == [1.0, 0.5]
     assert static[1]["bpp16"] == pytest.approx(0.5625)
     assert (tmp_path / "r.csv").read_text().count("\n") == 1 + 8
+    assert {(r["width"], r["height"]) for r in report["per_video"]} == {(32, 32)}  # the protocol's centre crop
+
+
+def test_eval_on_whole_frames_keeps_the_borders_in_view(tmp_path, capsys, tiny_checkpoint, sample_video):
+    code, _, _ = run(capsys, "eval", sample_video, "--rates", "0.5", "--size", "32", "--frames", "9", "--whole-frame",
+                     "--json", tmp_path / "r.json", "--checkpoint", tiny_checkpoint)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and report["crop"] is False
+    assert [(r["width"], r["height"]) for r in report["per_video"]] == [(43, 32)]  # 64x48 with short side 32
 
 
 def test_calibrate_writes_a_checkpoint_with_the_measured_mean(tmp_path, capsys, tiny_checkpoint, sample_video):

@@ -11,6 +11,7 @@ Everything is measured here, on this machine, from the shipped checkpoints:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import subprocess
@@ -267,8 +268,9 @@ def markdown(result: dict, args, seconds: float) -> str:
          "Models (all trained by `infotok train`, logs beside the weights): `checkpoints/base` (fixed rate), "
          "`checkpoints/infotok-flex` (InfoTok-Flex), `checkpoints/elastic-style` (same architecture and init, "
          "fine-tuned with tail dropping and uniformly random kept lengths, ElasticTok's training). "
-         "InfoTok-Flex then had two more stages (1000 steps each at 256x256 crops with static-border clips, "
-         "the second with the router's own rates, `checkpoints/infotok-flex/TRAINING.md`) that the "
+         "InfoTok-Flex then had three more stages (1000 steps each with static-border clips: 256x256 crops, then "
+         "with the router's own rates, then half the batches elongated to 144x456 or 456x144; "
+         "`checkpoints/infotok-flex/TRAINING.md`) that the "
          "ElasticTok-style peer did not get; the equal-budget comparison (both after stage 1) is this file at "
          "commit 0ba8a4f.", "",
          "![rate-distortion](docs/bench_rd.png)", "",
@@ -399,7 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
-    import csv
     keys = sorted({k for r in result["per_video"] for k in r})
     with open(out / "per_video.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)

@@ -414,7 +414,7 @@ def cmd_eval(args) -> int:
     selections = args.selection.split(",")
     report = evaluate(model, inputs, args.rates, strategies, selections, args.size, args.frames,
                       with_vmaf=args.vmaf, seed=args.seed, progress=lambda m: print(m, file=sys.stderr),
-                      perceptual=perceptual)
+                      perceptual=perceptual, crop=not args.whole_frame)
     if args.json:
         write_report(report, args.json)
     for r in report["results"]:
@@ -543,6 +543,8 @@ def add_commands(sub) -> None:
     p.add_argument("--selection", default="error", help="comma-separated: error, order, random")
     p.add_argument("--size", type=_positive, default=256)
     p.add_argument("--frames", type=_positive, default=33)
+    p.add_argument("--whole-frame", action="store_true",
+                   help="keep whole frames (short side --size) instead of the protocol's centre crop")
     p.add_argument("--vmaf", action="store_true", help="also compute VMAF (FFmpeg libvmaf)")
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="also compute LPIPS with this torchvision AlexNet/VGG16 state dict (never downloaded)")

@@ -206,13 +206,14 @@ def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: fl
 
 def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: list[str], selections: list[str],
              size: int = 256, frames: int = 33, with_vmaf: bool = False, seed: int = 0, progress=None,
-             clips: list[Clip] | None = None, perceptual: Perceptual | None = None) -> dict:
-    """Run every (strategy, selection, rate) over the clips; returns the JSON report."""
+             clips: list[Clip] | None = None, perceptual: Perceptual | None = None, crop: bool = True) -> dict:
+    """Run every (strategy, selection, rate) over the clips; returns the JSON report. `crop=False`
+    keeps whole frames (short side `size`), where borders such as a pillarbox stay in view."""
     t0 = time.time()
     if clips is None:
         clips = []
         for p in paths:
-            clips.append(load_clip(model, p, size, frames))
+            clips.append(load_clip(model, p, size, frames, crop=crop))
             if progress:
                 progress(f"encoded {p.name}")
     encode_seconds = time.time() - t0
@@ -230,8 +231,8 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                     gen = torch.Generator().manual_seed(seed)
                     mask = keep_mask(clip.scores, r, selection, gen)
                     rows.append({"strategy": strategy, "selection": selection, "rate": avg_rate, "clip_rate": r,
-                                 "score": clip.score} | measure_clip(model, clip, mask, r, with_vmaf=with_vmaf,
-                                                                     perceptual=perceptual))
+                                 "score": clip.score, "width": clip.frames.shape[2], "height": clip.frames.shape[1]}
+                                | measure_clip(model, clip, mask, r, with_vmaf=with_vmaf, perceptual=perceptual))
                 fvd = fvd_of(rows, clips)
                 realized = float(np.mean([r["realized_rate"] for r in rows]))
                 summary = {"strategy": strategy, "selection": selection, "rate": avg_rate,
@@ -252,7 +253,8 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 per_video += rows
                 if progress:
                     progress(f"{strategy}/{selection} rate {avg_rate:g}: PSNR {summary['psnr']:.2f} dB")
-    return {"checkpoint": model.name, "size": size, "frames": frames, "results": results, "per_video": per_video}
+    return {"checkpoint": model.name, "size": size, "frames": frames, "crop": crop, "results": results,
+            "per_video": per_video}
 
 
 def write_report(report: dict, json_path: str | os.PathLike) -> None:
