@@ -108,9 +108,11 @@ def run_rate_distortion(args) -> dict:
             add(f"InfoTok-Flex static, {selection} selection", rate,
                 [measure(infotok, c, keep_mask(c.scores, rate, selection, gen()), rate) for c in clips])
 
+    def psnr_at(c, r):  # error-ranked tokens, PSNR only
+        return measure(infotok, c, keep_mask(c.scores, r, "error"), r, quality=False)["psnr"]
+
     # oracle: per-clip PSNR at every rate k/16, then the best assignment per average rate
-    grid = np.array([[measure(infotok, c, keep_mask(c.scores, r, "error"), r, quality=False)["psnr"]
-                      for r in ORACLE_GRID] for c in clips])
+    grid = np.array([[psnr_at(c, r) for r in ORACLE_GRID] for c in clips])
     oracle = []
     for rate in RATES:
         picks, mean_psnr = oracle_rates(grid, ORACLE_GRID, rate)
@@ -125,15 +127,13 @@ def run_rate_distortion(args) -> dict:
     # the same router on whole frames (short side resized, no centre crop), where borders stay visible
     whole = [load_clip(infotok, v, args.size, args.frames, crop=False) for v in videos]
     whole_rates = clip_rates("global_elbo", 0.5, whole, float(infotok.score_mean))
-    whole_frame = {c.name: {"score": c.score, "rate": r, "size": list(c.frames.shape[1:3]), "motion": motion(c.frames),
-                            "psnr_static": measure(infotok, c, keep_mask(c.scores, 0.5, "error"), 0.5, quality=False)["psnr"],
-                            "psnr_global_elbo": measure(infotok, c, keep_mask(c.scores, r, "error"), r, quality=False)["psnr"]}
-                   for c, r in zip(whole, whole_rates)}
-    whole_grid = np.array([[measure(infotok, c, keep_mask(c.scores, r, "error"), r, quality=False)["psnr"]
-                            for r in ORACLE_GRID] for c in whole])
+    whole_grid = np.array([[psnr_at(c, r) for r in ORACLE_GRID] for c in whole])
     whole_picks, whole_oracle_psnr = oracle_rates(whole_grid, ORACLE_GRID, 0.5)
-    for c, r in zip(whole, whole_picks):
-        whole_frame[c.name]["oracle_rate"] = r
+    half_column = ORACLE_GRID.index(0.5)  # static 0.5 is a point of the oracle's grid
+    whole_frame = {c.name: {"score": c.score, "rate": r, "size": list(c.frames.shape[1:3]), "motion": motion(c.frames),
+                            "psnr_static": float(psnr_row[half_column]), "psnr_global_elbo": psnr_at(c, r),
+                            "oracle_rate": pick}
+                   for c, r, psnr_row, pick in zip(whole, whole_rates, whole_grid, whole_picks)}
     del whole
 
     # ElasticTok-style: fixed rates, then the MSE-threshold binary search over prefix lengths
@@ -324,8 +324,7 @@ def markdown(result: dict, args, seconds: float) -> str:
           "each clip at the same average (the exhaustive search over k/16 that maximises mean PSNR), and the same "
           f"router on whole frames (short side {args.size}, no crop: borders such as a pillarbox stay in view), "
           "with the mean PSNR there at `static` 0.5 and at the router's rate, and the oracle's rate there. "
-          "Motion: mean absolute change "
-          "between consecutive frames of the whole frame, in uint8 levels.", "",
+          "Motion: mean absolute change between consecutive frames of the whole frame, in uint8 levels.", "",
           "| video | clip score | global_elbo rate | oracle rate | whole frame | motion | score | rate "
           "| oracle rate | PSNR static 0.5 | PSNR global_elbo |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -335,8 +334,7 @@ def markdown(result: dict, args, seconds: float) -> str:
         w = result["whole_frame_router"][r["video"]]
         L.append(f"| {r['video']} | {r['score']:.4f} | {r['clip_rate']:.3f} | {oracle_half[r['video']]:.3f} | "
                  f"{w['size'][1]}x{w['size'][0]} | {w['motion']:.1f} | {w['score']:.4f} | {w['rate']:.3f} | "
-                 f"{w['oracle_rate']:.3f} | "
-                 f"{w['psnr_static']:.2f} | {w['psnr_global_elbo']:.2f} |")
+                 f"{w['oracle_rate']:.3f} | {w['psnr_static']:.2f} | {w['psnr_global_elbo']:.2f} |")
     whole = result["whole_frame_router"].values()
     L += ["", f"Whole frames, mean over the clips: `static` 0.5 {np.mean([w['psnr_static'] for w in whole]):.2f} dB, "
               f"`global_elbo` 0.5 {np.mean([w['psnr_global_elbo'] for w in whole]):.2f} dB (mean rate "
