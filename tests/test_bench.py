@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import tiny_model
 from tests.test_perceptual import TinyI3D, backbone_file, scripted
 
-from infotok.bench import main, motion, spearman
+from infotok.bench import main, motion, spatial_detail, spearman
 from infotok.video import synthetic_video, write_video
 
 
@@ -31,6 +31,8 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert "| oracle rate |" in text and "Rank agreement (Spearman)" in text
     assert "| PSNR static 0.5 | PSNR global_elbo |" in text and "Whole frames, mean over the clips" in text
     assert "the oracle's whole-frame rates:" in text
+    assert "| video | InfoTok-Flex | base tokenizer | spatial detail | motion |" in text
+    assert "with the base tokenizer's: +1.00" in text  # here the base is the same tiny model
     assert "| LPIPS | FVD |" in text and "need network weights" not in text
     assert (markdown.parent / "docs" / "bench_rd.png").stat().st_size > 0  # beside the markdown that links it
     result = json.loads((tmp_path / "out" / "bench.json").read_text())
@@ -46,6 +48,18 @@ def test_motion_is_the_mean_absolute_frame_change():
     ramp[1:] = 210  # one step of +10 everywhere, then nothing: (10 + 0 + 0 + 0) / 4
     assert motion(ramp) == pytest.approx(2.5)
     assert motion(ramp[::-1]) == pytest.approx(2.5)  # no uint8 wrap-around on falling values
+
+
+def test_spatial_detail_is_zero_for_smooth_frames_and_grows_with_fine_texture():
+    flat = np.full((3, 16, 24, 3), 90, np.uint8)
+    assert spatial_detail(flat) == pytest.approx(0.0, abs=1e-4)
+    stripes = flat.copy()
+    stripes[:, :, ::2] = 250  # 1-px stripes vanish in an 8x8 average: error 80 everywhere
+    assert spatial_detail(stripes) == pytest.approx(80.0, abs=1e-3)
+    coarse = flat.copy()
+    coarse[:, :, :12] = 250  # one vertical edge: only the pixels next to it differ
+    assert 0 < spatial_detail(coarse) < spatial_detail(stripes)
+    assert spatial_detail(stripes[:, :13, :21]) == pytest.approx(80.0, abs=1e-3)  # sizes not a multiple of 8
 
 
 def test_spearman_ranks_with_ties_against_hand_computed_values():

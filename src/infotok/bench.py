@@ -51,6 +51,18 @@ def motion(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
 
 
+def spatial_detail(frames: np.ndarray, factor: int = 8) -> float:
+    """Mean absolute error (uint8 levels) of each frame against its `factor`x`factor` average-pooled,
+    bilinearly re-upsampled copy: a model-free measure of how much fine spatial detail a clip has,
+    to tell whether the router's order of clips comes from the content or from the model."""
+    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
+    h, w = (x.shape[2] // factor) * factor, (x.shape[3] // factor) * factor
+    x = x[:, :, :h, :w]
+    smooth = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, factor), scale_factor=factor,
+                                             mode="bilinear", align_corners=False)
+    return float((smooth - x).abs().mean())
+
+
 def summarize(method: str, rows: list[dict], extra: dict | None = None) -> dict:
     out = {"method": method, "videos": len(rows),
            "realized_rate": float(np.mean([r["realized_rate"] for r in rows]))}
@@ -87,6 +99,9 @@ def run_rate_distortion(args) -> dict:
     clips = [load_clip(base, v, args.size, args.frames) for v in videos]
     full = lambda c: torch.ones_like(c.scores, dtype=torch.bool)
     add("fixed (base)", 1.0, [measure(base, c, full(c), 1.0, with_vmaf=args.vmaf, perceptual=perceptual) for c in clips])
+    # what orders the clips: the base tokenizer's own full-rate error, and model-free content measures
+    content = {c.name: {"base_score": c.score, "detail": spatial_detail(c.frames), "motion": motion(c.frames)}
+               for c in clips}
     curves["fixed (base)"][0]["bpp16"] = 1.0  # a fixed-rate tokenizer stores no mask
 
     # InfoTok-Flex
@@ -161,7 +176,7 @@ def run_rate_distortion(args) -> dict:
                    "seconds_per_clip": float(np.mean([r["search_seconds"] for r in rows]))})
 
     return {"curves": curves, "per_video": per_video, "router_seconds_per_clip": router_seconds,
-            "clip_scores": clip_scores, "whole_frame_router": whole_frame, "whole_frame_oracle_psnr": whole_oracle_psnr,
+            "clip_scores": clip_scores, "clip_content": content, "whole_frame_router": whole_frame, "whole_frame_oracle_psnr": whole_oracle_psnr,
             "search_passes_mean": float(np.mean(search_passes))}
 
 
@@ -260,6 +275,27 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def content_section(result: dict) -> list[str]:
+    """Per clip, each score relative to its mean over the clips: InfoTok-Flex's router, the fixed-rate
+    base tokenizer's full-rate error, and model-free detail and motion of the evaluated crop."""
+    names = sorted(result["clip_scores"], key=result["clip_scores"].get)
+    flex = np.array([result["clip_scores"][n] for n in names])
+    content = result["clip_content"]
+    base, detail, moving = (np.array([content[n][k] for n in names]) for k in ("base_score", "detail", "motion"))
+    L = ["", "What orders the clips: each clip's score divided by the mean over the clips, for InfoTok-Flex "
+         "(the router's input), for the fixed-rate base tokenizer (the same full-rate L1 error, another model), "
+         "and for two model-free measures of the evaluated crop: spatial detail (mean |frame - its 8x8 "
+         "average-pooled, bilinearly re-upsampled copy|) and motion (mean |frame change|).", "",
+         "| video | InfoTok-Flex | base tokenizer | spatial detail | motion |", "|---|---|---|---|---|"]
+    for i, n in enumerate(names):
+        L.append(f"| {n} | {flex[i] / flex.mean():.2f} | {base[i] / base.mean():.2f} | "
+                 f"{detail[i] / detail.mean():.2f} | {moving[i] / max(moving.mean(), 1e-12):.2f} |")
+    L += ["", f"Rank agreement (Spearman) of InfoTok-Flex's clip scores with the base tokenizer's: "
+              f"{spearman(flex, base):+.2f}; with spatial detail: {spearman(flex, detail):+.2f}; "
+              f"with motion: {spearman(flex, moving):+.2f}."]
+    return L
+
+
 def markdown(result: dict, args, seconds: float) -> str:
     c = result["curves"]
     cmd = "make bench"
@@ -344,6 +380,7 @@ def markdown(result: dict, args, seconds: float) -> str:
     agreement = spearman([r["clip_rate"] for r in half], [oracle_half[r["video"]] for r in half])
     L += ["", f"Rank agreement (Spearman) between the router's and the oracle's per-clip rates: {agreement:+.2f} "
               "(+1: the router orders the clips as the oracle does)."]
+    L += content_section(result)
     search = c["ElasticTok-style binary search"]
     L += ["", f"- InfoTok router: 1 extra decoder pass per window (NFE 2 with the encoder); "
               f"encode + route = {result['router_seconds_per_clip']:.2f} s per 33x256x256 clip.",
