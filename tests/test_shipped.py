@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from infotok.eval import psnr
@@ -60,3 +61,14 @@ def test_real_clip_round_trip_through_a_token_file(flex, tmp_path):
     assert psnr(clip, out) > 18.0
     window = tokens.windows[0]
     assert window.kept == max(1, round(window.rate * window.num_tokens))
+
+
+def test_router_spends_fewer_tokens_on_the_same_shot_held_still(flex):
+    """The flower clip blooms within 33 frames; its first frame held still must cost clearly fewer tokens."""
+    path = next((p for p in shared_videos() if p.name == "elastictok_flower.mp4"), None)
+    assert path is not None, "../shared/data/videos/elastictok_flower.mp4 is missing"
+    moving = resize_and_crop(read_video(path, max_frames=33)[0], 128)
+    held = np.repeat(moving[:1], len(moving), axis=0)
+    kept = {name: flex.tokenize(clip, rate=0.5, strategy="global_elbo", window=33, overlap=0).kept
+            for name, clip in (("moving", moving), ("held", held))}
+    assert kept["held"] < 0.8 * kept["moving"], kept

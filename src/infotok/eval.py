@@ -116,12 +116,16 @@ def load_clip(model: InfoTok, path: Path, size: int, frames: int, crop: bool = T
     """Read, resize (short side `size`), centre-crop to `size` x `size` unless `crop` is False,
     encode and route one clip."""
     raw, _ = read_video(path, max_frames=frames)
-    clip = resize_and_crop(raw, size) if crop else resize_short_side(raw, size)
-    x = pad_to_geometry(to_model(clip).to(model.device), model.temporal_factor, model.spatial_factor)
+    return make_clip(model, path.name, resize_and_crop(raw, size) if crop else resize_short_side(raw, size))
+
+
+def make_clip(model: InfoTok, name: str, frames: np.ndarray) -> Clip:
+    """Encode and route uint8 frames [T, H, W, 3] that are already at the evaluation size."""
+    x = pad_to_geometry(to_model(frames).to(model.device), model.temporal_factor, model.spatial_factor)
     with torch.no_grad():
         codes, indices = model.encode(x)
         scores = model.scores(x, codes)[0].cpu()
-    return Clip(path.name, clip, x, codes, indices, scores)
+    return Clip(name, frames, x, codes, indices, scores)
 
 
 def decode_clip(model: InfoTok, clip: Clip, mask: torch.Tensor) -> np.ndarray:
