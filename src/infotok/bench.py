@@ -53,8 +53,7 @@ def motion(frames: np.ndarray) -> float:
 
 def spatial_detail(frames: np.ndarray, factor: int = 8) -> float:
     """Mean absolute error (uint8 levels) of each frame against its `factor`x`factor` average-pooled,
-    bilinearly re-upsampled copy: a model-free measure of how much fine spatial detail a clip has,
-    to tell whether the router's order of clips comes from the content or from the model."""
+    bilinearly re-upsampled copy: a model-free measure of how much fine spatial detail a clip has."""
     x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
     h, w = (x.shape[2] // factor) * factor, (x.shape[3] // factor) * factor
     x = x[:, :, :h, :w]
@@ -178,7 +177,8 @@ def run_rate_distortion(args) -> dict:
                    "seconds_per_clip": float(np.mean([r["search_seconds"] for r in rows]))})
 
     return {"curves": curves, "per_video": per_video, "router_seconds_per_clip": router_seconds,
-            "clip_scores": clip_scores, "clip_content": content, "whole_frame_router": whole_frame, "whole_frame_oracle_psnr": whole_oracle_psnr,
+            "clip_scores": clip_scores, "clip_content": content, "whole_frame_router": whole_frame,
+            "whole_frame_oracle_psnr": whole_oracle_psnr,
             "search_passes_mean": float(np.mean(search_passes))}
 
 
@@ -278,8 +278,9 @@ def spearman(a, b) -> float:
 
 
 def content_section(result: dict) -> list[str]:
-    """Per clip, each score relative to its mean over the clips: InfoTok-Flex's router, the fixed-rate
-    base tokenizer's full-rate error, and model-free detail and motion of the evaluated crop."""
+    """Per clip, each score relative to its mean over the clips: InfoTok-Flex's router (also with the
+    first frame held still), the fixed-rate base tokenizer's full-rate error, and model-free detail and
+    motion of the evaluated crop. Tells whether the router's order of clips is the model's or the content's."""
     names = sorted(result["clip_scores"], key=result["clip_scores"].get)
     flex = np.array([result["clip_scores"][n] for n in names])
     content = result["clip_content"]
