@@ -8,7 +8,7 @@ import pytest
 from infotok.eval import psnr
 from infotok.model import DEFAULT_CHECKPOINT, InfoTok
 from infotok.video import read_video, resize_and_crop, synthetic_video
-from tests.conftest import shared_videos
+from tests.conftest import SHARED_VIDEOS, shared_videos
 
 CHECKPOINTS = DEFAULT_CHECKPOINT.parent
 
@@ -65,8 +65,8 @@ def test_real_clip_round_trip_through_a_token_file(flex, tmp_path):
 
 def test_router_spends_fewer_tokens_on_the_same_shot_held_still(flex):
     """The flower clip blooms within 33 frames; its first frame held still must cost clearly fewer tokens."""
-    path = next((p for p in shared_videos() if p.name == "elastictok_flower.mp4"), None)
-    assert path is not None, "../shared/data/videos/elastictok_flower.mp4 is missing"
+    path = SHARED_VIDEOS / "elastictok_flower.mp4"
+    assert path.is_file(), f"{path} is missing"
     moving = resize_and_crop(read_video(path, max_frames=33)[0], 128)
     held = np.repeat(moving[:1], len(moving), axis=0)
     kept = {name: flex.tokenize(clip, rate=0.5, strategy="global_elbo", window=33, overlap=0).kept

@@ -293,9 +293,13 @@ def content_section(result: dict) -> list[str]:
          "average-pooled, bilinearly re-upsampled copy|) and motion (mean |frame change|).", "",
          "| video | InfoTok-Flex | first frame held | base tokenizer | spatial detail | motion |",
          "|---|---|---|---|---|---|"]
+    def per_mean(v, of):
+        return v / max(float(of.mean()), 1e-12)
+
+    columns = [per_mean(flex, flex), per_mean(held, flex), per_mean(base, base), per_mean(detail, detail),
+               per_mean(moving, moving)]
     for i, n in enumerate(names):
-        L.append(f"| {n} | {flex[i] / flex.mean():.2f} | {held[i] / flex.mean():.2f} | {base[i] / base.mean():.2f} | "
-                 f"{detail[i] / detail.mean():.2f} | {moving[i] / max(moving.mean(), 1e-12):.2f} |")
+        L.append(f"| {n} | " + " | ".join(f"{column[i]:.2f}" for column in columns) + " |")
     L += ["", f"Holding the first frame still lowers the score of {int((held < flex).sum())} of {len(names)} clips. "
               f"Rank agreement (Spearman) of InfoTok-Flex's clip scores with the base tokenizer's: "
               f"{spearman(flex, base):+.2f}; with spatial detail: {spearman(flex, detail):+.2f}; "
