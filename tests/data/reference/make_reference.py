@@ -1,0 +1,49 @@
+"""Write the reference token files that the bit-identity test compares against.
+
+Run from the repository root: `python tests/data/reference/make_reference.py`. The committed files
+were written by commit f123d6f (before the batched core), so a change to the tokenization path that
+alters a single token or decoded pixel on the CPU fails `tests/test_reference.py`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infotok import InfoTok
+from infotok.video import synthetic_video
+
+HERE = Path(__file__).resolve().parent
+# (name, strategy, selection, rate): the paper's baselines and the peers' selections
+CASES = [
+    ("elbo-error-0.5", "global_elbo", "error", 0.5),
+    ("static-error-0.25", "static", "error", 0.25),
+    ("static-error-1", "static", "error", 1.0),
+    ("static-order-0.5", "static", "order", 0.5),
+    ("uniform-random-0.5", "uniform", "random", 0.5),
+]
+VIDEO = dict(num_frames=45, height=48, width=72, seed=3)  # three windows of 17 frames overlapping by 3
+WINDOW, OVERLAP = 17, 3
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    model = InfoTok.from_pretrained()
+    video = synthetic_video(**VIDEO)
+    digests = {}
+    for name, strategy, selection, rate in CASES:
+        tokens = model.tokenize(video, rate=rate, strategy=strategy, selection=selection, window=WINDOW,
+                                overlap=OVERLAP, seed=5)
+        tokens.save(HERE / f"{name}.itok", overwrite=True)
+        frames = model.detokenize(tokens)
+        digests[name] = {"strategy": strategy, "selection": selection, "rate": rate,
+                         "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()}
+    (HERE / "reference.json").write_text(json.dumps({"video": VIDEO, "window": WINDOW, "overlap": OVERLAP,
+                                                     "seed": 5, "cases": digests}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
