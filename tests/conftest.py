@@ -8,7 +8,8 @@ import torch
 
 from infotok.base import BaseConfig
 from infotok.compressor import CompressorConfig
-from infotok.model import DEFAULT_CHECKPOINT, InfoTok
+from infotok.checkpoint import default_checkpoint
+from infotok.model import InfoTok
 from infotok.video import synthetic_video, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -41,9 +42,9 @@ def sample_video(tmp_path) -> Path:
 
 @pytest.fixture
 def shipped_checkpoint() -> Path:
-    if not (DEFAULT_CHECKPOINT / "model.safetensors").exists():
-        pytest.fail(f"the shipped checkpoint is missing from {DEFAULT_CHECKPOINT}")
-    return DEFAULT_CHECKPOINT
+    if not (default_checkpoint() / "model.safetensors").exists():
+        pytest.fail(f"the shipped checkpoint is missing from {default_checkpoint()}")
+    return default_checkpoint()
 
 
 def shared_videos() -> list[Path]:

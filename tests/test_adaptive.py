@@ -96,7 +96,7 @@ def test_compressor_is_block_causal_and_starts_as_identity():
 
 def test_dropped_positions_use_the_learned_embedding_not_their_code():
     model = tiny_model()
-    codes, _ = model.encode(torch.rand(1, 3, 5, 16, 16) * 2 - 1)
+    codes, _ = model.encode_codes(torch.rand(1, 3, 5, 16, 16) * 2 - 1)
     mask = torch.ones(1, 2, 2, 2, dtype=torch.bool)
     mask[0, 1, 0, 0] = False
     other = codes.clone()
@@ -106,24 +106,61 @@ def test_dropped_positions_use_the_learned_embedding_not_their_code():
         assert not torch.equal(model.decode_codes(codes), model.decode_codes(other))
 
 
-def test_code_window_kept_counts_scores_and_strategies():
+def test_encode_kept_counts_scores_and_strategies():
     model = tiny_model(score_mean=1e-9)  # every clip looks complex -> global_elbo clips to rate 1
     x = torch.rand(1, 3, 9, 24, 32) * 2 - 1
-    static = model.code_window(x, 0.5, "static")
-    assert static.mask.shape == (3, 3, 4) and int(static.mask.sum()) == 18 == static.indices.numel()
-    assert static.nfe == 2 and static.rate == 0.5
-    assert model.code_window(x, 0.5, "global_elbo").rate == 1.0
+    static = model.encode(x, 0.5, "static")
+    assert static.mask.shape == (1, 3, 3, 4) and int(static.mask.sum()) == 18
+    assert static.indices.shape == (1, 3, 3, 4) and not static.indices[~static.mask].any()  # dropped hold 0
+    assert static.nfe == 2 and static.rate.tolist() == [0.5] and static.score.dtype == torch.float64
+    assert model.encode(x, 0.5, "global_elbo").rate.tolist() == [1.0]
     model.score_mean.fill_(1e9)  # every clip looks trivial -> the minimum rate
-    low = model.code_window(x, 0.5, "global_elbo")
-    assert low.rate == 1 / 16 and int(low.mask.sum()) == round(36 / 16)
-    full = model.code_window(x, 1.0, "static")
-    assert full.nfe == 1 and bool(full.mask.all())
+    low = model.encode(x, 0.5, "global_elbo")
+    assert low.rate.tolist() == [1 / 16] and int(low.mask.sum()) == round(36 / 16)
+    full = model.encode(x, 1.0, "static")
+    assert full.nfe == 1 and bool(full.mask.all()) and torch.isnan(full.score).all()
+
+
+@pytest.mark.parametrize("strategy, selection", [("global_elbo", "error"), ("uniform", "random"), ("static", "order")])
+def test_a_batch_of_four_equals_four_batches_of_one(strategy, selection):
+    model = tiny_model()
+    clips = np.stack([synthetic_video(9, 24, 32, seed=s) for s in range(4)])  # uint8 [B, T, H, W, 3]
+    batch = model.encode(clips, 0.5, strategy, selection, generator=np.random.default_rng(3))
+    rng = np.random.default_rng(3)  # one generator across the calls, as across a video's windows
+    ones = [model.encode(clips[i:i + 1], 0.5, strategy, selection, generator=rng) for i in range(4)]
+    for i, one in enumerate(ones):
+        assert torch.equal(batch.indices[i], one.indices[0]) and torch.equal(batch.mask[i], one.mask[0])
+        assert batch.rate[i] == one.rate[0]
+        assert torch.equal(batch.score[i:i + 1], one.score) or (batch.score[i].isnan() and one.score.isnan().all())
+    assert torch.equal(model.decode(batch), torch.cat([model.decode(one) for one in ones]))
+
+
+def test_encode_takes_any_size_and_decode_crops_back():
+    model = tiny_model()
+    x = torch.rand(2, 3, 7, 20, 27) * 2 - 1  # off the 1 + 4k x 8 x 8 grid
+    batch = model.encode(x, 0.5, "static")
+    assert batch.mask.shape == (2, 3, 3, 4) and (batch.frames, batch.height, batch.width) == (7, 20, 27)
+    assert model.decode(batch).shape == x.shape
+    with pytest.raises(ValueError, match="uint8 \\[B, T, H, W, 3\\]"):
+        model.encode(torch.zeros(2, 3, 5, 16, 16, dtype=torch.int32))
+
+
+def test_reselect_gives_what_encode_gives_at_that_rate():
+    model = tiny_model()
+    x = torch.rand(1, 3, 9, 24, 32) * 2 - 1
+    full = model.encode(x, 1.0, "static", keep_scores=True)
+    for rate in (0.25, 0.5, 0.75):
+        again = model.reselect(full, [rate])
+        direct = model.encode(x, rate, "static")
+        assert torch.equal(again.mask, direct.mask) and torch.equal(again.indices, direct.indices)
+    with pytest.raises(ValueError, match="full-rate"):
+        model.reselect(model.encode(x, 0.5, "static", keep_scores=True), [0.25])
 
 
 def test_fixed_rate_base_refuses_dropping_tokens():
     model = tiny_model(adaptive=False)
     with pytest.raises(ValueError, match="fixed-rate"):
-        model.code_window(torch.zeros(1, 3, 5, 16, 16), 0.5, "static")
+        model.encode(torch.zeros(1, 3, 5, 16, 16), 0.5, "static")
 
 
 def test_calibration_mean_is_stored_loaded_and_written_into_token_headers(tmp_path):

@@ -154,12 +154,15 @@ def test_tokens_from_another_model_are_refused(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize("flag", ["--border-fraction", "--synthetic-fraction", "--long-fraction"])
 def test_train_refuses_a_fraction_outside_0_1(tmp_path, capsys, flag):
     code, _, err = run(capsys, "train", "base", "--out", tmp_path / "run", flag, "1.5")
-    assert code == 2 and f"{flag} must be in [0, 1]" in err and not (tmp_path / "run").exists()
+    assert code == 2 and f"({flag}) must be in [0, 1], got 1.5" in err and not (tmp_path / "run").exists()
+    from infotok.train import Trainer, TrainConfig  # the Python API refuses the same
+    with pytest.raises(ValueError, match=f"{flag[2:].replace('-', '_')} \\({flag}\\) must be in"):
+        Trainer(TrainConfig(out=str(tmp_path / "run"), **{flag[2:].replace("-", "_"): 1.5}))
 
 
 @pytest.mark.parametrize("long_side", ["100", "16"])  # not a multiple of 8; shorter than the crop
 def test_train_refuses_an_elongated_crop_that_cannot_be_cut(tmp_path, capsys, long_side):
     code, _, err = run(capsys, "train", "base", "--out", tmp_path / "run", "--crop", "32", "--long-fraction", "0.5",
                        "--long-side", long_side)
-    assert code == 2 and "--long-side must be a multiple of 8 and at least --crop" in err
+    assert code == 2 and "(--long-side) must be a multiple of 8 and at least crop (32)" in err
     assert not (tmp_path / "run").exists()

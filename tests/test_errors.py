@@ -238,7 +238,7 @@ def test_window_below_one_latent_step(capsys, tmp_path, tiny_checkpoint, sample_
     code, out, err = run(capsys, command, sample_video, "-o", tmp_path / "o.out", "--window", window,
                          "--overlap", "0", "--checkpoint", tiny_checkpoint)
     assert code == 2 and out == ""
-    assert_error_line(err, "--window must be at least 5 frames", f"got {window}")
+    assert_error_line(err, "window must be at least 5 frames", f"got {window}")
     assert not (tmp_path / "o.out").exists()
 
 
@@ -247,7 +247,7 @@ def test_overlap_must_be_smaller_than_the_window(capsys, tmp_path, tiny_checkpoi
     code, _, err = run(capsys, "encode", sample_video, "-o", tmp_path / "o.itok", "--window", "9",
                        "--overlap", overlap, "--checkpoint", tiny_checkpoint)
     assert code == 2
-    assert_error_line(err, "--overlap must be at least 0 and smaller than --window (9)", f"got {overlap}")
+    assert_error_line(err, "overlap must be at least 0 and smaller than window (9)", f"got {overlap}")
     assert not (tmp_path / "o.itok").exists()
 
 

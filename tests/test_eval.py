@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from infotok.eval import binary_search_rate, bd_rate, frechet_distance, oracle_rates, psnr, ssim
+from infotok.eval import binary_search_rate, oracle_rates
+from infotok.metrics import bd_rate, frechet_distance, psnr, ssim
 
 
 def test_psnr_is_tokenbench_mse_over_all_frames():

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from infotok.eval import psnr
-from infotok.model import DEFAULT_CHECKPOINT, InfoTok
+from infotok.metrics import psnr
+from infotok.checkpoint import SHIPPED_CHECKPOINT
+from infotok.model import InfoTok
 from infotok.video import read_video, resize_and_crop, synthetic_video
 from tests.conftest import SHARED_VIDEOS, shared_videos
 
-CHECKPOINTS = DEFAULT_CHECKPOINT.parent
+CHECKPOINTS = SHIPPED_CHECKPOINT.parent
 
 
 @pytest.mark.parametrize("name", ["infotok-flex", "base", "elastic-style"])
@@ -28,7 +29,7 @@ def test_each_shipped_checkpoint_has_weights_config_log_and_recipe(name):
 
 def test_default_model_is_the_calibrated_infotok_flex():
     model = InfoTok.from_pretrained()
-    config = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
+    config = json.loads((SHIPPED_CHECKPOINT / "config.json").read_text())
     assert model.adaptive and model.name == "infotok-flex"
     assert float(model.score_mean) > 0 and "calibration" in config
 
@@ -69,6 +70,6 @@ def test_router_spends_fewer_tokens_on_the_same_shot_held_still(flex):
     assert path.is_file(), f"{path} is missing"
     moving = resize_and_crop(read_video(path, max_frames=33)[0], 128)
     held = np.repeat(moving[:1], len(moving), axis=0)
-    kept = {name: flex.tokenize(clip, rate=0.5, strategy="global_elbo", window=33, overlap=0).kept
+    kept = {name: flex.tokenize(clip, rate=0.5, strategy="global_elbo", window=33, overlap=0).ledger().kept
             for name, clip in (("moving", moving), ("held", held))}
     assert kept["held"] < 0.8 * kept["moving"], kept

@@ -5,7 +5,6 @@ import json
 import math
 import struct
 import tempfile
-import time
 import tracemalloc
 import zlib
 from dataclasses import asdict, replace
@@ -18,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infotok.tokens import (FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, TRAILER_MAGIC, TokenFormatError, TokenHeader,
-                            TokenReader, Tokens, TokenWindow, TokenWriter, encode_window, window_count, window_span)
-from infotok.video import model_geometry, synthetic_video, window_spans
+                            TokenReader, Tokens, TokenWindow, TokenWriter, encode_window, window_span)
+from infotok.geometry import Geometry, window_spans
+from infotok.video import synthetic_video
 from tests.conftest import tiny_model
 
 FUZZ = settings(max_examples=200, deadline=None)
@@ -131,7 +131,7 @@ def test_round_trip_keeps_masks_indices_rates_and_header(tmp_path, strategy, sel
     path = tokens.save(tmp_path / "t.itok")
     back = Tokens.load(path)
     assert_same_tokens(tokens, back)
-    assert back.kept == tokens.kept and back.realized_rate == tokens.realized_rate
+    assert back.ledger() == tokens.ledger()
     with TokenReader(path) as reader:
         windows = list(reader)
         header_bytes = reader.header_bytes
@@ -145,14 +145,17 @@ def test_streaming_writer_round_trip_and_header_written_last(tmp_path):
     model = tiny_model()
     path = tmp_path / "sub" / "stream.itok"
     writer = None
-    for header, window, _ in model.iter_tokenize(synthetic_video(21, 48, 64, seed=2), rate=0.5, strategy="static",
-                                                 window=9, overlap=2):
+    stream = model.iter_tokenize(synthetic_video(21, 48, 64, seed=2), rate=0.5, strategy="static", window=9, overlap=2)
+    for window in stream:
         if writer is None:
-            writer = TokenWriter(path, header)
-            assert header.num_frames < 21  # the frame count is only known at the end...
+            first = stream.header
+            assert first.num_frames == 0  # the frame count is only known at the end...
+            writer = TokenWriter(path, first)
         writer.write(window)
         assert not path.exists()  # ...so nothing is at `path` before close
     writer.close()
+    assert first.num_frames == 0 and stream.header.num_frames == 21  # headers handed out never change
+    assert writer.header == stream.header
     back = Tokens.load(path)
     assert back.header.num_frames == 21 and [(w.start, w.end) for w in back.windows] == window_spans(21, 9, 2)
     assert writer.header_bytes + sum(w.nbytes for w in back.windows) + 8 == path.stat().st_size
@@ -189,17 +192,6 @@ def test_writer_refuses_windows_a_reader_would_reject(tmp_path, case):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_window_spans_of_the_format_match_the_video_module():
-    header = sample_tokens().header
-    for n in range(1, 60):
-        for window in range(1, 14):
-            for overlap in range(window):
-                h = replace(header, num_frames=n, window=window, overlap=overlap)
-                spans = window_spans(n, window, overlap)
-                assert window_count(h) == len(spans)
-                assert [window_span(h, k) for k in range(len(spans))] == spans
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_round_trip_of_arbitrary_valid_windows(data):
@@ -213,8 +205,7 @@ def test_round_trip_of_arbitrary_valid_windows(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), "seed"))
     windows = []
     for start, end in window_spans(n, window, overlap):
-        tt, hh, ww = model_geometry(end - start, height, width, 4, 8)
-        shape = (1 + (tt - 1) // 4, hh // 8, ww // 8)
+        shape = Geometry(4, 8).latent_shape(end - start, height, width)
         mask = rng.random(shape) < data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
         indices = rng.integers(0, header.codebook_size, int(mask.sum())).astype(np.uint16)
         rate = data.draw(st.floats(1 / 16, 1))
@@ -416,18 +407,17 @@ def test_a_window_of_only_dropped_tokens_is_valid():
     assert back.windows[1].kept == 0 and back.windows[1].indices.dtype == np.uint16
 
 
-# ------------------------------------------------------------ forged lengths: fast and bounded
+# ------------------------------------------------------------ forged lengths: refused, memory bounded
 def assert_refused_cheaply(data: bytes, expected: str, peak_limit: int = 4 << 20) -> None:
+    """Refused with the expected message and without allocating what the forged fields claim (how
+    fast is measured by `make bench`, not asserted here)."""
     tracemalloc.start()
-    t0 = time.perf_counter()
     try:
         message = format_error(data)
-        seconds = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert expected in message
-    assert seconds < 1.0, f"took {seconds:.2f} s"
     assert peak < peak_limit + 2 * len(data), f"allocated {peak / 1e6:.1f} MB for a {len(data)} byte file"
 
 
@@ -477,9 +467,7 @@ def test_any_forged_length_field_fails_fast_or_parses(field, value):
     data = bytearray(valid_bytes())
     _, records = layout(bytes(data))
     struct.pack_into("<I", data, 6 if field == "header" else records[0][0], value)
-    t0 = time.perf_counter()
     tokens = load_or_format_error(bytes(data))
-    assert time.perf_counter() - t0 < 0.5
     assert tokens is None or bytes(data) == valid_bytes()
 
 

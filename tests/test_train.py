@@ -115,19 +115,20 @@ def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(t
     noisy = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     x = torch.cat([flat, noisy])
     with torch.no_grad():
-        codes, _ = trainer.model.encode(x)
-        scores = [float(s) for s in trainer.model.scores(x, codes).mean(dim=(1, 2, 3))]
+        codes, _ = trainer.model.encode_codes(x)
+        scores = [float(s) for s in trainer.model.router_scores(x, codes).mean(dim=(1, 2, 3))]
     assert scores[0] < scores[1]
     trainer.score_ema = scores[1]
     seen = []
     for step in range(8):
         trainer.step = step
-        masks, rates, _ = trainer._flex_masks(x, trainer.model)
+        with torch.no_grad():  # the training pass: one encode, the router, masks at global_elbo rates
+            _, rates, smap = trainer.model(x, trainer._rates(2), "error", trainer.score_ema)
         rng = np.random.default_rng([cfg.seed, 7, step])
         averages = [float(rng.choice((1.0, 0.75, 0.5, 0.25))) for _ in range(2)]
         expected = [min(1.0, max(1 / 16, a * s / scores[1])) for a, s in zip(averages, scores)]
         assert rates == pytest.approx(expected)
-        assert [int(m.sum()) for m in masks] == [max(1, round(r * m.numel())) for r, m in zip(rates, masks)]
+        assert [float(s.mean()) for s in smap] == pytest.approx(scores)
         seen += rates
     assert len(set(np.round(seen, 6))) > 4  # rates off the Flex grid: the spread global_elbo produces
 

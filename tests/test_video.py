@@ -1,11 +1,11 @@
-"""Video I/O, geometry, windows and the built-in sample."""
+"""Video I/O, windows and blending, the built-in sample."""
 import numpy as np
 import pytest
 import torch
 
-from infotok.video import (VideoError, WindowBlender, blend_weights, crop_to, iter_windows, list_videos,
-                           model_geometry, pad_to_geometry, probe, read_video, resize_and_crop, synthetic_video,
-                           to_model, from_model, window_spans, write_video)
+from infotok.geometry import window_spans
+from infotok.video import (VideoError, WindowBlender, blend_weights, iter_windows, list_videos, probe, read_video,
+                           resize_and_crop, synthetic_video, to_model, from_model, write_video)
 
 
 @pytest.mark.parametrize("frames,height,width", [(18, 139, 250), (1, 64, 64), (5, 23, 37)])
@@ -26,16 +26,6 @@ def test_streaming_read_from_an_offset(tmp_path):
     assert np.array_equal(part, full[11:16])
 
 
-@pytest.mark.parametrize("t,h,w", [(1, 5, 3), (18, 139, 250), (33, 256, 256)])
-def test_pad_to_geometry_then_crop_round_trips(t, h, w):
-    x = torch.rand(1, 3, t, h, w)
-    padded = pad_to_geometry(x)
-    tt, hh, ww = padded.shape[2:]
-    assert (tt - 1) % 4 == 0 and hh % 8 == 0 and ww % 8 == 0
-    assert (tt, hh, ww) == model_geometry(t, h, w)
-    assert torch.equal(crop_to(padded, t, h, w), x)
-
-
 def test_model_tensor_conversion_is_exact_for_uint8():
     frames = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
     assert np.array_equal(from_model(to_model(frames)), frames)
@@ -45,16 +35,6 @@ def test_resize_and_crop_gives_square_protocol_size():
     frames = synthetic_video(2, 90, 160)
     out = resize_and_crop(frames, 64)
     assert out.shape == (2, 64, 64, 3)
-
-
-def test_window_spans_cover_video_and_overlap():
-    spans = window_spans(100, 33, 5)
-    assert spans[0] == (0, 33) and spans[-1][1] == 100
-    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
-        assert e0 - s1 == 5
-    assert window_spans(20, 33, 5) == [(0, 20)]
-    with pytest.raises(ValueError):
-        window_spans(10, 8, 8)
 
 
 @pytest.mark.parametrize("total", [1, 33, 34, 61, 100])

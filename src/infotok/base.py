@@ -39,9 +39,6 @@ class BaseTokenizer(nn.Module):
             n *= level
         return n
 
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-        return 1 + (num_frames - 1) // self.temporal_factor, height // self.spatial_factor, width // self.spatial_factor
-
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -180,11 +177,13 @@ class CausalConvTokenizer(BaseTokenizer):
         return rearrange(y, "(b n) c h w -> b c n h w", n=n)
 
     def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projection to the code space and FSQ in fp32, also under bf16 autocast: a rounding
+        boundary must not move with the compute precision."""
         n = h.shape[2]
-        z = self.to_code(rearrange(h, "b c n h w -> (b n) c h w"))
-        z = rearrange(z, "(b n) c h w -> b c n h w", n=n)
-        codes, indices = self.fsq(z.float())
-        return codes, indices
+        with torch.autocast(h.device.type, enabled=False):
+            z = self.to_code(rearrange(h.float(), "b c n h w -> (b n) c h w"))
+            z = rearrange(z, "(b n) c h w -> b c n h w", n=n)
+            return self.fsq(z)
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.min() < 0 or indices.max() >= self.codebook_size:

@@ -1,10 +1,10 @@
-"""Evaluation: TokenBench metrics, rate sweeps over strategies and selections, BD-rate, oracle.
+"""Evaluation: rate sweeps over strategies and selections on clips, the oracle, the ElasticTok search.
 
 Protocol (TokenBench): first `frames` frames, short side resized to `size`, centre crop; PSNR per
 video from the MSE over all its frames in uint8 range, then averaged over videos; SSIM per frame
 (data range 255), averaged. One clip = one window, so each clip is encoded and routed once and
-then decoded once per (strategy, selection, rate). LPIPS and FVD (module `perceptual`) only with
-user-supplied network weights.
+then decoded once per (strategy, selection, rate); the metrics live in `metrics`. LPIPS and FVD
+(module `perceptual`) only with user-supplied network weights.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,95 +20,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .ledger import MASK_BPP16, Ledger
+from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
 from .router import balanced_rates, check_rate, uniform_rate
-from .selection import keep_mask
-from .tokens import TokenHeader, Tokens, TokenWindow
-from .video import from_model, pad_to_geometry, read_video, resize_and_crop, resize_short_side, to_model
-
-
-# --------------------------------------------------------------------------------- metrics
-def psnr(reference: np.ndarray, distorted: np.ndarray) -> float:
-    """TokenBench PSNR of one video: MSE over all frames and pixels in uint8 range."""
-    mse = float(np.mean((reference.astype(np.float64) - distorted.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def ssim(reference: np.ndarray, distorted: np.ndarray) -> float:
-    """Mean over frames of SSIM (Gaussian 11x11, sigma 1.5, data range 255) on RGB frames."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    a = torch.from_numpy(np.ascontiguousarray(reference)).permute(0, 3, 1, 2).float()
-    b = torch.from_numpy(np.ascontiguousarray(distorted)).permute(0, 3, 1, 2).float()
-    # frame by frame: one batched call over a whole clip is several times slower on a CPU
-    values = [structural_similarity_index_measure(b[i:i + 1], a[i:i + 1], data_range=255.0) for i in range(len(a))]
-    return float(torch.stack(values).mean())
-
-
-def vmaf(reference: np.ndarray, distorted: np.ndarray, fps: float = 25.0) -> float:
-    """VMAF (vmaf_v0.6.1) through the libvmaf in imageio-ffmpeg's static FFmpeg (works offline)."""
-    import imageio_ffmpeg
-
-    t, h, w, _ = reference.shape
-    with tempfile.TemporaryDirectory() as d:
-        ref, dis, log = Path(d, "ref.rgb"), Path(d, "dis.rgb"), Path(d, "vmaf.json")
-        ref.write_bytes(np.ascontiguousarray(reference).tobytes())
-        dis.write_bytes(np.ascontiguousarray(distorted).tobytes())
-        raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps}"]
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", *raw, "-i", str(dis), *raw,
-               "-i", str(ref), "-lavfi",
-               f"[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf=model=version=vmaf_v0.6.1"
-               f":log_fmt=json:log_path={log}:n_threads=2", "-f", "null", "-"]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-        return float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
-
-
-def bd_rate(rates_a, psnr_a, rates_b, psnr_b) -> float:
-    """Bjontegaard delta rate (%) of curve B against A: negative = B needs fewer bits for equal PSNR.
-
-    Cubic fit of log-rate as a function of PSNR, integrated over the overlapping PSNR range.
-    """
-    ra, rb = np.log(np.asarray(rates_a, float)), np.log(np.asarray(rates_b, float))
-    pa, pb = np.asarray(psnr_a, float), np.asarray(psnr_b, float)
-    deg = min(3, len(pa) - 1, len(pb) - 1)
-    fa, fb = np.polyfit(pa, ra, deg), np.polyfit(pb, rb, deg)
-    lo, hi = max(pa.min(), pb.min()), min(pa.max(), pb.max())
-    if hi <= lo:
-        raise ValueError("the two curves do not overlap in PSNR")
-    ia, ib = np.polyint(fa), np.polyint(fb)
-    avg_a = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
-    avg_b = (np.polyval(ib, hi) - np.polyval(ib, lo)) / (hi - lo)
-    return float((np.exp(avg_b - avg_a) - 1) * 100)
-
-
-def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [N, D] (the core of FID/FVD)."""
-    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(feats_a, rowvar=False)), np.atleast_2d(np.cov(feats_b, rowvar=False))
-    vals, vecs = np.linalg.eigh(cov_a)
-    root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
-    # tr sqrt(A B) = tr sqrt(A^1/2 B A^1/2), a symmetric PSD matrix: sum of sqrt of its eigenvalues
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_covmean)
+from .tokens import TokenBatch, TokenHeader, Tokens
+from .video import from_model, read_video, resize_and_crop, resize_short_side
 
 
 # ---------------------------------------------------------------------------------- clips
 @dataclass
 class Clip:
-    """One evaluation clip, encoded and routed once."""
+    """One evaluation clip, encoded and routed once (a full-rate batch of one window with its scores)."""
 
     name: str
     frames: np.ndarray  # uint8 [T, H, W, 3] after the protocol's resize and crop
-    x: torch.Tensor  # model input [1, 3, T', H', W'] on the model grid
-    codes: torch.Tensor
-    indices: torch.Tensor
-    scores: torch.Tensor  # [t, h, w]
+    batch: TokenBatch
     fvd_reference: np.ndarray | None = None  # FVD features of the original frames, computed once
 
     @property
     def score(self) -> float:
-        return float(self.scores.mean())
+        return float(self.batch.score[0])
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """Per-token router scores [t, h, w]."""
+        return self.batch.score_map[0]
 
 
 def load_clip(model: InfoTok, path: Path, size: int, frames: int, crop: bool = True) -> Clip:
@@ -121,44 +58,44 @@ def load_clip(model: InfoTok, path: Path, size: int, frames: int, crop: bool = T
 
 def make_clip(model: InfoTok, name: str, frames: np.ndarray) -> Clip:
     """Encode and route uint8 frames [T, H, W, 3] that are already at the evaluation size."""
-    x = pad_to_geometry(to_model(frames).to(model.device), model.temporal_factor, model.spatial_factor)
-    with torch.no_grad():
-        codes, indices = model.encode(x)
-        scores = model.scores(x, codes)[0].cpu()
-    return Clip(name, frames, x, codes, indices, scores)
+    return Clip(name, frames, model.encode(frames[None], rate=1.0, strategy="static", keep_scores=True))
 
 
-def decode_clip(model: InfoTok, clip: Clip, mask: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        y = model.decode_codes(clip.codes, mask[None].to(model.device))
-    t, h, w = clip.frames.shape[:3]
-    return from_model(y[:, :, :t, :h, :w])
+def clip_at(model: InfoTok, clip: Clip, rate: float, selection: str = "error", seed: int = 0) -> TokenBatch:
+    """The clip's tokens at `rate` (no new encoder or router pass)."""
+    return model.reselect(clip.batch, [rate], selection, seed)
 
 
-def clip_file_bits(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float) -> int:
-    """Bits of the real `.itok` file holding this clip at this mask."""
+def decode_clip(model: InfoTok, batch: TokenBatch) -> np.ndarray:
+    return from_model(model.decode(batch))
+
+
+def clip_ledger(model: InfoTok, clip: Clip, batch: TokenBatch) -> Ledger:
+    """The ledger of this clip at this keep-mask, with the bytes of the real `.itok` file holding it."""
     t, h, w = clip.frames.shape[:3]
     header = TokenHeader(model=model.name, model_hash=model.model_hash, config_hash=model.config_hash,
-                         levels=list(model.base.levels), temporal_factor=model.temporal_factor,
-                         spatial_factor=model.spatial_factor, width=w, height=h, source_width=w, source_height=h,
-                         fps=25.0, num_frames=t, window=t, overlap=0, strategy="", selection="", avg_rate=rate,
-                         score_mean=float(model.score_mean))
-    window = TokenWindow(0, t, rate, clip.score, mask.numpy(), clip.indices[0][mask].cpu().numpy().astype(np.uint16))
+                         levels=list(model.base.levels), temporal_factor=model.geometry.temporal_factor,
+                         spatial_factor=model.geometry.spatial_factor, width=w, height=h, source_width=w,
+                         source_height=h, fps=25.0, num_frames=t, window=t, overlap=0, strategy="", selection="",
+                         avg_rate=float(batch.rate[0]), score_mean=float(model.score_mean))
+    tokens = Tokens(header, [batch.window(0, 0, t)])
     with tempfile.TemporaryDirectory() as d:
-        path = Tokens(header, [window]).save(Path(d, "clip.itok"))
-        return os.path.getsize(path) * 8
+        path = tokens.save(Path(d, "clip.itok"))
+        return tokens.ledger(file_bytes=os.path.getsize(path))
 
 
-def measure_clip(model: InfoTok, clip: Clip, mask: torch.Tensor, rate: float, quality: bool = True,
-                 with_vmaf: bool = False, perceptual: Perceptual | None = None) -> dict:
-    """Decode one clip at one keep-mask and score it: PSNR always; SSIM and real file BPP16 with
+def measure_clip(model: InfoTok, clip: Clip, batch: TokenBatch, quality: bool = True, with_vmaf: bool = False,
+                 perceptual: Perceptual | None = None) -> dict:
+    """Decode one clip's tokens and score them: PSNR always; SSIM and real file BPP16 with
     `quality`; VMAF on request; LPIPS, and the FVD features (key `_fvd`, reduced over a run by
     `fvd_of`), with `perceptual`."""
-    recon = decode_clip(model, clip, mask)
-    row = {"video": clip.name, "realized_rate": float(mask.float().mean()), "psnr": psnr(clip.frames, recon)}
+    recon = decode_clip(model, batch)
+    mask = batch.mask[0]
+    row = {"video": clip.name, "realized_rate": Ledger(int(mask.sum()), mask.numel()).realized_rate,
+           "psnr": psnr(clip.frames, recon)}
     if quality:
         row["ssim"] = ssim(clip.frames, recon)
-        row["bpp16_file"] = clip_file_bits(model, clip, mask, rate) * 16 / clip.frames[..., 0].size
+        row["bpp16_file"] = clip_ledger(model, clip, batch).file_bpp16
     if with_vmaf:
         row["vmaf"] = vmaf(clip.frames, recon)
     if perceptual and perceptual.lpips:
@@ -232,15 +169,14 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 r_list = clip_rates(strategy, avg_rate, clips, float(model.score_mean), seed)
                 rows = []
                 for clip, r in zip(clips, r_list):
-                    gen = torch.Generator().manual_seed(seed)
-                    mask = keep_mask(clip.scores, r, selection, gen)
                     rows.append({"strategy": strategy, "selection": selection, "rate": avg_rate, "clip_rate": r,
                                  "score": clip.score, "width": clip.frames.shape[2], "height": clip.frames.shape[1]}
-                                | measure_clip(model, clip, mask, r, with_vmaf=with_vmaf, perceptual=perceptual))
+                                | measure_clip(model, clip, clip_at(model, clip, r, selection, seed),
+                                               with_vmaf=with_vmaf, perceptual=perceptual))
                 fvd = fvd_of(rows, clips)
                 realized = float(np.mean([r["realized_rate"] for r in rows]))
                 summary = {"strategy": strategy, "selection": selection, "rate": avg_rate,
-                           "realized_rate": realized, "bpp16": realized + (1 / 16 if model.adaptive else 0.0),
+                           "realized_rate": realized, "bpp16": realized + (MASK_BPP16 if model.adaptive else 0.0),
                            "bpp16_file": float(np.mean([r["bpp16_file"] for r in rows])),
                            "psnr": float(np.mean([r["psnr"] for r in rows])),
                            "ssim": float(np.mean([r["ssim"] for r in rows])),
@@ -307,3 +243,16 @@ def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tupl
         b -= cost[j]
     picks.reverse()
     return picks, float(best.max() / n)
+
+
+def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
+    """The mean clip score `global_elbo` divides by, measured on `paths` under the evaluation protocol."""
+    if not model.adaptive:
+        raise ValueError("calibration is for InfoTok checkpoints (a base tokenizer has no router)")
+    scores = {}
+    for p in paths:
+        scores[p.name] = load_clip(model, p, size, frames).score
+        if progress:
+            progress(f"{p.name}: score {scores[p.name]:.5f}")
+    return {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
+            "videos": len(scores), "scores": scores, "size": size, "frames": frames}

@@ -15,9 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .geometry import Geometry
 from .selection import MIN_RATE
 
 STRATEGIES = ("global_elbo", "static", "uniform")
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    return strategy
 
 
 def check_rate(rate: float) -> float:
@@ -27,8 +34,9 @@ def check_rate(rate: float) -> float:
     return min(1.0, max(MIN_RATE, rate))
 
 
-def score_map(x: torch.Tensor, x_hat: torch.Tensor, temporal: int = 4, spatial: int = 8) -> torch.Tensor:
-    """x, x_hat [B, 3, T, H, W] -> per-token mean L1 error [B, t, h, w]."""
+def score_map(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry()) -> torch.Tensor:
+    """x, x_hat [B, 3, T, H, W] on the model grid -> per-token mean L1 error [B, t, h, w]."""
+    temporal, spatial = geometry.temporal_factor, geometry.spatial_factor
     err = (x.float() - x_hat.float()).abs().mean(dim=1)  # [B, T, H, W]
     first = F.avg_pool2d(err[:, :1], spatial)  # frame 0 is its own latent frame
     rest = err[:, 1:]
@@ -72,11 +80,11 @@ def uniform_rate(avg_rate: float, generator: np.random.Generator) -> float:
 
 def choose_rate(strategy: str, avg_rate: float, score: float | None = None, score_mean: float | None = None,
                 generator: np.random.Generator | None = None) -> float:
+    """One window's rate under `strategy` (its score is only read by global_elbo)."""
+    check_strategy(strategy)
     avg_rate = check_rate(avg_rate)
     if strategy == "static":
         return avg_rate
     if strategy == "global_elbo":
         return global_elbo_rate(avg_rate, score, score_mean)
-    if strategy == "uniform":
-        return uniform_rate(avg_rate, generator or np.random.default_rng(0))
-    raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    return uniform_rate(avg_rate, generator or np.random.default_rng(0))

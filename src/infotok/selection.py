@@ -1,10 +1,13 @@
-"""Turning per-token scores and a rate into an exact keep-mask.
+"""Turning per-token scores and a rate into an exact keep-mask, for a batch of windows at once.
 
 `error` keeps the round(rate * N) highest-scoring tokens (InfoTok); `order` keeps a raster prefix of
 every latent frame (tail dropping, the ElasticTok-style ablation); `random` keeps a random subset.
-Ties are broken by position (earlier kept first), so masks are deterministic.
+The top-k is one stable sort on the scores' device; ties are broken by position (earlier kept
+first), so masks are deterministic.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -17,26 +20,41 @@ def kept_count(rate: float, num_tokens: int) -> int:
     return max(1, min(num_tokens, int(round(rate * num_tokens))))
 
 
-def _priority(scores: torch.Tensor, method: str, generator: torch.Generator | None) -> torch.Tensor:
-    """A priority per token [t, h, w]; higher is kept first."""
-    t, h, w = scores.shape
+def check_selection(method: str) -> str:
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown selection {method!r}; choose from {', '.join(SELECTIONS)}")
+    return method
+
+
+def _priority(shape: tuple[int, int, int], scores: torch.Tensor, method: str,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """A priority per token [t, h, w] on the scores' device; higher is kept first."""
+    t, h, w = shape
     if method == "error":
         return scores.float()
     if method == "order":  # position p of every frame before position p+1 of any frame
         pos = torch.arange(h * w, dtype=torch.float32).repeat(t)
         frame = torch.arange(t, dtype=torch.float32).repeat_interleave(h * w)
-        return -(pos * t + frame).reshape(t, h, w)
-    if method == "random":
-        return torch.rand(t, h, w, generator=generator)
-    raise ValueError(f"unknown selection {method!r}; choose from {', '.join(SELECTIONS)}")
+        return -(pos * t + frame).reshape(t, h, w).to(scores.device)
+    return torch.rand(t, h, w, generator=generator).to(scores.device)  # drawn on the CPU: same on any device
+
+
+def keep_masks(scores: torch.Tensor, rates: Sequence[float], method: str = "error",
+               generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+    """scores [B, t, h, w] and one rate per window -> bool masks [B, t, h, w], exactly
+    kept_count(rate, t*h*w) True in each. `generators` seed `random` selection per window."""
+    check_selection(method)
+    b, shape = scores.shape[0], tuple(scores.shape[1:])
+    generators = generators if generators is not None else [None] * b
+    priority = torch.stack([_priority(shape, scores[i].detach(), method, generators[i]) for i in range(b)]).flatten(1)
+    n = priority.shape[1]
+    k = torch.tensor([kept_count(float(r), n) for r in rates], device=priority.device)
+    order = torch.sort(priority, dim=1, descending=True, stable=True).indices
+    keep = torch.arange(n, device=priority.device)[None] < k[:, None]
+    return torch.zeros_like(keep).scatter(1, order, keep).reshape(scores.shape)
 
 
 def keep_mask(scores: torch.Tensor, rate: float, method: str = "error",
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """scores [t, h, w] -> bool mask [t, h, w] with exactly kept_count(rate, t*h*w) True."""
-    priority = _priority(scores.detach().cpu(), method, generator).flatten()
-    k = kept_count(rate, priority.numel())
-    order = torch.sort(priority, descending=True, stable=True).indices
-    mask = torch.zeros(priority.numel(), dtype=torch.bool)
-    mask[order[:k]] = True
-    return mask.reshape(scores.shape).to(scores.device)
+    """One window: scores [t, h, w] -> bool mask [t, h, w]."""
+    return keep_masks(scores[None], [rate], method, [generator])[0]

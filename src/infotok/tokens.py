@@ -1,4 +1,4 @@
-"""`Tokens` and the `.itok` file format (see docs/FORMAT.md).
+"""Token values (`TokenBatch` on the device, `Tokens` of a video) and the `.itok` file format (docs/FORMAT.md).
 
 A file is a versioned JSON header, then one self-checking record per window (keep-mask bit-packed,
 kept indices, both zlib-coded, CRC32), then a trailer with the window count. It is written and read
@@ -18,10 +18,16 @@ import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
+from . import geometry
+from .geometry import Geometry
+from .ledger import Ledger
+
+TOKEN_SUFFIX = ".itok"
 MAGIC = b"ITOK"
 TRAILER_MAGIC = b"ITND"
 FORMAT_VERSION = 1
@@ -87,30 +93,17 @@ class TokenWindow:
     def num_tokens(self) -> int:
         return int(self.mask.size)
 
-    def nominal_bpp16(self) -> float:
-        """The paper's ledger: 16 bits per kept token + 1 mask bit per position, per 16 pixels."""
-        return self.kept / self.num_tokens + 1 / 16
-
 
 @dataclass
 class Tokens:
     header: TokenHeader
     windows: list[TokenWindow] = field(default_factory=list)
 
-    @property
-    def kept(self) -> int:
-        return sum(w.kept for w in self.windows)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(w.num_tokens for w in self.windows)
-
-    @property
-    def realized_rate(self) -> float:
-        return self.kept / max(1, self.num_tokens)
-
-    def nominal_bpp16(self) -> float:
-        return self.realized_rate + 1 / 16
+    def ledger(self, file_bytes: int | None = None) -> Ledger:
+        """Kept and total tokens over the video (+ the real bits of its file, when given)."""
+        kept = sum(w.kept for w in self.windows)
+        total = sum(w.num_tokens for w in self.windows)
+        return Ledger(kept, total, self.header.num_frames * self.header.width * self.header.height, file_bytes)
 
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
         with TokenWriter(path, self.header, overwrite=overwrite) as writer:
@@ -123,6 +116,53 @@ class Tokens:
         reader = TokenReader(path)
         with reader:
             return cls(reader.header, list(reader))
+
+
+@dataclass
+class TokenBatch:
+    """A batch of tokenized windows, tensors on the model's device.
+
+    `indices` holds the full grid with dropped positions set to 0, so decoding a batch and decoding
+    what a file stores are the same computation. `frames`, `height`, `width` are the windows' size
+    before padding to the model grid; `decode` crops back to it.
+    """
+
+    indices: torch.Tensor  # long [B, t, h, w]
+    mask: torch.Tensor  # bool [B, t, h, w]
+    rate: torch.Tensor  # float64 [B]: the rate each window got
+    score: torch.Tensor  # float64 [B]: the router's clip score (NaN where no router pass ran)
+    frames: int
+    height: int
+    width: int
+    score_map: torch.Tensor | None = None  # [B, t, h, w] router scores, for re-selecting at other rates
+    nfe: int = 1  # network passes spent per window (encoder, plus the router's decode)
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def window(self, i: int, start: int, end: int) -> TokenWindow:
+        """Window i as a file record covering frames [start, end) of its video."""
+        mask = self.mask[i].cpu()
+        return TokenWindow(start, end, float(self.rate[i]), float(self.score[i]), mask.numpy(),
+                           self.indices[i].cpu()[mask].numpy().astype(np.uint16))
+
+    @classmethod
+    def from_windows(cls, windows: Sequence[TokenWindow], height: int, width: int,
+                     device: torch.device | str = "cpu") -> "TokenBatch":
+        """File records of equal length -> a batch to decode."""
+        masks, grids = [], []
+        for w in windows:
+            mask = torch.from_numpy(np.asarray(w.mask, dtype=bool))
+            if int(mask.sum()) != w.indices.size:
+                raise ValueError(f"keep-mask has {int(mask.sum())} kept positions but {w.indices.size} indices were given")
+            grid = torch.zeros(mask.shape, dtype=torch.long)
+            grid[mask] = torch.from_numpy(np.asarray(w.indices, dtype=np.int64))
+            masks.append(mask)
+            grids.append(grid)
+        f64 = dict(dtype=torch.float64, device=device)
+        return cls(torch.stack(grids).to(device), torch.stack(masks).to(device),
+                   torch.tensor([w.rate for w in windows], **f64), torch.tensor([w.score for w in windows], **f64),
+                   windows[0].end - windows[0].start, height, width)
 
 
 def _is_int(v) -> bool:
@@ -165,22 +205,22 @@ def check_header(h: TokenHeader) -> None:
         raise ValueError("format_version must be an integer")
 
 
-def window_count(h: TokenHeader) -> int:
-    """How many windows a video of h.num_frames frames has (the spans of `video.window_spans`)."""
-    step = h.window - h.overlap
-    return 1 + max(0, -(-(h.num_frames - h.window) // step))
+def header_geometry(h: TokenHeader) -> Geometry:
+    return Geometry(h.temporal_factor, h.spatial_factor)
 
 
 def window_span(h: TokenHeader, index: int) -> tuple[int, int]:
-    """Frames [start, end) of window `index` (as `video.window_spans`; assumes a final num_frames)."""
-    start = index * (h.window - h.overlap)
-    return start, min(start + h.window, h.num_frames)
+    """Frames [start, end) of window `index` (assumes a final num_frames)."""
+    return geometry.window_span(index, h.num_frames, h.window, h.overlap)
 
 
-def window_geometry(h: TokenHeader, start: int, end: int) -> tuple[int, int, int]:
+def window_count(h: TokenHeader) -> int:
+    return geometry.window_count(h.num_frames, h.window, h.overlap)
+
+
+def window_grid(h: TokenHeader, start: int, end: int) -> tuple[int, int, int]:
     """Latent (t, h, w) of frames [start, end): the padded model grid of the header's frame size."""
-    return (1 + -(-(end - start - 1) // h.temporal_factor), -(-h.height // h.spatial_factor),
-            -(-h.width // h.spatial_factor))
+    return header_geometry(h).latent_shape(end - start, h.height, h.width)
 
 
 def encode_window(w: TokenWindow, codebook_size: int) -> bytes:
@@ -232,7 +272,7 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
         if (start, end) != span:
             raise TokenFormatError(f"{where}: holds frames {start}-{end} but the header's window/overlap/frame "
                                    f"count place it at frames {span[0]}-{span[1]}")
-        grid = window_geometry(header, start, end)
+        grid = window_grid(header, start, end)
         if (t, h, w) != grid:
             raise TokenFormatError(f"{where}: token grid {t}x{h}x{w} does not match the header's "
                                    f"{header.width}x{header.height} frames (expected {grid[0]}x{grid[1]}x{grid[2]})")
@@ -254,8 +294,10 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
 class TokenWriter:
     """Streams windows to a temporary file; `close` writes header + windows + trailer under `path`.
 
-    The header is written last (it holds the final frame count of a streamed video), through a
-    second temporary file that is renamed into place, so `path` only ever holds a complete file.
+    The header is written last, through a second temporary file that is renamed into place, so
+    `path` only ever holds a complete file. A header whose `num_frames` is 0 (a stream whose length
+    is not known yet) gets the end of the last window written; `header` is that final header after
+    `close`.
     """
 
     def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False):
@@ -278,7 +320,7 @@ class TokenWriter:
         if self._last is not None and self._last[1] - self._last[0] != self.header.window:
             raise ValueError(f"window {self.count - 1} (frames {self._last[0]}-{self._last[1]}) is shorter than "
                              f"--window {self.header.window}, so it must be the last one")
-        grid = window_geometry(self.header, window.start, window.end)
+        grid = window_grid(self.header, window.start, window.end)
         if np.shape(window.mask) != grid:
             raise ValueError(f"window {self.count} has a token grid {np.shape(window.mask)}; "
                              f"{self.header.width}x{self.header.height} frames need {grid}")
@@ -291,6 +333,8 @@ class TokenWriter:
 
     def close(self) -> Path:
         try:
+            if not self.header.num_frames and self._last is not None:
+                self.header = replace(self.header, num_frames=self._last[1])
             check_header(self.header)
             # starts, and full-length windows before the last, were checked by `write`
             if self.count != window_count(self.header) or self._last[1] != self.header.num_frames:
@@ -418,3 +462,23 @@ class TokenReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """Everything `infotok info` shows about a token file: header, ledger, per-window records."""
+    with TokenReader(path) as reader:
+        h, windows, header_bytes = reader.header, list(reader), reader.header_bytes
+    size = Path(path).stat().st_size
+    ledger = Tokens(h, windows).ledger(file_bytes=size)
+    window_pixels = sum((w.end - w.start) * h.width * h.height for w in windows)
+    return {
+        "file": str(path), "format_version": h.format_version, "model": h.model, "model_hash": h.model_hash,
+        "config_hash": h.config_hash, "levels": h.levels, "frames": h.num_frames, "fps": h.fps,
+        "size": f"{h.width}x{h.height}", "source_size": f"{h.source_width}x{h.source_height}",
+        "window": h.window, "overlap": h.overlap, "strategy": h.strategy, "selection": h.selection,
+        "avg_rate": h.avg_rate, "score_mean": h.score_mean, "windows": len(windows),
+        **ledger.to_dict(), "header_bytes": header_bytes, "window_bytes": sum(w.nbytes for w in windows),
+        "trailer_bytes": _TRAILER.size, "file_bpp16_per_window_pixel": size * 8 * 16 / window_pixels,
+        "per_window": [{"frames": [w.start, w.end], "rate": round(w.rate, 5), "kept": w.kept,
+                        "tokens": w.num_tokens, "bytes": w.nbytes} for w in windows],
+    }

@@ -25,10 +25,11 @@ from .base import BaseConfig
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .model import InfoTok
-from .router import global_elbo_rate, score_map
-from .selection import MIN_RATE, keep_mask
+from .metrics import psnr_from_mse
+from .selection import MIN_RATE, SELECTIONS
 
 FLEX_RATES = (1.0, 0.75, 0.5, 0.25)
+RATE_SAMPLINGS = ("flex", "uniform", "elbo")
 LOG_FIELDS = ["step", "loss", "psnr", "lr", "rate", "score_ema", "frames_per_s", "elapsed_s"]
 
 
@@ -69,17 +70,43 @@ class TrainConfig:
     name: str = ""
 
 
+    def check(self) -> "TrainConfig":
+        """Refuse settings that cannot train (the CLI and the Python API refuse the same things)."""
+        def bad(field_name: str, rule: str) -> ValueError:
+            return ValueError(f"{field_name} (--{field_name.replace('_', '-')}) {rule}, got {getattr(self, field_name)!r}")
+        if self.kind not in ("base", "infotok"):
+            raise bad("kind", "must be 'base' or 'infotok'")
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise bad("frames", "must be 1 + 4k (e.g. 17 or 33)")
+        if self.crop < 8 or self.crop % 8:
+            raise bad("crop", "must be a positive multiple of 8")
+        for name in ("steps", "batch", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be a positive integer")
+        for name in ("synthetic_fraction", "border_fraction", "long_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise bad(name, "must be in [0, 1]")
+        if self.long_fraction and (self.long_side % 8 or self.long_side < self.crop):
+            raise bad("long_side", f"must be a multiple of 8 and at least crop ({self.crop})")
+        if self.selection not in SELECTIONS:
+            raise bad("selection", f"must be one of {', '.join(SELECTIONS)}")
+        if self.rate_sampling not in RATE_SAMPLINGS:
+            raise bad("rate_sampling", f"must be one of {', '.join(RATE_SAMPLINGS)}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise bad("mixed_precision", "must be no, bf16 or fp16")
+        if not (self.lr > 0 and 0 <= self.ema < 1 and self.warmup >= 0):
+            raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
+        if self.kind == "infotok" and not self.init:
+            raise ValueError("`train infotok` fine-tunes a base tokenizer: pass --init <base checkpoint>")
+        return self
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine from lr to lr * min_lr_ratio."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR for images in [-1, 1] (peak-to-peak 2)."""
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
 def build_model(cfg: TrainConfig) -> InfoTok:
@@ -91,8 +118,6 @@ def build_model(cfg: TrainConfig) -> InfoTok:
             return model
         init.name = cfg.name or init.name
         return init
-    if cfg.kind == "infotok":
-        raise ValueError("`train infotok` fine-tunes a base tokenizer: pass --init <base checkpoint>")
     return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
 
 
@@ -115,21 +140,70 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict(sd)
 
 
+class EMA:
+    """Exponential moving average of a model's parameters, in fp32 on the parameters' device.
+
+    Updated with one fused lerp over all parameters per step (no state-dict walk); buffers (the
+    calibrated score mean) are not averaged: the live model's are exported with the weights.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shadow = [p.detach().float().clone() for p in model.parameters()]
+
+    def to(self, device: torch.device) -> "EMA":
+        self.shadow = [t.to(device) for t in self.shadow]
+        return self
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, decay: float) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1 - decay)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"ema.{n}": t.detach().cpu().contiguous() for n, t in zip(self.names, self.shadow)}
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        """From `tensors()`'s keys; states written before buffers were left out carry those too."""
+        device = self.shadow[0].device if self.shadow else "cpu"
+        self.shadow = [tensors[f"ema.{n}"].float().to(device) for n in self.names]
+
+    def state_dict_of(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state dict with the averaged parameters in place of the live ones."""
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state |= {n: t.to(state[n].dtype) for n, t in zip(self.names, self.shadow)}
+        return state
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
         from accelerate import Accelerator
 
-        self.cfg = cfg
+        self.cfg = cfg.check()
         self.out = Path(cfg.out)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg)
-        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.ema = EMA(self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                      weight_decay=cfg.weight_decay)
         self.step = 0
         self.score_ema = float(self.model.score_mean)
         self.progress = progress
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
+             steps: int | None = None) -> tuple["Trainer", bool]:
+        """A trainer for `cfg.out`: with `resume`, the run saved there continues under its own saved
+        settings (`steps` may set a new total); an existing run is never restarted without
+        `overwrite`. Returns (trainer, whether a saved state was resumed)."""
+        meta = Path(cfg.out, "train_state.json")
+        if resume and meta.exists():
+            cfg = TrainConfig(**json.loads(meta.read_text())["config"])
+            cfg.steps = steps or cfg.steps
+        elif meta.exists() and not overwrite:
+            raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --overwrite to restart")
+        trainer = cls(cfg, progress=progress)
+        return trainer, resume and trainer.resume()
 
     # ------------------------------------------------------------------------ state on disk
     def save(self) -> None:
@@ -138,7 +212,7 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         self.out.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        tensors |= {f"ema.{k}": v.cpu().contiguous() for k, v in self.ema.items()}
+        tensors |= self.ema.tensors()
         tensors |= _optimizer_tensors(self.opt)
         tensors["rng.torch"] = torch.get_rng_state()
         progress = {"step": str(self.step), "score_ema": repr(self.score_ema)}
@@ -156,8 +230,8 @@ class Trainer:
     def export(self, directory: Path) -> None:
         """The EMA weights as a self-describing model checkpoint folder."""
         model = self.accelerator.unwrap_model(self.model)
-        live = {k: v.clone() for k, v in model.state_dict().items()}
-        model.load_state_dict({k: v.to(live[k].dtype) for k, v in self.ema.items()})
+        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.ema.state_dict_of(model))
         model.score_mean.fill_(self.score_ema)
         model.save_pretrained(directory, extra={"trained_steps": self.step, "train_config": asdict(self.cfg)})
         model.load_state_dict(live)
@@ -172,7 +246,7 @@ class Trainer:
         if "step" not in progress:  # states written before the step moved into the tensors' file
             progress = json.loads(meta_file.read_text())
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        self.ema.load(tensors)
         _load_optimizer(self.opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.score_ema = int(progress["step"]), float(progress["score_ema"])
@@ -200,25 +274,24 @@ class Trainer:
             writer.writeheader()
             writer.writerows(rows)
 
-    def _flex_masks(self, x: torch.Tensor, model: InfoTok) -> tuple[torch.Tensor, list[float], float | None]:
-        """Algorithm 1: router pass, a rate per clip, error-ranked masks (or prefix masks, no router)."""
+    def _rates(self, batch: int) -> list[float] | None:
+        """Algorithm 1's rate per clip of this process's share of the global batch (None: full rate).
+
+        Drawn for the whole global batch from (seed, step), so a run on N processes trains on the
+        same rates as one process with an N times larger batch. Under `elbo` they are averages that
+        the model's forward turns into each clip's global_elbo rate.
+        """
         cfg = self.cfg
+        if not self.accelerator.unwrap_model(self.model).adaptive:
+            return None
         rng = np.random.default_rng([cfg.seed, 7, self.step])
+        total = batch * self.accelerator.num_processes
         if cfg.rate_sampling == "uniform":
-            rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(x.shape[0])]
+            rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(total)]
         else:
-            rates = [float(rng.choice(FLEX_RATES)) for _ in range(x.shape[0])]
-        if cfg.selection != "error":
-            grid = torch.zeros(model.base.latent_shape(*x.shape[2:]))
-            masks = torch.stack([keep_mask(grid, r, cfg.selection) for r in rates])
-            return masks.to(x.device), rates, None
-        with torch.no_grad():
-            codes, _ = model.encode(x)
-            smap = score_map(x, model.decode_codes(codes), model.temporal_factor, model.spatial_factor)
-        if cfg.rate_sampling == "elbo" and self.score_ema > 0:
-            rates = [global_elbo_rate(r, float(s.mean()), self.score_ema) for s, r in zip(smap, rates)]
-        masks = torch.stack([keep_mask(s, r, "error") for s, r in zip(smap, rates)])
-        return masks, rates, float(smap.mean())
+            rates = [float(rng.choice(FLEX_RATES)) for _ in range(total)]
+        first = batch * self.accelerator.process_index
+        return rates[first:first + batch]
 
     def run(self, on_step=None) -> None:
         cfg = self.cfg
@@ -236,6 +309,7 @@ class Trainer:
                             persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
         model, opt, loader = self.accelerator.prepare(self.model, self.opt, loader)
         raw = self.accelerator.unwrap_model(model)
+        self.ema.to(next(raw.parameters()).device)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         t0, frames_done, window = time.time(), 0, []
@@ -248,30 +322,25 @@ class Trainer:
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
-            masks, rates = None, [1.0]
-            if raw.adaptive:
-                masks, rates, clip_score = self._flex_masks(x, raw)
-                if clip_score is not None:
-                    self.score_ema = clip_score if self.score_ema <= 0 else \
-                        cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
+            elbo_mean = self.score_ema if cfg.rate_sampling == "elbo" and self.score_ema > 0 else None
             with self.accelerator.autocast():
-                y = model(x, masks)
+                y, rates, smap = model(x, self._rates(x.shape[0]), cfg.selection, elbo_mean)
             loss = (y.float() - x).abs().mean()
             opt.zero_grad(set_to_none=True)
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            with torch.no_grad():
-                decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
-                for k, v in raw.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        self.ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
-                    else:
-                        self.ema[k].copy_(v)
-                mse = float(((y.float().clamp(-1, 1) - x) ** 2).mean())
+            self.ema.update(raw, min(cfg.ema, (1 + self.step) / (10 + self.step)))
+            with torch.no_grad():  # logged figures are means over every process's share of the batch
+                stats = torch.stack([loss.detach().float(), ((y.float().clamp(-1, 1) - x) ** 2).mean(),
+                                     smap.mean().float() if smap is not None else torch.zeros((), device=x.device)])
+                loss_all, mse, clip_score = self.accelerator.reduce(stats, "mean").tolist()
+            if smap is not None:
+                self.score_ema = clip_score if self.score_ema <= 0 else \
+                    cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
             self.step += 1
             frames_done += x.shape[0] * x.shape[2]
-            window.append((loss.item(), psnr_from_mse(mse), float(np.mean(rates))))
+            window.append((loss_all, psnr_from_mse(mse, peak=2.0), float(np.mean(rates))))
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 loss_m, psnr_m, rate_m = np.mean(window, axis=0)
                 row = {"step": self.step, "loss": f"{loss_m:.5f}", "psnr": f"{psnr_m:.3f}",
@@ -289,6 +358,6 @@ class Trainer:
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
             if on_step:
-                on_step(self.step, loss.item())
+                on_step(self.step, loss_all)
         if bar:
             bar.close()

@@ -1,4 +1,4 @@
-"""Video I/O on PyAV, geometry (pad to the model grid, crop back), windows, and the built-in sample.
+"""Video I/O on PyAV, resizing, cutting streams into windows and blending them back, the built-in sample.
 
 Frames are uint8 numpy arrays shaped [T, H, W, 3] (RGB). Models see float tensors [B, 3, T, H, W]
 in [-1, 1]; `to_model` / `from_model` convert. Reading streams frame by frame so a long video is
@@ -19,6 +19,8 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .geometry import check_windowing
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".flv"}
 
@@ -175,13 +177,14 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     return path
 
 
-def list_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files, folders (non-recursive, video suffixes) and glob patterns into a sorted list."""
+def list_videos(inputs: Iterable[str | os.PathLike], suffixes: Iterable[str] = VIDEO_SUFFIXES) -> list[Path]:
+    """Expand files, folders (non-recursive, files with `suffixes`) and glob patterns into a sorted list."""
+    suffixes = set(suffixes)
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
+            found += sorted(q for q in p.iterdir() if q.suffix.lower() in suffixes and q.is_file())
         elif any(ch in str(item) for ch in "*?["):
             found += sorted(Path(q) for q in glob.glob(str(item)) if Path(q).is_file())
         else:
@@ -191,9 +194,13 @@ def list_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 # ----------------------------------------------------------------------------------- geometry
 def to_model(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [1, 3, T, H, W] in [-1, 1]."""
-    x = torch.as_tensor(np.asarray(frames))
-    return (x.permute(3, 0, 1, 2).float().div(127.5).sub(1.0)).unsqueeze(0)
+    """uint8 [T, H, W, 3] (one clip) or [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    if x.dim() == 4:
+        x = x[None]
+    if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3] or [B, T, H, W, 3], got {x.dtype} {list(x.shape)}")
+    return x.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
 
 
 def from_model(x: torch.Tensor) -> np.ndarray:
@@ -233,42 +240,6 @@ def resize_and_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return center_crop(resize_short_side(frames, size), size)
 
 
-def model_geometry(num_frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8) -> tuple[int, int, int]:
-    """Smallest (T, H, W) >= the input with T = 1 + temporal*k and H, W multiples of `spatial`."""
-    t = 1 + temporal * -(-(max(num_frames, 1) - 1) // temporal)
-    return t, -(-height // spatial) * spatial, -(-width // spatial) * spatial
-
-
-def pad_to_geometry(x: torch.Tensor, temporal: int = 4, spatial: int = 8) -> torch.Tensor:
-    """Pad a model tensor [B, 3, T, H, W] by edge replication to the model grid (crop back with `crop_to`)."""
-    _, _, t, h, w = x.shape
-    tt, hh, ww = model_geometry(t, h, w, temporal, spatial)
-    if (tt, hh, ww) == (t, h, w):
-        return x
-    return F.pad(x, (0, ww - w, 0, hh - h, 0, tt - t), mode="replicate")
-
-
-def crop_to(x: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-    return x[:, :, :num_frames, :height, :width]
-
-
-# ------------------------------------------------------------------------------------ windows
-def window_spans(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) spans of `window` frames overlapping by `overlap`; the last one ends at the end."""
-    if window < 1 or not 0 <= overlap < window:
-        raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
-    if num_frames <= window:
-        return [(0, num_frames)]
-    step = window - overlap
-    spans, start = [], 0
-    while True:
-        end = min(start + window, num_frames)
-        spans.append((start, end))
-        if end == num_frames:
-            return spans
-        start += step
-
-
 def blend_weights(length: int, overlap_before: int, overlap_after: int) -> np.ndarray:
     """Per-frame weights of one window: linear ramps over the overlaps, 1 elsewhere.
 
@@ -283,8 +254,8 @@ def blend_weights(length: int, overlap_before: int, overlap_after: int) -> np.nd
 
 
 def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Stream (start, end, frames[start:end]) with the spans of `window_spans`, holding one window."""
-    window_spans(window + 1, window, overlap)  # validates the arguments
+    """Stream (start, end, frames[start:end]) with the spans of `geometry.window_spans`, holding one window."""
+    check_windowing(window, overlap)
     step = window - overlap
     buf: list[np.ndarray] = []
     start, emitted_end = 0, 0

@@ -5,24 +5,33 @@ frame that frame belongs to. `strip` lays a few such frames out as one PNG for R
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from .tokens import Tokens
+from .geometry import Geometry
+from .ledger import Ledger
+from .pipeline import iter_detokenize, video_source
+from .tokens import Tokens, TokenWindow, header_geometry
+from .video import probe, write_video
 
 BAR_HEIGHT = 10
 
 
+def frame_masks(window: TokenWindow, geometry: Geometry) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, keep-mask [h, w] of the latent frame covering it) for each frame of a window."""
+    for i in range(window.end - window.start):
+        yield window.start + i, window.mask[min(geometry.latent_frame_of(i), window.mask.shape[0] - 1)]
+
+
 def per_frame_masks(tokens: Tokens) -> list[np.ndarray]:
     """The keep-mask [h, w] of the latent frame covering each output frame (later windows win)."""
-    tf = tokens.header.temporal_factor
     masks: list[np.ndarray | None] = [None] * tokens.header.num_frames
     for w in tokens.windows:
-        for i in range(w.end - w.start):
-            latent = 0 if i == 0 else (i - 1) // tf + 1
-            masks[w.start + i] = w.mask[min(latent, w.mask.shape[0] - 1)]
+        for frame, mask in frame_masks(w, header_geometry(tokens.header)):
+            masks[frame] = mask
     return masks
 
 
@@ -47,6 +56,64 @@ def render(originals: Iterable[np.ndarray], recons: Iterable[np.ndarray], tokens
         yield compose(o, r, masks[i], tokens.header.spatial_factor)
 
 
+class StripSampler:
+    """Keeps `count` roughly evenly spaced frames of a stream of unknown length, holding at most
+    2 x count: every kept frame's index is a multiple of a stride that doubles when the store fills."""
+
+    def __init__(self, count: int = 4):
+        self.count, self.stride, self.kept = count, 1, {}
+        self.seen = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.seen % self.stride == 0:
+            self.kept[self.seen] = frame
+            if len(self.kept) > 2 * self.count:
+                self.stride *= 2
+                self.kept = {i: f for i, f in self.kept.items() if i % self.stride == 0}
+        self.seen += 1
+
+    def frames(self) -> list[np.ndarray]:
+        indices = sorted(self.kept)
+        picks = np.linspace(0, len(indices) - 1, min(self.count, len(indices))).round().astype(int)
+        return [self.kept[indices[p]] for p in sorted(set(picks))]
+
+
+def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
+    """`infotok viz`: tokenize `src` and write original | reconstruction | keep-mask as a video and a
+    PNG strip, streaming: memory holds about two windows of frames, whatever the video's length."""
+    stream = model.iter_tokenize(src, **settings)
+    masks: dict[int, np.ndarray] = {}
+    kept = total = 0
+
+    def recorded() -> Iterator[TokenWindow]:
+        nonlocal kept, total
+        for w in stream:
+            for frame, mask in frame_masks(w, model.geometry):  # a later window's mask wins in the overlap
+                masks[frame] = mask
+            kept, total = kept + w.kept, total + w.num_tokens
+            if on_window:
+                on_window(w)
+            yield w
+
+    def panels() -> Iterator[np.ndarray]:
+        originals, _, _ = video_source(src, settings.get("size"), None, settings.get("start", 0),
+                                       settings.get("max_frames"), settings.get("max_size"))
+        windows = recorded()
+        first = next(windows)  # the header exists once the first window is out
+        chained = itertools.chain([first], windows)
+        for i, (o, r) in enumerate(zip(originals, iter_detokenize(model, stream.header, chained))):
+            panel = compose(o, r, masks.pop(i), model.geometry.spatial_factor)
+            sampler.add(panel)
+            yield panel
+
+    sampler = StripSampler()
+    write_video(dst, panels(), fps=probe(src).fps)
+    ledger = Ledger(kept, total)
+    strip(sampler.frames(), png, title=f"{Path(src).name}: original | reconstruction, kept tokens tinted | "
+                                       f"kept-token mask (rate {ledger.realized_rate:.2f}, {settings.get('strategy')})")
+    return ledger
+
+
 def strip(frames: list[np.ndarray], path: str | Path, count: int = 4, title: str | None = None) -> Path:
     """Save `count` evenly spaced visualization frames stacked vertically as a PNG."""
     import matplotlib
@@ -55,7 +122,7 @@ def strip(frames: list[np.ndarray], path: str | Path, count: int = 4, title: str
     import matplotlib.pyplot as plt
 
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    image = np.concatenate([frames[i] for i in picks], axis=0)
+    image = np.concatenate([frames[i] for i in sorted(set(picks))], axis=0)
     fig_w = 9.0
     fig = plt.figure(figsize=(fig_w, fig_w * image.shape[0] / image.shape[1] + (0.4 if title else 0)), dpi=110)
     ax = fig.add_axes((0, 0, 1, 1 if not title else 1 - 0.4 / fig.get_figheight()))

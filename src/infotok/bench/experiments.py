@@ -1,0 +1,283 @@
+"""The benchmark's experiments: each a function that measures on the real clips and returns data.
+
+Nothing here writes prose; `report` turns what one run measured into BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..eval import Clip, binary_search_rate, clip_at, clip_rates, decode_clip, fvd_of, load_clip, make_clip, \
+    measure_clip, oracle_rates
+from ..ledger import MASK_BPP16
+from ..model import InfoTok
+from ..perceptual import Perceptual
+from ..video import VIDEO_SUFFIXES, iter_frames, probe, write_video
+
+RATES = [1.0, 0.75, 0.5, 0.25, 0.125]
+TABLE_RATES = [0.75, 0.5]  # BPP16 0.81 and 0.56, the paper's Table 1 operating points
+ORACLE_GRID = [k / 16 for k in range(1, 17)]
+SEARCH_THRESHOLDS = [0.01, 0.02, 0.04, 0.08]  # MSE on [-1, 1]; ElasticTok uses 0.003 for a ~30 dB model
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def motion(frames: np.ndarray) -> float:
+    """Mean absolute change between consecutive frames (uint8 levels): how much a clip moves."""
+    if len(frames) < 2:
+        return 0.0
+    return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
+
+
+def spatial_detail(frames: np.ndarray, factor: int = 8) -> float:
+    """Mean absolute error (uint8 levels) of each frame against its `factor`x`factor` average-pooled,
+    bilinearly re-upsampled copy: a model-free measure of how much fine spatial detail a clip has."""
+    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
+    h, w = (x.shape[2] // factor) * factor, (x.shape[3] // factor) * factor
+    x = x[:, :, :h, :w]
+    smooth = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, factor), scale_factor=factor,
+                                             mode="bilinear", align_corners=False)
+    return float((smooth - x).abs().mean())
+
+
+@dataclass
+class Setup:
+    """What every experiment reads: the clips' files, the protocol and the optional metrics."""
+
+    videos: list[Path]
+    size: int
+    frames: int
+    vmaf: bool
+    perceptual: Perceptual
+
+    def clips(self, model: InfoTok, crop: bool = True) -> list[Clip]:
+        return [load_clip(model, v, self.size, self.frames, crop=crop) for v in self.videos]
+
+    def quality_kwargs(self, rate: float, table: bool = True) -> dict:
+        """The slower metrics (VMAF, LPIPS, FVD) only at the table's operating points."""
+        at_table = table and rate in TABLE_RATES + [1.0]
+        return {"with_vmaf": self.vmaf and at_table, "perceptual": self.perceptual if at_table else None}
+
+
+def list_clips(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+
+
+@dataclass
+class Curves:
+    """Rate-distortion points per method, and the per-video rows behind them."""
+
+    points: dict[str, list[dict]] = field(default_factory=dict)
+    per_video: list[dict] = field(default_factory=list)
+
+    def add(self, method: str, rate: float, rows: list[dict], clips: list[Clip], masked: bool = True,
+            extra: dict | None = None) -> dict:
+        """Summarize one run (mean over its clips) of `method` at average `rate`."""
+        fvd = fvd_of(rows, clips)
+        point = {"method": method, "videos": len(rows), "rate": rate,
+                 "realized_rate": float(np.mean([r["realized_rate"] for r in rows]))}
+        point["bpp16"] = point["realized_rate"] + (MASK_BPP16 if masked else 0.0)
+        for key in ("psnr", "ssim", "vmaf", "lpips", "bpp16_file"):
+            if all(key in r for r in rows):
+                point[key] = float(np.mean([r[key] for r in rows]))
+        point |= (extra or {}) | ({"fvd": fvd} if fvd is not None else {})
+        self.points.setdefault(method, []).append(point)
+        self.per_video.extend(r | {"method": method, "avg_rate": rate} for r in rows)
+        log(f"{method} rate {rate:g}: realized {point['realized_rate']:.3f} PSNR {point['psnr']:.2f}")
+        return point
+
+    def at(self, method: str, rate: float) -> dict:
+        return next(p for p in self.points[method] if abs(p["rate"] - rate) < 1e-9)
+
+
+def measure(model: InfoTok, clip: Clip, rate: float, selection: str = "error", quality: bool = True, **kwargs) -> dict:
+    """One clip at one rate: its tokens re-selected from the clip's single encode, decoded, scored."""
+    return {"rate": rate} | measure_clip(model, clip, clip_at(model, clip, rate, selection), quality, **kwargs)
+
+
+def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float]) -> np.ndarray:
+    """PSNR of every clip at every rate (error-ranked tokens): the oracle's table."""
+    return np.array([[measure(model, c, r, quality=False)["psnr"] for r in rates] for c in clips])
+
+
+# ------------------------------------------------------------------------------ experiments
+def fixed_rate(setup: Setup, base: InfoTok, curves: Curves) -> dict:
+    """The fixed-rate base tokenizer at rate 1, and what its clips hold (content measures)."""
+    clips = setup.clips(base)
+    curves.add("fixed (base)", 1.0, [measure(base, c, 1.0, with_vmaf=setup.vmaf, perceptual=setup.perceptual)
+                                     for c in clips], clips, masked=False)
+    return {c.name: {"base_score": c.score, "detail": spatial_detail(c.frames), "motion": motion(c.frames)}
+            for c in clips}
+
+
+def flex_sweeps(setup: Setup, model: InfoTok, clips: list[Clip], curves: Curves) -> None:
+    """InfoTok-Flex under each rate strategy at every rate, then the selection ablation."""
+    for strategy in ("static", "global_elbo", "uniform"):
+        table = strategy != "uniform"
+        for rate in RATES:
+            rows = [measure(model, c, r, **setup.quality_kwargs(rate, table)) | {"clip_rate": r, "score": c.score}
+                    for c, r in zip(clips, clip_rates(strategy, rate, clips, float(model.score_mean), seed=0))]
+            curves.add(f"InfoTok-Flex {strategy}", rate, rows, clips)
+    for selection in ("order", "random"):
+        for rate in TABLE_RATES:
+            curves.add(f"InfoTok-Flex static, {selection} selection", rate,
+                       [measure(model, c, rate, selection) for c in clips], clips)
+
+
+def held_still_scores(model: InfoTok, clips: list[Clip]) -> dict[str, float]:
+    """Each clip's router score with its first frame held still for all frames: does the router see motion?"""
+    return {c.name: make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0)).score for c in clips}
+
+
+def oracle(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
+    """The paper's "Optimal": per-clip PSNR at every rate k/16, then the best assignment per average rate."""
+    grid = psnr_grid(model, clips, ORACLE_GRID)
+    for rate in RATES:
+        picks, mean_psnr = oracle_rates(grid, ORACLE_GRID, rate)
+        elbo = curves.at("InfoTok-Flex global_elbo", rate)
+        curves.points.setdefault("oracle (per-clip search)", []).append(
+            {"method": "oracle (per-clip search)", "rate": rate, "realized_rate": float(np.mean(picks)),
+             "bpp16": float(np.mean(picks)) + MASK_BPP16, "psnr": mean_psnr,
+             "clip_rates": {c.name: r for c, r in zip(clips, picks)}, "global_elbo_psnr": elbo["psnr"],
+             "videos": len(clips)})
+        log(f"oracle rate {rate:g}: PSNR {mean_psnr:.2f} vs global_elbo {elbo['psnr']:.2f}")
+
+
+def whole_frame_router(setup: Setup, model: InfoTok, rate: float = 0.5) -> dict:
+    """The router on whole frames (short side resized, no centre crop), where borders stay in view:
+    per clip its score, global_elbo rate, PSNR at static and at that rate, and the oracle's rate."""
+    clips = setup.clips(model, crop=False)
+    rates = clip_rates("global_elbo", rate, clips, float(model.score_mean))
+    grid = psnr_grid(model, clips, ORACLE_GRID)
+    picks, oracle_psnr = oracle_rates(grid, ORACLE_GRID, rate)
+    static_column = ORACLE_GRID.index(rate)  # static `rate` is a point of the oracle's grid
+    per_clip = {c.name: {"score": c.score, "rate": r, "size": list(c.frames.shape[1:3]), "motion": motion(c.frames),
+                         "psnr_static": float(row[static_column]),
+                         "psnr_global_elbo": measure(model, c, r, quality=False)["psnr"], "oracle_rate": pick}
+                for c, r, row, pick in zip(clips, rates, grid, picks)}
+    return {"rate": rate, "clips": per_clip, "oracle_psnr": oracle_psnr}
+
+
+def elastic_style(setup: Setup, model: InfoTok, curves: Curves) -> float:
+    """The ElasticTok-style peer at fixed rates (tail dropping), then ElasticTok's binary search over
+    prefix lengths for an MSE threshold. Returns the mean number of decoder passes the search spent."""
+    clips = setup.clips(model)
+    for rate in RATES:
+        curves.add("ElasticTok-style (tail drop)", rate,
+                   [measure(model, c, rate, "order", **setup.quality_kwargs(rate)) for c in clips], clips)
+    all_passes = []
+    for threshold in SEARCH_THRESHOLDS:
+        rows = []
+        for c in clips:
+            def mse_at(k, c=c):
+                recon = decode_clip(model, clip_at(model, c, k / 16, "order"))
+                return float(np.mean(((recon.astype(np.float64) - c.frames) / 127.5) ** 2))
+            t0 = time.time()
+            k, passes = binary_search_rate(mse_at, 16, threshold)
+            seconds = time.time() - t0
+            all_passes.append(passes)
+            rows.append(measure(model, c, k / 16, "order") | {"search_passes": passes, "search_seconds": seconds})
+        curves.add("ElasticTok-style binary search", threshold, rows, clips,
+                   extra={"threshold": threshold, "nfe": 1 + float(np.mean([r["search_passes"] for r in rows])) + 1,
+                          "seconds_per_clip": float(np.mean([r["search_seconds"] for r in rows]))})
+    return float(np.mean(all_passes))
+
+
+# ------------------------------------------------------------------------- speed and memory
+CHILD = ("import sys, time; from infotok.cli import main; t = time.time(); rc = main(sys.argv[1:]); "
+         "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
+         "print('RESULT', rc, time.time() - t, hwm, file=sys.stderr)")
+
+
+def run_measured(argv: list[str]) -> tuple[float, float]:
+    """Run `infotok ARGV` in a fresh process: (seconds, its own peak resident memory in MiB).
+
+    The peak is the child's VmHWM from /proc, which starts afresh at exec (ru_maxrss would carry
+    this benchmark process's peak into the child)."""
+    done = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, timeout=3000)
+    line = next((l for l in done.stderr.splitlines() if l.startswith("RESULT")), None)
+    if line is None or line.split()[1] != "0":
+        raise RuntimeError(f"infotok {' '.join(argv[:1])} failed: {done.stderr[-500:]}")
+    _, _, seconds, hwm_kib = line.split()
+    return float(seconds), int(hwm_kib) / 1024
+
+
+def cli_resources(video: Path, frames: int, size: int, checkpoint: str) -> dict:
+    """Encode + decode the first `frames` frames of `video` through the CLI, each in a fresh process."""
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        clip = Path(d, "clip.mp4")
+        write_video(clip, iter_frames(video, max_frames=frames), fps=probe(video).fps)
+        for step, argv in (("encode", ["encode", str(clip), "-o", f"{d}/t.itok", "--size", str(size), "--rate", "0.5",
+                                       "--checkpoint", checkpoint]),
+                           ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4", "--checkpoint", checkpoint])):
+            seconds, peak = run_measured(argv)
+            out[step] = {"seconds": seconds, "frames_per_s": frames / seconds, "peak_rss_mib": peak}
+        out["file_bytes"] = Path(d, "t.itok").stat().st_size
+    return out
+
+
+def throughput(model: InfoTok, size: int, frames: int, repeats: int = 3) -> dict:
+    """Model-only encode (with the router's pass) and decode frames/s on one window, after a warm-up."""
+    x = torch.rand(1, 3, frames, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    model.encode(x, 0.5, "static")
+    t = time.time()
+    for _ in range(repeats):
+        batch = model.encode(x, 0.5, "static")
+    out = {"encode_with_router_frames_per_s": repeats * frames / (time.time() - t)}
+    t = time.time()
+    for _ in range(repeats):
+        model.decode(batch)
+    out["decode_frames_per_s"] = repeats * frames / (time.time() - t)
+    return out
+
+
+def checkpoint_facts(model: InfoTok, directory: str) -> dict:
+    """What the report may say about a checkpoint: read from its own config, not remembered."""
+    import json
+
+    config = json.loads(Path(directory, "config.json").read_text())
+    return {"path": str(directory), "name": model.name, "adaptive": model.adaptive,
+            "trained_steps": config.get("trained_steps"), "score_mean": float(model.score_mean),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def run(args) -> dict:
+    """Every experiment, in order; returns what `report.markdown` needs."""
+    setup = Setup(list_clips(args.videos), args.size, args.frames, args.vmaf,
+                  Perceptual.from_paths(args.lpips_weights, args.fvd_weights))
+    infotok, base, elastic = (InfoTok.from_pretrained(p) for p in (args.infotok, args.base, args.elastic))
+    curves = Curves()
+    content = fixed_rate(setup, base, curves)
+    t0 = time.time()
+    clips = setup.clips(infotok)
+    router_seconds = (time.time() - t0) / len(clips)
+    for name, score in held_still_scores(infotok, clips).items():
+        content[name]["held_score"] = score
+    flex_sweeps(setup, infotok, clips, curves)
+    oracle(infotok, clips, curves)
+    clip_scores = {c.name: c.score for c in clips}
+    del clips
+    whole = whole_frame_router(setup, infotok)
+    search_passes = elastic_style(setup, elastic, curves)
+    log("throughput and memory")
+    long_video = Path(args.videos) / args.long_video
+    resources = {"video": long_video.name, "model": throughput(infotok, args.size, args.frames),
+                 "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)}}
+    return {"curves": curves.points, "per_video": curves.per_video, "router_seconds_per_clip": router_seconds,
+            "clip_scores": clip_scores, "clip_content": content, "whole_frame_router": whole["clips"],
+            "whole_frame_oracle_psnr": whole["oracle_psnr"], "search_passes_mean": search_passes,
+            "resources": resources,
+            "checkpoints": {"infotok": checkpoint_facts(infotok, args.infotok), "base": checkpoint_facts(base, args.base),
+                            "elastic": checkpoint_facts(elastic, args.elastic)},
+            "protocol": {"videos": str(args.videos), "clips": len(setup.videos), "size": args.size,
+                         "frames": args.frames}}

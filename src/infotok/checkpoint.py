@@ -1,0 +1,110 @@
+"""Checkpoint folders: `model.safetensors` (weights) + `config.json` (architecture, calibrated score
+mean, provenance), written atomically and checked key by key when read.
+
+Where the default checkpoint lives is decided here and nowhere else: `$INFOTOK_CHECKPOINT` if set,
+else the shipped InfoTok-Flex folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_FORMAT = "infotok-checkpoint"
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "infotok-flex"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is missing files or does not match its config."""
+
+
+def default_checkpoint() -> Path:
+    return Path(os.environ.get("INFOTOK_CHECKPOINT") or SHIPPED_CHECKPOINT)
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint folder not found")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: missing {name}; a checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: invalid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT or "base" not in config:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: not an infotok checkpoint config")
+    return config
+
+
+def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike) -> Path:
+    """Write the model's weights and `config` (temporary names, then rename)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    tmp = directory / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def load_weights(model: torch.nn.Module, directory: Path) -> str:
+    """Load `directory`'s weights into `model`, refusing any missing, extra or mis-shaped tensor.
+    Returns the weights' hash, which identifies them in token files."""
+    weights = directory / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                              ("wrong shape", wrong)) if keys)
+        raise CheckpointError(f"{directory}: weights do not match {CONFIG_FILE} ({detail}); "
+                              "was the config edited or copied from another checkpoint?")
+    model.load_state_dict(state)
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def check_sizes(fields: dict, section: str) -> None:
+    """Every architecture size is a positive integer (levels and ratios have their own rules)."""
+    for key, value in fields.items():
+        if key == "kind":
+            continue
+        if key == "levels":
+            if not all(isinstance(v, int) and 2 < v <= 256 for v in value):
+                raise ValueError(f"{section}.levels must be integers in 3..256")
+        elif key == "mlp_ratio":
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{section}.{key} must be positive")
+        elif not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
+
+
+def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict,
+                    overwrite: bool = False) -> Path:
+    """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
+    mean; the source's other config fields (provenance, training config) travel along."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    previous = read_config(source)
+    model.score_mean.fill_(calibration["score_mean"])
+    extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
+    extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],
+                            "frames": calibration["frames"]}
+    return model.save_pretrained(out, extra=extra)

@@ -1,0 +1,208 @@
+"""Long videos through the batched core, one window at a time, in memory bounded by one window.
+
+file -> frames (`video`) -> overlapping windows -> `model.encode` -> TokenWindow records, and back:
+records -> `model.decode` -> windows blended linearly over their overlaps -> frames.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .geometry import check_windowing, window_count
+from .ledger import Ledger
+from .metrics import PSNRMeter
+from .router import check_rate, check_strategy
+from .selection import check_selection
+from .tokens import TokenBatch, TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
+from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
+
+DEFAULT_FPS = 24.0  # frame rate assumed for arrays given without one
+
+
+def video_source(video, size: int | None = None, fps: float | None = None, start: int = 0,
+                 max_frames: int | None = None, max_size: int | None = None) -> tuple[Iterator[np.ndarray], VideoInfo, int | None]:
+    """A path or uint8 frames [T, H, W, 3] -> (frames from `start`, at most `max_frames`, resized;
+    the source's size and fps; the short side they were resized to, or None).
+
+    `size` resizes the short side to exactly that; without it, `max_size` only shrinks sources whose
+    short side is larger (nothing is ever upscaled unless asked for)."""
+    if start < 0:
+        raise ValueError(f"start must be a frame index >= 0, got {start}")
+    if isinstance(video, (str, os.PathLike)):
+        info = probe(video)
+        frames = iter_frames(video, start, max_frames)
+    else:
+        arr = video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"a video array must be uint8 [T, H, W, 3], got {arr.dtype} {list(arr.shape)}")
+        stop = None if max_frames is None else start + max_frames
+        info = VideoInfo(arr.shape[2], arr.shape[1], DEFAULT_FPS, len(arr))
+        frames = iter(arr[start:stop])
+    if fps is not None:
+        info = replace(info, fps=float(fps))
+    if not (info.fps > 0 and np.isfinite(info.fps)):
+        raise ValueError(f"fps must be a positive number, got {info.fps}")
+    short = min(info.width, info.height)
+    resize = size or (max_size if max_size and short > max_size else None)
+    return resized_stream(frames, resize), info, resize
+
+
+def expected_windows(path: str | os.PathLike, window: int, overlap: int, start: int = 0,
+                     max_frames: int | None = None) -> int | None:
+    """How many windows a video file will give, from its header's frame count (None if unknown):
+    a progress total, never a promise."""
+    try:
+        n = probe(path).num_frames
+    except (ValueError, OSError):
+        return None
+    n = max(0, n - start)
+    n = min(n, max_frames) if max_frames else n
+    return window_count(n, window, overlap) if n else None
+
+
+class TokenStream:
+    """Iterating yields one `TokenWindow` per window of the video, tokenized as it is read.
+
+    `header` describes the stream: before the end its `num_frames` is 0 (not known yet); after the
+    last window it is a new, final header object (headers handed out are never changed later).
+    `nfe` counts the network passes spent so far.
+    """
+
+    def __init__(self, model, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
+                 window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
+                 rates: list[float] | None = None, fps: float | None = None, start: int = 0,
+                 max_frames: int | None = None, max_size: int | None = None):
+        self.model, self.video = model, video
+        self.rate, self.strategy, self.selection = check_rate(rate), check_strategy(strategy), check_selection(selection)
+        model.check_rates(self.rate, *(rates or []))
+        check_windowing(window, overlap, model.geometry)
+        self.window, self.overlap, self.size, self.seed, self.rates, self.fps = window, overlap, size, seed, rates, fps
+        self.start, self.max_frames, self.max_size = start, max_frames, max_size
+        self.header: TokenHeader | None = None
+        self.nfe = 0
+        self.done = False
+
+    def __iter__(self) -> Iterator[TokenWindow]:
+        model = self.model
+        frames, source, resize = video_source(self.video, self.size, self.fps, self.start, self.max_frames, self.max_size)
+        rng = np.random.default_rng(self.seed)
+        end = 0
+        for i, (start, end, chunk) in enumerate(iter_windows(frames, self.window, self.overlap)):
+            if self.header is None:
+                self.header = TokenHeader(
+                    model=model.name, model_hash=model.model_hash, config_hash=model.config_hash,
+                    levels=list(model.base.levels), temporal_factor=model.geometry.temporal_factor,
+                    spatial_factor=model.geometry.spatial_factor, width=chunk.shape[2], height=chunk.shape[1],
+                    source_width=source.width, source_height=source.height, fps=source.fps, num_frames=0,
+                    window=self.window, overlap=self.overlap, strategy=self.strategy, selection=self.selection,
+                    avg_rate=self.rate, score_mean=float(model.score_mean), resize=resize)
+            batch = model.encode(torch.from_numpy(chunk)[None], self.rate, self.strategy, self.selection, rng,
+                                 rates=[self.rates[i]] if self.rates is not None else None)
+            self.nfe += batch.nfe
+            yield batch.window(0, start, end)
+        if self.header is None:
+            raise ValueError("the video has no frames")
+        self.header = replace(self.header, num_frames=end)
+        self.done = True
+
+    def collect(self) -> Tokens:
+        windows = list(self)
+        return Tokens(self.header, windows)
+
+
+def iter_detokenize(model, header: TokenHeader, windows: Iterable[TokenWindow]) -> Iterator[np.ndarray]:
+    """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""
+    model.check_tokens(header)
+    blender = WindowBlender()
+    it = iter(windows)
+    current = next(it, None)
+    while current is not None:
+        following = next(it, None)
+        x = model.decode(TokenBatch.from_windows([current], header.height, header.width, model.device))
+        yield from blender.add(current.start, from_model(x), following.start if following else None)
+        current = following
+
+
+@dataclass
+class EncodeResult:
+    """What one video's tokenization produced: the final header, its ledger and each window's rate."""
+
+    header: TokenHeader
+    ledger: Ledger
+    window_rates: list[float]
+    nfe: int
+
+
+def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
+                on_window: Callable[[TokenWindow], None] | None = None, **settings) -> EncodeResult:
+    """Stream one video into a `.itok` file (`settings` as for `TokenStream`); nothing is left at
+    `dst` unless the whole video was tokenized."""
+    stream = TokenStream(model, src, **settings)
+    writer, kept, total, rates = None, 0, 0, []
+    try:
+        for w in stream:
+            if writer is None:
+                writer = TokenWriter(dst, stream.header, overwrite=overwrite)
+            writer.write(w)
+            kept, total = kept + w.kept, total + w.num_tokens
+            rates.append(w.rate)
+            if on_window:
+                on_window(w)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    writer.close()
+    h = writer.header
+    ledger = Ledger(kept, total, h.num_frames * h.width * h.height, os.path.getsize(dst))
+    return EncodeResult(h, ledger, rates, stream.nfe)
+
+
+def decode_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless: bool = False,
+                on_window: Callable[[TokenWindow], None] | None = None,
+                reference: Iterable[np.ndarray] | None = None) -> tuple[TokenHeader, float | None]:
+    """Decode a `.itok` file into a video file, streaming; with `reference` frames (the source at the
+    tokenized size), also returns the TokenBench PSNR of the whole video against them."""
+    meter = PSNRMeter() if reference is not None else None
+    with TokenReader(src) as reader:
+        windows = _observed(reader, on_window)
+        frames = iter_detokenize(model, reader.header, windows)
+        if meter is not None:
+            frames = _measured(frames, reference, meter)
+        write_video(dst, frames, fps=reader.header.fps, lossless=lossless)
+        return reader.header, (meter.value if meter else None)
+
+
+def reconstruct_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless: bool = False,
+                     overwrite: bool = False, on_window: Callable[[TokenWindow], None] | None = None,
+                     **settings) -> tuple[EncodeResult, float]:
+    """Video -> tokens (through a temporary `.itok`, exactly what a user would store) -> video, with
+    the PSNR of the reconstruction against the source."""
+    if Path(dst).exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass --overwrite to replace it")
+    with tempfile.TemporaryDirectory() as d:
+        tokens = Path(d, "tokens.itok")
+        result = encode_file(model, src, tokens, on_window=on_window, **settings)
+        reference, _, _ = video_source(src, settings.get("size"), None, settings.get("start", 0),
+                                       settings.get("max_frames"), settings.get("max_size"))
+        _, value = decode_file(model, tokens, dst, lossless, on_window, reference)
+    return result, value
+
+
+def _observed(windows: Iterable[TokenWindow], on_window) -> Iterator[TokenWindow]:
+    for w in windows:
+        yield w
+        if on_window:
+            on_window(w)
+
+
+def _measured(frames: Iterable[np.ndarray], reference: Iterable[np.ndarray], meter: PSNRMeter) -> Iterator[np.ndarray]:
+    for r, o in zip(frames, reference):
+        meter.add(o, r)
+        yield r
