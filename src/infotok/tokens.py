@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import secrets
 import struct
 import tempfile
 import zlib
@@ -112,7 +113,8 @@ class Tokens:
     def nominal_bpp16(self) -> float:
         return self.realized_rate + 1 / 16
 
-    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite)."""
         with TokenWriter(path, self.header, overwrite=overwrite) as writer:
             for w in self.windows:
                 writer.write(w)
@@ -251,6 +253,53 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
 
 
+def output_path_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot name one output file (a folder, a trailing separator, a file as a folder), or None.
+
+    Checked before any work so `-o newdir/` fails at once instead of after encoding (or writing a file
+    called `newdir`). Shared by `check_token_output` and `video.check_video_output`.
+    """
+    text = os.fspath(path)
+    if text.endswith(tuple(s for s in ("/", os.sep, os.altsep) if s)):
+        return "ends with a separator, so it names a folder; give a file name"
+    p = Path(text)
+    if p.is_dir():
+        return "is an existing folder; give a file name"
+    for parent in p.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a folder"
+    return None
+
+
+def check_token_output(path: str | os.PathLike) -> Path:
+    """The token file `path` names, or ValueError (naming it) if it is a folder or does not end in .itok.
+
+    Requiring the suffix is what lets `decode` and `info` find token files in folders, and catches
+    `encode in.mp4 -o out.mp4`.
+    """
+    problem = output_path_problem(path)
+    if problem is None and Path(path).suffix.lower() != ".itok":
+        problem = "token files must end in .itok"
+    if problem:
+        raise ValueError(f"{os.fspath(path)}: {problem}")
+    return Path(path)
+
+
+def temp_beside(path: Path) -> Path:
+    """Create an empty, unique temporary file next to `path` for an atomic write (rename on completion).
+
+    Its mode is what a plain open() gives (0666 less the umask), so the renamed result is too;
+    `tempfile.mkstemp` would make it 0600. Also used by `video.write_video`.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 class TokenWriter:
     """Streams windows to a temporary file; `close` writes header + windows + trailer under `path`.
 
@@ -259,9 +308,10 @@ class TokenWriter:
     """
 
     def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False):
-        self.path = Path(path)
+        self.path = check_token_output(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass --overwrite to replace it")
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite on the command line) "
+                                  "to replace it")
         self.header = header
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
@@ -302,9 +352,9 @@ class TokenWriter:
             self._body.close()
             raise
         blob = json.dumps(asdict(self.header), sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        tmp = temp_beside(self.path)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "wb") as out:
                 out.write(_PRELUDE.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob)))
                 self._body.seek(0)
                 while chunk := self._body.read(1 << 20):
