@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from infotok.tokens import TokenHeader, Tokens, TokenWindow, TokenWriter, check_token_output
-from infotok.video import (OUTPUT_FORMATS, SIZE_TAG, VideoError, check_video_output, iter_frames, probe,
-                           read_video, synthetic_video, write_video)
+from infotok.video import (OUTPUT_FORMATS, SIZE_TAG, VideoError, check_video_output, iter_frames, list_videos,
+                           probe, read_video, synthetic_video, write_video)
 
 # --------------------------------------------------------------------------------- helpers
 LEVEL = 20  # frame i of a timed clip is flat grey 20 * (i + 1), so a decoded frame says which it is
@@ -245,3 +245,16 @@ def test_tokens_save_refuses_to_overwrite_unless_asked(tmp_path):
     assert str(path) in str(error.value) and path.read_bytes() == before
     tokens.header.fps = 4.0
     assert Tokens.load(tokens.save(path, overwrite=True)).header.fps == 4.0
+
+
+# ------------------------------------------------------------------------------- listing
+def test_list_videos_takes_other_suffixes_for_folders(tmp_path):
+    for name in ("b.itok", "a.ITOK", "c.mp4", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub.itok").mkdir()
+    assert [p.name for p in list_videos([tmp_path])] == ["c.mp4"]
+    assert [p.name for p in list_videos([tmp_path], suffixes={".itok"})] == ["a.ITOK", "b.itok"]
+    assert [p.name for p in list_videos([tmp_path], suffixes=["itok", ".mp4"])] == ["a.ITOK", "b.itok", "c.mp4"]
+    # globs and plain files pass through whatever the suffixes
+    assert [p.name for p in list_videos([str(tmp_path / "*.txt"), tmp_path / "x.itok"], suffixes={".itok"})] == [
+        "notes.txt", "x.itok"]

@@ -367,13 +367,16 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     return path
 
 
-def list_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files, folders (non-recursive, video suffixes) and glob patterns into a sorted list."""
+def list_videos(inputs: Iterable[str | os.PathLike], suffixes: Iterable[str] = VIDEO_SUFFIXES) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted list; a folder gives its files (not
+    recursively) with one of `suffixes` (the video ones unless told, e.g. {".itok"} for token files).
+    Files and glob matches pass through whatever their suffix."""
+    wanted = {"." + s.lower().lstrip(".") for s in suffixes}
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
+            found += sorted(q for q in p.iterdir() if q.suffix.lower() in wanted and q.is_file())
         elif any(ch in str(item) for ch in "*?["):
             found += sorted(Path(q) for q in glob.glob(str(item)) if Path(q).is_file())
         else:
