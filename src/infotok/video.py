@@ -321,11 +321,11 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     """Write RGB uint8 frames in the container the extension names, atomically (temporary name, renamed
     when complete; the file gets the mode a plain open() would give).
 
-    .mp4/.mov/.mkv hold H.264, .webm VP9, .avi MPEG-4 Part 2 (see `_encoder`), all yuv420p: the format
-    browsers and QuickTime play (`crf` sets the quality; lower is better). H.264 4:2:0 cannot code an
-    odd width or height (even its crop fields count in 2-pixel steps, and MP4/Matroska crop boxes are
-    neither writable through PyAV nor honoured by most players), so odd-sized frames get their last
-    column/row repeated and their true size stored in the SIZE_TAG container tag: `probe` and
+    .mp4/.mov/.mkv hold H.264, .webm VP9, .avi MPEG-4 Part 2 (see `_encoder`), in yuv420p: the
+    format browsers and QuickTime play (`crf` sets the quality; lower is better). H.264 4:2:0 cannot
+    code an odd width or height (even its crop fields count in 2-pixel steps; MP4 and Matroska crop
+    boxes cannot be written through PyAV and few players honour them), so odd-sized frames get their
+    last column/row repeated and their true size stored in the SIZE_TAG container tag: `probe` and
     `iter_frames` crop it off again, other players show the one extra line. VP9 and MPEG-4 code odd
     sizes as they are. `lossless` stores the RGB frames exactly (libx264rgb qp 0; FFV1 in .avi, VP9
     lossless in .webm): reading back gives the same bytes, at any size.
@@ -338,7 +338,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     if first is None:
         raise VideoError(f"{path}: no frames to write")
     height, width = _rgb_frame(path, first).shape[:2]
-    pad_h, pad_w = (height % 2, width % 2) if pix_fmt == "yuv420p" and codec == "libx264" else (0, 0)
+    pad_h, pad_w = (height % 2, width % 2) if codec == "libx264" else (0, 0)  # the one that needs even sizes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
     try:
