@@ -15,7 +15,8 @@ def test_write_read_round_trip_keeps_size_count_and_fps(tmp_path, frames, height
     back, info = read_video(path)
     assert back.shape == video.shape and back.dtype == np.uint8
     assert (info.width, info.height, info.fps) == (width, height, 15.0)
-    assert np.abs(back.astype(int) - video).mean() < 3  # crf 12 is near-lossless
+    # crf 12 is near-lossless; 4:2:0 chroma costs more on a tiny frame of sharp coloured stripes
+    assert np.abs(back.astype(int) - video).mean() < (3 if min(height, width) >= 64 else 5)
 
 
 def test_streaming_read_from_an_offset(tmp_path):

@@ -164,9 +164,14 @@ def _outputs(inputs: list[Path], out: str, suffix: str, overwrite: bool) -> list
             raise UsageError("several inputs share a file name; their outputs would collide in " + str(out_path))
     else:
         targets = [out_path]
+    from .tokens import TOKEN_SUFFIX, check_token_output
+    from .video import check_video_output
+
     for src, dst in zip(inputs, targets):
         if src.exists() and dst.exists() and src.resolve() == dst.resolve():
             raise UsageError(f"{dst}: the output would overwrite its own input")
+        # before any work: `-o newdir` or `-o x.txt` fails now, not after encoding
+        check_token_output(dst) if suffix == TOKEN_SUFFIX else check_video_output(dst)
         if dst.exists() and not overwrite:
             raise UsageError(f"{dst} exists; pass --overwrite to replace it")
     return targets

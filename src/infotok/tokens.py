@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import geometry
+from .files import output_path_problem, temp_beside
 from .geometry import Geometry
 from .ledger import Ledger
 
@@ -105,7 +106,8 @@ class Tokens:
         total = sum(w.num_tokens for w in self.windows)
         return Ledger(kept, total, self.header.num_frames * self.header.width * self.header.height, file_bytes)
 
-    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite)."""
         with TokenWriter(path, self.header, overwrite=overwrite) as writer:
             for w in self.windows:
                 writer.write(w)
@@ -291,6 +293,20 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
 
 
+def check_token_output(path: str | os.PathLike) -> Path:
+    """The token file `path` names, or ValueError (naming it) if it is a folder or does not end in .itok.
+
+    Requiring the suffix is what lets `decode` and `info` find token files in folders, and catches
+    `encode in.mp4 -o out.mp4`.
+    """
+    problem = output_path_problem(path)
+    if problem is None and Path(path).suffix.lower() != ".itok":
+        problem = "token files must end in .itok"
+    if problem:
+        raise ValueError(f"{os.fspath(path)}: {problem}")
+    return Path(path)
+
+
 class TokenWriter:
     """Streams windows to a temporary file; `close` writes header + windows + trailer under `path`.
 
@@ -301,9 +317,10 @@ class TokenWriter:
     """
 
     def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False):
-        self.path = Path(path)
+        self.path = check_token_output(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass --overwrite to replace it")
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite on the command line) "
+                                  "to replace it")
         self.header = header
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
@@ -346,9 +363,9 @@ class TokenWriter:
             self._body.close()
             raise
         blob = json.dumps(asdict(self.header), sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        tmp = temp_beside(self.path)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "wb") as out:
                 out.write(_PRELUDE.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob)))
                 self._body.seek(0)
                 while chunk := self._body.read(1 << 20):

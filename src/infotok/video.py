@@ -2,15 +2,19 @@
 
 Frames are uint8 numpy arrays shaped [T, H, W, 3] (RGB). Models see float tensors [B, 3, T, H, W]
 in [-1, 1]; `to_model` / `from_model` convert. Reading streams frame by frame so a long video is
-never held whole unless the caller asks for it.
+never held whole unless the caller asks for it, and always at a constant rate (a variable-rate file is
+resampled, see `iter_frames`). Writing picks the container from the extension (`write_video`).
 """
 from __future__ import annotations
 
 import glob
+import itertools
+import math
 import os
-import tempfile
+import re
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,9 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import output_path_problem, temp_beside
 from .geometry import check_windowing
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".flv"}
+# What `write_video` writes: extension -> FFmpeg muxer (the codec follows from it: `_encoder`)
+OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+# Container tag "WxH": the true size of frames `write_video` padded to even; `probe`/`iter_frames` crop back
+SIZE_TAG = "infotok_size"
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 class VideoError(ValueError):
@@ -33,8 +43,17 @@ class VideoError(ValueError):
 class VideoInfo:
     width: int
     height: int
-    fps: float
-    num_frames: int  # container's count or an estimate from the duration; 0 if unknown
+    fps: float  # the constant rate `iter_frames` hands frames on at
+    num_frames: int  # an estimate: header duration x fps (or the header's count); 0 if unknown
+
+
+def _warn(message: str) -> None:
+    """Warn at the first caller outside infotok: from a generator, a fixed stacklevel points at
+    whichever of our own lines pulled the next frame."""
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, stacklevel=level)
 
 
 def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -60,131 +79,305 @@ def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, a
     return container, stream
 
 
+def _nominal_rate(stream: av.video.stream.VideoStream) -> Fraction:
+    """The constant rate frames are handed on at: FFmpeg's guess (what its cfr mode uses), which is the
+    exact rate of a constant-rate stream, where an average over a rounded duration would drift by a
+    frame now and then; else the average rate, else 25."""
+    for rate in (stream.guessed_rate, stream.average_rate):
+        if rate and 0 < rate <= 1000:
+            return Fraction(rate)
+    return Fraction(25)
+
+
+def _header_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction | None:
+    """Where the header says the video stream ends, in seconds on the stream's clock; None if unsaid.
+
+    The container's duration stands in (Matroska has no per-stream one) only when the video is the
+    file's one stream: another one, such as longer audio, would stretch it.
+    """
+    if stream.duration and stream.time_base:
+        return ((stream.start_time or 0) + stream.duration) * stream.time_base
+    if container.duration and len(container.streams) == 1:
+        return Fraction(container.duration + (container.start_time or 0), av.time_base)
+    return None
+
+
+def _true_size(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[int, int]:
+    """(width, height) with what `write_video` padded to even cropped off again (its SIZE_TAG), if the
+    tag is at most one pixel smaller each way: a stray tag can neither grow a frame nor cut more."""
+    tag = next((str(v) for k, v in container.metadata.items() if k.lower() == SIZE_TAG), "")
+    m = re.fullmatch(r"(\d+)x(\d+)", tag.strip())
+    if m and 0 <= stream.width - int(m[1]) <= 1 and 0 <= stream.height - int(m[2]) <= 1:
+        return int(m[1]), int(m[2])
+    return stream.width, stream.height
+
+
+def _slot(t: Fraction, fps: Fraction) -> int:
+    """The output frame nearest time `t` (seconds from frame 0); halves round up."""
+    return math.floor(t * fps + Fraction(1, 2))
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Size, frame rate and frame count from the header (cheap: decodes nothing)."""
+    """Size, frame rate and an estimated frame count from the header (cheap: decodes nothing).
+
+    `num_frames` is the header's duration times `fps`, the count `iter_frames` yields give or take a
+    frame (more if the file is truncated), or the header's own count when it gives no duration: fit for
+    progress totals. `read_video` gives the exact count.
+    """
     container, stream = _open_video(path)
     with container:
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        n = stream.frames
-        if not n and stream.duration and stream.time_base:
-            n = int(round(float(stream.duration * stream.time_base) * fps))
-        if not n and container.duration:
-            n = int(round(container.duration / av.time_base * fps))
-        return VideoInfo(stream.width, stream.height, fps, int(n or 0))
+        fps = _nominal_rate(stream)
+        end = _header_end(container, stream)
+        if end is None and container.duration:  # for an estimate a duration that covers other streams will do
+            end = Fraction(container.duration + (container.start_time or 0), av.time_base)
+        begin = (stream.start_time or 0) * stream.time_base if stream.time_base else 0
+        n = round((end - begin) * fps) if end is not None else stream.frames
+        width, height = _true_size(container, stream)
+        return VideoInfo(width, height, float(fps), max(0, int(n or 0)))
+
+
+def _decode_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: int,
+                 fps: Fraction) -> tuple[Iterator[av.VideoFrame], int | None]:
+    """Decoded frames from the keyframe at or before output frame `start`, and frame 0's pts.
+
+    Frame 0 is the first decoded frame, not the header's start time (FFmpeg times H.264 in AVI a frame
+    late), so a seek first decodes that one frame to learn it. A seek that lands past `start` (a file
+    without an index) falls back to decoding from the top.
+    """
+    frames = container.decode(stream)
+    first = next(frames, None)
+    if first is None:
+        return iter(()), None
+    if start == 0 or first.pts is None:
+        return itertools.chain([first], frames), first.pts
+    origin, tb = first.pts, stream.time_base
+    try:
+        container.seek(origin + int(start / fps / tb), stream=stream, backward=True, any_frame=False)
+        frames = container.decode(stream)
+        landed = next(frames, None)
+        if landed is not None and landed.pts is not None and _slot((landed.pts - origin) * tb, fps) <= start:
+            return itertools.chain([landed], frames), origin
+    except av.error.FFmpegError:
+        pass
+    container.seek(0)
+    return container.decode(stream), origin
 
 
 def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
                 size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 frames [H, W, 3] one at a time from frame `start` on.
+    """Yield RGB uint8 frames [H, W, 3] at the constant rate `probe` reports, from frame `start` on.
 
-    Any pixel format (gray, RGBA, 10-bit) is converted to RGB24; `size=(width, height)` rescales
-    in FFmpeg while decoding, which is much cheaper than decoding at full size. A stream that breaks
-    part way is decoded up to the break, with a warning.
+    Frame k is the picture on show at time k / fps, counted from the decoded stream's timestamps, never
+    from the header's frame count. A variable-frame-rate stream is resampled as FFmpeg's cfr mode does
+    it: each decoded frame takes the output slot nearest its timestamp, the latest of several in one
+    slot wins (the others are dropped) and a frame fills the slots up to the next one (duplicated); one
+    warning says how many, and frame count / fps stays the true duration. A stream that ends before
+    the end its header declares by more than its longest pause between frames (and two frame periods)
+    is reported as truncated and read up to the cut; a shorter shortfall is a still ending (dropped
+    frames at the end of an AVI), and the last frame is held to the declared end.
+
+    Any pixel format (gray, RGBA, 10-bit) is converted to RGB24; `size=(width, height)` rescales in
+    FFmpeg while decoding, which is much cheaper than decoding at full size. A stream that breaks part
+    way is decoded up to the break, with a warning.
     """
     container, stream = _open_video(path)
-    declared = stream.frames
     with container:
-        if start > 0:
-            fps = float(stream.average_rate or 25)
-            target = int(start / fps / stream.time_base) + (stream.start_time or 0)
-            try:
-                container.seek(target, stream=stream, backward=True, any_frame=False)
-            except av.error.FFmpegError:
-                container.seek(0)
-        index = None
-        emitted = 0
+        fps, tb = _nominal_rate(stream), stream.time_base
+        width, height = _true_size(container, stream)
+        crop = (width, height) != (stream.width, stream.height)
+        header_end = _header_end(container, stream)
         try:
-            for frame in container.decode(stream):
-                if index is None:  # after a seek, learn where we landed from the timestamp
-                    if start > 0 and frame.pts is not None:
-                        t0 = float((frame.pts - (stream.start_time or 0)) * stream.time_base)
-                        index = int(round(t0 * float(stream.average_rate or 25)))
-                    else:
-                        index = 0
-                if index < start:
-                    index += 1
-                    continue
-                index += 1
-                if size is not None:
-                    frame = frame.reformat(width=size[0], height=size[1])
-                yield frame.to_ndarray(format="rgb24")
-                emitted += 1
-                if max_frames is not None and emitted >= max_frames:
-                    return
+            frames, origin = _decode_from(container, stream, start, fps)
         except av.error.FFmpegError as exc:
-            if emitted == 0:
-                raise VideoError(f"{path}: cannot decode any frame ({exc})") from None
-            warnings.warn(f"{path}: stream broken after {emitted} frames ({exc}); using those", stacklevel=2)
+            raise VideoError(f"{path}: cannot decode any frame ({exc})") from None
+
+        def rgb(frame: av.VideoFrame) -> np.ndarray:
+            if crop:  # cut the padding off before any resize
+                array = np.ascontiguousarray(frame.to_ndarray(format="rgb24")[:height, :width])
+                if size is None:
+                    return array
+                frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            if size is not None:
+                frame = frame.reformat(width=size[0], height=size[1])
+            return frame.to_ndarray(format="rgb24")
+
+        held = None  # the latest decoded frame, its slot, time and duration
+        pos = 0  # the next output slot to fill
+        decoded = emitted = duplicated = dropped = 0
+        longest = Fraction(0)  # the longest time between two decoded frames
+
+        def show(until: int) -> Iterator[np.ndarray]:
+            """The held frame in output slots [pos, until), those from `start` on, up to max_frames."""
+            nonlocal pos, emitted, duplicated, dropped
+            if until <= pos and held[1] >= start:
+                dropped += 1
+            array = None
+            for _ in range(max(pos, start), until):
+                if max_frames is not None and emitted >= max_frames:
+                    break
+                if array is None:
+                    array = rgb(held[0])
+                    yield array
+                else:
+                    duplicated += 1
+                    yield array.copy()
+                emitted += 1
+            pos = max(pos, until)
+
+        while max_frames is None or emitted < max_frames:
+            try:
+                frame = next(frames, None)
+            except av.error.FFmpegError as exc:
+                if held is None:
+                    raise VideoError(f"{path}: cannot decode any frame ({exc})") from None
+                _warn(f"{path}: stream broken after {decoded} frames ({exc}); using those")
+                header_end = None  # it ends at the break, wherever the header says
+                frame = None
+            if frame is None:  # the end: the last frame lasts its duration, or to the declared end
+                if held is not None:
+                    end = held[2] + held[3]
+                    if header_end is not None and origin is not None:
+                        declared = header_end - origin * tb
+                        if declared - end > max(longest, 2 / fps):
+                            _warn(f"{path}: stream ended at {float(end):.2f} s of the {float(declared):.2f} s "
+                                  "its header declares (truncated file?); using those")
+                        elif declared > end:
+                            end = declared
+                    yield from show(max(held[1] + 1, _slot(end, fps)))
+                break
+            decoded += 1
+            if frame.pts is not None and origin is not None:
+                t = (frame.pts - origin) * tb
+            else:  # no timestamps: one frame after the other
+                t = held[2] + 1 / fps if held is not None else Fraction(0)
+            slot = _slot(t, fps)
+            if held is None:
+                pos = slot
+            else:
+                longest = max(longest, t - held[2])
+                yield from show(slot)
+            held = (frame, slot, t, frame.duration * tb if frame.duration else 1 / fps)
     if emitted == 0 and start == 0:
         raise VideoError(f"{path}: contains no decodable frames")
-    if start == 0 and max_frames is None and declared and emitted < declared:
-        warnings.warn(f"{path}: stream ended after {emitted} of {declared} frames (truncated file?); "
-                      "using those", stacklevel=2)
+    if duplicated or dropped:
+        _warn(f"{path}: variable frame rate; resampled to a constant {float(fps):g} fps "
+              f"({duplicated} frames duplicated, {dropped} dropped)")
 
 
 def read_video(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
                size: tuple[int, int] | None = None) -> tuple[np.ndarray, VideoInfo]:
-    """Read frames [T, H, W, 3] uint8 and the header info (holds the frames in memory)."""
+    """Read frames [T, H, W, 3] uint8 and the header info (holds the frames in memory).
+
+    After a whole read, the info's `num_frames` is the exact count rather than probe's estimate.
+    """
     info = probe(path)
     frames = list(iter_frames(path, start=start, max_frames=max_frames, size=size))
     if not frames:
         raise VideoError(f"{path}: no frames at or after frame {start}")
+    if start == 0 and max_frames is None:
+        info = replace(info, num_frames=len(frames))
     return np.stack(frames), info
+
+
+def check_video_output(path: str | os.PathLike) -> Path:
+    """The video file `path` names, or VideoError (naming it) if it names a folder or a container
+    `write_video` cannot write (the message lists those it can). Call it before any work."""
+    problem = output_path_problem(path)
+    suffix = Path(path).suffix.lower()
+    if problem is None and suffix not in OUTPUT_FORMATS:
+        problem = (f"cannot write {suffix} videos" if suffix else "has no extension") + \
+            f"; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
+    if problem:
+        raise VideoError(f"{os.fspath(path)}: {problem}")
+    return Path(path)
+
+
+def _encoder(fmt: str, lossless: bool, crf: int) -> tuple[str, str, dict[str, str]]:
+    """(codec, pixel format, options) `write_video` uses in FFmpeg container `fmt`."""
+    if fmt == "webm":  # WebM holds VP8/VP9/AV1 only; VP9 codes odd sizes, and exact RGB as gbrp + lossless
+        speed = {"deadline": "good", "cpu-used": "4", "row-mt": "1"}
+        if lossless:
+            return "libvpx-vp9", "gbrp", {"lossless": "1", **speed}
+        return "libvpx-vp9", "yuv420p", {"crf": str(crf), "b": "0", **speed}
+    if fmt == "avi":  # AVI stores no presentation times, and FFmpeg reads H.264 in it a frame late (it
+        # assumes a reorder delay); MPEG-4 Part 2 (no B-frames) and FFV1 read back on time, at any size
+        if lossless:
+            return "ffv1", "bgr0", {}
+        quantiser = min(31, max(1, round(crf / 6)))  # crf 12 -> 2, near MPEG-4's best
+        return "mpeg4", "yuv420p", {"flags": "+qscale", "global_quality": str(quantiser * 118)}  # FF_QP2LAMBDA
+    if lossless:
+        return "libx264rgb", "rgb24", {"qp": "0", "preset": "medium"}
+    return "libx264", "yuv420p", {"crf": str(crf), "preset": "medium"}
+
+
+def _rgb_frame(path: Path, frame) -> np.ndarray:
+    frame = np.ascontiguousarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise VideoError(f"{path}: frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+    return frame
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 24.0, crf: int = 12,
                 lossless: bool = False) -> Path:
-    """Write RGB uint8 frames as H.264 MP4, atomically (temporary name, renamed when complete).
+    """Write RGB uint8 frames in the container the extension names, atomically (temporary name, renamed
+    when complete; the file gets the mode a plain open() would give).
 
-    Even sizes use yuv420p (plays everywhere); odd sizes use yuv444p so the size is kept exactly.
-    `lossless` stores the RGB frames exactly (libx264rgb, qp 0): reading back gives the same bytes.
+    .mp4/.mov/.mkv hold H.264, .webm VP9, .avi MPEG-4 Part 2 (see `_encoder`), in yuv420p: the
+    format browsers and QuickTime play (`crf` sets the quality; lower is better). H.264 4:2:0 cannot
+    code an odd width or height (even its crop fields count in 2-pixel steps; MP4 and Matroska crop
+    boxes cannot be written through PyAV and few players honour them), so odd-sized frames get their
+    last column/row repeated and their true size stored in the SIZE_TAG container tag: `probe` and
+    `iter_frames` crop it off again, other players show the one extra line. VP9 and MPEG-4 code odd
+    sizes as they are. `lossless` stores the RGB frames exactly (libx264rgb qp 0; FFV1 in .avi, VP9
+    lossless in .webm): reading back gives the same bytes, at any size.
     """
-    path = Path(path)
+    path = check_video_output(path)
+    fmt = OUTPUT_FORMATS[path.suffix.lower()]
+    codec, pix_fmt, options = _encoder(fmt, lossless, crf)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise VideoError(f"{path}: no frames to write")
+    height, width = _rgb_frame(path, first).shape[:2]
+    pad_h, pad_w = (height % 2, width % 2) if codec == "libx264" else (0, 0)  # the one that needs even sizes
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".mp4", prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    rate = Fraction(fps).limit_denominator(1001)
-    count = 0
+    tmp = temp_beside(path)
     try:
-        with av.open(tmp, mode="w", format="mp4") as out:
-            stream = None
-            for frame in frames:
-                frame = np.ascontiguousarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise VideoError(f"{path}: frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    stream = out.add_stream("libx264rgb" if lossless else "libx264", rate=rate)
-                    stream.width, stream.height = w, h
-                    if lossless:
-                        stream.pix_fmt, stream.options = "rgb24", {"qp": "0", "preset": "medium"}
-                    else:
-                        stream.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
-                        stream.options = {"crf": str(crf), "preset": "medium"}
-                elif frame.shape[:2] != (stream.height, stream.width):
-                    raise VideoError(f"{path}: frame size changed from {stream.width}x{stream.height}")
+        tags = {"movflags": "+use_metadata_tags"} if (pad_h or pad_w) and fmt in ("mp4", "mov") else {}
+        with av.open(str(tmp), mode="w", format=fmt, container_options=tags) as out:
+            if pad_h or pad_w:
+                out.metadata[SIZE_TAG] = f"{width}x{height}"
+            stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height = width + pad_w, height + pad_h
+            stream.pix_fmt, stream.options = pix_fmt, options
+            for frame in itertools.chain([first], frames):
+                frame = _rgb_frame(path, frame)
+                if frame.shape[:2] != (height, width):
+                    raise VideoError(f"{path}: frame size changed from {width}x{height} to "
+                                     f"{frame.shape[1]}x{frame.shape[0]}")
+                if pad_h or pad_w:
+                    frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     out.mux(packet)
-                count += 1
-            if stream is None:
-                raise VideoError(f"{path}: no frames to write")
             for packet in stream.encode():
                 out.mux(packet)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
 def list_videos(inputs: Iterable[str | os.PathLike], suffixes: Iterable[str] = VIDEO_SUFFIXES) -> list[Path]:
-    """Expand files, folders (non-recursive, files with `suffixes`) and glob patterns into a sorted list."""
-    suffixes = set(suffixes)
+    """Expand files, folders and glob patterns into a sorted list; a folder gives its files (not
+    recursively) with one of `suffixes` (the video ones unless told, e.g. {".itok"} for token files).
+    Files and glob matches pass through whatever their suffix."""
+    wanted = {"." + s.lower().lstrip(".") for s in suffixes}
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += sorted(q for q in p.iterdir() if q.suffix.lower() in suffixes and q.is_file())
+            found += sorted(q for q in p.iterdir() if q.suffix.lower() in wanted and q.is_file())
         elif any(ch in str(item) for ch in "*?["):
             found += sorted(Path(q) for q in glob.glob(str(item)) if Path(q).is_file())
         else:

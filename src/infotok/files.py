@@ -1,0 +1,43 @@
+"""Output files: where one may be written, and temporary files beside it for atomic writes.
+
+Shared by the token writer and the video writer so both refuse the same paths the same way and
+their results get the same permissions.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def output_path_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot name one output file (a folder, a trailing separator, a file as a folder), or None.
+
+    Checked before any work so `-o newdir/` fails at once instead of after encoding (or writing a file
+    called `newdir`). Shared by `tokens.check_token_output` and `video.check_video_output`.
+    """
+    text = os.fspath(path)
+    if text.endswith(tuple(s for s in ("/", os.sep, os.altsep) if s)):
+        return "ends with a separator, so it names a folder; give a file name"
+    p = Path(text)
+    if p.is_dir():
+        return "is an existing folder; give a file name"
+    for parent in p.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a folder"
+    return None
+
+
+def temp_beside(path: Path) -> Path:
+    """Create an empty, unique temporary file next to `path` for an atomic write (rename on completion).
+
+    Its mode is what a plain open() gives (0666 less the umask), so the renamed result is too;
+    `tempfile.mkstemp` would make it 0600. Used by `tokens.TokenWriter` and `video.write_video`.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
