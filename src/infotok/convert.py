@@ -26,6 +26,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -390,7 +391,9 @@ def convert_cosmos_jit(src_dir: str | os.PathLike, out_dir: str | os.PathLike, n
                "decoder.jit": ("decoder.", "post_quant_conv.", "inv_quant.quantizer.")}
     for file in JIT_FILES:
         try:
-            module = torch.jit.load(str(src / file), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.x marks TorchScript deprecated; reading is still fine
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(src / file), map_location="cpu")
         except (RuntimeError, OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConversionError(f"{src / file}: not a readable TorchScript file ({first})") from None
