@@ -76,6 +76,18 @@ def test_release_parity_rate_half_decode(outputs, reference):
     assert _uint8_levels(outputs["recon_partial"], reference["recon_rate_0.5"]) < 0.5
 
 
+def test_release_parity_batch_odd_sizes(converted, reference):
+    """A batch of two 5-frame 24x40 clips: latent grid 2 x 3 x 5 (odd sizes), full rate."""
+    _, (_, base, comp, dec) = converted
+    x = reference["video2_uint8"].float() / 127.5 - 1
+    with torch.no_grad():
+        codes, indices = base.quantize(comp(base.encode_features(x)))
+        y = base.decode_features(dec(base.features_from_codes(codes)))
+    assert indices.shape == reference["indices2"].shape == (2, 2, 3, 5)
+    assert (indices == reference["indices2"]).float().mean().item() >= 0.999
+    assert _uint8_levels(y, reference["recon2_full"]) < 0.5
+
+
 @pytest.mark.parametrize("name", ["encoder_z", "compressor_out", "decompressor_in", "decompressor_out"])
 def test_release_parity_features(outputs, reference, name):
     ref = reference[name]
