@@ -215,7 +215,7 @@ def test_bf16_autocast_keeps_fsq_fp32(converted, reference):
         codes, indices = base.quantize(comp(base.encode_features(x)))
         y = base.decode_features(dec(base.features_from_codes(codes)))
     assert codes.dtype == torch.float32 and indices.dtype == torch.long
-    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert y.shape == x.shape and y.dtype == torch.float32 and torch.isfinite(y).all()
 
 
 # ---------------------------------------------------------------------------- refusals

@@ -99,16 +99,21 @@ def haar_patch(x: torch.Tensor) -> torch.Tensor:
     x = torch.cat([x[:, :, :1], x], dim=2)
     t2, h2, w2 = x.shape[2] // 2, x.shape[3] // 2, x.shape[4] // 2
     blocks = x.reshape(b, c, t2, 2, h2, 2, w2, 2).permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t2, h2, w2, 8, c)
-    coef = torch.matmul(_haar_matrix(x.device, x.dtype) / 8, blocks)
+    with torch.autocast(x.device.type, enabled=False):  # exact +-1/8 sums in the input's precision
+        coef = torch.matmul(_haar_matrix(x.device, x.dtype) / 8, blocks)
     return _unstore(coef.reshape(b, t2, h2, w2, 8 * c))
 
 
 def haar_unpatch(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of `haar_patch`: [B, 8C, t, h, w] -> [B, C, 2t - 1, 2h, 2w] (drops the doubled frame 0)."""
+    """Inverse of `haar_patch`: [B, 8C, t, h, w] -> [B, C, 2t - 1, 2h, 2w] (drops the doubled frame 0).
+
+    Computed in fp32 (also under autocast), so the decoded video is fp32.
+    """
     b, c8, t, h, w = y.shape
     c = c8 // 8
-    coef = _store(y).reshape(b, t, h, w, 8, c)
-    x = torch.matmul(_haar_matrix(y.device, y.dtype).t(), coef)
+    coef = _store(y).reshape(b, t, h, w, 8, c).float()
+    with torch.autocast(y.device.type, enabled=False):
+        x = torch.matmul(_haar_matrix(y.device, torch.float32).t(), coef)
     x = x.reshape(b, t, h, w, 2, 2, 2, c).permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c, 2 * t, 2 * h, 2 * w)
     return x[:, :, 1:]
 
@@ -295,7 +300,7 @@ class CosmosEncoder(nn.Module):
         for i, cout in enumerate(widths):
             blocks = [ResBlock(cin if j == 0 else cout, cout) for j in range(c.encoder_res_blocks)]
             down = None
-            if i < len(widths) - 1:
+            if i < len(widths) - 1 and (i < _SPACE_STEPS or i < _TIME_STEPS):
                 down = HybridDown(cout, space=i < _SPACE_STEPS, time=i < _TIME_STEPS)
             self.levels.append(Level(blocks, down, "down"))
             cin = cout
@@ -331,7 +336,7 @@ class CosmosDecoder(nn.Module):
                 r = n - 1 - i  # how many levels were decoded before this one
                 time = 0 < r <= _TIME_STEPS
                 space = time or r < _SPACE_STEPS
-                up = HybridUp(cout, space=space, time=time)
+                up = HybridUp(cout, space=space, time=time) if space or time else None
             levels[i] = Level(blocks, up, "up")
             cin = cout
         self.levels = nn.ModuleList(levels)
