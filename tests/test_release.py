@@ -253,6 +253,17 @@ def test_refuses_pickled_code(tmp_path):
     _nothing_written(out)
 
 
+def test_refuses_unreadable_files(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(RELEASE_FILE.read_bytes()[:1000])
+    for src in (text, cut, tmp_path / "absent.pt"):
+        out = tmp_path / f"out-{src.stem}"
+        _one_line_error(lambda: convert_release(src, out), src.name)
+        _nothing_written(out)
+
+
 @pytest.mark.parametrize("edit, words", [
     ("missing", ["missing key", "network.encoder.mid.block_1.conv1.0.conv3d.weight"]),
     ("extra", ["unexpected key", "network.encoder.mid.block_3.conv1.0.conv3d.weight"]),

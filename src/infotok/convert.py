@@ -277,13 +277,15 @@ def _load_plain(src: Path) -> dict:
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower() and "unsupported global" not in str(exc).lower():
+            raise ConversionError(f"{src}: not a readable torch checkpoint (corrupt pickle data)") from None
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         what = f" (it references {found.group(1)})" if found else ""
         raise ConversionError(f"{src}: loading it would run pickled code{what}; only checkpoints of plain "
                               "tensors are converted (torch.load weights_only=True)") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"{src}: not a readable torch checkpoint ({first})") from None
+    except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError ... for files it cannot parse
+        first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else "no detail"
+        raise ConversionError(f"{src}: not a readable torch checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(obj, dict):
         raise ConversionError(f"{src}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
