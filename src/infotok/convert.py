@@ -396,8 +396,8 @@ def convert_cosmos_jit(src_dir: str | os.PathLike, out_dir: str | os.PathLike, n
             with warnings.catch_warnings():  # torch 2.x marks TorchScript deprecated; reading is still fine
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.load(str(src / file), map_location="cpu")
-        except (RuntimeError, OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # TorchScript reports unreadable files with assorted exception types
+            first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else "no detail"
             raise ConversionError(f"{src / file}: not a readable TorchScript file ({first})") from None
         for key, value in module.state_dict().items():
             if not key.startswith(allowed[file]):
