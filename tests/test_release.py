@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import numpy as np
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from infotok.cli import main
 from infotok.convert import (ConversionError, convert_cosmos_jit, convert_release, expected_shapes, infer_configs,
-                             load_converted, map_state, our_names, release_name)
+                             map_state, our_names, release_name)
+from infotok.model import InfoTok
+from infotok.tokens import Tokens
+from infotok.video import read_video, synthetic_video, write_video
 from infotok.cosmos import (CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, haar_patch, haar_unpatch,
                             parameter_count, release_stacks, zero_code_index)
 
@@ -29,16 +34,22 @@ def reference():
     return load_file(str(DATA / "reference.safetensors"))
 
 
+def _modules(model: InfoTok):
+    """(config, base, compressor, decompressor) of a converted model loaded through `InfoTok`."""
+    return model.config_dict(), model.base, model.compressor, model.decompressor
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     out = convert_release(RELEASE_FILE, tmp_path_factory.mktemp("conv") / "tiny-release")
-    return out, load_converted(out)
+    model = InfoTok.from_pretrained(out)
+    return out, _modules(model) + (model,)
 
 
 @pytest.fixture(scope="module")
 def outputs(converted, reference):
-    """Our networks on the fixture's clip: every intermediate the fixture has."""
-    _, (_, base, comp, dec) = converted
+    """Our networks on the fixture's clip, loaded through `InfoTok`: every intermediate the fixture has."""
+    _, (_, base, comp, dec, model) = converted
     torch.manual_seed(0)
     x = reference["video_uint8"].float() / 127.5 - 1
     with torch.no_grad():
@@ -48,8 +59,7 @@ def outputs(converted, reference):
         f = base.features_from_codes(base.codes_from_indices(indices))
         fd = dec(f)
         full = base.decode_features(fd)
-        dropped = base.features_from_codes(codes * reference["keep_mask"][:, None])  # "zero_code"
-        partial = base.decode_features(dec(dropped))
+        partial = model.decode_codes(codes, reference["keep_mask"].bool())  # dropped = the all-zero code
     return dict(encoder_z=h, compressor_out=hc, codes=codes, indices=indices, decompressor_in=f,
                 decompressor_out=fd, recon_full=full, recon_partial=partial)
 
@@ -78,7 +88,7 @@ def test_release_parity_rate_half_decode(outputs, reference):
 
 def test_release_parity_batch_odd_sizes(converted, reference):
     """A batch of two 5-frame 24x40 clips: latent grid 2 x 3 x 5 (odd sizes), full rate."""
-    _, (_, base, comp, dec) = converted
+    _, (_, base, comp, dec, _) = converted
     x = reference["video2_uint8"].float() / 127.5 - 1
     with torch.no_grad():
         codes, indices = base.quantize(comp(base.encode_features(x)))
@@ -95,7 +105,8 @@ def test_release_parity_features(outputs, reference, name):
 
 
 def test_converted_config(converted):
-    out, (config, *_rest) = converted
+    out, _ = converted
+    config = json.loads((out / "config.json").read_text())
     assert config["format"] == "infotok-checkpoint" and config["version"] == 1
     assert config["base"]["kind"] == "cosmos" and config["compressor"]["kind"] == "release"
     assert config["dropped"] == "zero_code" and config["score_mean"] == 0.0
@@ -168,7 +179,7 @@ def test_grid_errors():
 
 
 def test_causal(converted):
-    _, (_, base, comp, _) = converted
+    _, (_, base, comp, _, _) = converted
     torch.manual_seed(1)
     x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
     y = x.clone()
@@ -209,7 +220,7 @@ def test_zero_code():
 
 
 def test_bf16_autocast_keeps_fsq_fp32(converted, reference):
-    _, (_, base, comp, dec) = converted
+    _, (_, base, comp, dec, _) = converted
     x = reference["video_uint8"][:, :, :5, :32, :32].float() / 127.5 - 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         codes, indices = base.quantize(comp(base.encode_features(x)))
@@ -371,3 +382,54 @@ def test_cosmos_jit_bad_wavelet(tmp_path):
     out = tmp_path / "out"
     _one_line_error(lambda: convert_cosmos_jit(src, out), "encoder.patcher3d.wavelets", "Haar")
     _nothing_written(out)
+
+
+# -------------------------------------------------------------------- through every command
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_converted_release_round_trips_through_the_cli_bit_for_bit(tmp_path, capsys):
+    code, out, _ = _cli(capsys, "convert", RELEASE_FILE, "-o", tmp_path / "release")
+    assert code == 0 and "infotok calibrate" in out
+    video = write_video(tmp_path / "clip.mp4", synthetic_video(13, 40, 48, seed=4), fps=12)
+    settings = ["--rate", "0.5", "--strategy", "static", "--window", "9", "--overlap", "4",
+                "--checkpoint", tmp_path / "release"]
+    assert _cli(capsys, "encode", video, "-o", tmp_path / "t.itok", *settings)[0] == 0
+    assert _cli(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "dec.mp4", "--lossless",
+                "--checkpoint", tmp_path / "release")[0] == 0
+    assert _cli(capsys, "reconstruct", video, "-o", tmp_path / "rec.mp4", "--lossless", *settings)[0] == 0
+    decoded, reconstructed = read_video(tmp_path / "dec.mp4")[0], read_video(tmp_path / "rec.mp4")[0]
+    assert decoded.shape == (13, 40, 48, 3) and np.array_equal(decoded, reconstructed)
+    tokens = Tokens.load(tmp_path / "t.itok")
+    assert tokens.ledger().realized_rate == pytest.approx(0.5, abs=0.02) and tokens.header.model == "release"
+    # calibration writes the mean global_elbo needs into a copy of the converted checkpoint
+    code, out, _ = _cli(capsys, "calibrate", video, "--size", "40", "--frames", "9", "--checkpoint",
+                        tmp_path / "release", "-o", tmp_path / "calibrated")
+    assert code == 0 and float(InfoTok.from_pretrained(tmp_path / "calibrated").score_mean) > 0
+    assert json.loads((tmp_path / "calibrated" / "config.json").read_text())["source"]["kind"] == "infotok-release"
+
+
+@pytest.mark.parametrize("case", ["pickle", "missing key", "extra key", "wrong shape", "jit folder"])
+def test_convert_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, case):
+    obj = _release_dict()
+    network = [k for k in obj["model"] if k.startswith("network.")]
+    if case == "pickle":
+        obj["trainer"] = NotATensor()
+    elif case == "missing key":
+        del obj["model"][network[3]]
+    elif case == "extra key":
+        obj["model"]["network.encoder.extra.weight"] = torch.zeros(2)
+    elif case == "wrong shape":
+        obj["model"][network[3]] = torch.zeros(7, 7)
+    src = tmp_path / "src.pt"
+    if case == "jit folder":
+        src = _jit_folder(tmp_path / "cosmos")
+        (src / "encoder.jit").unlink()
+    else:
+        torch.save(obj, src)
+    code, _, err = _cli(capsys, "convert", src, "-o", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("infotok: error: ")
+    _nothing_written(tmp_path / "out")

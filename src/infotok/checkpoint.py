@@ -48,7 +48,11 @@ def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike) -> 
     """Write the model's weights and `config` (temporary names, then rename)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():  # a tensor two modules share (the release's time embedding)
+        v = v.detach().cpu().contiguous()   # is stored under each name, as its own copy
+        state[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
     os.replace(tmp, directory / WEIGHTS_FILE)
@@ -82,16 +86,22 @@ def load_weights(model: torch.nn.Module, directory: Path) -> str:
 
 def check_sizes(fields: dict, section: str) -> None:
     """Every architecture size is a positive integer (levels and ratios have their own rules)."""
+    def positive_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
     for key, value in fields.items():
         if key == "kind":
             continue
         if key == "levels":
             if not all(isinstance(v, int) and 2 < v <= 256 for v in value):
                 raise ValueError(f"{section}.levels must be integers in 3..256")
-        elif key == "mlp_ratio":
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"{section}.{key} must be positive")
-        elif not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        elif isinstance(value, float):  # ratios, theta, eps
+            if not value > 0:
+                raise ValueError(f"{section}.{key} must be positive, got {value!r}")
+        elif isinstance(value, (list, tuple)):
+            if not value or not all(positive_int(v) for v in value):
+                raise ValueError(f"{section}.{key} must be a list of positive integers, got {value!r}")
+        elif not positive_int(value):
             raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
 
 

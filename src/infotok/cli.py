@@ -430,6 +430,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .convert import convert_cosmos_jit, convert_release
+
+    src = Path(args.source)
+    if src.is_dir():
+        out = convert_cosmos_jit(src, args.output, name=args.name)
+    else:
+        out = convert_release(src, args.output, ema=args.ema, name=args.name, heads=args.heads)
+    print(f"{src} -> {out}: an infotok checkpoint folder; the release stores no calibration, so run "
+          f"`infotok calibrate VIDEOS --checkpoint {out} -o CALIBRATED` before --strategy global_elbo")
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
     p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
@@ -494,6 +507,18 @@ def add_commands(sub) -> None:
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip (default 33)")
     add_model_options(p)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("convert", help="the InfoTok release's checkpoint or a Cosmos tokenizer folder -> a checkpoint folder",
+                       description="SOURCE is the release's trainer checkpoint file (read with torch.load(weights_only=True) "
+                                   "only) or a Cosmos Tokenizer DV4x8x8 folder (encoder.jit, decoder.jit). Nothing is "
+                                   "written unless every tensor maps. See docs/RELEASE.md.")
+    p.add_argument("source", help="release checkpoint file (.pt) or Cosmos tokenizer folder")
+    p.add_argument("-o", "--output", required=True, help="new checkpoint folder (must not exist, or be empty)")
+    p.add_argument("--ema", action="store_true", help="release file: take the EMA weights instead of the network's")
+    p.add_argument("--heads", type=_positive, help="release file: attention heads of the transformer stacks "
+                                                   "(not stored in the file; default width / 8, i.e. 32)")
+    p.add_argument("--name", help="model name stored in the checkpoint (default: the output folder's name)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="tokenize the built-in sample at two rates; writes demo_out/")
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")

@@ -30,13 +30,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .base import FSQ_LEVELS
+from .checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
 
-CHECKPOINT_FORMAT = "infotok-checkpoint"
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 JIT_FILES = ("encoder.jit", "decoder.jit")
 RELEASE_HEAD_WIDTH = 8  # InfoTok-Flex: width 256, 32 heads
 
@@ -411,22 +410,3 @@ def convert_cosmos_jit(src_dir: str | os.PathLike, out_dir: str | os.PathLike, n
     source = {"kind": "cosmos-jit", "folder": src.name,
               "sha256": {file: _sha256(src / file) for file in JIT_FILES}}
     return _write(out, weights, _config(name or out.name, base, None, source))
-
-
-def load_converted(directory: str | os.PathLike):
-    """(config dict, CosmosTokenizer, compressor or None, decompressor or None) from a converted folder.
-
-    A small reader for tests and for wiring `InfoTok`; the modules are in eval mode on the CPU.
-    """
-    directory = Path(directory)
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    state = load_file(str(directory / WEIGHTS_FILE))
-    base = CosmosTokenizer(CosmosConfig.from_dict(config["base"]))
-    base.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("base.")})
-    comp = dec = None
-    if config.get("compressor"):
-        comp, dec = release_stacks(ReleaseCompressorConfig.from_dict(config["compressor"]))
-        comp.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("compressor.")})
-        dec.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("decompressor.")})
-        comp.eval(), dec.eval()
-    return config, base.eval(), comp, dec

@@ -20,9 +20,10 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint, pipeline
-from .base import BaseConfig, CausalConvTokenizer
+from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
+from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
 from .geometry import Geometry
 from .router import check_rate, check_strategy, choose_rate, score_map
 from .selection import check_selection, keep_masks
@@ -57,18 +58,51 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+# Dropped positions are decoded from a learned embedding (ours) or, in the InfoTok release's weights,
+# from the all-zero FSQ code
+DROPPED_MODES = ("embedding", "zero_code")
+
+
+def build_base(config: BaseConfig | CosmosConfig) -> BaseTokenizer:
+    """The base tokenizer a config describes: ours (causal conv) or the release's Cosmos DV4x8x8."""
+    return CosmosTokenizer(config) if isinstance(config, CosmosConfig) else CausalConvTokenizer(config)
+
+
+def build_stacks(config: CompressorConfig | ReleaseCompressorConfig, base: BaseTokenizer) -> tuple[nn.Module, nn.Module]:
+    """(compressor, decompressor) around the quantizer: ours, or the release's (which share a time embedding)."""
+    if isinstance(config, ReleaseCompressorConfig):
+        return release_stacks(config)
+    return BlockCausalTransformer(base.feature_dim, config), BlockCausalTransformer(base.decoder_dim, config)
+
+
+def config_from_dict(section: dict, kinds: dict) -> object:
+    """A config section of config.json -> its dataclass, by its `kind` (absent: our own architecture)."""
+    kind = section.get("kind", next(iter(kinds)))
+    if kind not in kinds:
+        raise ValueError(f"unknown kind {kind!r}; this infotok knows {', '.join(kinds)}")
+    return kinds[kind].from_dict(section if kind != next(iter(kinds)) else {k: v for k, v in section.items() if k != "kind"})
+
+
+BASE_KINDS = {"causal-conv": BaseConfig, "cosmos": CosmosConfig}
+COMPRESSOR_KINDS = {"block-causal": CompressorConfig, "release": ReleaseCompressorConfig}
+
+
 class InfoTok(nn.Module):
-    def __init__(self, base: BaseConfig | None = None, compressor: CompressorConfig | None = None,
-                 score_mean: float = 0.0, name: str = "infotok"):
+    def __init__(self, base: BaseConfig | CosmosConfig | None = None,
+                 compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
+                 score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding"):
         super().__init__()
+        if dropped not in DROPPED_MODES:
+            raise ValueError(f"dropped must be one of {', '.join(DROPPED_MODES)}, got {dropped!r}")
         self.name = name
-        self.base = CausalConvTokenizer(base or BaseConfig())
+        self.base = build_base(base or BaseConfig())
         self.geometry = Geometry(self.base.temporal_factor, self.base.spatial_factor)
         self.compressor_config = compressor
+        self.dropped_mode = dropped
         if compressor is not None:
-            self.compressor = BlockCausalTransformer(self.base.feature_dim, compressor)
-            self.decompressor = BlockCausalTransformer(self.base.decoder_dim, compressor)
-            self.dropped = nn.Parameter(torch.randn(self.base.decoder_dim) * 0.02)
+            self.compressor, self.decompressor = build_stacks(compressor, self.base)
+            if dropped == "embedding":
+                self.dropped = nn.Parameter(torch.randn(self.base.decoder_dim) * 0.02)
         self.register_buffer("score_mean", torch.tensor(float(score_mean)))
         self.model_hash = ""  # set by from_pretrained: identifies the weights in token files
 
@@ -82,12 +116,13 @@ class InfoTok(nn.Module):
         return self.score_mean.device
 
     def config_dict(self) -> dict:
-        return {
+        config = {
             "format": CHECKPOINT_FORMAT, "version": 1, "name": self.name,
             "base": self.base.config.to_dict(),
             "compressor": self.compressor_config.to_dict() if self.adaptive else None,
             "score_mean": float(self.score_mean),
         }
+        return config | ({"dropped": self.dropped_mode} if self.dropped_mode != "embedding" else {})
 
     @property
     def config_hash(self) -> str:
@@ -106,9 +141,11 @@ class InfoTok(nn.Module):
     def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
         are decoded from the learned "dropped" embedding, never from their code."""
+        if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
+            codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
         if self.adaptive:
-            if mask is not None:
+            if mask is not None and self.dropped_mode == "embedding":
                 keep = mask[:, None].to(f.dtype)
                 f = f * keep + self.dropped.to(f.dtype)[None, :, None, None, None] * (1 - keep)
             f = self.decompressor(f)
@@ -266,15 +303,15 @@ class InfoTok(nn.Module):
         directory = Path(directory or checkpoint.default_checkpoint())
         config = checkpoint.read_config(directory)
         try:
-            base = BaseConfig.from_dict(config["base"])
-            compressor = CompressorConfig.from_dict(config["compressor"]) if config.get("compressor") else None
+            base = config_from_dict(config["base"], BASE_KINDS)
+            compressor = config_from_dict(config["compressor"], COMPRESSOR_KINDS) if config.get("compressor") else None
             checkpoint.check_sizes(base.to_dict(), "base")
             if compressor is not None:
                 checkpoint.check_sizes(compressor.to_dict(), "compressor")
                 if compressor.width % compressor.heads or (compressor.width // compressor.heads) % 4:
                     raise ValueError("compressor width / heads must be a multiple of 4")
             model = cls(base, compressor, score_mean=float(config.get("score_mean", 0.0)),
-                        name=str(config.get("name", directory.name)))
+                        name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding")
         except (TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{directory / checkpoint.CONFIG_FILE}: invalid model configuration ({exc})") from None
         model.model_hash = checkpoint.load_weights(model, directory)
