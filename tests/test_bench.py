@@ -21,7 +21,7 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     ckpt = tiny_model().save_pretrained(tmp_path / "tiny")
     markdown = tmp_path / "report" / "BENCHMARKS.md"
     code = main(["--videos", str(videos), "--infotok", str(ckpt), "--base", str(ckpt), "--elastic", str(ckpt),
-                 "--size", "32", "--frames", "9", "--no-vmaf", "--long-video", "clip0.mp4",
+                 "--size", "32", "--frames", "9", "--no-vmaf", "--long-video", "clip0.mp4", "--release", "tiny",
                  "--out", str(tmp_path / "out"), "--markdown", str(markdown),
                  "--lpips-weights", str(backbone_file(tmp_path)), "--fvd-weights", str(scripted(tmp_path, TinyI3D()))])
     assert code == 0
@@ -41,6 +41,9 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     flex = {p["rate"]: p for p in result["curves"]["InfoTok-Flex static"]}
     assert "lpips" in flex[0.5] and "fvd" in flex[0.5] and "lpips" not in flex[0.25]  # table points only
     assert set(result["resources"]["cli"]) == {"60", "600"}  # frame counts, as JSON keys
+    assert set(result["resources"]["cli"]["600"]) == {"encode", "decode", "viz", "file_bytes"}
+    assert result["resources"]["release"]["encode"]["peak_rss_mib"] > 0 and "| decode |" in text
+    assert "Refusing a `.itok` file with a forged length field" in text
 
 
 def test_motion_is_the_mean_absolute_frame_change():

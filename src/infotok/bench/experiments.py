@@ -18,6 +18,7 @@ from ..eval import Clip, binary_search_rate, clip_at, clip_rates, decode_clip, f
     measure_clip, oracle_rates
 from ..ledger import MASK_BPP16
 from ..model import InfoTok
+from ..tokens import TokenBatch
 from ..perceptual import Perceptual
 from ..video import VIDEO_SUFFIXES, iter_frames, probe, write_video
 
@@ -198,28 +199,105 @@ CHILD = ("import sys, time; from infotok.cli import main; t = time.time(); rc = 
          "print('RESULT', rc, time.time() - t, hwm, file=sys.stderr)")
 
 
-def run_measured(argv: list[str]) -> tuple[float, float]:
-    """Run `infotok ARGV` in a fresh process: (seconds, its own peak resident memory in MiB).
+def run_measured(argv: list[str], child: str = CHILD) -> tuple[float, float]:
+    """Run `infotok ARGV` (or another `child` program printing the same RESULT line) in a fresh
+    process: (seconds, its own peak resident memory in MiB).
 
     The peak is the child's VmHWM from /proc, which starts afresh at exec (ru_maxrss would carry
     this benchmark process's peak into the child)."""
-    done = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, timeout=3000)
+    done = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=3000)
     line = next((l for l in done.stderr.splitlines() if l.startswith("RESULT")), None)
     if line is None or line.split()[1] != "0":
-        raise RuntimeError(f"infotok {' '.join(argv[:1])} failed: {done.stderr[-500:]}")
+        raise RuntimeError(f"{' '.join(argv[:1])} failed: {done.stderr[-500:]}")
     _, _, seconds, hwm_kib = line.split()
     return float(seconds), int(hwm_kib) / 1024
 
 
+RELEASE_CHILD = ("import sys, time; from infotok.bench.experiments import release_window; t = time.time(); "
+                 "release_window(*sys.argv[1:]); "
+                 "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
+                 "print('RESULT', 0, time.time() - t, hwm, file=sys.stderr)")
+# `full`: the release's InfoTok-Flex; `tiny`: the same structure with small widths (for tests)
+RELEASE_SIZES = {"full": ({}, {}),
+                 "tiny": ({"channels": 8, "z_channels": 16},
+                          {"width": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "mlp_hidden": 32})}
+
+
+def release_model(which: str = "full") -> InfoTok:
+    """The release's architecture with random weights (dropped tokens as the all-zero code)."""
+    from ..cosmos import CosmosConfig, ReleaseCompressorConfig
+
+    base, stacks = RELEASE_SIZES[which]
+    return InfoTok(CosmosConfig(**base), ReleaseCompressorConfig(**stacks), score_mean=1.0, dropped="zero_code")
+
+
+def release_window(step: str, which: str, size: str, frames: str) -> None:
+    """One window through the release's architecture: `encode` (with the router's decoder pass,
+    rate 0.5) or `decode` (the tokens of one)."""
+    size, frames = int(size), int(frames)
+    torch.manual_seed(0)
+    model = release_model(which).eval()
+    x = torch.rand(1, 3, frames, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    if step == "encode":
+        model.encode(x, 0.5, "static")
+    else:
+        t, h, w = model.geometry.latent_shape(frames, size, size)
+        mask = torch.rand(1, t, h, w, generator=torch.Generator().manual_seed(1)) < 0.5
+        indices = torch.randint(0, 64000, (1, t, h, w), generator=torch.Generator().manual_seed(2)) * mask
+        model.decode(TokenBatch(indices, mask, torch.tensor([0.5], dtype=torch.float64),
+                                torch.tensor([0.0], dtype=torch.float64), frames, size, size))
+
+
+def release_speed(which: str, size: int, frames: int) -> dict:
+    """Seconds and peak memory of the release architecture, each step in a fresh process (model
+    construction included: a few seconds of the total)."""
+    with torch.device("meta"):
+        out = {"which": which, "parameters": sum(p.numel() for p in release_model(which).parameters())}
+    for step in ("encode", "decode"):
+        seconds, peak = run_measured([step, which, str(size), str(frames)], RELEASE_CHILD)
+        out[step] = {"seconds": seconds, "peak_rss_mib": peak}
+        log(f"release architecture ({which}) {step}: {seconds:.1f} s, {peak:.0f} MiB")
+    return out
+
+
+def token_refusal_seconds(model: InfoTok, repeats: int = 20) -> dict:
+    """How long the `.itok` parser takes to refuse files with forged length fields (the tests check
+    that it allocates nothing for them; how fast is measured here)."""
+    import struct
+
+    from ..tokens import TokenFormatError, TokenReader
+    from ..video import synthetic_video
+
+    with tempfile.TemporaryDirectory() as d:
+        data = bytearray(model.tokenize(synthetic_video(21, 48, 64, seed=1), 0.5, "static", window=9, overlap=2)
+                         .save(Path(d, "t.itok")).read_bytes())
+    header_length = struct.unpack_from("<I", data, 6)[0]
+    forged = {"header length 2^31": bytes(data[:6]) + struct.pack("<I", 2**31) + bytes(data[10:]),
+              "record length 2^32-16": bytes(data[:14 + header_length]) + struct.pack("<I", 0xFFFFFFF0)
+              + bytes(data[18 + header_length:])}
+    out = {}
+    for name, blob in forged.items():
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            try:
+                with TokenReader(blob) as reader:
+                    list(reader)
+            except TokenFormatError:
+                pass
+        out[name] = (time.perf_counter() - t0) / repeats
+    return out
+
+
 def cli_resources(video: Path, frames: int, size: int, checkpoint: str) -> dict:
-    """Encode + decode the first `frames` frames of `video` through the CLI, each in a fresh process."""
+    """Encode, decode and viz of the first `frames` frames of `video` through the CLI, each in a fresh process."""
     out = {}
     with tempfile.TemporaryDirectory() as d:
         clip = Path(d, "clip.mp4")
         write_video(clip, iter_frames(video, max_frames=frames), fps=probe(video).fps)
-        for step, argv in (("encode", ["encode", str(clip), "-o", f"{d}/t.itok", "--size", str(size), "--rate", "0.5",
-                                       "--checkpoint", checkpoint]),
-                           ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4", "--checkpoint", checkpoint])):
+        tokenize = ["--size", str(size), "--rate", "0.5", "--checkpoint", checkpoint]
+        for step, argv in (("encode", ["encode", str(clip), "-o", f"{d}/t.itok", *tokenize]),
+                           ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4", "--checkpoint", checkpoint]),
+                           ("viz", ["viz", str(clip), "-o", f"{d}/viz.mp4", *tokenize])):
             seconds, peak = run_measured(argv)
             out[step] = {"seconds": seconds, "frames_per_s": frames / seconds, "peak_rss_mib": peak}
         out["file_bytes"] = Path(d, "t.itok").stat().st_size
@@ -272,7 +350,8 @@ def run(args) -> dict:
     log("throughput and memory")
     long_video = Path(args.videos) / args.long_video
     resources = {"video": long_video.name, "model": throughput(infotok, args.size, args.frames),
-                 "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)}}
+                 "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)},
+                 "release": release_speed(args.release, args.size, args.frames), "token_refusal_s": token_refusal_seconds(infotok)}
     return {"curves": curves.points, "per_video": curves.per_video, "router_seconds_per_clip": router_seconds,
             "clip_scores": clip_scores, "clip_content": content, "whole_frame_router": whole["clips"],
             "whole_frame_oracle_psnr": whole["oracle_psnr"], "search_passes_mean": search_passes,
