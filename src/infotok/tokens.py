@@ -100,6 +100,11 @@ class Tokens:
     header: TokenHeader
     windows: list[TokenWindow] = field(default_factory=list)
 
+    def batch(self, index: int, device: torch.device | str = "cpu") -> TokenBatch:
+        """Window `index` as tensors to compute with: int64 indices and a bool keep-mask [1, t, h, w]
+        (uint16 is only the file's storage type)."""
+        return TokenBatch.from_windows([self.windows[index]], self.header.height, self.header.width, device)
+
     def ledger(self, file_bytes: int | None = None) -> Ledger:
         """Kept and total tokens over the video (+ the real bits of its file, when given)."""
         kept = sum(w.kept for w in self.windows)
