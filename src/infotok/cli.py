@@ -548,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     from .video import VideoError
     try:
         return args.func(args)
+    except BrokenPipeError:  # `infotok info x.itok | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError) as exc:
         if os.environ.get("INFOTOK_DEBUG"):
             raise
@@ -558,3 +561,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("infotok: interrupted", file=sys.stderr)
         return 130
+
