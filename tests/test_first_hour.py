@@ -35,9 +35,11 @@ def test_variable_frame_rate_keeps_its_duration_through_reconstruct(tmp_path, ca
     fmt, time_base, times = VFR_CLIPS[kind]
     src = write_timed(tmp_path / f"vfr.{kind}", times, fmt, time_base)
     duration = times[-1] + 1 / 15
-    code, out, _ = run(capsys, "reconstruct", src, "-o", tmp_path / "out.mp4", "--rate", "0.5", "--window", "9",
+    code, out, err = run(capsys, "reconstruct", src, "-o", tmp_path / "out.mp4", "--rate", "0.5", "--window", "9",
                        "--overlap", "2", "--checkpoint", tiny_checkpoint)
     assert code == 0
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"infotok: warning: {src}: variable frame rate; resampled")
     frames, info = read_video(tmp_path / "out.mp4")
     assert abs(len(frames) / info.fps - duration) <= 1 / info.fps  # not a sped-up clip of the real frames
     assert f"{len(frames)} frames" in out

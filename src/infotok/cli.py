@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -546,8 +547,13 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .tokens import TokenFormatError
     from .video import VideoError
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"infotok: warning: {message}", file=sys.stderr)  # the message names the file, no source line
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return args.func(args)
     except BrokenPipeError:  # `infotok info x.itok | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
