@@ -106,6 +106,8 @@ def cmd_train(args) -> int:
 
 
 def add_train(sub) -> None:
+    from .train import TrainConfig
+
     p = sub.add_parser("train", help="train a base tokenizer or fine-tune InfoTok-Flex (resumable)",
                        description="Train through accelerate (`accelerate launch -m infotok train ...` for "
                                    "several processes or GPUs). Writes <out>/model (EMA weights), train_state.* "
@@ -116,23 +118,23 @@ def add_train(sub) -> None:
     p.add_argument("--init", help="checkpoint folder to start from (required for `infotok`)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out (its saved settings win)")
     p.add_argument("--overwrite", action="store_true", help="restart a run that already exists in --out")
-    p.add_argument("--steps", type=_positive, help="optimizer steps in all (default 2000)")
-    p.add_argument("--batch", type=_positive, help="clips per step and process (default 8)")
-    p.add_argument("--frames", type=_positive, help="clip length, 1 + 4k (default 17)")
-    p.add_argument("--crop", type=_positive, help="square crop size, a multiple of 8 (default 128)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    p.add_argument("--warmup", type=int, help="linear warm-up steps (default 100)")
-    p.add_argument("--ema", type=float, help="EMA decay of the exported weights (default 0.999)")
-    p.add_argument("--checkpoint-every", type=_positive, help="steps between checkpoints (default 200)")
-    p.add_argument("--log-every", type=_positive, help="steps between log.csv rows (default 10)")
-    p.add_argument("--workers", type=int, help="data loader processes (default 1)")
-    p.add_argument("--synthetic-fraction", type=float, help="share of procedural clips (default 0.1)")
-    p.add_argument("--border-fraction", type=float, help="share of clips given static letterbox/pillarbox bars (default 0)")
+    p.add_argument("--steps", type=_positive, help=f"optimizer steps in all (default {TrainConfig.steps})")
+    p.add_argument("--batch", type=_positive, help=f"clips per step and process (default {TrainConfig.batch})")
+    p.add_argument("--frames", type=_positive, help=f"clip length, 1 + 4k (default {TrainConfig.frames})")
+    p.add_argument("--crop", type=_positive, help=f"square crop size, a multiple of 8 (default {TrainConfig.crop})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr:g})")
+    p.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {TrainConfig.warmup})")
+    p.add_argument("--ema", type=float, help=f"EMA decay of the exported weights (default {TrainConfig.ema})")
+    p.add_argument("--checkpoint-every", type=_positive, help=f"steps between checkpoints (default {TrainConfig.checkpoint_every})")
+    p.add_argument("--log-every", type=_positive, help=f"steps between log.csv rows (default {TrainConfig.log_every})")
+    p.add_argument("--workers", type=int, help=f"data loader processes (default {TrainConfig.workers})")
+    p.add_argument("--synthetic-fraction", type=float, help=f"share of procedural clips (default {TrainConfig.synthetic_fraction})")
+    p.add_argument("--border-fraction", type=float, help=f"share of clips given static letterbox/pillarbox bars (default {TrainConfig.border_fraction})")
     p.add_argument("--long-side", type=_positive, help="long side of the elongated crops (multiple of 8, e.g. 456)")
     p.add_argument("--long-fraction", type=float,
-                   help="share of batches cropped to (crop^2 / long side) x long side, landscape or portrait (default 0)")
-    p.add_argument("--cache", help="folder for small re-encoded copies of the training videos (default runs/cache)")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="autocast on GPUs (default no)")
+                   help=f"share of batches cropped to (crop^2 / long side) x long side, landscape or portrait (default {TrainConfig.long_fraction})")
+    p.add_argument("--cache", help=f"folder for small re-encoded copies of the training videos (default {TrainConfig.cache})")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help=f"autocast on GPUs (default {TrainConfig.mixed_precision})")
     p.add_argument("--base-config", help="JSON of BaseConfig fields, e.g. '{\"dec_lo\": 192}'")
     p.add_argument("--compressor-config", help="JSON of CompressorConfig fields")
     p.add_argument("--train-selection", choices=["error", "order", "random"], default="error",

@@ -250,6 +250,18 @@ class Level(nn.Module):
             self.add_module(name, resample)
 
 
+def _from_dict(cls, d: dict, kind: str):
+    """A config dataclass from config.json's section, refusing another kind or unknown fields."""
+    d = dict(d)
+    found = d.pop("kind", kind)
+    if found != kind:
+        raise ValueError(f"not a {kind} config (kind {found!r})")
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {kind} config fields: {', '.join(sorted(unknown))}")
+    return cls(**d)
+
+
 # --------------------------------------------------------------------------------- the base
 @dataclass
 class CosmosConfig:
@@ -276,14 +288,7 @@ class CosmosConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CosmosConfig":
-        d = dict(d)
-        kind = d.pop("kind", "cosmos")
-        if kind != "cosmos":
-            raise ValueError(f"not a cosmos base config (kind {kind!r})")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown cosmos config fields: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return _from_dict(cls, d, "cosmos")
 
 
 # down-sampling steps after the wavelet (patch 2): 4x8x8 = 2x2x2 (wavelet) * 2x4x4 (network)
@@ -441,14 +446,7 @@ class ReleaseCompressorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ReleaseCompressorConfig":
-        d = dict(d)
-        kind = d.pop("kind", "release")
-        if kind != "release":
-            raise ValueError(f"not a release compressor config (kind {kind!r})")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown release compressor fields: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return _from_dict(cls, d, "release")
 
 
 class RMSNorm(nn.Module):
