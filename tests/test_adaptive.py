@@ -179,3 +179,22 @@ def test_tokens_of_one_video_do_not_depend_on_other_inputs():
     again = model.tokenize(a, rate=0.5)
     assert all(np.array_equal(w1.indices, w2.indices) and np.array_equal(w1.mask, w2.mask)
                for w1, w2 in zip(alone.windows, again.windows))
+
+
+def test_temporal_selection_keeps_the_first_latent_frame_then_what_moved():
+    model = tiny_model()
+    still = np.repeat(synthetic_video(1, 32, 32, seed=3), 9, axis=0)  # 9 identical frames
+    moving = still.copy()
+    moving[5:, :8, :8] = 255 - moving[5:, :8, :8]  # one token's patch changes from frame 5 (latent frame 2) on
+    rate = 24 / 48  # frame 0's 16 tokens, then 8 more
+    batch = model.encode(np.stack([still, moving]), rate, "static", "temporal")
+    assert batch.nfe == 1  # no router pass: the ranking comes from the codes
+    for b in range(2):
+        assert bool(batch.mask[b, 0].all())  # nothing earlier to fill the first latent frame from
+    change = model.latent_change(model.encode_codes(model.geometry.pad(torch.from_numpy(np.stack([still, moving]))
+                                                                      .permute(0, 4, 1, 2, 3).float() / 127.5 - 1))[0])
+    assert torch.isinf(change[:, 0]).all() and change[1, 2, 0, 0] > change[0, 2, 0, 0]
+    assert bool(batch.mask[1, 2, 0, 0])  # the changed position is among the kept ones
+    full = model.encode(moving[None], 1.0, "static", keep_scores=True)
+    again = model.reselect(full, [rate], "temporal")
+    assert torch.equal(again.mask, model.encode(moving[None], rate, "static", "temporal").mask)

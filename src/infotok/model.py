@@ -162,16 +162,18 @@ class InfoTok(nn.Module):
         if not self.adaptive and any(r < 1 for r in rates):
             raise ValueError(f"checkpoint {self.name!r} is a fixed-rate base tokenizer: only rate 1 is possible")
 
-    def select(self, score_map: torch.Tensor | None, rate: float = 0.5, strategy: str = "global_elbo",
+    def select(self, score_map: torch.Tensor, rate: float = 0.5, strategy: str = "global_elbo",
                selection: str = "error", generator: np.random.Generator | None = None,
-               rates: Sequence[float] | None = None, score_mean: float | None = None) -> tuple[list[float], list[float], torch.Tensor]:
-        """Each window's rate and keep-mask from its scores -> (rates, clip scores, masks [B, t, h, w]).
+               rates: Sequence[float] | None = None, score_mean: float | None = None,
+               priority: torch.Tensor | None = None) -> tuple[list[float], list[float], torch.Tensor]:
+        """Each window's rate and keep-mask -> (rates, clip scores, masks [B, t, h, w]).
 
+        `score_map` is the router's [B, t, h, w] (zeros where neither the strategy nor the selection
+        reads it); `priority` ranks the tokens instead of it (the latent change, for `temporal`).
         `rates` fixes the windows' rates (balanced across clips elsewhere, or sampled by training);
         otherwise `strategy` picks them (global_elbo against `score_mean`, default the calibrated
         one). `generator` draws, per window and in order, the uniform rate and the seed of random
-        selection. `score_map` may be None only where no strategy or selection reads it: then pass
-        a zero map of the right shape.
+        selection.
         """
         b = score_map.shape[0]
         scores = [float(score_map[i].mean()) for i in range(b)]
@@ -183,7 +185,17 @@ class InfoTok(nn.Module):
             else:
                 chosen.append(choose_rate(strategy, rate, scores[i], mean, generator))
             seeds.append(torch.Generator().manual_seed(int(generator.integers(2**62))) if generator is not None else None)
-        return chosen, scores, keep_masks(score_map, chosen, selection, seeds)
+        ranked = priority if priority is not None else score_map
+        return chosen, scores, keep_masks(ranked, chosen, selection, seeds)
+
+    @staticmethod
+    def latent_change(codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code moved since the previous
+        latent frame (mean |difference| over code channels), the temporal-redundancy baseline's ranking.
+        The first latent frame has nothing earlier to be filled from, so it ranks above every change."""
+        change = torch.full((codes.shape[0], *codes.shape[2:]), float("inf"), device=codes.device)
+        change[:, 1:] = (codes[:, :, 1:] - codes[:, :, :-1]).abs().float().mean(dim=1)
+        return change
 
     # ----------------------------------------------------------------------- the batched core
     @torch.no_grad()
@@ -209,11 +221,14 @@ class InfoTok(nn.Module):
         lowest = min(rates) if rates is not None else rate
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
-        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates)
+        change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
+        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates,
+                                            priority=change if selection == "temporal" else None)
         f64 = dict(dtype=torch.float64, device=indices.device)
         return TokenBatch(indices.masked_fill(~masks, 0), masks, torch.tensor(chosen, **f64),
                           torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
-                          frames, height, width, smap if keep_scores else None, 2 if routed else 1)
+                          frames, height, width, smap if keep_scores else None, 2 if routed else 1,
+                          change if keep_scores else None)
 
     def reselect(self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0) -> TokenBatch:
         """The same windows at other rates, from the scores kept by `encode(..., keep_scores=True)`:
@@ -225,10 +240,11 @@ class InfoTok(nn.Module):
         rates = [check_rate(r) for r in rates]
         self.check_rates(*rates)
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
-        masks = keep_masks(batch.score_map, rates, selection, generators)
+        ranked = batch.latent_change if selection == "temporal" else batch.score_map
+        masks = keep_masks(ranked, rates, selection, generators)
         return TokenBatch(batch.indices.masked_fill(~masks, 0), masks,
                           torch.tensor(rates, dtype=torch.float64, device=masks.device), batch.score,
-                          batch.frames, batch.height, batch.width, batch.score_map, batch.nfe)
+                          batch.frames, batch.height, batch.width, batch.score_map, batch.nfe, batch.latent_change)
 
     @torch.no_grad()
     def decode(self, batch: TokenBatch) -> torch.Tensor:
@@ -253,7 +269,8 @@ class InfoTok(nn.Module):
         if score_mean is not None:
             scores = [float(smap[i].mean()) for i in range(x.shape[0])]
             rates = [choose_rate("global_elbo", r, s, score_mean) for r, s in zip(rates, scores)]
-        _, _, masks = self.select(smap, selection=selection, rates=rates)
+        change = self.latent_change(codes.detach()) if selection == "temporal" else None
+        _, _, masks = self.select(smap, selection=selection, rates=rates, priority=change)
         return self.decode_codes(codes, masks), list(rates), smap if routed else None
 
     # ------------------------------------------------------------------- whole videos (pipeline)

@@ -143,6 +143,7 @@ class TokenBatch:
     width: int
     score_map: torch.Tensor | None = None  # [B, t, h, w] router scores, for re-selecting at other rates
     nfe: int = 1  # network passes spent per window (encoder, plus the router's decode)
+    latent_change: torch.Tensor | None = None  # [B, t, h, w] the temporal selection's ranking, likewise
 
     def __len__(self) -> int:
         return self.indices.shape[0]
