@@ -33,6 +33,7 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert "| PSNR static 0.5 | PSNR global_elbo |" in text and "Whole frames, mean over the clips" in text
     assert "the oracle's whole-frame rates:" in text
     assert "| video | InfoTok-Flex | first frame held | base tokenizer | spatial detail | motion |" in text
+    assert "## Still versus moving" in text and "temporal (latent change, training-free)" in text
     assert "with the base tokenizer's: +1.00" in text  # here the base is the same tiny model
     assert "Holding the first frame still lowers the score of " in text
     assert "| LPIPS | FVD |" in text and "need network weights" not in text

@@ -18,6 +18,7 @@ from ..eval import Clip, binary_search_rate, clip_at, clip_rates, decode_clip, f
     measure_clip, oracle_rates
 from ..ledger import MASK_BPP16
 from ..model import InfoTok
+from ..router import choose_rate
 from ..tokens import TokenBatch
 from ..perceptual import Perceptual
 from ..video import VIDEO_SUFFIXES, iter_frames, probe, write_video
@@ -128,15 +129,27 @@ def flex_sweeps(setup: Setup, model: InfoTok, clips: list[Clip], curves: Curves)
             rows = [measure(model, c, r, **setup.quality_kwargs(rate, table)) | {"clip_rate": r, "score": c.score}
                     for c, r in zip(clips, clip_rates(strategy, rate, clips, float(model.score_mean), seed=0))]
             curves.add(f"InfoTok-Flex {strategy}", rate, rows, clips)
-    for selection in ("order", "random"):
+    for selection in ("order", "random", "temporal"):
         for rate in TABLE_RATES:
             curves.add(f"InfoTok-Flex static, {selection} selection", rate,
                        [measure(model, c, rate, selection) for c in clips], clips)
 
 
-def held_still_scores(model: InfoTok, clips: list[Clip]) -> dict[str, float]:
-    """Each clip's router score with its first frame held still for all frames: does the router see motion?"""
-    return {c.name: make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0)).score for c in clips}
+def still_versus_moving(model: InfoTok, clips: list[Clip], rate: float = 0.5) -> dict[str, dict]:
+    """Each clip moving and with its first frame held still for all frames: the rate `tokenize` gives
+    each under global_elbo at `rate` (a clip alone, no balancing), its PSNR there, and the still
+    shot's PSNR at static `rate`. Does the router spend less on a still shot, and at what cost?"""
+    out = {}
+    for c in clips:
+        held = make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0))
+        row = {"held_score": held.score}
+        for label, clip in (("moving", c), ("still", held)):
+            r = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
+            row[label] = {"rate": r, "kept": int(clip_at(model, clip, r).mask.sum()),
+                          "psnr": measure(model, clip, r, quality=False)["psnr"]}
+        row["still"]["psnr_static"] = measure(model, held, rate, quality=False)["psnr"]
+        out[c.name] = row
+    return out
 
 
 def oracle(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
@@ -339,8 +352,9 @@ def run(args) -> dict:
     t0 = time.time()
     clips = setup.clips(infotok)
     router_seconds = (time.time() - t0) / len(clips)
-    for name, score in held_still_scores(infotok, clips).items():
-        content[name]["held_score"] = score
+    still = still_versus_moving(infotok, clips)
+    for name, row in still.items():
+        content[name]["held_score"] = row["held_score"]
     flex_sweeps(setup, infotok, clips, curves)
     oracle(infotok, clips, curves)
     clip_scores = {c.name: c.score for c in clips}
@@ -353,7 +367,7 @@ def run(args) -> dict:
                  "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)},
                  "release": release_speed(args.release, args.size, args.frames), "token_refusal_s": token_refusal_seconds(infotok)}
     return {"curves": curves.points, "per_video": curves.per_video, "router_seconds_per_clip": router_seconds,
-            "clip_scores": clip_scores, "clip_content": content, "whole_frame_router": whole["clips"],
+            "clip_scores": clip_scores, "clip_content": content, "still_versus_moving": still, "whole_frame_router": whole["clips"],
             "whole_frame_oracle_psnr": whole["oracle_psnr"], "search_passes_mean": search_passes,
             "resources": resources,
             "checkpoints": {"infotok": checkpoint_facts(infotok, args.infotok), "base": checkpoint_facts(base, args.base),

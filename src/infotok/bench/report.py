@@ -52,6 +52,27 @@ def _rate_for_psnr(curve: list[dict], target: float) -> float | None:
     return None
 
 
+def still_section(result: dict, rate: float = 0.5) -> list[str]:
+    """Each clip moving and held still (its first frame for all frames), alone under global_elbo."""
+    rows = result["still_versus_moving"]
+    L = ["", f"## Still versus moving (global_elbo at {rate:g}, each clip alone)", "",
+         "Each evaluation clip as it is and with its first frame held still for all its frames: the rate the "
+         "router gives each (`tokenize`'s rate for that clip alone), its PSNR there, and the still shot's PSNR at "
+         f"`static` {rate:g}.", "",
+         "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static |",
+         "|---|---|---|---|---|---|---|"]
+    ratios, losses = [], []
+    for name in sorted(rows):
+        m, s = rows[name]["moving"], rows[name]["still"]
+        ratios.append(s["kept"] / max(1, m["kept"]))
+        losses.append(s["psnr_static"] - s["psnr"])
+        L.append(f"| {name} | {m['rate']:.3f} | {m['psnr']:.2f} | {s['rate']:.3f} | {ratios[-1]:.2f} | {s['psnr']:.2f} | "
+                 f"{s['psnr_static']:.2f} |")
+    L += ["", f"Mean still / moving tokens {np.mean(ratios):.2f} (largest {max(ratios):.2f}); the still shot loses "
+              f"{np.mean(losses):+.2f} dB on average against `static` (largest loss {max(losses):+.2f} dB)."]
+    return L
+
+
 def content_section(result: dict) -> list[str]:
     """Per clip, each score relative to its mean over the clips: InfoTok-Flex's router (also with the
     first frame held still), the fixed-rate base tokenizer's full-rate error, and model-free detail and
@@ -135,11 +156,14 @@ def markdown(result: dict, seconds: float) -> str:
         except ValueError as exc:
             L.append(f"- InfoTok-Flex global_elbo vs {ref}: not defined ({exc})")
     L += ["", "## Selection ablation at equal rate (same InfoTok-Flex model, static rate)", "",
-          "| rate | error (InfoTok) | order (tail drop) | random |", "|---|---|---|---|"]
+          "| rate | error (InfoTok) | order (tail drop) | random | temporal (latent change, training-free) |",
+          "|---|---|---|---|---|"]
     for rate in TABLE_RATES:
         L.append(f"| {rate:g} | {_at(c['InfoTok-Flex static'], rate)['psnr']:.2f} | "
                  f"{_at(c['InfoTok-Flex static, order selection'], rate)['psnr']:.2f} | "
-                 f"{_at(c['InfoTok-Flex static, random selection'], rate)['psnr']:.2f} |")
+                 f"{_at(c['InfoTok-Flex static, random selection'], rate)['psnr']:.2f} | "
+                 f"{_at(c['InfoTok-Flex static, temporal selection'], rate)['psnr']:.2f} |")
+    L += still_section(result)
     L += ["", "## Router: rates per clip at average rate 0.5 (global_elbo) and its cost", "",
           f"Evaluation protocol ({proto['size']}x{proto['size']} centre crop), with the rate the per-clip oracle gives "
           "each clip at the same average (the exhaustive search over k/16 that maximises mean PSNR), and the same "
