@@ -76,11 +76,16 @@ def build_stacks(config: CompressorConfig | ReleaseCompressorConfig, base: BaseT
 
 
 def config_from_dict(section: dict, kinds: dict) -> object:
-    """A config section of config.json -> its dataclass, by its `kind` (absent: our own architecture)."""
-    kind = section.get("kind", next(iter(kinds)))
+    """A config section of config.json -> its dataclass, by its `kind`. The first kind is our own,
+    whose configs carry no `kind` field (they predate the choice, and their hash must not change)."""
+    section = dict(section)
+    ours = next(iter(kinds))
+    kind = section.get("kind", ours)
     if kind not in kinds:
         raise ValueError(f"unknown kind {kind!r}; this infotok knows {', '.join(kinds)}")
-    return kinds[kind].from_dict(section if kind != next(iter(kinds)) else {k: v for k, v in section.items() if k != "kind"})
+    if kind == ours:
+        section.pop("kind", None)
+    return kinds[kind].from_dict(section)
 
 
 BASE_KINDS = {"causal-conv": BaseConfig, "cosmos": CosmosConfig}
