@@ -94,15 +94,14 @@ def _ids(items) -> list[tuple[str, int]]:
 
 def test_reader_over_2_workers_x_2_ranks_yields_every_window_exactly_once(folder):
     everything = sorted(zip(*(pq.read_table(shard_files(folder)).column(k).to_pylist() for k in ("video_id", "window"))))
-    got, per_reader = [], []
+    got = []
     for rank in range(2):
         dataset = TokenShards(folder, rank=rank, world_size=2)
         loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=dataset.collate)
         ids = _ids(loader)
         got += ids
-        per_reader.append(len(ids))
-    assert sorted(got) == everything and len(got) == len(dataset) == 8
-    assert all(n > 0 for n in per_reader)
+        assert len(ids) == len(dataset) > 0  # the rank's own share
+    assert sorted(got) == everything and len(got) == dataset.total == 8
     # shuffled: the same windows, each once, in another order
     shuffled = []
     for rank in range(2):
@@ -118,6 +117,7 @@ def test_reader_takes_rank_and_world_size_from_torch_distributed(folder, monkeyp
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 3)
     dataset = TokenShards(folder)
     assert dataset.rank_and_world() == (1, 3) and dataset.my_units() == dataset.units[1::3]
+    assert len(dataset) == sum(pq.ParquetFile(folder / f).metadata.row_group(g).num_rows for f, g in dataset.units[1::3])
     with pytest.raises(ValueError, match="rank"):
         TokenShards(folder, rank=2, world_size=2)
 

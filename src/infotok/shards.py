@@ -284,9 +284,10 @@ class ShardWriter:
             for p in self._own_files():
                 p.unlink()
         self.manifest = self._open()
+        self.failures: list[dict] = []  # this run's, as in failures.jsonl
+        self.manifest["failures"] = self.failures
         self._clean()
         self.complete = {v["video"]: v for v in self.manifest["videos"]}
-        self.failures: list[dict] = []
         self._failures = open(self.root / FAILURES, "w")  # the failures of this run
         self._buffer: list[pa.Table] = []
         self._buffered = 0
@@ -417,7 +418,6 @@ class ShardWriter:
     def close(self) -> dict:
         """Write what is buffered, then the final manifest (with this run's failures); returns it."""
         self.flush()
-        self.manifest["failures"] = self.failures
         self._write_manifest()
         self._failures.close()
         return self.manifest
@@ -502,11 +502,20 @@ class TokenShards(torch.utils.data.IterableDataset):
         self.pad_value = self.codebook_size if pad_value is None else int(pad_value)
         self._rank, self._world = rank, world_size
         self.units = [(s["file"], g) for s in self.manifest["shards"] for g in range(s["row_groups"])]
+        self.total = sum(s["rows"] for s in self.manifest["shards"])  # windows in the folder
+        self._unit_rows: dict[tuple[str, int], int] | None = None
         self.epoch = 0
 
     def __len__(self) -> int:
-        """Windows in the folder (over all readers)."""
-        return sum(s["rows"] for s in self.manifest["shards"])
+        """Windows this rank reads this epoch (all its data-loader workers together); ranks differ by
+        at most a row group's worth (`total` is the folder's)."""
+        if self._unit_rows is None:  # from the Parquet footers
+            self._unit_rows = {}
+            for s in self.manifest["shards"]:
+                meta = pq.ParquetFile(self.root / s["file"]).metadata
+                self._unit_rows |= {(s["file"], g): meta.row_group(g).num_rows for g in range(s["row_groups"])}
+        rank, world = self.rank_and_world()
+        return sum(self._unit_rows[u] for u in self._ordered_units()[rank::world])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -523,11 +532,14 @@ class TokenShards(torch.utils.data.IterableDataset):
         rank, world = self.rank_and_world()
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # rank r's units are units[r::world]; its workers split those: worker k takes every workers-th
+        return self._ordered_units()[rank::world][worker::workers]
+
+    def _ordered_units(self) -> list[tuple[str, int]]:
         units = list(self.units)
         if self.shuffle:
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(units)
-        reader, readers = rank * workers + worker, world * workers
-        return units[reader::readers]
+        return units
 
     def __iter__(self) -> Iterator[dict]:
         files: dict[str, pq.ParquetFile] = {}
