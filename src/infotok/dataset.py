@@ -176,8 +176,9 @@ class WindowTokenizer:
 
     Windows of one shape go through `InfoTok.encode` together, whatever their video. The output is
     an Arrow table of shard rows (shards.SCHEMA; the driver fills num_windows and num_frames), plus
-    `error` (a row per video whose windows could not be tokenized), `_last` and the workers'
-    peak memory (`_pid`, `_rss`, `_gpu`, and the cutting task's `_dpid`, `_drss`).
+    `error` (a row per video whose windows could not be tokenized), `_last`, and for measuring:
+    the worker's peak memory (`_pid`, `_rss`, `_gpu`; the cutting task's `_dpid`, `_drss`), when its
+    model was loaded (`_ready`, epoch seconds) and each row's share of the call's time (`_busy`).
     """
 
     def __init__(self, checkpoint: str | None, device: str, settings: dict, model_hash: str | None = None):
@@ -192,12 +193,14 @@ class WindowTokenizer:
             raise CheckpointError(f"{checkpoint}: this worker's copy of the checkpoint has weights "
                                   f"{self.model.model_hash}, the driver's {model_hash}; give every node the same file")
         self.settings = settings
+        self.ready = time.time()
 
     def __call__(self, batch: dict):
         import pyarrow as pa
 
         from .shards import SCHEMA, records_table, window_record
 
+        began = time.time()
         s = self.settings
         n = len(batch["video"])
         records, extra = [], []
@@ -234,7 +237,10 @@ class WindowTokenizer:
         schema = SCHEMA.append(pa.field("error", pa.string()))
         table = records_table(records, schema)
         gpu = int(self.torch.cuda.max_memory_allocated()) if self.model.device.type == "cuda" else 0
-        columns = {"_last": pa.array([bool(batch["last"][i]) for i in extra]),
+        busy = (time.time() - began) / max(1, len(extra))
+        columns = {"_ready": pa.array([self.ready] * len(extra), pa.float64()),
+                   "_busy": pa.array([busy] * len(extra), pa.float64()),
+                   "_last": pa.array([bool(batch["last"][i]) for i in extra]),
                    "_pid": pa.array([os.getpid()] * len(extra), pa.int64()),
                    "_rss": pa.array([_peak_rss()] * len(extra), pa.int64()),
                    "_gpu": pa.array([gpu] * len(extra), pa.int64()),
@@ -286,7 +292,10 @@ class DatasetRun:
     elapsed: float  # seconds, end to end (Ray start and model loads included)
     pipeline_s: float = 0.0  # seconds from the dataset's execution start to the last shard
     first_rows_s: float = 0.0  # seconds from the execution start to the first tokens received
-    workers: dict = field(default_factory=dict)  # peak memory: {"tokenizer": {pid: bytes}, "decoder": ..., "gpu": ...}
+    ready_s: float = 0.0  # seconds from the execution start until the first model worker had loaded its model
+    # per worker process id: peak resident bytes ("tokenizer", "decoder"), peak GPU bytes ("gpu"), and
+    # the model workers' seconds spent in their calls ("busy")
+    workers: dict = field(default_factory=dict)
 
     @property
     def shard_bytes(self) -> int:
@@ -383,7 +392,8 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
         run.elapsed = time.time() - began
         return run
 
-    peaks = {"tokenizer": {}, "decoder": {}, "gpu": {}}
+    peaks = {"tokenizer": {}, "decoder": {}, "gpu": {}, "busy": {}}
+    ready = math.inf
     try:
         with ray_session(ray_address, num_cpus, object_store_memory):
             import ray.data
@@ -409,8 +419,10 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 if not run.first_rows_s:
                     run.first_rows_s = time.time() - t0
-                for pid, rss, dpid, drss, gpu in zip(*(table.column(k).to_pylist()
-                                                       for k in ("_pid", "_rss", "_dpid", "_drss", "_gpu"))):
+                for pid, rss, dpid, drss, gpu, up, busy in zip(*(table.column(k).to_pylist() for k in (
+                        "_pid", "_rss", "_dpid", "_drss", "_gpu", "_ready", "_busy"))):
+                    ready = min(ready, up)
+                    peaks["busy"][pid] = peaks["busy"].get(pid, 0.0) + busy
                     peaks["tokenizer"][pid] = max(rss, peaks["tokenizer"].get(pid, 0))
                     peaks["decoder"][dpid] = max(drss, peaks["decoder"].get(dpid, 0))
                     if gpu:
@@ -457,6 +469,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
                 for shard in writer.written[shards_before:]:
                     on_shard(shard)
             run.pipeline_s = time.time() - t0
+            run.ready_s = max(0.0, ready - t0) if ready < math.inf else 0.0
     except BaseException:
         writer.abort()
         raise
@@ -482,38 +495,40 @@ def measure_throughput(videos: Iterable[str | os.PathLike], checkpoint: str | os
 
     Starts its own local Ray (with workers x cpus_per_worker + 1 CPUs) unless this process already has
     a session. `settings` as for `encode_dataset` (rate, strategy, window, size, max_size, ...).
-    Returns frames/s and windows/s over the pipeline (from the dataset's start, model loads included)
-    and in steady state (from the first tokens received), end-to-end seconds (with Ray's start-up),
-    each worker's peak resident memory in MiB (and GPU memory, on GPUs), and the bytes per window of
-    the Parquet shards against those of the same tokens as one `.itok` file per video.
+    Returns frames/s and windows/s over the pipeline (from the dataset's execution start to the last
+    shard, model loads included) and after the first model worker had loaded its model, end-to-end
+    seconds (with Ray's start-up), each model worker's busy seconds, each worker's peak resident memory
+    in MiB (and GPU memory, on GPUs), and the bytes per window of the Parquet shards against those of
+    the same tokens as one `.itok` file per video. Frames are the videos' (overlaps counted once).
     """
     from .shards import iter_video_tokens
 
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="infotok-throughput-"))
     try:
-        times: list[tuple[float, int, int]] = []
         run = encode_dataset(videos, folder, checkpoint, batch_size=batch_size, concurrency=workers,
                              num_gpus_per_worker=num_gpus_per_worker, cpus_per_worker=cpus_per_worker, device=device,
-                             num_cpus=math.ceil(workers * cpus_per_worker + 1), overwrite=True,
-                             progress=lambda p: times.append((p.elapsed, p.windows, p.frames)), **settings)
+                             num_cpus=math.ceil(workers * cpus_per_worker + 1), overwrite=True, **settings)
         itok_bytes = 0
         with tempfile.TemporaryDirectory() as d:
             for i, (_, tokens) in enumerate(iter_video_tokens(folder)):
                 itok_bytes += tokens.save(Path(d, f"{i}.itok")).stat().st_size
-        first = next(((t, w, f) for t, w, f in times if w), (0.0, 0, 0))
-        steady_s = run.pipeline_s - first[0]
+        loaded_s = run.pipeline_s - run.ready_s
         mib = 1 << 20
+
+        def per_s(n: int, seconds: float) -> float | None:
+            return n / seconds if seconds > 0 else None
+
         return {
             "workers": workers, "batch_size": batch_size, "device": device or ("cuda" if num_gpus_per_worker else "cpu"),
             "videos": run.completed, "failed": len(run.failures), "windows": run.windows, "frames": run.frames,
-            "elapsed_s": run.elapsed, "pipeline_s": run.pipeline_s,
-            "frames_per_s": run.frames / run.pipeline_s if run.pipeline_s else 0.0,
-            "windows_per_s": run.windows / run.pipeline_s if run.pipeline_s else 0.0,
-            "steady_frames_per_s": (run.frames - first[2]) / steady_s if steady_s > 0 else None,
-            "steady_windows_per_s": (run.windows - first[1]) / steady_s if steady_s > 0 else None,
-            "peak_rss_mib": {kind: {str(pid): round(v / mib, 1) for pid, v in run.workers.get(kind, {}).items()}
+            "elapsed_s": run.elapsed, "pipeline_s": run.pipeline_s, "model_load_s": run.ready_s,
+            "frames_per_s": per_s(run.frames, run.pipeline_s), "windows_per_s": per_s(run.windows, run.pipeline_s),
+            "frames_per_s_after_load": per_s(run.frames, loaded_s),
+            "windows_per_s_after_load": per_s(run.windows, loaded_s),
+            "busy_s": {str(pid): round(v, 2) for pid, v in run.workers["busy"].items()},
+            "peak_rss_mib": {kind: {str(pid): round(v / mib, 1) for pid, v in run.workers[kind].items()}
                              for kind in ("tokenizer", "decoder")},
-            "peak_gpu_mib": {str(pid): round(v / mib, 1) for pid, v in run.workers.get("gpu", {}).items()},
+            "peak_gpu_mib": {str(pid): round(v / mib, 1) for pid, v in run.workers["gpu"].items()},
             "shard_bytes": run.shard_bytes, "itok_bytes": itok_bytes,
             "shard_bytes_per_window": run.shard_bytes / run.windows if run.windows else None,
             "itok_bytes_per_window": itok_bytes / run.windows if run.windows else None,

@@ -66,6 +66,10 @@ SCHEMA = pa.schema([
     ("mask", pa.binary()),             # keep-mask, t*h*w bits in raster order, np.packbits little bit order
     ("indices", pa.list_(pa.uint16())),  # the K kept indices, raster order of the kept positions
 ])
+# zstd 9; no dictionary for token columns (16-bit codes and mask bits do not repeat as whole values)
+# and no min/max statistics of the mask and indices (they would store blobs of them): 1.5-2x smaller
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=9, use_dictionary=["video", "video_id"],
+                       write_statistics=[n for n in SCHEMA.names if n not in ("mask", "indices")])
 # what a shard row says about its video as a whole (the same on every row of it)
 VIDEO_FIELDS = ("video", "video_id", "num_windows", "num_frames", "fps", "width", "height", "source_width",
                 "source_height", "resize")
@@ -382,7 +386,7 @@ class ShardWriter:
         tmp = temp_beside(path)
         try:
             with open(tmp, "wb") as f:
-                pq.write_table(table, f, row_group_size=self.row_group_windows, compression="zstd")
+                pq.write_table(table, f, row_group_size=self.row_group_windows, **PARQUET_OPTIONS)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
