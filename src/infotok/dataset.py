@@ -341,6 +341,75 @@ def _check_resources(concurrency: int, cpus_per_worker: float, num_gpus_per_work
                          f"{concurrency * num_gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}")
 
 
+class _Collector:
+    """The driver's end of the pipeline: gathers each video's windows as they arrive (in any order, from
+    any worker), hands whole videos to the shard writer, records failures and the workers' figures."""
+
+    def __init__(self, writer, state: DatasetProgress, overlap: int, on_shard: Callable[[dict], None] | None):
+        self.writer, self.state, self.overlap, self.on_shard = writer, state, overlap, on_shard
+        self.videos: dict[str, dict] = {}  # path -> {"rows": {window: one-row table}, "total": windows or None}
+        self.failed: set[str] = set()
+        self.peaks: dict[str, dict] = {"tokenizer": {}, "decoder": {}, "gpu": {}, "busy": {}}
+        self.ready = math.inf  # when the first model worker had loaded its model (epoch seconds)
+
+    def add(self, table) -> None:
+        import pyarrow.compute as pc
+
+        peaks = self.peaks
+        for pid, rss, dpid, drss, gpu, ready, busy in zip(*(table.column(k).to_pylist() for k in (
+                "_pid", "_rss", "_dpid", "_drss", "_gpu", "_ready", "_busy"))):
+            self.ready = min(self.ready, ready)
+            peaks["busy"][pid] = peaks["busy"].get(pid, 0.0) + busy
+            peaks["tokenizer"][pid] = max(rss, peaks["tokenizer"].get(pid, 0))
+            peaks["decoder"][dpid] = max(drss, peaks["decoder"].get(dpid, 0))
+            if gpu:
+                peaks["gpu"][pid] = max(gpu, peaks["gpu"].get(pid, 0))
+        for path, error in zip(table.column("video").to_pylist(), table.column("error").to_pylist()):
+            if error:
+                self.fail(path, error)
+        good = table.filter(pc.equal(table.column("error"), ""))
+        for path in dict.fromkeys(good.column("video").to_pylist()):
+            if path not in self.failed:
+                self._add_video_rows(path, good.filter(pc.equal(good.column("video"), path)))
+
+    def _add_video_rows(self, path: str, rows) -> None:
+        import pyarrow as pa
+
+        entry = self.videos.setdefault(path, {"rows": {}, "total": None})
+        columns = (rows.column(k).to_pylist() for k in ("window", "start", "end", "_last"))
+        for i, (window, start, end, last) in enumerate(zip(*columns)):
+            if window in entry["rows"]:  # a retried task's duplicate
+                continue
+            entry["rows"][window] = rows.slice(i, 1)
+            self.state.windows += 1
+            self.state.frames += end - start - (self.overlap if window > 0 else 0)
+            if last:
+                entry["total"] = window + 1
+        if entry["total"] is not None and len(entry["rows"]) == entry["total"]:
+            del self.videos[path]
+            self._shard(self.writer.add(pa.concat_tables([entry["rows"][w] for w in range(entry["total"])])))
+            self.state.done += 1
+
+    def fail(self, path: str, error: str) -> None:
+        if path not in self.failed:
+            self.failed.add(path)
+            self.videos.pop(path, None)
+            self.writer.fail(path, error)
+            self.state.failed += 1
+
+    def _shard(self, shard: dict | None) -> None:
+        if shard is not None and self.on_shard:
+            self.on_shard(shard)
+
+    def close(self) -> None:
+        for path in list(self.videos):  # cannot happen unless a worker lost rows
+            self.fail(path, f"{path}: incomplete (windows {sorted(self.videos[path]['rows'])} arrived)")
+        shards = len(self.writer.written)
+        self.writer.close()
+        for shard in self.writer.written[shards:]:
+            self._shard(shard)
+
+
 def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                    *, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error", window: int = 33,
                    overlap: int = 5, size: int | None = None, max_size: int | None = None, seed: int = 0,
@@ -361,9 +430,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     """
     require_scale()
     began = time.time()
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    from .checkpoint import default_checkpoint
     from .model import InfoTok
     from .shards import ShardWriter, model_identity
 
@@ -377,6 +444,8 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     videos = list_sources(sources)
     if not videos:
         raise ValueError(f"no videos found in {' '.join(map(str, sources))}")
+    # every worker loads the checkpoint the driver resolved (on a cluster: the same path on every node)
+    checkpoint = os.path.abspath(checkpoint or default_checkpoint())
     probe_model = InfoTok.from_pretrained(checkpoint, device="cpu")  # checks the checkpoint before Ray starts
     identity = model_identity(probe_model)
     probe_model.check_rates(settings["rate"])
@@ -385,15 +454,15 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     writer = ShardWriter(out, identity, settings, windows_per_shard=windows_per_shard, overwrite=overwrite)
     pending = [str(p) for p in videos if not writer.is_complete(str(p))]
     state = DatasetProgress(videos=len(pending))
-    run = DatasetRun(Path(out), len(videos), len(videos) - len(pending), 0, writer.failures, 0, 0, 0, 0,
-                     writer.written, 0.0)
+    run = DatasetRun(out=Path(out), inputs=len(videos), skipped=len(videos) - len(pending), completed=0,
+                     failures=writer.failures, windows=0, frames=0, tokens_kept=0, tokens_total=0,
+                     shards=writer.written, elapsed=0.0)
     if not pending:
         writer.close()
         run.elapsed = time.time() - began
         return run
 
-    peaks = {"tokenizer": {}, "decoder": {}, "gpu": {}, "busy": {}}
-    ready = math.inf
+    collector = _Collector(writer, state, settings["overlap"], on_shard)
     try:
         with ray_session(ray_address, num_cpus, object_store_memory):
             import ray.data
@@ -408,68 +477,20 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
             ds = ds.map_batches(cut_windows, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
                                 num_cpus=decode_cpus, memory=CUT_TASK_MEMORY)
             ds = ds.map_batches(WindowTokenizer, batch_size=batch_size, batch_format="numpy",
-                                fn_constructor_kwargs={"checkpoint": None if checkpoint is None else str(checkpoint),
-                                                       "device": device, "settings": settings,
+                                fn_constructor_kwargs={"checkpoint": checkpoint, "device": device, "settings": settings,
                                                        "model_hash": identity["model_hash"]},
                                 compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_per_worker,
                                 num_gpus=num_gpus_per_worker or None)
             t0 = time.time()
-            videos_state: dict[str, dict] = {}
-            failed: set[str] = set()
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                if not run.first_rows_s:
-                    run.first_rows_s = time.time() - t0
-                for pid, rss, dpid, drss, gpu, up, busy in zip(*(table.column(k).to_pylist() for k in (
-                        "_pid", "_rss", "_dpid", "_drss", "_gpu", "_ready", "_busy"))):
-                    ready = min(ready, up)
-                    peaks["busy"][pid] = peaks["busy"].get(pid, 0.0) + busy
-                    peaks["tokenizer"][pid] = max(rss, peaks["tokenizer"].get(pid, 0))
-                    peaks["decoder"][dpid] = max(drss, peaks["decoder"].get(dpid, 0))
-                    if gpu:
-                        peaks["gpu"][pid] = max(gpu, peaks["gpu"].get(pid, 0))
-                errors = table.column("error").to_pylist()
-                paths = table.column("video").to_pylist()
-                for path, error in zip(paths, errors):
-                    if error and path not in failed:
-                        failed.add(path)
-                        videos_state.pop(path, None)
-                        writer.fail(path, error)
-                        state.failed += 1
-                good = table.filter(pc.equal(table.column("error"), ""))
-                for path in dict.fromkeys(good.column("video").to_pylist()):
-                    if path in failed:
-                        continue
-                    rows = good.filter(pc.equal(good.column("video"), path))
-                    entry = videos_state.setdefault(path, {"rows": {}, "total": None})
-                    for i, (w, last) in enumerate(zip(rows.column("window").to_pylist(), rows.column("_last").to_pylist())):
-                        if w in entry["rows"]:  # a retried task's duplicate
-                            continue
-                        entry["rows"][w] = rows.slice(i, 1)
-                        start, end = rows.column("start")[i].as_py(), rows.column("end")[i].as_py()
-                        state.windows += 1
-                        state.frames += end - start - (settings["overlap"] if w > 0 else 0)
-                        if last:
-                            entry["total"] = w + 1
-                    if entry["total"] is not None and len(entry["rows"]) == entry["total"]:
-                        whole = pa.concat_tables([entry["rows"][w] for w in range(entry["total"])])
-                        del videos_state[path]
-                        shard = writer.add(whole)
-                        state.done += 1
-                        if shard is not None and on_shard:
-                            on_shard(shard)
+                run.first_rows_s = run.first_rows_s or time.time() - t0
+                collector.add(table)
                 state.elapsed = time.time() - t0
                 if progress:
                     progress(state)
-            for path in videos_state:  # cannot happen unless a worker lost rows
-                writer.fail(path, f"{path}: incomplete (windows {sorted(videos_state[path]['rows'])} arrived)")
-                state.failed += 1
-            shards_before = len(writer.written)
-            writer.close()
-            if on_shard:
-                for shard in writer.written[shards_before:]:
-                    on_shard(shard)
+            collector.close()
             run.pipeline_s = time.time() - t0
-            run.ready_s = max(0.0, ready - t0) if ready < math.inf else 0.0
+            run.ready_s = max(0.0, collector.ready - t0) if collector.ready < math.inf else 0.0
     except BaseException:
         writer.abort()
         raise
@@ -479,7 +500,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     run.frames = sum(v["frames"] for v in counted)
     run.tokens_kept = sum(v["kept"] for v in counted)
     run.tokens_total = sum(v["tokens"] for v in counted)
-    run.workers = peaks
+    run.workers = collector.peaks
     run.elapsed = time.time() - began
     if progress:
         state.elapsed = run.pipeline_s
