@@ -610,15 +610,17 @@ def add_encode_dataset(sub) -> None:
                                         "(default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)")
     p.add_argument("--device", help="device of the model workers: cpu, cuda (default: cuda with "
                                     "--num-gpus-per-worker, else cpu)")
-    p.add_argument("--batch-size", type=_positive, default=8, help="windows per model call (default 8)")
+    p.add_argument("--batch-size", type=_positive, default=8,
+                   help="windows per model call (default 8); on a CPU the tokens are encode's whatever the batch, "
+                        "on a GPU up to kernel rounding (1: exactly)")
     p.add_argument("--concurrency", type=_positive, default=1, help="model workers (Ray actors, one model load "
                                                                     "each; default 1)")
     p.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs per model worker (default 0)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per model worker (default 1)")
     p.add_argument("--windows-per-shard", type=_positive, default=2048,
                    help="about this many windows per shard; whole videos only (default 2048)")
-    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or HOST:6379); default: start Ray "
-                                         "on this machine")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or HOST:6379; default $RAY_ADDRESS, "
+                                         "else start Ray on this machine)")
     p.add_argument("--num-cpus", type=_positive, help="CPUs of the Ray started on this machine (default: all)")
     p.add_argument("--overwrite", action="store_true", help="start DIR afresh instead of resuming it")
     p.set_defaults(func=cmd_encode_dataset)

@@ -21,7 +21,9 @@ nothing until the whole dataset is done. Only tokens reach the driver: a window 
 Tokens are the same as `infotok encode`'s, bit for bit on a CPU: windows are batched across videos
 only where their shape agrees, and what the per-video random generator of `pipeline.TokenStream`
 decides (the uniform strategy's rates, the seeds of random selection) is drawn per video in step 2,
-in the order `InfoTok.select` draws it, and handed to the batched call explicitly.
+in the order `InfoTok.select` draws it, and handed to the batched call explicitly. On a GPU, kernels
+may round differently for different batch sizes: `batch_size=1` gives `infotok encode --device cuda`'s
+tokens exactly, larger batches the same up to such rounding.
 """
 from __future__ import annotations
 
@@ -304,14 +306,15 @@ class DatasetRun:
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None):
-    """Use the Ray session this process already has; else join the cluster at `address`; else start
-    Ray on this machine (`num_cpus`, `object_store_memory` bytes), its workers importing this
-    infotok. A session started here is shut down on the way out."""
+    """Use the Ray session this process already has; else join the cluster at `address` (or
+    $RAY_ADDRESS); else start Ray on this machine (`num_cpus`, `object_store_memory` bytes), its
+    workers importing this infotok. A session started here is shut down on the way out."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     if address:
         ray.init(address=address, **quiet)
