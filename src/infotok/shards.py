@@ -68,6 +68,7 @@ SCHEMA = pa.schema([
 ])
 # zstd 9; no dictionary for token columns (16-bit codes and mask bits do not repeat as whole values)
 # and no min/max statistics of the mask and indices (they would store blobs of them): 1.5-2x smaller
+# than pyarrow's defaults, about the size of the same windows' .itok files
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=9, use_dictionary=["video", "video_id"],
                        write_statistics=[n for n in SCHEMA.names if n not in ("mask", "indices")])
 # what a shard row says about its video as a whole (the same on every row of it)
