@@ -534,11 +534,107 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+# ----------------------------------------------------------------------------- encode-dataset
+class _DatasetBar(Progress):
+    """Videos done of the run's total, with windows and frames/s in the status line."""
+
+    extra = ""
+
+    def status(self) -> str:
+        return super().status() + (f", {self.extra}" if self.extra else "")
+
+
+def cmd_encode_dataset(args) -> int:
+    from .dataset import MissingExtra, require_scale
+
+    try:
+        require_scale()
+    except MissingExtra as exc:
+        print(f"infotok: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import ray.exceptions
+
+    from .dataset import encode_dataset
+
+    _check_windowing(args)
+    bars: list[_DatasetBar] = []
+
+    def progress(p) -> None:
+        if not bars:
+            bars.append(_DatasetBar(p.videos, "encode-dataset", unit="video"))
+        bar = bars[0]
+        bar.extra = f"{p.windows} windows, {p.frames_per_s:.1f} frames/s" + (f", {p.failed} failed" if p.failed else "")
+        if bar.bar is not None:
+            bar.bar.set_postfix_str(bar.extra, refresh=False)
+        bar.update(p.done + p.failed - bar.count)
+
+    try:
+        run = encode_dataset(args.inputs, args.out, args.checkpoint, **_settings(args), batch_size=args.batch_size,
+                             concurrency=args.concurrency, num_gpus_per_worker=args.num_gpus_per_worker,
+                             cpus_per_worker=args.cpus_per_worker, device=args.device,
+                             windows_per_shard=args.windows_per_shard, ray_address=args.ray_address,
+                             num_cpus=args.num_cpus, overwrite=args.overwrite, progress=progress)
+    except ray.exceptions.RayError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        print(f"infotok: error: the Ray pipeline failed ({lines[-1] if lines else exc.__class__.__name__}); "
+              f"finished shards are kept: rerun the same command to resume", file=sys.stderr)
+        return 1
+    finally:
+        for bar in bars:
+            bar.close()
+    rate = run.frames / run.pipeline_s if run.pipeline_s else 0.0
+    print(f"{run.out}: {run.completed} videos tokenized"
+          + (f", {run.skipped} already complete" if run.skipped else "")
+          + (f", {len(run.failures)} failed" if run.failures else "")
+          + f"; {run.windows} windows, {run.frames} frames in {run.elapsed:.1f} s ({rate:.1f} frames/s), "
+          f"kept {run.tokens_kept}/{run.tokens_total} tokens, {len(run.shards)} new shards ({run.shard_bytes} bytes); "
+          f"manifest {run.out / 'manifest.json'}")
+    if run.failures:
+        print(f"infotok: encode-dataset: {len(run.failures)} of {run.inputs} inputs failed "
+              f"(listed in {run.out / 'failures.jsonl'}):", file=sys.stderr)
+        for failure in run.failures:
+            print(f"  {failure['error']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def add_encode_dataset(sub) -> None:
+    p = sub.add_parser("encode-dataset", help="videos -> Parquet token shards, on Ray Data (resumable)",
+                       description="Tokenize many videos on Ray Data: CPU tasks read and cut them into windows, "
+                                   "model actors tokenize batches of windows, and whole videos are written into "
+                                   "Parquet shards listed in DIR/manifest.json (format: docs/FORMAT.md). A rerun "
+                                   "skips the videos already complete; videos that fail are listed in "
+                                   "DIR/failures.jsonl (exit code 2). Needs the extra: pip install 'infotok[scale]'.")
+    p.add_argument("inputs", nargs="+", metavar="SRC",
+                   help="video files, folders, glob patterns, or text files (.txt/.lst/.list) of paths, one per line")
+    p.add_argument("--out", required=True, metavar="DIR", help="shard folder (created; a rerun resumes it)")
+    add_tokenize_options(p)
+    p.add_argument("--checkpoint", help="checkpoint folder, readable at the same path on every Ray node "
+                                        "(default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)")
+    p.add_argument("--device", help="device of the model workers: cpu, cuda (default: cuda with "
+                                    "--num-gpus-per-worker, else cpu)")
+    p.add_argument("--batch-size", type=_positive, default=8,
+                   help="windows per model call (default 8); on a CPU the tokens are encode's whatever the batch, "
+                        "on a GPU up to kernel rounding (1: exactly)")
+    p.add_argument("--concurrency", type=_positive, default=1, help="model workers (Ray actors, one model load "
+                                                                    "each; default 1)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs per model worker (default 0)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per model worker (default 1)")
+    p.add_argument("--windows-per-shard", type=_positive, default=2048,
+                   help="about this many windows per shard; whole videos only (default 2048)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or HOST:6379; default $RAY_ADDRESS, "
+                                         "else start Ray on this machine)")
+    p.add_argument("--num-cpus", type=_positive, help="CPUs of the Ray started on this machine (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="start DIR afresh instead of resuming it")
+    p.set_defaults(func=cmd_encode_dataset)
+
+
 # -------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infotok", description="Adaptive discrete video tokenization (InfoTok).")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
+    add_encode_dataset(sub)
     add_train(sub)
     return parser
 
