@@ -45,6 +45,8 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert set(result["resources"]["cli"]["600"]) == {"encode", "decode", "viz", "file_bytes"}
     assert result["resources"]["release"]["encode"]["peak_rss_mib"] > 0 and "| decode |" in text
     assert "Refusing a `.itok` file with a forged length field" in text
+    assert set(result["resources"]["dataset"]) == {"1", "2"} and "`infotok encode-dataset` (Ray Data" in text
+    assert set(result["resources"]["batches"]) == {"1", "4", "8"}
 
 
 def test_motion_is_the_mean_absolute_frame_change():

@@ -332,6 +332,29 @@ def throughput(model: InfoTok, size: int, frames: int, repeats: int = 3) -> dict
     return out
 
 
+def batch_throughput(model: InfoTok, size: int, frames: int, batches: tuple[int, ...] = (1, 4, 8)) -> dict:
+    """`model.encode` (with the router's pass) frames/s on one process at several batch sizes."""
+    out = {}
+    for b in batches:
+        x = torch.rand(b, 3, frames, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        model.encode(x[:1], 0.5, "static")  # warm-up
+        t = time.time()
+        model.encode(x, 0.5, "static")
+        out[str(b)] = b * frames / (time.time() - t)
+    return out
+
+
+def dataset_throughput(videos: list[Path], checkpoint: str, size: int, workers: tuple[int, ...] = (1, 2)) -> dict:
+    """`infotok encode-dataset` on Ray Data over the evaluation clips with 1 and 2 model workers."""
+    from ..dataset import measure_throughput
+
+    out = {}
+    for w in workers:
+        out[str(w)] = measure_throughput(videos, checkpoint, w, max_size=size, rate=0.5)
+        log(f"encode-dataset with {w} worker(s): {out[str(w)]['frames_per_s']:.1f} frames/s")
+    return out
+
+
 def checkpoint_facts(model: InfoTok, directory: str) -> dict:
     """What the report may say about a checkpoint: read from its own config, not remembered."""
     import json
@@ -365,7 +388,9 @@ def run(args) -> dict:
     long_video = Path(args.videos) / args.long_video
     resources = {"video": long_video.name, "model": throughput(infotok, args.size, args.frames),
                  "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)},
-                 "release": release_speed(args.release, args.size, args.frames), "token_refusal_s": token_refusal_seconds(infotok)}
+                 "release": release_speed(args.release, args.size, args.frames), "token_refusal_s": token_refusal_seconds(infotok),
+                 "batches": batch_throughput(infotok, args.size, args.frames),
+                 "dataset": dataset_throughput(setup.videos, args.infotok, args.size)}
     return {"curves": curves.points, "per_video": curves.per_video, "router_seconds_per_clip": router_seconds,
             "clip_scores": clip_scores, "clip_content": content, "still_versus_moving": still, "whole_frame_router": whole["clips"],
             "whole_frame_oracle_psnr": whole["oracle_psnr"], "search_passes_mean": search_passes,

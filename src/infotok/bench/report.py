@@ -240,6 +240,24 @@ def markdown(result: dict, seconds: float) -> str:
                   f"| encode (with the router's decoder pass, rate 0.5) | {rel['encode']['seconds']:.1f} | "
                   f"{rel['encode']['peak_rss_mib']:.0f} |",
                   f"| decode | {rel['decode']['seconds']:.1f} | {rel['decode']['peak_rss_mib']:.0f} |"]
+        batches = res.get("batches")
+        if batches:
+            L += ["", f"`model.encode` on one process, {window} windows, with the router's pass: "
+                  + ", ".join(f"batch {b} {fps:.1f} frames/s" for b, fps in batches.items()) + "."]
+        dataset = res.get("dataset")
+        if dataset:
+            L += ["", f"`infotok encode-dataset` (Ray Data, local) over the {proto['clips']} clips (every frame, short "
+                      f"side at most {proto['size']}, rate 0.5), `measure_throughput`: frames/s and windows/s over the "
+                      "whole pipeline and after the first model load; each model worker's peak memory; Parquet shard "
+                      "bytes per window against `.itok`:", "",
+                  "| model workers | frames | frames/s | windows/s | frames/s after load | worker peak MiB "
+                  "| shard bytes / window | .itok bytes / window |", "|---|---|---|---|---|---|---|---|"]
+            for w, d in dataset.items():
+                peaks = list(d["peak_rss_mib"]["tokenizer"].values())
+                L.append(f"| {w} | {d['frames']} | {d['frames_per_s']:.1f} | {d['windows_per_s']:.2f} | "
+                         f"{d['frames_per_s_after_load'] or float('nan'):.1f} | "
+                         f"{max(peaks) if peaks else float('nan'):.0f} | {d['shard_bytes_per_window']:.0f} | "
+                         f"{d['itok_bytes_per_window']:.0f} |")
         refusal = res.get("token_refusal_s")
         if refusal:
             L += ["", "Refusing a `.itok` file with a forged length field: "
