@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared/data
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench wheel clean
 
-$(STAMP): pyproject.toml
+# exact versions from constraints.txt (pyproject.toml has ranges); torch first, on its own (CPU build)
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,5 +27,9 @@ bench: $(STAMP)
 	$(BIN)/python -m infotok.bench --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md \
 	  $(if $(LPIPS_WEIGHTS),--lpips-weights $(LPIPS_WEIGHTS)) $(if $(FVD_WEIGHTS),--fvd-weights $(FVD_WEIGHTS))
 
+# the package as users get it (tests/test_package.py also builds one and runs it in a fresh venv)
+wheel: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w dist .
+
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out .pytest_cache build dist
