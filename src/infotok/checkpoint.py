@@ -2,7 +2,8 @@
 mean, provenance), written atomically and checked key by key when read.
 
 Where the default checkpoint lives is decided here and nowhere else: `$INFOTOK_CHECKPOINT` if set,
-else the shipped InfoTok-Flex folder.
+else InfoTok-Flex, which ships inside the package (`infotok/weights/infotok-flex`, package data of the
+wheel), so an installed infotok finds it from any directory.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINT_FORMAT = "infotok-checkpoint"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "infotok-flex"
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "infotok-flex"
+CHECKPOINT_ENV = "INFOTOK_CHECKPOINT"
 
 
 class CheckpointError(ValueError):
@@ -25,7 +27,20 @@ class CheckpointError(ValueError):
 
 
 def default_checkpoint() -> Path:
-    return Path(os.environ.get("INFOTOK_CHECKPOINT") or SHIPPED_CHECKPOINT)
+    return Path(os.environ.get(CHECKPOINT_ENV) or SHIPPED_CHECKPOINT)
+
+
+def locate(source: str | os.PathLike | None = None) -> Path:
+    """The checkpoint folder `source` names; None: the default one, or one line saying where it looked."""
+    if source is not None:
+        return Path(source)
+    directory = default_checkpoint()
+    if not (directory / WEIGHTS_FILE).is_file():
+        where = f"${CHECKPOINT_ENV} = {directory}" if os.environ.get(CHECKPOINT_ENV) else \
+            f"{directory} (the weights installed with the package; ${CHECKPOINT_ENV} is not set)"
+        raise CheckpointError(f"no default checkpoint: looked in {where}; pass a checkpoint folder "
+                              f"or set {CHECKPOINT_ENV} to one")
+    return directory
 
 
 def read_config(directory: str | os.PathLike) -> dict:

@@ -300,7 +300,7 @@ class InfoTok(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "InfoTok":
         """Load a checkpoint folder (default: `checkpoint.default_checkpoint()`)."""
-        directory = Path(directory or checkpoint.default_checkpoint())
+        directory = checkpoint.locate(directory or None)
         config = checkpoint.read_config(directory)
         try:
             base = config_from_dict(config["base"], BASE_KINDS)
