@@ -373,8 +373,12 @@ def cmd_viz(args) -> int:
 
 def cmd_eval(args) -> int:
     from .eval import evaluate, write_report
+    from .extras import require
     from .perceptual import Perceptual
 
+    require("torchmetrics", "`infotok eval` (SSIM)")  # before any work, not after the first clip
+    if args.vmaf:
+        require("imageio_ffmpeg", "`infotok eval --vmaf`")
     inputs = _inputs(args.inputs)
     model = _load_model(args)
     perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights, model.device)
@@ -548,6 +552,14 @@ def main(argv: list[str] | None = None) -> int:
     from .video import VideoError
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:  # an optional dependency: say which extra installs it
+        from .extras import MissingExtra, describe
+
+        message = str(exc) if isinstance(exc, MissingExtra) else describe(exc, f"`infotok {args.command}`")
+        if message is None or os.environ.get("INFOTOK_DEBUG"):
+            raise
+        print(f"infotok: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError) as exc:
         if os.environ.get("INFOTOK_DEBUG"):
             raise

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from .base import BaseConfig
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
+from .extras import require
 from .model import InfoTok
 from .metrics import psnr_from_mse
 from .selection import MIN_RATE, SELECTIONS
@@ -176,7 +177,7 @@ class EMA:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
-        from accelerate import Accelerator
+        Accelerator = require("accelerate", "training").Accelerator
 
         self.cfg = cfg.check()
         self.out = Path(cfg.out)
