@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -30,17 +31,53 @@ def default_checkpoint() -> Path:
     return Path(os.environ.get(CHECKPOINT_ENV) or SHIPPED_CHECKPOINT)
 
 
-def locate(source: str | os.PathLike | None = None) -> Path:
-    """The checkpoint folder `source` names; None: the default one, or one line saying where it looked."""
-    if source is not None:
-        return Path(source)
-    directory = default_checkpoint()
-    if not (directory / WEIGHTS_FILE).is_file():
-        where = f"${CHECKPOINT_ENV} = {directory}" if os.environ.get(CHECKPOINT_ENV) else \
-            f"{directory} (the weights installed with the package; ${CHECKPOINT_ENV} is not set)"
-        raise CheckpointError(f"no default checkpoint: looked in {where}; pass a checkpoint folder "
-                              f"or set {CHECKPOINT_ENV} to one")
-    return directory
+# "owner/name" as the Hugging Face Hub spells repo ids; only a str that is no existing path is taken for one
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def locate(source: str | os.PathLike | None = None, **hub) -> Path:
+    """The checkpoint folder `source` names.
+
+    A folder is itself; a string shaped "owner/name" that is no path here is a Hugging Face repo id,
+    resolved through the user's Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub) by
+    `hf_hub_download` with `hub`'s keywords (from_pretrained's): what is cached is used, anything else
+    is fetched unless HF_HUB_OFFLINE=1. None is the default checkpoint; a missing one is reported
+    with where it was looked for.
+    """
+    if source is None:
+        directory = default_checkpoint()
+        if not (directory / WEIGHTS_FILE).is_file():
+            where = f"${CHECKPOINT_ENV} = {directory}" if os.environ.get(CHECKPOINT_ENV) else \
+                f"{directory} (the weights installed with the package; ${CHECKPOINT_ENV} is not set)"
+            raise CheckpointError(f"no default checkpoint: looked in {where}; pass a checkpoint folder "
+                                  f"or set {CHECKPOINT_ENV} to one")
+        return directory
+    if isinstance(source, str) and REPO_ID.fullmatch(source) and not os.path.lexists(source):
+        return from_hub(source, **hub)
+    return Path(source)
+
+
+def from_hub(repo_id: str, **hub) -> Path:
+    """The snapshot folder of Hugging Face repo `repo_id` holding its config and weights (see `locate`)."""
+    try:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise CheckpointError(f"{repo_id}: checkpoint folder not found (to load it as a Hugging Face repo id: "
+                              "pip install 'infotok[hub]')") from None
+    try:
+        config = hf_hub_download(repo_id, CONFIG_FILE, **hub)
+        hf_hub_download(repo_id, WEIGHTS_FILE, **hub)
+    except LocalEntryNotFoundError:
+        cache = hub.get("cache_dir") or constants.HF_HUB_CACHE
+        why = "HF_HUB_OFFLINE=1 forbids a download" if constants.HF_HUB_OFFLINE else \
+            "local_files_only forbids a download" if hub.get("local_files_only") else "the Hub could not be reached"
+        raise CheckpointError(f"{repo_id}: not a checkpoint folder, nor in the Hugging Face cache {cache}, "
+                              f"and {why}") from None
+    except (HfHubHTTPError, HFValidationError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{repo_id}: not a checkpoint folder, and the Hugging Face Hub answered: {reason}") from None
+    return Path(config).parent
 
 
 def read_config(directory: str | os.PathLike) -> dict:

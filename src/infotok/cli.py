@@ -259,7 +259,8 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
 
 
 def add_model_options(p, outputs: bool = True) -> None:
-    p.add_argument("--checkpoint", help="checkpoint folder (default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)")
+    p.add_argument("--checkpoint", help="checkpoint folder, or a Hugging Face repo id (owner/name) with the hub extra "
+                                        "(default: $INFOTOK_CHECKPOINT or the installed InfoTok-Flex)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     if outputs:
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
