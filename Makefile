@@ -19,6 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/infotok demo --output demo_out --overwrite
 
+# includes tests/test_package.py: the wheel built, installed into a throwaway venv with the core
+# dependencies only, and `infotok demo` run there
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -27,7 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m infotok.bench --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md \
 	  $(if $(LPIPS_WEIGHTS),--lpips-weights $(LPIPS_WEIGHTS)) $(if $(FVD_WEIGHTS),--fvd-weights $(FVD_WEIGHTS))
 
-# the package as users get it (tests/test_package.py also builds one and runs it in a fresh venv)
+# the package as users get it
 wheel: $(STAMP)
 	$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w dist .
 
