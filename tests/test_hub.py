@@ -72,6 +72,9 @@ a = InfoTok.from_pretrained("owner/tiny")
 b = InfoTok.from_pretrained("owner/tiny", revision="{REVISION}")
 c = InfoTok.from_pretrained({str(tiny_checkpoint)!r})
 assert a.model_hash == b.model_hash == c.model_hash and a.config_hash == c.config_hash
+from infotok.checkpoint import save_calibrated  # `infotok calibrate --checkpoint owner/tiny -o calibrated`
+save_calibrated(a, "owner/tiny", "calibrated", {{"score_mean": 0.25, "scores": {{"v.mp4": 0.25}}, "size": 64, "frames": 9}})
+assert float(InfoTok.from_pretrained("calibrated").score_mean) == 0.25
 print(a.name, a.model_hash)
 """
     done = run_python(code, elsewhere, HF_HOME=str(tmp_path / "hf"))

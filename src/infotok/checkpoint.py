@@ -17,6 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .extras import EXTRAS
+
 CHECKPOINT_FORMAT = "infotok-checkpoint"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "infotok-flex"
@@ -64,7 +66,7 @@ def from_hub(repo_id: str, **hub) -> Path:
         from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
     except ImportError:
         raise CheckpointError(f"{repo_id}: checkpoint folder not found (to load it as a Hugging Face repo id: "
-                              "pip install 'infotok[hub]')") from None
+                              f"pip install 'infotok[{EXTRAS['huggingface_hub']}]')") from None
     try:
         config = hf_hub_download(repo_id, CONFIG_FILE, **hub)
         hf_hub_download(repo_id, WEIGHTS_FILE, **hub)
@@ -164,7 +166,7 @@ def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, ca
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    previous = read_config(source)
+    previous = read_config(locate(source))
     model.score_mean.fill_(calibration["score_mean"])
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],
