@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared/data
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench wheel clean
 
-$(STAMP): pyproject.toml
+# exact versions from constraints.txt (pyproject.toml has ranges); torch first, on its own (CPU build)
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,6 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/infotok demo --output demo_out --overwrite
 
+# includes tests/test_package.py: the wheel built, installed into a throwaway venv with the core
+# dependencies only, and `infotok demo` run there
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -26,5 +29,9 @@ bench: $(STAMP)
 	$(BIN)/python -m infotok.bench --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md \
 	  $(if $(LPIPS_WEIGHTS),--lpips-weights $(LPIPS_WEIGHTS)) $(if $(FVD_WEIGHTS),--fvd-weights $(FVD_WEIGHTS))
 
+# the package as users get it
+wheel: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w dist .
+
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out .pytest_cache build dist

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("pyarrow", reason="the shard tests need the extra: pip install 'infotok[scale]'")
 import pyarrow.parquet as pq  # noqa: E402
 
 from infotok.pipeline import encode_file  # noqa: E402

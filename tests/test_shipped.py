@@ -1,6 +1,7 @@
 """End-to-end checks of the shipped checkpoints (trained weights, not random ones)."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +12,13 @@ from infotok.model import InfoTok
 from infotok.video import read_video, resize_and_crop, synthetic_video
 from tests.conftest import SHARED_VIDEOS, shared_videos
 
-CHECKPOINTS = SHIPPED_CHECKPOINT.parent
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"  # the repository's others (the default is package data)
+FOLDERS = {"infotok-flex": SHIPPED_CHECKPOINT, "base": CHECKPOINTS / "base", "elastic-style": CHECKPOINTS / "elastic-style"}
 
 
-@pytest.mark.parametrize("name", ["infotok-flex", "base", "elastic-style"])
+@pytest.mark.parametrize("name", list(FOLDERS))
 def test_each_shipped_checkpoint_has_weights_config_log_and_recipe(name):
-    folder = CHECKPOINTS / name
+    folder = FOLDERS[name]
     for file in ("model.safetensors", "config.json", "log.csv", "TRAINING.md"):
         assert (folder / file).is_file(), f"{folder / file} is missing"
     config = json.loads((folder / "config.json").read_text())

@@ -2,22 +2,27 @@
 mean, provenance), written atomically and checked key by key when read.
 
 Where the default checkpoint lives is decided here and nowhere else: `$INFOTOK_CHECKPOINT` if set,
-else the shipped InfoTok-Flex folder.
+else InfoTok-Flex, which ships inside the package (`infotok/weights/infotok-flex`, package data of the
+wheel), so an installed infotok finds it from any directory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .extras import EXTRAS
+
 CHECKPOINT_FORMAT = "infotok-checkpoint"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "infotok-flex"
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "infotok-flex"
+CHECKPOINT_ENV = "INFOTOK_CHECKPOINT"
 
 
 class CheckpointError(ValueError):
@@ -25,7 +30,53 @@ class CheckpointError(ValueError):
 
 
 def default_checkpoint() -> Path:
-    return Path(os.environ.get("INFOTOK_CHECKPOINT") or SHIPPED_CHECKPOINT)
+    return Path(os.environ.get(CHECKPOINT_ENV) or SHIPPED_CHECKPOINT)
+
+
+# "owner/name" as the Hugging Face Hub spells repo ids; only a str that is no existing path is taken for one
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def locate(source: str | os.PathLike | None = None, revision: str | None = None,
+           cache_dir: str | os.PathLike | None = None) -> Path:
+    """The checkpoint folder `source` names.
+
+    A folder is itself; a string shaped "owner/name" that is no path here is a Hugging Face repo id,
+    looked up in the user's Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, or `cache_dir`)
+    at `revision` (default: the cached main). Nothing is ever downloaded: the user fetches weights
+    and points infotok at them. None is the default checkpoint; a missing one is reported with where
+    it was looked for.
+    """
+    if source is None:
+        directory = default_checkpoint()
+        if not (directory / WEIGHTS_FILE).is_file():
+            where = f"${CHECKPOINT_ENV} = {directory}" if os.environ.get(CHECKPOINT_ENV) else \
+                f"{directory} (the weights installed with the package; ${CHECKPOINT_ENV} is not set)"
+            raise CheckpointError(f"no default checkpoint: looked in {where}; pass a checkpoint folder "
+                                  f"or set {CHECKPOINT_ENV} to one")
+        return directory
+    if isinstance(source, str) and REPO_ID.fullmatch(source) and not os.path.lexists(source):
+        return from_hub_cache(source, revision, cache_dir)
+    return Path(source)
+
+
+def from_hub_cache(repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cached snapshot folder of Hugging Face repo `repo_id` holding its config and weights."""
+    try:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    except ImportError:
+        raise CheckpointError(f"{repo_id}: checkpoint folder not found (to load it as a Hugging Face repo id: "
+                              f"pip install 'infotok[{EXTRAS['huggingface_hub']}]')") from None
+    try:
+        cached = dict(revision=revision, cache_dir=cache_dir, local_files_only=True)
+        config = hf_hub_download(repo_id, CONFIG_FILE, **cached)
+        hf_hub_download(repo_id, WEIGHTS_FILE, **cached)
+    except (LocalEntryNotFoundError, HFValidationError):
+        cache = cache_dir or constants.HF_HUB_CACHE
+        raise CheckpointError(f"{repo_id}: not a checkpoint folder, nor in the Hugging Face cache {cache}; infotok "
+                              f"never downloads: fetch it first (`hf download {repo_id}`) or pass a folder") from None
+    return Path(config).parent
 
 
 def read_config(directory: str | os.PathLike) -> dict:
@@ -112,7 +163,7 @@ def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, ca
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    previous = read_config(source)
+    previous = read_config(locate(source))
     model.score_mean.fill_(calibration["score_mean"])
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],

@@ -262,7 +262,8 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
 
 
 def add_model_options(p, outputs: bool = True) -> None:
-    p.add_argument("--checkpoint", help="checkpoint folder (default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)")
+    p.add_argument("--checkpoint", help="checkpoint folder, or a Hugging Face repo id (owner/name) with the hub extra "
+                                        "(default: $INFOTOK_CHECKPOINT or the installed InfoTok-Flex)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     if outputs:
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -376,8 +377,12 @@ def cmd_viz(args) -> int:
 
 def cmd_eval(args) -> int:
     from .eval import evaluate, write_report
+    from .extras import require
     from .perceptual import Perceptual
 
+    require("torchmetrics", "`infotok eval` (SSIM)")  # before any work, not after the first clip
+    if args.vmaf:
+        require("imageio_ffmpeg", "`infotok eval --vmaf`")
     inputs = _inputs(args.inputs)
     model = _load_model(args)
     perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights, model.device)
@@ -545,13 +550,9 @@ class _DatasetBar(Progress):
 
 
 def cmd_encode_dataset(args) -> int:
-    from .dataset import MissingExtra, require_scale
+    from .dataset import require_scale
 
-    try:
-        require_scale()
-    except MissingExtra as exc:
-        print(f"infotok: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    require_scale()  # before any work; main reports a missing extra in one line
     import ray.exceptions
 
     from .dataset import encode_dataset
@@ -655,6 +656,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `infotok info x.itok | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ModuleNotFoundError as exc:  # an optional dependency: say which extra installs it
+        from .extras import MissingExtra, describe
+
+        message = str(exc) if isinstance(exc, MissingExtra) else describe(exc, f"`infotok {args.command}`")
+        if message is None or os.environ.get("INFOTOK_DEBUG"):
+            raise
+        print(f"infotok: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError) as exc:
         if os.environ.get("INFOTOK_DEBUG"):
             raise

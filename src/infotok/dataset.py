@@ -41,11 +41,11 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .extras import require
 from .geometry import check_windowing
 from .router import check_rate, check_strategy, uniform_rate
 from .selection import check_selection
 
-SCALE_HINT = "pip install 'infotok[scale]'"
 # memory each video-cutting task reserves (a scheduling hint to Ray). It also makes the cutting
 # stage's remote arguments differ from the model actors', which keeps Ray Data from fusing the two:
 # videos are read in CPU tasks, never on a model worker.
@@ -53,20 +53,10 @@ CUT_TASK_MEMORY = 512 << 20
 LIST_SUFFIXES = {".txt", ".lst", ".list"}  # a SRC with one of these is a text file of paths
 
 
-class MissingExtra(ImportError):
-    """Ray Data or pyarrow is not installed (the optional extra `scale`)."""
-
-
 def require_scale() -> None:
-    """Raise MissingExtra, in one line saying what to install, unless Ray Data and pyarrow import."""
-    try:
-        import pyarrow  # noqa: F401
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or "ray[data]"
-        raise MissingExtra(f"encode-dataset needs Ray Data and pyarrow ({missing} is not installed): "
-                           f"{SCALE_HINT}") from None
+    """Raise extras.MissingExtra (one line naming `infotok[scale]`) unless Ray Data and pyarrow import."""
+    for module in ("pyarrow", "ray", "ray.data"):
+        require(module, "`infotok encode-dataset`")
 
 
 # ------------------------------------------------------------------------------------ inputs

@@ -92,7 +92,20 @@ BASE_KINDS = {"causal-conv": BaseConfig, "cosmos": CosmosConfig}
 COMPRESSOR_KINDS = {"block-causal": CompressorConfig, "release": ReleaseCompressorConfig}
 
 
-class InfoTok(nn.Module):
+try:  # Hugging Face conventions (push_to_hub, model-card metadata) where huggingface_hub is installed
+    from huggingface_hub import ModelHubMixin as HubMixin
+except ImportError:
+    class HubMixin:
+        """Without huggingface_hub: takes ModelHubMixin's class keywords and adds nothing."""
+
+        def __init_subclass__(cls, **hub_metadata):
+            super().__init_subclass__()
+
+
+class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0", tags=["video-tokenizer"]):
+    """The network. `from_pretrained` / `save_pretrained` keep infotok's own folder format (model.safetensors
+    + config.json, checked key by key) and replace ModelHubMixin's, whose `push_to_hub` saves through them."""
+
     def __init__(self, base: BaseConfig | CosmosConfig | None = None,
                  compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
                  score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding"):
@@ -315,14 +328,22 @@ class InfoTok(nn.Module):
                              f"this is {self.name!r} ({self.model_hash or self.config_hash}): decode with the same checkpoint")
 
     # ---------------------------------------------------------------------------- checkpoints
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write model.safetensors + config.json (+ `extra` config fields) atomically."""
-        return checkpoint.save(self, self.config_dict() | (extra or {}), directory)
+    def save_pretrained(self, save_directory: str | os.PathLike, extra: dict | None = None, *,
+                        config: dict | None = None, model_card_kwargs: dict | None = None) -> Path:
+        """Write model.safetensors + config.json (+ `extra` config fields) atomically.
+
+        `config` and `model_card_kwargs` are what huggingface_hub's `push_to_hub` passes: `config`
+        adds fields as `extra` does; no model card is written, so a pushed repo is exactly this folder."""
+        return checkpoint.save(self, self.config_dict() | (config or {}) | (extra or {}), save_directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "InfoTok":
-        """Load a checkpoint folder (default: `checkpoint.default_checkpoint()`)."""
-        directory = Path(directory or checkpoint.default_checkpoint())
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None,
+                        device: str | torch.device = "cpu", *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None) -> "InfoTok":
+        """Load a checkpoint folder, a Hugging Face repo id ("owner/name", from the local Hugging Face
+        cache only: nothing is downloaded) or, with None, the default (`checkpoint.locate`), onto
+        `device`. Config and weights are checked key by key."""
+        directory = checkpoint.locate(pretrained_model_name_or_path or None, revision, cache_dir)
         config = checkpoint.read_config(directory)
         try:
             base = config_from_dict(config["base"], BASE_KINDS)

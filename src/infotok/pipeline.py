@@ -25,6 +25,19 @@ from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windo
 DEFAULT_FPS = 24.0  # frame rate assumed for arrays given without one
 
 
+def check_segment(start: int = 0, max_frames: int | None = None, size: int | None = None,
+                  max_size: int | None = None) -> None:
+    """Refuse a segment or size no video has (the CLI and the Python API refuse the same)."""
+    def integer(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    if not (integer(start) and start >= 0):
+        raise ValueError(f"start must be a frame index >= 0, got {start!r}")
+    for name, value in (("max_frames", max_frames), ("size", size), ("max_size", max_size)):
+        if value is not None and not (integer(value) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def video_source(video, size: int | None = None, fps: float | None = None, start: int = 0,
                  max_frames: int | None = None, max_size: int | None = None) -> tuple[Iterator[np.ndarray], VideoInfo, int | None]:
     """A path or uint8 frames [T, H, W, 3] -> (frames from `start`, at most `max_frames`, resized;
@@ -32,8 +45,7 @@ def video_source(video, size: int | None = None, fps: float | None = None, start
 
     `size` resizes the short side to exactly that; without it, `max_size` only shrinks sources whose
     short side is larger (nothing is ever upscaled unless asked for)."""
-    if start < 0:
-        raise ValueError(f"start must be a frame index >= 0, got {start}")
+    check_segment(start, max_frames, size, max_size)
     if isinstance(video, (str, os.PathLike)):
         info = probe(video)
         frames = iter_frames(video, start, max_frames)
@@ -82,6 +94,7 @@ class TokenStream:
         self.rate, self.strategy, self.selection = check_rate(rate), check_strategy(strategy), check_selection(selection)
         model.check_rates(self.rate, *(rates or []))
         check_windowing(window, overlap, model.geometry)
+        check_segment(start, max_frames, size, max_size)
         self.window, self.overlap, self.size, self.seed, self.rates, self.fps = window, overlap, size, seed, rates, fps
         self.start, self.max_frames, self.max_size = start, max_frames, max_size
         self.header: TokenHeader | None = None

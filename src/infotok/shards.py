@@ -26,12 +26,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-try:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-except ImportError as exc:  # the optional extra
-    raise ImportError("infotok.shards needs pyarrow: pip install 'infotok[scale]'") from exc
+from .extras import require
+
+pa = require("pyarrow", "infotok.shards")  # the optional extra `scale`
+pc = require("pyarrow.compute", "infotok.shards")
+pq = require("pyarrow.parquet", "infotok.shards")
 
 from .files import temp_beside
 from .tokens import TokenHeader, Tokens, TokenWindow

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from .base import BaseConfig
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
+from .extras import require
 from .model import InfoTok
 from .metrics import psnr_from_mse
 from .selection import MIN_RATE, SELECTIONS
@@ -176,7 +177,7 @@ class EMA:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
-        from accelerate import Accelerator
+        Accelerator = require("accelerate", "training").Accelerator
 
         self.cfg = cfg.check()
         self.out = Path(cfg.out)
@@ -294,27 +295,34 @@ class Trainer:
         return rates[first:first + batch]
 
     def run(self, on_step=None) -> None:
-        cfg = self.cfg
+        """Train to cfg.steps. On N processes, step k's global batch is dataset items
+        [k * N * batch, (k + 1) * N * batch): accelerate hands process i the i-th `batch` of them, so
+        the run sees the items (and, from `_rates`, the rates) of one process with an N times larger
+        batch, and elongated crops share a shape across the global batch."""
+        cfg, acc = self.cfg, self.accelerator
         paths = training_videos(cfg.data) if cfg.data else []
         if paths and cfg.cache:
-            paths = prepare_cache(paths, Path(cfg.cache), cfg.cache_size)
+            with acc.main_process_first():  # one process encodes the cache, the others then reuse it
+                paths = prepare_cache(paths, Path(cfg.cache), cfg.cache_size)
+        global_batch = cfg.batch * acc.num_processes
         dataset = VideoClipDataset(paths, cfg.frames, cfg.crop, cfg.seed,
                                    synthetic_fraction=cfg.synthetic_fraction if paths else 1.0,
                                    border_fraction=cfg.border_fraction, long_side=cfg.long_side,
-                                   long_fraction=cfg.long_fraction, batch=cfg.batch)
-        if self.step:
-            self._truncate_log()
-        sampler = ResumableSampler(self.step * cfg.batch * self.accelerator.num_processes)
+                                   long_fraction=cfg.long_fraction, batch=global_batch)
+        sampler = ResumableSampler(self.step * global_batch)
         loader = DataLoader(dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
                             persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
-        model, opt, loader = self.accelerator.prepare(self.model, self.opt, loader)
-        raw = self.accelerator.unwrap_model(model)
+        model, opt, loader = acc.prepare(self.model, self.opt, loader)
+        raw = acc.unwrap_model(model)
         self.ema.to(next(raw.parameters()).device)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        if acc.is_main_process:  # files of the run: written by one process
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+            if self.step:
+                self._truncate_log()
         t0, frames_done, window = time.time(), 0, []
         bar = None
-        if self.progress and self.accelerator.is_main_process:
+        if self.progress and acc.is_main_process:
             from tqdm import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.kind}", dynamic_ncols=True)
         for x in loader:
@@ -323,24 +331,25 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = lr_at(self.step, cfg)
             elbo_mean = self.score_ema if cfg.rate_sampling == "elbo" and self.score_ema > 0 else None
-            with self.accelerator.autocast():
+            with acc.autocast():
                 y, rates, smap = model(x, self._rates(x.shape[0]), cfg.selection, elbo_mean)
             loss = (y.float() - x).abs().mean()
             opt.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            acc.backward(loss)
+            acc.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             self.ema.update(raw, min(cfg.ema, (1 + self.step) / (10 + self.step)))
             with torch.no_grad():  # logged figures are means over every process's share of the batch
                 stats = torch.stack([loss.detach().float(), ((y.float().clamp(-1, 1) - x) ** 2).mean(),
-                                     smap.mean().float() if smap is not None else torch.zeros((), device=x.device)])
-                loss_all, mse, clip_score = self.accelerator.reduce(stats, "mean").tolist()
+                                     smap.mean().float() if smap is not None else torch.zeros((), device=x.device),
+                                     torch.tensor(float(np.mean(rates)), device=x.device)])
+                loss_all, mse, clip_score, rate = acc.reduce(stats, "mean").tolist()
             if smap is not None:
                 self.score_ema = clip_score if self.score_ema <= 0 else \
                     cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
             self.step += 1
-            frames_done += x.shape[0] * x.shape[2]
-            window.append((loss_all, psnr_from_mse(mse, peak=2.0), float(np.mean(rates))))
+            frames_done += x.shape[0] * x.shape[2] * acc.num_processes
+            window.append((loss_all, psnr_from_mse(mse, peak=2.0), rate))
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 loss_m, psnr_m, rate_m = np.mean(window, axis=0)
                 row = {"step": self.step, "loss": f"{loss_m:.5f}", "psnr": f"{psnr_m:.3f}",
@@ -349,7 +358,7 @@ class Trainer:
                        "frames_per_s": f"{frames_done / (time.time() - t0):.1f}",
                        "elapsed_s": f"{time.time() - t0:.1f}"}
                 window = []
-                if self.accelerator.is_main_process:
+                if acc.is_main_process:
                     self._log(row)
                 if bar:
                     bar.set_postfix(loss=row["loss"], psnr=row["psnr"])

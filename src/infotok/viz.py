@@ -6,9 +6,13 @@ frame that frame belongs to. `strip` lays a few such frames out as one PNG for R
 from __future__ import annotations
 
 import itertools
+import struct
+import zlib
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import av
 import numpy as np
 
 from .geometry import Geometry
@@ -115,23 +119,22 @@ def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
 
 
 def strip(frames: list[np.ndarray], path: str | Path, count: int = 4, title: str | None = None) -> Path:
-    """Save `count` evenly spaced visualization frames stacked vertically as a PNG."""
-    import matplotlib
+    """Save `count` evenly spaced visualization frames stacked vertically as a PNG, pixel for pixel.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Encoded by PyAV (FFmpeg's PNG encoder), so `demo` and `viz` need no plotting library; `title`
+    goes into the PNG's standard Title text field."""
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    image = np.concatenate([frames[i] for i in sorted(set(picks))], axis=0)
-    fig_w = 9.0
-    fig = plt.figure(figsize=(fig_w, fig_w * image.shape[0] / image.shape[1] + (0.4 if title else 0)), dpi=110)
-    ax = fig.add_axes((0, 0, 1, 1 if not title else 1 - 0.4 / fig.get_figheight()))
-    ax.imshow(image)
-    ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10, y=0.995)
+    image = np.ascontiguousarray(np.concatenate([frames[i] for i in sorted(set(picks))], axis=0))
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+    codec.sample_aspect_ratio = Fraction(1, 1)  # square pixels (unset, FFmpeg writes a 0:1 pHYs chunk)
+    png = b"".join(bytes(p) for p in codec.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    png += b"".join(bytes(p) for p in codec.encode(None))
+    if title:  # an iTXt chunk (UTF-8) right after the 8-byte signature and the 25-byte IHDR chunk
+        body = b"Title\0\0\0\0\0" + title.encode()
+        png = png[:33] + struct.pack(">I", len(body)) + b"iTXt" + body + \
+            struct.pack(">I", zlib.crc32(b"iTXt" + body)) + png[33:]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    path.write_bytes(png)
     return path

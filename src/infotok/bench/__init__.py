@@ -25,7 +25,8 @@ __all__ = ["main", "motion", "spatial_detail"]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infotok.bench", description=__doc__.split("\n")[0])
     p.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "videos"))
-    p.add_argument("--infotok", default=str(ROOT / "checkpoints" / "infotok-flex"))
+    from ..checkpoint import SHIPPED_CHECKPOINT
+    p.add_argument("--infotok", default=str(SHIPPED_CHECKPOINT))
     p.add_argument("--base", default=str(ROOT / "checkpoints" / "base"))
     p.add_argument("--elastic", default=str(ROOT / "checkpoints" / "elastic-style"))
     p.add_argument("--size", type=int, default=256)
