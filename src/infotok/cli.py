@@ -109,7 +109,7 @@ def add_train(sub) -> None:
     from .train import TrainConfig
 
     p = sub.add_parser("train", help="train a base tokenizer or fine-tune InfoTok-Flex (resumable)",
-                       description="Train through accelerate (`accelerate launch -m infotok train ...` for "
+                       description="Train through accelerate (`accelerate launch --multi_gpu --num_processes N -m infotok train ...` for "
                                    "several processes or GPUs). Writes <out>/model (EMA weights), train_state.* "
                                    "and log.csv. Unset options take TrainConfig's defaults.")
     p.add_argument("kind", choices=["base", "infotok"], help="base: fixed-rate tokenizer; infotok: Flex fine-tuning")
