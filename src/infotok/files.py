@@ -41,3 +41,19 @@ def temp_beside(path: Path) -> Path:
             return tmp
         except FileExistsError:
             continue
+
+
+def atomic_write(path: Path, write, sync: bool = True) -> None:
+    """Write `path` through `write(file)` into a temporary file beside it, flushed to disk, then renamed
+    into place: a reader (or a run killed midway) only ever sees the old file or the whole new one."""
+    tmp = temp_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

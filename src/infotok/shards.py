@@ -32,7 +32,7 @@ pa = require("pyarrow", "infotok.shards")  # the optional extra `scale`
 pc = require("pyarrow.compute", "infotok.shards")
 pq = require("pyarrow.parquet", "infotok.shards")
 
-from .files import temp_beside
+from .files import atomic_write
 from .tokens import TokenHeader, Tokens, TokenWindow
 
 SHARD_FORMAT = "infotok-shards"
@@ -209,16 +209,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: f.write(data))
     _sync_dir(path.parent)
 
 
@@ -383,16 +374,7 @@ class ShardWriter:
                                                                            if k != "config"},
                 "settings": self.settings}
         table = table.replace_schema_metadata({"infotok": json.dumps(meta, sort_keys=True)})
-        tmp = temp_beside(path)
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f, row_group_size=self.row_group_windows, **PARQUET_OPTIONS)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write(path, lambda f: pq.write_table(table, f, row_group_size=self.row_group_windows, **PARQUET_OPTIONS))
         _sync_dir(self.root)
         entries = []
         for part in self._buffer:
