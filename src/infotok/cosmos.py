@@ -18,7 +18,10 @@ Every convolution is factorized into a (1, 3, 3) spatial and a (3, 1, 1) tempora
 projections); time padding repeats the first frame, so the network is causal: latent frame j depends
 on frames <= 4j only. GroupNorm has one group and normalizes each frame on its own. Activations are
 kept in `torch.channels_last_3d` (frame-wise channels-last), which is the fastest layout for these
-convolutions on a CPU and makes the per-frame norms and the 1x1x1 projections free views.
+convolutions on a CPU and makes the per-frame norms and the 1x1x1 projections free views. The
+full-resolution levels (the encoder's before its mid block, the decoder's after it) run streamed over
+time, a few latent frames at a time, each causal convolution carrying its last input frames over to
+the next chunk: the same outputs with a fraction of the memory.
 
 Transformer stacks (`ReleaseTransformer`): 8 pre-RMSNorm layers of width 256, 32 heads, SwiGLU MLP
 256 -> 512, 2D rotary positions within each latent frame (theta 10000), a learned embedding per latent
@@ -57,12 +60,21 @@ def _unstore(s: torch.Tensor) -> torch.Tensor:
     return s.permute(0, 4, 1, 2, 3)
 
 
-def _repeat_first(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Prepend n copies of frame 0 (causal padding in time)."""
-    if n == 0:
-        return x
+def _causal_pad(x: torch.Tensor, n: int, cache: dict | None, key: object, keep: int | None = None) -> torch.Tensor:
+    """x [B, C, T, H, W] preceded by n frames of causal history (padding in time).
+
+    The history is n copies of frame 0 at the start of a sequence, or, in a pass streamed over time
+    in chunks, the frames that `key` left in `cache` from the previous chunk; the last `keep`
+    (default n) frames are left there for the next one. Chunked and whole passes compute the same.
+    """
     s = _store(x)
-    return _unstore(torch.cat([s[:, :1].expand(-1, n, -1, -1, -1), s], dim=1))
+    prev = None if cache is None else cache.get(key)
+    head = s[:, :1].expand(-1, n, -1, -1, -1) if prev is None else prev
+    padded = torch.cat([head, s], dim=1)
+    if cache is not None:
+        keep = n if keep is None else keep
+        cache[key] = padded[:, padded.shape[1] - keep:].clone()  # a copy: the view would keep `padded` alive
+    return _unstore(padded)
 
 
 def _frame_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +83,12 @@ def _frame_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     frames = _cl(x).permute(0, 2, 1, 3, 4).reshape(b * t, c, hh, ww)
     y = F.group_norm(frames, norm.num_groups, norm.weight, norm.bias, norm.eps)
     return y.reshape(b, t, c, hh, ww).permute(0, 2, 1, 3, 4)
+
+
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """swish(frame norm): the swish overwrites the norm's fresh output where no gradient needs it."""
+    y = _frame_norm(norm, x)
+    return F.silu(y, inplace=not y.requires_grad)
 
 
 def _pointwise(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
@@ -90,13 +108,15 @@ def _haar_matrix(device, dtype) -> torch.Tensor:
     return sign.to(device=device, dtype=dtype)
 
 
-def haar_patch(x: torch.Tensor) -> torch.Tensor:
+def haar_patch(x: torch.Tensor, first: bool = True) -> torch.Tensor:
     """video [B, C, 1 + 2n', H, W] -> [B, 8C, ..] : frame 0 doubled, one level of 2x2x2 Haar.
 
-    Output channel f * C + c holds band f of input channel c (the release's order).
+    Output channel f * C + c holds band f of input channel c (the release's order). `first=False`:
+    x is a later chunk of a video ([B, C, 2n', H, W], frame pairs), nothing is doubled.
     """
     b, c = x.shape[:2]
-    x = torch.cat([x[:, :, :1], x], dim=2)
+    if first:
+        x = torch.cat([x[:, :, :1], x], dim=2)
     t2, h2, w2 = x.shape[2] // 2, x.shape[3] // 2, x.shape[4] // 2
     blocks = x.reshape(b, c, t2, 2, h2, 2, w2, 2).permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t2, h2, w2, 8, c)
     with torch.autocast(x.device.type, enabled=False):  # exact +-1/8 sums in the input's precision
@@ -104,8 +124,9 @@ def haar_patch(x: torch.Tensor) -> torch.Tensor:
     return _unstore(coef.reshape(b, t2, h2, w2, 8 * c))
 
 
-def haar_unpatch(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of `haar_patch`: [B, 8C, t, h, w] -> [B, C, 2t - 1, 2h, 2w] (drops the doubled frame 0).
+def haar_unpatch(y: torch.Tensor, first: bool = True) -> torch.Tensor:
+    """Inverse of `haar_patch`: [B, 8C, t, h, w] -> [B, C, 2t - 1, 2h, 2w] (drops the doubled frame 0;
+    `first=False`, a later chunk: [B, C, 2t, 2h, 2w]).
 
     Computed in fp32 (also under autocast), so the decoded video is fp32.
     """
@@ -115,20 +136,24 @@ def haar_unpatch(y: torch.Tensor) -> torch.Tensor:
     with torch.autocast(y.device.type, enabled=False):
         x = torch.matmul(_haar_matrix(y.device, torch.float32).t(), coef)
     x = x.reshape(b, t, h, w, 2, 2, 2, c).permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c, 2 * t, 2 * h, 2 * w)
-    return x[:, :, 1:]
+    return x[:, :, 1:] if first else x
 
 
 # --------------------------------------------------------------------------- building blocks
 class FactorizedConv(nn.Module):
-    """(1, 3, 3) spatial convolution (zero padding) then (3, 1, 1) causal temporal convolution."""
+    """(1, 3, 3) spatial convolution (zero padding) then (3, 1, 1) causal temporal convolution.
+
+    Every module with a temporal kernel takes `cache`, the state of a pass streamed over time in
+    chunks (see `_causal_pad`); None for a whole sequence at once.
+    """
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.spatial = nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1))
         self.temporal = nn.Conv3d(cout, cout, (3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.temporal(_repeat_first(self.spatial(_cl(x)), 2))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        return self.temporal(_causal_pad(self.spatial(_cl(x)), 2, cache, self))
 
 
 class ResBlock(nn.Module):
@@ -140,10 +165,10 @@ class ResBlock(nn.Module):
         self.conv2 = FactorizedConv(cout, cout)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(_frame_norm(self.norm1, x)))
-        h = self.conv2(F.silu(_frame_norm(self.norm2, h)))
-        return (x if self.skip is None else _pointwise(self.skip, x)) + h
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        h = self.conv1(_norm_silu(self.norm1, x), cache)
+        h = self.conv2(_norm_silu(self.norm2, h), cache)
+        return h.add_(x if self.skip is None else _pointwise(self.skip, x))  # h: the conv's fresh output
 
 
 class SpaceAttention(nn.Module):
@@ -186,6 +211,7 @@ class MidBlock(nn.Module):
         self.block2 = ResBlock(ch, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole sequences only: the temporal attention is not streamed."""
         return self.block2(self.time_attn(self.space_attn(self.block1(x))))
 
 
@@ -198,7 +224,7 @@ class HybridDown(nn.Module):
         self.temporal = nn.Conv3d(ch, ch, (3, 1, 1), stride=(2, 1, 1)) if time else None
         self.mix = nn.Conv3d(ch, ch, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         if self.spatial is not None:
             s = _store(x)
             b, t, hh, ww, c = s.shape
@@ -208,12 +234,15 @@ class HybridDown(nn.Module):
             x = self.spatial(_unstore(padded)) + _unstore(pooled)
         if self.temporal is not None:
             s = _store(x)
-            if s.shape[1] % 2 == 0:
-                raise ValueError("temporal down-sampling expects an odd number of frames (1 + 2k)")
-            # the pair average sees [x0, x0, x1, x2, ...]; the strided conv one more copy of x0
-            pooled = torch.cat([s[:, :1], s], dim=1)
+            first = cache is None or self not in cache
+            if s.shape[1] % 2 != first:
+                raise ValueError("temporal down-sampling expects an odd number of frames (1 + 2k), "
+                                 "and chunks after the first an even number")
+            # the pair average sees [x0, x0, x1, x2, ...]; the strided conv one more copy of x0.
+            # Streamed, the conv keeps the last frame: the next output's window starts there.
+            pooled = torch.cat([s[:, :1], s], dim=1) if first else s
             pooled = pooled.reshape(s.shape[0], -1, 2, *s.shape[2:]).mean(2)
-            x = self.temporal(_repeat_first(x, 2)) + _unstore(pooled)
+            x = self.temporal(_causal_pad(x, 2 if first else 1, cache, self, keep=1)).add_(_unstore(pooled))
         return _pointwise(self.mix, x)
 
 
@@ -226,19 +255,20 @@ class HybridUp(nn.Module):
         self.spatial = nn.Conv3d(ch, ch, (1, 3, 3), padding=(0, 1, 1)) if space else None
         self.mix = nn.Conv3d(ch, ch, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         if self.temporal is not None:
-            if x.shape[2] > 1:
-                s = _store(x)
-                rest = s[:, 1:].unsqueeze(2).expand(-1, -1, 2, -1, -1, -1).reshape(s.shape[0], -1, *s.shape[2:])
-                x = _unstore(torch.cat([s[:, :1], rest], dim=1))
-            x = self.temporal(_repeat_first(x, 2)) + x
+            s = _store(x)
+            first = cache is None or self not in cache  # frame 0 of a sequence is not doubled
+            rest = s[:, 1:] if first else s
+            rest = rest.unsqueeze(2).expand(-1, -1, 2, -1, -1, -1).reshape(s.shape[0], 2 * rest.shape[1], *s.shape[2:])
+            x = _unstore(torch.cat([s[:, :1], rest], dim=1) if first else rest)
+            x = self.temporal(_causal_pad(x, 2, cache, self)).add_(x)
         if self.spatial is not None:
             s = _store(x)
             b, t, hh, ww, c = s.shape
             s = s[:, :, :, None, :, None].expand(b, t, hh, 2, ww, 2, c).reshape(b, t, 2 * hh, 2 * ww, c)
             x = _unstore(s)
-            x = self.spatial(x) + x
+            x = self.spatial(x).add_(x)
         return _pointwise(self.mix, x)
 
 
@@ -288,6 +318,16 @@ class CosmosConfig:
 
 # down-sampling steps after the wavelet (patch 2): 4x8x8 = 2x2x2 (wavelet) * 2x4x4 (network)
 _SPACE_STEPS, _TIME_STEPS = 2, 1
+_FRAMES_PER_LATENT = 2 * 2 ** _TIME_STEPS
+# Latent frames per chunk where the encoder (before its mid block) and the decoder (after its mid
+# block) run streamed over time: their activations at full resolution are the peak memory, and a
+# few frames at a time keep it small at no cost in speed. Outputs equal a whole pass up to rounding.
+CHUNK_LATENT_FRAMES = 2
+
+
+def _video_frames(a: int, b: int) -> tuple[int, int]:
+    """Video frames [lo, hi) behind latent frames [a, b): frame 0 for latent 0, 4 frames for each other."""
+    return max(0, _FRAMES_PER_LATENT * a - _FRAMES_PER_LATENT + 1), max(0, _FRAMES_PER_LATENT * b - _FRAMES_PER_LATENT + 1)
 
 
 class CosmosEncoder(nn.Module):
@@ -307,16 +347,24 @@ class CosmosEncoder(nn.Module):
         self.mid = MidBlock(cin)
         self.norm_out = nn.GroupNorm(1, cin, eps=NORM_EPS)
         self.head = FactorizedConv(cin, c.z_channels)
+        self.chunk = CHUNK_LATENT_FRAMES
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(haar_patch(x))
-        for level in self.levels:
-            for block in level.blocks:
-                h = block(h)
-            if hasattr(level, "down"):
-                h = level.down(h)
-        h = self.mid(h)
-        return self.head(F.silu(_frame_norm(self.norm_out, h)))
+        """x [B, 3, 1 + 4k, H, W]; everything before the mid block streamed over `chunk` latent frames."""
+        cache: dict = {}
+        parts = []
+        for a in range(0, 1 + (x.shape[2] - 1) // _FRAMES_PER_LATENT, self.chunk):
+            lo, hi = _video_frames(a, a + self.chunk)
+            h = self.stem(haar_patch(x[:, :, lo:hi], first=a == 0), cache)
+            for level in self.levels:
+                for block in level.blocks:
+                    h = block(h, cache)
+                if hasattr(level, "down"):
+                    h = level.down(h, cache)
+            parts.append(_store(h))
+        h = self.mid(_unstore(torch.cat(parts, dim=1)) if len(parts) > 1 else h)
+        del parts
+        return self.head(_norm_silu(self.norm_out, h))
 
 
 class CosmosDecoder(nn.Module):
@@ -342,15 +390,22 @@ class CosmosDecoder(nn.Module):
         self.levels = nn.ModuleList(levels)
         self.norm_out = nn.GroupNorm(1, cin, eps=NORM_EPS)
         self.head = FactorizedConv(cin, c.in_channels * 8)
+        self.chunk = CHUNK_LATENT_FRAMES
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.stem(f))
-        for level in reversed(self.levels):
-            for block in level.blocks:
-                h = block(h)
-            if hasattr(level, "up"):
-                h = level.up(h)
-        return haar_unpatch(self.head(F.silu(_frame_norm(self.norm_out, h))))
+        """f [B, z, t, h, w]; everything after the mid block streamed over `chunk` latent frames."""
+        mid = self.mid(self.stem(f))
+        cache: dict = {}
+        parts = []
+        for a in range(0, mid.shape[2], self.chunk):
+            h = mid[:, :, a:a + self.chunk]
+            for level in reversed(self.levels):
+                for block in level.blocks:
+                    h = block(h, cache)
+                if hasattr(level, "up"):
+                    h = level.up(h, cache)
+            parts.append(haar_unpatch(self.head(_norm_silu(self.norm_out, h), cache), first=a == 0))
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
 
 class CosmosTokenizer(BaseTokenizer):
