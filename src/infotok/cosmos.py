@@ -72,8 +72,11 @@ def _causal_pad(x: torch.Tensor, n: int, cache: dict | None, key: object, keep: 
     head = s[:, :1].expand(-1, n, -1, -1, -1) if prev is None else prev
     padded = torch.cat([head, s], dim=1)
     if cache is not None:
-        keep = n if keep is None else keep
-        cache[key] = padded[:, padded.shape[1] - keep:].clone()  # a copy: the view would keep `padded` alive
+        tail = padded[:, padded.shape[1] - (n if keep is None else keep):]
+        if prev is not None and prev.shape == tail.shape and not tail.requires_grad:
+            prev.copy_(tail)  # reuse the buffer: no new long-lived allocation (heap fragmentation) per chunk
+        else:
+            cache[key] = tail.clone()  # a copy: the view would keep `padded` alive
     return _unstore(padded)
 
 
