@@ -80,6 +80,64 @@ def _causal_pad(x: torch.Tensor, n: int, cache: dict | None, key: object, keep: 
     return _unstore(padded)
 
 
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B*T, C, H, W], channels-last (a view where x is channels-last)."""
+    b, c, t, hh, ww = x.shape
+    return _store(x).reshape(b * t, hh, ww, c).permute(0, 3, 1, 2)
+
+
+def _unframes(y: torch.Tensor, b: int) -> torch.Tensor:
+    """Inverse of `_frames`: [B*T, C, H, W] channels-last -> [B, C, T, H, W] channels-last."""
+    bt, c, hh, ww = y.shape
+    return _unstore(_cl2(y).permute(0, 2, 3, 1).reshape(b, bt // b, hh, ww, c))
+
+
+def _cl2(y: torch.Tensor) -> torch.Tensor:
+    cl = torch.channels_last
+    return y if y.is_contiguous(memory_format=cl) else y.contiguous(memory_format=cl)
+
+
+def _spatial_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A (1, kh, kw) convolution as a 2D one over the frames (oneDNN's 2D kernels are as fast or
+    faster, also for one frame or a few input channels, where the 3D path falls back to a slow one)."""
+    y = F.conv2d(_frames(x), conv.weight[:, :, 0], conv.bias, conv.stride[1:], conv.padding[1:])
+    return _unframes(y, x.shape[0])
+
+
+def _temporal_conv(conv: nn.Conv3d, x: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
+    """The causal (3, 1, 1) convolution, out[t] = b + W2 x[t] + W1 x[t-1] + W0 x[t-2], as matrix
+    products that read the frames in place (no time-padded copy, and faster than the 3D kernel).
+
+    x[-2], x[-1] are the causal history (see `_causal_pad`): frame 0 twice at the start of a
+    sequence, else the frames that `key` left in `cache` from the previous chunk.
+    """
+    s = _store(x)  # [B, T, H, W, C]
+    b, t, hh, ww, c = s.shape
+    prev = None if cache is None else cache.get(key)
+    hist = s[:, :1].expand(-1, 2, -1, -1, -1) if prev is None else prev
+    taps = conv.weight[:, :, :, 0, 0].permute(2, 1, 0).contiguous()  # [3, C_in, C_out]
+    out = F.linear(s, taps[2].t(), conv.bias)  # [B, T, H, W, C_out]
+    dt, n = out.dtype, hh * ww  # in-place products are not autocast: match the output's dtype
+    taps = taps.to(dt)
+    for i in range(b):
+        xi, hi, oi = s[i].reshape(t * n, c).to(dt), hist[i].reshape(2 * n, c).to(dt), out[i].view(t * n, -1)
+        oi[n:].addmm_(xi[:-n], taps[1])
+        oi[2 * n:].addmm_(xi[:-2 * n], taps[0])
+        oi[:n].addmm_(hi[n:], taps[1]).addmm_(hi[:n], taps[0])
+        if t > 1:
+            oi[n:2 * n].addmm_(hi[n:], taps[0])
+    if cache is not None:
+        if prev is not None and not s.requires_grad:  # reuse the buffer: no new long-lived allocation per chunk
+            if t == 1:
+                prev[:, 0] = prev[:, 1]
+                prev[:, 1] = s[:, 0]
+            else:
+                prev.copy_(s[:, -2:])
+        else:
+            cache[key] = torch.cat([hist, s[:, -2:]], dim=1)[:, -2:].clone()
+    return _unstore(out)
+
+
 def _frame_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """One-group GroupNorm of every frame on its own (keeps causality)."""
     b, c, t, hh, ww = x.shape
@@ -156,7 +214,7 @@ class FactorizedConv(nn.Module):
         self.temporal = nn.Conv3d(cout, cout, (3, 1, 1))
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        return self.temporal(_causal_pad(self.spatial(_cl(x)), 2, cache, self))
+        return _temporal_conv(self.temporal, _spatial_conv(self.spatial, x), cache, self)
 
 
 class ResBlock(nn.Module):
@@ -234,7 +292,7 @@ class HybridDown(nn.Module):
             padded = s.new_zeros(b, t, hh + 1, ww + 1, c)  # one zero row and column at the far end
             padded[:, :, :hh, :ww] = s
             pooled = s[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(b, t, hh // 2, 2, ww // 2, 2, c).mean((3, 5))
-            x = self.spatial(_unstore(padded)) + _unstore(pooled)
+            x = _spatial_conv(self.spatial, _unstore(padded)).add_(_unstore(pooled))
         if self.temporal is not None:
             s = _store(x)
             first = cache is None or self not in cache
@@ -265,7 +323,7 @@ class HybridUp(nn.Module):
             rest = s[:, 1:] if first else s
             rest = rest.unsqueeze(2).expand(-1, -1, 2, -1, -1, -1).reshape(s.shape[0], 2 * rest.shape[1], *s.shape[2:])
             x = _unstore(torch.cat([s[:, :1], rest], dim=1) if first else rest)
-            x = self.temporal(_causal_pad(x, 2, cache, self)).add_(x)
+            x = _temporal_conv(self.temporal, x, cache, self).add_(x)
         if self.spatial is not None:
             return self._space_up_mix(x)
         return _pointwise(self.mix, x)
@@ -281,7 +339,7 @@ class HybridUp(nn.Module):
         """
         s = _store(x)
         b, t, hh, ww, c = s.shape
-        frames = s.reshape(b * t, hh, ww, c).permute(0, 3, 1, 2)  # [B*T, C, h, w], channels-last
+        frames = _frames(x)
         w = self.spatial.weight[:, :, 0]  # [O, I, 3, 3]
         mix_w, mix_b = self.mix.weight.flatten(1), self.mix.bias
         out = s.new_empty(b, t, hh, 2, ww, 2, mix_w.shape[0])
@@ -378,8 +436,9 @@ class CosmosEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 3, 1 + 4k, H, W]; everything before the mid block streamed over `chunk` latent frames."""
         cache: dict = {}
-        parts = []
-        for a in range(0, 1 + (x.shape[2] - 1) // _FRAMES_PER_LATENT, self.chunk):
+        frames = 1 + (x.shape[2] - 1) // _FRAMES_PER_LATENT
+        out = None  # allocated once, outside the chunks' working memory (less heap fragmentation)
+        for a in range(0, frames, self.chunk):
             lo, hi = _video_frames(a, a + self.chunk)
             h = self.stem(haar_patch(x[:, :, lo:hi], first=a == 0), cache)
             for level in self.levels:
@@ -387,10 +446,12 @@ class CosmosEncoder(nn.Module):
                     h = block(h, cache)
                 if hasattr(level, "down"):
                     h = level.down(h, cache)
-            parts.append(_store(h))
-        h = self.mid(_unstore(torch.cat(parts, dim=1)) if len(parts) > 1 else h)
-        del parts
-        return self.head(_norm_silu(self.norm_out, h))
+            s = _store(h)
+            if out is None:
+                out = s.new_empty(s.shape[0], frames, *s.shape[2:])
+            out[:, a:a + s.shape[1]] = s
+            del h, s
+        return self.head(_norm_silu(self.norm_out, self.mid(_unstore(out))))
 
 
 class CosmosDecoder(nn.Module):
@@ -421,17 +482,23 @@ class CosmosDecoder(nn.Module):
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """f [B, z, t, h, w]; everything after the mid block streamed over `chunk` latent frames."""
         mid = self.mid(self.stem(f))
+        b, _, t, hh, ww = mid.shape
+        scale = 2 ** _SPACE_STEPS * 2  # the network's spatial up-sampling, then the wavelet's
+        # allocated once, outside the chunks' working memory (less heap fragmentation)
+        out = mid.new_empty(b, self.head.temporal.out_channels // 8, _video_frames(0, t)[1], hh * scale, ww * scale,
+                            dtype=torch.float32)
         cache: dict = {}
-        parts = []
-        for a in range(0, mid.shape[2], self.chunk):
+        for a in range(0, t, self.chunk):
             h = mid[:, :, a:a + self.chunk]
             for level in reversed(self.levels):
                 for block in level.blocks:
                     h = block(h, cache)
                 if hasattr(level, "up"):
                     h = level.up(h, cache)
-            parts.append(haar_unpatch(self.head(_norm_silu(self.norm_out, h), cache), first=a == 0))
-        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+            lo, hi = _video_frames(a, a + self.chunk)
+            out[:, :, lo:hi] = haar_unpatch(self.head(_norm_silu(self.norm_out, h), cache), first=a == 0)
+            del h
+        return out
 
 
 class CosmosTokenizer(BaseTokenizer):
