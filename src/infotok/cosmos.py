@@ -653,10 +653,11 @@ class ReleaseAttention(nn.Module):
         k = _rotate(k.reshape(b, seq, self.heads, d), cos[:, None], sin[:, None]).reshape(b, seq, width)
         wq, wk, wv = self.in_proj.weight.chunk(3)
         bq, bk, bv = self.in_proj.bias.chunk(3)
-        q, k, v = (F.linear(z, w_, b_).reshape(b, seq, self.heads, d).transpose(1, 2)
+        # [B, heads, seq, d] contiguous: the attention kernel reads each head's rows at unit stride
+        q, k, v = (F.linear(z, w_, b_).reshape(b, seq, self.heads, d).transpose(1, 2).contiguous()
                    for z, w_, b_ in ((q, wq, bq), (k, wk, bk), (v, wv, bv)))
         per_frame = seq // frames
-        out = torch.empty_like(q)
+        out = q.new_empty(b, seq, self.heads, d).transpose(1, 2)
         for j in range(frames):  # queries of latent frame j see keys of latent frames 0..j
             lo, hi = j * per_frame, (j + 1) * per_frame
             out[:, :, lo:hi] = F.scaled_dot_product_attention(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi])
