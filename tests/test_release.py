@@ -195,6 +195,40 @@ def test_causal(converted):
         assert torch.allclose(da[:, :, :5], db[:, :, :5], atol=1e-5)
 
 
+def test_space_up_sampling_by_phases():
+    """HybridUp's spatial step (four 2x2 convolutions on the low-resolution grid) = nearest 2x up-sampling,
+    3x3 convolution with zero padding, residual, 1x1x1 mix."""
+    from infotok.cosmos import HybridUp
+    torch.manual_seed(4)
+    up = HybridUp(6, space=True, time=False)
+    x = torch.randn(2, 6, 3, 5, 7)
+    with torch.no_grad():
+        u = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
+        expected = up.mix(up.spatial(u) + u)
+        assert torch.allclose(up(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 17, 24, 40), (1, 3, 1, 16, 16), (1, 3, 5, 16, 16), (1, 3, 13, 16, 8)])
+def test_streamed_equals_whole(shape):
+    """The encoder and decoder run their full-resolution levels in chunks of latent frames (for
+    memory): any chunk size gives the whole pass's outputs, up to rounding, and gradients flow."""
+    torch.manual_seed(3)
+    model = CosmosTokenizer(CosmosConfig(channels=8, z_channels=16)).eval()
+    x = torch.rand(shape) * 2 - 1
+    outs = {}
+    for chunk in (100, 1, 2, 3):
+        model.encoder.chunk = model.decoder.chunk = chunk
+        with torch.no_grad():
+            h = model.encode_features(x)
+            outs[chunk] = h, model.decode_features(h)
+    for chunk in (1, 2, 3):
+        for ours, whole in zip(outs[chunk], outs[100]):
+            assert ours.shape == whole.shape
+            assert torch.allclose(ours, whole, atol=1e-5), chunk
+    model.encoder.chunk = model.decoder.chunk = 1
+    model.decode_features(model.encode_features(x)).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters())
+
 def test_fsq_matches_release_formula():
     """vector-quantize-pytorch's FSQ = the release's: tanh bound, round half to even, index order."""
     model = CosmosTokenizer(CosmosConfig(channels=4, z_channels=16))

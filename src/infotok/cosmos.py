@@ -18,7 +18,10 @@ Every convolution is factorized into a (1, 3, 3) spatial and a (3, 1, 1) tempora
 projections); time padding repeats the first frame, so the network is causal: latent frame j depends
 on frames <= 4j only. GroupNorm has one group and normalizes each frame on its own. Activations are
 kept in `torch.channels_last_3d` (frame-wise channels-last), which is the fastest layout for these
-convolutions on a CPU and makes the per-frame norms and the 1x1x1 projections free views.
+convolutions on a CPU and makes the per-frame norms and the 1x1x1 projections free views. The
+full-resolution levels (the encoder's before its mid block, the decoder's after it) run streamed over
+time, a few latent frames at a time, each causal convolution carrying its last input frames over to
+the next chunk: the same outputs with a fraction of the memory.
 
 Transformer stacks (`ReleaseTransformer`): 8 pre-RMSNorm layers of width 256, 32 heads, SwiGLU MLP
 256 -> 512, 2D rotary positions within each latent frame (theta 10000), a learned embedding per latent
@@ -57,12 +60,82 @@ def _unstore(s: torch.Tensor) -> torch.Tensor:
     return s.permute(0, 4, 1, 2, 3)
 
 
-def _repeat_first(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Prepend n copies of frame 0 (causal padding in time)."""
-    if n == 0:
-        return x
+def _causal_pad(x: torch.Tensor, n: int, cache: dict | None, key: object, keep: int | None = None) -> torch.Tensor:
+    """x [B, C, T, H, W] preceded by n frames of causal history (padding in time).
+
+    The history is n copies of frame 0 at the start of a sequence, or, in a pass streamed over time
+    in chunks, the frames that `key` left in `cache` from the previous chunk; the last `keep`
+    (default n) frames are left there for the next one. Chunked and whole passes compute the same.
+    """
     s = _store(x)
-    return _unstore(torch.cat([s[:, :1].expand(-1, n, -1, -1, -1), s], dim=1))
+    prev = None if cache is None else cache.get(key)
+    head = s[:, :1].expand(-1, n, -1, -1, -1) if prev is None else prev
+    padded = torch.cat([head, s], dim=1)
+    if cache is not None:
+        tail = padded[:, padded.shape[1] - (n if keep is None else keep):]
+        if prev is not None and prev.shape == tail.shape and not tail.requires_grad:
+            prev.copy_(tail)  # reuse the buffer: no new long-lived allocation (heap fragmentation) per chunk
+        else:
+            cache[key] = tail.clone()  # a copy: the view would keep `padded` alive
+    return _unstore(padded)
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B*T, C, H, W], channels-last (a view where x is channels-last)."""
+    b, c, t, hh, ww = x.shape
+    return _store(x).reshape(b * t, hh, ww, c).permute(0, 3, 1, 2)
+
+
+def _unframes(y: torch.Tensor, b: int) -> torch.Tensor:
+    """Inverse of `_frames`: [B*T, C, H, W] channels-last -> [B, C, T, H, W] channels-last."""
+    bt, c, hh, ww = y.shape
+    return _unstore(_cl2(y).permute(0, 2, 3, 1).reshape(b, bt // b, hh, ww, c))
+
+
+def _cl2(y: torch.Tensor) -> torch.Tensor:
+    cl = torch.channels_last
+    return y if y.is_contiguous(memory_format=cl) else y.contiguous(memory_format=cl)
+
+
+def _spatial_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A (1, kh, kw) convolution as a 2D one over the frames (oneDNN's 2D kernels are as fast or
+    faster, also for one frame or a few input channels, where the 3D path falls back to a slow one)."""
+    y = F.conv2d(_frames(x), conv.weight[:, :, 0], conv.bias, conv.stride[1:], conv.padding[1:])
+    return _unframes(y, x.shape[0])
+
+
+def _temporal_conv(conv: nn.Conv3d, x: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
+    """The causal (3, 1, 1) convolution, out[t] = b + W2 x[t] + W1 x[t-1] + W0 x[t-2], as matrix
+    products that read the frames in place (no time-padded copy, and faster than the 3D kernel).
+
+    x[-2], x[-1] are the causal history (see `_causal_pad`): frame 0 twice at the start of a
+    sequence, else the frames that `key` left in `cache` from the previous chunk.
+    """
+    s = _store(x)  # [B, T, H, W, C]
+    b, t, hh, ww, c = s.shape
+    prev = None if cache is None else cache.get(key)
+    hist = s[:, :1].expand(-1, 2, -1, -1, -1) if prev is None else prev
+    taps = conv.weight[:, :, :, 0, 0].permute(2, 1, 0).contiguous()  # [3, C_in, C_out]
+    out = F.linear(s, taps[2].t(), conv.bias)  # [B, T, H, W, C_out]
+    dt, n = out.dtype, hh * ww  # in-place products are not autocast: match the output's dtype
+    taps = taps.to(dt)
+    for i in range(b):
+        xi, hi, oi = s[i].reshape(t * n, c).to(dt), hist[i].reshape(2 * n, c).to(dt), out[i].view(t * n, -1)
+        oi[n:].addmm_(xi[:-n], taps[1])
+        oi[2 * n:].addmm_(xi[:-2 * n], taps[0])
+        oi[:n].addmm_(hi[n:], taps[1]).addmm_(hi[:n], taps[0])
+        if t > 1:
+            oi[n:2 * n].addmm_(hi[n:], taps[0])
+    if cache is not None:
+        if prev is not None and not s.requires_grad:  # reuse the buffer: no new long-lived allocation per chunk
+            if t == 1:
+                prev[:, 0] = prev[:, 1]
+                prev[:, 1] = s[:, 0]
+            else:
+                prev.copy_(s[:, -2:])
+        else:
+            cache[key] = torch.cat([hist, s[:, -2:]], dim=1)[:, -2:].clone()
+    return _unstore(out)
 
 
 def _frame_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +144,12 @@ def _frame_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     frames = _cl(x).permute(0, 2, 1, 3, 4).reshape(b * t, c, hh, ww)
     y = F.group_norm(frames, norm.num_groups, norm.weight, norm.bias, norm.eps)
     return y.reshape(b, t, c, hh, ww).permute(0, 2, 1, 3, 4)
+
+
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """swish(frame norm): the swish overwrites the norm's fresh output where no gradient needs it."""
+    y = _frame_norm(norm, x)
+    return F.silu(y, inplace=not y.requires_grad)
 
 
 def _pointwise(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
@@ -90,13 +169,15 @@ def _haar_matrix(device, dtype) -> torch.Tensor:
     return sign.to(device=device, dtype=dtype)
 
 
-def haar_patch(x: torch.Tensor) -> torch.Tensor:
+def haar_patch(x: torch.Tensor, first: bool = True) -> torch.Tensor:
     """video [B, C, 1 + 2n', H, W] -> [B, 8C, ..] : frame 0 doubled, one level of 2x2x2 Haar.
 
-    Output channel f * C + c holds band f of input channel c (the release's order).
+    Output channel f * C + c holds band f of input channel c (the release's order). `first=False`:
+    x is a later chunk of a video ([B, C, 2n', H, W], frame pairs), nothing is doubled.
     """
     b, c = x.shape[:2]
-    x = torch.cat([x[:, :, :1], x], dim=2)
+    if first:
+        x = torch.cat([x[:, :, :1], x], dim=2)
     t2, h2, w2 = x.shape[2] // 2, x.shape[3] // 2, x.shape[4] // 2
     blocks = x.reshape(b, c, t2, 2, h2, 2, w2, 2).permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t2, h2, w2, 8, c)
     with torch.autocast(x.device.type, enabled=False):  # exact +-1/8 sums in the input's precision
@@ -104,8 +185,9 @@ def haar_patch(x: torch.Tensor) -> torch.Tensor:
     return _unstore(coef.reshape(b, t2, h2, w2, 8 * c))
 
 
-def haar_unpatch(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of `haar_patch`: [B, 8C, t, h, w] -> [B, C, 2t - 1, 2h, 2w] (drops the doubled frame 0).
+def haar_unpatch(y: torch.Tensor, first: bool = True) -> torch.Tensor:
+    """Inverse of `haar_patch`: [B, 8C, t, h, w] -> [B, C, 2t - 1, 2h, 2w] (drops the doubled frame 0;
+    `first=False`, a later chunk: [B, C, 2t, 2h, 2w]).
 
     Computed in fp32 (also under autocast), so the decoded video is fp32.
     """
@@ -115,20 +197,24 @@ def haar_unpatch(y: torch.Tensor) -> torch.Tensor:
     with torch.autocast(y.device.type, enabled=False):
         x = torch.matmul(_haar_matrix(y.device, torch.float32).t(), coef)
     x = x.reshape(b, t, h, w, 2, 2, 2, c).permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c, 2 * t, 2 * h, 2 * w)
-    return x[:, :, 1:]
+    return x[:, :, 1:] if first else x
 
 
 # --------------------------------------------------------------------------- building blocks
 class FactorizedConv(nn.Module):
-    """(1, 3, 3) spatial convolution (zero padding) then (3, 1, 1) causal temporal convolution."""
+    """(1, 3, 3) spatial convolution (zero padding) then (3, 1, 1) causal temporal convolution.
+
+    Every module with a temporal kernel takes `cache`, the state of a pass streamed over time in
+    chunks (see `_causal_pad`); None for a whole sequence at once.
+    """
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.spatial = nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1))
         self.temporal = nn.Conv3d(cout, cout, (3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.temporal(_repeat_first(self.spatial(_cl(x)), 2))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        return _temporal_conv(self.temporal, _spatial_conv(self.spatial, x), cache, self)
 
 
 class ResBlock(nn.Module):
@@ -140,10 +226,10 @@ class ResBlock(nn.Module):
         self.conv2 = FactorizedConv(cout, cout)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(_frame_norm(self.norm1, x)))
-        h = self.conv2(F.silu(_frame_norm(self.norm2, h)))
-        return (x if self.skip is None else _pointwise(self.skip, x)) + h
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        h = self.conv1(_norm_silu(self.norm1, x), cache)
+        h = self.conv2(_norm_silu(self.norm2, h), cache)
+        return h.add_(x if self.skip is None else _pointwise(self.skip, x))  # h: the conv's fresh output
 
 
 class SpaceAttention(nn.Module):
@@ -186,6 +272,7 @@ class MidBlock(nn.Module):
         self.block2 = ResBlock(ch, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole sequences only: the temporal attention is not streamed."""
         return self.block2(self.time_attn(self.space_attn(self.block1(x))))
 
 
@@ -198,22 +285,26 @@ class HybridDown(nn.Module):
         self.temporal = nn.Conv3d(ch, ch, (3, 1, 1), stride=(2, 1, 1)) if time else None
         self.mix = nn.Conv3d(ch, ch, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         if self.spatial is not None:
             s = _store(x)
             b, t, hh, ww, c = s.shape
             padded = s.new_zeros(b, t, hh + 1, ww + 1, c)  # one zero row and column at the far end
             padded[:, :, :hh, :ww] = s
-            pooled = s[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(b, t, hh // 2, 2, ww // 2, 2, c).mean((3, 5))
-            x = self.spatial(_unstore(padded)) + _unstore(pooled)
+            pooled = _unframes(F.avg_pool2d(_frames(x), 2), b)  # (a reduction over a strided view is 30x slower)
+            x = _spatial_conv(self.spatial, _unstore(padded)).add_(pooled)
         if self.temporal is not None:
             s = _store(x)
-            if s.shape[1] % 2 == 0:
-                raise ValueError("temporal down-sampling expects an odd number of frames (1 + 2k)")
-            # the pair average sees [x0, x0, x1, x2, ...]; the strided conv one more copy of x0
-            pooled = torch.cat([s[:, :1], s], dim=1)
-            pooled = pooled.reshape(s.shape[0], -1, 2, *s.shape[2:]).mean(2)
-            x = self.temporal(_repeat_first(x, 2)) + _unstore(pooled)
+            first = cache is None or self not in cache
+            if s.shape[1] % 2 != first:
+                raise ValueError("temporal down-sampling expects an odd number of frames (1 + 2k), "
+                                 "and chunks after the first an even number")
+            # the pair average sees [x0, x0, x1, x2, ...]; the strided conv one more copy of x0.
+            # Streamed, the conv keeps the last frame: the next output's window starts there.
+            pooled = torch.cat([s[:, :1], s], dim=1) if first else s
+            pooled = pooled.reshape(s.shape[0], -1, 2, *s.shape[2:])
+            pooled = (pooled[:, :, 0] + pooled[:, :, 1]).mul_(0.5)
+            x = self.temporal(_causal_pad(x, 2 if first else 1, cache, self, keep=1)).add_(_unstore(pooled))
         return _pointwise(self.mix, x)
 
 
@@ -226,20 +317,44 @@ class HybridUp(nn.Module):
         self.spatial = nn.Conv3d(ch, ch, (1, 3, 3), padding=(0, 1, 1)) if space else None
         self.mix = nn.Conv3d(ch, ch, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         if self.temporal is not None:
-            if x.shape[2] > 1:
-                s = _store(x)
-                rest = s[:, 1:].unsqueeze(2).expand(-1, -1, 2, -1, -1, -1).reshape(s.shape[0], -1, *s.shape[2:])
-                x = _unstore(torch.cat([s[:, :1], rest], dim=1))
-            x = self.temporal(_repeat_first(x, 2)) + x
-        if self.spatial is not None:
             s = _store(x)
-            b, t, hh, ww, c = s.shape
-            s = s[:, :, :, None, :, None].expand(b, t, hh, 2, ww, 2, c).reshape(b, t, 2 * hh, 2 * ww, c)
-            x = _unstore(s)
-            x = self.spatial(x) + x
+            first = cache is None or self not in cache  # frame 0 of a sequence is not doubled
+            rest = s[:, 1:] if first else s
+            rest = rest.unsqueeze(2).expand(-1, -1, 2, -1, -1, -1).reshape(s.shape[0], 2 * rest.shape[1], *s.shape[2:])
+            x = _unstore(torch.cat([s[:, :1], rest], dim=1) if first else rest)
+            x = _temporal_conv(self.temporal, x, cache, self).add_(x)
+        if self.spatial is not None:
+            return self._space_up_mix(x)
         return _pointwise(self.mix, x)
+
+    def _space_up_mix(self, x: torch.Tensor) -> torch.Tensor:
+        """mix(u + spatial(u)), u = x up-sampled 2x (nearest), computed on x's own grid.
+
+        Output pixel (2i + py, 2j + px) sees, through the 3x3 kernel on u, a 2x2 neighbourhood of x
+        (rows i - 1, i for py = 0; i, i + 1 for py = 1; likewise columns), with the taps that land on
+        the same pixel of x summed: four 2x2 convolutions, one per phase (py, px), instead of a 3x3
+        one at 4x the pixels (16 taps per pixel of x instead of 36), and u is never built. The 1x1x1
+        mix is applied per phase, before the phases are interleaved.
+        """
+        s = _store(x)
+        b, t, hh, ww, c = s.shape
+        frames = _frames(x)
+        w = self.spatial.weight[:, :, 0]  # [O, I, 3, 3]
+        mix_w, mix_b = self.mix.weight.flatten(1), self.mix.bias
+        out = s.new_empty(b, t, hh, 2, ww, 2, mix_w.shape[0])
+        for py in (0, 1):
+            r = w[:, :, 0:2].clone() if py == 0 else w[:, :, 1:3].clone()  # rows (i - 1, i) / (i, i + 1)
+            r[:, :, 1 - py] += w[:, :, 2 - 2 * py]                          # the tap on the same row of x
+            for px in (0, 1):
+                k = r[..., 0:2].clone() if px == 0 else r[..., 1:3].clone()
+                k[..., 1 - px] += r[..., 2 - 2 * px]
+                y = F.conv2d(frames, k, self.spatial.bias, padding=1)[:, :, py:py + hh, px:px + ww]
+                y = (y + frames).permute(0, 2, 3, 1)
+                out[:, :, :, py, :, px] = F.linear(y, mix_w, mix_b).reshape(b, t, hh, ww, -1)
+                del y
+        return _unstore(out.reshape(b, t, 2 * hh, 2 * ww, -1))
 
 
 class Level(nn.Module):
@@ -293,6 +408,16 @@ class CosmosConfig:
 
 # down-sampling steps after the wavelet (patch 2): 4x8x8 = 2x2x2 (wavelet) * 2x4x4 (network)
 _SPACE_STEPS, _TIME_STEPS = 2, 1
+_FRAMES_PER_LATENT = 2 * 2 ** _TIME_STEPS
+# Latent frames per chunk where the encoder (before its mid block) and the decoder (after its mid
+# block) run streamed over time: their activations at full resolution are the peak memory, and a
+# few frames at a time keep it small at no cost in speed. Outputs equal a whole pass up to rounding.
+CHUNK_LATENT_FRAMES = 2
+
+
+def _video_frames(a: int, b: int) -> tuple[int, int]:
+    """Video frames [lo, hi) behind latent frames [a, b): frame 0 for latent 0, 4 frames for each other."""
+    return max(0, _FRAMES_PER_LATENT * a - _FRAMES_PER_LATENT + 1), max(0, _FRAMES_PER_LATENT * b - _FRAMES_PER_LATENT + 1)
 
 
 class CosmosEncoder(nn.Module):
@@ -312,16 +437,27 @@ class CosmosEncoder(nn.Module):
         self.mid = MidBlock(cin)
         self.norm_out = nn.GroupNorm(1, cin, eps=NORM_EPS)
         self.head = FactorizedConv(cin, c.z_channels)
+        self.chunk = CHUNK_LATENT_FRAMES
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(haar_patch(x))
-        for level in self.levels:
-            for block in level.blocks:
-                h = block(h)
-            if hasattr(level, "down"):
-                h = level.down(h)
-        h = self.mid(h)
-        return self.head(F.silu(_frame_norm(self.norm_out, h)))
+        """x [B, 3, 1 + 4k, H, W]; everything before the mid block streamed over `chunk` latent frames."""
+        cache: dict = {}
+        frames = 1 + (x.shape[2] - 1) // _FRAMES_PER_LATENT
+        out = None  # allocated once, outside the chunks' working memory (less heap fragmentation)
+        for a in range(0, frames, self.chunk):
+            lo, hi = _video_frames(a, a + self.chunk)
+            h = self.stem(haar_patch(x[:, :, lo:hi], first=a == 0), cache)
+            for level in self.levels:
+                for block in level.blocks:
+                    h = block(h, cache)
+                if hasattr(level, "down"):
+                    h = level.down(h, cache)
+            s = _store(h)
+            if out is None:
+                out = s.new_empty(s.shape[0], frames, *s.shape[2:])
+            out[:, a:a + s.shape[1]] = s
+            del h, s
+        return self.head(_norm_silu(self.norm_out, self.mid(_unstore(out))))
 
 
 class CosmosDecoder(nn.Module):
@@ -347,15 +483,28 @@ class CosmosDecoder(nn.Module):
         self.levels = nn.ModuleList(levels)
         self.norm_out = nn.GroupNorm(1, cin, eps=NORM_EPS)
         self.head = FactorizedConv(cin, c.in_channels * 8)
+        self.chunk = CHUNK_LATENT_FRAMES
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.stem(f))
-        for level in reversed(self.levels):
-            for block in level.blocks:
-                h = block(h)
-            if hasattr(level, "up"):
-                h = level.up(h)
-        return haar_unpatch(self.head(F.silu(_frame_norm(self.norm_out, h))))
+        """f [B, z, t, h, w]; everything after the mid block streamed over `chunk` latent frames."""
+        mid = self.mid(self.stem(f))
+        b, _, t, hh, ww = mid.shape
+        scale = 2 ** _SPACE_STEPS * 2  # the network's spatial up-sampling, then the wavelet's
+        # allocated once, outside the chunks' working memory (less heap fragmentation)
+        out = mid.new_empty(b, self.head.temporal.out_channels // 8, _video_frames(0, t)[1], hh * scale, ww * scale,
+                            dtype=torch.float32)
+        cache: dict = {}
+        for a in range(0, t, self.chunk):
+            h = mid[:, :, a:a + self.chunk]
+            for level in reversed(self.levels):
+                for block in level.blocks:
+                    h = block(h, cache)
+                if hasattr(level, "up"):
+                    h = level.up(h, cache)
+            lo, hi = _video_frames(a, a + self.chunk)
+            out[:, :, lo:hi] = haar_unpatch(self.head(_norm_silu(self.norm_out, h), cache), first=a == 0)
+            del h
+        return out
 
 
 class CosmosTokenizer(BaseTokenizer):
@@ -503,10 +652,11 @@ class ReleaseAttention(nn.Module):
         k = _rotate(k.reshape(b, seq, self.heads, d), cos[:, None], sin[:, None]).reshape(b, seq, width)
         wq, wk, wv = self.in_proj.weight.chunk(3)
         bq, bk, bv = self.in_proj.bias.chunk(3)
-        q, k, v = (F.linear(z, w_, b_).reshape(b, seq, self.heads, d).transpose(1, 2)
+        # [B, heads, seq, d] contiguous: the attention kernel reads each head's rows at unit stride
+        q, k, v = (F.linear(z, w_, b_).reshape(b, seq, self.heads, d).transpose(1, 2).contiguous()
                    for z, w_, b_ in ((q, wq, bq), (k, wk, bk), (v, wv, bv)))
         per_frame = seq // frames
-        out = torch.empty_like(q)
+        out = q.new_empty(b, seq, self.heads, d).transpose(1, 2)
         for j in range(frames):  # queries of latent frame j see keys of latent frames 0..j
             lo, hi = j * per_frame, (j + 1) * per_frame
             out[:, :, lo:hi] = F.scaled_dot_product_attention(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi])
