@@ -123,7 +123,7 @@ def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(t
     for step in range(8):
         trainer.step = step
         with torch.no_grad():  # the training pass: one encode, the router, masks at global_elbo rates
-            _, rates, smap = trainer.model(x, trainer._rates(2), "error", trainer.score_ema)
+            _, rates, smap, _ = trainer.model(x, trainer._rates(2), "error", trainer.score_ema)
         rng = np.random.default_rng([cfg.seed, 7, step])
         averages = [float(rng.choice((1.0, 0.75, 0.5, 0.25))) for _ in range(2)]
         expected = [min(1.0, max(1 / 16, a * s / scores[1])) for a, s in zip(averages, scores)]

@@ -84,10 +84,12 @@ def cmd_train(args) -> int:
 
     settings = {key: getattr(args, key) for key in (
         "steps", "batch", "frames", "crop", "lr", "warmup", "ema", "checkpoint_every", "workers",
-        "synthetic_fraction", "border_fraction", "long_side", "long_fraction", "mixed_precision", "log_every", "cache")
+        "synthetic_fraction", "border_fraction", "still_fraction", "long_side", "long_fraction", "mixed_precision", "log_every", "cache",
+        "time_limit")
         if getattr(args, key) is not None}
     settings |= {"selection": args.train_selection, "rate_sampling": args.rate_sampling}
-    for key, text in (("base", args.base_config), ("compressor", args.compressor_config)):
+    for key, text in (("base", args.base_config), ("compressor", args.compressor_config),
+                      ("predictor", args.predictor_config)):
         if text:
             try:
                 settings[key] = json.loads(text)
@@ -130,18 +132,24 @@ def add_train(sub) -> None:
     p.add_argument("--workers", type=int, help=f"data loader processes (default {TrainConfig.workers})")
     p.add_argument("--synthetic-fraction", type=float, help=f"share of procedural clips (default {TrainConfig.synthetic_fraction})")
     p.add_argument("--border-fraction", type=float, help=f"share of clips given static letterbox/pillarbox bars (default {TrainConfig.border_fraction})")
+    p.add_argument("--still-fraction", type=float, help=f"share of clips held still, wholly or but for a moving box (default {TrainConfig.still_fraction})")
     p.add_argument("--long-side", type=_positive, help="long side of the elongated crops (multiple of 8, e.g. 456)")
     p.add_argument("--long-fraction", type=float,
                    help=f"share of batches cropped to (crop^2 / long side) x long side, landscape or portrait (default {TrainConfig.long_fraction})")
     p.add_argument("--cache", help=f"folder for small re-encoded copies of the training videos (default {TrainConfig.cache})")
+    p.add_argument("--time-limit", type=float, help="seconds of training after which the run ends with a checkpoint "
+                                                    "(the learning rate follows steps or time, whichever is further)")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help=f"autocast on GPUs (default {TrainConfig.mixed_precision})")
     p.add_argument("--base-config", help="JSON of BaseConfig fields, e.g. '{\"dec_lo\": 192}'")
-    p.add_argument("--compressor-config", help="JSON of CompressorConfig fields")
-    p.add_argument("--train-selection", choices=["error", "order", "random"], default="error",
-                   help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping)")
-    p.add_argument("--rate-sampling", choices=["flex", "uniform", "elbo"], default="flex",
-                   help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], or "
-                        "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo)")
+    p.add_argument("--compressor-config", help="JSON of CompressorConfig fields (with --init: the ones to change, "
+                                               "e.g. '{\"window\": 8}' for tiled attention)")
+    p.add_argument("--predictor-config", help="JSON of PredictorConfig fields (the value predictor)")
+    p.add_argument("--train-selection", choices=["error", "order", "random", "value"], default="error",
+                   help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping; value "
+                        "adds and trains the value predictor, mixing value, random and error masks)")
+    p.add_argument("--rate-sampling", choices=["flex", "uniform", "elbo", "grid"], default="flex",
+                   help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], "
+                        "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo), or k/16 (grid)")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and rate draws (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -54,12 +54,15 @@ class VideoClipDataset(Dataset):
     random crop position, horizontal flip, temporal reversal. `synthetic_fraction` of the items are
     procedural clips from `video.synthetic_video`. `border_fraction` of the items get static flat
     borders (letterbox or pillarbox, white, black or gray), common in real video and rare in crops.
+    `still_fraction` of the items are held still where nothing should move (`hold_still`): the whole
+    clip, or all but a moving box (a fixed camera watching something move), which the value predictor
+    must learn to find cheap.
     """
 
     def __init__(self, paths: list[Path], frames: int = 17, crop: int = 128, seed: int = 0,
                  synthetic_fraction: float = 0.1, scale_range: tuple[float, float] = (0.35, 1.0),
                  length: int = 10**9, border_fraction: float = 0.0, long_side: int = 0,
-                 long_fraction: float = 0.0, batch: int = 1):
+                 long_fraction: float = 0.0, batch: int = 1, still_fraction: float = 0.0):
         self.paths = [Path(p) for p in paths]
         self.infos = [probe(p) for p in self.paths]
         usable = [i for i, info in enumerate(self.infos) if info.num_frames >= frames]
@@ -71,6 +74,7 @@ class VideoClipDataset(Dataset):
         self.scale_range = scale_range
         self.length = length
         self.border_fraction = border_fraction
+        self.still_fraction = still_fraction
         self.long_side, self.long_fraction, self.batch = long_side, long_fraction, batch
         if long_fraction and long_side < crop:
             raise ValueError(f"long_side ({long_side}) must be at least crop ({crop})")
@@ -98,6 +102,8 @@ class VideoClipDataset(Dataset):
             clip = self._real_clip(rng, height, width)
         if self.border_fraction and rng.random() < self.border_fraction:  # no draw when off: old runs replay
             clip = add_borders(clip, rng)
+        if self.still_fraction and rng.random() < self.still_fraction:
+            clip = hold_still(clip, rng)
         if rng.random() < 0.5:
             clip = clip[:, :, ::-1]
         if rng.random() < 0.5:
@@ -138,6 +144,17 @@ def add_borders(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         index[axis] = part
         clip[tuple(index)] = colour
     return clip
+
+
+def hold_still(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The first frame repeated over the clip; half the time a box (20-60% of each side) keeps moving."""
+    still = np.repeat(clip[:1], len(clip), axis=0)
+    if rng.random() < 0.5:
+        h, w = clip.shape[1:3]
+        bh, bw = int(h * rng.uniform(0.2, 0.6)), int(w * rng.uniform(0.2, 0.6))
+        top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        still[:, top:top + bh, left:left + bw] = clip[:, top:top + bh, left:left + bw]
+    return still
 
 
 class ResumableSampler(Sampler):

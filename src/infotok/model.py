@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,9 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
 from .geometry import Geometry
-from .router import check_rate, check_strategy, choose_rate, score_map
+from .predictor import PredictorConfig, ValuePredictor, curve_targets, predictor_loss, value_targets
+from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, rd_rates, score_map,
+                     slope_for, target_rates)
 from .selection import check_selection, keep_masks
 from .tokens import TokenBatch
 from .video import to_model
@@ -108,7 +111,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     def __init__(self, base: BaseConfig | CosmosConfig | None = None,
                  compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
-                 score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding"):
+                 score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding",
+                 predictor: PredictorConfig | None = None):
         super().__init__()
         if dropped not in DROPPED_MODES:
             raise ValueError(f"dropped must be one of {', '.join(DROPPED_MODES)}, got {dropped!r}")
@@ -121,7 +125,13 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.compressor, self.decompressor = build_stacks(compressor, self.base)
             if dropped == "embedding":
                 self.dropped = nn.Parameter(torch.randn(self.base.decoder_dim) * 0.02)
+        self.predictor_config = predictor
+        if predictor is not None:
+            if compressor is None:
+                raise ValueError("a value predictor needs an adaptive model (a compressor)")
+            self.predictor = ValuePredictor(self.base.feature_dim, predictor)
         self.register_buffer("score_mean", torch.tensor(float(score_mean)))
+        self.rd_slopes: dict[str, list[list[float]]] = {}  # objective -> [[avg rate, slope], ...], from calibrate
         self.model_hash = ""  # set by from_pretrained: identifies the weights in token files
 
     # ---------------------------------------------------------------------------- configuration
@@ -140,7 +150,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             "compressor": self.compressor_config.to_dict() if self.adaptive else None,
             "score_mean": float(self.score_mean),
         }
-        return config | ({"dropped": self.dropped_mode} if self.dropped_mode != "embedding" else {})
+        config |= {"dropped": self.dropped_mode} if self.dropped_mode != "embedding" else {}
+        config |= {"predictor": self.predictor_config.to_dict()} if self.predictor_config else {}
+        return config | ({"rd_slopes": self.rd_slopes} if self.rd_slopes else {})
 
     @property
     def config_hash(self) -> str:
@@ -149,12 +161,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------------------------------- stages
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """video [B, 3, T, H, W] on the grid -> what is quantized [B, C, t, h, w] (after the compressor)."""
+        h = self.base.encode_features(x)
+        return self.compressor(h) if self.adaptive else h
+
     def encode_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """video [B, 3, T, H, W] on the grid -> (codes [B, 6, t, h, w], indices [B, t, h, w]); differentiable."""
-        h = self.base.encode_features(x)
-        if self.adaptive:
-            h = self.compressor(h)
-        return self.base.quantize(h)
+        return self.base.quantize(self.features(x))
 
     def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
@@ -216,37 +230,68 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return change
 
     # ----------------------------------------------------------------------- the batched core
+    def check_predictor(self, why: str) -> None:
+        if self.predictor_config is None:
+            raise ValueError(f"checkpoint {self.name!r} has no value predictor, which {why} needs (train one with "
+                             f"`infotok train infotok --init CHECKPOINT --train-selection value`)")
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Each window's predicted PSNR at rates k/16 [B, 16], from the encoder alone (no decoder pass)."""
+        self.check_predictor("a predicted curve")
+        return self.predictor(self.features(self.geometry.pad(as_model_input(x).to(self.device))))[1]
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str = "global_elbo",
                selection: str = "error", generator: np.random.Generator | int | None = None,
-               rates: Sequence[float] | None = None, keep_scores: bool = False) -> TokenBatch:
+               rates: Sequence[float] | None = None, keep_scores: bool = False,
+               target_psnr: float | None = None, objective: str = "psnr") -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
         any size (padded to the model grid here), on the model's device.
 
-        The router's decoder pass runs only where a strategy or selection reads its scores.
-        `keep_scores` keeps the score map in the batch so `reselect` can try other rates cheaply.
+        The router's decoder pass runs only where a strategy or selection reads its scores; `rd`,
+        `target_psnr` and `value` selection read the value predictor, which runs on the encoder's
+        features. `target_psnr` gives each window the fewest tokens predicted to reach it (instead
+        of `rate` and `strategy`). `keep_scores` keeps the score maps in the batch so `reselect`
+        can try other rates cheaply.
         """
         rate = check_rate(rate)
         check_strategy(strategy)
         check_selection(selection)
+        check_objective(objective)
         self.check_rates(rate, *(rates or []))
+        target_psnr = None if target_psnr is None else check_target(target_psnr)
+        predicting = selection == "value" or (rates is None and (strategy == "rd" or target_psnr is not None))
+        if predicting:
+            self.check_predictor("rd, --target-psnr and value selection")
         if isinstance(generator, int) or generator is None:
             generator = np.random.default_rng(generator or 0)
         x = as_model_input(x).to(self.device)
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
-        codes, indices = self.encode_codes(x)
+        feats = self.features(x)
+        codes, indices = self.base.quantize(feats)
+        value, curve = self.predictor(feats) if predicting or (keep_scores and self.predictor_config) else (None, None)
+        if rates is None and target_psnr is not None:
+            rates = target_rates(curve.cpu().numpy(), target_psnr)
+        elif rates is None and strategy == "rd":
+            rates = rd_rates(curve.cpu().numpy(), slope_for(self.rd_slopes.get(objective, []), rate), objective)
         lowest = min(rates) if rates is not None else rate
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
         change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
-        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates,
-                                            priority=change if selection == "temporal" else None)
+        ranked = {"temporal": change, "value": value}.get(selection)
+        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates, priority=ranked)
         f64 = dict(dtype=torch.float64, device=indices.device)
+        predicted = None
+        if curve is not None:
+            points = torch.tensor([round(r * curve.shape[1]) - 1 for r in chosen], device=curve.device).clamp(0, curve.shape[1] - 1)
+            predicted = curve.gather(1, points[:, None])[:, 0].double()
         return TokenBatch(indices.masked_fill(~masks, 0), masks, torch.tensor(chosen, **f64),
                           torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
                           frames, height, width, smap if keep_scores else None, 2 if routed else 1,
-                          change if keep_scores else None)
+                          change if keep_scores else None, value if keep_scores else None,
+                          curve if keep_scores else None, predicted)
 
     def reselect(self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0) -> TokenBatch:
         """The same windows at other rates, from the scores kept by `encode(..., keep_scores=True)`:
@@ -257,12 +302,13 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             raise ValueError("reselect needs a full-rate batch encoded with keep_scores=True")
         rates = [check_rate(r) for r in rates]
         self.check_rates(*rates)
+        if selection == "value" and batch.value is None:
+            self.check_predictor("value selection")
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
-        ranked = batch.latent_change if selection == "temporal" else batch.score_map
+        ranked = {"temporal": batch.latent_change, "value": batch.value}.get(selection, batch.score_map)
         masks = keep_masks(ranked, rates, selection, generators)
-        return TokenBatch(batch.indices.masked_fill(~masks, 0), masks,
-                          torch.tensor(rates, dtype=torch.float64, device=masks.device), batch.score,
-                          batch.frames, batch.height, batch.width, batch.score_map, batch.nfe, batch.latent_change)
+        return replace(batch, indices=batch.indices.masked_fill(~masks, 0), mask=masks,
+                       rate=torch.tensor(rates, dtype=torch.float64, device=masks.device), predicted=None)
 
     @torch.no_grad()
     def decode(self, batch: TokenBatch) -> torch.Tensor:
@@ -271,25 +317,49 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         x = self.decode_codes(codes, batch.mask.to(self.device))
         return self.geometry.crop(x, batch.frames, batch.height, batch.width)
 
-    def forward(self, x: torch.Tensor, rates: Sequence[float] | None = None, selection: str = "error",
-                score_mean: float | None = None) -> tuple[torch.Tensor, list[float], torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, rates: Sequence[float] | None = None, selection: str | Sequence[str] = "error",
+                score_mean: float | None = None
+                ) -> tuple[torch.Tensor, list[float], torch.Tensor | None, torch.Tensor | None]:
         """Training pass on windows on the grid: encode once, route (no gradient), decode the kept tokens.
 
         `rates` (one per window, None = full rate) are averages turned into global_elbo rates when
         `score_mean` is given (Algorithm 1 with the router in the loop), else the windows' rates.
-        Returns (reconstruction, the rates used, the score map or None where no router pass ran).
+        `selection` is one method or one per window. Where the model has a value predictor and a
+        window is selected by `value`, this decode also trains the predictor (on detached features:
+        it never changes the tokens). Returns (reconstruction, the rates used, the score map or None
+        where no router pass ran, the predictor's loss or None).
         """
-        codes, indices = self.encode_codes(x)
+        b = x.shape[0]
+        feats = self.features(x)
+        codes, indices = self.base.quantize(feats)
         if rates is None:
-            return self.decode_codes(codes), [1.0] * x.shape[0], None
-        routed = selection == "error"
-        smap = self.router_scores(x, codes.detach()) if routed else torch.zeros(indices.shape, device=x.device)
+            return self.decode_codes(codes), [1.0] * b, None, None
+        selections = [selection] * b if isinstance(selection, str) else list(selection)
+        predicting = self.predictor_config is not None and "value" in selections
+        full = None
+        if "error" in selections or predicting or score_mean is not None:
+            with torch.no_grad():
+                full = self.decode_codes(codes.detach())
+            smap = score_map(x, full, self.geometry)
+        else:
+            smap = torch.zeros(indices.shape, device=x.device)
         if score_mean is not None:
-            scores = [float(smap[i].mean()) for i in range(x.shape[0])]
+            scores = [float(smap[i].mean()) for i in range(b)]
             rates = [choose_rate("global_elbo", r, s, score_mean) for r, s in zip(rates, scores)]
-        change = self.latent_change(codes.detach()) if selection == "temporal" else None
-        _, _, masks = self.select(smap, selection=selection, rates=rates, priority=change)
-        return self.decode_codes(codes, masks), list(rates), smap if routed else None
+        value, curve = self.predictor(feats.detach()) if predicting else (None, None)
+        change = self.latent_change(codes.detach()) if "temporal" in selections else None
+        ranked = {"error": smap, "temporal": change, "value": value.detach() if value is not None else None}
+        masks = torch.cat([keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i:i + 1], [r], s)
+                           for i, (s, r) in enumerate(zip(selections, rates))])
+        y = self.decode_codes(codes, masks)
+        loss = None
+        if predicting:
+            points = torch.tensor([round(r * self.predictor_config.curve_points) - 1 for r in rates], device=x.device)
+            on_curve = torch.tensor([s == "value" for s in selections], device=x.device)
+            loss = predictor_loss(value, curve, value_targets(x, full, y.detach(), self.geometry), masks,
+                                  curve_targets(x, y.detach()), points.clamp(0, self.predictor_config.curve_points - 1),
+                                  on_curve)
+        return y, list(rates), smap if full is not None else None, loss
 
     # ------------------------------------------------------------------- whole videos (pipeline)
     def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
@@ -353,8 +423,12 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 checkpoint.check_sizes(compressor.to_dict(), "compressor")
                 if compressor.width % compressor.heads or (compressor.width // compressor.heads) % 4:
                     raise ValueError("compressor width / heads must be a multiple of 4")
+            predictor = PredictorConfig.from_dict(config["predictor"]) if config.get("predictor") else None
             model = cls(base, compressor, score_mean=float(config.get("score_mean", 0.0)),
-                        name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding")
+                        name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding",
+                        predictor=predictor)
+            model.rd_slopes = {check_objective(k): [[float(r), float(v)] for r, v in table]
+                               for k, table in (config.get("rd_slopes") or {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{directory / checkpoint.CONFIG_FILE}: invalid model configuration ({exc})") from None
         model.model_hash = checkpoint.load_weights(model, directory)

@@ -5,7 +5,13 @@ each token's receptive block (frame 0 alone, then groups of 4 frames; 8x8 pixels
 is the mean of its map. Strategies turn scores into rates:
 - `global_elbo`: rate = avg_rate * score / score_mean, clipped to [1/16, 1];
 - `static`: avg_rate for every clip;
-- `uniform`: a random rate in [1/16, 1] with mean avg_rate (the data-agnostic baseline).
+- `uniform`: a random rate in [1/16, 1] with mean avg_rate (the data-agnostic baseline);
+- `rd`: from each window's predicted rate-distortion curve (the value predictor's PSNR at rates
+  k/16), the rate where the curve's slope equals a slope calibrated for avg_rate and stored in the
+  checkpoint (equal slopes maximise the objective under the average; one stored slope keeps a
+  video's tokens independent of the other videos of a run). `shared_budget_rates` instead spends an
+  exact budget shared by a set of windows, and `target_rates` gives each window the fewest tokens
+  whose predicted PSNR reaches a target.
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ import torch.nn.functional as F
 from .geometry import Geometry
 from .selection import MIN_RATE
 
-STRATEGIES = ("global_elbo", "static", "uniform")
+STRATEGIES = ("global_elbo", "static", "uniform", "rd")
+OBJECTIVES = ("psnr", "mse")  # what rd maximises: the windows' mean PSNR (as TokenBench scores) or minus their MSE
 
 
 def check_strategy(strategy: str) -> str:
@@ -36,8 +43,14 @@ def check_rate(rate: float) -> float:
 
 def score_map(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry()) -> torch.Tensor:
     """x, x_hat [B, 3, T, H, W] on the model grid -> per-token mean L1 error [B, t, h, w]."""
+    return token_errors(x, x_hat, geometry)
+
+
+def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry(), power: int = 1) -> torch.Tensor:
+    """Mean |x - x_hat| ** power over each token's block of pixels: [B, 3, T, H, W] -> [B, t, h, w]."""
     temporal, spatial = geometry.temporal_factor, geometry.spatial_factor
-    err = (x.float() - x_hat.float()).abs().mean(dim=1)  # [B, T, H, W]
+    err = (x.float() - x_hat.float()).abs()
+    err = (err if power == 1 else err ** power).mean(dim=1)  # [B, T, H, W]
     first = F.avg_pool2d(err[:, :1], spatial)  # frame 0 is its own latent frame
     rest = err[:, 1:]
     if rest.shape[1]:
@@ -88,3 +101,77 @@ def choose_rate(strategy: str, avg_rate: float, score: float | None = None, scor
     if strategy == "global_elbo":
         return global_elbo_rate(avg_rate, score, score_mean)
     return uniform_rate(avg_rate, generator or np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- rate control on predicted curves
+def check_objective(objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    return objective
+
+
+def check_target(target_psnr: float) -> float:
+    target = float(target_psnr)
+    if not (math.isfinite(target) and 0 < target < 100):
+        raise ValueError(f"target PSNR must be a number of dB in (0, 100), got {target_psnr}")
+    return target
+
+
+def curve_gain(curves: np.ndarray, objective: str = "psnr") -> np.ndarray:
+    """Predicted PSNR curves [n, K] -> what the objective gains at each point (higher is better)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    return curves if check_objective(objective) == "psnr" else -(255.0 ** 2) * 10 ** (-curves / 10)
+
+
+def rd_rates(curves: np.ndarray, slope: float, objective: str = "psnr") -> list[float]:
+    """Each window's point k/K maximising gain(k) - slope * k/K: where its curve is as steep as `slope`."""
+    gain = curve_gain(curves, objective)
+    points = gain.shape[1]
+    k = np.argmax(gain - slope * np.arange(1, points + 1) / points, axis=1)
+    return [float(r) for r in (k + 1) / points]
+
+
+def calibrate_slopes(curves: np.ndarray, objective: str = "psnr") -> list[list[float]]:
+    """[[rate, slope], ...] for rates k/K: the slope at which rd's mean rate over these windows is
+    closest to the rate (found by bisection on log slope, the mean rate falling as the slope grows)."""
+    points = np.asarray(curves).shape[1]
+    table = []
+    for k in range(1, points + 1):
+        target = k / points
+        lo, hi = -12.0, 12.0  # log10 of the slope
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if np.mean(rd_rates(curves, 10 ** mid, objective)) < target else (mid, hi)
+        table.append([target, 10 ** ((lo + hi) / 2)])
+    return table
+
+
+def slope_for(table: list[list[float]], avg_rate: float) -> float:
+    """The calibrated slope for avg_rate, interpolated in log slope between the table's rates."""
+    if not table:
+        raise ValueError("this checkpoint has no calibrated rd slopes; run `infotok calibrate` on it")
+    rates, slopes = zip(*sorted(table))
+    return float(10 ** np.interp(avg_rate, rates, np.log10(slopes)))
+
+
+def target_rates(curves: np.ndarray, target_psnr: float) -> list[float]:
+    """Each window's fewest tokens (k/K) whose predicted PSNR reaches the target (all of them if none does)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    points = curves.shape[1]
+    reached = curves >= check_target(target_psnr)
+    k = np.where(reached.any(axis=1), reached.argmax(axis=1), points - 1)
+    return [float(r) for r in (k + 1) / points]
+
+
+def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "psnr") -> list[float]:
+    """Rates k/K for a set of windows spending exactly round(avg_rate * K * n) points in all (as close
+    as [1/K, 1] allows): every window starts at 1/K, then the next point always goes to the window
+    whose objective gains most from it."""
+    gain = curve_gain(curves, objective)
+    n, points = gain.shape
+    budget = int(np.clip(round(check_rate(avg_rate) * points * n), n, points * n))
+    k = np.zeros(n, dtype=int)  # index of each window's current point
+    for _ in range(budget - n):
+        step = np.where(k + 1 < points, gain[np.arange(n), np.minimum(k + 1, points - 1)] - gain[np.arange(n), k], -np.inf)
+        k[int(np.argmax(step))] += 1
+    return [float(r) for r in (k + 1) / points]

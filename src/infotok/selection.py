@@ -3,7 +3,8 @@
 `error` keeps the round(rate * N) highest-scoring tokens (InfoTok); `order` keeps a raster prefix of
 every latent frame (tail dropping, the ElasticTok-style ablation); `random` keeps a random subset;
 `temporal` keeps the tokens whose latent changed most since the previous latent frame (the
-training-free temporal-redundancy baseline, arXiv 2606.06158; its ranking comes from the codes).
+training-free temporal-redundancy baseline, arXiv 2606.06158; its ranking comes from the codes);
+`value` keeps the tokens whose dropping would cost most, as the value predictor estimates it.
 The top-k is one stable sort on the scores' device; ties are broken by position (earlier kept
 first), so masks are deterministic.
 """
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-SELECTIONS = ("error", "order", "random", "temporal")
+SELECTIONS = ("error", "order", "random", "temporal", "value")
 MIN_RATE = 1 / 16
 
 
@@ -32,7 +33,7 @@ def _priority(shape: tuple[int, int, int], scores: torch.Tensor, method: str,
               generator: torch.Generator | None) -> torch.Tensor:
     """A priority per token [t, h, w] on the scores' device; higher is kept first."""
     t, h, w = shape
-    if method in ("error", "temporal"):  # the caller passes the ranking it means
+    if method in ("error", "temporal", "value"):  # the caller passes the ranking it means
         return scores.float()
     if method == "order":  # position p of every frame before position p+1 of any frame
         pos = torch.arange(h * w, dtype=torch.float32).repeat(t)

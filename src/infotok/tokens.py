@@ -144,6 +144,9 @@ class TokenBatch:
     score_map: torch.Tensor | None = None  # [B, t, h, w] router scores, for re-selecting at other rates
     nfe: int = 1  # network passes spent per window (encoder, plus the router's decode)
     latent_change: torch.Tensor | None = None  # [B, t, h, w] the temporal selection's ranking, likewise
+    value: torch.Tensor | None = None  # [B, t, h, w] the value predictor's token values, likewise
+    curve: torch.Tensor | None = None  # [B, 16] its predicted PSNR at rates k/16, likewise
+    predicted: torch.Tensor | None = None  # [B] predicted PSNR at each window's rate, where the predictor ran
 
     def __len__(self) -> int:
         return self.indices.shape[0]

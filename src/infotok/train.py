@@ -27,10 +27,15 @@ from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_vi
 from .extras import require
 from .model import InfoTok
 from .metrics import psnr_from_mse
+from .predictor import PredictorConfig
 from .selection import MIN_RATE, SELECTIONS
 
 FLEX_RATES = (1.0, 0.75, 0.5, 0.25)
-RATE_SAMPLINGS = ("flex", "uniform", "elbo")
+RATE_SAMPLINGS = ("flex", "uniform", "elbo", "grid")
+# `--train-selection value`: how each window's mask is drawn (the rest of the windows teach the
+# decompressor to fill in after other kinds of drops, and give the value predictor its targets)
+VALUE_MIX = {"value": 0.5, "random": 0.25, "error": 0.25}
+PREDICTOR_WEIGHT = 0.01  # small enough that the predictor's gradients never dominate the clipped norm
 LOG_FIELDS = ["step", "loss", "psnr", "lr", "rate", "score_ema", "frames_per_s", "elapsed_s"]
 
 
@@ -53,21 +58,27 @@ class TrainConfig:
     score_ema: float = 0.99
     selection: str = "error"  # InfoTok; "order" trains the ElasticTok-style tail-dropping baseline
     # "flex": one of FLEX_RATES per clip; "uniform": U[1/16, 1] per clip; "elbo": one of FLEX_RATES as
-    # the average, turned into the clip's rate by global_elbo (the spread of rates inference produces)
+    # the average, turned into the clip's rate by global_elbo (the spread of rates inference produces);
+    # "grid": k/16 for k uniform in 1..16 (every point of the value predictor's curve)
     rate_sampling: str = "flex"
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
     synthetic_fraction: float = 0.1
     border_fraction: float = 0.0  # share of clips given static letterbox/pillarbox bars
+    still_fraction: float = 0.0  # share of clips held still (wholly, or all but a moving box)
     long_side: int = 0  # elongated crops: (crop^2 / long_side) x long_side, landscape or portrait
     long_fraction: float = 0.0  # share of batches cropped that way
     workers: int = 1
     cache: str | None = "runs/cache"
     cache_size: int = 256
     mixed_precision: str = "no"  # "bf16" on CUDA
+    # seconds of training (over all resumes) after which the run ends with a checkpoint; the learning
+    # rate schedule then follows whichever of steps and time is further along (0: steps only)
+    time_limit: float = 0.0
     base: dict = field(default_factory=dict)
-    compressor: dict = field(default_factory=dict)
+    compressor: dict = field(default_factory=dict)  # with --init, overrides the checkpoint's fields
+    predictor: dict = field(default_factory=dict)  # PredictorConfig fields; a predictor is added for selection=value
     name: str = ""
 
 
@@ -84,7 +95,7 @@ class TrainConfig:
         for name in ("steps", "batch", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
-        for name in ("synthetic_fraction", "border_fraction", "long_fraction"):
+        for name in ("synthetic_fraction", "border_fraction", "long_fraction", "still_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "must be in [0, 1]")
         if self.long_fraction and (self.long_side % 8 or self.long_side < self.crop):
@@ -95,6 +106,8 @@ class TrainConfig:
             raise bad("rate_sampling", f"must be one of {', '.join(RATE_SAMPLINGS)}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise bad("mixed_precision", "must be no, bf16 or fp16")
+        if not self.time_limit >= 0:
+            raise bad("time_limit", "must be a number of seconds >= 0")
         if not (self.lr > 0 and 0 <= self.ema < 1 and self.warmup >= 0):
             raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
         if self.kind == "infotok" and not self.init:
@@ -102,24 +115,38 @@ class TrainConfig:
         return self
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine from lr to lr * min_lr_ratio."""
+def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine from lr to lr * min_lr_ratio over the steps (or the time limit's
+    `time_fraction`, when that is further along)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    progress = min(1.0, max((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), time_fraction))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def build_model(cfg: TrainConfig) -> InfoTok:
-    if cfg.init:
-        init = InfoTok.from_pretrained(cfg.init)
-        if cfg.kind == "infotok" and not init.adaptive:
-            model = InfoTok(init.base.config, CompressorConfig(**cfg.compressor), name=cfg.name or "infotok-flex")
-            model.base.load_state_dict(init.base.state_dict())
-            return model
+    """The model a run starts from: `init` as it is, or grown by what the run adds (a compressor on
+    a base, changed compressor fields, a value predictor); only the added parameters are new."""
+    if not cfg.init:
+        return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
+    init = InfoTok.from_pretrained(cfg.init)
+    if cfg.kind != "infotok":
         init.name = cfg.name or init.name
         return init
-    return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
+    if init.adaptive:
+        compressor = type(init.compressor_config).from_dict(init.compressor_config.to_dict() | cfg.compressor)
+    else:
+        compressor = CompressorConfig(**cfg.compressor)
+    predictor = init.predictor_config
+    if cfg.predictor or (predictor is None and cfg.selection == "value"):
+        predictor = PredictorConfig.from_dict((predictor.to_dict() if predictor else {}) | cfg.predictor)
+    model = InfoTok(init.base.config, compressor, score_mean=float(init.score_mean),
+                    name=cfg.name or (init.name if init.adaptive else "infotok-flex"), dropped=init.dropped_mode,
+                    predictor=predictor)
+    unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
+    return model
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -188,6 +215,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                      weight_decay=cfg.weight_decay)
         self.step = 0
+        self.trained_s = 0.0  # training seconds of earlier sessions of this run (for time_limit)
         self.score_ema = float(self.model.score_mean)
         self.progress = progress
 
@@ -216,10 +244,10 @@ class Trainer:
         tensors |= self.ema.tensors()
         tensors |= _optimizer_tensors(self.opt)
         tensors["rng.torch"] = torch.get_rng_state()
-        progress = {"step": str(self.step), "score_ema": repr(self.score_ema)}
+        progress = {"step": str(self.step), "score_ema": repr(self.score_ema), "trained_s": repr(self._trained())}
         tmp = self.out / ".train_state.safetensors.tmp"
         save_file(tensors, str(tmp), metadata=progress)
-        meta = {"step": self.step, "score_ema": self.score_ema, "config": asdict(self.cfg)}
+        meta = {"step": self.step, "score_ema": self.score_ema, "trained_s": self._trained(), "config": asdict(self.cfg)}
         tmp_json = self.out / ".train_state.json.tmp"
         tmp_json.write_text(json.dumps(meta, indent=2))
         # the tensors carry their own step, so a crash between the two renames cannot pair them with
@@ -251,17 +279,30 @@ class Trainer:
         _load_optimizer(self.opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.score_ema = int(progress["step"]), float(progress["score_ema"])
+        self.trained_s = float(progress.get("trained_s", 0.0))
         return True
+
+    def _trained(self) -> float:
+        """Seconds trained by this run so far, over all its sessions."""
+        return self.trained_s + (time.time() - self.t0 if getattr(self, "t0", None) else 0.0)
+
+    def _time_fraction(self) -> float:
+        """How far along time_limit this process is (0 without one)."""
+        return self._trained() / self.cfg.time_limit if self.cfg.time_limit else 0.0
 
     # ------------------------------------------------------------------------------- loop
     def _log(self, row: dict) -> None:
         path = self.out / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=self._log_fields())
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _log_fields(self) -> list[str]:
+        """log.csv's columns; runs that train the value predictor also log its loss."""
+        return LOG_FIELDS + (["predictor_loss"] if self.cfg.selection == "value" else [])
 
     def _truncate_log(self) -> None:
         """After a resume, drop log rows past the resumed step (written after the last checkpoint)."""
@@ -271,7 +312,7 @@ class Trainer:
         with open(path) as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer = csv.DictWriter(f, fieldnames=self._log_fields())
             writer.writeheader()
             writer.writerows(rows)
 
@@ -289,10 +330,24 @@ class Trainer:
         total = batch * self.accelerator.num_processes
         if cfg.rate_sampling == "uniform":
             rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(total)]
+        elif cfg.rate_sampling == "grid":
+            rates = [int(rng.integers(1, 17)) / 16 for _ in range(total)]
         else:
             rates = [float(rng.choice(FLEX_RATES)) for _ in range(total)]
         first = batch * self.accelerator.process_index
         return rates[first:first + batch]
+
+    def _selections(self, batch: int) -> str | list[str]:
+        """The selection of each clip of this process's share: `value` runs mix VALUE_MIX, drawn for the
+        global batch from (seed, step) like the rates."""
+        cfg = self.cfg
+        if cfg.selection != "value":
+            return cfg.selection
+        rng = np.random.default_rng([cfg.seed, 11, self.step])
+        total = batch * self.accelerator.num_processes
+        drawn = rng.choice(list(VALUE_MIX), size=total, p=list(VALUE_MIX.values()))
+        first = batch * self.accelerator.process_index
+        return [str(s) for s in drawn[first:first + batch]]
 
     def run(self, on_step=None) -> None:
         """Train to cfg.steps. On N processes, step k's global batch is dataset items
@@ -307,7 +362,8 @@ class Trainer:
         global_batch = cfg.batch * acc.num_processes
         dataset = VideoClipDataset(paths, cfg.frames, cfg.crop, cfg.seed,
                                    synthetic_fraction=cfg.synthetic_fraction if paths else 1.0,
-                                   border_fraction=cfg.border_fraction, long_side=cfg.long_side,
+                                   border_fraction=cfg.border_fraction, still_fraction=cfg.still_fraction,
+                                   long_side=cfg.long_side,
                                    long_fraction=cfg.long_fraction, batch=global_batch)
         sampler = ResumableSampler(self.step * global_batch)
         loader = DataLoader(dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
@@ -318,45 +374,54 @@ class Trainer:
         if acc.is_main_process:  # files of the run: written by one process
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-            if self.step:
-                self._truncate_log()
+            self._truncate_log()  # rows past the resumed step (all of them in a fresh or overwritten run)
         t0, frames_done, window = time.time(), 0, []
+        self.t0 = t0
+        time_fraction = self._time_fraction()  # agreed by every process (a mean over them), so all stop together
         bar = None
         if self.progress and acc.is_main_process:
             from tqdm import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.kind}", dynamic_ncols=True)
         for x in loader:
-            if self.step >= cfg.steps:
+            if self.step >= cfg.steps or time_fraction >= 1:
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(self.step, cfg)
+                g["lr"] = lr_at(self.step, cfg, time_fraction)
             elbo_mean = self.score_ema if cfg.rate_sampling == "elbo" and self.score_ema > 0 else None
             with acc.autocast():
-                y, rates, smap = model(x, self._rates(x.shape[0]), cfg.selection, elbo_mean)
+                y, rates, smap, predictor_loss = model(x, self._rates(x.shape[0]), self._selections(x.shape[0]), elbo_mean)
             loss = (y.float() - x).abs().mean()
+            if predictor_loss is not None:
+                loss = loss + PREDICTOR_WEIGHT * predictor_loss.float()
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             self.ema.update(raw, min(cfg.ema, (1 + self.step) / (10 + self.step)))
             with torch.no_grad():  # logged figures are means over every process's share of the batch
+                zero = torch.zeros((), device=x.device)
                 stats = torch.stack([loss.detach().float(), ((y.float().clamp(-1, 1) - x) ** 2).mean(),
-                                     smap.mean().float() if smap is not None else torch.zeros((), device=x.device),
-                                     torch.tensor(float(np.mean(rates)), device=x.device)])
-                loss_all, mse, clip_score, rate = acc.reduce(stats, "mean").tolist()
+                                     smap.mean().float() if smap is not None else zero,
+                                     torch.tensor(float(np.mean(rates)), device=x.device),
+                                     predictor_loss.detach().float() if predictor_loss is not None else zero,
+                                     torch.tensor(self._time_fraction(), device=x.device)])
+                loss_all, mse, clip_score, rate, pred_loss, time_fraction = acc.reduce(stats, "mean").tolist()
             if smap is not None:
                 self.score_ema = clip_score if self.score_ema <= 0 else \
                     cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
             self.step += 1
             frames_done += x.shape[0] * x.shape[2] * acc.num_processes
-            window.append((loss_all, psnr_from_mse(mse, peak=2.0), rate))
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                loss_m, psnr_m, rate_m = np.mean(window, axis=0)
+            window.append((loss_all, psnr_from_mse(mse, peak=2.0), rate, pred_loss))
+            last = self.step == cfg.steps or time_fraction >= 1
+            if self.step % cfg.log_every == 0 or last:
+                loss_m, psnr_m, rate_m, pred_m = np.mean(window, axis=0)
                 row = {"step": self.step, "loss": f"{loss_m:.5f}", "psnr": f"{psnr_m:.3f}",
-                       "lr": f"{lr_at(self.step - 1, cfg):.3g}", "rate": f"{rate_m:.3f}",
+                       "lr": f"{opt.param_groups[0]['lr']:.3g}", "rate": f"{rate_m:.3f}",
                        "score_ema": f"{self.score_ema:.5f}",
                        "frames_per_s": f"{frames_done / (time.time() - t0):.1f}",
                        "elapsed_s": f"{time.time() - t0:.1f}"}
+                if cfg.selection == "value":
+                    row["predictor_loss"] = f"{pred_m:.4f}"
                 window = []
                 if acc.is_main_process:
                     self._log(row)
@@ -364,7 +429,7 @@ class Trainer:
                     bar.set_postfix(loss=row["loss"], psnr=row["psnr"])
             if bar:
                 bar.update(1)
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.checkpoint_every == 0 or last:
                 self.save()
             if on_step:
                 on_step(self.step, loss_all)
