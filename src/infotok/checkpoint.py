@@ -159,12 +159,14 @@ def check_sizes(fields: dict, section: str) -> None:
 def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict,
                     overwrite: bool = False) -> Path:
     """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
-    mean; the source's other config fields (provenance, training config) travel along."""
+    mean (and rd slopes, where the model has a value predictor); the source's other config fields
+    (provenance, training config) travel along."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     previous = read_config(locate(source))
     model.score_mean.fill_(calibration["score_mean"])
+    model.rd_slopes = calibration.get("rd_slopes", {})
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],
                             "frames": calibration["frames"]}

@@ -231,6 +231,30 @@ def _settings(args) -> dict:
                 overlap=args.overlap, seed=args.seed, start=args.start, max_frames=args.max_frames, **sizes)
 
 
+def _rate_control(args, inputs: list[Path], model) -> dict[Path, dict]:
+    """Each input's extra settings for --target-psnr / --objective / --budget run (a first pass over
+    all inputs predicts every window's curve, then one exact budget is shared among them)."""
+    from .pipeline import run_budget_rates
+
+    extra = {"target_psnr": args.target_psnr, "objective": args.objective}
+    if args.target_psnr is not None and (args.rate_given or args.strategy_given or args.budget == "run"):
+        raise UsageError("--target-psnr chooses each window's rate itself: drop --rate, --strategy and --budget")
+    if args.budget != "run":
+        return {p: extra for p in inputs}
+    if args.strategy != "rd":
+        raise UsageError("--budget run shares one budget by the predicted curves: use it with --strategy rd")
+    rates = run_budget_rates(model, inputs, **_settings(args), objective=args.objective)
+    return {p: extra | {"rates": r} for p, r in zip(inputs, rates)}
+
+
+def _target(text: str) -> float:
+    from .router import check_target
+    try:
+        return check_target(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _expected_windows(path: Path, args) -> int | None:
     from .pipeline import expected_windows
 
@@ -247,6 +271,11 @@ def _print_summary(src, dst, result, psnr: float | None = None) -> None:
     if psnr is not None:
         line += f", PSNR {psnr:.2f} dB"
     print(line)
+    if result.predicted_psnr:  # where the value predictor chose the rates: what it promised, and what came
+        target = f"target {h.target_psnr:.2f} dB, " if h.target_psnr is not None else ""
+        for i, ((a, b), rate, predicted) in enumerate(zip(result.window_spans, result.window_rates, result.predicted_psnr)):
+            measured = f", measured {result.window_psnr[i]:.2f} dB" if result.window_psnr else ""
+            print(f"  window {i} (frames {a}-{b - 1}): rate {rate:.4f}, {target}predicted {predicted:.2f} dB{measured}")
 
 
 # ---------------------------------------------------------------------- encode / decode / ...
@@ -254,9 +283,11 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
     from .router import STRATEGIES
     from .selection import SELECTIONS
 
-    p.add_argument("--rate", type=_rate, default=rate_default, help=f"average token rate in [1/16, 1] (default {rate_default})")
-    p.add_argument("--strategy", choices=STRATEGIES, default="global_elbo",
-                   help="how each window's rate is chosen (default global_elbo)")
+    p.add_argument("--rate", type=_rate, help=f"average token rate in [1/16, 1] (default {rate_default})")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="how each window's rate is chosen (default global_elbo; rd: by the predicted "
+                        "rate-distortion curves, needs a checkpoint with a value predictor)")
+    p.set_defaults(rate_default=rate_default)
     p.add_argument("--selection", choices=SELECTIONS, default="error", help="which tokens are kept (default error)")
     p.add_argument("--window", type=int, default=33, help="frames per window (default 33)")
     p.add_argument("--overlap", type=int, default=5, help="frames shared by neighbouring windows (default 5)")
@@ -267,6 +298,18 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
     p.add_argument("--start", type=int, default=0, help="first frame to tokenize (default 0)")
     p.add_argument("--max-frames", type=_positive, help="tokenize at most this many frames (default: all), for a quick look")
     p.add_argument("--seed", type=int, default=0, help="seed of the uniform strategy and random selection (default 0)")
+
+
+def add_rate_control_options(p) -> None:
+    from .router import OBJECTIVES
+
+    p.add_argument("--target-psnr", type=_target, metavar="DB",
+                   help="give each window the fewest tokens predicted to reach this PSNR (instead of --rate)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="psnr",
+                   help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE")
+    p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
+                   help="--strategy rd: a slope calibrated in the checkpoint, so a video's tokens do not depend on "
+                        "the other inputs (default), or one exact budget shared by all inputs of this command (run)")
 
 
 def add_model_options(p, outputs: bool = True) -> None:
@@ -290,11 +333,13 @@ def cmd_encode(args) -> int:
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_model(args)
+    control = _rate_control(args, inputs, model)
 
     def job(src: Path, dst: Path) -> None:
         bar = Progress(_expected_windows(src, args), f"encode {src.name}")
         try:
-            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), **_settings(args))
+            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), **_settings(args),
+                                 **control[src])
         finally:
             bar.close()
         _print_summary(src, dst, result)
@@ -329,13 +374,14 @@ def cmd_reconstruct(args) -> int:
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
     model = _load_model(args)
+    control = _rate_control(args, inputs, model)
 
     def job(src: Path, dst: Path) -> None:
         expected = _expected_windows(src, args)
         bar = Progress(2 * expected if expected else None, f"reconstruct {src.name} (encode, then decode)")
         try:
             result, psnr = reconstruct_file(model, src, dst, args.lossless, args.overwrite, lambda w: bar.update(),
-                                            **_settings(args))
+                                            **_settings(args), **control[src])
         finally:
             bar.close()
         _print_summary(src, dst, result, psnr)
@@ -464,6 +510,7 @@ def add_commands(sub) -> None:
     p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, help="FILE.itok for one input, a folder for several")
     add_tokenize_options(p)
+    add_rate_control_options(p)
     add_model_options(p)
     p.set_defaults(func=cmd_encode)
 
@@ -479,6 +526,7 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="OUT.mp4 for one input, a folder for several")
     p.add_argument("--lossless", action="store_true", help="store the reconstructed frames exactly (large file)")
     add_tokenize_options(p)
+    add_rate_control_options(p)
     add_model_options(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -651,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "rate_default"):  # explicit --rate / --strategy are told apart from the defaults
+        args.rate_given, args.strategy_given = args.rate is not None, args.strategy is not None
+        args.rate = args.rate if args.rate is not None else args.rate_default
+        args.strategy = args.strategy or "global_elbo"
     from .checkpoint import CheckpointError
     from .tokens import TokenFormatError
     from .video import VideoError

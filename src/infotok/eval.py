@@ -24,7 +24,7 @@ from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
-from .router import balanced_rates, check_rate, uniform_rate
+from .router import OBJECTIVES, balanced_rates, calibrate_slopes, check_rate, shared_budget_rates, uniform_rate
 from .tokens import TokenBatch, TokenHeader, Tokens
 from .video import from_model, read_video, resize_and_crop, resize_short_side
 
@@ -134,7 +134,8 @@ def binary_search_rate(mse_at, levels: int = 16, threshold: float = 0.003) -> tu
 
 
 def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: float, seed: int = 0) -> list[float]:
-    """Per-clip rates for one run: global_elbo is balanced so the run's mean rate is avg_rate."""
+    """Per-clip rates for one run: global_elbo is balanced and rd spends a shared budget, so that the
+    run's mean rate is avg_rate."""
     if strategy == "static":
         return [avg_rate] * len(clips)
     if strategy == "global_elbo":
@@ -142,6 +143,10 @@ def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: fl
     if strategy == "uniform":
         rng = np.random.default_rng(seed)
         return [uniform_rate(avg_rate, rng) for _ in clips]
+    if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
+        if any(c.batch.curve is None for c in clips):
+            raise ValueError("rd needs a checkpoint with a value predictor")
+        return shared_budget_rates(np.stack([c.batch.curve[0].cpu().numpy() for c in clips]), avg_rate)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -246,13 +251,20 @@ def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tupl
 
 
 def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
-    """The mean clip score `global_elbo` divides by, measured on `paths` under the evaluation protocol."""
+    """The mean clip score `global_elbo` divides by, and (with a value predictor) the slopes `rd`
+    uses for each average rate, measured on `paths` under the evaluation protocol."""
     if not model.adaptive:
         raise ValueError("calibration is for InfoTok checkpoints (a base tokenizer has no router)")
-    scores = {}
+    scores, curves = {}, []
     for p in paths:
-        scores[p.name] = load_clip(model, p, size, frames).score
+        clip = load_clip(model, p, size, frames)
+        scores[p.name] = clip.score
+        if clip.batch.curve is not None:
+            curves.append(clip.batch.curve[0].cpu().numpy())
         if progress:
             progress(f"{p.name}: score {scores[p.name]:.5f}")
-    return {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
-            "videos": len(scores), "scores": scores, "size": size, "frames": frames}
+    result = {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
+              "videos": len(scores), "scores": scores, "size": size, "frames": frames}
+    if curves:
+        result["rd_slopes"] = {objective: calibrate_slopes(np.stack(curves), objective) for objective in OBJECTIVES}
+    return result

@@ -29,14 +29,21 @@ class PSNRMeter:
 
     def __init__(self):
         self.squared_error, self.count = 0.0, 0
+        self.frame_mse: list[float] = []
 
     def add(self, reference: np.ndarray, distorted: np.ndarray) -> None:
-        self.squared_error += float(((reference.astype(np.float64) - distorted.astype(np.float64)) ** 2).sum())
+        error = float(((reference.astype(np.float64) - distorted.astype(np.float64)) ** 2).sum())
+        self.squared_error += error
         self.count += reference.size
+        self.frame_mse.append(error / reference.size)
 
     @property
     def value(self) -> float:
         return psnr_from_mse(self.squared_error / max(self.count, 1))
+
+    def span(self, start: int, end: int) -> float:
+        """PSNR of frames [start, end) (a window's span) among those added so far."""
+        return psnr_from_mse(float(np.mean(self.frame_mse[start:end])))
 
 
 def ssim(reference: np.ndarray, distorted: np.ndarray) -> float:

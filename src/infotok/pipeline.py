@@ -17,7 +17,7 @@ import torch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
-from .router import check_rate, check_strategy
+from .router import check_objective, check_rate, check_strategy, check_target, shared_budget_rates, slope_for
 from .selection import check_selection
 from .tokens import TokenBatch, TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
@@ -89,16 +89,24 @@ class TokenStream:
     def __init__(self, model, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  rates: list[float] | None = None, fps: float | None = None, start: int = 0,
-                 max_frames: int | None = None, max_size: int | None = None):
+                 max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
+                 objective: str = "psnr"):
         self.model, self.video = model, video
         self.rate, self.strategy, self.selection = check_rate(rate), check_strategy(strategy), check_selection(selection)
+        self.target_psnr = None if target_psnr is None else check_target(target_psnr)
+        self.objective = check_objective(objective)
         model.check_rates(self.rate, *(rates or []))
+        if self.target_psnr is not None or self.selection == "value" or (self.strategy == "rd" and rates is None):
+            model.check_predictor("rd, --target-psnr and value selection")
+        if self.strategy == "rd" and rates is None and self.target_psnr is None:
+            slope_for(model.rd_slopes.get(self.objective, []), self.rate)  # refuses an uncalibrated checkpoint now
         check_windowing(window, overlap, model.geometry)
         check_segment(start, max_frames, size, max_size)
         self.window, self.overlap, self.size, self.seed, self.rates, self.fps = window, overlap, size, seed, rates, fps
         self.start, self.max_frames, self.max_size = start, max_frames, max_size
         self.header: TokenHeader | None = None
         self.nfe = 0
+        self.predicted: list[float] = []  # each window's predicted PSNR, where the value predictor ran
         self.done = False
 
     def __iter__(self) -> Iterator[TokenWindow]:
@@ -113,10 +121,14 @@ class TokenStream:
                     levels=list(model.base.levels), temporal_factor=model.geometry.temporal_factor,
                     spatial_factor=model.geometry.spatial_factor, width=chunk.shape[2], height=chunk.shape[1],
                     source_width=source.width, source_height=source.height, fps=source.fps, num_frames=0,
-                    window=self.window, overlap=self.overlap, strategy=self.strategy, selection=self.selection,
-                    avg_rate=self.rate, score_mean=float(model.score_mean), resize=resize)
+                    window=self.window, overlap=self.overlap,
+                    strategy="target" if self.target_psnr is not None else self.strategy, selection=self.selection,
+                    avg_rate=self.rate, score_mean=float(model.score_mean), resize=resize, target_psnr=self.target_psnr)
             batch = model.encode(torch.from_numpy(chunk)[None], self.rate, self.strategy, self.selection, rng,
-                                 rates=[self.rates[i]] if self.rates is not None else None)
+                                 rates=[self.rates[i]] if self.rates is not None else None,
+                                 target_psnr=self.target_psnr, objective=self.objective)
+            if batch.predicted is not None:
+                self.predicted.append(float(batch.predicted[0]))
             self.nfe += batch.nfe
             yield batch.window(0, start, end)
         if self.header is None:
@@ -144,12 +156,39 @@ def iter_detokenize(model, header: TokenHeader, windows: Iterable[TokenWindow]) 
 
 @dataclass
 class EncodeResult:
-    """What one video's tokenization produced: the final header, its ledger and each window's rate."""
+    """What one video's tokenization produced: the final header, its ledger, each window's rate and
+    frame span, and (where the value predictor ran) each window's predicted PSNR; `reconstruct_file`
+    adds each window's measured PSNR."""
 
     header: TokenHeader
     ledger: Ledger
     window_rates: list[float]
     nfe: int
+    window_spans: list[tuple[int, int]]
+    predicted_psnr: list[float]
+    window_psnr: list[float] | None = None
+
+
+def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", window: int = 33, overlap: int = 5,
+                     size: int | None = None, fps: float | None = None, start: int = 0, max_frames: int | None = None,
+                     max_size: int | None = None, **_) -> list[list[float]]:
+    """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
+    pass predicts every window's curve (encoder and value predictor, no decoder), then
+    `router.shared_budget_rates` spends round(rate * 16 * windows) points over them. Returns the
+    rates per video, for `TokenStream(rates=...)`."""
+    model.check_predictor("a shared budget")
+    curves, counts = [], []
+    for video in videos:
+        frames, _, _ = video_source(video, size, fps, start, max_frames, max_size)
+        before = len(curves)
+        for _, _, chunk in iter_windows(frames, window, overlap):
+            curves.append(model.predict(torch.from_numpy(chunk)[None])[0].cpu().numpy())
+        counts.append(len(curves) - before)
+    if not curves:
+        raise ValueError("the videos have no frames")
+    rates = shared_budget_rates(np.stack(curves), rate, objective)
+    bounds = np.cumsum([0] + counts)
+    return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
@@ -157,7 +196,7 @@ def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite
     """Stream one video into a `.itok` file (`settings` as for `TokenStream`); nothing is left at
     `dst` unless the whole video was tokenized."""
     stream = TokenStream(model, src, **settings)
-    writer, kept, total, rates = None, 0, 0, []
+    writer, kept, total, rates, spans = None, 0, 0, [], []
     try:
         for w in stream:
             if writer is None:
@@ -165,6 +204,7 @@ def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite
             writer.write(w)
             kept, total = kept + w.kept, total + w.num_tokens
             rates.append(w.rate)
+            spans.append((w.start, w.end))
             if on_window:
                 on_window(w)
     except BaseException:
@@ -174,14 +214,14 @@ def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite
     writer.close()
     h = writer.header
     ledger = Ledger(kept, total, h.num_frames * h.width * h.height, os.path.getsize(dst))
-    return EncodeResult(h, ledger, rates, stream.nfe)
+    return EncodeResult(h, ledger, rates, stream.nfe, spans, stream.predicted)
 
 
 def decode_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless: bool = False,
                 on_window: Callable[[TokenWindow], None] | None = None,
                 reference: Iterable[np.ndarray] | None = None) -> tuple[TokenHeader, float | None]:
     """Decode a `.itok` file into a video file, streaming; with `reference` frames (the source at the
-    tokenized size), also returns the TokenBench PSNR of the whole video against them."""
+    tokenized size), also returns the meter of the TokenBench PSNR against them."""
     meter = PSNRMeter() if reference is not None else None
     with TokenReader(src) as reader:
         windows = _observed(reader, on_window)
@@ -189,14 +229,14 @@ def decode_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless:
         if meter is not None:
             frames = _measured(frames, reference, meter)
         write_video(dst, frames, fps=reader.header.fps, lossless=lossless)
-        return reader.header, (meter.value if meter else None)
+        return reader.header, meter
 
 
 def reconstruct_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless: bool = False,
                      overwrite: bool = False, on_window: Callable[[TokenWindow], None] | None = None,
                      **settings) -> tuple[EncodeResult, float]:
     """Video -> tokens (through a temporary `.itok`, exactly what a user would store) -> video, with
-    the PSNR of the reconstruction against the source."""
+    the PSNR of the reconstruction against the source (and each window's, in the result)."""
     if Path(dst).exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass --overwrite to replace it")
     with tempfile.TemporaryDirectory() as d:
@@ -204,8 +244,9 @@ def reconstruct_file(model, src: str | os.PathLike, dst: str | os.PathLike, loss
         result = encode_file(model, src, tokens, on_window=on_window, **settings)
         reference, _, _ = video_source(src, settings.get("size"), None, settings.get("start", 0),
                                        settings.get("max_frames"), settings.get("max_size"))
-        _, value = decode_file(model, tokens, dst, lossless, on_window, reference)
-    return result, value
+        _, meter = decode_file(model, tokens, dst, lossless, on_window, reference)
+    result.window_psnr = [meter.span(a, b) for a, b in result.window_spans]
+    return result, meter.value
 
 
 def _observed(windows: Iterable[TokenWindow], on_window) -> Iterator[TokenWindow]:

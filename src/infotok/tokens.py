@@ -68,6 +68,7 @@ class TokenHeader:
     avg_rate: float
     score_mean: float
     resize: int | None = None  # short side the source was resized to, if any
+    target_psnr: float | None = None  # strategy "target": the PSNR each window's rate was chosen to reach
     codec: str = "zlib"
     format_version: int = FORMAT_VERSION
 
@@ -371,7 +372,10 @@ class TokenWriter:
         except ValueError:
             self._body.close()
             raise
-        blob = json.dumps(asdict(self.header), sort_keys=True).encode()
+        fields = asdict(self.header)
+        if fields["target_psnr"] is None:  # only target-mode files carry it: other files stay byte-identical
+            del fields["target_psnr"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         tmp = temp_beside(self.path)
         try:
             with open(tmp, "wb") as out:
