@@ -142,7 +142,9 @@ def calibrate_slopes(curves: np.ndarray, objective: str = "psnr") -> list[list[f
         for _ in range(60):
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if np.mean(rd_rates(curves, 10 ** mid, objective)) < target else (mid, hi)
-        table.append([target, 10 ** ((lo + hi) / 2)])
+        # the mean rate moves in steps: keep the side of the step that lands closer to the target
+        best = min((lo, hi), key=lambda e: abs(np.mean(rd_rates(curves, 10 ** e, objective)) - target))
+        table.append([target, 10 ** best])
     return table
 
 
