@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,8 @@ from infotok.base import BaseConfig
 from infotok.compressor import CompressorConfig
 from infotok.checkpoint import default_checkpoint
 from infotok.model import InfoTok
+from infotok.predictor import PredictorConfig
+from infotok.router import OBJECTIVES, calibrate_slopes
 from infotok.video import synthetic_video, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -18,10 +21,15 @@ TINY_BASE = BaseConfig(enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, de
 TINY_COMPRESSOR = CompressorConfig(width=16, depth=1, heads=2)
 
 
-def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2) -> InfoTok:
+def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, predictor: bool = False) -> InfoTok:
+    """With `predictor`, a value predictor and rd slopes calibrated on made-up curves come along."""
     torch.manual_seed(seed)
     model = InfoTok(TINY_BASE, TINY_COMPRESSOR if adaptive else None, score_mean=score_mean,
-                    name="tiny-infotok" if adaptive else "tiny-base")
+                    name="tiny-infotok" if adaptive else "tiny-base",
+                    predictor=PredictorConfig(hidden=8) if predictor else None)
+    if predictor:
+        curves = 15 + np.cumsum(np.linspace(2, 0.1, 16)[None] * np.linspace(0.5, 2, 12)[:, None], axis=1)
+        model.rd_slopes = {o: calibrate_slopes(curves, o) for o in OBJECTIVES}
     if adaptive:  # random, non-identity transformers so causality tests are meaningful
         for stack in (model.compressor, model.decompressor):
             torch.nn.init.normal_(stack.proj_out.weight, std=0.1)

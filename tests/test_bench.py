@@ -18,10 +18,10 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     videos = tmp_path / "videos"
     for seed in range(3):
         write_video(videos / f"clip{seed}.mp4", synthetic_video(12, 40, 48, seed=seed), fps=12)
-    ckpt = tiny_model().save_pretrained(tmp_path / "tiny")
+    ckpt = tiny_model(predictor=True).save_pretrained(tmp_path / "tiny")
     markdown = tmp_path / "report" / "BENCHMARKS.md"
     code = main(["--videos", str(videos), "--infotok", str(ckpt), "--base", str(ckpt), "--elastic", str(ckpt),
-                 "--size", "32", "--frames", "9", "--no-vmaf", "--long-video", "clip0.mp4", "--release", "tiny",
+                 "--size", "32", "--frames", "9", "--no-vmaf", "--long-video", "clip0.mp4", "--camera-video", "clip1.mp4", "--release", "tiny",
                  "--out", str(tmp_path / "out"), "--markdown", str(markdown),
                  "--lpips-weights", str(backbone_file(tmp_path)), "--fvd-weights", str(scripted(tmp_path, TinyI3D()))])
     assert code == 0
@@ -47,6 +47,13 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert "Refusing a `.itok` file with a forged length field" in text
     assert set(result["resources"]["dataset"]) == {"1", "2"} and "`infotok encode-dataset` (Ray Data" in text
     assert set(result["resources"]["batches"]) == {"1", "4", "8"}
+    for section in ("## Rate control on predicted curves", "### Target PSNR", "### Still versus moving under `rd`",
+                    "### A fixed camera", "### A whole long video", "Seconds per pixel at 1280x720 / at 455x256"):
+        assert section in text
+    control = result["rate_control"]
+    assert control["accuracy"]["windows"] >= 3 and len(control["targets"]) == 3
+    for p in result["curves"]["InfoTok-Flex rd"]:  # a shared budget: the asked mean rate exactly
+        assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 16 / 3 + 1e-9)
 
 
 def test_motion_is_the_mean_absolute_frame_change():

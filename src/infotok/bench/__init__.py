@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lpips-weights", metavar="FILE", help="torchvision AlexNet/VGG16 state dict: adds LPIPS")
     p.add_argument("--fvd-weights", metavar="FILE", help="TorchScript video feature network (I3D): adds FVD")
     p.add_argument("--long-video", default="bdd_e5cd93c4.mp4", help="clip used for the 60 vs 600 frame memory test")
+    p.add_argument("--camera-video", default="bridgev2_toykitchen7.mp4",
+                   help="fixed-camera clip whose still and moving cells' kept fractions are reported")
     p.add_argument("--release", choices=["full", "tiny"], default="full",
                    help="size of the release architecture timed with random weights (tiny: for tests)")
     p.add_argument("--out", default="bench_out")

@@ -106,9 +106,9 @@ def measure(model: InfoTok, clip: Clip, rate: float, selection: str = "error", q
     return {"rate": rate} | measure_clip(model, clip, clip_at(model, clip, rate, selection), quality, **kwargs)
 
 
-def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float]) -> np.ndarray:
-    """PSNR of every clip at every rate (error-ranked tokens): the oracle's table."""
-    return np.array([[measure(model, c, r, quality=False)["psnr"] for r in rates] for c in clips])
+def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float], selection: str = "error") -> np.ndarray:
+    """PSNR of every clip at every rate (error-ranked tokens by default): the oracle's table."""
+    return np.array([[measure(model, c, r, selection, quality=False)["psnr"] for r in rates] for c in clips])
 
 
 # ------------------------------------------------------------------------------ experiments
@@ -273,6 +273,43 @@ def release_speed(which: str, size: int, frames: int) -> dict:
     return out
 
 
+def core_scaling(model: InfoTok, frames: int) -> dict:
+    """`model.encode` (global_elbo, as `infotok encode` runs by default) on one window at 455x256 and
+    at 1280x720: seconds and microseconds per pixel; and at 455x256 the same weights with whole-frame
+    attention (the compressor before tiling), the cost this replaced."""
+    from dataclasses import replace
+
+    def seconds(m: InfoTok, width: int, height: int) -> float:
+        x = torch.rand(1, 3, frames, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        m.encode(x[:, :, :5, :64, :64], 0.5)  # warm-up
+        t = time.perf_counter()
+        m.encode(x, 0.5)
+        return time.perf_counter() - t
+
+    out = {}
+    for label, (w, h) in (("455x256", (456, 256)), ("1280x720", (1280, 720))):
+        s = seconds(model, w, h)
+        out[label] = {"seconds": s, "us_per_pixel": s / (frames * w * h) * 1e6}
+        log(f"encode one {frames}x{label} window: {s:.1f} s")
+    if getattr(model.compressor_config, "window", 0):
+        whole = InfoTok(model.base.config, replace(model.compressor_config, window=0), float(model.score_mean),
+                        model.name, model.dropped_mode, model.predictor_config)
+        whole.load_state_dict(model.state_dict())
+        s = seconds(whole.eval(), 456, 256)
+        out["455x256 whole-frame attention"] = {"seconds": s, "us_per_pixel": s / (frames * 456 * 256) * 1e6}
+    return out
+
+
+def cli_encode_720p(video: Path, frames: int, checkpoint: str) -> dict:
+    """`infotok encode --size 720` of `frames` frames in a fresh process: seconds and its own peak memory."""
+    with tempfile.TemporaryDirectory() as d:
+        clip = Path(d, "clip.mp4")
+        write_video(clip, iter_frames(video, max_frames=frames), fps=probe(video).fps)
+        seconds, peak = run_measured(["encode", str(clip), "-o", f"{d}/t.itok", "--size", "720", "--rate", "0.5",
+                                      "--checkpoint", checkpoint])
+    return {"frames": frames, "seconds": seconds, "peak_rss_mib": peak}
+
+
 def token_refusal_seconds(model: InfoTok, repeats: int = 20) -> dict:
     """How long the `.itok` parser takes to refuse files with forged length fields (the tests check
     that it allocates nothing for them; how fast is measured here)."""
@@ -367,6 +404,7 @@ def checkpoint_facts(model: InfoTok, directory: str) -> dict:
 
 def run(args) -> dict:
     """Every experiment, in order; returns what `report.markdown` needs."""
+    from . import rate_control  # it builds on this module's helpers
     setup = Setup(list_clips(args.videos), args.size, args.frames, args.vmaf,
                   Perceptual.from_paths(args.lpips_weights, args.fvd_weights))
     infotok, base, elastic = (InfoTok.from_pretrained(p) for p in (args.infotok, args.base, args.elastic))
@@ -380,6 +418,8 @@ def run(args) -> dict:
         content[name]["held_score"] = row["held_score"]
     flex_sweeps(setup, infotok, clips, curves)
     oracle(infotok, clips, curves)
+    control = rate_control.run(setup, infotok, clips, curves, args.long_video, args.camera_video) \
+        if infotok.predictor_config is not None else None
     clip_scores = {c.name: c.score for c in clips}
     del clips
     whole = whole_frame_router(setup, infotok)
@@ -387,6 +427,7 @@ def run(args) -> dict:
     log("throughput and memory")
     long_video = Path(args.videos) / args.long_video
     resources = {"video": long_video.name, "model": throughput(infotok, args.size, args.frames),
+                 "scaling": core_scaling(infotok, args.frames), "cli_720p": cli_encode_720p(long_video, 60, args.infotok),
                  "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)},
                  "release": release_speed(args.release, args.size, args.frames), "token_refusal_s": token_refusal_seconds(infotok),
                  "batches": batch_throughput(infotok, args.size, args.frames),
@@ -394,7 +435,7 @@ def run(args) -> dict:
     return {"curves": curves.points, "per_video": curves.per_video, "router_seconds_per_clip": router_seconds,
             "clip_scores": clip_scores, "clip_content": content, "still_versus_moving": still, "whole_frame_router": whole["clips"],
             "whole_frame_oracle_psnr": whole["oracle_psnr"], "search_passes_mean": search_passes,
-            "resources": resources,
+            "resources": resources, "rate_control": control,
             "checkpoints": {"infotok": checkpoint_facts(infotok, args.infotok), "base": checkpoint_facts(base, args.base),
                             "elastic": checkpoint_facts(elastic, args.elastic)},
             "protocol": {"videos": str(args.videos), "clips": len(setup.videos), "size": args.size,

@@ -103,6 +103,94 @@ def content_section(result: dict) -> list[str]:
     return L
 
 
+def rate_control_sections(result: dict) -> list[str]:
+    """The value predictor and the rate control on it (`rd`, `--target-psnr`, value selection)."""
+    rc, c = result.get("rate_control"), result["curves"]
+    if not rc:
+        return ["", "## Rate control on predicted curves", "", "Not measured: this checkpoint has no value predictor."]
+    static = c["InfoTok-Flex static"]
+    methods = ["InfoTok-Flex static, value selection", "InfoTok-Flex global_elbo", "InfoTok-Flex rd",
+               "InfoTok-Flex rd, calibrated slope", "InfoTok-Flex static, temporal selection", "oracle (per-clip search)",
+               "oracle, value selection"]
+    L = ["", "## Rate control on predicted curves (`rd`, `--target-psnr`, value selection)", "",
+         f"The value predictor adds {rc['predictor_share'] * 100:.2f}% parameters. `rd` here spends each run's budget "
+         "exactly (the mean rate of the clips is the asked one, as `global_elbo` is balanced above); `rd, calibrated "
+         "slope` is what `infotok encode --strategy rd` does: each clip alone, at the slope stored by `infotok "
+         "calibrate` for that average, so its realized mean rate is whatever the clips come to. PSNR gain over "
+         "`static` (error selection) at equal average rate, and BD-rate against it:", "",
+         "| method | " + " | ".join(f"PSNR at {r:g} (gain)" for r in (0.75, 0.5, 0.25)) + " | BD-rate vs static |",
+         "|---|---|---|---|---|"]
+    for method in methods:
+        if method not in c:
+            continue
+        cells = []
+        for rate in (0.75, 0.5, 0.25):
+            p = next((p for p in c[method] if abs(p["rate"] - rate) < 1e-9), None)
+            cells.append(f"{p['psnr']:.2f} ({p['psnr'] - _at(static, rate)['psnr']:+.2f}) at {p['realized_rate']:.3f}"
+                         if p else "-")
+        try:
+            bd = bd_rate([p["bpp16"] for p in static], [p["psnr"] for p in static],
+                         [p["bpp16"] for p in c[method]], [p["psnr"] for p in c[method]])
+            bd_text = f"{bd:+.1f}%"
+        except ValueError as exc:
+            bd_text = f"not defined ({exc})"
+        L.append(f"| {method} | " + " | ".join(cells) + f" | {bd_text} |")
+    acc = rc["accuracy"]
+    L += ["", f"Predicted vs measured PSNR (value selection) over {acc['windows']} evaluation windows (each clip's first "
+              f"window and, where long enough, its second) at every rate k/16: median absolute error "
+              f"{acc['median_abs_db']:.2f} dB, 90th percentile {acc['p90_abs_db']:.2f} dB, mean signed "
+              f"{acc['mean_signed_db']:+.2f} dB (predicted minus measured); median by rate: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in acc["by_rate"].items()) + " dB."]
+    L += ["", "### Target PSNR (`--target-psnr`), no search", "",
+          "Targets are the mean PSNR `static` reaches at 0.25, 0.5 and 0.75 (rounded to 0.5 dB). A window hits a target "
+          "when it is within 0.5 dB of it. Against the single `static` rate that brings 90% of the windows there "
+          "(error or value selection) and ElasticTok's binary search over k/16 (decoder passes counted; on the same "
+          "value-selected decodes):", "",
+          "| target dB | target mode: rate, hit rate | static (error): rate | static (value): rate | search: rate, hit, passes |",
+          "|---|---|---|---|---|"]
+    for t in rc["targets"]:
+        def single(d):
+            return f"{d['rate']:.3f}" if d["rate"] is not None else "none reaches 90%"
+        L.append(f"| {t['target']:.1f} | {t['target_rate']:.3f}, {t['target_hit'] * 100:.0f}% | {single(t['static_error'])} | "
+                 f"{single(t['static_value'])} | {t['search']['rate']:.3f}, {t['search']['hit'] * 100:.0f}%, "
+                 f"{t['search']['passes']:.1f} |")
+    L += ["", "### Still versus moving under `rd` (calibrated slope, 0.5, value selection, each clip alone)", "",
+          "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static 0.5 |",
+          "|---|---|---|---|---|---|---|"]
+    ratios, losses = [], []
+    for name, row in sorted(rc["still_rd"].items()):
+        m, st = row["moving"], row["still"]
+        ratios.append(st["kept"] / max(1, m["kept"]))
+        losses.append(st["psnr_static"] - st["psnr"])
+        L.append(f"| {name} | {m['rate']:.3f} | {m['psnr']:.2f} | {st['rate']:.3f} | {ratios[-1]:.2f} | "
+                 f"{st['psnr']:.2f} | {st['psnr_static']:.2f} |")
+    L += ["", f"Mean still / moving tokens {np.mean(ratios):.2f} (largest {max(ratios):.2f}); against the still shot at "
+              f"`static` 0.5 the still shot loses {np.mean(losses):+.2f} dB on average (largest {max(losses):+.2f} dB)."]
+    cam = rc["static_camera"]
+    L += ["", f"### A fixed camera: `{cam['video']}`", "",
+          f"Latent cells after the first latent frame; still where the pixels moved less than 3 uint8 levels since "
+          f"the previous latent frame ({cam['still_share'] * 100:.0f}% of cells). Kept fraction of each:", "",
+          "| strategy, selection | rate | still cells kept | moving cells kept |", "|---|---|---|---|"]
+    for label, d in cam.items():
+        if isinstance(d, dict):
+            def share(v):
+                return f"{v * 100:.0f}%" if v is not None else "-"
+            L.append(f"| {label} | {d['rate']:.3f} | {share(d['still_kept'])} | {share(d['moving_kept'])} |")
+    lv = rc["long_video"]
+    L += ["", f"### A whole long video: `{lv['video']}`, every window ({lv['windows']} windows, {lv['frames']} frames, "
+              "short side 256, each window alone)", "", "| strategy, selection | asked rate | mean rate | mean PSNR of windows |",
+          "|---|---|---|---|"]
+    for key, d in lv.items():
+        if isinstance(d, dict):
+            label, rate = key.rsplit(" ", 1)
+            L.append(f"| {label} | {rate} | {d['rate']:.3f} | {d['psnr']:.2f} |")
+    sec = rc["seconds"]
+    L += ["", f"`model.encode` seconds per 33x{sec['size'][0]}x{sec['size'][1]} window: "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in sec.items() if k != "size")
+          + f" (rd / fixed rate: {sec['rd'] / sec['fixed rate']:.2f}x)."]
+    return L
+
+
 def markdown(result: dict, seconds: float) -> str:
     """BENCHMARKS.md from one run's result: every number and every fact stated is from `result`."""
     c = result["curves"]
@@ -164,6 +252,7 @@ def markdown(result: dict, seconds: float) -> str:
                  f"{_at(c['InfoTok-Flex static, random selection'], rate)['psnr']:.2f} | "
                  f"{_at(c['InfoTok-Flex static, temporal selection'], rate)['psnr']:.2f} |")
     L += still_section(result)
+    L += rate_control_sections(result)
     L += ["", "## Router: rates per clip at average rate 0.5 (global_elbo) and its cost", "",
           f"Evaluation protocol ({proto['size']}x{proto['size']} centre crop), with the rate the per-clip oracle gives "
           "each clip at the same average (the exhaustive search over k/16 that maximises mean PSNR), and the same "
@@ -231,6 +320,19 @@ def markdown(result: dict, seconds: float) -> str:
                      f"{r['encode']['peak_rss_mib']:.0f} | {r['decode']['seconds']:.1f} | "
                      f"{r['decode']['peak_rss_mib']:.0f} | {r['viz']['seconds']:.1f} | "
                      f"{r['viz']['peak_rss_mib']:.0f} | {r['file_bytes']} |")
+        scaling = res.get("scaling")
+        if scaling:
+            small, large = scaling["455x256"], scaling["1280x720"]
+            L += ["", f"`model.encode` of one {proto['frames']}-frame window (global_elbo, as `infotok encode` runs): "
+                  + "; ".join(f"{k} {v['seconds']:.1f} s ({v['us_per_pixel']:.2f} us per pixel)" for k, v in scaling.items())
+                  + f". Seconds per pixel at 1280x720 / at 455x256: {large['us_per_pixel'] / small['us_per_pixel']:.2f}."]
+            whole = scaling.get("455x256 whole-frame attention")
+            if whole:
+                L[-1] += f" Tiled / whole-frame attention at 455x256: {whole['seconds'] / small['seconds']:.2f}x the time."
+        if res.get("cli_720p"):
+            e = res["cli_720p"]
+            L += ["", f"`infotok encode --size 720` of {e['frames']} frames of `{res['video']}`: {e['seconds']:.1f} s, "
+                      f"peak {e['peak_rss_mib']:.0f} MiB (VmHWM of a fresh process)."]
         rel = res.get("release")
         if rel:
             L += ["", f"The InfoTok release's architecture ({rel['which']} size: Cosmos DV4x8x8 base + transformer "

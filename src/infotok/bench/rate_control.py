@@ -1,0 +1,213 @@
+"""Experiments of the value predictor and the rate control on it (`rd`, target PSNR, value selection).
+
+Each returns data; `report.rate_control_sections` writes it up. Windows: every evaluation clip's
+first window (the protocol's clips) and, where the clip is long enough, its second window (frames
+28-60, the pipeline's stride), each encoded once with its scores kept; their PSNR at every rate k/16
+is measured once per selection and reused by the experiments below.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..eval import Clip, binary_search_rate, clip_rates, make_clip
+from ..model import InfoTok
+from ..router import choose_rate, rd_rates, slope_for, target_rates
+from ..video import iter_windows, read_video, resize_and_crop, resize_short_side
+from .experiments import ORACLE_GRID, RATES, Curves, log, measure, psnr_grid
+
+TARGET_RATES = (0.25, 0.5, 0.75)  # targets: the mean PSNR `static` reaches at these rates
+HIT_MARGIN = 0.5  # a window hits a target when its PSNR is at least target - 0.5 dB
+STILL_CHANGE = 3.0  # uint8 levels: a latent cell is still when its pixels moved less than this
+
+
+@dataclass
+class Windows:
+    """Evaluation windows with their PSNR at every rate k/16 under value and error selection."""
+
+    clips: list[Clip]
+    value: np.ndarray  # [windows, 16]
+    error: np.ndarray
+
+    @property
+    def curves(self) -> np.ndarray:
+        return np.stack([c.batch.curve[0].cpu().numpy() for c in self.clips])
+
+
+def evaluation_windows(model: InfoTok, videos: list[Path], size: int, frames: int) -> Windows:
+    clips = []
+    for v in videos:
+        raw, _ = read_video(v, max_frames=2 * frames - 5)
+        for i, (start, end, chunk) in enumerate(iter_windows(iter(raw), frames, 5)):
+            if i == 0 or end - start == frames:  # the protocol's clip (however short), then whole windows
+                clips.append(make_clip(model, f"{v.name}#{i}", resize_and_crop(chunk, size)))
+    log(f"{len(clips)} evaluation windows: PSNR at every rate k/16, value and error selection")
+    return Windows(clips, psnr_grid(model, clips, ORACLE_GRID, "value"), psnr_grid(model, clips, ORACLE_GRID, "error"))
+
+
+def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
+    """Static rates with value selection, and `rd` with value selection at every rate: its shared
+    budget (each run's mean rate exact, as global_elbo's is balanced) and the calibrated slope that
+    `infotok encode --strategy rd` uses (each clip alone; its mean rate is whatever it comes to)."""
+    for rate in RATES:
+        curves.add("InfoTok-Flex static, value selection", rate, [measure(model, c, rate, "value") for c in clips], clips)
+        rows = [measure(model, c, r, "value") | {"clip_rate": r}
+                for c, r in zip(clips, clip_rates("rd", rate, clips, float(model.score_mean)))]
+        curves.add("InfoTok-Flex rd", rate, rows, clips)
+        slope = slope_for(model.rd_slopes["psnr"], rate)
+        rows = [measure(model, c, r, "value") | {"clip_rate": r}
+                for c, r in zip(clips, rd_rates(np.stack([c.batch.curve[0].cpu().numpy() for c in clips]), slope))]
+        curves.add("InfoTok-Flex rd, calibrated slope", rate, rows, clips)
+
+
+def oracle_value(windows: Windows, first: list[int], curves: Curves) -> None:
+    """The per-clip oracle over value-selected rates, on the protocol's clips."""
+    from ..eval import oracle_rates
+    from ..ledger import MASK_BPP16
+
+    for rate in RATES:
+        picks, mean_psnr = oracle_rates(windows.value[first], ORACLE_GRID, rate)
+        curves.points.setdefault("oracle, value selection", []).append(
+            {"method": "oracle, value selection", "rate": rate, "realized_rate": float(np.mean(picks)),
+             "bpp16": float(np.mean(picks)) + MASK_BPP16, "psnr": mean_psnr, "videos": len(first)})
+
+
+def predictor_accuracy(windows: Windows) -> dict:
+    """Predicted vs measured PSNR (value selection) over every window and rate k/16."""
+    error = windows.curves - windows.value
+    absolute = np.abs(error)
+    return {"windows": len(windows.clips), "median_abs_db": float(np.median(absolute)),
+            "p90_abs_db": float(np.percentile(absolute, 90)), "mean_signed_db": float(error.mean()),
+            "by_rate": {f"{k + 1}/16": float(np.median(absolute[:, k])) for k in (0, 3, 7, 11, 15)}}
+
+
+def target_mode(windows: Windows, curves_static: list[dict]) -> list[dict]:
+    """`--target-psnr` against the single `static` rate that brings 90% of windows within 0.5 dB of
+    the target, and against ElasticTok's binary search of decoder passes (on the same value-selected
+    decodes). Targets: the mean PSNR `static` (error selection) reaches at TARGET_RATES."""
+    out = []
+    predicted = windows.curves
+    for rate in TARGET_RATES:
+        target = round(next(p for p in curves_static if abs(p["rate"] - rate) < 1e-9)["psnr"] * 2) / 2
+        need = target - HIT_MARGIN
+        k = (np.array(target_rates(predicted, target)) * 16).round().astype(int)
+        reached = windows.value[np.arange(len(k)), k - 1]
+        row = {"target": target, "target_rate": float(np.mean(k / 16)), "target_hit": float(np.mean(reached >= need)),
+               "target_psnr": float(reached.mean())}
+        for name, grid in (("static_error", windows.error), ("static_value", windows.value)):
+            enough = [j for j in range(16) if np.mean(grid[:, j] >= need) >= 0.9]
+            row[name] = {"rate": (enough[0] + 1) / 16 if enough else None,
+                         "hit": float(np.mean(grid[:, enough[0]] >= need)) if enough else None}
+        searched = [binary_search_rate(lambda j, i=i: -windows.value[i, j - 1], 16, -need) for i in range(len(k))]
+        row["search"] = {"rate": float(np.mean([s[0] / 16 for s in searched])),
+                         "hit": float(np.mean([windows.value[i, s[0] - 1] >= need for i, s in enumerate(searched)])),
+                         "passes": float(np.mean([s[1] for s in searched]))}
+        out.append(row)
+        log(f"target {target:.1f} dB: rate {row['target_rate']:.3f}, hit {row['target_hit']:.2f}")
+    return out
+
+
+def still_versus_moving_rd(model: InfoTok, clips: list[Clip], rate: float = 0.5) -> dict[str, dict]:
+    """Each clip moving and held still under `rd` (calibrated slope, value selection) at `rate`, each
+    clip alone as `encode` treats it, and the still shot at `static` `rate` (value selection)."""
+    slope = slope_for(model.rd_slopes["psnr"], rate)
+    out = {}
+    for c in clips:
+        held = make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0))
+        row = {}
+        for label, clip in (("moving", c), ("still", held)):
+            r = rd_rates(clip.batch.curve.cpu().numpy(), slope)[0]
+            m = measure(model, clip, r, "value", quality=False)
+            row[label] = {"rate": r, "kept": round(m["realized_rate"] * clip.batch.mask[0].numel()), "psnr": m["psnr"]}
+        row["still"]["psnr_static"] = measure(model, held, rate, "value", quality=False)["psnr"]
+        out[c.name] = row
+    return out
+
+
+def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: float = 0.5) -> dict:
+    """Kept fraction of still and moving latent cells after the first latent frame, on a fixed-camera
+    clip: still where the cell's pixels moved less than STILL_CHANGE levels from the previous latent
+    frame's last frame. For `global_elbo` + error (the paper) and `rd` + value (calibrated slope)."""
+    raw, _ = read_video(video, max_frames=frames)
+    clip = make_clip(model, video.name, resize_and_crop(raw, size))
+    x = clip.frames.astype(np.float32)
+    t, s = model.geometry.temporal_factor, model.geometry.spatial_factor
+    lat_t = clip.batch.mask.shape[1]
+    h, w = clip.batch.mask.shape[2:]
+    change = np.zeros((lat_t - 1, h, w))
+    for j in range(1, lat_t):
+        block = np.abs(x[1 + (j - 1) * t:1 + j * t] - x[(j - 1) * t]).mean(axis=(0, 3))
+        change[j - 1] = block[:h * s, :w * s].reshape(h, s, w, s).mean(axis=(1, 3))
+    still = change < STILL_CHANGE
+    out = {"video": video.name, "still_share": float(still.mean())}
+    elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
+    rd_rate = rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
+    for label, r, selection in (("global_elbo, error", elbo_rate, "error"), ("rd, value", rd_rate, "value"),
+                                (f"static {rate:g}, value", rate, "value")):
+        mask = model.reselect(clip.batch, [r], selection).mask[0, 1:].cpu().numpy()
+        out[label] = {"rate": r, "still_kept": float(mask[still].mean()) if still.any() else None,
+                      "moving_kept": float(mask[~still].mean()) if (~still).any() else None}
+    return out
+
+
+def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
+    """Every window of a whole long video (short side `size`, no crop): mean PSNR of its windows and
+    mean rate under `static`, `global_elbo` (calibrated mean, each window alone as `encode` does) and
+    `rd` (calibrated slope) at 0.5 and 0.25; each window encoded once, then re-selected and decoded."""
+    raw, _ = read_video(video)
+    windows = [make_clip(model, f"{video.name}#{i}", resize_short_side(chunk, size))
+               for i, (_, _, chunk) in enumerate(iter_windows(iter(raw), frames, 5))]
+    out = {"video": video.name, "windows": len(windows), "frames": len(raw)}
+    for rate in (0.5, 0.25):
+        slope = slope_for(model.rd_slopes["psnr"], rate)
+        for strategy, selection in (("static", "error"), ("static", "value"), ("global_elbo", "error"), ("rd", "value")):
+            rows = []
+            for c in windows:
+                r = (rd_rates(c.batch.curve.cpu().numpy(), slope)[0] if strategy == "rd"
+                     else choose_rate(strategy, rate, c.score, float(model.score_mean)))
+                rows.append(measure(model, c, r, selection, quality=False))
+            out[f"{strategy}, {selection} {rate:g}"] = {"rate": float(np.mean([r["realized_rate"] for r in rows])),
+                                                        "psnr": float(np.mean([r["psnr"] for r in rows]))}
+        log(f"long video at {rate:g}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in out.items() if k.endswith(f"{rate:g}")))
+    return out
+
+
+def tokenize_seconds(model: InfoTok, size: int, frames: int, repeats: int = 3) -> dict:
+    """model.encode seconds per window (short side `size`, 16:9) for a fixed rate (no router, no
+    predictor), global_elbo (the router's decoder pass) and rd (the value predictor)."""
+    width = int(round(size * 16 / 9 / 8)) * 8
+    x = torch.rand(1, 3, frames, size, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = {"size": [width, size]}
+    for label, kwargs in (("fixed rate", dict(strategy="static", selection="order")),
+                          ("global_elbo", dict(strategy="global_elbo", selection="error")),
+                          ("rd", dict(strategy="rd", selection="value"))):
+        model.encode(x, 0.5, **kwargs)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            model.encode(x, 0.5, **kwargs)
+        out[label] = (time.perf_counter() - t) / repeats
+    return out
+
+
+def predictor_share(model: InfoTok) -> float:
+    return sum(p.numel() for p in model.predictor.parameters()) / sum(p.numel() for p in model.parameters())
+
+
+def run(setup, model: InfoTok, clips: list[Clip], curves: Curves, long_name: str, camera_name: str) -> dict:
+    """Every rate-control experiment; `clips` are the protocol's clips (encoded with scores)."""
+    value_sweeps(model, clips, curves)
+    windows = evaluation_windows(model, setup.videos, setup.size, setup.frames)
+    first = [i for i, c in enumerate(windows.clips) if c.name.endswith("#0")]
+    oracle_value(windows, first, curves)
+    videos = {v.name: v for v in setup.videos}
+    return {"accuracy": predictor_accuracy(windows),
+            "targets": target_mode(windows, curves.points["InfoTok-Flex static"]),
+            "still_rd": still_versus_moving_rd(model, clips),
+            "static_camera": static_camera(model, videos[camera_name], setup.size, setup.frames),
+            "long_video": long_video(model, videos[long_name], setup.size, setup.frames),
+            "seconds": tokenize_seconds(model, setup.size, setup.frames),
+            "predictor_share": predictor_share(model)}
