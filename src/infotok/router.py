@@ -100,6 +100,8 @@ def choose_rate(strategy: str, avg_rate: float, score: float | None = None, scor
         return avg_rate
     if strategy == "global_elbo":
         return global_elbo_rate(avg_rate, score, score_mean)
+    if strategy == "rd":
+        raise ValueError("rd chooses rates from the value predictor's curves (model.encode, rd_rates), not from a score")
     return uniform_rate(avg_rate, generator or np.random.default_rng(0))
 
 
