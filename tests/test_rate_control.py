@@ -162,3 +162,19 @@ def test_a_still_shot_costs_fewer_tokens_than_its_moving_version_through_the_shi
     still = np.repeat(frames[:1], len(frames), axis=0)
     moving, held = model.encode(frames[None], 0.5, "rd", "value"), model.encode(still[None], 0.5, "rd", "value")
     assert int(held.mask.sum()) < int(moving.mask.sum())
+
+
+def test_predictor_training_leaves_the_tokenizer_untouched_and_its_loss_falls(tmp_path):
+    init = predictor_model().save_pretrained(tmp_path / "init")
+    cfg = TrainConfig(kind="predictor", init=str(init), out=str(tmp_path / "run"), steps=40, batch=2, frames=9,
+                      crop=32, lr=3e-3, warmup=5, log_every=10, checkpoint_every=40, cache=None, predictor_points=3)
+    Trainer(cfg, progress=False).run()
+    with open(tmp_path / "run" / "log.csv") as f:
+        losses = [float(r["predictor_loss"]) for r in csv.DictReader(f)]
+    assert losses[-1] < 0.75 * losses[0]
+    before, after = InfoTok.from_pretrained(init), InfoTok.from_pretrained(tmp_path / "run" / "model")
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert name.startswith("predictor.") or torch.equal(a, b), name
+    assert after.rd_slopes == before.rd_slopes
+    x = synthetic_video(9, 32, 48, seed=4)[None]
+    assert torch.equal(before.encode(x, 0.5, "static").indices, after.encode(x, 0.5, "static").indices)

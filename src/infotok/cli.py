@@ -96,7 +96,7 @@ def cmd_train(args) -> int:
             except json.JSONDecodeError as exc:
                 raise UsageError(f"--{key}-config is not valid JSON ({exc})") from None
     cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, init=args.init, seed=args.seed,
-                      name=args.name or ("infotok-base" if args.kind == "base" else "infotok-flex"), **settings)
+                      name=args.name or {"base": "infotok-base", "infotok": "infotok-flex"}.get(args.kind, ""), **settings)
     trainer, resumed = Trainer.open(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                                     steps=args.steps)
     if args.resume:
@@ -114,7 +114,9 @@ def add_train(sub) -> None:
                        description="Train through accelerate (`accelerate launch --multi_gpu --num_processes N -m infotok train ...` for "
                                    "several processes or GPUs). Writes <out>/model (EMA weights), train_state.* "
                                    "and log.csv. Unset options take TrainConfig's defaults.")
-    p.add_argument("kind", choices=["base", "infotok"], help="base: fixed-rate tokenizer; infotok: Flex fine-tuning")
+    p.add_argument("kind", choices=["base", "infotok", "predictor"],
+                   help="base: fixed-rate tokenizer; infotok: Flex fine-tuning; predictor: the value predictor alone "
+                        "(token values and rate-distortion curves) on a frozen InfoTok checkpoint")
     p.add_argument("--data", nargs="*", default=[], help="video files or folders (default: synthetic clips only)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--init", help="checkpoint folder to start from (required for `infotok`)")

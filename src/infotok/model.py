@@ -317,8 +317,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         x = self.decode_codes(codes, batch.mask.to(self.device))
         return self.geometry.crop(x, batch.frames, batch.height, batch.width)
 
-    def forward(self, x: torch.Tensor, rates: Sequence[float] | None = None, selection: str | Sequence[str] = "error",
-                score_mean: float | None = None
+    def forward(self, x: torch.Tensor, rates: Sequence[float] | Sequence[Sequence[float]] | None = None,
+                selection: str | Sequence[str] = "error", score_mean: float | None = None,
+                predictor_only: bool = False
                 ) -> tuple[torch.Tensor, list[float], torch.Tensor | None, torch.Tensor | None]:
         """Training pass on windows on the grid: encode once, route (no gradient), decode the kept tokens.
 
@@ -327,8 +328,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         `selection` is one method or one per window. Where the model has a value predictor and a
         window is selected by `value`, this decode also trains the predictor (on detached features:
         it never changes the tokens). Returns (reconstruction, the rates used, the score map or None
-        where no router pass ran, the predictor's loss or None).
+        where no router pass ran, the predictor's loss or None). With `predictor_only`, see
+        `_predictor_forward`.
         """
+        if predictor_only:
+            return self._predictor_forward(x, rates)
         b = x.shape[0]
         feats = self.features(x)
         codes, indices = self.base.quantize(feats)
@@ -360,6 +364,31 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                                   curve_targets(x, y.detach()), points.clamp(0, self.predictor_config.curve_points - 1),
                                   on_curve)
         return y, list(rates), smap if full is not None else None, loss
+
+    def _predictor_forward(self, x: torch.Tensor, rates: Sequence[Sequence[float]]
+                           ) -> tuple[torch.Tensor, list[float], None, torch.Tensor]:
+        """`infotok train predictor`: the value predictor learns from this model's own decodes while
+        the model stays as it is (no gradient through it). Window i is decoded once per rate in
+        `rates[i]` with value selection (the predictor's current ranking); each decode gives the
+        window's PSNR at that rate and what dropping each token cost. Returns (the last decode, the
+        rates, None, the predictor's loss averaged over the decodes)."""
+        self.check_predictor("predictor training")
+        with torch.no_grad():
+            feats = self.features(x)
+            codes, _ = self.base.quantize(feats)
+            full = self.decode_codes(codes)
+        value, curve = self.predictor(feats)
+        points = self.predictor_config.curve_points
+        losses, y = [], full
+        for j in range(len(rates[0])):
+            chosen = [float(r[j]) for r in rates]
+            with torch.no_grad():
+                masks = keep_masks(value.detach(), chosen, "value")
+                y = self.decode_codes(codes, masks)
+            at = torch.tensor([min(points, max(1, round(r * points))) - 1 for r in chosen], device=x.device)
+            losses.append(predictor_loss(value, curve, value_targets(x, full, y, self.geometry), masks,
+                                         curve_targets(x, y), at, torch.ones(len(chosen), dtype=torch.bool, device=x.device)))
+        return y, [float(np.mean(r)) for r in rates], None, torch.stack(losses).mean()
 
     # ------------------------------------------------------------------- whole videos (pipeline)
     def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",

@@ -169,13 +169,23 @@ def target_rates(curves: np.ndarray, target_psnr: float) -> list[float]:
 
 def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "psnr") -> list[float]:
     """Rates k/K for a set of windows spending exactly round(avg_rate * K * n) points in all (as close
-    as [1/K, 1] allows): every window starts at 1/K, then the next point always goes to the window
-    whose objective gains most from it."""
+    as [1/K, 1] allows). Equal slopes first: the largest total within the budget that one slope gives
+    (each window on its curve's upper concave hull), then the points left go one at a time to the
+    window whose objective gains most from its next point."""
     gain = curve_gain(curves, objective)
     n, points = gain.shape
     budget = int(np.clip(round(check_rate(avg_rate) * points * n), n, points * n))
-    k = np.zeros(n, dtype=int)  # index of each window's current point
-    for _ in range(budget - n):
-        step = np.where(k + 1 < points, gain[np.arange(n), np.minimum(k + 1, points - 1)] - gain[np.arange(n), k], -np.inf)
+
+    def spent(log_slope: float) -> np.ndarray:
+        return np.rint(np.array(rd_rates(curves, 10 ** log_slope, objective)) * points).astype(int)
+
+    lo, hi = -12.0, 12.0  # log10 slope: high spends little
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spent(mid).sum() > budget else (lo, mid)
+    k = spent(hi) - 1  # index of each window's point; total within the budget
+    rows = np.arange(n)
+    for _ in range(budget - int((k + 1).sum())):
+        step = np.where(k + 1 < points, gain[rows, np.minimum(k + 1, points - 1)] - gain[rows, k], -np.inf)
         k[int(np.argmax(step))] += 1
     return [float(r) for r in (k + 1) / points]

@@ -41,7 +41,7 @@ LOG_FIELDS = ["step", "loss", "psnr", "lr", "rate", "score_ema", "frames_per_s",
 
 @dataclass
 class TrainConfig:
-    kind: str = "base"  # "base" or "infotok"
+    kind: str = "base"  # "base", "infotok" or "predictor" (the value predictor alone, on a frozen model)
     data: list[str] = field(default_factory=list)
     out: str = "runs/base"
     init: str | None = None  # checkpoint to start from (required for kind=infotok)
@@ -79,6 +79,7 @@ class TrainConfig:
     base: dict = field(default_factory=dict)
     compressor: dict = field(default_factory=dict)  # with --init, overrides the checkpoint's fields
     predictor: dict = field(default_factory=dict)  # PredictorConfig fields; a predictor is added for selection=value
+    predictor_points: int = 4  # kind=predictor: decodes per clip and step, each at a rate k/16 drawn uniformly
     name: str = ""
 
 
@@ -86,8 +87,8 @@ class TrainConfig:
         """Refuse settings that cannot train (the CLI and the Python API refuse the same things)."""
         def bad(field_name: str, rule: str) -> ValueError:
             return ValueError(f"{field_name} (--{field_name.replace('_', '-')}) {rule}, got {getattr(self, field_name)!r}")
-        if self.kind not in ("base", "infotok"):
-            raise bad("kind", "must be 'base' or 'infotok'")
+        if self.kind not in ("base", "infotok", "predictor"):
+            raise bad("kind", "must be 'base', 'infotok' or 'predictor'")
         if self.frames < 1 or (self.frames - 1) % 4:
             raise bad("frames", "must be 1 + 4k (e.g. 17 or 33)")
         if self.crop < 8 or self.crop % 8:
@@ -110,8 +111,8 @@ class TrainConfig:
             raise bad("time_limit", "must be a number of seconds >= 0")
         if not (self.lr > 0 and 0 <= self.ema < 1 and self.warmup >= 0):
             raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
-        if self.kind == "infotok" and not self.init:
-            raise ValueError("`train infotok` fine-tunes a base tokenizer: pass --init <base checkpoint>")
+        if self.kind in ("infotok", "predictor") and not self.init:
+            raise ValueError(f"`train {self.kind}` starts from a checkpoint: pass --init <checkpoint>")
         return self
 
 
@@ -130,15 +131,17 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     if not cfg.init:
         return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
     init = InfoTok.from_pretrained(cfg.init)
-    if cfg.kind != "infotok":
+    if cfg.kind == "base":
         init.name = cfg.name or init.name
         return init
+    if cfg.kind == "predictor" and not init.adaptive:
+        raise ValueError(f"{cfg.init} is a fixed-rate base tokenizer: a value predictor needs an InfoTok checkpoint")
     if init.adaptive:
         compressor = type(init.compressor_config).from_dict(init.compressor_config.to_dict() | cfg.compressor)
     else:
         compressor = CompressorConfig(**cfg.compressor)
     predictor = init.predictor_config
-    if cfg.predictor or (predictor is None and cfg.selection == "value"):
+    if cfg.predictor or (predictor is None and (cfg.selection == "value" or cfg.kind == "predictor")):
         predictor = PredictorConfig.from_dict((predictor.to_dict() if predictor else {}) | cfg.predictor)
     model = InfoTok(init.base.config, compressor, score_mean=float(init.score_mean),
                     name=cfg.name or (init.name if init.adaptive else "infotok-flex"), dropped=init.dropped_mode,
@@ -146,6 +149,10 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
+    model.rd_slopes = init.rd_slopes
+    if cfg.kind == "predictor":  # the tokenizer stays exactly as it is
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("predictor."))
     return model
 
 
@@ -302,7 +309,10 @@ class Trainer:
 
     def _log_fields(self) -> list[str]:
         """log.csv's columns; runs that train the value predictor also log its loss."""
-        return LOG_FIELDS + (["predictor_loss"] if self.cfg.selection == "value" else [])
+        return LOG_FIELDS + (["predictor_loss"] if self._trains_predictor() else [])
+
+    def _trains_predictor(self) -> bool:
+        return self.cfg.selection == "value" or self.cfg.kind == "predictor"
 
     def _truncate_log(self) -> None:
         """After a resume, drop log rows past the resumed step (written after the last checkpoint)."""
@@ -328,7 +338,9 @@ class Trainer:
             return None
         rng = np.random.default_rng([cfg.seed, 7, self.step])
         total = batch * self.accelerator.num_processes
-        if cfg.rate_sampling == "uniform":
+        if cfg.kind == "predictor":
+            rates = [[int(k) / 16 for k in rng.integers(1, 17, cfg.predictor_points)] for _ in range(total)]
+        elif cfg.rate_sampling == "uniform":
             rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(total)]
         elif cfg.rate_sampling == "grid":
             rates = [int(rng.integers(1, 17)) / 16 for _ in range(total)]
@@ -389,10 +401,14 @@ class Trainer:
                 g["lr"] = lr_at(self.step, cfg, time_fraction)
             elbo_mean = self.score_ema if cfg.rate_sampling == "elbo" and self.score_ema > 0 else None
             with acc.autocast():
-                y, rates, smap, predictor_loss = model(x, self._rates(x.shape[0]), self._selections(x.shape[0]), elbo_mean)
-            loss = (y.float() - x).abs().mean()
-            if predictor_loss is not None:
-                loss = loss + PREDICTOR_WEIGHT * predictor_loss.float()
+                y, rates, smap, predictor_loss = model(x, self._rates(x.shape[0]), self._selections(x.shape[0]),
+                                                       elbo_mean, predictor_only=cfg.kind == "predictor")
+            if cfg.kind == "predictor":
+                loss = predictor_loss.float()
+            else:
+                loss = (y.float() - x).abs().mean()
+                if predictor_loss is not None:
+                    loss = loss + PREDICTOR_WEIGHT * predictor_loss.float()
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -420,7 +436,7 @@ class Trainer:
                        "score_ema": f"{self.score_ema:.5f}",
                        "frames_per_s": f"{frames_done / (time.time() - t0):.1f}",
                        "elapsed_s": f"{time.time() - t0:.1f}"}
-                if cfg.selection == "value":
+                if self._trains_predictor():
                     row["predictor_loss"] = f"{pred_m:.4f}"
                 window = []
                 if acc.is_main_process:
