@@ -84,7 +84,7 @@ def cmd_train(args) -> int:
 
     settings = {key: getattr(args, key) for key in (
         "steps", "batch", "frames", "crop", "lr", "warmup", "ema", "checkpoint_every", "workers",
-        "synthetic_fraction", "border_fraction", "still_fraction", "long_side", "long_fraction", "mixed_precision", "log_every", "cache",
+        "synthetic_fraction", "border_fraction", "still_fraction", "predictor_points", "long_side", "long_fraction", "mixed_precision", "log_every", "cache",
         "time_limit")
         if getattr(args, key) is not None}
     settings |= {"selection": args.train_selection, "rate_sampling": args.rate_sampling}
@@ -134,6 +134,8 @@ def add_train(sub) -> None:
     p.add_argument("--workers", type=int, help=f"data loader processes (default {TrainConfig.workers})")
     p.add_argument("--synthetic-fraction", type=float, help=f"share of procedural clips (default {TrainConfig.synthetic_fraction})")
     p.add_argument("--border-fraction", type=float, help=f"share of clips given static letterbox/pillarbox bars (default {TrainConfig.border_fraction})")
+    p.add_argument("--predictor-points", type=_positive,
+                   help=f"predictor: decodes per clip and step, each at a random rate k/16 (default {TrainConfig.predictor_points})")
     p.add_argument("--still-fraction", type=float, help=f"share of clips held still, wholly or but for a moving box (default {TrainConfig.still_fraction})")
     p.add_argument("--long-side", type=_positive, help="long side of the elongated crops (multiple of 8, e.g. 456)")
     p.add_argument("--long-fraction", type=float,
