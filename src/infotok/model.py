@@ -319,15 +319,16 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     def forward(self, x: torch.Tensor, rates: Sequence[float] | Sequence[Sequence[float]] | None = None,
                 selection: str | Sequence[str] = "error", score_mean: float | None = None,
-                predictor_only: bool = False
+                predictor_only: bool = False, train_predictor: bool = False
                 ) -> tuple[torch.Tensor, list[float], torch.Tensor | None, torch.Tensor | None]:
         """Training pass on windows on the grid: encode once, route (no gradient), decode the kept tokens.
 
         `rates` (one per window, None = full rate) are averages turned into global_elbo rates when
         `score_mean` is given (Algorithm 1 with the router in the loop), else the windows' rates.
-        `selection` is one method or one per window. Where the model has a value predictor and a
-        window is selected by `value`, this decode also trains the predictor (on detached features:
-        it never changes the tokens). Returns (reconstruction, the rates used, the score map or None
+        `selection` is one method or one per window. With `train_predictor`, this decode also trains
+        the value predictor (on detached features: it never changes the tokens): token values on
+        every window, the curve on windows selected by `value` (it describes that selection); it runs
+        on every step, so that distributed runs use every parameter. Returns (reconstruction, the rates used, the score map or None
         where no router pass ran, the predictor's loss or None). With `predictor_only`, see
         `_predictor_forward`.
         """
@@ -339,7 +340,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if rates is None:
             return self.decode_codes(codes), [1.0] * b, None, None
         selections = [selection] * b if isinstance(selection, str) else list(selection)
-        predicting = self.predictor_config is not None and "value" in selections
+        predicting = train_predictor and self.predictor_config is not None
         full = None
         if "error" in selections or predicting or score_mean is not None:
             with torch.no_grad():

@@ -150,9 +150,9 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
     model.rd_slopes = init.rd_slopes
-    if cfg.kind == "predictor":  # the tokenizer stays exactly as it is
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("predictor."))
+    for name, p in model.named_parameters():  # what a run does not train has no gradient (distributed runs need that)
+        predictor = name.startswith("predictor.")
+        p.requires_grad_(predictor if cfg.kind == "predictor" else not predictor or cfg.selection == "value")
     return model
 
 
@@ -402,7 +402,8 @@ class Trainer:
             elbo_mean = self.score_ema if cfg.rate_sampling == "elbo" and self.score_ema > 0 else None
             with acc.autocast():
                 y, rates, smap, predictor_loss = model(x, self._rates(x.shape[0]), self._selections(x.shape[0]),
-                                                       elbo_mean, predictor_only=cfg.kind == "predictor")
+                                                       elbo_mean, predictor_only=cfg.kind == "predictor",
+                                                       train_predictor=cfg.selection == "value")
             if cfg.kind == "predictor":
                 loss = predictor_loss.float()
             else:
