@@ -1,4 +1,4 @@
-"""Tokens and decoded frames stay bit-identical on the CPU to the files written before the batched core."""
+"""Tokens and decoded frames stay bit-identical on the CPU to the reference files (see make_reference.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,7 @@ import torch
 from infotok import InfoTok
 from infotok.tokens import Tokens
 from infotok.video import synthetic_video
+from tests.data.reference.make_reference import tokenize_settings
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 SPEC = json.loads((REFERENCE / "reference.json").read_text())
@@ -35,7 +36,7 @@ def one_thread():
 def test_tokens_and_frames_match_the_pre_change_reference(name, shipped, one_thread, tmp_path):
     case = SPEC["cases"][name]
     video = synthetic_video(**SPEC["video"])
-    tokens = shipped.tokenize(video, rate=case["rate"], strategy=case["strategy"], selection=case["selection"],
+    tokens = shipped.tokenize(video, **tokenize_settings(case["strategy"], case["selection"], case["rate"]),
                               window=SPEC["window"], overlap=SPEC["overlap"], seed=SPEC["seed"])
     written = tokens.save(tmp_path / "now.itok")
     assert written.read_bytes() == (REFERENCE / f"{name}.itok").read_bytes()

@@ -395,20 +395,23 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
                       window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                       rates: list[float] | None = None, fps: float | None = None, start: int = 0,
-                      max_frames: int | None = None, max_size: int | None = None) -> "pipeline.TokenStream":
+                      max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
+                      objective: str = "psnr") -> "pipeline.TokenStream":
         """Stream a video's windows of tokens (see `pipeline.TokenStream`)."""
         return pipeline.TokenStream(self, video, rate, strategy, selection, window, overlap, size, seed, rates, fps,
-                                    start, max_frames, max_size)
+                                    start, max_frames, max_size, target_psnr, objective)
 
     def tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  fps: float | None = None, start: int = 0, max_frames: int | None = None,
-                 max_size: int | None = None):
+                 max_size: int | None = None, target_psnr: float | None = None, objective: str = "psnr"):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
-        sources; `start` / `max_frames` pick a segment."""
+        sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
+        tokens predicted to reach it (instead of `rate`)."""
         return self.iter_tokenize(video, rate, strategy, selection, window, overlap, size, seed, fps=fps, start=start,
-                                  max_frames=max_frames, max_size=max_size).collect()
+                                  max_frames=max_frames, max_size=max_size, target_psnr=target_psnr,
+                                  objective=objective).collect()
 
     def iter_detokenize(self, header, windows):
         """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""

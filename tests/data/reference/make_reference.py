@@ -1,8 +1,11 @@
 """Write the reference token files that the bit-identity test compares against.
 
-Run from the repository root: `python tests/data/reference/make_reference.py`. The committed files
-were written by commit f123d6f (before the batched core), so a change to the tokenization path that
-alters a single token or decoded pixel on the CPU fails `tests/test_reference.py`.
+Run from the repository root: `python tests/data/reference/make_reference.py`. The files of the
+first five cases were first written by commit f123d6f (before the batched core); all were written
+again, by this script unchanged but for the added cases, when the shipped weights changed (tiled
+attention and the value predictor, stage 5-6 of its TRAINING.md), after `tests/test_reference.py`
+had passed on the old weights at that commit. A change to the tokenization path that alters a
+single token or decoded pixel on the CPU fails the test.
 """
 from __future__ import annotations
 
@@ -24,9 +27,19 @@ CASES = [
     ("static-error-1", "static", "error", 1.0),
     ("static-order-0.5", "static", "order", 0.5),
     ("uniform-random-0.5", "uniform", "random", 0.5),
+    ("static-value-0.25", "static", "value", 0.25),
+    ("rd-value-0.5", "rd", "value", 0.5),
+    ("target-value-24", "target", "value", 24.0),  # rate: the target PSNR
 ]
 VIDEO = dict(num_frames=45, height=48, width=72, seed=3)  # three windows of 17 frames overlapping by 3
 WINDOW, OVERLAP = 17, 3
+
+
+def tokenize_settings(strategy: str, selection: str, rate: float) -> dict:
+    """A case's arguments for `tokenize`: a target case's `rate` is its target PSNR."""
+    if strategy == "target":
+        return {"target_psnr": rate, "selection": selection}
+    return {"rate": rate, "strategy": strategy, "selection": selection}
 
 
 def main() -> None:
@@ -35,7 +48,7 @@ def main() -> None:
     video = synthetic_video(**VIDEO)
     digests = {}
     for name, strategy, selection, rate in CASES:
-        tokens = model.tokenize(video, rate=rate, strategy=strategy, selection=selection, window=WINDOW,
+        tokens = model.tokenize(video, **tokenize_settings(strategy, selection, rate), window=WINDOW,
                                 overlap=OVERLAP, seed=5)
         tokens.save(HERE / f"{name}.itok", overwrite=True)
         frames = model.detokenize(tokens)
