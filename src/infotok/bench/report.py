@@ -328,7 +328,8 @@ def markdown(result: dict, seconds: float) -> str:
                   + f". Seconds per pixel at 1280x720 / at 455x256: {large['us_per_pixel'] / small['us_per_pixel']:.2f}."]
             whole = scaling.get("455x256 whole-frame attention")
             if whole:
-                L[-1] += f" Tiled / whole-frame attention at 455x256: {whole['seconds'] / small['seconds']:.2f}x the time."
+                L[-1] += (f" At 455x256 the same weights with whole-frame attention take {whole['seconds'] / small['seconds']:.2f}x "
+                          "the time of tiled attention.")
         if res.get("cli_720p"):
             e = res["cli_720p"]
             L += ["", f"`infotok encode --size 720` of {e['frames']} frames of `{res['video']}`: {e['seconds']:.1f} s, "
