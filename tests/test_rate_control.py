@@ -179,4 +179,4 @@ def test_predictor_training_leaves_the_tokenizer_untouched_and_its_loss_falls(tm
         assert name.startswith("predictor.") or torch.equal(a, b), name
     assert after.rd_slopes == before.rd_slopes
     x = synthetic_video(9, 32, 48, seed=4)[None]
-    assert torch.equal(before.encode(x, 0.5, "static").indices, after.encode(x, 0.5, "static").indices)
+    assert torch.equal(before.encode(x, 0.5, "static", "error").indices, after.encode(x, 0.5, "static", "error").indices)

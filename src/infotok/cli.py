@@ -293,7 +293,8 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
                         "rate-distortion curves, needs a checkpoint with a value predictor)")
     p.set_defaults(rate_default=rate_default)
     p.add_argument("--selection", choices=SELECTIONS,
-                   help="which tokens are kept (default error; value with --strategy rd or --target-psnr)")
+                   help="which tokens are kept (default: value where the checkpoint has a value predictor, "
+                        "as the shipped one does, else error)")
     p.add_argument("--window", type=int, default=33, help="frames per window (default 33)")
     p.add_argument("--overlap", type=int, default=5, help="frames shared by neighbouring windows (default 5)")
     p.add_argument("--size", type=_size,
@@ -708,8 +709,8 @@ def main(argv: list[str] | None = None) -> int:
         args.rate_given, args.strategy_given = args.rate is not None, args.strategy is not None
         args.rate = args.rate if args.rate is not None else args.rate_default
         args.strategy = args.strategy or "global_elbo"
-        if args.selection is None:  # the predicted curves describe value selection
-            args.selection = "value" if args.strategy == "rd" or getattr(args, "target_psnr", None) else "error"
+        if args.selection is None and (args.strategy == "rd" or getattr(args, "target_psnr", None)):
+            args.selection = "value"  # the predicted curves describe value selection; else the checkpoint's default
     from .checkpoint import CheckpointError
     from .tokens import TokenFormatError
     from .video import VideoError

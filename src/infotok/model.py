@@ -140,6 +140,12 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return self.compressor_config is not None
 
     @property
+    def default_selection(self) -> str:
+        """`value` where the checkpoint has a value predictor (it beats the paper's `error` ranking at
+        every rate in BENCHMARKS.md and needs no decoder pass), else `error`."""
+        return "value" if self.predictor_config is not None else "error"
+
+    @property
     def device(self) -> torch.device:
         return self.score_mean.device
 
@@ -243,7 +249,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str = "global_elbo",
-               selection: str = "error", generator: np.random.Generator | int | None = None,
+               selection: str | None = None, generator: np.random.Generator | int | None = None,
                rates: Sequence[float] | None = None, keep_scores: bool = False,
                target_psnr: float | None = None, objective: str = "psnr") -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
@@ -257,7 +263,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """
         rate = check_rate(rate)
         check_strategy(strategy)
-        check_selection(selection)
+        selection = check_selection(selection or self.default_selection)
         check_objective(objective)
         self.check_rates(rate, *(rates or []))
         target_psnr = None if target_psnr is None else check_target(target_psnr)
@@ -392,7 +398,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return y, [float(np.mean(r)) for r in rates], None, torch.stack(losses).mean()
 
     # ------------------------------------------------------------------- whole videos (pipeline)
-    def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
+    def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
                       window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                       rates: list[float] | None = None, fps: float | None = None, start: int = 0,
                       max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
@@ -401,14 +407,15 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return pipeline.TokenStream(self, video, rate, strategy, selection, window, overlap, size, seed, rates, fps,
                                     start, max_frames, max_size, target_psnr, objective)
 
-    def tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
+    def tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  fps: float | None = None, start: int = 0, max_frames: int | None = None,
                  max_size: int | None = None, target_psnr: float | None = None, objective: str = "psnr"):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
-        tokens predicted to reach it (instead of `rate`)."""
+        tokens predicted to reach it (instead of `rate`). `selection` defaults to the checkpoint's
+        `default_selection`."""
         return self.iter_tokenize(video, rate, strategy, selection, window, overlap, size, seed, fps=fps, start=start,
                                   max_frames=max_frames, max_size=max_size, target_psnr=target_psnr,
                                   objective=objective).collect()

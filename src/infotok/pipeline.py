@@ -86,13 +86,14 @@ class TokenStream:
     `nfe` counts the network passes spent so far.
     """
 
-    def __init__(self, model, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str = "error",
+    def __init__(self, model, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  rates: list[float] | None = None, fps: float | None = None, start: int = 0,
                  max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
                  objective: str = "psnr"):
         self.model, self.video = model, video
-        self.rate, self.strategy, self.selection = check_rate(rate), check_strategy(strategy), check_selection(selection)
+        self.rate, self.strategy = check_rate(rate), check_strategy(strategy)
+        self.selection = check_selection(selection or model.default_selection)
         self.target_psnr = None if target_psnr is None else check_target(target_psnr)
         self.objective = check_objective(objective)
         model.check_rates(self.rate, *(rates or []))
