@@ -275,7 +275,7 @@ def _print_summary(src, dst, result, psnr: float | None = None) -> None:
     if psnr is not None:
         line += f", PSNR {psnr:.2f} dB"
     print(line)
-    if result.predicted_psnr:  # where the value predictor chose the rates: what it promised, and what came
+    if result.predicted_psnr and h.strategy in ("rd", "target"):  # the predictor chose the rates: what it promised, and what came
         target = f"target {h.target_psnr:.2f} dB, " if h.target_psnr is not None else ""
         for i, ((a, b), rate, predicted) in enumerate(zip(result.window_spans, result.window_rates, result.predicted_psnr)):
             measured = f", measured {result.window_psnr[i]:.2f} dB" if result.window_psnr else ""
