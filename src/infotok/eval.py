@@ -133,6 +133,13 @@ def binary_search_rate(mse_at, levels: int = 16, threshold: float = 0.003) -> tu
     return lo, passes
 
 
+def clip_curves(clips: list[Clip]) -> np.ndarray:
+    """The value predictor's PSNR curves of clips encoded with their scores [clips, 16]."""
+    if any(c.batch.curve is None for c in clips):
+        raise ValueError("rd needs a checkpoint with a value predictor")
+    return np.stack([c.batch.curve[0].cpu().numpy() for c in clips])
+
+
 def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: float, seed: int = 0) -> list[float]:
     """Per-clip rates for one run: global_elbo is balanced and rd spends a shared budget, so that the
     run's mean rate is avg_rate."""
@@ -144,9 +151,7 @@ def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: fl
         rng = np.random.default_rng(seed)
         return [uniform_rate(avg_rate, rng) for _ in clips]
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
-        if any(c.batch.curve is None for c in clips):
-            raise ValueError("rd needs a checkpoint with a value predictor")
-        return shared_budget_rates(np.stack([c.batch.curve[0].cpu().numpy() for c in clips]), avg_rate)
+        return shared_budget_rates(clip_curves(clips), avg_rate)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 

@@ -26,7 +26,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
 from .geometry import Geometry
-from .predictor import PredictorConfig, ValuePredictor, curve_targets, predictor_loss, value_targets
+from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
 from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, rd_rates, score_map,
                      slope_for, target_rates)
 from .selection import check_selection, keep_masks
@@ -236,6 +236,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return change
 
     # ----------------------------------------------------------------------- the batched core
+    @staticmethod
+    def reads_predictor(strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None) -> bool:
+        """Whether tokenizing with these settings runs the value predictor (given `rates`, no strategy runs)."""
+        return selection == "value" or (rates is None and (strategy == "rd" or target_psnr is not None))
+
     def check_predictor(self, why: str) -> None:
         if self.predictor_config is None:
             raise ValueError(f"checkpoint {self.name!r} has no value predictor, which {why} needs (train one with "
@@ -267,7 +272,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         check_objective(objective)
         self.check_rates(rate, *(rates or []))
         target_psnr = None if target_psnr is None else check_target(target_psnr)
-        predicting = selection == "value" or (rates is None and (strategy == "rd" or target_psnr is not None))
+        predicting = self.reads_predictor(strategy, selection, rates, target_psnr)
         if predicting:
             self.check_predictor("rd, --target-psnr and value selection")
         if isinstance(generator, int) or generator is None:
@@ -291,8 +296,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         f64 = dict(dtype=torch.float64, device=indices.device)
         predicted = None
         if curve is not None:
-            points = torch.tensor([round(r * curve.shape[1]) - 1 for r in chosen], device=curve.device).clamp(0, curve.shape[1] - 1)
-            predicted = curve.gather(1, points[:, None])[:, 0].double()
+            predicted = curve.gather(1, curve_index(chosen, curve.shape[1], curve.device)[:, None])[:, 0].double()
         return TokenBatch(indices.masked_fill(~masks, 0), masks, torch.tensor(chosen, **f64),
                           torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
                           frames, height, width, smap if keep_scores else None, 2 if routed else 1,
@@ -365,11 +369,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         y = self.decode_codes(codes, masks)
         loss = None
         if predicting:
-            points = torch.tensor([round(r * self.predictor_config.curve_points) - 1 for r in rates], device=x.device)
             on_curve = torch.tensor([s == "value" for s in selections], device=x.device)
             loss = predictor_loss(value, curve, value_targets(x, full, y.detach(), self.geometry), masks,
-                                  curve_targets(x, y.detach()), points.clamp(0, self.predictor_config.curve_points - 1),
-                                  on_curve)
+                                  curve_targets(x, y.detach()), curve_index(rates, curve.shape[1], x.device), on_curve)
         return y, list(rates), smap if full is not None else None, loss
 
     def _predictor_forward(self, x: torch.Tensor, rates: Sequence[Sequence[float]]
@@ -385,16 +387,15 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             codes, _ = self.base.quantize(feats)
             full = self.decode_codes(codes)
         value, curve = self.predictor(feats)
-        points = self.predictor_config.curve_points
         losses, y = [], full
         for j in range(len(rates[0])):
             chosen = [float(r[j]) for r in rates]
             with torch.no_grad():
                 masks = keep_masks(value.detach(), chosen, "value")
                 y = self.decode_codes(codes, masks)
-            at = torch.tensor([min(points, max(1, round(r * points))) - 1 for r in chosen], device=x.device)
-            losses.append(predictor_loss(value, curve, value_targets(x, full, y, self.geometry), masks,
-                                         curve_targets(x, y), at, torch.ones(len(chosen), dtype=torch.bool, device=x.device)))
+            losses.append(predictor_loss(value, curve, value_targets(x, full, y, self.geometry), masks, curve_targets(x, y),
+                                         curve_index(chosen, curve.shape[1], x.device),
+                                         torch.ones(len(chosen), dtype=torch.bool, device=x.device)))
         return y, [float(np.mean(r)) for r in rates], None, torch.stack(losses).mean()
 
     # ------------------------------------------------------------------- whole videos (pipeline)

@@ -97,7 +97,7 @@ class TokenStream:
         self.target_psnr = None if target_psnr is None else check_target(target_psnr)
         self.objective = check_objective(objective)
         model.check_rates(self.rate, *(rates or []))
-        if self.target_psnr is not None or self.selection == "value" or (self.strategy == "rd" and rates is None):
+        if model.reads_predictor(self.strategy, self.selection, rates, self.target_psnr):
             model.check_predictor("rd, --target-psnr and value selection")
         if self.strategy == "rd" and rates is None and self.target_psnr is None:
             slope_for(model.rd_slopes.get(self.objective, []), self.rate)  # refuses an uncalibrated checkpoint now

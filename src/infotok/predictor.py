@@ -82,6 +82,11 @@ class ValuePredictor(nn.Module):
         return value, curve
 
 
+def curve_index(rates, points: int, device=None) -> torch.Tensor:
+    """Index into a curve of `points` rates k/points of each rate's nearest point [B] (long)."""
+    return torch.tensor([round(float(r) * points) - 1 for r in rates], device=device).clamp(0, points - 1)
+
+
 def value_targets(x: torch.Tensor, full: torch.Tensor, dropped: torch.Tensor,
                   geometry: Geometry) -> torch.Tensor:
     """log(extra squared error of each token's block when it is dropped, over the full-rate decode)

@@ -28,10 +28,14 @@ STRATEGIES = ("global_elbo", "static", "uniform", "rd")
 OBJECTIVES = ("psnr", "mse")  # what rd maximises: the windows' mean PSNR (as TokenBench scores) or minus their MSE
 
 
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
 def check_strategy(strategy: str) -> str:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    return strategy
+    return _check_choice(strategy, STRATEGIES, "strategy")
 
 
 def check_rate(rate: float) -> float:
@@ -107,9 +111,7 @@ def choose_rate(strategy: str, avg_rate: float, score: float | None = None, scor
 
 # ---------------------------------------------------------------- rate control on predicted curves
 def check_objective(objective: str) -> str:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
-    return objective
+    return _check_choice(objective, OBJECTIVES, "objective")
 
 
 def check_target(target_psnr: float) -> float:

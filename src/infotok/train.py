@@ -346,8 +346,12 @@ class Trainer:
             rates = [int(rng.integers(1, 17)) / 16 for _ in range(total)]
         else:
             rates = [float(rng.choice(FLEX_RATES)) for _ in range(total)]
+        return self._this_process(rates, batch)
+
+    def _this_process(self, drawn: list, batch: int) -> list:
+        """This process's `batch` of values drawn for the whole global batch."""
         first = batch * self.accelerator.process_index
-        return rates[first:first + batch]
+        return list(drawn[first:first + batch])
 
     def _selections(self, batch: int) -> str | list[str]:
         """The selection of each clip of this process's share: `value` runs mix VALUE_MIX, drawn for the
@@ -358,8 +362,7 @@ class Trainer:
         rng = np.random.default_rng([cfg.seed, 11, self.step])
         total = batch * self.accelerator.num_processes
         drawn = rng.choice(list(VALUE_MIX), size=total, p=list(VALUE_MIX.values()))
-        first = batch * self.accelerator.process_index
-        return [str(s) for s in drawn[first:first + batch]]
+        return [str(s) for s in self._this_process(drawn, batch)]
 
     def run(self, on_step=None) -> None:
         """Train to cfg.steps. On N processes, step k's global batch is dataset items

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..eval import Clip, binary_search_rate, clip_rates, make_clip
+from ..eval import Clip, binary_search_rate, clip_curves, clip_rates, make_clip
 from ..model import InfoTok
 from ..router import choose_rate, rd_rates, slope_for, target_rates
 from ..video import iter_windows, read_video, resize_and_crop, resize_short_side
@@ -35,7 +35,7 @@ class Windows:
 
     @property
     def curves(self) -> np.ndarray:
-        return np.stack([c.batch.curve[0].cpu().numpy() for c in self.clips])
+        return clip_curves(self.clips)
 
 
 def evaluation_windows(model: InfoTok, videos: list[Path], size: int, frames: int) -> Windows:
@@ -53,6 +53,7 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
     """Static rates with value selection, and `rd` with value selection at every rate: its shared
     budget (each run's mean rate exact, as global_elbo's is balanced) and the calibrated slope that
     `infotok encode --strategy rd` uses (each clip alone; its mean rate is whatever it comes to)."""
+    predicted = clip_curves(clips)
     for rate in RATES:
         curves.add("InfoTok-Flex static, value selection", rate, [measure(model, c, rate, "value") for c in clips], clips)
         rows = [measure(model, c, r, "value") | {"clip_rate": r}
@@ -60,7 +61,7 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         curves.add("InfoTok-Flex rd", rate, rows, clips)
         slope = slope_for(model.rd_slopes["psnr"], rate)
         rows = [measure(model, c, r, "value") | {"clip_rate": r}
-                for c, r in zip(clips, rd_rates(np.stack([c.batch.curve[0].cpu().numpy() for c in clips]), slope))]
+                for c, r in zip(clips, rd_rates(predicted, slope))]
         curves.add("InfoTok-Flex rd, calibrated slope", rate, rows, clips)
 
 

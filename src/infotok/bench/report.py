@@ -59,18 +59,25 @@ def still_section(result: dict, rate: float = 0.5) -> list[str]:
          "Each evaluation clip as it is and with its first frame held still for all its frames: the rate the "
          "router gives each (`tokenize`'s rate for that clip alone), its PSNR there, and the still shot's PSNR at "
          f"`static` {rate:g}.", "",
-         "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static |",
-         "|---|---|---|---|---|---|---|"]
-    ratios, losses = [], []
-    for name in sorted(rows):
-        m, s = rows[name]["moving"], rows[name]["still"]
-        ratios.append(s["kept"] / max(1, m["kept"]))
-        losses.append(s["psnr_static"] - s["psnr"])
-        L.append(f"| {name} | {m['rate']:.3f} | {m['psnr']:.2f} | {s['rate']:.3f} | {ratios[-1]:.2f} | {s['psnr']:.2f} | "
-                 f"{s['psnr_static']:.2f} |")
+         "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static |"]
+    table, ratios, losses = still_table(rows)
+    L += table
     L += ["", f"Mean still / moving tokens {np.mean(ratios):.2f} (largest {max(ratios):.2f}); the still shot loses "
               f"{np.mean(losses):+.2f} dB on average against `static` (largest loss {max(losses):+.2f} dB)."]
     return L
+
+
+def still_table(rows: dict[str, dict]) -> tuple[list[str], list[float], list[float]]:
+    """Rows of a still-versus-moving table (after its header line), with each clip's still / moving
+    token ratio and the PSNR the still shot loses against `static`."""
+    lines, ratios, losses = ["|---|---|---|---|---|---|---|"], [], []
+    for name, row in sorted(rows.items()):
+        m, s = row["moving"], row["still"]
+        ratios.append(s["kept"] / max(1, m["kept"]))
+        losses.append(s["psnr_static"] - s["psnr"])
+        lines.append(f"| {name} | {m['rate']:.3f} | {m['psnr']:.2f} | {s['rate']:.3f} | {ratios[-1]:.2f} | "
+                     f"{s['psnr']:.2f} | {s['psnr_static']:.2f} |")
+    return lines, ratios, losses
 
 
 def content_section(result: dict) -> list[str]:
@@ -155,15 +162,9 @@ def rate_control_sections(result: dict) -> list[str]:
                  f"{single(t['static_value'])} | {t['search']['rate']:.3f}, {t['search']['hit'] * 100:.0f}%, "
                  f"{t['search']['passes']:.1f} |")
     L += ["", "### Still versus moving under `rd` (calibrated slope, 0.5, value selection, each clip alone)", "",
-          "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static 0.5 |",
-          "|---|---|---|---|---|---|---|"]
-    ratios, losses = [], []
-    for name, row in sorted(rc["still_rd"].items()):
-        m, st = row["moving"], row["still"]
-        ratios.append(st["kept"] / max(1, m["kept"]))
-        losses.append(st["psnr_static"] - st["psnr"])
-        L.append(f"| {name} | {m['rate']:.3f} | {m['psnr']:.2f} | {st['rate']:.3f} | {ratios[-1]:.2f} | "
-                 f"{st['psnr']:.2f} | {st['psnr_static']:.2f} |")
+          "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static 0.5 |"]
+    table, ratios, losses = still_table(rc["still_rd"])
+    L += table
     L += ["", f"Mean still / moving tokens {np.mean(ratios):.2f} (largest {max(ratios):.2f}); against the still shot at "
               f"`static` 0.5 the still shot loses {np.mean(losses):+.2f} dB on average (largest {max(losses):+.2f} dB)."]
     cam = rc["static_camera"]
