@@ -12,7 +12,7 @@ from infotok.compressor import CompressorConfig
 from infotok.checkpoint import default_checkpoint
 from infotok.model import InfoTok
 from infotok.predictor import PredictorConfig
-from infotok.router import OBJECTIVES, calibrate_slopes
+from infotok.router import OBJECTIVES, calibrate_slopes, calibrate_thresholds
 from infotok.video import synthetic_video, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -22,7 +22,8 @@ TINY_COMPRESSOR = CompressorConfig(width=16, depth=1, heads=2)
 
 
 def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, predictor: bool = False) -> InfoTok:
-    """With `predictor`, a value predictor and rd slopes calibrated on made-up curves come along."""
+    """With `predictor`, a value predictor and rd slopes calibrated on made-up curves come along, and
+    hold thresholds calibrated on its own latent change of a few synthetic clips."""
     torch.manual_seed(seed)
     model = InfoTok(TINY_BASE, TINY_COMPRESSOR if adaptive else None, score_mean=score_mean,
                     name="tiny-infotok" if adaptive else "tiny-base",
@@ -33,6 +34,9 @@ def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, pr
     if adaptive:  # random, non-identity transformers so causality tests are meaningful
         for stack in (model.compressor, model.decompressor):
             torch.nn.init.normal_(stack.proj_out.weight, std=0.1)
+    if predictor:
+        clips = torch.from_numpy(np.stack([synthetic_video(9, 32, 32, seed=s) for s in range(4)]))
+        model.rd_thresholds = calibrate_thresholds(list(model.eval().changes(clips)))
     return model.eval()
 
 

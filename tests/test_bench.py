@@ -47,13 +47,16 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert "Refusing a `.itok` file with a forged length field" in text
     assert set(result["resources"]["dataset"]) == {"1", "2"} and "`infotok encode-dataset` (Ray Data" in text
     assert set(result["resources"]["batches"]) == {"1", "4", "8"}
-    for section in ("## Rate control on predicted curves", "### Target PSNR", "### Still versus moving under `rd`",
+    for section in ("## Rate control: the value predictor and the hold fill", "### Target PSNR",
+                    "### Still versus moving under `rd` at 0.5 (calibrated threshold", "| oracle, hold |",
                     "### A fixed camera", "### A whole long video", "Seconds per pixel at 1280x720 / at 455x256"):
         assert section in text
     control = result["rate_control"]
     assert control["accuracy"]["windows"] >= 3 and len(control["targets"]) == 3
     for p in result["curves"]["InfoTok-Flex rd"]:  # a shared budget: the asked mean rate exactly
         assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 16 / 3 + 1e-9)
+    for p in result["curves"]["InfoTok-Flex rd, hold"]:  # likewise, to the token
+        assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 100)
 
 
 def test_motion_is_the_mean_absolute_frame_change():

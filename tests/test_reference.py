@@ -36,7 +36,7 @@ def one_thread():
 def test_tokens_and_frames_match_the_pre_change_reference(name, shipped, one_thread, tmp_path):
     case = SPEC["cases"][name]
     video = synthetic_video(**SPEC["video"])
-    tokens = shipped.tokenize(video, **tokenize_settings(case["strategy"], case["selection"], case["rate"]),
+    tokens = shipped.tokenize(video, **tokenize_settings(case["strategy"], case["selection"], case["rate"], case["fill"]),
                               window=SPEC["window"], overlap=SPEC["overlap"], seed=SPEC["seed"])
     written = tokens.save(tmp_path / "now.itok")
     assert written.read_bytes() == (REFERENCE / f"{name}.itok").read_bytes()

@@ -101,7 +101,10 @@ class ResBlock2d(nn.Module):
         self.conv2.weight.data.mul_(0.3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+        if torch.is_grad_enabled():
+            return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+        # inference: the same sums, two full-size temporaries fewer (in place where nothing is kept)
+        return self.conv2(F.silu(self.conv1(F.silu(x)), inplace=True)).add_(x)
 
 
 class CausalTemporalMix(nn.Module):
@@ -113,10 +116,13 @@ class CausalTemporalMix(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, before: torch.Tensor | None = None) -> torch.Tensor:
+        """`before` [B, 1, h, w, c]: the latent frame preceding x's first, when x is a later chunk of
+        a window (None: x starts the window, x_{-1} = x_0)."""
         x5 = rearrange(x, "(b t) c h w -> b t h w c", t=frames)
-        prev = torch.cat([x5[:, :1], x5[:, :-1]], dim=1)
-        y = x5 + self.proj(F.silu(torch.cat([prev, x5], dim=-1)))
+        prev = torch.cat([x5[:, :1] if before is None else before, x5[:, :-1]], dim=1)
+        # x5 first: the sum takes x5's (channels-first) layout, which the next convolution expects
+        y = x5 + self.proj(F.silu(torch.cat([prev, x5], dim=-1), inplace=not torch.is_grad_enabled()))
         return rearrange(y, "b t h w c -> (b t) c h w")
 
 
@@ -126,11 +132,16 @@ class _Stage(nn.Module):
         self.blocks = nn.ModuleList(ResBlock2d(ch) for _ in range(blocks))
         self.mixes = nn.ModuleList(CausalTemporalMix(ch) for _ in range(blocks)) if temporal else None
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, carry: dict | None = None) -> torch.Tensor:
+        """`carry` streams a window in chunks of latent frames: pass the same dict with each chunk in
+        order; it keeps each mix's last input frame for the next chunk (the same outputs as whole)."""
         for i, block in enumerate(self.blocks):
             x = block(x)
             if self.mixes is not None:
-                x = self.mixes[i](x, frames)
+                before = None if carry is None else carry.get(i)
+                if carry is not None:
+                    carry[i] = rearrange(x, "(b t) c h w -> b t h w c", t=frames)[:, -1:].clone()
+                x = self.mixes[i](x, frames, before)
         return x
 
 
@@ -159,22 +170,46 @@ class CausalConvTokenizer(BaseTokenizer):
         # decompressor dec_lo channels
         self.decoder_dim = c.dec_lo
 
-    def _groups(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """[B, 3, 1 + 4k, H, W] -> [(B n), 3*4, H, W] with frame 0 replicated into its own group."""
+    # Full-resolution pixels (frame area x latent frames) per chunk: the whole tokenizer runs a few
+    # latent frames at a time (the temporal mixes carry one frame between chunks), so its working
+    # memory is a chunk's activations (~100-200 MB), not several copies of a 720p window (~400 MB each).
+    chunk_pixels: int = 1 << 20
+
+    def _chunks(self, n: int, height: int, width: int) -> list[tuple[int, int]]:
+        """Ranges of latent frames processed together, of balanced sizes. With grad enabled one
+        range: the activations are kept for backward anyway, so chunks would save nothing."""
+        step = n if torch.is_grad_enabled() else max(1, self.chunk_pixels // (height * width))
+        step = -(-n // -(-n // step))  # as many chunks, more even
+        return [(j, min(n, j + step)) for j in range(0, n, step)]
+
+    def _check_grid(self, x: torch.Tensor) -> None:
         tf = self.temporal_factor
         if (x.shape[2] - 1) % tf or x.shape[-1] % self.spatial_factor or x.shape[-2] % self.spatial_factor:
             raise ValueError(f"video shape {tuple(x.shape)} is not on the model grid "
                              f"(T = 1 + {tf}k, H and W multiples of {self.spatial_factor}); pad it first")
-        x = torch.cat([x[:, :, :1].expand(-1, -1, tf - 1, -1, -1), x], dim=2)
-        n = x.shape[2] // tf
-        return rearrange(x, "b c (n f) h w -> (b n) (c f) h w", f=tf), n
+
+    def _groups(self, x: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
+        """Latent frames j0..j1-1's inputs [(B m), 3*4, H, W] gathered straight from x: slot f of group
+        j is frame 4j - 3 + f, clamped at 0 (frame 0 replicated into its own group), so neither the
+        replicated nor the rearranged whole window is ever built."""
+        tf = self.temporal_factor
+        frames = (torch.arange(j0, j1)[:, None] * tf - (tf - 1) + torch.arange(tf)).clamp_(min=0)
+        g = x[:, :, frames.to(x.device)]  # [B, 3, m, 4, H, W]
+        return g.transpose(1, 2).reshape(-1, x.shape[1] * tf, *x.shape[-2:])
 
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
-        g, n = self._groups(x)
-        y = self.enc_in(F.pixel_unshuffle(g, 4))
-        y = self.enc_hi(y, n)
-        y = self.enc_lo(self.enc_down(F.pixel_unshuffle(y, 2)), n)
-        return rearrange(y, "(b n) c h w -> b c n h w", n=n)
+        self._check_grid(x)
+        b, n = x.shape[0], (x.shape[2] - 1) // self.temporal_factor + 1
+        chunks, carry, out = self._chunks(n, *x.shape[-2:]), {}, None
+        for j0, j1 in chunks:
+            y = self.enc_hi(self.enc_in(F.pixel_unshuffle(self._groups(x, j0, j1), 4)), j1 - j0)
+            y = self.enc_lo(self.enc_down(F.pixel_unshuffle(y, 2)), j1 - j0, carry)
+            y = rearrange(y, "(b n) c h w -> b c n h w", b=b)
+            if len(chunks) == 1:
+                return y
+            out = y.new_empty(*y.shape[:2], n, *y.shape[3:]) if out is None else out
+            out[:, :, j0:j1] = y
+        return out
 
     def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projection to the code space and FSQ in fp32, also under bf16 autocast: a rounding
@@ -196,9 +231,21 @@ class CausalConvTokenizer(BaseTokenizer):
         return rearrange(y, "(b n) c h w -> b c n h w", n=n)
 
     def decode_features(self, h: torch.Tensor) -> torch.Tensor:
-        n = h.shape[2]
-        y = self.dec_lo(rearrange(h, "b c n h w -> (b n) c h w"), n)
-        y = self.dec_hi(F.pixel_shuffle(self.dec_up(y), 2), n)
-        y = F.pixel_shuffle(self.dec_out(F.silu(y)), 4)
-        y = rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=self.temporal_factor)
-        return y[:, :, self.temporal_factor - 1:]
+        """In chunks of latent frames (see `chunk_pixels`); in inference each chunk is written into one
+        preallocated output, so no whole-window activation or shuffled copy is ever built."""
+        b, n, tf = h.shape[0], h.shape[2], self.temporal_factor
+        height, width = self.spatial_factor * h.shape[-2], self.spatial_factor * h.shape[-1]
+        grad, carry, out = torch.is_grad_enabled(), {}, None
+        for j0, j1 in self._chunks(n, height, width):
+            y = self.dec_lo(rearrange(h[:, :, j0:j1], "b c n h w -> (b n) c h w"), j1 - j0, carry)
+            y = self.dec_hi(F.pixel_shuffle(self.dec_up(y), 2), j1 - j0)
+            y = F.pixel_shuffle(self.dec_out(F.silu(y, inplace=not grad)), 4)  # [(B m), 3*4, H, W]
+            if grad:  # one chunk
+                return rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=tf)[:, :, tf - 1:]
+            y = y.view(b, j1 - j0, 3, tf, height, width).transpose(1, 2)  # [B, 3, m, 4, H, W]
+            out = y.new_empty(b, 3, tf * (n - 1) + 1, height, width) if out is None else out
+            if j0 == 0:  # latent frame 0 keeps only its last slot: frame 0
+                out[:, :, 0] = y[:, :, 0, tf - 1]
+                y, j0 = y[:, :, 1:], 1
+            out[:, :, 1 + tf * (j0 - 1):1 + tf * (j1 - 1)].unflatten(2, (j1 - j0, tf)).copy_(y)
+        return out

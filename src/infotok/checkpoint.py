@@ -159,7 +159,7 @@ def check_sizes(fields: dict, section: str) -> None:
 def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict,
                     overwrite: bool = False) -> Path:
     """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
-    mean (and rd slopes, where the model has a value predictor); the source's other config fields
+    mean, rd thresholds (and rd slopes, where the model has a value predictor); the source's other config fields
     (provenance, training config) travel along."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -167,6 +167,7 @@ def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, ca
     previous = read_config(locate(source))
     model.score_mean.fill_(calibration["score_mean"])
     model.rd_slopes = calibration.get("rd_slopes", {})
+    model.rd_thresholds = calibration.get("rd_thresholds", [])
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],
                             "frames": calibration["frames"]}

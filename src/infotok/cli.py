@@ -231,7 +231,7 @@ def _settings(args) -> dict:
     """The tokenization settings of encode / reconstruct / viz, as `pipeline.TokenStream` takes them."""
     sizes = {"size": None, "max_size": None} if args.size == "native" else \
         {"size": None, "max_size": DEFAULT_SIZE} if args.size is None else {"size": args.size, "max_size": None}
-    return dict(rate=args.rate, strategy=args.strategy, selection=args.selection, window=args.window,
+    return dict(rate=args.rate, strategy=args.strategy, selection=args.selection, fill=args.fill, window=args.window,
                 overlap=args.overlap, seed=args.seed, start=args.start, max_frames=args.max_frames, **sizes)
 
 
@@ -246,7 +246,7 @@ def _rate_control(args, inputs: list[Path], model) -> dict[Path, dict]:
     if args.budget != "run":
         return {p: extra for p in inputs}
     if args.strategy != "rd":
-        raise UsageError("--budget run shares one budget by the predicted curves: use it with --strategy rd")
+        raise UsageError("--budget run shares one budget by rate-distortion: use it with --strategy rd")
     rates = run_budget_rates(model, inputs, **_settings(args), objective=args.objective)
     return {p: extra | {"rates": r} for p, r in zip(inputs, rates)}
 
@@ -284,6 +284,7 @@ def _print_summary(src, dst, result, psnr: float | None = None) -> None:
 
 # ---------------------------------------------------------------------- encode / decode / ...
 def add_tokenize_options(p, rate_default: float = 0.5) -> None:
+    from .fill import FILLS
     from .router import STRATEGIES
     from .selection import SELECTIONS
 
@@ -293,8 +294,12 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
                         "rate-distortion curves, needs a checkpoint with a value predictor)")
     p.set_defaults(rate_default=rate_default)
     p.add_argument("--selection", choices=SELECTIONS,
-                   help="which tokens are kept (default: value where the checkpoint has a value predictor, "
-                        "as the shipped one does, else error)")
+                   help="which tokens are kept (default: temporal under --fill hold; under mask, value where the "
+                        "checkpoint has a value predictor, else error)")
+    p.add_argument("--fill", choices=FILLS,
+                   help="how dropped tokens decode: hold (the code last kept at that position; the shipped "
+                        "checkpoint's default) or mask (the paper's: the decompressor infers them; the default of "
+                        "converted release weights and of --target-psnr)")
     p.add_argument("--window", type=int, default=33, help="frames per window (default 33)")
     p.add_argument("--overlap", type=int, default=5, help="frames shared by neighbouring windows (default 5)")
     p.add_argument("--size", type=_size,
@@ -456,13 +461,14 @@ def cmd_eval(args) -> int:
     try:
         report = evaluate(model, inputs, args.rates, strategies, selections, args.size, args.frames,
                           with_vmaf=args.vmaf, seed=args.seed, progress=progress, perceptual=perceptual,
-                          crop=not args.whole_frame)
+                          crop=not args.whole_frame, fill=args.fill)
     finally:
         bar.close()
     if args.json:
         write_report(report, args.json)
     for r in report["results"]:
-        line = (f"{r['strategy']:>11} {r['selection']:>6} rate {r['rate']:.3f}: realized {r['realized_rate']:.3f}, "
+        line = (f"{r['strategy']:>11} {r['selection']:>8} {r['fill']:>4} rate {r['rate']:.3f}: "
+                f"realized {r['realized_rate']:.3f}, "
                 f"BPP16 {r['bpp16']:.3f} (file {r['bpp16_file']:.3f}), PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
         for key, label in (("vmaf", "VMAF"), ("lpips", "LPIPS"), ("fvd", "FVD")):
             if key in r:
@@ -482,6 +488,8 @@ def cmd_calibrate(args) -> int:
     calibration = calibrate(model, inputs, args.size, args.frames, progress=lambda m: print(m, file=sys.stderr))
     print(json.dumps({k: calibration[k] for k in ("score_mean", "previous", "videos")}))
     if args.output:
+        if args.default_fill:
+            model.default_fill = args.default_fill
         save_calibrated(model, args.checkpoint or default_checkpoint(), args.output, calibration, args.overwrite)
     return 0
 
@@ -552,8 +560,11 @@ def add_commands(sub) -> None:
     p = sub.add_parser("eval", help="rate-distortion evaluation (TokenBench PSNR/SSIM, optional VMAF)")
     p.add_argument("inputs", nargs="+", help="video files or folders")
     p.add_argument("--rates", type=_rates, default=[1.0], help="comma-separated average rates, e.g. 1,0.75,0.5,0.25 (default 1)")
-    p.add_argument("--strategy", default="static", help="comma-separated: global_elbo, static, uniform (default static)")
-    p.add_argument("--selection", default="error", help="comma-separated: error, order, random (default error)")
+    p.add_argument("--strategy", default="static", help="comma-separated: global_elbo, static, uniform, rd (default static)")
+    p.add_argument("--selection", default="error",
+                   help="comma-separated: error, order, random, temporal, value (default error)")
+    p.add_argument("--fill", choices=["mask", "hold"], default="mask",
+                   help="how dropped tokens decode (default mask, the paper's; see `infotok encode --help`)")
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
                    help=f"short side each clip is resized to, then centre-cropped to SIZE x SIZE (default {DEFAULT_SIZE})")
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip, from its start (default 33)")
@@ -569,12 +580,15 @@ def add_commands(sub) -> None:
     add_model_options(p, outputs=False)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("calibrate", help="measure the mean clip score global_elbo divides by")
+    p = sub.add_parser("calibrate", help="measure what rate control needs: global_elbo's mean clip score, rd's "
+                                         "thresholds and slopes")
     p.add_argument("inputs", nargs="+", help="video files or folders (clips like the ones you will tokenize)")
     p.add_argument("-o", "--output", help="write a checkpoint copy with the new calibration here")
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
                    help=f"short side, then centre crop, as in eval (default {DEFAULT_SIZE})")
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip (default 33)")
+    p.add_argument("--default-fill", choices=["mask", "hold"],
+                   help="the fill the written copy tokenizes with by default (default: the source's)")
     add_model_options(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -709,8 +723,6 @@ def main(argv: list[str] | None = None) -> int:
         args.rate_given, args.strategy_given = args.rate is not None, args.strategy is not None
         args.rate = args.rate if args.rate is not None else args.rate_default
         args.strategy = args.strategy or "global_elbo"
-        if args.selection is None and (args.strategy == "rd" or getattr(args, "target_psnr", None)):
-            args.selection = "value"  # the predicted curves describe value selection; else the checkpoint's default
     from .checkpoint import CheckpointError
     from .tokens import TokenFormatError
     from .video import VideoError

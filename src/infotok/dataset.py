@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .extras import require
+from .fill import check_fill
 from .geometry import check_windowing
 from .router import check_rate, check_strategy, uniform_rate
 from .selection import check_selection
@@ -81,7 +82,7 @@ def list_sources(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 def tokenize_settings(rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
                       window: int = 33, overlap: int = 5, size: int | None = None, max_size: int | None = None,
-                      seed: int = 0, start: int = 0, max_frames: int | None = None) -> dict:
+                      seed: int = 0, start: int = 0, max_frames: int | None = None, fill: str | None = None) -> dict:
     """The settings of a dataset run (those of `pipeline.TokenStream`), checked; the manifest records
     them and a resumed run must give the same."""
     check_windowing(window, overlap)
@@ -89,6 +90,7 @@ def tokenize_settings(rate: float = 0.5, strategy: str = "global_elbo", selectio
         raise ValueError(f"start must be a frame index >= 0, got {start}")
     return {"rate": check_rate(rate), "strategy": check_strategy(strategy),
             "selection": check_selection(selection) if selection is not None else None,  # None: the checkpoint's default
+            "fill": check_fill(fill) if fill is not None else None,  # likewise
             "window": int(window), "overlap": int(overlap), "size": size, "max_size": max_size, "seed": int(seed),
             "start": int(start), "max_frames": max_frames}
 
@@ -211,7 +213,8 @@ class WindowTokenizer:
                               for i in rows])
                 rates = [float(batch["draw_rate"][i]) for i in rows] if s["strategy"] == "uniform" else None
                 tokens = self.model.encode(self.torch.from_numpy(x), s["rate"], s["strategy"], s["selection"],
-                                           _SeedReplay([int(batch["draw_seed"][i]) for i in rows]), rates=rates)
+                                           _SeedReplay([int(batch["draw_seed"][i]) for i in rows]), rates=rates,
+                                           fill=s["fill"])
             except Exception as exc:  # e.g. out of memory on one size: its videos fail, the rest go on
                 for i in rows:
                     path = str(batch["video"][i])
@@ -405,7 +408,8 @@ class _Collector:
 
 
 def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                   *, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None, window: int = 33,
+                   *, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
+                   fill: str | None = None, window: int = 33,
                    overlap: int = 5, size: int | None = None, max_size: int | None = None, seed: int = 0,
                    start: int = 0, max_frames: int | None = None, batch_size: int = 8, concurrency: int = 1,
                    num_gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, decode_cpus: float = 1.0,
@@ -428,7 +432,8 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     from .model import InfoTok
     from .shards import ShardWriter, model_identity
 
-    settings = tokenize_settings(rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames)
+    settings = tokenize_settings(rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames,
+                                 fill)
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency), ("windows_per_shard", windows_per_shard)):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -443,7 +448,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     probe_model = InfoTok.from_pretrained(checkpoint, device="cpu")  # checks the checkpoint before Ray starts
     identity = model_identity(probe_model)
     probe_model.check_rates(settings["rate"])
-    settings["selection"] = settings["selection"] or probe_model.default_selection
+    settings["selection"], settings["fill"] = probe_model.choices(settings["selection"], settings["fill"])
     check_windowing(window, overlap, probe_model.geometry)
     del probe_model
     writer = ShardWriter(out, identity, settings, windows_per_shard=windows_per_shard, overwrite=overwrite)

@@ -24,7 +24,8 @@ from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
-from .router import OBJECTIVES, balanced_rates, calibrate_slopes, check_rate, shared_budget_rates, uniform_rate
+from .router import (OBJECTIVES, balanced_rates, calibrate_slopes, calibrate_thresholds, check_rate, shared_budget_rates,
+                     shared_hold_rates, uniform_rate)
 from .tokens import TokenBatch, TokenHeader, Tokens
 from .video import from_model, read_video, resize_and_crop, resize_short_side
 
@@ -61,9 +62,10 @@ def make_clip(model: InfoTok, name: str, frames: np.ndarray) -> Clip:
     return Clip(name, frames, model.encode(frames[None], rate=1.0, strategy="static", keep_scores=True))
 
 
-def clip_at(model: InfoTok, clip: Clip, rate: float, selection: str = "error", seed: int = 0) -> TokenBatch:
-    """The clip's tokens at `rate` (no new encoder or router pass)."""
-    return model.reselect(clip.batch, [rate], selection, seed)
+def clip_at(model: InfoTok, clip: Clip, rate: float, selection: str = "error", seed: int = 0,
+            fill: str = "mask") -> TokenBatch:
+    """The clip's tokens at `rate`, decoded with `fill` (no new encoder or router pass)."""
+    return model.reselect(clip.batch, [rate], selection, seed, fill)
 
 
 def decode_clip(model: InfoTok, batch: TokenBatch) -> np.ndarray:
@@ -140,9 +142,10 @@ def clip_curves(clips: list[Clip]) -> np.ndarray:
     return np.stack([c.batch.curve[0].cpu().numpy() for c in clips])
 
 
-def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: float, seed: int = 0) -> list[float]:
-    """Per-clip rates for one run: global_elbo is balanced and rd spends a shared budget, so that the
-    run's mean rate is avg_rate."""
+def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: float, seed: int = 0,
+               fill: str = "mask") -> list[float]:
+    """Per-clip rates for one run: global_elbo is balanced and rd spends a shared budget (on the
+    predicted curves, or under `hold` on the latent change), so that the run's mean rate is avg_rate."""
     if strategy == "static":
         return [avg_rate] * len(clips)
     if strategy == "global_elbo":
@@ -150,6 +153,8 @@ def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: fl
     if strategy == "uniform":
         rng = np.random.default_rng(seed)
         return [uniform_rate(avg_rate, rng) for _ in clips]
+    if strategy == "rd" and fill == "hold":
+        return shared_hold_rates([c.batch.latent_change[0] for c in clips], avg_rate)
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
         return shared_budget_rates(clip_curves(clips), avg_rate)
     raise ValueError(f"unknown strategy {strategy!r}")
@@ -157,9 +162,11 @@ def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: fl
 
 def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: list[str], selections: list[str],
              size: int = 256, frames: int = 33, with_vmaf: bool = False, seed: int = 0, progress=None,
-             clips: list[Clip] | None = None, perceptual: Perceptual | None = None, crop: bool = True) -> dict:
-    """Run every (strategy, selection, rate) over the clips; returns the JSON report. `crop=False`
-    keeps whole frames (short side `size`), where borders such as a pillarbox stay in view."""
+             clips: list[Clip] | None = None, perceptual: Perceptual | None = None, crop: bool = True,
+             fill: str = "mask") -> dict:
+    """Run every (strategy, selection, rate) over the clips, decoding with `fill`; returns the JSON
+    report. `crop=False` keeps whole frames (short side `size`), where borders such as a pillarbox
+    stay in view."""
     t0 = time.time()
     if clips is None:
         clips = []
@@ -176,16 +183,17 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 if not model.adaptive and avg_rate < 1:
                     raise ValueError(f"checkpoint {model.name!r} is fixed-rate: evaluate it with --rates 1")
                 t1 = time.time()
-                r_list = clip_rates(strategy, avg_rate, clips, float(model.score_mean), seed)
+                r_list = clip_rates(strategy, avg_rate, clips, float(model.score_mean), seed, fill)
                 rows = []
                 for clip, r in zip(clips, r_list):
-                    rows.append({"strategy": strategy, "selection": selection, "rate": avg_rate, "clip_rate": r,
-                                 "score": clip.score, "width": clip.frames.shape[2], "height": clip.frames.shape[1]}
-                                | measure_clip(model, clip, clip_at(model, clip, r, selection, seed),
+                    rows.append({"strategy": strategy, "selection": selection, "fill": fill, "rate": avg_rate,
+                                 "clip_rate": r, "score": clip.score, "width": clip.frames.shape[2],
+                                 "height": clip.frames.shape[1]}
+                                | measure_clip(model, clip, clip_at(model, clip, r, selection, seed, fill),
                                                with_vmaf=with_vmaf, perceptual=perceptual))
                 fvd = fvd_of(rows, clips)
                 realized = float(np.mean([r["realized_rate"] for r in rows]))
-                summary = {"strategy": strategy, "selection": selection, "rate": avg_rate,
+                summary = {"strategy": strategy, "selection": selection, "fill": fill, "rate": avg_rate,
                            "realized_rate": realized, "bpp16": realized + (MASK_BPP16 if model.adaptive else 0.0),
                            "bpp16_file": float(np.mean([r["bpp16_file"] for r in rows])),
                            "psnr": float(np.mean([r["psnr"] for r in rows])),
@@ -256,20 +264,23 @@ def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tupl
 
 
 def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
-    """The mean clip score `global_elbo` divides by, and (with a value predictor) the slopes `rd`
-    uses for each average rate, measured on `paths` under the evaluation protocol."""
+    """The mean clip score `global_elbo` divides by, the latent-change thresholds `rd` uses under the
+    `hold` fill and (with a value predictor) the slopes it uses under `mask`, for each average
+    rate, measured on `paths` under the evaluation protocol."""
     if not model.adaptive:
         raise ValueError("calibration is for InfoTok checkpoints (a base tokenizer has no router)")
-    scores, curves = {}, []
+    scores, curves, changes = {}, [], []
     for p in paths:
         clip = load_clip(model, p, size, frames)
         scores[p.name] = clip.score
+        changes.append(clip.batch.latent_change[0])
         if clip.batch.curve is not None:
             curves.append(clip.batch.curve[0].cpu().numpy())
         if progress:
             progress(f"{p.name}: score {scores[p.name]:.5f}")
     result = {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
-              "videos": len(scores), "scores": scores, "size": size, "frames": frames}
+              "videos": len(scores), "scores": scores, "size": size, "frames": frames,
+              "rd_thresholds": calibrate_thresholds(changes)}
     if curves:
         result["rd_slopes"] = {objective: calibrate_slopes(np.stack(curves), objective) for objective in OBJECTIVES}
     return result

@@ -25,10 +25,11 @@ from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
+from .fill import check_fill, hold_last_kept
 from .geometry import Geometry
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
-from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, rd_rates, score_map,
-                     slope_for, target_rates)
+from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, hold_rates, rd_rates,
+                     score_map, slope_for, target_rates, threshold_for)
 from .selection import check_selection, keep_masks
 from .tokens import TokenBatch
 from .video import to_model
@@ -112,7 +113,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def __init__(self, base: BaseConfig | CosmosConfig | None = None,
                  compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
                  score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding",
-                 predictor: PredictorConfig | None = None):
+                 predictor: PredictorConfig | None = None, fill: str = "mask"):
         super().__init__()
         if dropped not in DROPPED_MODES:
             raise ValueError(f"dropped must be one of {', '.join(DROPPED_MODES)}, got {dropped!r}")
@@ -132,6 +133,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.predictor = ValuePredictor(self.base.feature_dim, predictor)
         self.register_buffer("score_mean", torch.tensor(float(score_mean)))
         self.rd_slopes: dict[str, list[list[float]]] = {}  # objective -> [[avg rate, slope], ...], from calibrate
+        self.rd_thresholds: list[list[float]] = []  # [[avg rate, latent-change threshold], ...]: rd under hold
+        self.default_fill = check_fill(fill)
         self.model_hash = ""  # set by from_pretrained: identifies the weights in token files
 
     # ---------------------------------------------------------------------------- configuration
@@ -139,11 +142,17 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def adaptive(self) -> bool:
         return self.compressor_config is not None
 
-    @property
-    def default_selection(self) -> str:
-        """`value` where the checkpoint has a value predictor (it beats the paper's `error` ranking at
-        every rate in BENCHMARKS.md and needs no decoder pass), else `error`."""
-        return "value" if self.predictor_config is not None else "error"
+    def choices(self, selection: str | None = None, fill: str | None = None,
+                target_psnr: float | None = None) -> tuple[str, str]:
+        """The (selection, fill) a tokenization uses: what was asked, else the defaults. The fill
+        defaults to the checkpoint's (`hold` in ours, `mask` in converted release weights), except
+        under a PSNR target, whose predicted curves describe masked value selection. The selection
+        defaults to the fill's natural ranking: `temporal` under `hold`; under `mask`, `value` where
+        there is a predictor (it beats the paper's `error` in BENCHMARKS.md), else `error`."""
+        fill = check_fill(fill or ("mask" if target_psnr is not None else self.default_fill))
+        if selection is None:
+            selection = "temporal" if fill == "hold" else ("value" if self.predictor_config else "error")
+        return check_selection(selection), fill
 
     @property
     def device(self) -> torch.device:
@@ -158,6 +167,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         }
         config |= {"dropped": self.dropped_mode} if self.dropped_mode != "embedding" else {}
         config |= {"predictor": self.predictor_config.to_dict()} if self.predictor_config else {}
+        config |= {"fill": self.default_fill} if self.default_fill != "mask" else {}
+        config |= {"rd_thresholds": self.rd_thresholds} if self.rd_thresholds else {}
         return config | ({"rd_slopes": self.rd_slopes} if self.rd_slopes else {})
 
     @property
@@ -176,9 +187,12 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """video [B, 3, T, H, W] on the grid -> (codes [B, 6, t, h, w], indices [B, t, h, w]); differentiable."""
         return self.base.quantize(self.features(x))
 
-    def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "mask") -> torch.Tensor:
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
-        are decoded from the learned "dropped" embedding, never from their code."""
+        are decoded from the learned "dropped" embedding (or, with fill `hold`, from the code last kept
+        at their position), never from their own code."""
+        if mask is not None and fill == "hold":
+            codes, mask = hold_last_kept(codes, mask)
         if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
             codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
@@ -237,9 +251,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     # ----------------------------------------------------------------------- the batched core
     @staticmethod
-    def reads_predictor(strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None) -> bool:
-        """Whether tokenizing with these settings runs the value predictor (given `rates`, no strategy runs)."""
-        return selection == "value" or (rates is None and (strategy == "rd" or target_psnr is not None))
+    def reads_predictor(strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None,
+                        fill: str = "mask") -> bool:
+        """Whether tokenizing with these settings runs the value predictor (given `rates`, no strategy
+        runs; `rd` under `hold` reads the latent change instead)."""
+        return selection == "value" or (rates is None and ((strategy == "rd" and fill != "hold") or target_psnr is not None))
 
     def check_predictor(self, why: str) -> None:
         if self.predictor_config is None:
@@ -253,26 +269,33 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return self.predictor(self.features(self.geometry.pad(as_model_input(x).to(self.device))))[1]
 
     @torch.no_grad()
+    def changes(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Each window's latent change [B, t, h, w] (`latent_change`), from the encoder alone."""
+        return self.latent_change(self.encode_codes(self.geometry.pad(as_model_input(x).to(self.device)))[0])
+
+    @torch.no_grad()
     def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str = "global_elbo",
                selection: str | None = None, generator: np.random.Generator | int | None = None,
                rates: Sequence[float] | None = None, keep_scores: bool = False,
-               target_psnr: float | None = None, objective: str = "psnr") -> TokenBatch:
+               target_psnr: float | None = None, objective: str = "psnr", fill: str | None = None) -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
         any size (padded to the model grid here), on the model's device.
 
         The router's decoder pass runs only where a strategy or selection reads its scores; `rd`,
         `target_psnr` and `value` selection read the value predictor, which runs on the encoder's
-        features. `target_psnr` gives each window the fewest tokens predicted to reach it (instead
-        of `rate` and `strategy`). `keep_scores` keeps the score maps in the batch so `reselect`
-        can try other rates cheaply.
+        features; `rd` under the `hold` fill reads the latent change (`hold_rates`). `target_psnr`
+        gives each window the fewest tokens predicted to reach it (instead of `rate` and
+        `strategy`). `selection` and `fill` default as `choices` says. `keep_scores` keeps the score
+        maps in the batch so `reselect` can try other rates cheaply.
         """
         rate = check_rate(rate)
         check_strategy(strategy)
-        selection = check_selection(selection or self.default_selection)
+        target_psnr = None if target_psnr is None else check_target(target_psnr)
+        selection, fill = self.choices(selection, fill, target_psnr)
         check_objective(objective)
         self.check_rates(rate, *(rates or []))
-        target_psnr = None if target_psnr is None else check_target(target_psnr)
-        predicting = self.reads_predictor(strategy, selection, rates, target_psnr)
+        holding = rates is None and target_psnr is None and strategy == "rd" and fill == "hold"
+        predicting = self.reads_predictor(strategy, selection, rates, target_psnr, fill)
         if predicting:
             self.check_predictor("rd, --target-psnr and value selection")
         if isinstance(generator, int) or generator is None:
@@ -285,12 +308,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         value, curve = self.predictor(feats) if predicting or (keep_scores and self.predictor_config) else (None, None)
         if rates is None and target_psnr is not None:
             rates = target_rates(curve.cpu().numpy(), target_psnr)
+        change = self.latent_change(codes) if keep_scores or selection == "temporal" or holding else None
+        if holding:
+            rates = hold_rates(change, threshold_for(self.rd_thresholds, rate))
         elif rates is None and strategy == "rd":
             rates = rd_rates(curve.cpu().numpy(), slope_for(self.rd_slopes.get(objective, []), rate), objective)
         lowest = min(rates) if rates is not None else rate
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
-        change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
         ranked = {"temporal": change, "value": value}.get(selection)
         chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates, priority=ranked)
         f64 = dict(dtype=torch.float64, device=indices.device)
@@ -301,13 +326,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                           torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
                           frames, height, width, smap if keep_scores else None, 2 if routed else 1,
                           change if keep_scores else None, value if keep_scores else None,
-                          curve if keep_scores else None, predicted)
+                          curve if keep_scores else None, predicted, fill)
 
-    def reselect(self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0) -> TokenBatch:
-        """The same windows at other rates, from the scores kept by `encode(..., keep_scores=True)`:
-        evaluation and the oracle try many rates without encoding again. Only kept tokens' indices
-        survive in a batch, so the source batch must be at full rate. Window i's random selection
-        is seeded with `seed + i`."""
+    def reselect(self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0,
+                 fill: str = "mask") -> TokenBatch:
+        """The same windows at other rates (decoded with `fill`), from the scores kept by
+        `encode(..., keep_scores=True)`: evaluation and the oracle try many rates without encoding
+        again. Only kept tokens' indices survive in a batch, so the source batch must be at full
+        rate. Window i's random selection is seeded with `seed + i`."""
         if batch.score_map is None or not bool(batch.mask.all()):
             raise ValueError("reselect needs a full-rate batch encoded with keep_scores=True")
         rates = [check_rate(r) for r in rates]
@@ -318,13 +344,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         ranked = {"temporal": batch.latent_change, "value": batch.value}.get(selection, batch.score_map)
         masks = keep_masks(ranked, rates, selection, generators)
         return replace(batch, indices=batch.indices.masked_fill(~masks, 0), mask=masks,
-                       rate=torch.tensor(rates, dtype=torch.float64, device=masks.device), predicted=None)
+                       rate=torch.tensor(rates, dtype=torch.float64, device=masks.device), predicted=None,
+                       fill=check_fill(fill))
 
     @torch.no_grad()
     def decode(self, batch: TokenBatch) -> torch.Tensor:
         """TokenBatch -> video [B, 3, T, H, W] in [-1, 1], cropped to the windows' size."""
         codes = self.base.codes_from_indices(batch.indices.to(self.device))
-        x = self.decode_codes(codes, batch.mask.to(self.device))
+        x = self.decode_codes(codes, batch.mask.to(self.device), batch.fill)
         return self.geometry.crop(x, batch.frames, batch.height, batch.width)
 
     def forward(self, x: torch.Tensor, rates: Sequence[float] | Sequence[Sequence[float]] | None = None,
@@ -403,23 +430,24 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                       window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                       rates: list[float] | None = None, fps: float | None = None, start: int = 0,
                       max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
-                      objective: str = "psnr") -> "pipeline.TokenStream":
+                      objective: str = "psnr", fill: str | None = None) -> "pipeline.TokenStream":
         """Stream a video's windows of tokens (see `pipeline.TokenStream`)."""
         return pipeline.TokenStream(self, video, rate, strategy, selection, window, overlap, size, seed, rates, fps,
-                                    start, max_frames, max_size, target_psnr, objective)
+                                    start, max_frames, max_size, target_psnr, objective, fill)
 
     def tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  fps: float | None = None, start: int = 0, max_frames: int | None = None,
-                 max_size: int | None = None, target_psnr: float | None = None, objective: str = "psnr"):
+                 max_size: int | None = None, target_psnr: float | None = None, objective: str = "psnr",
+                 fill: str | None = None):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
-        tokens predicted to reach it (instead of `rate`). `selection` defaults to the checkpoint's
-        `default_selection`."""
+        tokens predicted to reach it (instead of `rate`). `selection` and `fill` default as
+        `choices` says."""
         return self.iter_tokenize(video, rate, strategy, selection, window, overlap, size, seed, fps=fps, start=start,
                                   max_frames=max_frames, max_size=max_size, target_psnr=target_psnr,
-                                  objective=objective).collect()
+                                  objective=objective, fill=fill).collect()
 
     def iter_detokenize(self, header, windows):
         """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""
@@ -467,7 +495,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             predictor = PredictorConfig.from_dict(config["predictor"]) if config.get("predictor") else None
             model = cls(base, compressor, score_mean=float(config.get("score_mean", 0.0)),
                         name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding",
-                        predictor=predictor)
+                        predictor=predictor, fill=config.get("fill") or "mask")
+            model.rd_thresholds = [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []]
             model.rd_slopes = {check_objective(k): [[float(r), float(v)] for r, v in table]
                                for k, table in (config.get("rd_slopes") or {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:

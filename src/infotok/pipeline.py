@@ -17,8 +17,8 @@ import torch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
-from .router import check_objective, check_rate, check_strategy, check_target, shared_budget_rates, slope_for
-from .selection import check_selection
+from .router import (check_objective, check_rate, check_strategy, check_target, shared_budget_rates, shared_hold_rates,
+                     slope_for, threshold_for)
 from .tokens import TokenBatch, TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
 
@@ -90,17 +90,20 @@ class TokenStream:
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  rates: list[float] | None = None, fps: float | None = None, start: int = 0,
                  max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
-                 objective: str = "psnr"):
+                 objective: str = "psnr", fill: str | None = None):
         self.model, self.video = model, video
         self.rate, self.strategy = check_rate(rate), check_strategy(strategy)
-        self.selection = check_selection(selection or model.default_selection)
         self.target_psnr = None if target_psnr is None else check_target(target_psnr)
+        self.selection, self.fill = model.choices(selection, fill, self.target_psnr)
         self.objective = check_objective(objective)
         model.check_rates(self.rate, *(rates or []))
-        if model.reads_predictor(self.strategy, self.selection, rates, self.target_psnr):
+        if model.reads_predictor(self.strategy, self.selection, rates, self.target_psnr, self.fill):
             model.check_predictor("rd, --target-psnr and value selection")
-        if self.strategy == "rd" and rates is None and self.target_psnr is None:
-            slope_for(model.rd_slopes.get(self.objective, []), self.rate)  # refuses an uncalibrated checkpoint now
+        if self.strategy == "rd" and rates is None and self.target_psnr is None:  # refuses an uncalibrated checkpoint now
+            if self.fill == "hold":
+                threshold_for(model.rd_thresholds, self.rate)
+            else:
+                slope_for(model.rd_slopes.get(self.objective, []), self.rate)
         check_windowing(window, overlap, model.geometry)
         check_segment(start, max_frames, size, max_size)
         self.window, self.overlap, self.size, self.seed, self.rates, self.fps = window, overlap, size, seed, rates, fps
@@ -124,10 +127,11 @@ class TokenStream:
                     source_width=source.width, source_height=source.height, fps=source.fps, num_frames=0,
                     window=self.window, overlap=self.overlap,
                     strategy="target" if self.target_psnr is not None else self.strategy, selection=self.selection,
-                    avg_rate=self.rate, score_mean=float(model.score_mean), resize=resize, target_psnr=self.target_psnr)
+                    avg_rate=self.rate, score_mean=float(model.score_mean), resize=resize, target_psnr=self.target_psnr,
+                    fill=self.fill)
             batch = model.encode(torch.from_numpy(chunk)[None], self.rate, self.strategy, self.selection, rng,
                                  rates=[self.rates[i]] if self.rates is not None else None,
-                                 target_psnr=self.target_psnr, objective=self.objective)
+                                 target_psnr=self.target_psnr, objective=self.objective, fill=self.fill)
             if batch.predicted is not None:
                 self.predicted.append(float(batch.predicted[0]))
             self.nfe += batch.nfe
@@ -150,7 +154,7 @@ def iter_detokenize(model, header: TokenHeader, windows: Iterable[TokenWindow]) 
     current = next(it, None)
     while current is not None:
         following = next(it, None)
-        x = model.decode(TokenBatch.from_windows([current], header.height, header.width, model.device))
+        x = model.decode(TokenBatch.from_windows([current], header.height, header.width, model.device, header.fill))
         yield from blender.add(current.start, from_model(x), following.start if following else None)
         current = following
 
@@ -172,22 +176,26 @@ class EncodeResult:
 
 def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", window: int = 33, overlap: int = 5,
                      size: int | None = None, fps: float | None = None, start: int = 0, max_frames: int | None = None,
-                     max_size: int | None = None, **_) -> list[list[float]]:
+                     max_size: int | None = None, fill: str | None = None, **_) -> list[list[float]]:
     """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
-    pass predicts every window's curve (encoder and value predictor, no decoder), then
-    `router.shared_budget_rates` spends round(rate * 16 * windows) points over them. Returns the
-    rates per video, for `TokenStream(rates=...)`."""
-    model.check_predictor("a shared budget")
-    curves, counts = [], []
+    pass over every window, encoder only (no decoder), then the budget is spent over them: under
+    the `mask` fill on the predicted curves (`router.shared_budget_rates`, round(rate * 16 *
+    windows) points), under `hold` on the latent change (`router.shared_hold_rates`, round(rate *
+    tokens) tokens). Returns the rates per video, for `TokenStream(rates=...)`."""
+    holding = model.choices(None, fill)[1] == "hold"
+    if not holding:
+        model.check_predictor("a shared budget")
+    measured, counts = [], []
     for video in videos:
         frames, _, _ = video_source(video, size, fps, start, max_frames, max_size)
-        before = len(curves)
+        before = len(measured)
         for _, _, chunk in iter_windows(frames, window, overlap):
-            curves.append(model.predict(torch.from_numpy(chunk)[None])[0].cpu().numpy())
-        counts.append(len(curves) - before)
-    if not curves:
+            x = torch.from_numpy(chunk)[None]
+            measured.append(model.changes(x)[0] if holding else model.predict(x)[0].cpu().numpy())
+        counts.append(len(measured) - before)
+    if not measured:
         raise ValueError("the videos have no frames")
-    rates = shared_budget_rates(np.stack(curves), rate, objective)
+    rates = shared_hold_rates(measured, rate) if holding else shared_budget_rates(np.stack(measured), rate, objective)
     bounds = np.cumsum([0] + counts)
     return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 

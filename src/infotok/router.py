@@ -11,7 +11,10 @@ is the mean of its map. Strategies turn scores into rates:
   checkpoint (equal slopes maximise the objective under the average; one stored slope keeps a
   video's tokens independent of the other videos of a run). `shared_budget_rates` instead spends an
   exact budget shared by a set of windows, and `target_rates` gives each window the fewest tokens
-  whose predicted PSNR reaches a target.
+  whose predicted PSNR reaches a target. Under the `hold` fill (`fill.py`) a dropped token costs
+  about how far its latent moved since the previous latent frame, so equal slopes become one
+  threshold on that change: `hold_rates` keeps every token that moved more than a threshold
+  calibrated for avg_rate (a still shot keeps little more than its first latent frame).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import Geometry
-from .selection import MIN_RATE
+from .selection import MIN_RATE, kept_count
 
 STRATEGIES = ("global_elbo", "static", "uniform", "rd")
 OBJECTIVES = ("psnr", "mse")  # what rd maximises: the windows' mean PSNR (as TokenBench scores) or minus their MSE
@@ -50,17 +53,26 @@ def score_map(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometr
     return token_errors(x, x_hat, geometry)
 
 
-def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry(), power: int = 1) -> torch.Tensor:
-    """Mean |x - x_hat| ** power over each token's block of pixels: [B, 3, T, H, W] -> [B, t, h, w]."""
+def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry(), power: int = 1,
+                 chunk_pixels: int = 1 << 22) -> torch.Tensor:
+    """Mean |x - x_hat| ** power over each token's block of pixels: [B, 3, T, H, W] -> [B, t, h, w].
+
+    Computed a few latent frames at a time (about `chunk_pixels` full-resolution pixels each), so the
+    float error temporaries stay small instead of several whole-window copies (~400 MB each at 720p);
+    each block is pooled exactly as over the whole window."""
     temporal, spatial = geometry.temporal_factor, geometry.spatial_factor
-    err = (x.float() - x_hat.float()).abs()
-    err = (err if power == 1 else err ** power).mean(dim=1)  # [B, T, H, W]
-    first = F.avg_pool2d(err[:, :1], spatial)  # frame 0 is its own latent frame
-    rest = err[:, 1:]
-    if rest.shape[1]:
-        rest = F.avg_pool3d(rest.unsqueeze(1), (temporal, spatial, spatial)).squeeze(1)
-        return torch.cat([first, rest], dim=1)
-    return first
+    height, width = x.shape[-2:]
+
+    def err(a: int, b: int) -> torch.Tensor:  # [B, b - a, H, W]
+        e = (x[:, :, a:b].float() - x_hat[:, :, a:b].float()).abs()
+        return (e if power == 1 else e ** power).mean(dim=1)
+
+    pooled = [F.avg_pool2d(err(0, 1), spatial)]  # frame 0 is its own latent frame
+    step = temporal * max(1, chunk_pixels // (temporal * height * width))
+    for a in range(1, x.shape[2], step):
+        pooled.append(F.avg_pool3d(err(a, min(x.shape[2], a + step)).unsqueeze(1),
+                                   (temporal, spatial, spatial)).squeeze(1))
+    return torch.cat(pooled, dim=1)
 
 
 def global_elbo_rate(avg_rate: float, score: float, score_mean: float) -> float:
@@ -158,6 +170,67 @@ def slope_for(table: list[list[float]], avg_rate: float) -> float:
         raise ValueError("this checkpoint has no calibrated rd slopes; run `infotok calibrate` on it")
     rates, slopes = zip(*sorted(table))
     return float(10 ** np.interp(avg_rate, rates, np.log10(slopes)))
+
+
+# ------------------------------------------------------------- rate control under the hold fill
+HOLD_RAMP = 0.1  # latent change (mean |code step|; levels are 0.05 to 0.08 apart) over which a token's share ramps
+
+
+def hold_rates(changes: torch.Tensor, threshold: float) -> list[float]:
+    """Each window's rate under `hold`: the share of its tokens whose latent moved more than
+    `threshold` since the previous latent frame (`InfoTok.latent_change`; the first latent frame
+    always counts), within [1/16, 1]. changes [B, t, h, w]. The changes take few distinct values,
+    so a token within HOLD_RAMP / 2 of the threshold counts in part: the rate moves smoothly with
+    the threshold and calibration can hit any average."""
+    share = ((changes.flatten(1).double() - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
+    return [float(r) for r in share.clamp(MIN_RATE, 1.0).cpu()]
+
+
+def calibrate_thresholds(changes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
+    """[[rate, threshold], ...] for rates k/points: the change threshold at which the mean of
+    `hold_rates` over these windows ([t, h, w] each) is closest to the rate. Where even keeping every
+    token that moved at all falls short, the threshold is -1 (every token kept)."""
+    finite = torch.cat([c[torch.isfinite(c)].flatten().double().cpu() for c in changes])
+    top = float(finite.max()) + 1 if finite.numel() else 1.0
+
+    def mean_rate(threshold: float) -> float:
+        return float(np.mean([hold_rates(c[None], threshold)[0] for c in changes]))
+
+    table = []
+    for k in range(1, points + 1):
+        target = k / points
+        lo, hi = -1.0, top  # the mean rate falls as the threshold grows
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if mean_rate(mid) > target else (lo, mid)
+        table.append([target, min((lo, hi), key=lambda t: abs(mean_rate(t) - target))])
+    return table
+
+
+def threshold_for(table: list[list[float]], avg_rate: float) -> float:
+    """The calibrated change threshold for avg_rate, interpolated between the table's rates."""
+    if not table:
+        raise ValueError("this checkpoint has no calibrated hold thresholds; run `infotok calibrate` on it")
+    rates, thresholds = zip(*sorted(table))
+    return float(np.interp(avg_rate, rates, thresholds))
+
+
+def shared_hold_rates(changes: list[torch.Tensor], avg_rate: float) -> list[float]:
+    """Rates for a set of windows under `hold` ([t, h, w] changes each) that keep exactly
+    round(avg_rate * all tokens) in all (as close as [1/16, 1] per window allows): each window's
+    1/16 first, then the tokens that moved most over all windows (ties: earlier windows, positions)."""
+    flat = [c.flatten().double().cpu() for c in changes]
+    sizes = [f.numel() for f in flat]
+    floor = [kept_count(MIN_RATE, n) for n in sizes]
+    budget = int(np.clip(round(check_rate(avg_rate) * sum(sizes)), sum(floor), sum(sizes)))
+    rest, owner = [], []
+    for i, (f, m) in enumerate(zip(flat, floor)):
+        left = torch.sort(f, descending=True, stable=True).values[m:]
+        rest.append(left)
+        owner.append(torch.full((left.numel(),), i))
+    picked = torch.sort(torch.cat(rest), descending=True, stable=True).indices[:budget - sum(floor)]
+    extra = torch.bincount(torch.cat(owner)[picked], minlength=len(sizes))
+    return [(m + int(e)) / n for m, e, n in zip(floor, extra, sizes)]
 
 
 def target_rates(curves: np.ndarray, target_psnr: float) -> list[float]:

@@ -179,7 +179,8 @@ def table_tokens(table: pa.Table, manifest: dict) -> Tokens:
         spatial_factor=model["spatial_factor"], width=row["width"], height=row["height"],
         source_width=row["source_width"], source_height=row["source_height"], fps=row["fps"],
         num_frames=row["num_frames"], window=s["window"], overlap=s["overlap"], strategy=s["strategy"],
-        selection=s["selection"], avg_rate=s["rate"], score_mean=model["score_mean"], resize=row["resize"])
+        selection=s["selection"], avg_rate=s["rate"], score_mean=model["score_mean"], resize=row["resize"],
+        fill=s.get("fill", "mask"))  # manifests from before the fill are "mask"
     return Tokens(header, table_windows(table))
 
 

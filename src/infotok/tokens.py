@@ -26,6 +26,7 @@ import torch
 from . import geometry
 from .files import output_path_problem, temp_beside
 from .geometry import Geometry
+from .fill import FILLS
 from .ledger import Ledger
 
 TOKEN_SUFFIX = ".itok"
@@ -69,6 +70,7 @@ class TokenHeader:
     score_mean: float
     resize: int | None = None  # short side the source was resized to, if any
     target_psnr: float | None = None  # strategy "target": the PSNR each window's rate was chosen to reach
+    fill: str = "mask"  # how dropped tokens decode (`infotok.fill`); files from before it are "mask"
     codec: str = "zlib"
     format_version: int = FORMAT_VERSION
 
@@ -104,7 +106,8 @@ class Tokens:
     def batch(self, index: int, device: torch.device | str = "cpu") -> TokenBatch:
         """Window `index` as tensors to compute with: int64 indices and a bool keep-mask [1, t, h, w]
         (uint16 is only the file's storage type)."""
-        return TokenBatch.from_windows([self.windows[index]], self.header.height, self.header.width, device)
+        return TokenBatch.from_windows([self.windows[index]], self.header.height, self.header.width, device,
+                                       self.header.fill)
 
     def ledger(self, file_bytes: int | None = None) -> Ledger:
         """Kept and total tokens over the video (+ the real bits of its file, when given)."""
@@ -148,6 +151,7 @@ class TokenBatch:
     value: torch.Tensor | None = None  # [B, t, h, w] the value predictor's token values, likewise
     curve: torch.Tensor | None = None  # [B, 16] its predicted PSNR at rates k/16, likewise
     predicted: torch.Tensor | None = None  # [B] predicted PSNR at each window's rate, where the predictor ran
+    fill: str = "mask"  # how dropped tokens decode (`infotok.fill`)
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -160,7 +164,7 @@ class TokenBatch:
 
     @classmethod
     def from_windows(cls, windows: Sequence[TokenWindow], height: int, width: int,
-                     device: torch.device | str = "cpu") -> "TokenBatch":
+                     device: torch.device | str = "cpu", fill: str = "mask") -> "TokenBatch":
         """File records of equal length -> a batch to decode."""
         masks, grids = [], []
         for w in windows:
@@ -174,7 +178,7 @@ class TokenBatch:
         f64 = dict(dtype=torch.float64, device=device)
         return cls(torch.stack(grids).to(device), torch.stack(masks).to(device),
                    torch.tensor([w.rate for w in windows], **f64), torch.tensor([w.score for w in windows], **f64),
-                   windows[0].end - windows[0].start, height, width)
+                   windows[0].end - windows[0].start, height, width, fill=fill)
 
 
 def _is_int(v) -> bool:
@@ -213,6 +217,8 @@ def check_header(h: TokenHeader) -> None:
         raise ValueError("avg_rate and score_mean must be numbers")
     if h.resize is not None and not (_is_int(h.resize) and h.resize >= 1):
         raise ValueError(f"resize must be null or a positive integer, got {h.resize!r}")
+    if h.fill not in FILLS:
+        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {h.fill!r}")
     if not _is_int(h.format_version):
         raise ValueError("format_version must be an integer")
 
@@ -373,8 +379,9 @@ class TokenWriter:
             self._body.close()
             raise
         fields = asdict(self.header)
-        if fields["target_psnr"] is None:  # only target-mode files carry it: other files stay byte-identical
-            del fields["target_psnr"]
+        for name, absent in (("target_psnr", None), ("fill", "mask")):  # only files that use them carry them:
+            if fields[name] == absent:  # other files stay byte-identical to before these fields
+                del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
         tmp = temp_beside(self.path)
         try:
@@ -505,7 +512,7 @@ def describe(path: str | os.PathLike) -> dict:
         "file": str(path), "format_version": h.format_version, "model": h.model, "model_hash": h.model_hash,
         "config_hash": h.config_hash, "levels": h.levels, "frames": h.num_frames, "fps": h.fps,
         "size": f"{h.width}x{h.height}", "source_size": f"{h.source_width}x{h.source_height}",
-        "window": h.window, "overlap": h.overlap, "strategy": h.strategy, "selection": h.selection,
+        "window": h.window, "overlap": h.overlap, "strategy": h.strategy, "selection": h.selection, "fill": h.fill,
         "avg_rate": h.avg_rate, "score_mean": h.score_mean, "windows": len(windows),
         **ledger.to_dict(), "header_bytes": header_bytes, "window_bytes": sum(w.nbytes for w in windows),
         "trailer_bytes": _TRAILER.size, "file_bpp16_per_window_pixel": size * 8 * 16 / window_pixels,

@@ -101,14 +101,17 @@ class Curves:
         return next(p for p in self.points[method] if abs(p["rate"] - rate) < 1e-9)
 
 
-def measure(model: InfoTok, clip: Clip, rate: float, selection: str = "error", quality: bool = True, **kwargs) -> dict:
-    """One clip at one rate: its tokens re-selected from the clip's single encode, decoded, scored."""
-    return {"rate": rate} | measure_clip(model, clip, clip_at(model, clip, rate, selection), quality, **kwargs)
+def measure(model: InfoTok, clip: Clip, rate: float, selection: str = "error", quality: bool = True,
+            fill: str = "mask", **kwargs) -> dict:
+    """One clip at one rate: its tokens re-selected from the clip's single encode, decoded with
+    `fill`, scored."""
+    return {"rate": rate} | measure_clip(model, clip, clip_at(model, clip, rate, selection, fill=fill), quality, **kwargs)
 
 
-def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float], selection: str = "error") -> np.ndarray:
+def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float], selection: str = "error",
+              fill: str = "mask") -> np.ndarray:
     """PSNR of every clip at every rate (error-ranked tokens by default): the oracle's table."""
-    return np.array([[measure(model, c, r, selection, quality=False)["psnr"] for r in rates] for c in clips])
+    return np.array([[measure(model, c, r, selection, quality=False, fill=fill)["psnr"] for r in rates] for c in clips])
 
 
 # ------------------------------------------------------------------------------ experiments

@@ -1,4 +1,5 @@
-"""Experiments of the value predictor and the rate control on it (`rd`, target PSNR, value selection).
+"""Experiments of the rate control: the value predictor (`rd` under the mask fill, target PSNR, value
+selection) and the hold fill (temporal selection, `rd` on the latent change).
 
 Each returns data; `report.rate_control_sections` writes it up. Windows: every evaluation clip's
 first window (the protocol's clips) and, where the clip is long enough, its second window (frames
@@ -16,7 +17,7 @@ import torch
 
 from ..eval import Clip, binary_search_rate, clip_curves, clip_rates, make_clip
 from ..model import InfoTok
-from ..router import choose_rate, rd_rates, slope_for, target_rates
+from ..router import choose_rate, hold_rates, rd_rates, slope_for, target_rates, threshold_for
 from ..video import iter_windows, read_video, resize_and_crop, resize_short_side
 from .experiments import ORACLE_GRID, RATES, Curves, log, measure, psnr_grid
 
@@ -63,6 +64,36 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         rows = [measure(model, c, r, "value") | {"clip_rate": r}
                 for c, r in zip(clips, rd_rates(predicted, slope))]
         curves.add("InfoTok-Flex rd, calibrated slope", rate, rows, clips)
+
+
+HOLD = dict(selection="temporal", fill="hold")  # the shipped checkpoint's default tokenization
+
+
+def hold_rate(model: InfoTok, clip: Clip, rate: float) -> float:
+    """The rate `infotok encode --strategy rd` gives this clip alone under hold (calibrated threshold)."""
+    return hold_rates(clip.batch.latent_change, threshold_for(model.rd_thresholds, rate))[0]
+
+
+def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
+    """The hold fill with temporal selection: at static rates; `rd` with a shared budget (each run's
+    mean rate exact) and with the calibrated threshold (each clip alone, as `encode` does); and the
+    per-clip oracle over hold-decoded rates k/16."""
+    for rate in RATES:
+        curves.add("InfoTok-Flex static, hold", rate, [measure(model, c, rate, **HOLD) for c in clips], clips)
+        rows = [measure(model, c, r, **HOLD) | {"clip_rate": r}
+                for c, r in zip(clips, clip_rates("rd", rate, clips, float(model.score_mean), fill="hold"))]
+        curves.add("InfoTok-Flex rd, hold", rate, rows, clips)
+        rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, hold_rate(model, c, rate)) for c in clips)]
+        curves.add("InfoTok-Flex rd, hold, calibrated threshold", rate, rows, clips)
+    from ..eval import oracle_rates
+    from ..ledger import MASK_BPP16
+
+    grid = psnr_grid(model, clips, ORACLE_GRID, **HOLD)
+    for rate in RATES:
+        picks, mean_psnr = oracle_rates(grid, ORACLE_GRID, rate)
+        curves.points.setdefault("oracle, hold", []).append(
+            {"method": "oracle, hold", "rate": rate, "realized_rate": float(np.mean(picks)),
+             "bpp16": float(np.mean(picks)) + MASK_BPP16, "psnr": mean_psnr, "videos": len(clips)})
 
 
 def oracle_value(windows: Windows, first: list[int], curves: Curves) -> None:
@@ -113,26 +144,29 @@ def target_mode(windows: Windows, curves_static: list[dict]) -> list[dict]:
 
 
 def still_versus_moving_rd(model: InfoTok, clips: list[Clip], rate: float = 0.5) -> dict[str, dict]:
-    """Each clip moving and held still under `rd` (calibrated slope, value selection) at `rate`, each
-    clip alone as `encode` treats it, and the still shot at `static` `rate` (value selection)."""
+    """Each clip moving and held still under `rd` at `rate`, each clip alone as `encode` treats it:
+    under mask (calibrated slope, value selection) and under hold (calibrated threshold, temporal
+    selection); and the still shot at `static` `rate` with the same selection and fill."""
     slope = slope_for(model.rd_slopes["psnr"], rate)
-    out = {}
+    out = {"mask": {}, "hold": {}}
     for c in clips:
         held = make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0))
-        row = {}
-        for label, clip in (("moving", c), ("still", held)):
-            r = rd_rates(clip.batch.curve.cpu().numpy(), slope)[0]
-            m = measure(model, clip, r, "value", quality=False)
-            row[label] = {"rate": r, "kept": round(m["realized_rate"] * clip.batch.mask[0].numel()), "psnr": m["psnr"]}
-        row["still"]["psnr_static"] = measure(model, held, rate, "value", quality=False)["psnr"]
-        out[c.name] = row
+        for fill, selection in (("mask", "value"), ("hold", "temporal")):
+            row = {}
+            for label, clip in (("moving", c), ("still", held)):
+                r = hold_rate(model, clip, rate) if fill == "hold" else rd_rates(clip.batch.curve.cpu().numpy(), slope)[0]
+                m = measure(model, clip, r, selection, quality=False, fill=fill)
+                row[label] = {"rate": r, "kept": round(m["realized_rate"] * clip.batch.mask[0].numel()), "psnr": m["psnr"]}
+            row["still"]["psnr_static"] = measure(model, held, rate, selection, quality=False, fill=fill)["psnr"]
+            out[fill][c.name] = row
     return out
 
 
 def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: float = 0.5) -> dict:
     """Kept fraction of still and moving latent cells after the first latent frame, on a fixed-camera
     clip: still where the cell's pixels moved less than STILL_CHANGE levels from the previous latent
-    frame's last frame. For `global_elbo` + error (the paper) and `rd` + value (calibrated slope)."""
+    frame's last frame. For `global_elbo` + error (the paper), `rd` + value (calibrated slope), `rd`
+    under hold (calibrated threshold) and `static` with value selection and under hold."""
     raw, _ = read_video(video, max_frames=frames)
     clip = make_clip(model, video.name, resize_and_crop(raw, size))
     x = clip.frames.astype(np.float32)
@@ -148,7 +182,8 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
     elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
     rd_rate = rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
     for label, r, selection in (("global_elbo, error", elbo_rate, "error"), ("rd, value", rd_rate, "value"),
-                                (f"static {rate:g}, value", rate, "value")):
+                                (f"static {rate:g}, value", rate, "value"), ("rd, hold", hold_rate(model, clip, rate), "temporal"),
+                                (f"static {rate:g}, hold", rate, "temporal")):
         mask = model.reselect(clip.batch, [r], selection).mask[0, 1:].cpu().numpy()
         out[label] = {"rate": r, "still_kept": float(mask[still].mean()) if still.any() else None,
                       "moving_kept": float(mask[~still].mean()) if (~still).any() else None}
@@ -157,21 +192,26 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
 
 def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
     """Every window of a whole long video (short side `size`, no crop): mean PSNR of its windows and
-    mean rate under `static`, `global_elbo` (calibrated mean, each window alone as `encode` does) and
-    `rd` (calibrated slope) at 0.5 and 0.25; each window encoded once, then re-selected and decoded."""
+    mean rate under `static`, `global_elbo` (calibrated mean, each window alone as `encode` does),
+    `rd` (calibrated slope) and, under hold, `static` and `rd` (calibrated threshold) at 0.5 and
+    0.25; each window encoded once, then re-selected and decoded."""
     raw, _ = read_video(video)
     windows = [make_clip(model, f"{video.name}#{i}", resize_short_side(chunk, size))
                for i, (_, _, chunk) in enumerate(iter_windows(iter(raw), frames, 5))]
     out = {"video": video.name, "windows": len(windows), "frames": len(raw)}
     for rate in (0.5, 0.25):
         slope = slope_for(model.rd_slopes["psnr"], rate)
-        for strategy, selection in (("static", "error"), ("static", "value"), ("global_elbo", "error"), ("rd", "value")):
+        for strategy, selection, fill in (("static", "error", "mask"), ("static", "value", "mask"),
+                                          ("global_elbo", "error", "mask"), ("rd", "value", "mask"),
+                                          ("static", "temporal", "hold"), ("rd", "temporal", "hold")):
             rows = []
             for c in windows:
-                r = (rd_rates(c.batch.curve.cpu().numpy(), slope)[0] if strategy == "rd"
-                     else choose_rate(strategy, rate, c.score, float(model.score_mean)))
-                rows.append(measure(model, c, r, selection, quality=False))
-            out[f"{strategy}, {selection} {rate:g}"] = {"rate": float(np.mean([r["realized_rate"] for r in rows])),
+                if strategy == "rd":
+                    r = hold_rate(model, c, rate) if fill == "hold" else rd_rates(c.batch.curve.cpu().numpy(), slope)[0]
+                else:
+                    r = choose_rate(strategy, rate, c.score, float(model.score_mean))
+                rows.append(measure(model, c, r, selection, quality=False, fill=fill))
+            out[f"{strategy}, {selection}{', hold' if fill == 'hold' else ''} {rate:g}"] = {"rate": float(np.mean([r["realized_rate"] for r in rows])),
                                                         "psnr": float(np.mean([r["psnr"] for r in rows]))}
         log(f"long video at {rate:g}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in out.items() if k.endswith(f"{rate:g}")))
     return out
@@ -183,9 +223,10 @@ def tokenize_seconds(model: InfoTok, size: int, frames: int, repeats: int = 3) -
     width = int(round(size * 16 / 9 / 8)) * 8
     x = torch.rand(1, 3, frames, size, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
     out = {"size": [width, size]}
-    for label, kwargs in (("fixed rate", dict(strategy="static", selection="order")),
-                          ("global_elbo", dict(strategy="global_elbo", selection="error")),
-                          ("rd", dict(strategy="rd", selection="value"))):
+    for label, kwargs in (("fixed rate", dict(strategy="static", selection="order", fill="mask")),
+                          ("global_elbo", dict(strategy="global_elbo", selection="error", fill="mask")),
+                          ("rd", dict(strategy="rd", selection="value", fill="mask")),
+                          ("rd, hold", dict(strategy="rd", selection="temporal", fill="hold"))):
         model.encode(x, 0.5, **kwargs)
         t = time.perf_counter()
         for _ in range(repeats):
@@ -201,6 +242,7 @@ def predictor_share(model: InfoTok) -> float:
 def run(setup, model: InfoTok, clips: list[Clip], curves: Curves, long_name: str, camera_name: str) -> dict:
     """Every rate-control experiment; `clips` are the protocol's clips (encoded with scores)."""
     value_sweeps(model, clips, curves)
+    hold_sweeps(model, clips, curves)
     windows = evaluation_windows(model, setup.videos, setup.size, setup.frames)
     first = [i for i, c in enumerate(windows.clips) if c.name.endswith("#0")]
     oracle_value(windows, first, curves)

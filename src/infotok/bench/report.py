@@ -111,20 +111,25 @@ def content_section(result: dict) -> list[str]:
 
 
 def rate_control_sections(result: dict) -> list[str]:
-    """The value predictor and the rate control on it (`rd`, `--target-psnr`, value selection)."""
+    """Rate control: the value predictor (`rd` under mask, `--target-psnr`, value selection) and the
+    hold fill (temporal selection, `rd` on the latent change)."""
     rc, c = result.get("rate_control"), result["curves"]
     if not rc:
         return ["", "## Rate control on predicted curves", "", "Not measured: this checkpoint has no value predictor."]
     static = c["InfoTok-Flex static"]
     methods = ["InfoTok-Flex static, value selection", "InfoTok-Flex global_elbo", "InfoTok-Flex rd",
                "InfoTok-Flex rd, calibrated slope", "InfoTok-Flex static, temporal selection", "oracle (per-clip search)",
-               "oracle, value selection"]
-    L = ["", "## Rate control on predicted curves (`rd`, `--target-psnr`, value selection)", "",
-         f"The value predictor adds {rc['predictor_share'] * 100:.2f}% parameters. `rd` here spends each run's budget "
-         "exactly (the mean rate of the clips is the asked one, as `global_elbo` is balanced above); `rd, calibrated "
-         "slope` is what `infotok encode --strategy rd` does: each clip alone, at the slope stored by `infotok "
-         "calibrate` for that average, so its realized mean rate is whatever the clips come to. PSNR gain over "
-         "`static` (error selection) at equal average rate, and BD-rate against it:", "",
+               "oracle, value selection", "InfoTok-Flex static, hold", "InfoTok-Flex rd, hold",
+               "InfoTok-Flex rd, hold, calibrated threshold", "oracle, hold"]
+    L = ["", "## Rate control: the value predictor and the hold fill", "",
+         f"The value predictor adds {rc['predictor_share'] * 100:.2f}% parameters. Methods without `hold` decode "
+         "dropped tokens as the paper does (the decompressor infers them, `--fill mask`); with `hold`, a dropped "
+         "token decodes the code last kept at its position (`--fill hold`, temporal selection: the shipped "
+         "checkpoint's default). `rd` here spends each run's budget exactly (the mean rate of the clips is the asked "
+         "one, as `global_elbo` is balanced above); `rd, calibrated slope` / `rd, hold, calibrated threshold` is what "
+         "`infotok encode --strategy rd` does: each clip alone, at the slope (mask) or latent-change threshold (hold) "
+         "stored by `infotok calibrate` for that average, so its realized mean rate is whatever the clips come to. "
+         "PSNR gain over `static` (error selection, mask) at equal average rate, and BD-rate against it:", "",
          "| method | " + " | ".join(f"PSNR at {r:g} (gain)" for r in (0.75, 0.5, 0.25)) + " | BD-rate vs static |",
          "|---|---|---|---|---|"]
     for method in methods:
@@ -161,12 +166,14 @@ def rate_control_sections(result: dict) -> list[str]:
         L.append(f"| {t['target']:.1f} | {t['target_rate']:.3f}, {t['target_hit'] * 100:.0f}% | {single(t['static_error'])} | "
                  f"{single(t['static_value'])} | {t['search']['rate']:.3f}, {t['search']['hit'] * 100:.0f}%, "
                  f"{t['search']['passes']:.1f} |")
-    L += ["", "### Still versus moving under `rd` (calibrated slope, 0.5, value selection, each clip alone)", "",
-          "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR | still PSNR at static 0.5 |"]
-    table, ratios, losses = still_table(rc["still_rd"])
-    L += table
-    L += ["", f"Mean still / moving tokens {np.mean(ratios):.2f} (largest {max(ratios):.2f}); against the still shot at "
-              f"`static` 0.5 the still shot loses {np.mean(losses):+.2f} dB on average (largest {max(losses):+.2f} dB)."]
+    for fill, how in (("hold", "calibrated threshold, temporal selection, hold"), ("mask", "calibrated slope, value selection")):
+        L += ["", f"### Still versus moving under `rd` at 0.5 ({how}; each clip alone)", "",
+              "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR "
+              "| still PSNR at static 0.5 (same selection and fill) |"]
+        table, ratios, losses = still_table(rc["still_rd"][fill])
+        L += table
+        L += ["", f"Mean still / moving tokens {np.mean(ratios):.2f} (largest {max(ratios):.2f}); against the still shot "
+                  f"at `static` 0.5 the still shot loses {np.mean(losses):+.2f} dB on average (largest {max(losses):+.2f} dB)."]
     cam = rc["static_camera"]
     L += ["", f"### A fixed camera: `{cam['video']}`", "",
           f"Latent cells after the first latent frame; still where the pixels moved less than 3 uint8 levels since "
@@ -188,7 +195,8 @@ def rate_control_sections(result: dict) -> list[str]:
     sec = rc["seconds"]
     L += ["", f"`model.encode` seconds per 33x{sec['size'][0]}x{sec['size'][1]} window: "
           + ", ".join(f"{k} {v:.2f} s" for k, v in sec.items() if k != "size")
-          + f" (rd / fixed rate: {sec['rd'] / sec['fixed rate']:.2f}x)."]
+          + f" (rd / fixed rate: {sec['rd'] / sec['fixed rate']:.2f}x; rd under hold / fixed rate: "
+          f"{sec['rd, hold'] / sec['fixed rate']:.2f}x)."]
     return L
 
 

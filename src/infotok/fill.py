@@ -1,0 +1,35 @@
+"""How dropped tokens are decoded: the fill rule a token file records.
+
+- `mask` (the paper's): a dropped position enters the decompressor as the learned "dropped"
+  embedding (or, in the release's weights, the all-zero code) and the decompressor infers it.
+- `hold` (conditional replenishment, as video codecs skip a block): a dropped position decodes the
+  code last kept at the same position in an earlier latent frame of the window, as if it had been
+  kept; where nothing was kept before, it falls back to `mask`. A latent code that repeats the
+  previous frame's costs nothing to drop, so a still shot needs about its first latent frame
+  (BENCHMARKS.md). Its natural ranking is the `temporal` selection (largest change first), and `rd`
+  under `hold` spends tokens by that change (`router.hold_rates`).
+
+Both rules use only the kept tokens and the keep-mask, so a decoder reproduces them exactly.
+"""
+from __future__ import annotations
+
+import torch
+
+FILLS = ("mask", "hold")
+
+
+def check_fill(fill: str) -> str:
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
+    return fill
+
+
+def hold_last_kept(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes [B, C, t, h, w], keep-mask [B, t, h, w] -> (codes with each dropped position holding its
+    last kept code, the mask of positions that now have a code). Frame by frame: t is at most a few tens."""
+    codes, mask = codes.clone(), mask.clone()
+    for j in range(1, codes.shape[2]):
+        kept = mask[:, j]
+        codes[:, :, j] = torch.where(kept[:, None], codes[:, :, j], codes[:, :, j - 1])
+        mask[:, j] = kept | mask[:, j - 1]
+    return codes, mask
