@@ -104,8 +104,9 @@ def test_a_run_budget_under_hold_spends_one_exact_budget(tmp_path):
 
 def test_the_shipped_checkpoint_holds_by_default_and_a_still_shot_costs_a_fraction_of_its_moving_version(shipped_checkpoint):
     model = InfoTok.from_pretrained(shipped_checkpoint)
-    assert model.choices() == ("temporal", "hold")
-    assert model.choices(target_psnr=24.0) == ("value", "mask")  # the predicted curves describe masked value selection
+    assert model.choices() == ("rd", "temporal", "hold")
+    assert model.choices(target_psnr=24.0)[1:] == ("value", "mask")  # the predicted curves describe masked value selection
+    assert model.choices(fill="mask") == ("global_elbo", "value", "mask")
     frames, _ = read_video(shared_videos()[0], max_frames=33, size=(176, 128))
     still = np.repeat(frames[:1], len(frames), axis=0)
     moving, held = model.encode(frames[None], 0.5, "rd"), model.encode(still[None], 0.5, "rd")

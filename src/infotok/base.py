@@ -9,6 +9,7 @@ Latent frame j therefore depends on frames <= 4j only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,11 @@ from einops import rearrange
 from vector_quantize_pytorch import FSQ
 
 FSQ_LEVELS = (8, 8, 8, 5, 5, 5)
+
+
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [-1, 1] in x's layout, by `video.to_model`'s sums (float x is returned as it is)."""
+    return x.float().div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x
 
 
 class BaseTokenizer(nn.Module):
@@ -191,13 +197,16 @@ class CausalConvTokenizer(BaseTokenizer):
     def _groups(self, x: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
         """Latent frames j0..j1-1's inputs [(B m), 3*4, H, W] gathered straight from x: slot f of group
         j is frame 4j - 3 + f, clamped at 0 (frame 0 replicated into its own group), so neither the
-        replicated nor the rearranged whole window is ever built."""
+        replicated nor the rearranged whole window is ever built. uint8 pixels are converted here, a chunk
+        at a time (`encode_features`)."""
         tf = self.temporal_factor
         frames = (torch.arange(j0, j1)[:, None] * tf - (tf - 1) + torch.arange(tf)).clamp_(min=0)
-        g = x[:, :, frames.to(x.device)]  # [B, 3, m, 4, H, W]
+        g = unit_range(x[:, :, frames.to(x.device)])  # [B, 3, m, 4, H, W]
         return g.transpose(1, 2).reshape(-1, x.shape[1] * tf, *x.shape[-2:])
 
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Also takes uint8 pixels [B, 3, T, H, W] (0..255, e.g. `to_model`'s permuted input before its
+        conversion): each chunk is converted as it is read, the same values as `to_model`'s."""
         self._check_grid(x)
         b, n = x.shape[0], (x.shape[2] - 1) // self.temporal_factor + 1
         chunks, carry, out = self._chunks(n, *x.shape[-2:]), {}, None
@@ -230,22 +239,46 @@ class CausalConvTokenizer(BaseTokenizer):
         y = self.from_code(rearrange(codes, "b c n h w -> (b n) c h w").to(self.from_code.weight.dtype))
         return rearrange(y, "(b n) c h w -> b c n h w", n=n)
 
+    def _decode_chunk(self, h: torch.Tensor, j0: int, j1: int, carry: dict) -> torch.Tensor:
+        """Latent frames j0..j1-1 of features h -> their 4-frame groups [(B m), 3*4, H, W]."""
+        y = self.dec_lo(rearrange(h[:, :, j0:j1], "b c n h w -> (b n) c h w"), j1 - j0, carry)
+        y = self.dec_hi(F.pixel_shuffle(self.dec_up(y), 2), j1 - j0)
+        return F.pixel_shuffle(self.dec_out(F.silu(y, inplace=not torch.is_grad_enabled())), 4)
+
     def decode_features(self, h: torch.Tensor) -> torch.Tensor:
         """In chunks of latent frames (see `chunk_pixels`); in inference each chunk is written into one
         preallocated output, so no whole-window activation or shuffled copy is ever built."""
         b, n, tf = h.shape[0], h.shape[2], self.temporal_factor
-        height, width = self.spatial_factor * h.shape[-2], self.spatial_factor * h.shape[-1]
-        grad, carry, out = torch.is_grad_enabled(), {}, None
-        for j0, j1 in self._chunks(n, height, width):
-            y = self.dec_lo(rearrange(h[:, :, j0:j1], "b c n h w -> (b n) c h w"), j1 - j0, carry)
-            y = self.dec_hi(F.pixel_shuffle(self.dec_up(y), 2), j1 - j0)
-            y = F.pixel_shuffle(self.dec_out(F.silu(y, inplace=not grad)), 4)  # [(B m), 3*4, H, W]
-            if grad:  # one chunk
-                return rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=tf)[:, :, tf - 1:]
-            y = y.view(b, j1 - j0, 3, tf, height, width).transpose(1, 2)  # [B, 3, m, 4, H, W]
-            out = y.new_empty(b, 3, tf * (n - 1) + 1, height, width) if out is None else out
-            if j0 == 0:  # latent frame 0 keeps only its last slot: frame 0
-                out[:, :, 0] = y[:, :, 0, tf - 1]
-                y, j0 = y[:, :, 1:], 1
-            out[:, :, 1 + tf * (j0 - 1):1 + tf * (j1 - 1)].unflatten(2, (j1 - j0, tf)).copy_(y)
+        if torch.is_grad_enabled():  # one chunk: the activations are kept for backward anyway
+            y = self._decode_chunk(h, 0, n, {})
+            return rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=tf)[:, :, tf - 1:]
+        out = None
+        for start, frames in self.decoded_windows(h):
+            out = frames.new_empty(b, 3, tf * (n - 1) + 1, *frames.shape[-2:]) if out is None else out
+            out[:, :, start:start + frames.shape[2]] = frames
         return out
+
+    def decoded_windows(self, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Inference: the decoded video a few latent frames at a time (see `chunk_pixels`), in order, as
+        (start, frames [B, 3, 1 + 4m, H, W]): frames start.. of the whole video, the m latent frames of
+        the chunk after the frame before them (the previous chunk's last; in the first chunk frame 0,
+        latent frame 0 itself). Each chunk is thus laid out as a window is, one frame then groups of 4,
+        and can be scored as one (`router.token_errors`) without the whole decoded window being built."""
+        b, n, tf = h.shape[0], h.shape[2], self.temporal_factor
+        height, width = self.spatial_factor * h.shape[-2], self.spatial_factor * h.shape[-1]
+        carry, last = {}, None
+        for j0, j1 in self._chunks(n, height, width):
+            y = self._decode_chunk(h, j0, j1, carry)
+            y = y.view(b, j1 - j0, 3, tf, height, width).transpose(1, 2)  # [B, 3, m, 4, H, W]
+            start = max(0, tf * (j0 - 1))
+            if j0 == 0:  # latent frame 0 keeps only its last slot: frame 0
+                frames = y.new_empty(b, 3, tf * (j1 - 1) + 1, height, width)
+                frames[:, :, 0] = y[:, :, 0, tf - 1]
+                y, j0 = y[:, :, 1:], 1
+            else:
+                frames = y.new_empty(b, 3, tf * (j1 - j0) + 1, height, width)
+                frames[:, :, 0] = last
+            frames[:, :, 1:].unflatten(2, (j1 - j0, tf)).copy_(y)
+            del y
+            last = frames[:, :, -1].clone()
+            yield start, frames

@@ -245,7 +245,7 @@ def _rate_control(args, inputs: list[Path], model) -> dict[Path, dict]:
         raise UsageError("--target-psnr chooses each window's rate itself: drop --rate, --strategy and --budget")
     if args.budget != "run":
         return {p: extra for p in inputs}
-    if args.strategy != "rd":
+    if model.choices(args.strategy, args.selection, args.fill)[0] != "rd":
         raise UsageError("--budget run shares one budget by rate-distortion: use it with --strategy rd")
     rates = run_budget_rates(model, inputs, **_settings(args), objective=args.objective)
     return {p: extra | {"rates": r} for p, r in zip(inputs, rates)}
@@ -290,8 +290,9 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
 
     p.add_argument("--rate", type=_rate, help=f"average token rate in [1/16, 1] (default {rate_default})")
     p.add_argument("--strategy", choices=STRATEGIES,
-                   help="how each window's rate is chosen (default global_elbo; rd: by the predicted "
-                        "rate-distortion curves, needs a checkpoint with a value predictor)")
+                   help="how each window's rate is chosen (default: rd under --fill hold where the checkpoint is "
+                        "calibrated for it, as the shipped one is, else global_elbo; rd: equal rate-distortion slopes, "
+                        "on the latent change under hold, on the value predictor's curves under mask)")
     p.set_defaults(rate_default=rate_default)
     p.add_argument("--selection", choices=SELECTIONS,
                    help="which tokens are kept (default: temporal under --fill hold; under mask, value where the "
@@ -722,7 +723,6 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "rate_default"):  # explicit --rate / --strategy are told apart from the defaults
         args.rate_given, args.strategy_given = args.rate is not None, args.strategy is not None
         args.rate = args.rate if args.rate is not None else args.rate_default
-        args.strategy = args.strategy or "global_elbo"
     from .checkpoint import CheckpointError
     from .tokens import TokenFormatError
     from .video import VideoError

@@ -7,7 +7,8 @@ queries at a time against the prefix of keys. Spatially, a token sees either the
 on every other layer so that information crosses tile borders (Swin's scheme, along with full causal
 attention over time): the cost then grows linearly with the number of pixels instead of with its
 square. Spatial positions use 2D rotary embeddings of the absolute position; latent time uses a
-learned embedding.
+learned embedding. In inference on the CPU the stacks run a few latent frames at a time, in place
+(only the keys and values are kept for the whole window), with the whole window's sums bit for bit.
 """
 from __future__ import annotations
 
@@ -96,6 +97,18 @@ class Tiling:
         return valid.bool()[:, :, None].repeat(1, 1, 1, frames)
 
 
+# Tokens (rows) per chunk of latent frames in inference: a chunk's temporaries are a few kB per token
+# (~50 MB for one 720p latent frame) instead of several copies of the window.
+CHUNK_ROWS = 1 << 14
+
+
+def in_chunks(x: torch.Tensor) -> bool:
+    """Whether the stacks run a few latent frames at a time: in inference on the CPU, where a 720p window's
+    temporaries weigh most and the chunks' sums are the whole window's bit for bit (tested); with grad
+    the activations are kept anyway, and a GPU's matrix products may pick other kernels for other sizes."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu"
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [..., N, D]; pairs (x[2i], x[2i+1]) rotated by the angle of position n."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -113,8 +126,11 @@ class BlockCausalLayer(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
-        """x [B, t, h, w, width]."""
+    def forward(self, x: torch.Tensor, tiling: Tiling, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+        """x [B, t, h, w, width]. In inference on the CPU, x is updated in place a few latent frames at a
+        time (`_forward_chunks`, see `in_chunks`); otherwise the whole window is computed at once."""
+        if in_chunks(x):
+            return self._forward_chunks(x, tiling, chunk_rows)
         b, frames = x.shape[:2]
         per_frame = tiling.per_tile
         q, k, v = rearrange(self.qkv(tiling.split(self.norm1(x))), "n l (three h d) -> three n h l d", three=3, h=self.heads)
@@ -133,6 +149,54 @@ class BlockCausalLayer(nn.Module):
                                                               attn_mask=None if valid is None else valid[..., :hi])
         x = x + tiling.merge(self.proj(rearrange(out, "n h l d -> n l (h d)")), b, frames)
         return x + self.mlp(self.norm2(x))
+
+    def _forward_chunks(self, x: torch.Tensor, tiling: Tiling, chunk_rows: int) -> torch.Tensor:
+        """The same sums as the whole-window forward, a few latent frames at a time: each chunk's queries,
+        keys and values come from x before this layer changed it, its keys and values are written into
+        buffers of the whole window (later frames attend to them), and its output replaces its frames
+        of x in place. No other whole-window temporary is built."""
+        b, frames = x.shape[:2]
+        per_frame = tiling.per_tile
+        keys = values = cos = sin = None
+        valid = tiling.key_mask(frames, x.device)
+        if valid is not None and b > 1:
+            valid = valid.repeat(b, 1, 1, 1)
+        for j0, j1 in frame_chunks(frames, b * tiling.rows * tiling.cols * per_frame, chunk_rows):
+            m = j1 - j0
+            qkv = self.qkv(tiling.split(self.norm1(x[:, j0:j1])))
+            q, k, v = rearrange(qkv, "n l (three h d) -> three n h l d", three=3, h=self.heads)
+            if keys is None:
+                cos, sin = tiling.rope(q.shape[-1], 1, x.device, q.dtype)  # one frame's table: every frame's
+                if b > 1:
+                    cos, sin = cos.repeat(b, 1, 1), sin.repeat(b, 1, 1)
+                keys = k.new_empty(*k.shape[:2], frames * per_frame, k.shape[-1])
+                values = torch.empty_like(keys)
+            c, s = cos.repeat(1, m, 1)[:, None], sin.repeat(1, m, 1)[:, None]
+            keys[:, :, j0 * per_frame:j1 * per_frame] = apply_rope(k, c, s)
+            values[:, :, j0 * per_frame:j1 * per_frame] = v
+            q = apply_rope(q, c, s)
+            del qkv, k, v, c, s
+            out = torch.empty_like(q)
+            for j in range(j0, j1):  # queries of latent frame j see keys of frames 0..j
+                lo, hi = (j - j0) * per_frame, (j - j0 + 1) * per_frame
+                end = (j + 1) * per_frame
+                out[:, :, lo:hi] = F.scaled_dot_product_attention(q[:, :, lo:hi], keys[:, :, :end], values[:, :, :end],
+                                                                  attn_mask=None if valid is None else valid[..., :end])
+            del q
+            chunk = x[:, j0:j1]
+            chunk += tiling.merge(self.proj(rearrange(out, "n h l d -> n l (h d)")), b, m)
+            del out
+            chunk += self.mlp(self.norm2(chunk))
+        return x
+
+
+def frame_chunks(frames: int, rows_per_frame: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """Ranges of latent frames of about `chunk_rows` rows (tokens) each, at least one frame, of
+    balanced sizes. Whole frames only, and never a handful of rows: the matrix products then give each
+    row exactly what they give it over the whole window."""
+    step = max(1, chunk_rows // max(1, rows_per_frame))
+    step = -(-frames // -(-frames // step))
+    return [(j, min(frames, j + step)) for j in range(0, frames, step)]
 
 
 class BlockCausalTransformer(nn.Module):
@@ -155,10 +219,44 @@ class BlockCausalTransformer(nn.Module):
         b, c, t, h, w = feats.shape
         if t > self.config.max_latent_frames:
             raise ValueError(f"{t} latent frames exceed the model's {self.config.max_latent_frames}; use shorter windows")
+        tile = self.config.window
+        tilings = [Tiling(h, w, tile, tile // 2 if i % 2 else 0) for i in range(len(self.layers))]
+        if in_chunks(feats):
+            return self._forward_chunks(feats, tilings)
         x = self.proj_in(rearrange(feats, "b c t h w -> b t h w c"))
         x = x + self.time_embed[:t, None, None, :].to(x.dtype)
-        tile = self.config.window
-        for i, layer in enumerate(self.layers):
-            x = layer(x, Tiling(h, w, tile, tile // 2 if i % 2 else 0))
+        for layer, tiling in zip(self.layers, tilings):
+            x = layer(x, tiling)
         y = self.proj_out(self.norm_out(x))
         return feats + rearrange(y, "b t h w c -> b c t h w")
+
+    chunk_rows: int = CHUNK_ROWS
+
+    def _forward_chunks(self, feats: torch.Tensor, tilings: list[Tiling]) -> torch.Tensor:
+        """Inference on the CPU: the input and output projections a few latent frames at a time, the layers
+        in place (`BlockCausalLayer._forward_chunks`); the same sums as the whole-window forward."""
+        b, c, t, h, w = feats.shape
+        chunks = frame_chunks(t, b * h * w, self.chunk_rows)
+        inputs = rearrange(feats, "b c t h w -> b t h w c")
+        # a linear layer sums a contiguous input and a strided one differently (bias fused or added
+        # after): chunks must be what the whole window is
+        same = all(inputs[:, j0:j1].is_contiguous() == inputs.is_contiguous() for j0, j1 in chunks)
+        x = None
+        for j0, j1 in chunks if same else [(0, t)]:
+            y = self.proj_in(inputs[:, j0:j1])
+            y = y + self.time_embed[j0:j1, None, None, :].to(y.dtype)
+            x = y.new_empty(b, t, h, w, y.shape[-1]) if x is None else x
+            x[:, j0:j1] = y
+            del y
+        for layer, tiling in zip(self.layers, tilings):
+            x = layer(x, tiling, self.chunk_rows)
+        out = None
+        for j0, j1 in chunks:
+            y = rearrange(self.proj_out(self.norm_out(x[:, j0:j1])), "b t h w c -> b c t h w")
+            if out is None:  # laid out as the whole-window sum would be (the next convolution's sums depend on it)
+                like = (torch.empty_strided(feats.shape, feats.stride(), dtype=feats.dtype, device="meta")
+                        + torch.empty(b, t, h, w, y.shape[1], dtype=y.dtype, device="meta").permute(0, 4, 1, 2, 3))
+                out = torch.empty_strided(like.shape, like.stride(), dtype=like.dtype, device=feats.device)
+            torch.add(feats[:, :, j0:j1], y, out=out[:, :, j0:j1])
+            del y
+        return out

@@ -80,7 +80,7 @@ def list_sources(items: Iterable[str | os.PathLike]) -> list[Path]:
     return list(dict.fromkeys(Path(os.path.abspath(f)) for f in found))
 
 
-def tokenize_settings(rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
+def tokenize_settings(rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                       window: int = 33, overlap: int = 5, size: int | None = None, max_size: int | None = None,
                       seed: int = 0, start: int = 0, max_frames: int | None = None, fill: str | None = None) -> dict:
     """The settings of a dataset run (those of `pipeline.TokenStream`), checked; the manifest records
@@ -88,7 +88,7 @@ def tokenize_settings(rate: float = 0.5, strategy: str = "global_elbo", selectio
     check_windowing(window, overlap)
     if start < 0:
         raise ValueError(f"start must be a frame index >= 0, got {start}")
-    return {"rate": check_rate(rate), "strategy": check_strategy(strategy),
+    return {"rate": check_rate(rate), "strategy": check_strategy(strategy) if strategy is not None else None,
             "selection": check_selection(selection) if selection is not None else None,  # None: the checkpoint's default
             "fill": check_fill(fill) if fill is not None else None,  # likewise
             "window": int(window), "overlap": int(overlap), "size": size, "max_size": max_size, "seed": int(seed),
@@ -408,7 +408,7 @@ class _Collector:
 
 
 def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                   *, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
+                   *, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                    fill: str | None = None, window: int = 33,
                    overlap: int = 5, size: int | None = None, max_size: int | None = None, seed: int = 0,
                    start: int = 0, max_frames: int | None = None, batch_size: int = 8, concurrency: int = 1,
@@ -448,7 +448,8 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     probe_model = InfoTok.from_pretrained(checkpoint, device="cpu")  # checks the checkpoint before Ray starts
     identity = model_identity(probe_model)
     probe_model.check_rates(settings["rate"])
-    settings["selection"], settings["fill"] = probe_model.choices(settings["selection"], settings["fill"])
+    settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
+        settings["strategy"], settings["selection"], settings["fill"])
     check_windowing(window, overlap, probe_model.geometry)
     del probe_model
     writer = ShardWriter(out, identity, settings, windows_per_shard=windows_per_shard, overwrite=overwrite)

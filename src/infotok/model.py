@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint, pipeline
-from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
+from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer, unit_range
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
@@ -142,17 +142,22 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def adaptive(self) -> bool:
         return self.compressor_config is not None
 
-    def choices(self, selection: str | None = None, fill: str | None = None,
-                target_psnr: float | None = None) -> tuple[str, str]:
-        """The (selection, fill) a tokenization uses: what was asked, else the defaults. The fill
-        defaults to the checkpoint's (`hold` in ours, `mask` in converted release weights), except
-        under a PSNR target, whose predicted curves describe masked value selection. The selection
-        defaults to the fill's natural ranking: `temporal` under `hold`; under `mask`, `value` where
-        there is a predictor (it beats the paper's `error` in BENCHMARKS.md), else `error`."""
+    def choices(self, strategy: str | None = None, selection: str | None = None, fill: str | None = None,
+                target_psnr: float | None = None) -> tuple[str, str, str]:
+        """The (strategy, selection, fill) a tokenization uses: what was asked, else the defaults.
+        The fill defaults to the checkpoint's (`hold` in ours, `mask` in converted release weights),
+        except under a PSNR target, whose predicted curves describe masked value selection. The
+        selection defaults to the fill's natural ranking: `temporal` under `hold`; under `mask`,
+        `value` where there is a predictor (it beats the paper's `error` in BENCHMARKS.md), else
+        `error`. The strategy defaults to `rd` under `hold` where the checkpoint has its calibrated
+        thresholds (it beats `static` and `global_elbo` there and needs no decoder pass), else the
+        paper's `global_elbo`."""
         fill = check_fill(fill or ("mask" if target_psnr is not None else self.default_fill))
         if selection is None:
             selection = "temporal" if fill == "hold" else ("value" if self.predictor_config else "error")
-        return check_selection(selection), fill
+        if strategy is None:
+            strategy = "rd" if fill == "hold" and self.rd_thresholds else "global_elbo"
+        return check_strategy(strategy), check_selection(selection), fill
 
     @property
     def device(self) -> torch.device:
@@ -207,8 +212,20 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     @torch.no_grad()
     def router_scores(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """The router pass: full-rate decode, per-token L1 error [B, t, h, w]."""
-        return score_map(x, self.decode_codes(codes), self.geometry)
+        """The router pass: full-rate decode, per-token L1 error [B, t, h, w]. Our base tokenizer decodes
+        a few latent frames at a time and each chunk is scored as it comes (`decoded_windows`), so the
+        decoded window (365 MB at 720p) is never whole; other bases decode it whole. x: video [B, 3, T,
+        H, W] on the grid, float in [-1, 1] or (with our base) uint8 pixels, converted a chunk at a time."""
+        if not isinstance(self.base, CausalConvTokenizer):
+            return score_map(x, self.decode_codes(codes), self.geometry)
+        f = self.base.features_from_codes(codes)  # decode_codes without a mask
+        if self.adaptive:
+            f = self.decompressor(f)
+        pooled = []
+        for start, frames in self.base.decoded_windows(f):  # one frame, then groups of 4, as a window
+            scores = score_map(unit_range(x[:, :, start:start + frames.shape[2]]), frames, self.geometry)
+            pooled.append(scores[:, 1:] if pooled else scores)  # a later chunk's first frame is the previous one's
+        return torch.cat(pooled, dim=1)
 
     def check_rates(self, *rates: float) -> None:
         if not self.adaptive and any(r < 1 for r in rates):
@@ -274,7 +291,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return self.latent_change(self.encode_codes(self.geometry.pad(as_model_input(x).to(self.device)))[0])
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str = "global_elbo",
+    def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str | None = None,
                selection: str | None = None, generator: np.random.Generator | int | None = None,
                rates: Sequence[float] | None = None, keep_scores: bool = False,
                target_psnr: float | None = None, objective: str = "psnr", fill: str | None = None) -> TokenBatch:
@@ -285,13 +302,12 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         `target_psnr` and `value` selection read the value predictor, which runs on the encoder's
         features; `rd` under the `hold` fill reads the latent change (`hold_rates`). `target_psnr`
         gives each window the fewest tokens predicted to reach it (instead of `rate` and
-        `strategy`). `selection` and `fill` default as `choices` says. `keep_scores` keeps the score
-        maps in the batch so `reselect` can try other rates cheaply.
+        `strategy`). `strategy`, `selection` and `fill` default as `choices` says. `keep_scores`
+        keeps the score maps in the batch so `reselect` can try other rates cheaply.
         """
         rate = check_rate(rate)
-        check_strategy(strategy)
         target_psnr = None if target_psnr is None else check_target(target_psnr)
-        selection, fill = self.choices(selection, fill, target_psnr)
+        strategy, selection, fill = self.choices(strategy, selection, fill, target_psnr)
         check_objective(objective)
         self.check_rates(rate, *(rates or []))
         holding = rates is None and target_psnr is None and strategy == "rd" and fill == "hold"
@@ -300,12 +316,18 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.check_predictor("rd, --target-psnr and value selection")
         if isinstance(generator, int) or generator is None:
             generator = np.random.default_rng(generator or 0)
-        x = as_model_input(x).to(self.device)
+        x = torch.as_tensor(x)
+        if (x.dtype == torch.uint8 and x.dim() == 5 and x.shape[-1] == 3 and self.device.type == "cpu"
+                and isinstance(self.base, CausalConvTokenizer)):
+            x = x.permute(0, 4, 1, 2, 3)  # kept uint8 (a quarter of float): our base and the router convert chunks
+        else:
+            x = as_model_input(x).to(self.device)
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
         feats = self.features(x)
         codes, indices = self.base.quantize(feats)
         value, curve = self.predictor(feats) if predicting or (keep_scores and self.predictor_config) else (None, None)
+        del feats  # not kept through the router's decode (83 MB at 720p)
         if rates is None and target_psnr is not None:
             rates = target_rates(curve.cpu().numpy(), target_psnr)
         change = self.latent_change(codes) if keep_scores or selection == "temporal" or holding else None
@@ -426,7 +448,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return y, [float(np.mean(r)) for r in rates], None, torch.stack(losses).mean()
 
     # ------------------------------------------------------------------- whole videos (pipeline)
-    def iter_tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
+    def iter_tokenize(self, video, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                       window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                       rates: list[float] | None = None, fps: float | None = None, start: int = 0,
                       max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
@@ -435,7 +457,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return pipeline.TokenStream(self, video, rate, strategy, selection, window, overlap, size, seed, rates, fps,
                                     start, max_frames, max_size, target_psnr, objective, fill)
 
-    def tokenize(self, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
+    def tokenize(self, video, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  fps: float | None = None, start: int = 0, max_frames: int | None = None,
                  max_size: int | None = None, target_psnr: float | None = None, objective: str = "psnr",
@@ -443,8 +465,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
-        tokens predicted to reach it (instead of `rate`). `selection` and `fill` default as
-        `choices` says."""
+        tokens predicted to reach it (instead of `rate`). `strategy`, `selection` and `fill`
+        default as `choices` says."""
         return self.iter_tokenize(video, rate, strategy, selection, window, overlap, size, seed, fps=fps, start=start,
                                   max_frames=max_frames, max_size=max_size, target_psnr=target_psnr,
                                   objective=objective, fill=fill).collect()

@@ -17,7 +17,7 @@ import torch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
-from .router import (check_objective, check_rate, check_strategy, check_target, shared_budget_rates, shared_hold_rates,
+from .router import (check_objective, check_rate, check_target, shared_budget_rates, shared_hold_rates,
                      slope_for, threshold_for)
 from .tokens import TokenBatch, TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
@@ -86,15 +86,15 @@ class TokenStream:
     `nfe` counts the network passes spent so far.
     """
 
-    def __init__(self, model, video, rate: float = 0.5, strategy: str = "global_elbo", selection: str | None = None,
+    def __init__(self, model, video, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                  window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
                  rates: list[float] | None = None, fps: float | None = None, start: int = 0,
                  max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
                  objective: str = "psnr", fill: str | None = None):
         self.model, self.video = model, video
-        self.rate, self.strategy = check_rate(rate), check_strategy(strategy)
+        self.rate = check_rate(rate)
         self.target_psnr = None if target_psnr is None else check_target(target_psnr)
-        self.selection, self.fill = model.choices(selection, fill, self.target_psnr)
+        self.strategy, self.selection, self.fill = model.choices(strategy, selection, fill, self.target_psnr)
         self.objective = check_objective(objective)
         model.check_rates(self.rate, *(rates or []))
         if model.reads_predictor(self.strategy, self.selection, rates, self.target_psnr, self.fill):
@@ -182,7 +182,7 @@ def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", 
     the `mask` fill on the predicted curves (`router.shared_budget_rates`, round(rate * 16 *
     windows) points), under `hold` on the latent change (`router.shared_hold_rates`, round(rate *
     tokens) tokens). Returns the rates per video, for `TokenStream(rates=...)`."""
-    holding = model.choices(None, fill)[1] == "hold"
+    holding = model.choices(fill=fill)[2] == "hold"
     if not holding:
         model.check_predictor("a shared budget")
     measured, counts = [], []

@@ -393,7 +393,8 @@ def to_model(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = x[None]
     if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3] or [B, T, H, W, 3], got {x.dtype} {list(x.shape)}")
-    return x.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+    # one float copy, in the permuted layout as before (the model's sums follow it); div then sub in place
+    return x.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
 
 
 def from_model(x: torch.Tensor) -> np.ndarray:
@@ -447,23 +448,30 @@ def blend_weights(length: int, overlap_before: int, overlap_after: int) -> np.nd
 
 
 def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Stream (start, end, frames[start:end]) with the spans of `geometry.window_spans`, holding one window."""
+    """Stream (start, end, frames[start:end]) with the spans of `geometry.window_spans`, holding one
+    window: frames are read straight into the window's array (no list of frames beside a stacked
+    copy), and each window is a new array, so a caller may keep the ones it was given."""
     check_windowing(window, overlap)
     step = window - overlap
-    buf: list[np.ndarray] = []
-    start, emitted_end = 0, 0
     it = iter(frames)
     nxt = next(it, None)
+    win, n, start, emitted_end = None, 0, 0, 0
     while nxt is not None:
-        buf.append(nxt)
+        if win is None:
+            win = np.empty((window, *np.shape(nxt)), np.asarray(nxt).dtype)
+        win[n] = nxt
+        n += 1
         nxt = next(it, None)
-        if len(buf) == window or nxt is None:
-            if start + len(buf) > emitted_end:
-                yield start, start + len(buf), np.stack(buf)
-                emitted_end = start + len(buf)
+        if n == window or nxt is None:
+            if start + n > emitted_end:
+                yield start, start + n, win[:n]
+                emitted_end = start + n
             if nxt is None:
                 return
-            buf, start = buf[step:], start + step
+            kept = win[step:n]
+            win = np.empty_like(win)
+            win[:len(kept)] = kept
+            n, start = len(kept), start + step
 
 
 class WindowBlender:

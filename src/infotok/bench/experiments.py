@@ -277,40 +277,46 @@ def release_speed(which: str, size: int, frames: int) -> dict:
 
 
 def core_scaling(model: InfoTok, frames: int) -> dict:
-    """`model.encode` (global_elbo, as `infotok encode` runs by default) on one window at 455x256 and
-    at 1280x720: seconds and microseconds per pixel; and at 455x256 the same weights with whole-frame
-    attention (the compressor before tiling), the cost this replaced."""
+    """`model.encode` on one window at 455x256 and at 1280x720, as `infotok encode` runs by default
+    (the checkpoint's default strategy, selection and fill) and with `global_elbo` (the router's
+    decoder pass): seconds and microseconds per pixel; and at 455x256 the same weights with
+    whole-frame attention (the compressor before tiling), the cost this replaced."""
     from dataclasses import replace
 
-    def seconds(m: InfoTok, width: int, height: int) -> float:
+    def seconds(m: InfoTok, width: int, height: int, **kwargs) -> float:
         x = torch.rand(1, 3, frames, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        m.encode(x[:, :, :5, :64, :64], 0.5)  # warm-up
+        m.encode(x[:, :, :5, :64, :64], 0.5, **kwargs)  # warm-up
         t = time.perf_counter()
-        m.encode(x, 0.5)
+        m.encode(x, 0.5, **kwargs)
         return time.perf_counter() - t
 
-    out = {}
-    for label, (w, h) in (("455x256", (456, 256)), ("1280x720", (1280, 720))):
-        s = seconds(model, w, h)
-        out[label] = {"seconds": s, "us_per_pixel": s / (frames * w * h) * 1e6}
-        log(f"encode one {frames}x{label} window: {s:.1f} s")
+    out = {"default": "/".join(model.choices())}
+    for label, kwargs in (("", {}), (", global_elbo", {"strategy": "global_elbo"})):
+        for size, (w, h) in (("455x256", (456, 256)), ("1280x720", (1280, 720))):
+            s = seconds(model, w, h, **kwargs)
+            out[size + label] = {"seconds": s, "us_per_pixel": s / (frames * w * h) * 1e6}
+            log(f"encode one {frames}x{size} window{label}: {s:.1f} s")
     if getattr(model.compressor_config, "window", 0):
         whole = InfoTok(model.base.config, replace(model.compressor_config, window=0), float(model.score_mean),
-                        model.name, model.dropped_mode, model.predictor_config)
+                        model.name, model.dropped_mode, model.predictor_config, model.default_fill)
         whole.load_state_dict(model.state_dict())
-        s = seconds(whole.eval(), 456, 256)
-        out["455x256 whole-frame attention"] = {"seconds": s, "us_per_pixel": s / (frames * 456 * 256) * 1e6}
+        s = seconds(whole.eval(), 456, 256, strategy="global_elbo")
+        out["455x256 whole-frame attention, global_elbo"] = {"seconds": s, "us_per_pixel": s / (frames * 456 * 256) * 1e6}
     return out
 
 
 def cli_encode_720p(video: Path, frames: int, checkpoint: str) -> dict:
-    """`infotok encode --size 720` of `frames` frames in a fresh process: seconds and its own peak memory."""
+    """`infotok encode --size 720` of `frames` frames in a fresh process, with the checkpoint's
+    defaults and with `--strategy global_elbo`: seconds and the process's own peak memory."""
+    out = {"frames": frames}
     with tempfile.TemporaryDirectory() as d:
         clip = Path(d, "clip.mp4")
         write_video(clip, iter_frames(video, max_frames=frames), fps=probe(video).fps)
-        seconds, peak = run_measured(["encode", str(clip), "-o", f"{d}/t.itok", "--size", "720", "--rate", "0.5",
-                                      "--checkpoint", checkpoint])
-    return {"frames": frames, "seconds": seconds, "peak_rss_mib": peak}
+        for label, extra in (("default", []), ("global_elbo", ["--strategy", "global_elbo"])):
+            seconds, peak = run_measured(["encode", str(clip), "-o", f"{d}/t.itok", "--size", "720", "--rate", "0.5",
+                                          "--checkpoint", checkpoint, "--overwrite", *extra])
+            out[label] = {"seconds": seconds, "peak_rss_mib": peak}
+    return out
 
 
 def token_refusal_seconds(model: InfoTok, repeats: int = 20) -> dict:
@@ -358,13 +364,14 @@ def cli_resources(video: Path, frames: int, size: int, checkpoint: str) -> dict:
 
 
 def throughput(model: InfoTok, size: int, frames: int, repeats: int = 3) -> dict:
-    """Model-only encode (with the router's pass) and decode frames/s on one window, after a warm-up."""
+    """Model-only encode (`static` 0.5, the checkpoint's default selection and fill) and decode
+    frames/s on one window, after a warm-up."""
     x = torch.rand(1, 3, frames, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     model.encode(x, 0.5, "static")
     t = time.time()
     for _ in range(repeats):
         batch = model.encode(x, 0.5, "static")
-    out = {"encode_with_router_frames_per_s": repeats * frames / (time.time() - t)}
+    out = {"encode_frames_per_s": repeats * frames / (time.time() - t)}
     t = time.time()
     for _ in range(repeats):
         model.decode(batch)
@@ -373,7 +380,8 @@ def throughput(model: InfoTok, size: int, frames: int, repeats: int = 3) -> dict
 
 
 def batch_throughput(model: InfoTok, size: int, frames: int, batches: tuple[int, ...] = (1, 4, 8)) -> dict:
-    """`model.encode` (with the router's pass) frames/s on one process at several batch sizes."""
+    """`model.encode` (`static` 0.5, the checkpoint's default selection and fill) frames/s on one
+    process at several batch sizes."""
     out = {}
     for b in batches:
         x = torch.rand(b, 3, frames, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1

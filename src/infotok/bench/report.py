@@ -315,8 +315,9 @@ def markdown(result: dict, seconds: float) -> str:
     if res:
         window = f"{proto['frames']}x{proto['size']}x{proto['size']}"
         L += ["", "## Throughput and memory", "",
-              f"Model only, one {window} window, batch 1, fp32, CPU: encode with router "
-              f"{res['model']['encode_with_router_frames_per_s']:.1f} frames/s, decode "
+              f"Model only, one {window} window, batch 1, fp32, CPU: encode (`static` 0.5, the checkpoint's default "
+              "selection and fill) "
+              f"{res['model']['encode_frames_per_s']:.1f} frames/s, decode "
               f"{res['model']['decode_frames_per_s']:.1f} frames/s.", "",
               f"CLI on `{res['video']}` (`infotok encode --size {proto['size']} --rate 0.5`, then `infotok decode`, "
               f"and `infotok viz` with the same settings), each in a fresh process; the peak resident memory is "
@@ -331,18 +332,24 @@ def markdown(result: dict, seconds: float) -> str:
                      f"{r['viz']['peak_rss_mib']:.0f} | {r['file_bytes']} |")
         scaling = res.get("scaling")
         if scaling:
-            small, large = scaling["455x256"], scaling["1280x720"]
-            L += ["", f"`model.encode` of one {proto['frames']}-frame window (global_elbo, as `infotok encode` runs): "
-                  + "; ".join(f"{k} {v['seconds']:.1f} s ({v['us_per_pixel']:.2f} us per pixel)" for k, v in scaling.items())
-                  + f". Seconds per pixel at 1280x720 / at 455x256: {large['us_per_pixel'] / small['us_per_pixel']:.2f}."]
-            whole = scaling.get("455x256 whole-frame attention")
+            L += ["", f"`model.encode` of one {proto['frames']}-frame window, as `infotok encode` runs by default "
+                      f"({scaling['default']}: strategy/selection/fill) and with `global_elbo` (the router's decoder pass): "
+                  + "; ".join(f"{k} {v['seconds']:.1f} s ({v['us_per_pixel']:.2f} us per pixel)"
+                              for k, v in scaling.items() if k != "default") + "."]
+            for label in ("", ", global_elbo"):
+                small, large = scaling["455x256" + label], scaling["1280x720" + label]
+                L[-1] += (f" Seconds per pixel at 1280x720 / at 455x256{label or ' (default)'}: "
+                          f"{large['us_per_pixel'] / small['us_per_pixel']:.2f}.")
+            whole = scaling.get("455x256 whole-frame attention, global_elbo")
             if whole:
-                L[-1] += (f" At 455x256 the same weights with whole-frame attention take {whole['seconds'] / small['seconds']:.2f}x "
-                          "the time of tiled attention.")
+                L[-1] += (f" At 455x256 (global_elbo) the same weights with whole-frame attention take "
+                          f"{whole['seconds'] / scaling['455x256, global_elbo']['seconds']:.2f}x the time of tiled attention.")
         if res.get("cli_720p"):
             e = res["cli_720p"]
-            L += ["", f"`infotok encode --size 720` of {e['frames']} frames of `{res['video']}`: {e['seconds']:.1f} s, "
-                      f"peak {e['peak_rss_mib']:.0f} MiB (VmHWM of a fresh process)."]
+            L += ["", f"`infotok encode --size 720 --rate 0.5` of {e['frames']} frames of `{res['video']}`, VmHWM of a fresh "
+                      f"process: {e['default']['seconds']:.1f} s, peak {e['default']['peak_rss_mib']:.0f} MiB with the "
+                      f"checkpoint's defaults; {e['global_elbo']['seconds']:.1f} s, peak "
+                      f"{e['global_elbo']['peak_rss_mib']:.0f} MiB with `--strategy global_elbo`."]
         rel = res.get("release")
         if rel:
             L += ["", f"The InfoTok release's architecture ({rel['which']} size: Cosmos DV4x8x8 base + transformer "
@@ -354,7 +361,7 @@ def markdown(result: dict, seconds: float) -> str:
                   f"| decode | {rel['decode']['seconds']:.1f} | {rel['decode']['peak_rss_mib']:.0f} |"]
         batches = res.get("batches")
         if batches:
-            L += ["", f"`model.encode` on one process, {window} windows, with the router's pass: "
+            L += ["", f"`model.encode` on one process, {window} windows, `static` 0.5 with the checkpoint's default selection and fill: "
                   + ", ".join(f"batch {b} {fps:.1f} frames/s" for b, fps in batches.items()) + "."]
         dataset = res.get("dataset")
         if dataset:
