@@ -74,3 +74,10 @@ def test_frechet_distance_of_gaussians_matches_the_closed_form():
     # |mu|^2 + tr(I + 4I - 2 * 2I) = 1 + 3
     assert frechet_distance(a, b) == pytest.approx(4.0, rel=0.05)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_linear_bd_rate_reads_curves_that_flatten_at_full_quality():
+    rates, psnr = [0.2, 0.4, 0.6, 0.8], [20.0, 24.0, 26.0, 27.0]
+    assert bd_rate(rates, psnr, [r / 2 for r in rates], psnr, fit="linear") == pytest.approx(-50.0, abs=1e-6)
+    flat = [0.2, 0.4, 0.6, 0.8, 1.0], [22.0, 26.0, 27.0, 27.0, 27.0]  # saturated: more tokens buy nothing
+    assert -60 < bd_rate(rates, psnr, *flat, fit="linear") < 0

@@ -75,22 +75,41 @@ def vmaf(reference: np.ndarray, distorted: np.ndarray, fps: float = 25.0) -> flo
         return float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
 
 
-def bd_rate(rates_a, psnr_a, rates_b, psnr_b) -> float:
+def bd_rate(rates_a, psnr_a, rates_b, psnr_b, fit: str = "cubic") -> float:
     """Bjontegaard delta rate (%) of curve B against A: negative = B needs fewer bits for equal PSNR.
 
-    Cubic fit of log-rate as a function of PSNR, integrated over the overlapping PSNR range.
+    Log-rate as a function of PSNR, averaged over the overlapping PSNR range: by a cubic fit (the
+    classic BD-rate), or with `fit="linear"` interpolated linearly between each curve's points that
+    still raise its PSNR (a curve that flattens at full quality makes the cubic fit meaningless).
     """
+    if fit not in ("cubic", "linear"):
+        raise ValueError(f"fit must be cubic or linear, got {fit!r}")
     ra, rb = np.log(np.asarray(rates_a, float)), np.log(np.asarray(rates_b, float))
     pa, pb = np.asarray(psnr_a, float), np.asarray(psnr_b, float)
-    deg = min(3, len(pa) - 1, len(pb) - 1)
-    fa, fb = np.polyfit(pa, ra, deg), np.polyfit(pb, rb, deg)
     lo, hi = max(pa.min(), pb.min()), min(pa.max(), pb.max())
     if hi <= lo:
         raise ValueError("the two curves do not overlap in PSNR")
+    if fit == "linear":
+        grid = np.linspace(lo, hi, 1001)
+        avg_a, avg_b = (np.interp(grid, *_rising(p, r)).mean() for p, r in ((pa, ra), (pb, rb)))
+        return float((np.exp(avg_b - avg_a) - 1) * 100)
+    deg = min(3, len(pa) - 1, len(pb) - 1)
+    fa, fb = np.polyfit(pa, ra, deg), np.polyfit(pb, rb, deg)
     ia, ib = np.polyint(fa), np.polyint(fb)
     avg_a = (np.polyval(ia, hi) - np.polyval(ia, lo)) / (hi - lo)
     avg_b = (np.polyval(ib, hi) - np.polyval(ib, lo)) / (hi - lo)
     return float((np.exp(avg_b - avg_a) - 1) * 100)
+
+
+def _rising(psnr: np.ndarray, log_rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's points in rate order, keeping each only where it raises the PSNR (for np.interp)."""
+    order = np.argsort(log_rate, kind="stable")
+    keep_p, keep_r = [], []
+    for p, r in zip(psnr[order], log_rate[order]):
+        if not keep_p or p > keep_p[-1]:
+            keep_p.append(p)
+            keep_r.append(r)
+    return np.array(keep_p), np.array(keep_r)
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
