@@ -135,7 +135,6 @@ class BlockCausalLayer(nn.Module):
         per_frame = tiling.per_tile
         q, k, v = rearrange(self.qkv(tiling.split(self.norm1(x))), "n l (three h d) -> three n h l d", three=3, h=self.heads)
         cos, sin = tiling.rope(q.shape[-1], frames, x.device, q.dtype)
-        tiles = cos.shape[0]
         if b > 1:
             cos, sin = cos.repeat(b, 1, 1), sin.repeat(b, 1, 1)
         q, k = apply_rope(q, cos[:, None], sin[:, None]), apply_rope(k, cos[:, None], sin[:, None])
