@@ -3,42 +3,14 @@ scores each decoded chunk as it comes (for memory at 720p); both give exactly wh
 computations they replaced give."""
 import pytest
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
-from infotok.compressor import BlockCausalTransformer, CompressorConfig, Tiling, apply_rope
-
-
-def whole_layer(layer, x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
-    """The whole-window layer forward the chunked one replaced (verbatim)."""
-    b, frames = x.shape[:2]
-    per_frame = tiling.per_tile
-    q, k, v = rearrange(layer.qkv(tiling.split(layer.norm1(x))), "n l (three h d) -> three n h l d", three=3, h=layer.heads)
-    cos, sin = tiling.rope(q.shape[-1], frames, x.device, q.dtype)
-    if b > 1:
-        cos, sin = cos.repeat(b, 1, 1), sin.repeat(b, 1, 1)
-    q, k = apply_rope(q, cos[:, None], sin[:, None]), apply_rope(k, cos[:, None], sin[:, None])
-    valid = tiling.key_mask(frames, x.device)
-    if valid is not None and b > 1:
-        valid = valid.repeat(b, 1, 1, 1)
-    out = torch.empty_like(q)
-    for j in range(frames):
-        lo, hi = j * per_frame, (j + 1) * per_frame
-        out[:, :, lo:hi] = F.scaled_dot_product_attention(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi],
-                                                          attn_mask=None if valid is None else valid[..., :hi])
-    x = x + tiling.merge(layer.proj(rearrange(out, "n h l d -> n l (h d)")), b, frames)
-    return x + layer.mlp(layer.norm2(x))
+from infotok.compressor import BlockCausalTransformer, CompressorConfig
 
 
 def whole_stack(stack: BlockCausalTransformer, feats: torch.Tensor) -> torch.Tensor:
-    b, c, t, h, w = feats.shape
-    x = stack.proj_in(rearrange(feats, "b c t h w -> b t h w c"))
-    x = x + stack.time_embed[:t, None, None, :].to(x.dtype)
-    tile = stack.config.window
-    for i, layer in enumerate(stack.layers):
-        x = whole_layer(layer, x, Tiling(h, w, tile, tile // 2 if i % 2 else 0))
-    y = stack.proj_out(stack.norm_out(x))
-    return feats + rearrange(y, "b t h w c -> b c t h w")
+    """The whole-window forward the chunked one replaced: it still runs wherever grad is enabled."""
+    with torch.enable_grad():
+        return stack(feats).detach()
 
 
 def random_stack(channels: int, window: int) -> BlockCausalTransformer:
@@ -73,8 +45,6 @@ def test_chunked_stack_equals_whole_window(window, shape, layout):
             assert y.shape == ref.shape
             assert y.stride() == ref.stride()  # the next convolution's sums depend on the layout
             assert (y - ref).abs().max() < 1e-5, rows
-    with torch.enable_grad():  # the training path is the whole-window one
-        assert (stack(feats).detach() - ref).abs().max() < 1e-5
 
 
 def test_chunked_stack_keeps_its_input():

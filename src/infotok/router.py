@@ -14,7 +14,8 @@ is the mean of its map. Strategies turn scores into rates:
   whose predicted PSNR reaches a target. Under the `hold` fill (`fill.py`) a dropped token costs
   about how far its latent moved since the previous latent frame, so equal slopes become one
   threshold on that change: `hold_rates` keeps every token that moved more than a threshold
-  calibrated for avg_rate (a still shot keeps little more than its first latent frame).
+  calibrated for avg_rate (a still shot keeps little more than its first latent frame), and
+  `shared_hold_rates` spends an exact budget shared by a set of windows.
 """
 from __future__ import annotations
 
@@ -188,8 +189,8 @@ def hold_rates(changes: torch.Tensor, threshold: float) -> list[float]:
 
 def calibrate_thresholds(changes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
     """[[rate, threshold], ...] for rates k/points: the change threshold at which the mean of
-    `hold_rates` over these windows ([t, h, w] each) is closest to the rate. Where even keeping every
-    token that moved at all falls short, the threshold is -1 (every token kept)."""
+    `hold_rates` over these windows ([t, h, w] each) is closest to the rate, by bisection between -1
+    (every token kept) and above the largest change."""
     finite = torch.cat([c[torch.isfinite(c)].flatten().double().cpu() for c in changes])
     top = float(finite.max()) + 1 if finite.numel() else 1.0
 

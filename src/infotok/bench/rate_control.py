@@ -69,9 +69,12 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
 HOLD = dict(selection="temporal", fill="hold")  # the shipped checkpoint's default tokenization
 
 
-def hold_rate(model: InfoTok, clip: Clip, rate: float) -> float:
-    """The rate `infotok encode --strategy rd` gives this clip alone under hold (calibrated threshold)."""
-    return hold_rates(clip.batch.latent_change, threshold_for(model.rd_thresholds, rate))[0]
+def rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hold") -> float:
+    """The rate `infotok encode --strategy rd` gives this clip alone: under hold by the calibrated
+    threshold on its latent change, under mask by the calibrated slope on its predicted curve."""
+    if fill == "hold":
+        return hold_rates(clip.batch.latent_change, threshold_for(model.rd_thresholds, rate))[0]
+    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
 
 
 def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
@@ -83,7 +86,7 @@ def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         rows = [measure(model, c, r, **HOLD) | {"clip_rate": r}
                 for c, r in zip(clips, clip_rates("rd", rate, clips, float(model.score_mean), fill="hold"))]
         curves.add("InfoTok-Flex rd, hold", rate, rows, clips)
-        rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, hold_rate(model, c, rate)) for c in clips)]
+        rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, rd_rate(model, c, rate)) for c in clips)]
         curves.add("InfoTok-Flex rd, hold, calibrated threshold", rate, rows, clips)
     from ..eval import oracle_rates
     from ..ledger import MASK_BPP16
@@ -147,14 +150,13 @@ def still_versus_moving_rd(model: InfoTok, clips: list[Clip], rate: float = 0.5)
     """Each clip moving and held still under `rd` at `rate`, each clip alone as `encode` treats it:
     under mask (calibrated slope, value selection) and under hold (calibrated threshold, temporal
     selection); and the still shot at `static` `rate` with the same selection and fill."""
-    slope = slope_for(model.rd_slopes["psnr"], rate)
     out = {"mask": {}, "hold": {}}
     for c in clips:
         held = make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0))
         for fill, selection in (("mask", "value"), ("hold", "temporal")):
             row = {}
             for label, clip in (("moving", c), ("still", held)):
-                r = hold_rate(model, clip, rate) if fill == "hold" else rd_rates(clip.batch.curve.cpu().numpy(), slope)[0]
+                r = rd_rate(model, clip, rate, fill)
                 m = measure(model, clip, r, selection, quality=False, fill=fill)
                 row[label] = {"rate": r, "kept": round(m["realized_rate"] * clip.batch.mask[0].numel()), "psnr": m["psnr"]}
             row["still"]["psnr_static"] = measure(model, held, rate, selection, quality=False, fill=fill)["psnr"]
@@ -180,9 +182,9 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
     still = change < STILL_CHANGE
     out = {"video": video.name, "still_share": float(still.mean())}
     elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
-    rd_rate = rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
-    for label, r, selection in (("global_elbo, error", elbo_rate, "error"), ("rd, value", rd_rate, "value"),
-                                (f"static {rate:g}, value", rate, "value"), ("rd, hold", hold_rate(model, clip, rate), "temporal"),
+    for label, r, selection in (("global_elbo, error", elbo_rate, "error"),
+                                ("rd, value", rd_rate(model, clip, rate, "mask"), "value"),
+                                (f"static {rate:g}, value", rate, "value"), ("rd, hold", rd_rate(model, clip, rate), "temporal"),
                                 (f"static {rate:g}, hold", rate, "temporal")):
         mask = model.reselect(clip.batch, [r], selection).mask[0, 1:].cpu().numpy()
         out[label] = {"rate": r, "still_kept": float(mask[still].mean()) if still.any() else None,
@@ -200,16 +202,13 @@ def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
                for i, (_, _, chunk) in enumerate(iter_windows(iter(raw), frames, 5))]
     out = {"video": video.name, "windows": len(windows), "frames": len(raw)}
     for rate in (0.5, 0.25):
-        slope = slope_for(model.rd_slopes["psnr"], rate)
         for strategy, selection, fill in (("static", "error", "mask"), ("static", "value", "mask"),
                                           ("global_elbo", "error", "mask"), ("rd", "value", "mask"),
                                           ("static", "temporal", "hold"), ("rd", "temporal", "hold")):
             rows = []
             for c in windows:
-                if strategy == "rd":
-                    r = hold_rate(model, c, rate) if fill == "hold" else rd_rates(c.batch.curve.cpu().numpy(), slope)[0]
-                else:
-                    r = choose_rate(strategy, rate, c.score, float(model.score_mean))
+                r = (rd_rate(model, c, rate, fill) if strategy == "rd"
+                     else choose_rate(strategy, rate, c.score, float(model.score_mean)))
                 rows.append(measure(model, c, r, selection, quality=False, fill=fill))
             out[f"{strategy}, {selection}{', hold' if fill == 'hold' else ''} {rate:g}"] = {"rate": float(np.mean([r["realized_rate"] for r in rows])),
                                                         "psnr": float(np.mean([r["psnr"] for r in rows]))}
