@@ -121,6 +121,15 @@ def test_reader_takes_rank_and_world_size_from_torch_distributed(folder, monkeyp
         TokenShards(folder, rank=2, world_size=2)
 
 
+def test_the_reader_and_the_rebuilt_tokens_say_how_dropped_positions_decode(folder, model, videos, tmp_path):
+    assert TokenShards(folder).fill == "mask"  # a manifest from before the fill
+    writer = ShardWriter(tmp_path, model_identity(model), settings_record() | {"fill": "hold"})
+    writer.add_tokens(os.path.abspath(videos[1]), model.tokenize(videos[1], **SETTINGS, fill="hold"))
+    writer.close()
+    assert TokenShards(tmp_path).fill == "hold"
+    assert load_video_tokens(tmp_path, os.path.abspath(videos[1])).header.fill == "hold"
+
+
 def test_grid_and_sequence_items_hold_the_windows_tokens_and_collate_pads(folder, videos):
     tokens = load_video_tokens(folder, os.path.abspath(videos[1]))  # the 40x56 clip: a smaller grid
     vid = video_id(os.path.abspath(videos[1]))

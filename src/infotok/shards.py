@@ -473,6 +473,8 @@ class TokenShards(torch.utils.data.IterableDataset):
     raster order, the order an autoregressive model reads them), "positions": int64 [K, 3] (t, y, x),
     "grid": int64 [3], ...}; both also carry the META_COLUMNS. `pad_value` defaults to the codebook
     size (one past the last code, usable as a "dropped" embedding). Batch with `self.collate`.
+    `fill` says how a decoder fills dropped positions (`infotok.fill`): under `hold` a dropped
+    position stands for the code last kept at it in an earlier latent frame of its window.
     """
 
     def __init__(self, root: str | os.PathLike, mode: str = "grid", pad_value: int | None = None,
@@ -492,6 +494,10 @@ class TokenShards(torch.utils.data.IterableDataset):
         self.total = sum(s["rows"] for s in self.manifest["shards"])  # windows in the folder
         self._unit_rows: dict[tuple[str, int], int] | None = None
         self.epoch = 0
+
+    @property
+    def fill(self) -> str:
+        return self.manifest["settings"].get("fill") or "mask"  # manifests from before the fill are "mask"
 
     def __len__(self) -> int:
         """Windows this rank reads this epoch (all its data-loader workers together); ranks differ by
