@@ -104,7 +104,7 @@ def test_router_scores_of_other_bases_decode_whole():
 def test_uint8_windows_stay_uint8_and_tokenize_as_float(shape):
     """encode keeps uint8 windows as they are (our base and the router convert a chunk at a time, padded
     or not): the same tokens, rates and scores as from to_model's float window."""
-    from infotok.base import unit_range
+    from infotok.video import unit_range
     from infotok.video import to_model
     model = random_infotok()
     model.base.chunk_pixels = 2 * shape[2] * shape[3]  # two latent frames per chunk

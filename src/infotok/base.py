@@ -17,12 +17,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from vector_quantize_pytorch import FSQ
 
+from .video import unit_range
+
 FSQ_LEVELS = (8, 8, 8, 5, 5, 5)
-
-
-def unit_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float in [-1, 1] in x's layout, by `video.to_model`'s sums (float x is returned as it is)."""
-    return x.float().div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x
 
 
 class BaseTokenizer(nn.Module):

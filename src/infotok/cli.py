@@ -521,6 +521,8 @@ def cmd_convert(args) -> int:
 
 
 def add_commands(sub) -> None:
+    from .fill import FILLS
+
     p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
     p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, help="FILE.itok for one input, a folder for several")
@@ -564,7 +566,7 @@ def add_commands(sub) -> None:
     p.add_argument("--strategy", default="static", help="comma-separated: global_elbo, static, uniform, rd (default static)")
     p.add_argument("--selection", default="error",
                    help="comma-separated: error, order, random, temporal, value (default error)")
-    p.add_argument("--fill", choices=["mask", "hold"], default="mask",
+    p.add_argument("--fill", choices=FILLS, default="mask",
                    help="how dropped tokens decode (default mask, the paper's; see `infotok encode --help`)")
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
                    help=f"short side each clip is resized to, then centre-cropped to SIZE x SIZE (default {DEFAULT_SIZE})")
@@ -588,7 +590,7 @@ def add_commands(sub) -> None:
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
                    help=f"short side, then centre crop, as in eval (default {DEFAULT_SIZE})")
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip (default 33)")
-    p.add_argument("--default-fill", choices=["mask", "hold"],
+    p.add_argument("--default-fill", choices=FILLS,
                    help="the fill the written copy tokenizes with by default (default: the source's)")
     add_model_options(p)
     p.set_defaults(func=cmd_calibrate)

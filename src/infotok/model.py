@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint, pipeline
-from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer, unit_range
+from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
@@ -32,14 +32,15 @@ from .router import (check_objective, check_rate, check_strategy, check_target, 
                      score_map, slope_for, target_rates, threshold_for)
 from .selection import check_selection, keep_masks
 from .tokens import TokenBatch
-from .video import to_model
+from .video import to_model, unit_range
 
 
-def as_model_input(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1]; float input is checked and passed on."""
+def as_model_input(x: torch.Tensor | np.ndarray, keep_uint8: bool = False) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1] (with `keep_uint8`, the same layout
+    left uint8, for a consumer that converts it a chunk at a time); float input is checked and passed on."""
     x = torch.as_tensor(x)
     if x.dtype == torch.uint8 and x.dim() == 5:
-        return to_model(x)
+        return x.permute(0, 4, 1, 2, 3) if keep_uint8 and x.shape[-1] == 3 else to_model(x)
     if not x.is_floating_point() or x.dim() != 5 or x.shape[1] != 3:
         raise ValueError(f"windows must be float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3], "
                          f"got {x.dtype} {list(x.shape)}")
@@ -196,6 +197,10 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
         are decoded from the learned "dropped" embedding (or, with fill `hold`, from the code last kept
         at their position), never from their own code."""
+        return self.base.decode_features(self.decoder_features(codes, mask, fill))
+
+    def decoder_features(self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "mask") -> torch.Tensor:
+        """What the base decoder decodes: codes (+ keep-mask, fill) -> features after the decompressor."""
         if mask is not None and fill == "hold":
             codes, mask = hold_last_kept(codes, mask)
         if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
@@ -208,7 +213,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             f = self.decompressor(f)
         elif mask is not None and not bool(mask.all()):
             raise ValueError("this checkpoint is a fixed-rate base tokenizer: it cannot decode dropped tokens")
-        return self.base.decode_features(f)
+        return f
 
     @torch.no_grad()
     def router_scores(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -218,11 +223,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         H, W] on the grid, float in [-1, 1] or (with our base) uint8 pixels, converted a chunk at a time."""
         if not isinstance(self.base, CausalConvTokenizer):
             return score_map(x, self.decode_codes(codes), self.geometry)
-        f = self.base.features_from_codes(codes)  # decode_codes without a mask
-        if self.adaptive:
-            f = self.decompressor(f)
         pooled = []
-        for start, frames in self.base.decoded_windows(f):  # one frame, then groups of 4, as a window
+        for start, frames in self.base.decoded_windows(self.decoder_features(codes)):  # one frame, then groups of 4, as a window
             scores = score_map(unit_range(x[:, :, start:start + frames.shape[2]]), frames, self.geometry)
             pooled.append(scores[:, 1:] if pooled else scores)  # a later chunk's first frame is the previous one's
         return torch.cat(pooled, dim=1)
@@ -316,12 +318,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.check_predictor("rd, --target-psnr and value selection")
         if isinstance(generator, int) or generator is None:
             generator = np.random.default_rng(generator or 0)
-        x = torch.as_tensor(x)
-        if (x.dtype == torch.uint8 and x.dim() == 5 and x.shape[-1] == 3 and self.device.type == "cpu"
-                and isinstance(self.base, CausalConvTokenizer)):
-            x = x.permute(0, 4, 1, 2, 3)  # kept uint8 (a quarter of float): our base and the router convert chunks
-        else:
-            x = as_model_input(x).to(self.device)
+        # on the CPU our base and the router convert a uint8 window chunk by chunk (a quarter of float's memory)
+        x = as_model_input(x, keep_uint8=self.device.type == "cpu" and isinstance(self.base, CausalConvTokenizer))
+        x = x.to(self.device)
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
         feats = self.features(x)

@@ -393,8 +393,14 @@ def to_model(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = x[None]
     if x.dtype != torch.uint8 or x.dim() != 5 or x.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3] or [B, T, H, W, 3], got {x.dtype} {list(x.shape)}")
-    # one float copy, in the permuted layout as before (the model's sums follow it); div then sub in place
-    return x.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+    return unit_range(x.permute(0, 4, 1, 2, 3))
+
+
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [-1, 1] in x's layout (float x is returned as it is): one float copy,
+    divided then shifted in place. The model's sums follow the layout, so `to_model` converts the
+    permuted frames, and the base tokenizer and the router convert slices of them the same way."""
+    return x.float().div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x
 
 
 def from_model(x: torch.Tensor) -> np.ndarray:
