@@ -191,15 +191,15 @@ class CausalConvTokenizer(BaseTokenizer):
             raise ValueError(f"video shape {tuple(x.shape)} is not on the model grid "
                              f"(T = 1 + {tf}k, H and W multiples of {self.spatial_factor}); pad it first")
 
-    def _groups(self, x: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
-        """Latent frames j0..j1-1's inputs [(B m), 3*4, H, W] gathered straight from x: slot f of group
-        j is frame 4j - 3 + f, clamped at 0 (frame 0 replicated into its own group), so neither the
-        replicated nor the rearranged whole window is ever built. uint8 pixels are converted here, a chunk
-        at a time (`encode_features`)."""
+    def _patches(self, x: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
+        """Latent frames j0..j1-1's input patches [(B m), 3*4*16, H/4, W/4] gathered straight from x:
+        slot f of group j is frame 4j - 3 + f, clamped at 0 (frame 0 replicated into its own group), so
+        neither the replicated nor the rearranged whole window is ever built. uint8 pixels are converted
+        here, a chunk at a time and after the rearrangement (one float copy, not two)."""
         tf = self.temporal_factor
         frames = (torch.arange(j0, j1)[:, None] * tf - (tf - 1) + torch.arange(tf)).clamp_(min=0)
-        g = unit_range(x[:, :, frames.to(x.device)])  # [B, 3, m, 4, H, W]
-        return g.transpose(1, 2).reshape(-1, x.shape[1] * tf, *x.shape[-2:])
+        g = x[:, :, frames.to(x.device)]  # [B, 3, m, 4, H, W]
+        return unit_range(F.pixel_unshuffle(g.transpose(1, 2).reshape(-1, x.shape[1] * tf, *x.shape[-2:]), 4))
 
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
         """Also takes uint8 pixels [B, 3, T, H, W] (0..255, e.g. `to_model`'s permuted input before its
@@ -208,7 +208,7 @@ class CausalConvTokenizer(BaseTokenizer):
         b, n = x.shape[0], (x.shape[2] - 1) // self.temporal_factor + 1
         chunks, carry, out = self._chunks(n, *x.shape[-2:]), {}, None
         for j0, j1 in chunks:
-            y = self.enc_hi(self.enc_in(F.pixel_unshuffle(self._groups(x, j0, j1), 4)), j1 - j0)
+            y = self.enc_hi(self.enc_in(self._patches(x, j0, j1)), j1 - j0)
             y = self.enc_lo(self.enc_down(F.pixel_unshuffle(y, 2)), j1 - j0, carry)
             y = rearrange(y, "(b n) c h w -> b c n h w", b=b)
             if len(chunks) == 1:
@@ -220,11 +220,12 @@ class CausalConvTokenizer(BaseTokenizer):
     def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projection to the code space and FSQ in fp32, also under bf16 autocast: a rounding
         boundary must not move with the compute precision."""
-        n = h.shape[2]
-        with torch.autocast(h.device.type, enabled=False):
-            z = self.to_code(rearrange(h.float(), "b c n h w -> (b n) c h w"))
-            z = rearrange(z, "(b n) c h w -> b c n h w", n=n)
-            return self.fsq(z)
+        spatial = self.spatial_factor
+        with torch.autocast(h.device.type, enabled=False):  # in inference a few latent frames at a time
+            z = [rearrange(self.to_code(rearrange(h[:, :, j0:j1].float(), "b c n h w -> (b n) c h w")),
+                           "(b n) c h w -> b c n h w", n=j1 - j0)
+                 for j0, j1 in self._chunks(h.shape[2], spatial * h.shape[-2], spatial * h.shape[-1])]
+            return self.fsq(z[0] if len(z) == 1 else torch.cat(z, dim=2))
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.min() < 0 or indices.max() >= self.codebook_size:

@@ -56,10 +56,13 @@ class Tiling:
     """How one layer cuts latent frames [h, w] into attention tiles: `tile` x `tile` (the whole frame
     when 0), offset by `shift`, zero-padded to whole tiles. Padded positions are never attended to."""
 
-    def __init__(self, h: int, w: int, tile: int, shift: int):
-        self.h, self.w = h, w
+    def __init__(self, h: int, w: int, tile: int, shift: int, top: int | None = None, origin: int = 0):
+        """`top`: the rows of padding above (the shift unless this is a band below a frame's top;
+        `row_groups`); `origin`: the frame row of this grid's first row."""
+        self.h, self.w, self.tile, self.origin = h, w, tile, origin
         self.tile_h, self.tile_w = (tile, tile) if tile else (h, w)
-        self.top = self.left = shift if tile else 0
+        self.left = shift if tile else 0
+        self.top = self.left if top is None else top
         self.rows = -(-(h + self.top) // self.tile_h)
         self.cols = -(-(w + self.left) // self.tile_w)
         self.pad = (0, 0, self.left, self.cols * self.tile_w - w - self.left, self.top, self.rows * self.tile_h - h - self.top)
@@ -82,11 +85,27 @@ class Tiling:
 
     def rope(self, head_dim: int, frames: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin [tiles, t * per_tile, head_dim/2] of every token in split's order."""
-        cos, sin = rope_2d(self.rows * self.tile_h, self.cols * self.tile_w, head_dim, device, dtype, self.top, self.left)
+        cos, sin = rope_2d(self.rows * self.tile_h, self.cols * self.tile_w, head_dim, device, dtype,
+                           self.top - self.origin, self.left)
         def per_tile(table):
             table = rearrange(table, "(i p j q) d -> (i j) (p q) d", i=self.rows, p=self.tile_h, j=self.cols, q=self.tile_w)
             return table.repeat(1, frames, 1)
         return per_tile(cos), per_tile(sin)
+
+    def row_groups(self, tokens_per_row: int, chunk_rows: int) -> list[tuple[int, int, "Tiling"]]:
+        """Bands of whole tile rows, about `chunk_rows` tokens each when a tile row has
+        `tokens_per_row`: (first frame row, end row, the band's own tiling, at its absolute place).
+        Tiles share no token, so a layer can be computed one band at a time."""
+        count = -(-self.rows // max(1, min(self.rows, chunk_rows // max(1, tokens_per_row))))
+        step = -(-self.rows // count)
+        bands = []
+        for i0 in range(0, self.rows, step):
+            i1 = min(self.rows, i0 + step)
+            r0, r1 = max(0, i0 * self.tile_h - self.top), min(self.h, i1 * self.tile_h - self.top)
+            band = self if (i0, i1) == (0, self.rows) else Tiling(r1 - r0, self.w, self.tile, self.left,
+                                                                  self.top if i0 == 0 else 0, r0)
+            bands.append((r0, r1, band))
+        return bands
 
     def key_mask(self, frames: int, device) -> torch.Tensor | None:
         """bool [tiles, 1, 1, t * per_tile], False at padded positions; None without padding."""
@@ -150,10 +169,19 @@ class BlockCausalLayer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
     def _forward_chunks(self, x: torch.Tensor, tiling: Tiling, chunk_rows: int) -> torch.Tensor:
-        """The same sums as the whole-window forward, a few latent frames at a time: each chunk's queries,
-        keys and values come from x before this layer changed it, its keys and values are written into
-        buffers of the whole window (later frames attend to them), and its output replaces its frames
-        of x in place. No other whole-window temporary is built."""
+        """The same sums as the whole-window forward, one band of tile rows at a time over all latent
+        frames (`Tiling.row_groups`): a band's tokens attend only to each other, so its output can
+        replace its rows of x in place, and no buffer of the whole window is built. Whole-frame
+        attention is one band, cut into frames instead (`_forward_frames`)."""
+        b, frames = x.shape[:2]
+        for r0, r1, band in tiling.row_groups(b * frames * tiling.cols * tiling.per_tile, chunk_rows):
+            self._forward_frames(x[:, :, r0:r1], band, chunk_rows)
+        return x
+
+    def _forward_frames(self, x: torch.Tensor, tiling: Tiling, chunk_rows: int) -> None:
+        """x updated in place a few latent frames at a time: each chunk's queries, keys and values come
+        from x before this layer changed it, its keys and values are written into buffers of all the
+        frames (later frames attend to them), and its output replaces its frames of x."""
         b, frames = x.shape[:2]
         per_frame = tiling.per_tile
         keys = values = cos = sin = None
@@ -186,7 +214,6 @@ class BlockCausalLayer(nn.Module):
             chunk += tiling.merge(self.proj(rearrange(out, "n h l d -> n l (h d)")), b, m)
             del out
             chunk += self.mlp(self.norm2(chunk))
-        return x
 
 
 def frame_chunks(frames: int, rows_per_frame: int, chunk_rows: int) -> list[tuple[int, int]]:

@@ -32,7 +32,7 @@ from .router import (check_objective, check_rate, check_strategy, check_target, 
                      score_map, slope_for, target_rates, threshold_for)
 from .selection import check_selection, keep_masks
 from .tokens import TokenBatch
-from .video import to_model, unit_range
+from .video import to_model
 
 
 def as_model_input(x: torch.Tensor | np.ndarray, keep_uint8: bool = False) -> torch.Tensor:
@@ -225,7 +225,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             return score_map(x, self.decode_codes(codes), self.geometry)
         pooled = []
         for start, frames in self.base.decoded_windows(self.decoder_features(codes)):  # one frame, then groups of 4, as a window
-            scores = score_map(unit_range(x[:, :, start:start + frames.shape[2]]), frames, self.geometry)
+            scores = score_map(x[:, :, start:start + frames.shape[2]], frames, self.geometry)
             pooled.append(scores[:, 1:] if pooled else scores)  # a later chunk's first frame is the previous one's
         return torch.cat(pooled, dim=1)
 

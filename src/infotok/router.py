@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .geometry import Geometry
 from .selection import MIN_RATE, kept_count
+from .video import unit_range
 
 STRATEGIES = ("global_elbo", "static", "uniform", "rd")
 OBJECTIVES = ("psnr", "mse")  # what rd maximises: the windows' mean PSNR (as TokenBench scores) or minus their MSE
@@ -56,7 +57,8 @@ def score_map(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometr
 
 def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry(), power: int = 1,
                  chunk_pixels: int = 1 << 22) -> torch.Tensor:
-    """Mean |x - x_hat| ** power over each token's block of pixels: [B, 3, T, H, W] -> [B, t, h, w].
+    """Mean |x - x_hat| ** power over each token's block of pixels: [B, 3, T, H, W] -> [B, t, h, w];
+    x may be uint8 pixels (converted a chunk at a time as `unit_range` converts them).
 
     Computed a few latent frames at a time (about `chunk_pixels` full-resolution pixels each), so the
     float error temporaries stay small instead of several whole-window copies (~400 MB each at 720p);
@@ -65,8 +67,10 @@ def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geom
     height, width = x.shape[-2:]
 
     def err(a: int, b: int) -> torch.Tensor:  # [B, b - a, H, W]
-        e = (x[:, :, a:b].float() - x_hat[:, :, a:b].float()).abs()
-        return (e if power == 1 else e ** power).mean(dim=1)
+        xa, xb = x[:, :, a:b], x_hat[:, :, a:b]
+        # uint8 pixels are converted into a new tensor, which then takes the difference in place
+        e = (unit_range(xa).sub_(xb) if xa.dtype == torch.uint8 else xa.float() - xb.float()).abs_()
+        return (e if power == 1 else e.pow_(power)).mean(dim=1)
 
     pooled = [F.avg_pool2d(err(0, 1), spatial)]  # frame 0 is its own latent frame
     step = temporal * max(1, chunk_pixels // (temporal * height * width))

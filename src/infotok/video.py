@@ -478,6 +478,7 @@ def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Ite
             win = np.empty_like(win)
             win[:len(kept)] = kept
             n, start = len(kept), start + step
+            del kept  # a view: it would keep the previous window's array alive beside this one
 
 
 class WindowBlender:
