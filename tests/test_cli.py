@@ -116,6 +116,16 @@ def test_calibrate_writes_a_checkpoint_with_the_measured_mean(tmp_path, capsys, 
     assert float(InfoTok.from_pretrained(tmp_path / "cal").score_mean) == pytest.approx(mean)
 
 
+def test_calibrate_with_a_value_predictor_stores_target_margins(tmp_path, capsys, sample_video):
+    from tests.conftest import tiny_model
+    source = tiny_model(predictor=True).save_pretrained(tmp_path / "tiny")
+    code, out, _ = run(capsys, "calibrate", sample_video, "--size", "32", "--frames", "9",
+                       "-o", tmp_path / "cal", "--checkpoint", source)
+    margins = json.loads(out)["target_margins"]
+    assert code == 0 and len(margins) == 16 and all(np.isfinite(margins))
+    assert InfoTok.from_pretrained(tmp_path / "cal").target_margins == pytest.approx(margins)
+
+
 def test_demo_writes_reconstructions_visualizations_and_report(tmp_path, capsys, tiny_checkpoint):
     code, _, _ = run(capsys, "demo", "-o", tmp_path / "demo", "--frames", "9", "--height", "32", "--width", "48",
                      "--checkpoint", tiny_checkpoint)

@@ -9,7 +9,7 @@ from infotok.cli import main
 from infotok.compressor import BlockCausalTransformer, CompressorConfig
 from infotok.model import InfoTok
 from infotok.predictor import PredictorConfig
-from infotok.router import calibrate_slopes, rd_rates, shared_budget_rates, slope_for, target_rates
+from infotok.router import calibrate_margins, calibrate_slopes, rd_rates, shared_budget_rates, slope_for, target_rates
 from infotok.selection import kept_count
 from infotok.train import Trainer, TrainConfig
 from infotok.video import synthetic_video, write_video
@@ -63,6 +63,29 @@ def test_target_mode_picks_the_smallest_sufficient_rate():
     assert target_rates(CURVES, 21.0) == [11 / 16, 7 / 16, 3 / 16]
     assert target_rates(CURVES, 50.0) == [1.0, 1.0, 1.0]  # out of reach: everything
     assert target_rates(CURVES, 10.0) == [1 / 16] * 3
+
+
+def test_target_margins_are_the_predictions_overshoot_and_target_mode_takes_them_off():
+    rng = np.random.default_rng(0)
+    overshoot = np.linspace(0.5, 2.0, 16)  # the predictor's bias grows with the rate
+    expected = CURVES[rng.integers(0, 3, 2000)]
+    predicted = expected + overshoot
+
+    def measure():  # what decodes give: the predictor's expectation, give or take 0.3 dB
+        return expected + rng.normal(0, 0.3, expected.shape)
+    margins = calibrate_margins(predicted, measure())
+    assert np.allclose(margins, overshoot + 0.3 * 1.2816, atol=0.05)  # bias + the normal's 90% quantile
+    # on new windows, the curves less the margins: at least about 90% reach the target (more where the
+    # curve passes it between two points k/16), against fewer than 60% trusting the biased curves as they are
+    picked = np.array(target_rates(predicted, 21.0, margins))
+    reached = measure()[np.arange(len(picked)), (picked * 16).round().astype(int) - 1] >= 21.0
+    assert reached.mean() >= 0.88
+    trusted = np.array(target_rates(predicted, 21.0))
+    assert np.mean(measure()[np.arange(len(trusted)), (trusted * 16).round().astype(int) - 1] >= 21.0) < 0.6
+    assert np.mean(picked) > np.mean(trusted)
+    assert target_rates(CURVES, 21.0, [0.0] * 16) == target_rates(CURVES, 21.0)
+    with pytest.raises(ValueError, match="margins"):
+        target_rates(CURVES, 21.0, [0.0] * 8)
 
 
 @pytest.mark.parametrize("avg", [1 / 16, 0.25, 0.5, 0.8, 1.0])

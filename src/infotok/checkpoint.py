@@ -159,7 +159,7 @@ def check_sizes(fields: dict, section: str) -> None:
 def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict,
                     overwrite: bool = False) -> Path:
     """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
-    mean, rd thresholds (and rd slopes, where the model has a value predictor); the source's other config fields
+    mean, rd thresholds (and rd slopes and target margins, where the model has a value predictor); the source's other config fields
     (provenance, training config) travel along."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -168,6 +168,7 @@ def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, ca
     model.score_mean.fill_(calibration["score_mean"])
     model.rd_slopes = calibration.get("rd_slopes", {})
     model.rd_thresholds = calibration.get("rd_thresholds", [])
+    model.target_margins = calibration.get("target_margins", [])
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],
                             "frames": calibration["frames"]}

@@ -487,7 +487,7 @@ def cmd_calibrate(args) -> int:
         raise UsageError(f"{args.output} exists; pass --overwrite to replace it")
     model = _load_model(args)
     calibration = calibrate(model, inputs, args.size, args.frames, progress=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({k: calibration[k] for k in ("score_mean", "previous", "videos")}))
+    print(json.dumps({k: calibration[k] for k in ("score_mean", "previous", "videos", "target_margins") if k in calibration}))
     if args.output:
         if args.default_fill:
             model.default_fill = args.default_fill

@@ -24,8 +24,8 @@ from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
-from .router import (OBJECTIVES, balanced_rates, calibrate_slopes, calibrate_thresholds, check_rate, shared_budget_rates,
-                     shared_hold_rates, uniform_rate)
+from .router import (OBJECTIVES, balanced_rates, calibrate_margins, calibrate_slopes, calibrate_thresholds, check_rate,
+                     shared_budget_rates, shared_hold_rates, uniform_rate)
 from .tokens import TokenBatch, TokenHeader, Tokens
 from .video import from_model, read_video, resize_and_crop, resize_short_side
 
@@ -265,17 +265,21 @@ def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tupl
 
 def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
     """The mean clip score `global_elbo` divides by, the latent-change thresholds `rd` uses under the
-    `hold` fill and (with a value predictor) the slopes it uses under `mask`, for each average
-    rate, measured on `paths` under the evaluation protocol."""
+    `hold` fill and (with a value predictor) the slopes it uses under `mask` for each average rate,
+    and the margins `--target-psnr` takes off the predicted curves (from decodes at every rate k/16
+    with value selection, as target mode tokenizes), measured on `paths` under the evaluation protocol."""
     if not model.adaptive:
         raise ValueError("calibration is for InfoTok checkpoints (a base tokenizer has no router)")
-    scores, curves, changes = {}, [], []
+    scores, curves, measured, changes = {}, [], [], []
     for p in paths:
         clip = load_clip(model, p, size, frames)
         scores[p.name] = clip.score
         changes.append(clip.batch.latent_change[0])
         if clip.batch.curve is not None:
-            curves.append(clip.batch.curve[0].cpu().numpy())
+            curve = clip.batch.curve[0].cpu().numpy()
+            curves.append(curve)
+            measured.append([psnr(clip.frames, decode_clip(model, clip_at(model, clip, (k + 1) / len(curve), "value")))
+                             for k in range(len(curve))])
         if progress:
             progress(f"{p.name}: score {scores[p.name]:.5f}")
     result = {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
@@ -283,4 +287,5 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
               "rd_thresholds": calibrate_thresholds(changes)}
     if curves:
         result["rd_slopes"] = {objective: calibrate_slopes(np.stack(curves), objective) for objective in OBJECTIVES}
+        result["target_margins"] = calibrate_margins(np.stack(curves), np.array(measured))
     return result

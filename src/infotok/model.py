@@ -135,6 +135,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         self.register_buffer("score_mean", torch.tensor(float(score_mean)))
         self.rd_slopes: dict[str, list[list[float]]] = {}  # objective -> [[avg rate, slope], ...], from calibrate
         self.rd_thresholds: list[list[float]] = []  # [[avg rate, latent-change threshold], ...]: rd under hold
+        self.target_margins: list[float] = []  # dB the predicted curve overshoots at each rate k/16 (calibrate)
         self.default_fill = check_fill(fill)
         self.model_hash = ""  # set by from_pretrained: identifies the weights in token files
 
@@ -175,6 +176,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         config |= {"predictor": self.predictor_config.to_dict()} if self.predictor_config else {}
         config |= {"fill": self.default_fill} if self.default_fill != "mask" else {}
         config |= {"rd_thresholds": self.rd_thresholds} if self.rd_thresholds else {}
+        config |= {"target_margins": self.target_margins} if self.target_margins else {}
         return config | ({"rd_slopes": self.rd_slopes} if self.rd_slopes else {})
 
     @property
@@ -276,6 +278,26 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         runs; `rd` under `hold` reads the latent change instead)."""
         return selection == "value" or (rates is None and ((strategy == "rd" and fill != "hold") or target_psnr is not None))
 
+    def settings(self, rate: float, strategy: str | None = None, selection: str | None = None, fill: str | None = None,
+                 rates: Sequence[float] | None = None, target_psnr: float | None = None,
+                 objective: str = "psnr") -> tuple[float, str, str, str, float | None]:
+        """A tokenization's (rate, strategy, selection, fill, target PSNR), checked and with the
+        defaults of `choices` filled in. Refuses bad values, and a checkpoint without the predictor or
+        the calibration these settings need, before any video is read (`TokenStream` asks up front)."""
+        rate = check_rate(rate)
+        target_psnr = None if target_psnr is None else check_target(target_psnr)
+        strategy, selection, fill = self.choices(strategy, selection, fill, target_psnr)
+        check_objective(objective)
+        self.check_rates(rate, *(rates or []))
+        if self.reads_predictor(strategy, selection, rates, target_psnr, fill):
+            self.check_predictor("rd, --target-psnr and value selection")
+        if strategy == "rd" and rates is None and target_psnr is None:  # the calibration rd reads
+            if fill == "hold":
+                threshold_for(self.rd_thresholds, rate)
+            else:
+                slope_for(self.rd_slopes.get(objective, []), rate)
+        return rate, strategy, selection, fill, target_psnr
+
     def check_predictor(self, why: str) -> None:
         if self.predictor_config is None:
             raise ValueError(f"checkpoint {self.name!r} has no value predictor, which {why} needs (train one with "
@@ -307,15 +329,10 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         `strategy`). `strategy`, `selection` and `fill` default as `choices` says. `keep_scores`
         keeps the score maps in the batch so `reselect` can try other rates cheaply.
         """
-        rate = check_rate(rate)
-        target_psnr = None if target_psnr is None else check_target(target_psnr)
-        strategy, selection, fill = self.choices(strategy, selection, fill, target_psnr)
-        check_objective(objective)
-        self.check_rates(rate, *(rates or []))
+        rate, strategy, selection, fill, target_psnr = self.settings(rate, strategy, selection, fill, rates, target_psnr,
+                                                                     objective)
         holding = rates is None and target_psnr is None and strategy == "rd" and fill == "hold"
         predicting = self.reads_predictor(strategy, selection, rates, target_psnr, fill)
-        if predicting:
-            self.check_predictor("rd, --target-psnr and value selection")
         if isinstance(generator, int) or generator is None:
             generator = np.random.default_rng(generator or 0)
         # on the CPU our base and the router convert a uint8 window chunk by chunk (a quarter of float's memory)
@@ -328,7 +345,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         value, curve = self.predictor(feats) if predicting or (keep_scores and self.predictor_config) else (None, None)
         del feats  # not kept through the router's decode (83 MB at 720p)
         if rates is None and target_psnr is not None:
-            rates = target_rates(curve.cpu().numpy(), target_psnr)
+            rates = target_rates(curve.cpu().numpy(), target_psnr, self.target_margins)
         change = self.latent_change(codes) if keep_scores or selection == "temporal" or holding else None
         if holding:
             rates = hold_rates(change, threshold_for(self.rd_thresholds, rate))
@@ -518,6 +535,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                         name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding",
                         predictor=predictor, fill=config.get("fill") or "mask")
             model.rd_thresholds = [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []]
+            model.target_margins = [float(m) for m in config.get("target_margins") or []]
             model.rd_slopes = {check_objective(k): [[float(r), float(v)] for r, v in table]
                                for k, table in (config.get("rd_slopes") or {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:

@@ -17,8 +17,7 @@ import torch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
-from .router import (check_objective, check_rate, check_target, shared_budget_rates, shared_hold_rates,
-                     slope_for, threshold_for)
+from .router import shared_budget_rates, shared_hold_rates
 from .tokens import TokenBatch, TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
 
@@ -92,18 +91,9 @@ class TokenStream:
                  max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
                  objective: str = "psnr", fill: str | None = None):
         self.model, self.video = model, video
-        self.rate = check_rate(rate)
-        self.target_psnr = None if target_psnr is None else check_target(target_psnr)
-        self.strategy, self.selection, self.fill = model.choices(strategy, selection, fill, self.target_psnr)
-        self.objective = check_objective(objective)
-        model.check_rates(self.rate, *(rates or []))
-        if model.reads_predictor(self.strategy, self.selection, rates, self.target_psnr, self.fill):
-            model.check_predictor("rd, --target-psnr and value selection")
-        if self.strategy == "rd" and rates is None and self.target_psnr is None:  # refuses an uncalibrated checkpoint now
-            if self.fill == "hold":
-                threshold_for(model.rd_thresholds, self.rate)
-            else:
-                slope_for(model.rd_slopes.get(self.objective, []), self.rate)
+        self.rate, self.strategy, self.selection, self.fill, self.target_psnr = model.settings(
+            rate, strategy, selection, fill, rates, target_psnr, objective)
+        self.objective = objective
         check_windowing(window, overlap, model.geometry)
         check_segment(start, max_frames, size, max_size)
         self.window, self.overlap, self.size, self.seed, self.rates, self.fps = window, overlap, size, seed, rates, fps

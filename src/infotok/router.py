@@ -20,6 +20,7 @@ is the mean of its map. Strategies turn scores into rates:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -191,6 +192,19 @@ def hold_rates(changes: torch.Tensor, threshold: float) -> list[float]:
     return [float(r) for r in share.clamp(MIN_RATE, 1.0).cpu()]
 
 
+# The share of windows `--target-psnr` means to bring to their target: its margins are the predicted
+# curves' overshoot at this quantile (`calibrate_margins`)
+TARGET_COVERAGE = 0.9
+
+
+def calibrate_margins(predicted: np.ndarray, measured: np.ndarray, coverage: float = TARGET_COVERAGE) -> list[float]:
+    """Per rate k/K, how far predicted PSNR [n, K] overshoots measured [n, K] on calibration windows:
+    the `coverage` quantile of predicted - measured. A curve less these margins is a lower bound that
+    about `coverage` of windows reach, so `--target-psnr` keeps its promise despite the predictor's bias."""
+    return [float(q) for q in np.quantile(np.asarray(predicted, np.float64) - np.asarray(measured, np.float64),
+                                          coverage, axis=0)]
+
+
 def calibrate_thresholds(changes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
     """[[rate, threshold], ...] for rates k/points: the change threshold at which the mean of
     `hold_rates` over these windows ([t, h, w] each) is closest to the rate, by bisection between -1
@@ -238,10 +252,15 @@ def shared_hold_rates(changes: list[torch.Tensor], avg_rate: float) -> list[floa
     return [(m + int(e)) / n for m, e, n in zip(floor, extra, sizes)]
 
 
-def target_rates(curves: np.ndarray, target_psnr: float) -> list[float]:
-    """Each window's fewest tokens (k/K) whose predicted PSNR reaches the target (all of them if none does)."""
+def target_rates(curves: np.ndarray, target_psnr: float, margins: Sequence[float] | None = None) -> list[float]:
+    """Each window's fewest tokens (k/K) whose predicted PSNR, less the calibrated margin at k/K
+    (`calibrate_margins`; none without), reaches the target (all of them if none does)."""
     curves = np.asarray(curves, dtype=np.float64)
     points = curves.shape[1]
+    if margins is not None and len(margins):
+        if len(margins) != points:
+            raise ValueError(f"{len(margins)} target margins for curves of {points} points")
+        curves = curves - np.asarray(margins, dtype=np.float64)
     reached = curves >= check_target(target_psnr)
     k = np.where(reached.any(axis=1), reached.argmax(axis=1), points - 1)
     return [float(r) for r in (k + 1) / points]

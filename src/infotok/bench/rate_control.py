@@ -120,19 +120,22 @@ def predictor_accuracy(windows: Windows) -> dict:
             "by_rate": {f"{k + 1}/16": float(np.median(absolute[:, k])) for k in (0, 3, 7, 11, 15)}}
 
 
-def target_mode(windows: Windows, curves_static: list[dict]) -> list[dict]:
-    """`--target-psnr` against the single `static` rate that brings 90% of windows within 0.5 dB of
-    the target, and against ElasticTok's binary search of decoder passes (on the same value-selected
-    decodes). Targets: the mean PSNR `static` (error selection) reaches at TARGET_RATES."""
+def target_mode(model: InfoTok, windows: Windows, curves_static: list[dict]) -> list[dict]:
+    """`--target-psnr` (with the checkpoint's calibrated margins, and on the predicted curves as they
+    are) against the single `static` rate that brings 90% of windows within 0.5 dB of the target, and
+    against ElasticTok's binary search of decoder passes (on the same value-selected decodes).
+    Targets: the mean PSNR `static` (error selection) reaches at TARGET_RATES."""
     out = []
     predicted = windows.curves
     for rate in TARGET_RATES:
         target = round(next(p for p in curves_static if abs(p["rate"] - rate) < 1e-9)["psnr"] * 2) / 2
         need = target - HIT_MARGIN
-        k = (np.array(target_rates(predicted, target)) * 16).round().astype(int)
-        reached = windows.value[np.arange(len(k)), k - 1]
-        row = {"target": target, "target_rate": float(np.mean(k / 16)), "target_hit": float(np.mean(reached >= need)),
-               "target_psnr": float(reached.mean())}
+        row = {"target": target}
+        for key, margins in (("calibrated", model.target_margins), ("uncalibrated", None)):
+            k = (np.array(target_rates(predicted, target, margins)) * 16).round().astype(int)
+            reached = windows.value[np.arange(len(k)), k - 1]
+            row[key] = {"rate": float(np.mean(k / 16)), "hit": float(np.mean(reached >= need)),
+                        "psnr": float(reached.mean())}
         for name, grid in (("static_error", windows.error), ("static_value", windows.value)):
             enough = [j for j in range(16) if np.mean(grid[:, j] >= need) >= 0.9]
             row[name] = {"rate": (enough[0] + 1) / 16 if enough else None,
@@ -142,7 +145,7 @@ def target_mode(windows: Windows, curves_static: list[dict]) -> list[dict]:
                          "hit": float(np.mean([windows.value[i, s[0] - 1] >= need for i, s in enumerate(searched)])),
                          "passes": float(np.mean([s[1] for s in searched]))}
         out.append(row)
-        log(f"target {target:.1f} dB: rate {row['target_rate']:.3f}, hit {row['target_hit']:.2f}")
+        log(f"target {target:.1f} dB: rate {row['calibrated']['rate']:.3f}, hit {row['calibrated']['hit']:.2f}")
     return out
 
 
@@ -247,7 +250,7 @@ def run(setup, model: InfoTok, clips: list[Clip], curves: Curves, long_name: str
     oracle_value(windows, first, curves)
     videos = {v.name: v for v in setup.videos}
     return {"accuracy": predictor_accuracy(windows),
-            "targets": target_mode(windows, curves.points["InfoTok-Flex static"]),
+            "targets": target_mode(model, windows, curves.points["InfoTok-Flex static"]),
             "still_rd": still_versus_moving_rd(model, clips),
             "static_camera": static_camera(model, videos[camera_name], setup.size, setup.frames),
             "long_video": long_video(model, videos[long_name], setup.size, setup.frames),

@@ -157,15 +157,19 @@ def rate_control_sections(result: dict) -> list[str]:
               + ", ".join(f"{k} {v:.2f}" for k, v in acc["by_rate"].items()) + " dB."]
     L += ["", "### Target PSNR (`--target-psnr`), no search", "",
           "Targets are the mean PSNR `static` reaches at 0.25, 0.5 and 0.75 (rounded to 0.5 dB). A window hits a target "
-          "when it is within 0.5 dB of it. Against the single `static` rate that brings 90% of the windows there "
-          "(error or value selection) and ElasticTok's binary search over k/16 (decoder passes counted; on the same "
-          "value-selected decodes):", "",
-          "| target dB | target mode: rate, hit rate | static (error): rate | static (value): rate | search: rate, hit, passes |",
-          "|---|---|---|---|---|"]
+          "when it is within 0.5 dB of it. Target mode takes the checkpoint's calibrated margins off the predicted "
+          "curves (`target_margins`: at each rate, the 90th percentile of predicted minus measured PSNR on the training "
+          "clips; `infotok calibrate`); the uncalibrated column trusts the curves as they are. Against the single "
+          "`static` rate that brings 90% of the windows there (error or value selection) and ElasticTok's binary search "
+          "over k/16 (decoder passes counted; on the same value-selected decodes):", "",
+          "| target dB | target mode: rate, hit rate | uncalibrated: rate, hit rate | static (error): rate "
+          "| static (value): rate | search: rate, hit, passes |",
+          "|---|---|---|---|---|---|"]
     for t in rc["targets"]:
         def single(d):
             return f"{d['rate']:.3f}" if d["rate"] is not None else "none reaches 90%"
-        L.append(f"| {t['target']:.1f} | {t['target_rate']:.3f}, {t['target_hit'] * 100:.0f}% | {single(t['static_error'])} | "
+        L.append(f"| {t['target']:.1f} | {t['calibrated']['rate']:.3f}, {t['calibrated']['hit'] * 100:.0f}% | "
+                 f"{t['uncalibrated']['rate']:.3f}, {t['uncalibrated']['hit'] * 100:.0f}% | {single(t['static_error'])} | "
                  f"{single(t['static_value'])} | {t['search']['rate']:.3f}, {t['search']['hit'] * 100:.0f}%, "
                  f"{t['search']['passes']:.1f} |")
     for fill, how in (("hold", "calibrated threshold, temporal selection, hold"), ("mask", "calibrated slope, value selection")):
