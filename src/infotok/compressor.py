@@ -7,8 +7,9 @@ queries at a time against the prefix of keys. Spatially, a token sees either the
 on every other layer so that information crosses tile borders (Swin's scheme, along with full causal
 attention over time): the cost then grows linearly with the number of pixels instead of with its
 square. Spatial positions use 2D rotary embeddings of the absolute position; latent time uses a
-learned embedding. In inference on the CPU the stacks run a few latent frames at a time, in place
-(only the keys and values are kept for the whole window), with the whole window's sums bit for bit.
+learned embedding. In inference on the CPU the stacks run in place, each layer one band of tile rows
+at a time over all latent frames (tiles share no token) and whole-frame attention a few latent frames
+at a time, with the whole window's sums bit for bit.
 """
 from __future__ import annotations
 
@@ -116,13 +117,14 @@ class Tiling:
         return valid.bool()[:, :, None].repeat(1, 1, 1, frames)
 
 
-# Tokens (rows) per chunk of latent frames in inference: a chunk's temporaries are a few kB per token
-# (~50 MB for one 720p latent frame) instead of several copies of the window.
+# Tokens (rows) per chunk in inference (a band of tile rows over all latent frames, or a few latent
+# frames): a chunk's temporaries are a few kB per token (~50 MB for 16k tokens) instead of several
+# copies of the window.
 CHUNK_ROWS = 1 << 14
 
 
 def in_chunks(x: torch.Tensor) -> bool:
-    """Whether the stacks run a few latent frames at a time: in inference on the CPU, where a 720p window's
+    """Whether the stacks run in chunks (bands of tiles, or latent frames): in inference on the CPU, where a 720p window's
     temporaries weigh most and the chunks' sums are the whole window's bit for bit (tested); with grad
     the activations are kept anyway, and a GPU's matrix products may pick other kernels for other sizes."""
     return not torch.is_grad_enabled() and x.device.type == "cpu"
