@@ -4,7 +4,6 @@ a kill; bf16 autocast keeps FSQ in fp32 and the EMA on the parameters' device.""
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys

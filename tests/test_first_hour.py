@@ -2,10 +2,8 @@
 quick looks at a segment, output paths, token inputs like video inputs, devices, help, arrays' frame rate."""
 from __future__ import annotations
 
-import json
 import os
 import sys
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import torch
 from infotok.cli import Progress, build_parser, main
 from infotok.model import InfoTok
 from infotok.tokens import Tokens
-from infotok.video import probe, read_video, synthetic_video, write_video
+from infotok.video import read_video, synthetic_video
 from tests.test_video_io import VFR_CLIPS, write_timed
 
 

@@ -1,7 +1,6 @@
 """Video I/O, windows and blending, the built-in sample."""
 import numpy as np
 import pytest
-import torch
 
 from infotok.geometry import window_spans
 from infotok.video import (VideoError, WindowBlender, blend_weights, iter_windows, list_videos, probe, read_video,
