@@ -319,7 +319,8 @@ def test_config_that_is_not_json(capsys, tmp_path, tiny_checkpoint, sample_video
 
 
 @pytest.mark.parametrize("what", ["unknown key", "json list", "string width", "negative width",
-                                  "heads not dividing width", "score_mean text"])
+                                  "heads not dividing width", "score_mean text", "target margins without a predictor",
+                                  "target margins text"])
 def test_checkpoint_config_with_invalid_values(capsys, tmp_path, tiny_checkpoint, sample_video, what):
     if what == "json list":
         (tiny_checkpoint / "config.json").write_text("[1, 2]")
@@ -330,6 +331,8 @@ def test_checkpoint_config_with_invalid_values(capsys, tmp_path, tiny_checkpoint
             "negative width": lambda c: c["base"].update(enc_hi=-8),
             "heads not dividing width": lambda c: c["compressor"].update(heads=3),
             "score_mean text": lambda c: c.update(score_mean="calibrated"),
+            "target margins without a predictor": lambda c: c.update(target_margins=[1.0] * 16),
+            "target margins text": lambda c: c.update(target_margins=["wide"]),
         }[what])
     code, _, err = encode(capsys, sample_video, tmp_path / "o.itok", tiny_checkpoint)
     assert code == 2

@@ -159,8 +159,8 @@ def check_sizes(fields: dict, section: str) -> None:
 def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict,
                     overwrite: bool = False) -> Path:
     """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
-    mean, rd thresholds (and rd slopes and target margins, where the model has a value predictor); the source's other config fields
-    (provenance, training config) travel along."""
+    mean, rd thresholds (and rd slopes and target margins, where the model has a value predictor);
+    the source's other config fields (provenance, training config) travel along."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")

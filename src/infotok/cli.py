@@ -316,7 +316,8 @@ def add_rate_control_options(p) -> None:
     from .router import OBJECTIVES
 
     p.add_argument("--target-psnr", type=_target, metavar="DB",
-                   help="give each window the fewest tokens predicted to reach this PSNR (instead of --rate)")
+                   help="give each window the fewest tokens predicted (less the checkpoint's calibrated margins, "
+                        "so that about 90%% of windows get there) to reach this PSNR (instead of --rate)")
     p.add_argument("--objective", choices=OBJECTIVES, default="psnr",
                    help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE")
     p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",

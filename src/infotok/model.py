@@ -325,8 +325,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         The router's decoder pass runs only where a strategy or selection reads its scores; `rd`,
         `target_psnr` and `value` selection read the value predictor, which runs on the encoder's
         features; `rd` under the `hold` fill reads the latent change (`hold_rates`). `target_psnr`
-        gives each window the fewest tokens predicted to reach it (instead of `rate` and
-        `strategy`). `strategy`, `selection` and `fill` default as `choices` says. `keep_scores`
+        gives each window the fewest tokens predicted to reach it, less the checkpoint's calibrated
+        margins (`target_rates`; instead of `rate` and `strategy`). `strategy`, `selection` and `fill` default as `choices` says. `keep_scores`
         keeps the score maps in the batch so `reselect` can try other rates cheaply.
         """
         rate, strategy, selection, fill, target_psnr = self.settings(rate, strategy, selection, fill, rates, target_psnr,
@@ -536,6 +536,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                         predictor=predictor, fill=config.get("fill") or "mask")
             model.rd_thresholds = [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []]
             model.target_margins = [float(m) for m in config.get("target_margins") or []]
+            if model.target_margins and len(model.target_margins) != (predictor.curve_points if predictor else -1):
+                raise ValueError(f"{len(model.target_margins)} target_margins need a value predictor of as many curve points")
             model.rd_slopes = {check_objective(k): [[float(r), float(v)] for r, v in table]
                                for k, table in (config.get("rd_slopes") or {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:

@@ -11,7 +11,7 @@ is the mean of its map. Strategies turn scores into rates:
   checkpoint (equal slopes maximise the objective under the average; one stored slope keeps a
   video's tokens independent of the other videos of a run). `shared_budget_rates` instead spends an
   exact budget shared by a set of windows, and `target_rates` gives each window the fewest tokens
-  whose predicted PSNR reaches a target. Under the `hold` fill (`fill.py`) a dropped token costs
+  whose predicted PSNR, less a calibrated margin, reaches a target. Under the `hold` fill (`fill.py`) a dropped token costs
   about how far its latent moved since the previous latent frame, so equal slopes become one
   threshold on that change: `hold_rates` keeps every token that moved more than a threshold
   calibrated for avg_rate (a still shot keeps little more than its first latent frame), and
