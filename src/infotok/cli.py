@@ -103,6 +103,7 @@ def cmd_train(args) -> int:
         print(f"resumed {trainer.cfg.out} at step {trainer.step}" if resumed
               else f"no saved state in {trainer.cfg.out}; starting fresh", file=sys.stderr)
     trainer.run()
+    trainer.accelerator.end_training()  # tears the process group down before exit (else gloo may abort there)
     print(json.dumps({"out": str(trainer.cfg.out), "step": trainer.step, "model": str(Path(trainer.cfg.out) / "model")}))
     return 0
 
