@@ -1,7 +1,6 @@
 """In inference the block-causal stacks run in place in bands of tile rows (or a few latent frames at a
-time), and the router
-scores each decoded chunk as it comes (for memory at 720p); both give exactly what the whole-window
-computations they replaced give."""
+time), and the router scores each decoded chunk as it comes (for memory at 720p); both give exactly
+what the whole-window computations they replaced give."""
 import pytest
 import torch
 
