@@ -586,7 +586,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="measure what rate control needs: global_elbo's mean clip score, rd's "
-                                         "thresholds and slopes")
+                                         "thresholds and slopes, --target-psnr's margins")
     p.add_argument("inputs", nargs="+", help="video files or folders (clips like the ones you will tokenize)")
     p.add_argument("-o", "--output", help="write a checkpoint copy with the new calibration here")
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,

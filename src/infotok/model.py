@@ -481,7 +481,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
-        tokens predicted to reach it (instead of `rate`). `strategy`, `selection` and `fill`
+        tokens predicted, less the calibrated margins, to reach it (instead of `rate`). `strategy`, `selection` and `fill`
         default as `choices` says."""
         return self.iter_tokenize(video, rate, strategy, selection, window, overlap, size, seed, fps=fps, start=start,
                                   max_frames=max_frames, max_size=max_size, target_psnr=target_psnr,

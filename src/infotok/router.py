@@ -11,11 +11,11 @@ is the mean of its map. Strategies turn scores into rates:
   checkpoint (equal slopes maximise the objective under the average; one stored slope keeps a
   video's tokens independent of the other videos of a run). `shared_budget_rates` instead spends an
   exact budget shared by a set of windows, and `target_rates` gives each window the fewest tokens
-  whose predicted PSNR, less a calibrated margin, reaches a target. Under the `hold` fill (`fill.py`) a dropped token costs
-  about how far its latent moved since the previous latent frame, so equal slopes become one
-  threshold on that change: `hold_rates` keeps every token that moved more than a threshold
-  calibrated for avg_rate (a still shot keeps little more than its first latent frame), and
-  `shared_hold_rates` spends an exact budget shared by a set of windows.
+  whose predicted PSNR, less a calibrated margin, reaches a target. Under the `hold` fill
+  (`fill.py`) a dropped token costs about how far its latent moved since the previous latent frame,
+  so equal slopes become one threshold on that change: `hold_rates` keeps every token that moved
+  more than a threshold calibrated for avg_rate (a still shot keeps little more than its first
+  latent frame), and `shared_hold_rates` spends an exact budget shared by a set of windows.
 """
 from __future__ import annotations
 
@@ -178,6 +178,57 @@ def slope_for(table: list[list[float]], avg_rate: float) -> float:
     return float(10 ** np.interp(avg_rate, rates, np.log10(slopes)))
 
 
+# The share of windows `--target-psnr` means to bring to their target: its margins are the predicted
+# curves' overshoot at this quantile (`calibrate_margins`)
+TARGET_COVERAGE = 0.9
+
+
+def calibrate_margins(predicted: np.ndarray, measured: np.ndarray, coverage: float = TARGET_COVERAGE) -> list[float]:
+    """Per rate k/K, how far predicted PSNR [n, K] overshoots measured [n, K] on calibration windows:
+    the `coverage` quantile of predicted - measured. A curve less these margins is a lower bound that
+    about `coverage` of windows reach, so `--target-psnr` keeps its promise despite the predictor's bias."""
+    return [float(q) for q in np.quantile(np.asarray(predicted, np.float64) - np.asarray(measured, np.float64),
+                                          coverage, axis=0)]
+
+
+def target_rates(curves: np.ndarray, target_psnr: float, margins: Sequence[float] | None = None) -> list[float]:
+    """Each window's fewest tokens (k/K) whose predicted PSNR, less the calibrated margin at k/K
+    (`calibrate_margins`; none without), reaches the target (all of them if none does)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    points = curves.shape[1]
+    if margins is not None and len(margins):
+        if len(margins) != points:
+            raise ValueError(f"{len(margins)} target margins for curves of {points} points")
+        curves = curves - np.asarray(margins, dtype=np.float64)
+    reached = curves >= check_target(target_psnr)
+    k = np.where(reached.any(axis=1), reached.argmax(axis=1), points - 1)
+    return [float(r) for r in (k + 1) / points]
+
+
+def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "psnr") -> list[float]:
+    """Rates k/K for a set of windows spending exactly round(avg_rate * K * n) points in all (as close
+    as [1/K, 1] allows). Equal slopes first: the largest total within the budget that one slope gives
+    (each window on its curve's upper concave hull), then the points left go one at a time to the
+    window whose objective gains most from its next point."""
+    gain = curve_gain(curves, objective)
+    n, points = gain.shape
+    budget = int(np.clip(round(check_rate(avg_rate) * points * n), n, points * n))
+
+    def spent(log_slope: float) -> np.ndarray:
+        return np.rint(np.array(rd_rates(curves, 10 ** log_slope, objective)) * points).astype(int)
+
+    lo, hi = -12.0, 12.0  # log10 slope: high spends little
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spent(mid).sum() > budget else (lo, mid)
+    k = spent(hi) - 1  # index of each window's point; total within the budget
+    rows = np.arange(n)
+    for _ in range(budget - int((k + 1).sum())):
+        step = np.where(k + 1 < points, gain[rows, np.minimum(k + 1, points - 1)] - gain[rows, k], -np.inf)
+        k[int(np.argmax(step))] += 1
+    return [float(r) for r in (k + 1) / points]
+
+
 # ------------------------------------------------------------- rate control under the hold fill
 HOLD_RAMP = 0.1  # latent change (mean |code step|; levels are 0.05 to 0.08 apart) over which a token's share ramps
 
@@ -190,19 +241,6 @@ def hold_rates(changes: torch.Tensor, threshold: float) -> list[float]:
     the threshold and calibration can hit any average."""
     share = ((changes.flatten(1).double() - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
     return [float(r) for r in share.clamp(MIN_RATE, 1.0).cpu()]
-
-
-# The share of windows `--target-psnr` means to bring to their target: its margins are the predicted
-# curves' overshoot at this quantile (`calibrate_margins`)
-TARGET_COVERAGE = 0.9
-
-
-def calibrate_margins(predicted: np.ndarray, measured: np.ndarray, coverage: float = TARGET_COVERAGE) -> list[float]:
-    """Per rate k/K, how far predicted PSNR [n, K] overshoots measured [n, K] on calibration windows:
-    the `coverage` quantile of predicted - measured. A curve less these margins is a lower bound that
-    about `coverage` of windows reach, so `--target-psnr` keeps its promise despite the predictor's bias."""
-    return [float(q) for q in np.quantile(np.asarray(predicted, np.float64) - np.asarray(measured, np.float64),
-                                          coverage, axis=0)]
 
 
 def calibrate_thresholds(changes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
@@ -250,41 +288,3 @@ def shared_hold_rates(changes: list[torch.Tensor], avg_rate: float) -> list[floa
     picked = torch.sort(torch.cat(rest), descending=True, stable=True).indices[:budget - sum(floor)]
     extra = torch.bincount(torch.cat(owner)[picked], minlength=len(sizes))
     return [(m + int(e)) / n for m, e, n in zip(floor, extra, sizes)]
-
-
-def target_rates(curves: np.ndarray, target_psnr: float, margins: Sequence[float] | None = None) -> list[float]:
-    """Each window's fewest tokens (k/K) whose predicted PSNR, less the calibrated margin at k/K
-    (`calibrate_margins`; none without), reaches the target (all of them if none does)."""
-    curves = np.asarray(curves, dtype=np.float64)
-    points = curves.shape[1]
-    if margins is not None and len(margins):
-        if len(margins) != points:
-            raise ValueError(f"{len(margins)} target margins for curves of {points} points")
-        curves = curves - np.asarray(margins, dtype=np.float64)
-    reached = curves >= check_target(target_psnr)
-    k = np.where(reached.any(axis=1), reached.argmax(axis=1), points - 1)
-    return [float(r) for r in (k + 1) / points]
-
-
-def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "psnr") -> list[float]:
-    """Rates k/K for a set of windows spending exactly round(avg_rate * K * n) points in all (as close
-    as [1/K, 1] allows). Equal slopes first: the largest total within the budget that one slope gives
-    (each window on its curve's upper concave hull), then the points left go one at a time to the
-    window whose objective gains most from its next point."""
-    gain = curve_gain(curves, objective)
-    n, points = gain.shape
-    budget = int(np.clip(round(check_rate(avg_rate) * points * n), n, points * n))
-
-    def spent(log_slope: float) -> np.ndarray:
-        return np.rint(np.array(rd_rates(curves, 10 ** log_slope, objective)) * points).astype(int)
-
-    lo, hi = -12.0, 12.0  # log10 slope: high spends little
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if spent(mid).sum() > budget else (lo, mid)
-    k = spent(hi) - 1  # index of each window's point; total within the budget
-    rows = np.arange(n)
-    for _ in range(budget - int((k + 1).sum())):
-        step = np.where(k + 1 < points, gain[rows, np.minimum(k + 1, points - 1)] - gain[rows, k], -np.inf)
-        k[int(np.argmax(step))] += 1
-    return [float(r) for r in (k + 1) / points]

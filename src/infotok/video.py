@@ -474,11 +474,9 @@ def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Ite
                 emitted_end = start + n
             if nxt is None:
                 return
-            kept = win[step:n]
-            win = np.empty_like(win)
-            win[:len(kept)] = kept
-            n, start = len(kept), start + step
-            del kept  # a view: it would keep the previous window's array alive beside this one
+            fresh = np.empty_like(win)  # the overlap is copied over: no view keeps the old array alive
+            fresh[:n - step] = win[step:n]
+            win, n, start = fresh, n - step, start + step
 
 
 class WindowBlender:
