@@ -36,7 +36,7 @@ def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, pr
             torch.nn.init.normal_(stack.proj_out.weight, std=0.1)
     if predictor:
         clips = torch.from_numpy(np.stack([synthetic_video(9, 32, 32, seed=s) for s in range(4)]))
-        model.rd_thresholds = calibrate_thresholds(list(model.eval().changes(clips)))
+        model.rd_thresholds = calibrate_thresholds(list(model.eval().latent_codes(clips)))
     return model.eval()
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from infotok.cli import main
-from infotok.fill import hold_last_kept
+from infotok.fill import drift, hold_last_kept
 from infotok.model import InfoTok
 from infotok.router import calibrate_thresholds, hold_rates, shared_hold_rates, threshold_for
-from infotok.selection import kept_count
+from infotok.selection import drift_masks, keep_masks, kept_count
 from infotok.tokens import Tokens
 from infotok.video import read_video, synthetic_video, write_video
 from tests.conftest import shared_videos, tiny_model
@@ -23,6 +23,40 @@ def test_a_dropped_position_holds_the_code_last_kept_there():
     assert held[0, 0, 1:3, 0, 1].tolist() == [1, 1]  # position 1: kept first in frame 1, held in frame 2
     assert has_code[0, :, 0, 1].tolist() == [False, True, True, True]  # nothing to hold before its first keep
     assert codes[0, 0, :, 0, 0].tolist() == [0, 1, 2, 3]  # the input is untouched
+
+
+def test_drift_is_measured_against_the_held_code_and_below_zero_is_the_change_since_the_last_frame():
+    codes = (torch.arange(6.0) * 0.04).view(1, 1, 6, 1, 1)  # one position drifting 0.04 a latent frame
+    assert torch.equal(drift(codes, -1.0), InfoTok.latent_change(codes))
+    assert drift(codes, 0.1)[0, 1:, 0, 0].tolist() == pytest.approx([0.04, 0.08, 0.12, 0.04, 0.08])  # kept at 0.12
+
+
+def test_drift_selection_keeps_a_slow_pan_in_step_where_the_latent_change_falls_behind():
+    """A position drifting a little every latent frame and one that jumped once: one token beyond the
+    first frame goes to the jump under `temporal`, whose held code then lags the drift more and more;
+    `drift` keeps the drifting one halfway, where the held code has fallen furthest behind."""
+    t = 9
+    codes = torch.zeros(1, 1, t, 1, 2)
+    codes[0, 0, :, 0, 0] = torch.arange(t) * 0.04
+    codes[0, 0, 1:, 0, 1] = 0.1
+    rate = 3 / (2 * t)
+    drifting, jumping = drift_masks(codes, [rate])[0, :, 0], keep_masks(InfoTok.latent_change(codes), [rate], "temporal")[0, :, 0]
+    assert int(drifting.sum()) == int(jumping.sum()) == 3
+    assert bool(jumping[1, 1]) and bool(drifting[1:, 0].any())
+    def held_error(mask):
+        return float(((hold_last_kept(codes, mask[None, :, None])[0] - codes) ** 2).sum())
+    assert held_error(drifting) < held_error(jumping)
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.2, 0.5, 0.9])
+def test_drift_masks_keep_exactly_the_count_and_are_deterministic(rate):
+    gen = torch.Generator().manual_seed(3)
+    codes = torch.cumsum(torch.randint(-1, 2, (3, 2, 5, 4, 6), generator=gen).float() * 0.05, dim=2)
+    masks = drift_masks(codes, [rate, rate / 2, 1.0])
+    assert [int(m.sum()) for m in masks] == [kept_count(r, 120) for r in (rate, rate / 2, 1.0)]
+    assert torch.equal(masks, drift_masks(codes, [rate, rate / 2, 1.0]))
+    if kept_count(rate, 120) >= 24:
+        assert bool(masks[0, 0].all())  # the first latent frame has nothing to hold
 
 
 def test_dropping_only_repeated_codes_decodes_exactly_the_full_rate_video():
@@ -56,15 +90,14 @@ def test_hold_files_record_their_fill_and_mask_files_stay_as_before(tmp_path):
 
 def test_hold_thresholds_are_monotone_and_calibrate_to_the_average():
     gen = torch.Generator().manual_seed(0)
-    changes = []
-    for i in range(12):  # windows from still to busy; the first latent frame always counts
-        c = (torch.rand(5, 4, 6, generator=gen) < i / 12).float() * torch.randint(1, 8, (5, 4, 6), generator=gen) / 12
-        c[0] = float("inf")
-        changes.append(c)
-    table = calibrate_thresholds(changes)
+    codes = []
+    for i in range(12):  # windows from still to busy: at each latent frame a share i/12 of positions moves
+        steps = (torch.rand(2, 5, 4, 6, generator=gen) < i / 12).float() * torch.randint(1, 8, (2, 5, 4, 6), generator=gen) / 12
+        codes.append(torch.cumsum(steps, dim=1))
+    table = calibrate_thresholds(codes)
     assert [t for _, t in table] == sorted((t for _, t in table), reverse=True)
     for avg in (0.3, 0.5, 0.75):
-        rates = [hold_rates(c[None], threshold_for(table, avg))[0] for c in changes]
+        rates = [hold_rates(c[None], threshold_for(table, avg))[0] for c in codes]
         assert np.mean(rates) == pytest.approx(avg, abs=0.03)
         assert rates[0] < rates[-1]  # the still window gets the fewest
 
@@ -72,16 +105,16 @@ def test_hold_thresholds_are_monotone_and_calibrate_to_the_average():
 @pytest.mark.parametrize("avg", [0.2, 0.5, 0.9])
 def test_a_shared_hold_budget_is_spent_exactly(avg):
     gen = torch.Generator().manual_seed(1)
-    changes = [torch.rand(3, 4, 4, generator=gen) * (i % 3) for i in range(5)]
-    rates = shared_hold_rates(changes, avg)
-    assert sum(kept_count(r, c.numel()) for r, c in zip(rates, changes)) == round(avg * sum(c.numel() for c in changes))
+    codes = [torch.rand(2, 3, 4, 4, generator=gen) * (i % 3) for i in range(5)]
+    rates = shared_hold_rates(codes, avg)
+    assert sum(kept_count(r, c[0].numel()) for r, c in zip(rates, codes)) == round(avg * sum(c[0].numel() for c in codes))
 
 
 def test_rd_under_hold_needs_no_predictor_and_is_deterministic(tmp_path):
     model = tiny_model()
     assert model.predictor_config is None
     x = torch.from_numpy(np.stack([synthetic_video(9, 32, 48, seed=s) for s in range(3)]))
-    model.rd_thresholds = calibrate_thresholds(list(model.changes(x)))
+    model.rd_thresholds = calibrate_thresholds(list(model.latent_codes(x)))
     a, b = model.encode(x, 0.5, "rd", fill="hold"), model.encode(x, 0.5, "rd", fill="hold")
     assert torch.equal(a.mask, b.mask) and a.nfe == 1 and a.fill == "hold"
     for i in range(3):
@@ -104,7 +137,7 @@ def test_a_run_budget_under_hold_spends_one_exact_budget(tmp_path):
 
 def test_the_shipped_checkpoint_holds_by_default_and_a_still_shot_costs_a_fraction_of_its_moving_version(shipped_checkpoint):
     model = InfoTok.from_pretrained(shipped_checkpoint)
-    assert model.choices() == ("rd", "temporal", "hold")
+    assert model.choices() == ("rd", "drift", "hold")
     assert model.choices(target_psnr=24.0)[1:] == ("value", "mask")  # the predicted curves describe masked value selection
     assert model.choices(fill="mask") == ("global_elbo", "value", "mask")
     frames, _ = read_video(shared_videos()[0], max_frames=33, size=(176, 128))

@@ -293,10 +293,10 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
     p.add_argument("--strategy", choices=STRATEGIES,
                    help="how each window's rate is chosen (default: rd under --fill hold where the checkpoint is "
                         "calibrated for it, as the shipped one is, else global_elbo; rd: equal rate-distortion slopes, "
-                        "on the latent change under hold, on the value predictor's curves under mask)")
+                        "on the codes' drift under hold, on the value predictor's curves under mask)")
     p.set_defaults(rate_default=rate_default)
     p.add_argument("--selection", choices=SELECTIONS,
-                   help="which tokens are kept (default: temporal under --fill hold; under mask, value where the "
+                   help="which tokens are kept (default: drift under --fill hold; under mask, value where the "
                         "checkpoint has a value predictor, else error)")
     p.add_argument("--fill", choices=FILLS,
                    help="how dropped tokens decode: hold (the code last kept at that position; the shipped "
@@ -567,7 +567,7 @@ def add_commands(sub) -> None:
     p.add_argument("--rates", type=_rates, default=[1.0], help="comma-separated average rates, e.g. 1,0.75,0.5,0.25 (default 1)")
     p.add_argument("--strategy", default="static", help="comma-separated: global_elbo, static, uniform, rd (default static)")
     p.add_argument("--selection", default="error",
-                   help="comma-separated: error, order, random, temporal, value (default error)")
+                   help="comma-separated: error, order, random, temporal, value, drift (default error)")
     p.add_argument("--fill", choices=FILLS, default="mask",
                    help="how dropped tokens decode (default mask, the paper's; see `infotok encode --help`)")
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,

@@ -68,6 +68,11 @@ def clip_at(model: InfoTok, clip: Clip, rate: float, selection: str = "error", s
     return model.reselect(clip.batch, [rate], selection, seed, fill)
 
 
+def clip_codes(model: InfoTok, clip: Clip) -> torch.Tensor:
+    """The clip's latent codes [C, t, h, w] (what `hold` rates read), from its full-rate tokens."""
+    return model.base.codes_from_indices(clip.batch.indices.to(model.device))[0]
+
+
 def decode_clip(model: InfoTok, batch: TokenBatch) -> np.ndarray:
     return from_model(model.decode(batch))
 
@@ -142,19 +147,19 @@ def clip_curves(clips: list[Clip]) -> np.ndarray:
     return np.stack([c.batch.curve[0].cpu().numpy() for c in clips])
 
 
-def clip_rates(strategy: str, avg_rate: float, clips: list[Clip], score_mean: float, seed: int = 0,
+def clip_rates(model: InfoTok, strategy: str, avg_rate: float, clips: list[Clip], seed: int = 0,
                fill: str = "mask") -> list[float]:
     """Per-clip rates for one run: global_elbo is balanced and rd spends a shared budget (on the
-    predicted curves, or under `hold` on the latent change), so that the run's mean rate is avg_rate."""
+    predicted curves, or under `hold` on the codes' drift), so that the run's mean rate is avg_rate."""
     if strategy == "static":
         return [avg_rate] * len(clips)
     if strategy == "global_elbo":
-        return balanced_rates(avg_rate, [c.score for c in clips], score_mean)
+        return balanced_rates(avg_rate, [c.score for c in clips], float(model.score_mean))
     if strategy == "uniform":
         rng = np.random.default_rng(seed)
         return [uniform_rate(avg_rate, rng) for _ in clips]
     if strategy == "rd" and fill == "hold":
-        return shared_hold_rates([c.batch.latent_change[0] for c in clips], avg_rate)
+        return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate)
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
         return shared_budget_rates(clip_curves(clips), avg_rate)
     raise ValueError(f"unknown strategy {strategy!r}")
@@ -183,7 +188,7 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 if not model.adaptive and avg_rate < 1:
                     raise ValueError(f"checkpoint {model.name!r} is fixed-rate: evaluate it with --rates 1")
                 t1 = time.time()
-                r_list = clip_rates(strategy, avg_rate, clips, float(model.score_mean), seed, fill)
+                r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill)
                 rows = []
                 for clip, r in zip(clips, r_list):
                     rows.append({"strategy": strategy, "selection": selection, "fill": fill, "rate": avg_rate,
@@ -270,11 +275,11 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
     with value selection, as target mode tokenizes), measured on `paths` under the evaluation protocol."""
     if not model.adaptive:
         raise ValueError("calibration is for InfoTok checkpoints (a base tokenizer has no router)")
-    scores, curves, measured, changes = {}, [], [], []
+    scores, curves, measured, codes = {}, [], [], []
     for p in paths:
         clip = load_clip(model, p, size, frames)
         scores[p.name] = clip.score
-        changes.append(clip.batch.latent_change[0])
+        codes.append(clip_codes(model, clip))
         if clip.batch.curve is not None:
             curve = clip.batch.curve[0].cpu().numpy()
             curves.append(curve)
@@ -284,7 +289,7 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
             progress(f"{p.name}: score {scores[p.name]:.5f}")
     result = {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
               "videos": len(scores), "scores": scores, "size": size, "frames": frames,
-              "rd_thresholds": calibrate_thresholds(changes)}
+              "rd_thresholds": calibrate_thresholds(codes)}
     if curves:
         result["rd_slopes"] = {objective: calibrate_slopes(np.stack(curves), objective) for objective in OBJECTIVES}
         result["target_margins"] = calibrate_margins(np.stack(curves), np.array(measured))

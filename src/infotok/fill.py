@@ -6,8 +6,10 @@
   code last kept at the same position in an earlier latent frame of the window, as if it had been
   kept; where nothing was kept before, it falls back to `mask`. A latent code that repeats the
   previous frame's costs nothing to drop, so a still shot needs about its first latent frame
-  (BENCHMARKS.md). Its natural ranking is the `temporal` selection (largest change first), and `rd`
-  under `hold` spends tokens by that change (`router.hold_rates`).
+  (BENCHMARKS.md). What dropping a token costs is how far its code drifted from the code that
+  would be held in its place (`drift`), not from the previous frame's: a slow pan moves each code
+  a little every frame, and held codes fall further behind each frame. Its natural ranking is the
+  `drift` selection, and `rd` under `hold` spends tokens by drift (`router.hold_rates`).
 
 Both rules use only the kept tokens and the keep-mask, so a decoder reproduces them exactly.
 """
@@ -33,3 +35,19 @@ def hold_last_kept(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
         codes[:, :, j] = torch.where(kept[:, None], codes[:, :, j], codes[:, :, j - 1])
         mask[:, j] = kept | mask[:, j - 1]
     return codes, mask
+
+
+def drift(codes: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code is (mean |difference| over
+    code channels) from the code `hold` would show there if it were dropped, when every position that
+    drifts more than `threshold` (one per window, or shared) is kept and the rest are held. The first
+    latent frame has nothing to hold and ranks above every drift (inf). Below 0 every token is kept,
+    and the drift is the change since the previous latent frame (the `temporal` ranking)."""
+    b, _, t, h, w = codes.shape
+    threshold = torch.as_tensor(threshold, dtype=torch.float32, device=codes.device).expand(b)[:, None, None]
+    out = torch.full((b, t, h, w), float("inf"), device=codes.device)
+    held = codes[:, :, 0]
+    for j in range(1, t):
+        out[:, j] = (codes[:, :, j] - held).abs().float().mean(dim=1)
+        held = torch.where((out[:, j] > threshold)[:, None], codes[:, :, j], held)
+    return out

@@ -30,7 +30,7 @@ from .geometry import Geometry
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
 from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, hold_rates, rd_rates,
                      score_map, slope_for, target_rates, threshold_for)
-from .selection import check_selection, keep_masks
+from .selection import check_selection, drift_masks, keep_masks
 from .tokens import TokenBatch
 from .video import to_model
 
@@ -149,14 +149,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """The (strategy, selection, fill) a tokenization uses: what was asked, else the defaults.
         The fill defaults to the checkpoint's (`hold` in ours, `mask` in converted release weights),
         except under a PSNR target, whose predicted curves describe masked value selection. The
-        selection defaults to the fill's natural ranking: `temporal` under `hold`; under `mask`,
+        selection defaults to the fill's natural ranking: `drift` under `hold`; under `mask`,
         `value` where there is a predictor (it beats the paper's `error` in BENCHMARKS.md), else
         `error`. The strategy defaults to `rd` under `hold` where the checkpoint has its calibrated
         thresholds (it beats `static` and `global_elbo` there and needs no decoder pass), else the
         paper's `global_elbo`."""
         fill = check_fill(fill or ("mask" if target_psnr is not None else self.default_fill))
         if selection is None:
-            selection = "temporal" if fill == "hold" else ("value" if self.predictor_config else "error")
+            selection = "drift" if fill == "hold" else ("value" if self.predictor_config else "error")
         if strategy is None:
             strategy = "rd" if fill == "hold" and self.rd_thresholds else "global_elbo"
         return check_strategy(strategy), check_selection(selection), fill
@@ -238,11 +238,13 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def select(self, score_map: torch.Tensor, rate: float = 0.5, strategy: str = "global_elbo",
                selection: str = "error", generator: np.random.Generator | None = None,
                rates: Sequence[float] | None = None, score_mean: float | None = None,
-               priority: torch.Tensor | None = None) -> tuple[list[float], list[float], torch.Tensor]:
+               priority: torch.Tensor | None = None, codes: torch.Tensor | None = None
+               ) -> tuple[list[float], list[float], torch.Tensor]:
         """Each window's rate and keep-mask -> (rates, clip scores, masks [B, t, h, w]).
 
         `score_map` is the router's [B, t, h, w] (zeros where neither the strategy nor the selection
-        reads it); `priority` ranks the tokens instead of it (the latent change, for `temporal`).
+        reads it); `priority` ranks the tokens instead of it (the latent change, for `temporal`);
+        `drift` selection reads the `codes` [B, C, t, h, w].
         `rates` fixes the windows' rates (balanced across clips elsewhere, or sampled by training);
         otherwise `strategy` picks them (global_elbo against `score_mean`, default the calibrated
         one). `generator` draws, per window and in order, the uniform rate and the seed of random
@@ -258,6 +260,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             else:
                 chosen.append(choose_rate(strategy, rate, scores[i], mean, generator))
             seeds.append(torch.Generator().manual_seed(int(generator.integers(2**62))) if generator is not None else None)
+        if selection == "drift":
+            return chosen, scores, drift_masks(codes, chosen)
         ranked = priority if priority is not None else score_map
         return chosen, scores, keep_masks(ranked, chosen, selection, seeds)
 
@@ -310,9 +314,10 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return self.predictor(self.features(self.geometry.pad(as_model_input(x).to(self.device))))[1]
 
     @torch.no_grad()
-    def changes(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Each window's latent change [B, t, h, w] (`latent_change`), from the encoder alone."""
-        return self.latent_change(self.encode_codes(self.geometry.pad(as_model_input(x).to(self.device)))[0])
+    def latent_codes(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Each window's latent codes [B, C, t, h, w] (what `hold` rates and `drift` rank), from the
+        encoder alone."""
+        return self.encode_codes(self.geometry.pad(as_model_input(x).to(self.device)))[0]
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str | None = None,
@@ -324,7 +329,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
         The router's decoder pass runs only where a strategy or selection reads its scores; `rd`,
         `target_psnr` and `value` selection read the value predictor, which runs on the encoder's
-        features; `rd` under the `hold` fill reads the latent change (`hold_rates`). `target_psnr`
+        features; `rd` under the `hold` fill reads the codes' drift (`hold_rates`). `target_psnr`
         gives each window the fewest tokens predicted to reach it, less the checkpoint's calibrated
         margins (`target_rates`; instead of `rate` and `strategy`). `strategy`, `selection` and `fill` default as `choices` says. `keep_scores`
         keeps the score maps in the batch so `reselect` can try other rates cheaply.
@@ -346,16 +351,17 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         del feats  # not kept through the router's decode (83 MB at 720p)
         if rates is None and target_psnr is not None:
             rates = target_rates(curve.cpu().numpy(), target_psnr, self.target_margins)
-        change = self.latent_change(codes) if keep_scores or selection == "temporal" or holding else None
+        change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
         if holding:
-            rates = hold_rates(change, threshold_for(self.rd_thresholds, rate))
+            rates = hold_rates(codes, threshold_for(self.rd_thresholds, rate))
         elif rates is None and strategy == "rd":
             rates = rd_rates(curve.cpu().numpy(), slope_for(self.rd_slopes.get(objective, []), rate), objective)
         lowest = min(rates) if rates is not None else rate
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
         ranked = {"temporal": change, "value": value}.get(selection)
-        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates, priority=ranked)
+        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates, priority=ranked,
+                                            codes=codes)
         f64 = dict(dtype=torch.float64, device=indices.device)
         predicted = None
         if curve is not None:
@@ -379,8 +385,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if selection == "value" and batch.value is None:
             self.check_predictor("value selection")
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
-        ranked = {"temporal": batch.latent_change, "value": batch.value}.get(selection, batch.score_map)
-        masks = keep_masks(ranked, rates, selection, generators)
+        if selection == "drift":
+            masks = drift_masks(self.base.codes_from_indices(batch.indices.to(self.device)), rates).to(batch.mask.device)
+        else:
+            ranked = {"temporal": batch.latent_change, "value": batch.value}.get(selection, batch.score_map)
+            masks = keep_masks(ranked, rates, selection, generators)
         return replace(batch, indices=batch.indices.masked_fill(~masks, 0), mask=masks,
                        rate=torch.tensor(rates, dtype=torch.float64, device=masks.device), predicted=None,
                        fill=check_fill(fill))

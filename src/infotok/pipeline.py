@@ -170,7 +170,7 @@ def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", 
     """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
     pass over every window, encoder only (no decoder), then the budget is spent over them: under
     the `mask` fill on the predicted curves (`router.shared_budget_rates`, round(rate * 16 *
-    windows) points), under `hold` on the latent change (`router.shared_hold_rates`, round(rate *
+    windows) points), under `hold` on the codes' drift (`router.shared_hold_rates`, round(rate *
     tokens) tokens). Returns the rates per video, for `TokenStream(rates=...)`."""
     holding = model.choices(fill=fill)[2] == "hold"
     if not holding:
@@ -181,7 +181,7 @@ def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", 
         before = len(measured)
         for _, _, chunk in iter_windows(frames, window, overlap):
             x = torch.from_numpy(chunk)[None]
-            measured.append(model.changes(x)[0] if holding else model.predict(x)[0].cpu().numpy())
+            measured.append(model.latent_codes(x)[0] if holding else model.predict(x)[0].cpu().numpy())
         counts.append(len(measured) - before)
     if not measured:
         raise ValueError("the videos have no frames")

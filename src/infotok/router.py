@@ -12,8 +12,8 @@ is the mean of its map. Strategies turn scores into rates:
   video's tokens independent of the other videos of a run). `shared_budget_rates` instead spends an
   exact budget shared by a set of windows, and `target_rates` gives each window the fewest tokens
   whose predicted PSNR, less a calibrated margin, reaches a target. Under the `hold` fill
-  (`fill.py`) a dropped token costs about how far its latent moved since the previous latent frame,
-  so equal slopes become one threshold on that change: `hold_rates` keeps every token that moved
+  (`fill.py`) a dropped token costs about how far its code drifted from the code held in its place,
+  so equal slopes become one threshold on that drift: `hold_rates` keeps every token that drifted
   more than a threshold calibrated for avg_rate (a still shot keeps little more than its first
   latent frame), and `shared_hold_rates` spends an exact budget shared by a set of windows.
 """
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .fill import drift
 from .geometry import Geometry
 from .selection import MIN_RATE, kept_count
 from .video import unit_range
@@ -230,56 +231,74 @@ def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "p
 
 
 # ------------------------------------------------------------- rate control under the hold fill
-HOLD_RAMP = 0.1  # latent change (mean |code step|; levels are 0.05 to 0.08 apart) over which a token's share ramps
+HOLD_RAMP = 0.1  # drift (mean |code difference|; levels are 0.05 to 0.08 apart) over which a token's share ramps
 
 
-def hold_rates(changes: torch.Tensor, threshold: float) -> list[float]:
-    """Each window's rate under `hold`: the share of its tokens whose latent moved more than
-    `threshold` since the previous latent frame (`InfoTok.latent_change`; the first latent frame
-    always counts), within [1/16, 1]. changes [B, t, h, w]. The changes take few distinct values,
-    so a token within HOLD_RAMP / 2 of the threshold counts in part: the rate moves smoothly with
-    the threshold and calibration can hit any average."""
-    share = ((changes.flatten(1).double() - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
+def hold_rates(codes: torch.Tensor, threshold: float) -> list[float]:
+    """Each window's rate under `hold`: the share of its tokens that drift more than `threshold` from
+    the code held in their place (`fill.drift`; the first latent frame always counts), within
+    [1/16, 1]. codes [B, C, t, h, w]. Drifts take few distinct values, so a token within HOLD_RAMP / 2
+    of the threshold counts in part: the rate moves smoothly with the threshold and calibration can
+    hit any average."""
+    share = ((drift(codes, threshold).flatten(1).double() - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
     return [float(r) for r in share.clamp(MIN_RATE, 1.0).cpu()]
 
 
-def calibrate_thresholds(changes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
-    """[[rate, threshold], ...] for rates k/points: the change threshold at which the mean of
-    `hold_rates` over these windows ([t, h, w] each) is closest to the rate, by bisection between -1
-    (every token kept) and above the largest change."""
-    finite = torch.cat([c[torch.isfinite(c)].flatten().double().cpu() for c in changes])
-    top = float(finite.max()) + 1 if finite.numel() else 1.0
+def _hold_rates_of(codes: list[torch.Tensor], threshold: float) -> list[float]:
+    """`hold_rates` of windows of any sizes ([C, t, h, w] each), run in batches of equal size."""
+    rates: list[float] = [0.0] * len(codes)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, c in enumerate(codes):
+        by_shape.setdefault(tuple(c.shape), []).append(i)
+    for idx in by_shape.values():
+        for i, r in zip(idx, hold_rates(torch.stack([codes[i] for i in idx]), threshold)):
+            rates[i] = r
+    return rates
 
-    def mean_rate(threshold: float) -> float:
-        return float(np.mean([hold_rates(c[None], threshold)[0] for c in changes]))
 
-    table = []
-    for k in range(1, points + 1):
-        target = k / points
-        lo, hi = -1.0, top  # the mean rate falls as the threshold grows
-        for _ in range(50):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if mean_rate(mid) > target else (lo, mid)
-        table.append([target, min((lo, hi), key=lambda t: abs(mean_rate(t) - target))])
-    return table
+def _bisect_threshold(mean_rate, target: float, top: float) -> float:
+    """The threshold in [-1 (every token kept), top] whose `mean_rate` is closest to `target` (it falls
+    as the threshold grows)."""
+    lo, hi = -1.0, top
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_rate(mid) > target else (lo, mid)
+    return min((lo, hi), key=lambda t: abs(mean_rate(t) - target))
+
+
+def _top_drift(codes: list[torch.Tensor]) -> float:
+    """A threshold above every drift of these windows: it keeps only their first latent frames."""
+    return max(float(c.amax() - c.amin()) for c in codes) + 1.0
+
+
+def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
+    """[[rate, threshold], ...] for rates k/points: the drift threshold at which the mean of
+    `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate."""
+    top = _top_drift(codes)
+    return [[k / points, _bisect_threshold(lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, top)]
+            for k in range(1, points + 1)]
 
 
 def threshold_for(table: list[list[float]], avg_rate: float) -> float:
-    """The calibrated change threshold for avg_rate, interpolated between the table's rates."""
+    """The calibrated drift threshold for avg_rate, interpolated between the table's rates."""
     if not table:
         raise ValueError("this checkpoint has no calibrated hold thresholds; run `infotok calibrate` on it")
     rates, thresholds = zip(*sorted(table))
     return float(np.interp(avg_rate, rates, thresholds))
 
 
-def shared_hold_rates(changes: list[torch.Tensor], avg_rate: float) -> list[float]:
-    """Rates for a set of windows under `hold` ([t, h, w] changes each) that keep exactly
-    round(avg_rate * all tokens) in all (as close as [1/16, 1] per window allows): each window's
-    1/16 first, then the tokens that moved most over all windows (ties: earlier windows, positions)."""
-    flat = [c.flatten().double().cpu() for c in changes]
-    sizes = [f.numel() for f in flat]
+def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]:
+    """Rates for a set of windows under `hold` (codes [C, t, h, w] each) that keep exactly
+    round(avg_rate * all tokens) in all (as close as [1/16, 1] per window allows): the drift threshold
+    that one shared threshold would need for that budget, then at it each window's 1/16 first and the
+    tokens that drift most over all windows (ties: earlier windows, positions)."""
+    sizes = [c[0].numel() for c in codes]
+    budget_rate = check_rate(avg_rate)
+    threshold = _bisect_threshold(lambda t: float(np.average(_hold_rates_of(codes, t), weights=sizes)), budget_rate,
+                                  _top_drift(codes))
+    flat = [drift(c[None], threshold).flatten().double().cpu() for c in codes]
     floor = [kept_count(MIN_RATE, n) for n in sizes]
-    budget = int(np.clip(round(check_rate(avg_rate) * sum(sizes)), sum(floor), sum(sizes)))
+    budget = int(np.clip(round(budget_rate * sum(sizes)), sum(floor), sum(sizes)))
     rest, owner = [], []
     for i, (f, m) in enumerate(zip(flat, floor)):
         left = torch.sort(f, descending=True, stable=True).values[m:]

@@ -4,8 +4,9 @@
 every latent frame (tail dropping, the ElasticTok-style ablation); `random` keeps a random subset;
 `temporal` keeps the tokens whose latent changed most since the previous latent frame (the
 training-free temporal-redundancy baseline, arXiv 2606.06158; its ranking comes from the codes);
-`value` keeps the tokens whose dropping would cost most, as the value predictor estimates it.
-The top-k is one stable sort on the scores' device; ties are broken by position (earlier kept
+`value` keeps the tokens whose dropping would cost most, as the value predictor estimates it;
+`drift` (for the `hold` fill) keeps the tokens whose code drifted most from the code that would be
+held in their place (`drift_masks`). The top-k is one stable sort on the scores' device; ties are broken by position (earlier kept
 first), so masks are deterministic.
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Sequence
 
 import torch
 
-SELECTIONS = ("error", "order", "random", "temporal", "value")
+from .fill import drift
+
+SELECTIONS = ("error", "order", "random", "temporal", "value", "drift")
 MIN_RATE = 1 / 16
 
 
@@ -33,6 +36,8 @@ def _priority(shape: tuple[int, int, int], scores: torch.Tensor, method: str,
               generator: torch.Generator | None) -> torch.Tensor:
     """A priority per token [t, h, w] on the scores' device; higher is kept first."""
     t, h, w = shape
+    if method == "drift":
+        raise ValueError("drift selection ranks codes, not scores: use drift_masks")
     if method in ("error", "temporal", "value"):  # the caller passes the ranking it means
         return scores.float()
     if method == "order":  # position p of every frame before position p+1 of any frame
@@ -61,3 +66,25 @@ def keep_mask(scores: torch.Tensor, rate: float, method: str = "error",
               generator: torch.Generator | None = None) -> torch.Tensor:
     """One window: scores [t, h, w] -> bool mask [t, h, w]."""
     return keep_masks(scores[None], [rate], method, [generator])[0]
+
+
+def drift_masks(codes: torch.Tensor, rates: Sequence[float], steps: int = 40) -> torch.Tensor:
+    """codes [B, C, t, h, w] and one rate per window -> bool masks [B, t, h, w], exactly
+    kept_count(rate, t*h*w) True in each: the tokens that drift most from the code `hold` would show
+    in their place (`fill.drift`). Held codes depend on what is kept, so each window's drift
+    threshold is found by bisection (the lowest tried that keeps at least its count), and the
+    tokens it keeps with the least drift are dropped down to the count."""
+    b, _, t, h, w = codes.shape
+    n = t * h * w
+    k = torch.tensor([kept_count(float(r), n) for r in rates], device=codes.device)
+    lo = torch.full((b,), -1.0, device=codes.device)  # keeps every token
+    hi = (codes.amax(dim=(1, 2, 3, 4)) - codes.amin(dim=(1, 2, 3, 4))).float() + 1  # keeps only frame 0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        enough = (drift(codes, mid).flatten(1) > mid[:, None]).sum(dim=1) >= k
+        lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
+    d = drift(codes, lo).flatten(1)
+    priority = torch.where(d > lo[:, None], d, torch.tensor(float("-inf"), device=codes.device))
+    order = torch.sort(priority, dim=1, descending=True, stable=True).indices
+    keep = torch.arange(n, device=codes.device)[None] < k[:, None]
+    return torch.zeros_like(keep).scatter(1, order, keep).reshape(b, t, h, w)

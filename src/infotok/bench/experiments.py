@@ -130,7 +130,7 @@ def flex_sweeps(setup: Setup, model: InfoTok, clips: list[Clip], curves: Curves)
         table = strategy != "uniform"
         for rate in RATES:
             rows = [measure(model, c, r, **setup.quality_kwargs(rate, table)) | {"clip_rate": r, "score": c.score}
-                    for c, r in zip(clips, clip_rates(strategy, rate, clips, float(model.score_mean), seed=0))]
+                    for c, r in zip(clips, clip_rates(model, strategy, rate, clips, seed=0))]
             curves.add(f"InfoTok-Flex {strategy}", rate, rows, clips)
     for selection in ("order", "random", "temporal"):
         for rate in TABLE_RATES:
@@ -173,7 +173,7 @@ def whole_frame_router(setup: Setup, model: InfoTok, rate: float = 0.5) -> dict:
     """The router on whole frames (short side resized, no centre crop), where borders stay in view:
     per clip its score, global_elbo rate, PSNR at static and at that rate, and the oracle's rate."""
     clips = setup.clips(model, crop=False)
-    rates = clip_rates("global_elbo", rate, clips, float(model.score_mean))
+    rates = clip_rates(model, "global_elbo", rate, clips)
     grid = psnr_grid(model, clips, ORACLE_GRID)
     picks, oracle_psnr = oracle_rates(grid, ORACLE_GRID, rate)
     static_column = ORACLE_GRID.index(rate)  # static `rate` is a point of the oracle's grid

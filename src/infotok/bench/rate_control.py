@@ -1,5 +1,5 @@
 """Experiments of the rate control: the value predictor (`rd` under the mask fill, target PSNR, value
-selection) and the hold fill (temporal selection, `rd` on the latent change).
+selection) and the hold fill (drift selection, `rd` on the codes' drift).
 
 Each returns data; `report.rate_control_sections` writes it up. Windows: every evaluation clip's
 first window (the protocol's clips) and, where the clip is long enough, its second window (frames
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..eval import Clip, binary_search_rate, clip_curves, clip_rates, make_clip
+from ..eval import Clip, binary_search_rate, clip_codes, clip_curves, clip_rates, make_clip
 from ..model import InfoTok
 from ..router import choose_rate, hold_rates, rd_rates, slope_for, target_rates, threshold_for
 from ..video import iter_windows, read_video, resize_and_crop, resize_short_side
@@ -58,7 +58,7 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
     for rate in RATES:
         curves.add("InfoTok-Flex static, value selection", rate, [measure(model, c, rate, "value") for c in clips], clips)
         rows = [measure(model, c, r, "value") | {"clip_rate": r}
-                for c, r in zip(clips, clip_rates("rd", rate, clips, float(model.score_mean)))]
+                for c, r in zip(clips, clip_rates(model, "rd", rate, clips))]
         curves.add("InfoTok-Flex rd", rate, rows, clips)
         slope = slope_for(model.rd_slopes["psnr"], rate)
         rows = [measure(model, c, r, "value") | {"clip_rate": r}
@@ -66,25 +66,28 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         curves.add("InfoTok-Flex rd, calibrated slope", rate, rows, clips)
 
 
-HOLD = dict(selection="temporal", fill="hold")  # the shipped checkpoint's default tokenization
+HOLD = dict(selection="drift", fill="hold")  # the shipped checkpoint's default tokenization
 
 
 def rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hold") -> float:
     """The rate `infotok encode --strategy rd` gives this clip alone: under hold by the calibrated
-    threshold on its latent change, under mask by the calibrated slope on its predicted curve."""
+    threshold on its codes' drift, under mask by the calibrated slope on its predicted curve."""
     if fill == "hold":
-        return hold_rates(clip.batch.latent_change, threshold_for(model.rd_thresholds, rate))[0]
+        return hold_rates(clip_codes(model, clip)[None], threshold_for(model.rd_thresholds, rate))[0]
     return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
 
 
 def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
-    """The hold fill with temporal selection: at static rates; `rd` with a shared budget (each run's
+    """The hold fill with drift selection (and, at static rates, with the temporal-redundancy ranking it
+    replaced): at static rates; `rd` with a shared budget (each run's
     mean rate exact) and with the calibrated threshold (each clip alone, as `encode` does); and the
     per-clip oracle over hold-decoded rates k/16."""
     for rate in RATES:
         curves.add("InfoTok-Flex static, hold", rate, [measure(model, c, rate, **HOLD) for c in clips], clips)
+        curves.add("InfoTok-Flex static, hold, temporal selection", rate,
+                   [measure(model, c, rate, "temporal", fill="hold") for c in clips], clips)
         rows = [measure(model, c, r, **HOLD) | {"clip_rate": r}
-                for c, r in zip(clips, clip_rates("rd", rate, clips, float(model.score_mean), fill="hold"))]
+                for c, r in zip(clips, clip_rates(model, "rd", rate, clips, fill="hold"))]
         curves.add("InfoTok-Flex rd, hold", rate, rows, clips)
         rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, rd_rate(model, c, rate)) for c in clips)]
         curves.add("InfoTok-Flex rd, hold, calibrated threshold", rate, rows, clips)
@@ -151,12 +154,12 @@ def target_mode(model: InfoTok, windows: Windows, curves_static: list[dict]) -> 
 
 def still_versus_moving_rd(model: InfoTok, clips: list[Clip], rate: float = 0.5) -> dict[str, dict]:
     """Each clip moving and held still under `rd` at `rate`, each clip alone as `encode` treats it:
-    under mask (calibrated slope, value selection) and under hold (calibrated threshold, temporal
+    under mask (calibrated slope, value selection) and under hold (calibrated threshold, drift
     selection); and the still shot at `static` `rate` with the same selection and fill."""
     out = {"mask": {}, "hold": {}}
     for c in clips:
         held = make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0))
-        for fill, selection in (("mask", "value"), ("hold", "temporal")):
+        for fill, selection in (("mask", "value"), ("hold", "drift")):
             row = {}
             for label, clip in (("moving", c), ("still", held)):
                 r = rd_rate(model, clip, rate, fill)
@@ -187,8 +190,8 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
     elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
     for label, r, selection in (("global_elbo, error", elbo_rate, "error"),
                                 ("rd, value", rd_rate(model, clip, rate, "mask"), "value"),
-                                (f"static {rate:g}, value", rate, "value"), ("rd, hold", rd_rate(model, clip, rate), "temporal"),
-                                (f"static {rate:g}, hold", rate, "temporal")):
+                                (f"static {rate:g}, value", rate, "value"), ("rd, hold", rd_rate(model, clip, rate), "drift"),
+                                (f"static {rate:g}, hold", rate, "drift")):
         mask = model.reselect(clip.batch, [r], selection).mask[0, 1:].cpu().numpy()
         out[label] = {"rate": r, "still_kept": float(mask[still].mean()) if still.any() else None,
                       "moving_kept": float(mask[~still].mean()) if (~still).any() else None}
@@ -207,7 +210,7 @@ def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
     for rate in (0.5, 0.25):
         for strategy, selection, fill in (("static", "error", "mask"), ("static", "value", "mask"),
                                           ("global_elbo", "error", "mask"), ("rd", "value", "mask"),
-                                          ("static", "temporal", "hold"), ("rd", "temporal", "hold")):
+                                          ("static", "drift", "hold"), ("rd", "drift", "hold")):
             rows = []
             for c in windows:
                 r = (rd_rate(model, c, rate, fill) if strategy == "rd"
@@ -228,7 +231,7 @@ def tokenize_seconds(model: InfoTok, size: int, frames: int, repeats: int = 3) -
     for label, kwargs in (("fixed rate", dict(strategy="static", selection="order", fill="mask")),
                           ("global_elbo", dict(strategy="global_elbo", selection="error", fill="mask")),
                           ("rd", dict(strategy="rd", selection="value", fill="mask")),
-                          ("rd, hold", dict(strategy="rd", selection="temporal", fill="hold"))):
+                          ("rd, hold", dict(strategy="rd", selection="drift", fill="hold"))):
         model.encode(x, 0.5, **kwargs)
         t = time.perf_counter()
         for _ in range(repeats):

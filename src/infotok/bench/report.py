@@ -112,22 +112,23 @@ def content_section(result: dict) -> list[str]:
 
 def rate_control_sections(result: dict) -> list[str]:
     """Rate control: the value predictor (`rd` under mask, `--target-psnr`, value selection) and the
-    hold fill (temporal selection, `rd` on the latent change)."""
+    hold fill (drift selection, `rd` on the codes' drift)."""
     rc, c = result.get("rate_control"), result["curves"]
     if not rc:
         return ["", "## Rate control on predicted curves", "", "Not measured: this checkpoint has no value predictor."]
     static = c["InfoTok-Flex static"]
     methods = ["InfoTok-Flex static, value selection", "InfoTok-Flex global_elbo", "InfoTok-Flex rd",
                "InfoTok-Flex rd, calibrated slope", "InfoTok-Flex static, temporal selection", "oracle (per-clip search)",
-               "oracle, value selection", "InfoTok-Flex static, hold", "InfoTok-Flex rd, hold",
+               "oracle, value selection", "InfoTok-Flex static, hold, temporal selection", "InfoTok-Flex static, hold",
+               "InfoTok-Flex rd, hold",
                "InfoTok-Flex rd, hold, calibrated threshold", "oracle, hold"]
     L = ["", "## Rate control: the value predictor and the hold fill", "",
          f"The value predictor adds {rc['predictor_share'] * 100:.2f}% parameters. Methods without `hold` decode "
          "dropped tokens as the paper does (the decompressor infers them, `--fill mask`); with `hold`, a dropped "
-         "token decodes the code last kept at its position (`--fill hold`, temporal selection: the shipped "
-         "checkpoint's default). `rd` here spends each run's budget exactly (the mean rate of the clips is the asked "
+         "token decodes the code last kept at its position (`--fill hold`, drift selection: the tokens whose code "
+         "drifted most from the code held in their place; the shipped checkpoint's default). `rd` here spends each run's budget exactly (the mean rate of the clips is the asked "
          "one, as `global_elbo` is balanced above); `rd, calibrated slope` / `rd, hold, calibrated threshold` is what "
-         "`infotok encode --strategy rd` does: each clip alone, at the slope (mask) or latent-change threshold (hold) "
+         "`infotok encode --strategy rd` does: each clip alone, at the slope (mask) or drift threshold (hold) "
          "stored by `infotok calibrate` for that average, so its realized mean rate is whatever the clips come to. "
          "PSNR gain over `static` (error selection, mask) at equal average rate, and BD-rate against it (log rate "
          "interpolated linearly in PSNR between the points that raise a curve's PSNR: the hold curves flatten at "
@@ -172,7 +173,7 @@ def rate_control_sections(result: dict) -> list[str]:
                  f"{t['uncalibrated']['rate']:.3f}, {t['uncalibrated']['hit'] * 100:.0f}% | {single(t['static_error'])} | "
                  f"{single(t['static_value'])} | {t['search']['rate']:.3f}, {t['search']['hit'] * 100:.0f}%, "
                  f"{t['search']['passes']:.1f} |")
-    for fill, how in (("hold", "calibrated threshold, temporal selection, hold"), ("mask", "calibrated slope, value selection")):
+    for fill, how in (("hold", "calibrated threshold, drift selection, hold"), ("mask", "calibrated slope, value selection")):
         L += ["", f"### Still versus moving under `rd` at 0.5 ({how}; each clip alone)", "",
               "| video | moving rate | moving PSNR | still rate | still / moving tokens | still PSNR "
               "| still PSNR at static 0.5 (same selection and fill) |"]

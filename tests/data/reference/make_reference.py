@@ -5,7 +5,9 @@ first five cases were first written by commit f123d6f (before the batched core);
 again, by this script unchanged but for the added cases, when the shipped weights changed (tiled
 attention and the value predictor, stage 5-6 of its TRAINING.md), after `tests/test_reference.py`
 had passed on the old weights at that commit. The `hold` cases were added with the fill (the
-other files came out byte-identical). A change to the tokenization path that alters a single token
+other files came out byte-identical); the `drift` cases with that selection, when `rd` under `hold`
+moved from the latent change to the drift (`rd-temporal-hold-0.5` went; the rest came out
+byte-identical). A change to the tokenization path that alters a single token
 or decoded pixel on the CPU fails the test.
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ CASES = [
     ("rd-value-0.5", "rd", "value", 0.5, "mask"),
     ("target-value-24", "target", "value", 24.0, "mask"),  # rate: the target PSNR
     ("static-temporal-hold-0.25", "static", "temporal", 0.25, "hold"),
-    ("rd-temporal-hold-0.5", "rd", "temporal", 0.5, "hold"),
+    ("static-drift-hold-0.25", "static", "drift", 0.25, "hold"),
+    ("rd-drift-hold-0.5", "rd", "drift", 0.5, "hold"),
 ]
 VIDEO = dict(num_frames=45, height=48, width=72, seed=3)  # three windows of 17 frames overlapping by 3
 WINDOW, OVERLAP = 17, 3
