@@ -23,7 +23,7 @@ TINY_COMPRESSOR = CompressorConfig(width=16, depth=1, heads=2)
 
 def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, predictor: bool = False) -> InfoTok:
     """With `predictor`, a value predictor and rd slopes calibrated on made-up curves come along, and
-    hold thresholds calibrated on its own latent change of a few synthetic clips."""
+    hold thresholds calibrated on its own codes of a few synthetic clips."""
     torch.manual_seed(seed)
     model = InfoTok(TINY_BASE, TINY_COMPRESSOR if adaptive else None, score_mean=score_mean,
                     name="tiny-infotok" if adaptive else "tiny-base",

@@ -1,6 +1,8 @@
 """The `hold` fill: dropped tokens decode the code last kept at their position, and rd under it."""
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,40 @@ def test_the_shipped_checkpoint_holds_by_default_and_a_still_shot_costs_a_fracti
     full = model.decode(model.encode(still[None], 1.0, "static"))
     mse = float(((model.decode(held) - full) ** 2).mean())
     assert 10 * np.log10(4 / mse) > 35  # dB against its full-rate decode: the still shot's repeats are free to drop
+
+
+def test_a_zero_held_embedding_decodes_exactly_as_the_model_without_it():
+    model = tiny_model()
+    with_held = InfoTok(model.base.config, model.compressor_config, name="tiny-infotok", held=True).eval()
+    with_held.load_state_dict(model.state_dict(), strict=False)
+    assert float(with_held.held.detach().abs().sum()) == 0
+    batch = model.encode(synthetic_video(17, 32, 48, seed=4)[None], rate=0.3, strategy="static", fill="hold")
+    assert torch.equal(with_held.decode(batch), model.decode(batch))
+    with torch.no_grad():
+        with_held.held.fill_(0.5)
+    assert not torch.equal(with_held.decode(batch), model.decode(batch))  # it reaches held positions
+
+
+def test_drift_training_teaches_the_decoding_side_alone_and_keeps_the_tokens(tmp_path):
+    """`--train-selection drift`: the loss falls, the checkpoint gains the held embedding, and nothing
+    that makes codes, rankings or predicted curves moves, so token files stay the same."""
+    from infotok.train import Trainer, TrainConfig
+
+    init = tiny_model(predictor=True)
+    init.save_pretrained(tmp_path / "init")
+    cfg = TrainConfig(kind="infotok", init=str(tmp_path / "init"), out=str(tmp_path / "run"), steps=40, batch=2,
+                      frames=9, crop=32, lr=3e-3, warmup=5, log_every=5, checkpoint_every=40, cache=None,
+                      selection="drift", rate_sampling="grid")
+    Trainer(cfg, progress=False).run()
+    with open(tmp_path / "run" / "log.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    trained = InfoTok.from_pretrained(tmp_path / "run" / "model")
+    assert trained.held is not None and float(trained.held.detach().abs().sum()) > 0
+    before, after = init.state_dict(), trained.state_dict()
+    encoding = ("base.enc_", "base.to_code", "compressor.", "predictor.")
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith(encoding))
+    assert not torch.equal(after["decompressor.proj_out.weight"], before["decompressor.proj_out.weight"])
+    video = synthetic_video(17, 32, 48, seed=6)[None]
+    for settings in (dict(fill="hold"), dict(selection="value", fill="mask")):
+        assert torch.equal(trained.encode(video, 0.4, "static", **settings).mask, init.encode(video, 0.4, "static", **settings).mask)

@@ -58,6 +58,11 @@ class BaseTokenizer(nn.Module):
     def decode_features(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """What turns pixels into codes: frozen when only the decoding side trains (`--train-selection
+        drift`), so that the tokens, and every ranking and calibration read from them, stay as they were."""
+        raise NotImplementedError
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantize(self.encode_features(x))[1]
 
@@ -172,6 +177,9 @@ class CausalConvTokenizer(BaseTokenizer):
         # decoder input features come from `from_code`, so the compressor sees enc_lo and the
         # decompressor dec_lo channels
         self.decoder_dim = c.dec_lo
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.enc_in, self.enc_hi, self.enc_down, self.enc_lo, self.to_code]
 
     # Full-resolution pixels (frame area x latent frames) per chunk: the whole tokenizer runs a few
     # latent frames at a time (the temporal mixes carry one frame between chunks), so its working

@@ -149,9 +149,11 @@ def add_train(sub) -> None:
     p.add_argument("--compressor-config", help="JSON of CompressorConfig fields (with --init: the ones to change, "
                                                "e.g. '{\"window\": 8}' for tiled attention)")
     p.add_argument("--predictor-config", help="JSON of PredictorConfig fields (the value predictor)")
-    p.add_argument("--train-selection", choices=["error", "order", "random", "value"], default="error",
+    p.add_argument("--train-selection", choices=["error", "order", "random", "value", "drift"], default="error",
                    help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping; value "
-                        "adds and trains the value predictor, mixing value, random and error masks)")
+                        "adds and trains the value predictor, mixing value, random and error masks; drift trains "
+                        "the decoding side alone for the hold fill, adding a held-code embedding, half the windows "
+                        "drift-selected under hold, the rest value or random under mask)")
     p.add_argument("--rate-sampling", choices=["flex", "uniform", "elbo", "grid"], default="flex",
                    help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], "
                         "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo), or k/16 (grid)")

@@ -532,6 +532,9 @@ class CosmosTokenizer(BaseTokenizer):
         with torch.device("cpu"):
             self.fsq = FSQ(levels=list(self.levels))
 
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.encoder, self.quant_conv]
+
     def _check(self, x: torch.Tensor) -> None:
         tf, sf = self.temporal_factor, self.spatial_factor
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:

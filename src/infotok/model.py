@@ -114,7 +114,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def __init__(self, base: BaseConfig | CosmosConfig | None = None,
                  compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
                  score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding",
-                 predictor: PredictorConfig | None = None, fill: str = "mask"):
+                 predictor: PredictorConfig | None = None, fill: str = "mask", held: bool = False):
         super().__init__()
         if dropped not in DROPPED_MODES:
             raise ValueError(f"dropped must be one of {', '.join(DROPPED_MODES)}, got {dropped!r}")
@@ -127,6 +127,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.compressor, self.decompressor = build_stacks(compressor, self.base)
             if dropped == "embedding":
                 self.dropped = nn.Parameter(torch.randn(self.base.decoder_dim) * 0.02)
+        elif held:
+            raise ValueError("a held embedding needs an adaptive model (a compressor)")
+        # added to the features of positions the hold fill gave an older code, so the decompressor can
+        # tell a held code from a kept one (zero: decodes exactly as without it)
+        self.register_parameter("held", nn.Parameter(torch.zeros(self.base.decoder_dim)) if held else None)
         self.predictor_config = predictor
         if predictor is not None:
             if compressor is None:
@@ -173,6 +178,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             "score_mean": float(self.score_mean),
         }
         config |= {"dropped": self.dropped_mode} if self.dropped_mode != "embedding" else {}
+        config |= {"held_embedding": True} if self.held is not None else {}
         config |= {"predictor": self.predictor_config.to_dict()} if self.predictor_config else {}
         config |= {"fill": self.default_fill} if self.default_fill != "mask" else {}
         config |= {"rd_thresholds": self.rd_thresholds} if self.rd_thresholds else {}
@@ -203,8 +209,15 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     def decoder_features(self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "mask") -> torch.Tensor:
         """What the base decoder decodes: codes (+ keep-mask, fill) -> features after the decompressor."""
+        held = None
         if mask is not None and fill == "hold":
-            codes, mask = hold_last_kept(codes, mask)
+            codes, has_code = hold_last_kept(codes, mask)
+            held, mask = has_code & ~mask, has_code
+        return self.filled_features(codes, mask, held)
+
+    def filled_features(self, codes: torch.Tensor, mask: torch.Tensor | None, held: torch.Tensor | None) -> torch.Tensor:
+        """`decoder_features` once the fill is applied: codes, the positions with a code (`mask`) and
+        those of them holding an older code (`held`, [B, t, h, w] or None)."""
         if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
             codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
@@ -212,6 +225,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             if mask is not None and self.dropped_mode == "embedding":
                 keep = mask[:, None].to(f.dtype)
                 f = f * keep + self.dropped.to(f.dtype)[None, :, None, None, None] * (1 - keep)
+            if held is not None and self.held is not None:
+                f = f + self.held.to(f.dtype)[None, :, None, None, None] * held[:, None].to(f.dtype)
             f = self.decompressor(f)
         elif mask is not None and not bool(mask.all()):
             raise ValueError("this checkpoint is a fixed-rate base tokenizer: it cannot decode dropped tokens")
@@ -409,7 +424,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
         `rates` (one per window, None = full rate) are averages turned into global_elbo rates when
         `score_mean` is given (Algorithm 1 with the router in the loop), else the windows' rates.
-        `selection` is one method or one per window. With `train_predictor`, this decode also trains
+        `selection` is one method or one per window; `drift` windows decode under the hold fill, the
+        others under mask. With `train_predictor`, this decode also trains
         the value predictor (on detached features: it never changes the tokens): token values on
         every window, the curve on windows selected by `value` (it describes that selection); it runs
         on every step, so that distributed runs use every parameter. Returns (reconstruction, the rates used, the score map or None
@@ -436,11 +452,23 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             scores = [float(smap[i].mean()) for i in range(b)]
             rates = [choose_rate("global_elbo", r, s, score_mean) for r, s in zip(rates, scores)]
         value, curve = self.predictor(feats.detach()) if predicting else (None, None)
+        if value is None and "value" in selections:
+            self.check_predictor("value selection")
+            with torch.no_grad():
+                value = self.predictor(feats.detach())[0]
         change = self.latent_change(codes.detach()) if "temporal" in selections else None
         ranked = {"error": smap, "temporal": change, "value": value.detach() if value is not None else None}
-        masks = torch.cat([keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i:i + 1], [r], s)
+        masks = torch.cat([drift_masks(codes[i:i + 1].detach(), [r]) if s == "drift" else
+                           keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i:i + 1], [r], s)
                            for i, (s, r) in enumerate(zip(selections, rates))])
-        y = self.decode_codes(codes, masks)
+        holding = torch.tensor([s == "drift" for s in selections], device=x.device)[:, None, None, None]
+        if bool(holding.any()):  # drift windows decode under the hold fill, the others under mask
+            held_codes, has_code = hold_last_kept(codes, masks)
+            y = self.base.decode_features(self.filled_features(
+                torch.where(holding[:, None], held_codes, codes), torch.where(holding, has_code, masks),
+                has_code & ~masks & holding))
+        else:
+            y = self.decode_codes(codes, masks)
         loss = None
         if predicting:
             on_curve = torch.tensor([s == "value" for s in selections], device=x.device)
@@ -542,7 +570,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             predictor = PredictorConfig.from_dict(config["predictor"]) if config.get("predictor") else None
             model = cls(base, compressor, score_mean=float(config.get("score_mean", 0.0)),
                         name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding",
-                        predictor=predictor, fill=config.get("fill") or "mask")
+                        predictor=predictor, fill=config.get("fill") or "mask",
+                        held=bool(config.get("held_embedding", False)))
             model.rd_thresholds = [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []]
             model.target_margins = [float(m) for m in config.get("target_margins") or []]
             if model.target_margins and len(model.target_margins) != (predictor.curve_points if predictor else -1):

@@ -35,6 +35,10 @@ RATE_SAMPLINGS = ("flex", "uniform", "elbo", "grid")
 # `--train-selection value`: how each window's mask is drawn (the rest of the windows teach the
 # decompressor to fill in after other kinds of drops, and give the value predictor its targets)
 VALUE_MIX = {"value": 0.5, "random": 0.25, "error": 0.25}
+# `--train-selection drift` (the decoding side alone learns the hold fill): half the windows drift-
+# selected and decoded under hold, the rest under mask so that it keeps working (value: random
+# where the checkpoint has no value predictor)
+DRIFT_MIX = {"drift": 0.5, "value": 0.25, "random": 0.25}
 PREDICTOR_WEIGHT = 0.01  # small enough that the predictor's gradients never dominate the clipped norm
 LOG_FIELDS = ["step", "loss", "psnr", "lr", "rate", "score_ema", "frames_per_s", "elapsed_s"]
 
@@ -127,7 +131,8 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
 
 def build_model(cfg: TrainConfig) -> InfoTok:
     """The model a run starts from: `init` as it is, or grown by what the run adds (a compressor on
-    a base, changed compressor fields, a value predictor); only the added parameters are new."""
+    a base, changed compressor fields, a value predictor, the held-code embedding of `drift` runs);
+    only the added parameters are new."""
     if not cfg.init:
         return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
     init = InfoTok.from_pretrained(cfg.init)
@@ -143,16 +148,23 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     predictor = init.predictor_config
     if cfg.predictor or (predictor is None and (cfg.selection == "value" or cfg.kind == "predictor")):
         predictor = PredictorConfig.from_dict((predictor.to_dict() if predictor else {}) | cfg.predictor)
+    drift = cfg.selection == "drift"
+    if drift and not init.adaptive:
+        raise ValueError(f"{cfg.init} is a fixed-rate base tokenizer: --train-selection drift fine-tunes an InfoTok checkpoint")
     model = InfoTok(init.base.config, compressor, score_mean=float(init.score_mean),
                     name=cfg.name or (init.name if init.adaptive else "infotok-flex"), dropped=init.dropped_mode,
-                    predictor=predictor)
+                    predictor=predictor, held=drift or init.held is not None)
     unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
     model.rd_slopes = init.rd_slopes
+    # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were
+    encoding = [model.compressor, *model.base.encoder_modules(), *([model.predictor] if predictor else [])] if drift else []
+    frozen = {id(p) for m in encoding for p in m.parameters()}
     for name, p in model.named_parameters():  # what a run does not train has no gradient (distributed runs need that)
-        predictor = name.startswith("predictor.")
-        p.requires_grad_(predictor if cfg.kind == "predictor" else not predictor or cfg.selection == "value")
+        predictor_part = name.startswith("predictor.")
+        p.requires_grad_(id(p) not in frozen and (predictor_part if cfg.kind == "predictor"
+                                                  else not predictor_part or cfg.selection == "value"))
     return model
 
 
@@ -354,14 +366,17 @@ class Trainer:
         return list(drawn[first:first + batch])
 
     def _selections(self, batch: int) -> str | list[str]:
-        """The selection of each clip of this process's share: `value` runs mix VALUE_MIX, drawn for the
-        global batch from (seed, step) like the rates."""
+        """The selection of each clip of this process's share: `value` runs mix VALUE_MIX and `drift` runs
+        DRIFT_MIX, drawn for the global batch from (seed, step) like the rates."""
         cfg = self.cfg
-        if cfg.selection != "value":
+        if cfg.selection not in ("value", "drift"):
             return cfg.selection
+        mix = VALUE_MIX if cfg.selection == "value" else DRIFT_MIX
         rng = np.random.default_rng([cfg.seed, 11, self.step])
         total = batch * self.accelerator.num_processes
-        drawn = rng.choice(list(VALUE_MIX), size=total, p=list(VALUE_MIX.values()))
+        drawn = rng.choice(list(mix), size=total, p=list(mix.values()))
+        if self.accelerator.unwrap_model(self.model).predictor_config is None:
+            drawn = np.where(drawn == "value", "random", drawn)
         return [str(s) for s in self._this_process(drawn, batch)]
 
     def run(self, on_step=None) -> None:
