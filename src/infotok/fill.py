@@ -51,3 +51,9 @@ def drift(codes: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
         out[:, j] = (codes[:, :, j] - held).abs().float().mean(dim=1)
         held = torch.where((out[:, j] > threshold)[:, None], codes[:, :, j], held)
     return out
+
+
+def drift_ceiling(codes: torch.Tensor) -> torch.Tensor:
+    """codes [B, C, t, h, w] -> [B]: a drift threshold above every drift of each window (it keeps only
+    the first latent frame)."""
+    return (codes.amax(dim=(1, 2, 3, 4)) - codes.amin(dim=(1, 2, 3, 4))).float() + 1

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fill import drift
+from .fill import drift, drift_ceiling
 from .geometry import Geometry
 from .selection import MIN_RATE, kept_count
 from .video import unit_range
@@ -266,15 +266,10 @@ def _bisect_threshold(mean_rate, target: float, top: float) -> float:
     return min((lo, hi), key=lambda t: abs(mean_rate(t) - target))
 
 
-def _top_drift(codes: list[torch.Tensor]) -> float:
-    """A threshold above every drift of these windows: it keeps only their first latent frames."""
-    return max(float(c.amax() - c.amin()) for c in codes) + 1.0
-
-
 def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
     """[[rate, threshold], ...] for rates k/points: the drift threshold at which the mean of
     `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate."""
-    top = _top_drift(codes)
+    top = max(float(drift_ceiling(c[None])) for c in codes)
     return [[k / points, _bisect_threshold(lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, top)]
             for k in range(1, points + 1)]
 
@@ -295,7 +290,7 @@ def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]
     sizes = [c[0].numel() for c in codes]
     budget_rate = check_rate(avg_rate)
     threshold = _bisect_threshold(lambda t: float(np.average(_hold_rates_of(codes, t), weights=sizes)), budget_rate,
-                                  _top_drift(codes))
+                                  max(float(drift_ceiling(c[None])) for c in codes))
     flat = [drift(c[None], threshold).flatten().double().cpu() for c in codes]
     floor = [kept_count(MIN_RATE, n) for n in sizes]
     budget = int(np.clip(round(budget_rate * sum(sizes)), sum(floor), sum(sizes)))

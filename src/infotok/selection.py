@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .fill import drift
+from .fill import drift, drift_ceiling
 
 SELECTIONS = ("error", "order", "random", "temporal", "value", "drift")
 MIN_RATE = 1 / 16
@@ -78,7 +78,7 @@ def drift_masks(codes: torch.Tensor, rates: Sequence[float], steps: int = 40) ->
     n = t * h * w
     k = torch.tensor([kept_count(float(r), n) for r in rates], device=codes.device)
     lo = torch.full((b,), -1.0, device=codes.device)  # keeps every token
-    hi = (codes.amax(dim=(1, 2, 3, 4)) - codes.amin(dim=(1, 2, 3, 4))).float() + 1  # keeps only frame 0
+    hi = drift_ceiling(codes)  # keeps only frame 0
     for _ in range(steps):
         mid = (lo + hi) / 2
         enough = (drift(codes, mid).flatten(1) > mid[:, None]).sum(dim=1) >= k
