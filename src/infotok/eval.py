@@ -269,7 +269,7 @@ def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tupl
 
 
 def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
-    """The mean clip score `global_elbo` divides by, the latent-change thresholds `rd` uses under the
+    """The mean clip score `global_elbo` divides by, the drift thresholds `rd` uses under the
     `hold` fill and (with a value predictor) the slopes it uses under `mask` for each average rate,
     and the margins `--target-psnr` takes off the predicted curves (from decodes at every rate k/16
     with value selection, as target mode tokenizes), measured on `paths` under the evaluation protocol."""

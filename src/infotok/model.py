@@ -139,7 +139,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.predictor = ValuePredictor(self.base.feature_dim, predictor)
         self.register_buffer("score_mean", torch.tensor(float(score_mean)))
         self.rd_slopes: dict[str, list[list[float]]] = {}  # objective -> [[avg rate, slope], ...], from calibrate
-        self.rd_thresholds: list[list[float]] = []  # [[avg rate, latent-change threshold], ...]: rd under hold
+        self.rd_thresholds: list[list[float]] = []  # [[avg rate, drift threshold], ...]: rd under hold
         self.target_margins: list[float] = []  # dB the predicted curve overshoots at each rate k/16 (calibrate)
         self.default_fill = check_fill(fill)
         self.model_hash = ""  # set by from_pretrained: identifies the weights in token files
@@ -294,7 +294,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def reads_predictor(strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None,
                         fill: str = "mask") -> bool:
         """Whether tokenizing with these settings runs the value predictor (given `rates`, no strategy
-        runs; `rd` under `hold` reads the latent change instead)."""
+        runs; `rd` under `hold` reads the codes' drift instead)."""
         return selection == "value" or (rates is None and ((strategy == "rd" and fill != "hold") or target_psnr is not None))
 
     def settings(self, rate: float, strategy: str | None = None, selection: str | None = None, fill: str | None = None,
