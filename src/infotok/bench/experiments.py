@@ -298,7 +298,8 @@ def core_scaling(model: InfoTok, frames: int) -> dict:
             log(f"encode one {frames}x{size} window{label}: {s:.1f} s")
     if getattr(model.compressor_config, "window", 0):
         whole = InfoTok(model.base.config, replace(model.compressor_config, window=0), float(model.score_mean),
-                        model.name, model.dropped_mode, model.predictor_config, model.default_fill)
+                        model.name, model.dropped_mode, model.predictor_config, model.default_fill,
+                        held=model.held is not None)
         whole.load_state_dict(model.state_dict())
         s = seconds(whole.eval(), 456, 256, strategy="global_elbo")
         out["455x256 whole-frame attention, global_elbo"] = {"seconds": s, "us_per_pixel": s / (frames * 456 * 256) * 1e6}
