@@ -346,8 +346,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         `target_psnr` and `value` selection read the value predictor, which runs on the encoder's
         features; `rd` under the `hold` fill reads the codes' drift (`hold_rates`). `target_psnr`
         gives each window the fewest tokens predicted to reach it, less the checkpoint's calibrated
-        margins (`target_rates`; instead of `rate` and `strategy`). `strategy`, `selection` and `fill` default as `choices` says. `keep_scores`
-        keeps the score maps in the batch so `reselect` can try other rates cheaply.
+        margins (`target_rates`; instead of `rate` and `strategy`). `strategy`, `selection` and `fill`
+        default as `choices` says. `keep_scores` keeps the score maps in the batch so `reselect` can
+        try other rates cheaply.
         """
         rate, strategy, selection, fill, target_psnr = self.settings(rate, strategy, selection, fill, rates, target_psnr,
                                                                      objective)

@@ -266,10 +266,15 @@ def _bisect_threshold(mean_rate, target: float, top: float) -> float:
     return min((lo, hi), key=lambda t: abs(mean_rate(t) - target))
 
 
+def _ceiling_of(codes: list[torch.Tensor]) -> float:
+    """A drift threshold above every drift of these windows ([C, t, h, w] each)."""
+    return max(float(drift_ceiling(c[None])) for c in codes)
+
+
 def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
     """[[rate, threshold], ...] for rates k/points: the drift threshold at which the mean of
     `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate."""
-    top = max(float(drift_ceiling(c[None])) for c in codes)
+    top = _ceiling_of(codes)
     return [[k / points, _bisect_threshold(lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, top)]
             for k in range(1, points + 1)]
 
@@ -290,7 +295,7 @@ def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]
     sizes = [c[0].numel() for c in codes]
     budget_rate = check_rate(avg_rate)
     threshold = _bisect_threshold(lambda t: float(np.average(_hold_rates_of(codes, t), weights=sizes)), budget_rate,
-                                  max(float(drift_ceiling(c[None])) for c in codes))
+                                  _ceiling_of(codes))
     flat = [drift(c[None], threshold).flatten().double().cpu() for c in codes]
     floor = [kept_count(MIN_RATE, n) for n in sizes]
     budget = int(np.clip(round(budget_rate * sum(sizes)), sum(floor), sum(sizes)))

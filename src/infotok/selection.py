@@ -6,8 +6,8 @@ every latent frame (tail dropping, the ElasticTok-style ablation); `random` keep
 training-free temporal-redundancy baseline, arXiv 2606.06158; its ranking comes from the codes);
 `value` keeps the tokens whose dropping would cost most, as the value predictor estimates it;
 `drift` (for the `hold` fill) keeps the tokens whose code drifted most from the code that would be
-held in their place (`drift_masks`). The top-k is one stable sort on the scores' device; ties are broken by position (earlier kept
-first), so masks are deterministic.
+held in their place (`drift_masks`). The top-k is one stable sort on the scores' device; ties are
+broken by position (earlier kept first), so masks are deterministic.
 """
 from __future__ import annotations
 

@@ -190,7 +190,8 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
     elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
     for label, r, selection in (("global_elbo, error", elbo_rate, "error"),
                                 ("rd, value", rd_rate(model, clip, rate, "mask"), "value"),
-                                (f"static {rate:g}, value", rate, "value"), ("rd, hold", rd_rate(model, clip, rate), "drift"),
+                                (f"static {rate:g}, value", rate, "value"),
+                                ("rd, hold", rd_rate(model, clip, rate), "drift"),
                                 (f"static {rate:g}, hold", rate, "drift")):
         mask = model.reselect(clip.batch, [r], selection).mask[0, 1:].cpu().numpy()
         out[label] = {"rate": r, "still_kept": float(mask[still].mean()) if still.any() else None,
