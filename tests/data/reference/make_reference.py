@@ -7,7 +7,8 @@ attention and the value predictor, stage 5-6 of its TRAINING.md), after `tests/t
 had passed on the old weights at that commit. The `hold` cases were added with the fill (the
 other files came out byte-identical); the `drift` cases with that selection, when `rd` under `hold`
 moved from the latent change to the drift (`rd-temporal-hold-0.5` went; the rest came out
-byte-identical). A change to the tokenization path that alters a single token
+byte-identical). All were written again for stage 7 (a new decoder, so new frames and model hash
+in every header; the encoder is unchanged, so only the error-ranked masks moved). A change to the tokenization path that alters a single token
 or decoded pixel on the CPU fails the test.
 """
 from __future__ import annotations
