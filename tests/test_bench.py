@@ -57,6 +57,13 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
         assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 16 / 3 + 1e-9)
     for p in result["curves"]["InfoTok-Flex rd, hold"]:  # likewise, to the token
         assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 100)
+    long = control["long_video"]["methods"]  # every window of one video, with the peers and the oracle
+    assert {"static, error", "global_elbo, error", "static, temporal, hold", "rd, drift, hold", "oracle, hold"} <= set(long)
+    for p in long["rd, drift, hold, one budget"]:  # `--budget run`: the asked mean rate over the windows
+        assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 100)
+    for p in long["oracle, hold"]:
+        assert p["realized_rate"] <= p["rate"] + 1e-9
+    assert "| BD-rate vs static | BD-rate vs static, drift, hold |" in text
 
 
 def test_motion_is_the_mean_absolute_frame_change():

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..eval import Clip, binary_search_rate, clip_codes, clip_curves, clip_rates, make_clip
+from ..eval import Clip, binary_search_rate, clip_codes, clip_curves, clip_rates, make_clip, oracle_rates
+from ..ledger import MASK_BPP16
 from ..model import InfoTok
 from ..router import choose_rate, hold_rates, rd_rates, slope_for, target_rates, threshold_for
 from ..video import iter_windows, read_video, resize_and_crop, resize_short_side
@@ -91,9 +92,6 @@ def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         curves.add("InfoTok-Flex rd, hold", rate, rows, clips)
         rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, rd_rate(model, c, rate)) for c in clips)]
         curves.add("InfoTok-Flex rd, hold, calibrated threshold", rate, rows, clips)
-    from ..eval import oracle_rates
-    from ..ledger import MASK_BPP16
-
     grid = psnr_grid(model, clips, ORACLE_GRID, **HOLD)
     for rate in RATES:
         picks, mean_psnr = oracle_rates(grid, ORACLE_GRID, rate)
@@ -104,9 +102,6 @@ def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
 
 def oracle_value(windows: Windows, first: list[int], curves: Curves) -> None:
     """The per-clip oracle over value-selected rates, on the protocol's clips."""
-    from ..eval import oracle_rates
-    from ..ledger import MASK_BPP16
-
     for rate in RATES:
         picks, mean_psnr = oracle_rates(windows.value[first], ORACLE_GRID, rate)
         curves.points.setdefault("oracle, value selection", []).append(
@@ -199,28 +194,46 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
     return out
 
 
+LONG_RATES = (0.5, 0.25, 0.125)
+
+
 def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
-    """Every window of a whole long video (short side `size`, no crop): mean PSNR of its windows and
-    mean rate under `static`, `global_elbo` (calibrated mean, each window alone as `encode` does),
-    `rd` (calibrated slope) and, under hold, `static` and `rd` (calibrated threshold) at 0.5 and
-    0.25; each window encoded once, then re-selected and decoded."""
+    """Every window of a whole long video (short side `size`, no crop): mean rate and mean PSNR of its
+    windows at LONG_RATES (and at rate 1, where every method keeps every token) under the paper's
+    `static` and `global_elbo` (each window alone, as `encode` does), value selection (`static`, `rd`
+    at the calibrated slope), the hold fill (`static` with the temporal-redundancy ranking and with
+    drift, `rd` at the calibrated threshold as `encode` does and with one exact budget over the
+    video's windows as `--budget run` does) and the per-window oracle over hold-decoded rates k/16.
+    Each window is encoded once, then re-selected and decoded."""
     raw, _ = read_video(video)
     windows = [make_clip(model, f"{video.name}#{i}", resize_short_side(chunk, size))
                for i, (_, _, chunk) in enumerate(iter_windows(iter(raw), frames, 5))]
-    out = {"video": video.name, "windows": len(windows), "frames": len(raw)}
-    for rate in (0.5, 0.25):
-        for strategy, selection, fill in (("static", "error", "mask"), ("static", "value", "mask"),
-                                          ("global_elbo", "error", "mask"), ("rd", "value", "mask"),
-                                          ("static", "drift", "hold"), ("rd", "drift", "hold")):
-            rows = []
-            for c in windows:
-                r = (rd_rate(model, c, rate, fill) if strategy == "rd"
-                     else choose_rate(strategy, rate, c.score, float(model.score_mean)))
-                rows.append(measure(model, c, r, selection, quality=False, fill=fill))
-            out[f"{strategy}, {selection}{', hold' if fill == 'hold' else ''} {rate:g}"] = {"rate": float(np.mean([r["realized_rate"] for r in rows])),
-                                                        "psnr": float(np.mean([r["psnr"] for r in rows]))}
-        log(f"long video at {rate:g}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in out.items() if k.endswith(f"{rate:g}")))
-    return out
+    hold_grid = psnr_grid(model, windows, ORACLE_GRID, **HOLD)  # also static hold at every k/16
+    full = {"rate": 1.0, "realized_rate": 1.0, "psnr": float(hold_grid[:, -1].mean())}
+
+    def point(rate: float, rates: list[float], psnrs) -> dict:
+        return {"rate": rate, "realized_rate": float(np.mean(rates)), "psnr": float(np.mean(psnrs))}
+
+    methods = {"static, error": ("static", "error", "mask"), "global_elbo, error": ("global_elbo", "error", "mask"),
+               "static, value": ("static", "value", "mask"), "rd, value": ("rd", "value", "mask"),
+               "static, temporal, hold": ("static", "temporal", "hold"),
+               "rd, drift, hold": ("rd", "drift", "hold"), "rd, drift, hold, one budget": ("budget", "drift", "hold")}
+    out = {label: [full] for label in [*methods, "static, drift, hold", "oracle, hold"]}
+    for rate in LONG_RATES:
+        for label, (strategy, selection, fill) in methods.items():
+            if strategy == "budget":
+                rates = clip_rates(model, "rd", rate, windows, fill="hold")
+            else:
+                rates = [rd_rate(model, c, rate, fill) if strategy == "rd"
+                         else choose_rate(strategy, rate, c.score, float(model.score_mean)) for c in windows]
+            rows = [measure(model, c, r, selection, quality=False, fill=fill) for c, r in zip(windows, rates)]
+            out[label].append(point(rate, [r["realized_rate"] for r in rows], [r["psnr"] for r in rows]))
+        k = ORACLE_GRID.index(rate)
+        out["static, drift, hold"].append(point(rate, [rate], hold_grid[:, k]))
+        picks, best = oracle_rates(hold_grid, ORACLE_GRID, rate)
+        out["oracle, hold"].append(point(rate, picks, [best]))
+        log(f"long video at {rate:g}: " + ", ".join(f"{m} {v[-1]['psnr']:.2f}" for m, v in out.items()))
+    return {"video": video.name, "windows": len(windows), "frames": len(raw), "methods": out}
 
 
 def tokenize_seconds(model: InfoTok, size: int, frames: int, repeats: int = 3) -> dict:
