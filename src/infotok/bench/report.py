@@ -204,8 +204,9 @@ def rate_control_sections(result: dict) -> list[str]:
           "Mean PSNR of the windows at each asked rate (the mean rate the windows came to), each window alone as "
           "`infotok encode` treats it, except `one budget` (`--budget run`: the asked mean rate exactly, over the "
           "video's windows) and the oracle (per window, the hold-decoded rate k/16 that maximises the mean PSNR at "
-          "that mean rate; held to k/16, it can be beaten by a budget spent token by token). BD-rate (BPP16, linear as above) against the paper's `static` and against `static` "
-          "under hold; every curve includes rate 1, where every method keeps every token "
+          "that mean rate; held to k/16, it can be beaten by a budget spent token by token). BD-rate (BPP16, "
+          "linear as above) against the paper's `static` and against `static` under hold; every curve includes "
+          "rate 1, where every method keeps every token "
           f"({curves['static, error'][0]['psnr']:.2f} dB):", "",
           "| strategy, selection | " + " | ".join(f"PSNR at {r:g}" for r in rates)
           + " | BD-rate vs static | BD-rate vs static, drift, hold |", "|---" * (len(rates) + 3) + "|"]
