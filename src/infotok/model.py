@@ -201,23 +201,24 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """video [B, 3, T, H, W] on the grid -> (codes [B, 6, t, h, w], indices [B, t, h, w]); differentiable."""
         return self.base.quantize(self.features(x))
 
-    def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "mask") -> torch.Tensor:
+    def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None,
+                     fill: str | Sequence[str] = "mask") -> torch.Tensor:
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
         are decoded from the learned "dropped" embedding (or, with fill `hold`, from the code last kept
-        at their position), never from their own code."""
+        at their position), never from their own code. `fill` is one rule or one per window."""
         return self.base.decode_features(self.decoder_features(codes, mask, fill))
 
-    def decoder_features(self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str = "mask") -> torch.Tensor:
-        """What the base decoder decodes: codes (+ keep-mask, fill) -> features after the decompressor."""
+    def decoder_features(self, codes: torch.Tensor, mask: torch.Tensor | None = None,
+                         fill: str | Sequence[str] = "mask") -> torch.Tensor:
+        """What the base decoder decodes: codes (+ keep-mask, fill per window) -> features after the
+        decompressor. Held positions (hold fill, an older code) carry the held-code embedding."""
         held = None
-        if mask is not None and fill == "hold":
-            codes, has_code = hold_last_kept(codes, mask)
-            held, mask = has_code & ~mask, has_code
-        return self.filled_features(codes, mask, held)
-
-    def filled_features(self, codes: torch.Tensor, mask: torch.Tensor | None, held: torch.Tensor | None) -> torch.Tensor:
-        """`decoder_features` once the fill is applied: codes, the positions with a code (`mask`) and
-        those of them holding an older code (`held`, [B, t, h, w] or None)."""
+        fills = [fill] * codes.shape[0] if isinstance(fill, str) else list(fill)
+        if mask is not None and "hold" in fills:
+            holding = torch.tensor([f == "hold" for f in fills], device=codes.device)[:, None, None, None]
+            held_codes, has_code = hold_last_kept(codes, mask)
+            codes = torch.where(holding[:, None], held_codes, codes)
+            held, mask = has_code & ~mask & holding, torch.where(holding, has_code, mask)
         if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
             codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
@@ -462,14 +463,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         masks = torch.cat([drift_masks(codes[i:i + 1].detach(), [r]) if s == "drift" else
                            keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i:i + 1], [r], s)
                            for i, (s, r) in enumerate(zip(selections, rates))])
-        holding = torch.tensor([s == "drift" for s in selections], device=x.device)[:, None, None, None]
-        if bool(holding.any()):  # drift windows decode under the hold fill, the others under mask
-            held_codes, has_code = hold_last_kept(codes, masks)
-            y = self.base.decode_features(self.filled_features(
-                torch.where(holding[:, None], held_codes, codes), torch.where(holding, has_code, masks),
-                has_code & ~masks & holding))
-        else:
-            y = self.decode_codes(codes, masks)
+        y = self.decode_codes(codes, masks, ["hold" if s == "drift" else "mask" for s in selections])
         loss = None
         if predicting:
             on_curve = torch.tensor([s == "value" for s in selections], device=x.device)
