@@ -1,21 +1,30 @@
-"""Tokens and decoded frames stay bit-identical on the CPU to the reference files (see make_reference.py)."""
+"""Tokens and decoded frames agree with the reference files (make_reference.py) on any CPU.
+
+The references were computed on one machine. Another CPU's float kernels (AVX-512, AVX2, arm64, or
+`ATEN_CPU_CAPABILITY=default`) round differently in the last bits, and that can move a quantizer code
+or a ranking at a tie and a decoded pixel by one level. So the comparison allows what kernels explain
+and nothing more: tokens and masks equal in at least 99.9% of positions (every difference counted in
+the failure message), frames within one level on at least 99.9% of values and 50 dB from the reference.
+The file format is checked byte for byte from the stored tokens (no arithmetic involved), and exact
+determinism where one process computes both sides (test_tokens, test_cli, test_dataset).
+"""
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from infotok import InfoTok
 from infotok.tokens import Tokens
-from infotok.video import synthetic_video
-from tests.data.reference.make_reference import tokenize_settings
+from tests.data.reference.make_reference import CASES, FRAMES, tokenize_case
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
-SPEC = json.loads((REFERENCE / "reference.json").read_text())
+NAMES = [case[0] for case in CASES]
+TOKEN_AGREEMENT = 0.999  # over all cases' positions
+CASE_AGREEMENT = 0.99  # in each case: a real change moves far more than a tie does
+FRAME_AGREEMENT, FRAME_PSNR = 0.999, 50.0
 
 
 @pytest.fixture(scope="module")
@@ -23,22 +32,49 @@ def shipped():
     return InfoTok.from_pretrained()
 
 
-@pytest.fixture
-def one_thread():
-    """The reference was written with one thread: float reductions then run in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.mark.parametrize("name", NAMES)
+def test_the_format_writes_the_reference_bytes(name, tmp_path):
+    """The `.itok` bytes of a fixed token set never change: a format guard, free of float kernels."""
+    reference = REFERENCE / f"{name}.itok"
+    assert Tokens.load(reference).save(tmp_path / "again.itok").read_bytes() == reference.read_bytes()
 
 
-@pytest.mark.parametrize("name", sorted(SPEC["cases"]))
-def test_tokens_and_frames_match_the_pre_change_reference(name, shipped, one_thread, tmp_path):
-    case = SPEC["cases"][name]
-    video = synthetic_video(**SPEC["video"])
-    tokens = shipped.tokenize(video, **tokenize_settings(case["strategy"], case["selection"], case["rate"], case["fill"]),
-                              window=SPEC["window"], overlap=SPEC["overlap"], seed=SPEC["seed"])
-    written = tokens.save(tmp_path / "now.itok")
-    assert written.read_bytes() == (REFERENCE / f"{name}.itok").read_bytes()
-    frames = shipped.detokenize(Tokens.load(REFERENCE / f"{name}.itok"))
-    assert hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest() == case["frames_sha256"]
+def moved_positions(now: Tokens, reference: Tokens) -> tuple[int, int]:
+    """(positions whose keep bit or kept code differs, all positions) between two token sets."""
+    moved = total = 0
+    for a, b in zip(now.windows, reference.windows, strict=True):
+        assert (a.start, a.end, a.mask.shape) == (b.start, b.end, b.mask.shape)
+        codes_a, codes_b = np.zeros(a.mask.shape, np.int64), np.zeros(b.mask.shape, np.int64)
+        codes_a[a.mask], codes_b[b.mask] = a.indices, b.indices
+        moved += int(((a.mask != b.mask) | (a.mask & b.mask & (codes_a != codes_b))).sum())
+        total += a.mask.size
+    return moved, total
+
+
+def test_tokens_agree_with_the_reference(shipped):
+    moved, total = {}, {}
+    for name in NAMES:
+        now, reference = tokenize_case(shipped, name), Tokens.load(REFERENCE / f"{name}.itok")
+        # the header's floats come from the checkpoint and the kept counts, not from kernels
+        ignore = {"avg_rate"}
+        assert {k: v for k, v in dataclasses.asdict(now.header).items() if k not in ignore} == \
+            {k: v for k, v in dataclasses.asdict(reference.header).items() if k not in ignore}, name
+        moved[name], total[name] = moved_positions(now, reference)
+    table = "; ".join(f"{n}: {moved[n]} of {total[n]}" for n in NAMES if moved[n])
+    agreement = 1 - sum(moved.values()) / sum(total.values())
+    assert agreement >= TOKEN_AGREEMENT, f"tokens agree in {agreement:.4%} of positions; moved: {table}"
+    assert all(moved[n] <= (1 - CASE_AGREEMENT) * total[n] for n in NAMES), f"moved: {table}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decoded_frames_agree_with_the_reference(name, shipped):
+    with np.load(FRAMES, allow_pickle=False) as stored:
+        reference = stored[name].astype(np.int16)
+    frames = shipped.detokenize(Tokens.load(REFERENCE / f"{name}.itok")).astype(np.int16)
+    assert frames.shape == reference.shape
+    error = np.abs(frames - reference)
+    mse = float((error.astype(np.float64) ** 2).mean())
+    psnr = 10 * np.log10(255 ** 2 / mse) if mse else float("inf")
+    within = float((error <= 1).mean())
+    assert within >= FRAME_AGREEMENT and psnr >= FRAME_PSNR, \
+        f"{within:.4%} of values within one level (largest error {error.max()}), {psnr:.1f} dB"
