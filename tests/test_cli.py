@@ -109,17 +109,28 @@ def test_eval_on_whole_frames_keeps_the_borders_in_view(tmp_path, capsys, tiny_c
 
 
 def test_calibrate_writes_a_checkpoint_with_the_measured_mean(tmp_path, capsys, tiny_checkpoint, sample_video):
-    code, out, _ = run(capsys, "calibrate", sample_video, "--size", "32", "--frames", "9",
+    code, out, _ = run(capsys, "calibrate", sample_video, "--size", "32", "--frames", "9", "--json",
                        "-o", tmp_path / "cal", "--checkpoint", tiny_checkpoint)
     mean = json.loads(out)["score_mean"]
     assert code == 0 and mean > 0
     assert float(InfoTok.from_pretrained(tmp_path / "cal").score_mean) == pytest.approx(mean)
 
 
+def test_a_calibrated_copy_decodes_the_sources_tokens_and_says_so_briefly(tmp_path, capsys, tiny_checkpoint,
+                                                                           sample_video):
+    code, out, _ = run(capsys, "calibrate", sample_video, "--size", "32", "--frames", "9",
+                       "-o", tmp_path / "cal", "--checkpoint", tiny_checkpoint)
+    assert code == 0 and out.startswith("calibrated on 1 clips") and len(out.splitlines()) <= 5
+    assert "global_elbo score mean" in out and "rd drift thresholds" in out and "{" not in out
+    assert run(capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--checkpoint", tiny_checkpoint)[0] == 0
+    code, _, err = run(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "d.mp4", "--checkpoint", tmp_path / "cal")
+    assert code == 0, err
+
+
 def test_calibrate_with_a_value_predictor_stores_target_margins(tmp_path, capsys, sample_video):
     from tests.conftest import tiny_model
     source = tiny_model(predictor=True).save_pretrained(tmp_path / "tiny")
-    code, out, _ = run(capsys, "calibrate", sample_video, "--size", "32", "--frames", "9",
+    code, out, _ = run(capsys, "calibrate", sample_video, "--size", "32", "--frames", "9", "--json",
                        "-o", tmp_path / "cal", "--checkpoint", source)
     margins = json.loads(out)["target_margins"]
     assert code == 0 and len(margins) == 16 and all(np.isfinite(margins))

@@ -85,7 +85,7 @@ def test_window_tokenizer_batches_windows_of_several_videos_bit_identically_to_e
     # five windows share the 9x48x64 shape (three of the sample's, two of clip2's): one model call of B=5
     shapes = [(int(e - s), int(h), int(w)) for s, e, h, w in zip(batch["start"], batch["end"], batch["height"], batch["width"])]
     assert shapes.count((9, 48, 64)) == 5
-    table = WindowTokenizer(str(data["checkpoint"]), "cpu", settings, model.model_hash)(batch)
+    table = WindowTokenizer(str(data["checkpoint"]), "cpu", settings, model.weights_hash)(batch)
     assert table.column("error").to_pylist() == [""] * 8
     for v in data["videos"]:
         rows = table.filter(pc_equal(table, "video", str(v))).sort_by("window")

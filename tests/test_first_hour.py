@@ -2,6 +2,7 @@
 quick looks at a segment, output paths, token inputs like video inputs, devices, help, arrays' frame rate."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -136,3 +137,36 @@ def test_progress_on_a_log_is_a_periodic_status_line(capsys):
     bar.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("infotok: encode x.mp4: 2/4 win") and "ETA" in err[-1]
+
+
+def test_token_files_name_the_decoding_weights_and_a_mismatch_says_what_differs(tmp_path, tiny_checkpoint):
+    """A copy with another calibration or other encoder weights decodes the tokens; other decoding
+    weights or another architecture are refused naming which; files that name the whole weights file
+    (written before the decoding hash) still decode."""
+    from infotok.checkpoint import save_calibrated
+    from tests.conftest import TINY_BASE, TINY_COMPRESSOR
+
+    model = InfoTok.from_pretrained(tiny_checkpoint)
+    tokens = model.tokenize(synthetic_video(9, 32, 32, seed=2), rate=0.5, window=9, overlap=2)
+    expected = model.detokenize(tokens)
+    recalibrated = save_calibrated(InfoTok.from_pretrained(tiny_checkpoint), tiny_checkpoint, tmp_path / "cal",
+                                   {"score_mean": 0.9, "scores": {}, "size": 32, "frames": 9,
+                                    "rd_thresholds": [[0.5, 0.1]]})
+    encoder = InfoTok.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        encoder.base.encoder_modules()[0].weight.add_(0.1)
+        encoder.compressor.proj_out.weight.add_(0.1)
+    for folder in (recalibrated, encoder.save_pretrained(tmp_path / "encoder")):
+        copy = InfoTok.from_pretrained(folder)
+        assert copy.model_hash == model.model_hash and copy.weights_hash != model.weights_hash
+        assert np.array_equal(copy.detokenize(tokens), expected)
+    decoder = InfoTok.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        decoder.decompressor.proj_out.weight.add_(0.1)
+    with pytest.raises(ValueError, match="with other decoding weights"):
+        InfoTok.from_pretrained(decoder.save_pretrained(tmp_path / "decoder")).detokenize(tokens)
+    other = InfoTok(dataclasses.replace(TINY_BASE, dec_lo=24), TINY_COMPRESSOR, name="tiny-infotok")
+    with pytest.raises(ValueError, match="of another architecture"):
+        InfoTok.from_pretrained(other.save_pretrained(tmp_path / "arch")).detokenize(tokens)
+    old_style = Tokens(dataclasses.replace(tokens.header, model_hash=model.weights_hash), tokens.windows)
+    assert np.array_equal(model.detokenize(old_style), expected)

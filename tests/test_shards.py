@@ -192,7 +192,7 @@ def test_writer_resumes_cleans_a_killed_runs_leftovers_and_refuses_other_setting
     with pytest.raises(ShardError, match="other settings.*window 9 \\(now 17\\)"):
         ShardWriter(root, model_identity(model), settings_record() | {"window": 17})
     with pytest.raises(ShardError, match="tokens of model"):
-        ShardWriter(root, model_identity(tiny_model(seed=1)) | {"model_hash": "0" * 16}, settings_record())
+        ShardWriter(root, model_identity(tiny_model(seed=1)) | {"weights_hash": "0" * 16}, settings_record())
     writer = ShardWriter(root, model_identity(model), settings_record() | {"window": 17}, overwrite=True)
     assert not writer.is_complete(os.path.abspath(videos[0])) and not list(root.glob("shard-*"))
     writer.close()

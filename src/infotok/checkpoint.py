@@ -135,6 +135,16 @@ def load_weights(model: torch.nn.Module, directory: Path) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
 
+def tensor_hash(state: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors (names, dtypes, shapes and values), whatever file they came from."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def check_sizes(fields: dict, section: str) -> None:
     """Every architecture size is a positive integer (levels and ratios have their own rules)."""
     def positive_int(v) -> bool:

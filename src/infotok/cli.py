@@ -491,12 +491,28 @@ def cmd_calibrate(args) -> int:
         raise UsageError(f"{args.output} exists; pass --overwrite to replace it")
     model = _load_model(args)
     calibration = calibrate(model, inputs, args.size, args.frames, progress=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({k: calibration[k] for k in ("score_mean", "previous", "videos", "target_margins") if k in calibration}))
+    if args.json:
+        print(json.dumps({k: calibration[k] for k in ("score_mean", "previous", "videos", "rd_thresholds",
+                                                      "target_margins") if k in calibration}))
+    else:
+        _print_calibration(calibration, args)
     if args.output:
         if args.default_fill:
             model.default_fill = args.default_fill
-        save_calibrated(model, args.checkpoint or default_checkpoint(), args.output, calibration, args.overwrite)
+        out = save_calibrated(model, args.checkpoint or default_checkpoint(), args.output, calibration, args.overwrite)
+        print(f"wrote {out}: it decodes the source checkpoint's tokens too (the same decoding weights)",
+              file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _print_calibration(calibration: dict, args) -> None:
+    thresholds = ", ".join(f"{r:g}: {t:.4g}" for r, t in calibration["rd_thresholds"])
+    print(f"calibrated on {calibration['videos']} clips (first {args.frames} frames, {args.size}x{args.size}):\n"
+          f"  global_elbo score mean {calibration['score_mean']:.5f} (was {calibration['previous']:.5f})\n"
+          f"  rd drift thresholds by rate {thresholds}")
+    if "target_margins" in calibration:
+        margins = calibration["target_margins"]
+        print(f"  --target-psnr margins {min(margins):.2f} to {max(margins):.2f} dB over {len(margins)} rates")
 
 
 def cmd_demo(args) -> int:
@@ -596,6 +612,7 @@ def add_commands(sub) -> None:
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip (default 33)")
     p.add_argument("--default-fill", choices=FILLS,
                    help="the fill the written copy tokenizes with by default (default: the source's)")
+    p.add_argument("--json", action="store_true", help="print the calibration as one JSON object instead of a summary")
     add_model_options(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -715,7 +732,14 @@ def add_encode_dataset(sub) -> None:
 
 # -------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="infotok", description="Adaptive discrete video tokenization (InfoTok).")
+    try:
+        installed = version("infotok")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"infotok {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
     add_encode_dataset(sub)

@@ -176,7 +176,7 @@ class WindowTokenizer:
     model was loaded (`_ready`, epoch seconds) and each row's share of the call's time (`_busy`).
     """
 
-    def __init__(self, checkpoint: str | None, device: str, settings: dict, model_hash: str | None = None):
+    def __init__(self, checkpoint: str | None, device: str, settings: dict, weights_hash: str | None = None):
         import torch
 
         from .checkpoint import CheckpointError
@@ -184,9 +184,9 @@ class WindowTokenizer:
 
         self.torch = torch
         self.model = InfoTok.from_pretrained(checkpoint, device=device)
-        if model_hash is not None and self.model.model_hash != model_hash:
+        if weights_hash is not None and self.model.weights_hash != weights_hash:
             raise CheckpointError(f"{checkpoint}: this worker's copy of the checkpoint has weights "
-                                  f"{self.model.model_hash}, the driver's {model_hash}; give every node the same file")
+                                  f"{self.model.weights_hash}, the driver's {weights_hash}; give every node the same file")
         self.settings = settings
         self.ready = time.time()
 
@@ -479,7 +479,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
                                 num_cpus=decode_cpus, memory=CUT_TASK_MEMORY)
             ds = ds.map_batches(WindowTokenizer, batch_size=batch_size, batch_format="numpy",
                                 fn_constructor_kwargs={"checkpoint": checkpoint, "device": device, "settings": settings,
-                                                       "model_hash": identity["model_hash"]},
+                                                       "weights_hash": identity["weights_hash"]},
                                 compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_per_worker,
                                 num_gpus=num_gpus_per_worker or None)
             t0 = time.time()

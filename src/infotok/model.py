@@ -142,7 +142,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         self.rd_thresholds: list[list[float]] = []  # [[avg rate, drift threshold], ...]: rd under hold
         self.target_margins: list[float] = []  # dB the predicted curve overshoots at each rate k/16 (calibrate)
         self.default_fill = check_fill(fill)
-        self.model_hash = ""  # set by from_pretrained: identifies the weights in token files
+        # set by from_pretrained: the decoding weights, which token files name (a recalibrated or
+        # encoder-side change keeps it), and the weights file as a whole (what encodes)
+        self.model_hash = self.weights_hash = ""
 
     # ---------------------------------------------------------------------------- configuration
     @property
@@ -184,6 +186,17 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         config |= {"rd_thresholds": self.rd_thresholds} if self.rd_thresholds else {}
         config |= {"target_margins": self.target_margins} if self.target_margins else {}
         return config | ({"rd_slopes": self.rd_slopes} if self.rd_slopes else {})
+
+    def encoding_modules(self) -> list[nn.Module]:
+        """What turns pixels into codes, masks and rates: the base encoder, the compressor, the predictor."""
+        return [*self.base.encoder_modules(), *([self.compressor] if self.adaptive else []),
+                *([self.predictor] if self.predictor_config else [])]
+
+    def decoding_hash(self) -> str:
+        """Identifies the weights that decode tokens: all but the encoding modules and the calibration."""
+        encoding = {id(t) for m in self.encoding_modules() for t in [*m.parameters(), *m.buffers()]}
+        return checkpoint.tensor_hash({k: v for k, v in self.state_dict(keep_vars=True).items()
+                                       if id(v) not in encoding and k != "score_mean"})
 
     @property
     def config_hash(self) -> str:
@@ -532,9 +545,16 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return self.detokenize(self.tokenize(video, **kwargs))
 
     def check_tokens(self, header) -> None:
-        if header.config_hash != self.config_hash or (self.model_hash and header.model_hash != self.model_hash):
-            raise ValueError(f"these tokens were made by model {header.model!r} ({header.model_hash or header.config_hash}); "
-                             f"this is {self.name!r} ({self.model_hash or self.config_hash}): decode with the same checkpoint")
+        """Tokens decode with the architecture and decoding weights that made them; files from before
+        the decoding hash name the whole weights file, which is accepted too."""
+        if header.config_hash != self.config_hash:
+            raise ValueError(f"these tokens were made by model {header.model!r} of another architecture (config "
+                             f"{header.config_hash}; {self.name!r} has {self.config_hash}): decode with the checkpoint "
+                             "that made them")
+        if self.model_hash and header.model_hash not in (self.model_hash, self.weights_hash):
+            raise ValueError(f"these tokens were made by model {header.model!r} with other decoding weights "
+                             f"({header.model_hash}; {self.name!r} decodes with {self.model_hash}): decode with the "
+                             "checkpoint that made them (a recalibrated copy of it decodes them too)")
 
     # ---------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, save_directory: str | os.PathLike, extra: dict | None = None, *,
@@ -575,5 +595,6 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                                for k, table in (config.get("rd_slopes") or {}).items()}
         except (TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{directory / checkpoint.CONFIG_FILE}: invalid model configuration ({exc})") from None
-        model.model_hash = checkpoint.load_weights(model, directory)
+        model.weights_hash = checkpoint.load_weights(model, directory)
+        model.model_hash = model.decoding_hash()
         return model.to(resolve_device(device)).eval()

@@ -187,7 +187,8 @@ def table_tokens(table: pa.Table, manifest: dict) -> Tokens:
 # --------------------------------------------------------------------------------- manifest
 def model_identity(model) -> dict:
     """What the manifest records of the model: name, hashes, config, and what a decoder needs."""
-    return {"name": model.name, "model_hash": model.model_hash, "config_hash": model.config_hash,
+    return {"name": model.name, "model_hash": model.model_hash, "weights_hash": model.weights_hash,
+            "config_hash": model.config_hash,
             "levels": list(model.base.levels), "temporal_factor": model.geometry.temporal_factor,
             "spatial_factor": model.geometry.spatial_factor, "score_mean": float(model.score_mean),
             "config": model.config_dict()}
@@ -300,8 +301,11 @@ class ShardWriter:
             return {"format": SHARD_FORMAT, "version": SHARD_VERSION, "model": self.identity,
                     "settings": self.settings, "counts": {}, "shards": [], "videos": [], "failures": []}
         manifest = read_manifest(self.root)
-        theirs, ours = manifest.get("model", {}), self.identity
-        for key in ("model_hash", "config_hash"):
+        # what encodes: the whole weights file (manifests from before weights_hash name it model_hash)
+        theirs = manifest.get("model", {})
+        theirs = theirs | {"weights_hash": theirs.get("weights_hash", theirs.get("model_hash"))}
+        ours = self.identity
+        for key in ("weights_hash", "config_hash"):
             if theirs.get(key) != ours.get(key):
                 raise ShardError(f"{self.root} holds tokens of model {theirs.get('name')!r} ({key} "
                                  f"{theirs.get(key)}), not of {ours.get('name')!r} ({ours.get(key)}); "

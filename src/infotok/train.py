@@ -159,7 +159,7 @@ def build_model(cfg: TrainConfig) -> InfoTok:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
     model.rd_slopes = init.rd_slopes
     # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were
-    encoding = [model.compressor, *model.base.encoder_modules(), *([model.predictor] if predictor else [])] if drift else []
+    encoding = model.encoding_modules() if drift else []
     frozen = {id(p) for m in encoding for p in m.parameters()}
     for name, p in model.named_parameters():  # what a run does not train has no gradient (distributed runs need that)
         predictor_part = name.startswith("predictor.")
