@@ -6,10 +6,12 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
+import infotok
 from infotok import checkpoint
 from infotok.checkpoint import CheckpointError
 from infotok.model import InfoTok
@@ -20,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
     from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = {"torch", "av", "numpy", "safetensors", "einops", "vector-quantize-pytorch", "tqdm"}
+CORE = {"torch", "av", "numpy", "safetensors", "einops", "vector-quantize-pytorch", "tqdm", "pillow"}
 OPTIONAL = {"accelerate", "torchmetrics", "matplotlib", "imageio-ffmpeg", "huggingface-hub"}
 
 
@@ -77,7 +79,7 @@ def venv(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("package")
     source = work / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     pip = ["--no-cache-dir", "--quiet"]
@@ -111,6 +113,15 @@ def test_the_wheel_alone_runs_the_demo_and_loads_the_default_from_any_directory(
     code = "import infotok; from infotok import InfoTok; m = InfoTok.from_pretrained(); print(m.name, infotok.__file__)"
     name, where = check([venv / "python", "-c", code], cwd=cwd, env=clean_env()).stdout.split()
     assert name == "infotok-flex" and Path(where).is_relative_to(venv.parent) and "site-packages" in where
+
+
+def test_the_wheel_carries_the_license_and_says_its_version(venv):
+    wheel, = (venv.parent.parent / "dist").glob("infotok-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    license_file, = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
+    version = check([venv / "infotok", "--version"], env=clean_env()).stdout.strip()
+    assert version == f"infotok {infotok.__version__}"
 
 
 # several commands in one interpreter of the venv (the console script itself is run by `demo`)

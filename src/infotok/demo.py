@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .metrics import psnr
 from .video import synthetic_video, write_video
-from .viz import render, strip
+from .viz import layout, render, strip
 
 SAMPLE_FPS = 24.0
 
@@ -28,8 +28,8 @@ def run_demo(model, out: str | Path, rates: list[float], frames: int = 33, heigh
         write_video(out / f"reconstruction_{tag}.mp4", recon, fps=SAMPLE_FPS)
         panels = list(render(video, recon, tokens))
         write_video(out / f"viz_{tag}.mp4", panels, fps=SAMPLE_FPS)
-        strip(panels, out / f"viz_{tag}.png",
-              title=f"built-in sample, rate {rate:g}: original | reconstruction, kept tokens tinted | kept-token mask")
+        strip(panels, out / f"viz_{tag}.png", header=layout(height).header,
+              title=f"built-in sample, rate {rate:g}: original | reconstruction | kept tokens")
         run = {"rate": rate, "psnr": psnr(video, recon)}
         run |= tokens.ledger(file_bytes=(out / f"sample_{tag}.itok").stat().st_size).to_dict()
         report["runs"].append(run)
