@@ -129,6 +129,22 @@ def test_arrays_carry_their_frame_rate_and_indices_compute_in_torch(tiny_checkpo
     assert (batch.indices + 1).sum() > 0  # arithmetic works on them
 
 
+def test_the_api_gives_what_readme_says(tiny_checkpoint):
+    """encode's indices are int64 like a file's batch, decode stays in [-1, 1], tokens print in a line."""
+    model = InfoTok.from_pretrained(tiny_checkpoint)
+    x = torch.from_numpy(synthetic_video(9, 32, 32, seed=4))[None]
+    batch = model.encode(x, 0.5)
+    assert batch.indices.dtype == torch.int64 and batch.mask.dtype == torch.bool
+    with torch.no_grad():
+        model.decompressor.proj_out.bias.add_(5.0)  # a decoder that overshoots
+        recon = model.decode(batch)
+    assert recon.min() >= -1 and recon.max() <= 1 and (recon.abs() == 1).any()
+    tokens = model.tokenize(synthetic_video(17, 32, 32), rate=0.5, window=9, overlap=1)
+    assert repr(tokens).count("\n") == 0 and len(repr(tokens)) < 200 and "2 windows" in repr(tokens)
+    first = tokens.windows[0]
+    assert repr(first) == f"TokenWindow(frames 0-8, rate {first.rate:.4f}, kept {first.kept}/{first.num_tokens})"
+
+
 def test_progress_on_a_log_is_a_periodic_status_line(capsys):
     bar = Progress(4, "encode x.mp4", interval=0.0)
     assert bar.bar is None or not sys.stderr.isatty()

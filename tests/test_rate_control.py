@@ -204,3 +204,18 @@ def test_predictor_training_leaves_the_tokenizer_untouched_and_its_loss_falls(tm
     assert after.rd_slopes == before.rd_slopes
     x = synthetic_video(9, 32, 48, seed=4)[None]
     assert torch.equal(before.encode(x, 0.5, "static", "error").indices, after.encode(x, 0.5, "static", "error").indices)
+
+
+def test_target_traps_are_refused_or_reported(tmp_path, capsys):
+    """--target-psnr with --fill hold is refused (its curves describe the mask fill); an unreachable
+    target is reported, naming the best the model predicts, and spends every token."""
+    folder = predictor_model().save_pretrained(tmp_path / "model")
+    video = write_video(tmp_path / "v.mp4", synthetic_video(9, 32, 48, seed=0), fps=12)
+    encode = ["encode", str(video), "--checkpoint", str(folder), "--window", "9", "--overlap", "1"]
+    assert main(encode + ["-o", str(tmp_path / "h.itok"), "--target-psnr", "20", "--fill", "hold"]) == 2
+    assert "cannot be combined with --fill hold" in capsys.readouterr().err
+    assert main(encode + ["-o", str(tmp_path / "t.itok"), "--target-psnr", "80"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and "target 80 dB is out of reach for 1 of 1 windows" in warned[0]
+    from infotok.tokens import Tokens
+    assert [w.rate for w in Tokens.load(tmp_path / "t.itok").windows] == [1.0]

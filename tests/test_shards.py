@@ -62,6 +62,7 @@ def test_rows_give_back_the_tokens_and_the_itok_file_of_encode(tmp_path, folder,
     assert pq.read_schema(shard_files(folder)[0]).remove_metadata() == SCHEMA
     for v in videos:
         tokens = load_video_tokens(folder, os.path.abspath(v))
+        assert load_video_tokens(folder, os.path.relpath(v)).header == tokens.header  # as given to encode-dataset
         # the same .itok file `infotok encode` writes, byte for byte, and the same frames decoded
         encode_file(model, v, tmp_path / f"{v.stem}.itok", **SETTINGS)
         save_itok(folder, os.path.abspath(v), tmp_path / f"{v.stem}-shard.itok")

@@ -320,7 +320,10 @@ def add_rate_control_options(p) -> None:
 
     p.add_argument("--target-psnr", type=_target, metavar="DB",
                    help="give each window the fewest tokens predicted (less the checkpoint's calibrated margins, "
-                        "so that about 90%% of windows get there) to reach this PSNR (instead of --rate)")
+                        "so that about 90%% of windows get there) to reach this PSNR (instead of --rate). It plans "
+                        "on the value predictor's curves, which describe value selection with the mask fill, so it "
+                        "tokenizes that way (not with --fill hold, which on still content reaches a PSNR with far "
+                        "fewer tokens); windows the target is out of reach for get every token, with a warning")
     p.add_argument("--objective", choices=OBJECTIVES, default="psnr",
                    help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE")
     p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",

@@ -29,7 +29,7 @@ from .fill import check_fill, hold_last_kept
 from .geometry import Geometry
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
 from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, hold_rates, rd_rates,
-                     score_map, slope_for, target_rates, threshold_for)
+                     score_map, slope_for, target_rates, threshold_for, warn_unreachable)
 from .selection import check_selection, drift_masks, keep_masks
 from .tokens import TokenBatch
 from .video import to_model
@@ -320,6 +320,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         rate = check_rate(rate)
         target_psnr = None if target_psnr is None else check_target(target_psnr)
         strategy, selection, fill = self.choices(strategy, selection, fill, target_psnr)
+        if target_psnr is not None and fill == "hold":
+            raise ValueError("--target-psnr plans on the value predictor's curves, which describe the mask fill; "
+                             "it cannot be combined with --fill hold (use --rate, or drop --fill)")
         check_objective(objective)
         self.check_rates(rate, *(rates or []))
         if self.reads_predictor(strategy, selection, rates, target_psnr, fill):
@@ -381,6 +384,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         del feats  # not kept through the router's decode (83 MB at 720p)
         if rates is None and target_psnr is not None:
             rates = target_rates(curve.cpu().numpy(), target_psnr, self.target_margins)
+            warn_unreachable(curve.cpu().numpy(), target_psnr, self.target_margins)
         change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
         if holding:
             rates = hold_rates(codes, threshold_for(self.rd_thresholds, rate))
@@ -396,7 +400,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         predicted = None
         if curve is not None:
             predicted = curve.gather(1, curve_index(chosen, curve.shape[1], curve.device)[:, None])[:, 0].double()
-        return TokenBatch(indices.masked_fill(~masks, 0), masks, torch.tensor(chosen, **f64),
+        return TokenBatch(indices.long().masked_fill(~masks, 0), masks, torch.tensor(chosen, **f64),
                           torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
                           frames, height, width, smap if keep_scores else None, 2 if routed else 1,
                           change if keep_scores else None, value if keep_scores else None,
@@ -426,10 +430,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     @torch.no_grad()
     def decode(self, batch: TokenBatch) -> torch.Tensor:
-        """TokenBatch -> video [B, 3, T, H, W] in [-1, 1], cropped to the windows' size."""
+        """TokenBatch -> video [B, 3, T, H, W] in [-1, 1] (the decoder's overshoot clipped, as pixels
+        clip it), cropped to the windows' size."""
         codes = self.base.codes_from_indices(batch.indices.to(self.device))
         x = self.decode_codes(codes, batch.mask.to(self.device), batch.fill)
-        return self.geometry.crop(x, batch.frames, batch.height, batch.width)
+        return self.geometry.crop(x, batch.frames, batch.height, batch.width).clamp_(-1, 1)
 
     def forward(self, x: torch.Tensor, rates: Sequence[float] | Sequence[Sequence[float]] | None = None,
                 selection: str | Sequence[str] = "error", score_mean: float | None = None,

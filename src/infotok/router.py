@@ -20,6 +20,7 @@ is the mean of its map. Strategies turn scores into rates:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -204,6 +205,16 @@ def target_rates(curves: np.ndarray, target_psnr: float, margins: Sequence[float
     reached = curves >= check_target(target_psnr)
     k = np.where(reached.any(axis=1), reached.argmax(axis=1), points - 1)
     return [float(r) for r in (k + 1) / points]
+
+
+def warn_unreachable(curves: np.ndarray, target_psnr: float, margins: Sequence[float] | None = None) -> None:
+    """Say so when a target is out of reach for some windows: `target_rates` gives them every token."""
+    full = np.asarray(curves, dtype=np.float64)[:, -1] - (margins[-1] if margins is not None and len(margins) else 0.0)
+    short = full < target_psnr
+    if short.any():
+        warnings.warn(f"target {target_psnr:g} dB is out of reach for {int(short.sum())} of {len(full)} windows "
+                      f"(predicted at full rate, less the calibrated margin: {full[short].max():.1f} dB at best); "
+                      "they get every token (rate 1)", stacklevel=2)
 
 
 def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "psnr") -> list[float]:

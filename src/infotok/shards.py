@@ -431,12 +431,14 @@ class ShardWriter:
 
 # ------------------------------------------------------------------------- reading a video
 def load_video_tokens(root: str | os.PathLike, video: str | os.PathLike) -> Tokens:
-    """One complete video's tokens from a shard folder, by its path as stored or its video_id;
-    `model.detokenize(tokens)` (or `model.iter_detokenize(tokens.header, tokens.windows)`)
+    """One complete video's tokens from a shard folder, by its path (as stored, or as given to
+    `encode-dataset`: relative paths resolve from the current folder as they did there) or its
+    video_id; `model.detokenize(tokens)` (or `model.iter_detokenize(tokens.header, tokens.windows)`)
     decodes them exactly as `infotok decode` decodes an `.itok` file of the same video."""
     manifest = read_manifest(root)
     key = os.fspath(video)
-    entry = next((v for v in manifest["videos"] if key in (v["video"], v["video_id"])), None)
+    keys = {key, os.path.abspath(key)}
+    entry = next((v for v in manifest["videos"] if keys & {v["video"], v["video_id"]}), None)
     if entry is None:
         raise ShardError(f"{root}: no complete video {key!r} in the manifest")
     table = pq.read_table(Path(root) / entry["shard"], filters=[("video_id", "=", entry["video_id"])])

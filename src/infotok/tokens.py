@@ -97,11 +97,20 @@ class TokenWindow:
     def num_tokens(self) -> int:
         return int(self.mask.size)
 
+    def __repr__(self) -> str:
+        return f"TokenWindow(frames {self.start}-{self.end - 1}, rate {self.rate:.4f}, kept {self.kept}/{self.num_tokens})"
+
 
 @dataclass
 class Tokens:
     header: TokenHeader
     windows: list[TokenWindow] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        h, ledger = self.header, self.ledger()
+        return (f"Tokens(model {h.model!r}, {h.num_frames} frames {h.width}x{h.height}, {len(self.windows)} "
+                f"window{'s' if len(self.windows) != 1 else ''}, kept {ledger.kept}/{ledger.total} tokens "
+                f"(rate {ledger.realized_rate:.3f}), {h.strategy} + {h.selection} + {h.fill})")
 
     def batch(self, index: int, device: torch.device | str = "cpu") -> TokenBatch:
         """Window `index` as tensors to compute with: int64 indices and a bool keep-mask [1, t, h, w]
