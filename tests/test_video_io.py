@@ -35,6 +35,56 @@ def write_timed(path: Path, times: list[float], fmt: str, time_base: Fraction, r
     return path
 
 
+VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2: a picture's start code; its next 2 bits say I (0), P (1) or B (2)
+
+
+def write_xvid(path: Path, count: int, packed: bool) -> Path:
+    """An MPEG-4 Part 2 AVI at 23.976 fps, two B-frames between references, frame i grey LEVEL * (i + 1)
+    under a checkerboard moving a pixel a frame (motion to code). `packed` stores it as Xvid and DivX
+    did (UCF-101, HMDB): the first B-frame after a reference (I- or P-frame) rides in its chunk, an empty
+    picture (N-VOP) fills the slot that frees, and a "DivX...p" user-data tag tells the decoder; FFmpeg
+    hands those frames on in order but stamps them out of order."""
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mpeg4", rate=Fraction(24000, 1001))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.max_b_frames = 2
+        packets = []  # in decode order: I0 P3 B1 B2 P6 B4 B5 ...
+        yy, xx = np.mgrid[0:32, 0:32]
+        for i in range(count):
+            board = 12 * np.where((yy // 4 + (xx + i) // 4) % 2, 1, -1)
+            picture = np.repeat((LEVEL * (i + 1) + board)[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+            packets += [bytes(p) for p in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24"))]
+        packets += [bytes(p) for p in stream.encode()]
+        kinds = [data[data.index(VOP) + 4] >> 6 for data in packets]
+        chunks = packets
+        if packed:  # I0 | P3 B1 | B2 | N | P6 B4 | B5 | N ...
+            tick_bits = (stream.codec_context.time_base.denominator - 1).bit_length()
+            bits = "01" + "0" + "1" + "0" * tick_bits + "1" + "0"  # P, same second, marker, time, marker, not coded
+            bits += "0" + "1" * (-(len(bits) + 1) % 8)  # stuffing to a byte boundary
+            nvop = VOP + int(bits, 2).to_bytes(len(bits) // 8, "big")
+            chunks, joinable, owed = [], False, False
+            for data, kind in zip(packets, kinds):
+                if kind == 2 and joinable:
+                    chunks[-1] += data
+                    joinable, owed = False, True
+                    continue
+                if kind != 2 and owed:
+                    chunks.append(nvop)
+                    owed = False
+                chunks.append(data)
+                joinable = kind != 2
+            chunks += [nvop] if owed else []
+            at = chunks[0].index(VOP)
+            chunks[0] = chunks[0][:at] + b"\x00\x00\x01\xb2DivX503b1393p" + chunks[0][at:]
+        for i, data in enumerate(chunks):  # AVI keeps the order only
+            packet = av.Packet(data)
+            packet.stream, packet.time_base = stream, stream.codec_context.time_base
+            packet.pts = packet.dts = i
+            packet.is_keyframe = data[data.index(VOP) + 4] >> 6 == 0
+            out.mux(packet)
+    return path
+
+
 def frame_ids(frames: np.ndarray) -> list[int]:
     return [int(round(f.mean() / LEVEL)) - 1 for f in frames]
 
@@ -118,6 +168,20 @@ def test_the_reported_avi_is_not_called_truncated(tmp_path):
     assert caught[0].filename == __file__
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_avi_with_b_frames_reads_every_frame_once_in_order(tmp_path, packed):
+    path = write_xvid(tmp_path / "xvid.avi", 12, packed)
+    with av.open(str(path)) as c:
+        stamps = [f.pts for f in c.decode(video=0)]
+    assert len(stamps) == 12 and (stamps != sorted(stamps)) == packed  # packed: in order, stamped out of order
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constant rate: nothing resampled
+        frames, info = read_video(path)
+        part, _ = read_video(path, start=5, max_frames=4)
+    assert frame_ids(frames) == list(range(12)) and info.fps == pytest.approx(24000 / 1001)
+    assert probe(path).num_frames == 12 and np.array_equal(part, frames[5:9])
+
+
 @pytest.mark.parametrize("suffix", sorted(OUTPUT_FORMATS))
 def test_constant_rate_clip_reads_exactly_its_frames_without_warning(tmp_path, suffix):
     video = synthetic_video(13, 32, 48, seed=2)
@@ -138,6 +202,77 @@ def test_truncated_stream_is_reported_and_read_up_to_the_cut(tmp_path):
         frames = list(iter_frames(cut))
     assert 0 < len(frames) < 45
     assert any("truncated file?" in str(w.message) and str(cut) in str(w.message) for w in caught)
+
+
+def write_faststart_mp4(path: Path, video: np.ndarray, fps: int) -> Path:
+    """An H.264 MP4 with its index (moov box) before the frames, as `-movflags +faststart` writes it."""
+    with av.open(str(path), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width, stream.pix_fmt = *video.shape[1:3], "yuv420p"
+        for frame in video:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+MP4_CUT = ("truncated MP4/MOV: its index (moov box) is missing or cut off, so no frame can be decoded (most MP4s "
+           "keep the index at the end; a faststart copy, with the index at the front, keeps the frames written "
+           "before a break)")
+
+
+def test_mp4_cut_before_the_end_of_its_index_says_so(tmp_path):
+    path = write_video(tmp_path / "whole.mp4", synthetic_video(60, 32, 32, seed=1), fps=15)
+    data = path.read_bytes()
+    index, tags = data.index(b"moov") - 4, data.index(b"udta") - 4  # the index and, last in it, the tags
+    assert data.index(b"mdat") < index  # the index after the frames, as in most MP4s
+    cut = tmp_path / "cut.mp4"
+    for keep in (40, len(data) // 2, index + 64, *range(index, tags + 1, 8)):  # FFmpeg fails each differently
+        cut.write_bytes(data[:keep])
+        for read in (probe, iter_frames, read_video) if keep < index + 100 else (iter_frames,):
+            with pytest.raises(VideoError) as error:
+                list(read(cut)) if read is iter_frames else read(cut)
+            assert str(error.value) == f"{cut}: {MP4_CUT}", keep
+    cut.write_bytes(data[:tags + 8])  # only the tags cut off: every frame is there
+    assert len(list(iter_frames(cut))) == 60
+
+
+def test_faststart_mp4_cut_is_read_up_to_the_break(tmp_path):
+    data = write_faststart_mp4(tmp_path / "whole.mp4", synthetic_video(60, 32, 32, seed=1), fps=15).read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:int(len(data) * 0.7)])
+    with recorded_warnings() as caught:
+        frames = list(iter_frames(cut))
+    assert 0 < len(frames) < 50 and probe(cut).num_frames == 60
+    assert [str(w.message) for w in caught] == [
+        f"{cut}: stream ended at {len(frames) / 15:.2f} s of the 4.00 s its header declares (truncated file?); "
+        "using those"]
+
+
+def test_start_past_the_end_says_how_many_frames_there_are(tmp_path):
+    path = write_video(tmp_path / "v.mp4", synthetic_video(12, 16, 16), fps=8)
+    assert len(list(iter_frames(path, start=11))) == 1
+    for start in (12, 1000):
+        for read in (lambda: list(iter_frames(path, start=start)), lambda: read_video(path, start=start)):
+            with pytest.raises(VideoError) as error:
+                read()
+            assert str(error.value) == f"{path}: start {start} is past the end of the video (12 frames)"
+
+
+def test_ffmpeg_errors_say_their_cause_once(tmp_path):
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).bytes(20_000))
+    with pytest.raises(VideoError) as error:
+        probe(noise)
+    assert str(error.value) == f"{noise}: not a readable video (Invalid data found when processing input)"
+    data = write_faststart_mp4(tmp_path / "whole.mp4", synthetic_video(8, 32, 32, seed=1), fps=15).read_bytes()
+    cut = tmp_path / "first_frame_cut.mp4"
+    cut.write_bytes(data[:data.index(b"mdat") + 40])
+    with pytest.raises(VideoError) as error:
+        list(iter_frames(cut))
+    assert str(error.value) == f"{cut}: cannot decode any frame (Invalid data found when processing input)"
 
 
 # ------------------------------------------------------------------------------ file modes

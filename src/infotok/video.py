@@ -7,13 +7,14 @@ resampled, see `iter_frames`). Writing picks the container from the extension (`
 """
 from __future__ import annotations
 
-import glob
+import heapq
 import itertools
 import math
 import os
 import re
 import sys
 import warnings
+from collections import deque
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -24,10 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .files import output_path_problem, temp_beside
+from .files import VIDEO_SUFFIXES, list_videos, output_path_problem, temp_beside  # noqa: F401 (re-exported)
 from .geometry import check_windowing
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".flv"}
 # What `write_video` writes: extension -> FFmpeg muxer (the codec follows from it: `_encoder`)
 OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
 # Container tag "WxH": the true size of frames `write_video` padded to even; `probe`/`iter_frames` crop back
@@ -56,6 +56,48 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=level)
 
 
+def _cause(exc: Exception) -> str:
+    """FFmpeg's reason alone: PyAV's str() adds the errno and repeats the file name (or names the
+    libavcodec call), which the message says already or the user cannot act on."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _mp4_index_missing(path: str | os.PathLike) -> bool:
+    """Whether `path` is an MP4/MOV whose index (the moov box) is absent or cut off.
+
+    Most MP4s are written with the index last, after all the frames (a faststart copy moves it to the
+    front), so a file cut anywhere before its end has frames but nothing saying where they lie: FFmpeg
+    reads no frame of it. Walks the top-level boxes; a file not starting with `ftyp` is not judged.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        pos = 0
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if length == 1 and len(head) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(head[8:16], "big")
+            elif length == 0:  # the box runs to the end of the file
+                length = size - pos
+            if pos == 0 and kind != b"ftyp" or length < 8:
+                return False
+            if kind == b"moov":
+                return pos + length > size
+            pos += length
+    return pos > 0  # no moov (in a file long enough to have a first box)
+
+
+def _unreadable(path: str | os.PathLike, problem: str) -> VideoError:
+    """The error for a video that gives no frame: `problem`, unless the file is an MP4 cut before the
+    end of its index, where what FFmpeg made of the rest is beside the point."""
+    if _mp4_index_missing(path):
+        problem = ("truncated MP4/MOV: its index (moov box) is missing or cut off, so no frame can be decoded "
+                   "(most MP4s keep the index at the end; a faststart copy, with the index at the front, keeps "
+                   "the frames written before a break)")
+    return VideoError(f"{path}: {problem}")
+
+
 def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     path = Path(path)
     if not path.exists():
@@ -67,16 +109,20 @@ def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, a
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise VideoError(f"{path}: not a readable video ({exc.__class__.__name__}: {exc})") from None
-    if not container.streams.video:
+        problem = f"not a readable video ({_cause(exc)})"
+    else:
+        stream = container.streams.video[0] if container.streams.video else None
+        if stream is None:
+            problem = "has no video stream"
+        elif stream.codec_context is None:
+            problem = "has a video stream FFmpeg cannot identify (unknown codec or corrupt header)"
+        elif not stream.width or not stream.height:
+            problem = "video stream has no size (corrupt header?)"
+        else:
+            stream.thread_type = "AUTO"
+            return container, stream
         container.close()
-        raise VideoError(f"{path}: has no video stream")
-    stream = container.streams.video[0]
-    if not stream.width or not stream.height:
-        container.close()
-        raise VideoError(f"{path}: video stream has no size (corrupt header?)")
-    stream.thread_type = "AUTO"
-    return container, stream
+    raise _unreadable(path, problem)
 
 
 def _nominal_rate(stream: av.video.stream.VideoStream) -> Fraction:
@@ -136,49 +182,104 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         return VideoInfo(width, height, float(fps), max(0, int(n or 0)))
 
 
+REORDER = 4  # how many frames ahead `_in_time_order` sorts timestamps over
+
+
+def _in_time_order(frames: Iterator[av.VideoFrame]) -> Iterator[tuple[av.VideoFrame, int | None]]:
+    """Each decoded frame with its timestamp, the timestamps sorted: the k-th frame gets the k-th earliest.
+
+    A decoder hands frames on in presentation order, but may tag them with timestamps out of order:
+    MPEG-4 Part 2 with packed B-frames (`_packed_b_frames`) gives frames in order stamped 1, 2, 3, 5,
+    4, 6, ..., which taken as they are make a constant-rate file look variable-rate and lose frames.
+    Sorting looks REORDER frames ahead; timestamps that already rise, or repeat (duplicated frames),
+    are unchanged. A decoding error is raised after the frames before it.
+    """
+    ahead: deque[av.VideoFrame] = deque()
+    times: list[int] = []  # a heap of the timestamps of the frames in `ahead`
+
+    def oldest() -> tuple[av.VideoFrame, int | None]:
+        frame = ahead.popleft()
+        return frame, (heapq.heappop(times) if frame.pts is not None else None)
+
+    while True:
+        try:
+            frame = next(frames, None)
+        except av.error.FFmpegError:
+            while ahead:
+                yield oldest()
+            raise
+        if frame is None:
+            break
+        ahead.append(frame)
+        if frame.pts is not None:
+            heapq.heappush(times, frame.pts)
+        if len(ahead) > REORDER:
+            yield oldest()
+    while ahead:
+        yield oldest()
+
+
+def _packed_b_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+    """Whether an MPEG-4 Part 2 stream stores its B-frames packed, as Xvid and DivX AVIs do (UCF-101,
+    HMDB): each B-frame rides in the chunk of the frame before it. The header's user data says so
+    ("DivX503b1393p": the p). After a seek FFmpeg's decoder loses a B-frame of every group for the rest
+    of such a stream, so it is read from the top. Leaves the container at its start."""
+    if stream.codec_context.name != "mpeg4":
+        return False
+    container.seek(0)
+    first = next((p for p in container.demux(stream) if p.size), None)
+    head = bytes(stream.codec_context.extradata or b"") + (bytes(first) if first is not None else b"")
+    container.seek(0)
+    return re.search(rb"DivX\d+(?:Build|b)\d+p", head) is not None
+
+
 def _decode_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: int,
-                 fps: Fraction) -> tuple[Iterator[av.VideoFrame], int | None]:
-    """Decoded frames from the keyframe at or before output frame `start`, and frame 0's pts.
+                 fps: Fraction) -> tuple[Iterator[tuple[av.VideoFrame, int | None]], int | None]:
+    """(frame, timestamp) pairs (`_in_time_order`) from the keyframe at or before output frame `start`,
+    and frame 0's timestamp.
 
     Frame 0 is the first decoded frame, not the header's start time (FFmpeg times H.264 in AVI a frame
     late), so a seek first decodes that one frame to learn it. A seek that lands past `start` (a file
-    without an index) falls back to decoding from the top.
+    without an index) falls back to decoding from the top, as does a stream with packed B-frames.
     """
-    frames = container.decode(stream)
+    frames = _in_time_order(container.decode(stream))
     first = next(frames, None)
     if first is None:
         return iter(()), None
-    if start == 0 or first.pts is None:
-        return itertools.chain([first], frames), first.pts
-    origin, tb = first.pts, stream.time_base
+    origin, tb = first[1], stream.time_base
+    if start == 0 or origin is None:
+        return itertools.chain([first], frames), origin
     try:
-        container.seek(origin + int(start / fps / tb), stream=stream, backward=True, any_frame=False)
-        frames = container.decode(stream)
-        landed = next(frames, None)
-        if landed is not None and landed.pts is not None and _slot((landed.pts - origin) * tb, fps) <= start:
-            return itertools.chain([landed], frames), origin
+        if not _packed_b_frames(container, stream):
+            container.seek(origin + int(start / fps / tb), stream=stream, backward=True, any_frame=False)
+            frames = _in_time_order(container.decode(stream))
+            landed = next(frames, None)
+            if landed is not None and landed[1] is not None and _slot((landed[1] - origin) * tb, fps) <= start:
+                return itertools.chain([landed], frames), origin
     except av.error.FFmpegError:
         pass
     container.seek(0)
-    return container.decode(stream), origin
+    return _in_time_order(container.decode(stream)), origin
 
 
 def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
                 size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames [H, W, 3] at the constant rate `probe` reports, from frame `start` on.
 
-    Frame k is the picture on show at time k / fps, counted from the decoded stream's timestamps, never
-    from the header's frame count. A variable-frame-rate stream is resampled as FFmpeg's cfr mode does
-    it: each decoded frame takes the output slot nearest its timestamp, the latest of several in one
-    slot wins (the others are dropped) and a frame fills the slots up to the next one (duplicated); one
-    warning says how many, and frame count / fps stays the true duration. A stream that ends before
-    the end its header declares by more than its longest pause between frames (and two frame periods)
-    is reported as truncated and read up to the cut; a shorter shortfall is a still ending (dropped
-    frames at the end of an AVI), and the last frame is held to the declared end.
+    Frame k is the picture on show at time k / fps, counted from the decoded stream's timestamps (put
+    in order: `_in_time_order`), never from the header's frame count. A variable-frame-rate stream is
+    resampled as FFmpeg's cfr mode does it: each decoded frame takes the output slot nearest its
+    timestamp, the latest of several in one slot wins (the others are dropped) and a frame fills the
+    slots up to the next one (duplicated); one warning says how many, and frame count / fps stays the
+    true duration. A stream that ends before the end its header declares by more than its longest
+    pause between frames (and two frame periods) is reported as truncated and read up to the cut; a
+    shorter shortfall is a still ending (dropped frames at the end of an AVI), and the last frame is
+    held to the declared end.
 
     Any pixel format (gray, RGBA, 10-bit) is converted to RGB24; `size=(width, height)` rescales in
     FFmpeg while decoding, which is much cheaper than decoding at full size. A stream that breaks part
-    way is decoded up to the break, with a warning.
+    way is decoded up to the break, with a warning (an MP4 cut before the end of its index gives no
+    frame at all: `_mp4_index_missing`). A `start` past the last frame is a VideoError giving the count.
     """
     container, stream = _open_video(path)
     with container:
@@ -189,7 +290,7 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
         try:
             frames, origin = _decode_from(container, stream, start, fps)
         except av.error.FFmpegError as exc:
-            raise VideoError(f"{path}: cannot decode any frame ({exc})") from None
+            raise _unreadable(path, f"cannot decode any frame ({_cause(exc)})") from None
 
         def rgb(frame: av.VideoFrame) -> np.ndarray:
             if crop:  # cut the padding off before any resize
@@ -226,11 +327,11 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
 
         while max_frames is None or emitted < max_frames:
             try:
-                frame = next(frames, None)
+                frame, pts = next(frames, (None, None))
             except av.error.FFmpegError as exc:
                 if held is None:
-                    raise VideoError(f"{path}: cannot decode any frame ({exc})") from None
-                _warn(f"{path}: stream broken after {decoded} frames ({exc}); using those")
+                    raise _unreadable(path, f"cannot decode any frame ({_cause(exc)})") from None
+                _warn(f"{path}: stream broken after {decoded} frames ({_cause(exc)}); using those")
                 header_end = None  # it ends at the break, wherever the header says
                 frame = None
             if frame is None:  # the end: the last frame lasts its duration, or to the declared end
@@ -246,8 +347,8 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
                     yield from show(max(held[1] + 1, _slot(end, fps)))
                 break
             decoded += 1
-            if frame.pts is not None and origin is not None:
-                t = (frame.pts - origin) * tb
+            if pts is not None and origin is not None:
+                t = (pts - origin) * tb
             else:  # no timestamps: one frame after the other
                 t = held[2] + 1 / fps if held is not None else Fraction(0)
             slot = _slot(t, fps)
@@ -257,8 +358,10 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
                 longest = max(longest, t - held[2])
                 yield from show(slot)
             held = (frame, slot, t, frame.duration * tb if frame.duration else 1 / fps)
-    if emitted == 0 and start == 0:
-        raise VideoError(f"{path}: contains no decodable frames")
+    if emitted == 0 and max_frames != 0:
+        if held is None:
+            raise _unreadable(path, "contains no decodable frames")
+        raise VideoError(f"{path}: start {start} is past the end of the video ({pos} frames)")
     if duplicated or dropped:
         _warn(f"{path}: variable frame rate; resampled to a constant {float(fps):g} fps "
               f"({duplicated} frames duplicated, {dropped} dropped)")
@@ -366,23 +469,6 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def list_videos(inputs: Iterable[str | os.PathLike], suffixes: Iterable[str] = VIDEO_SUFFIXES) -> list[Path]:
-    """Expand files, folders and glob patterns into a sorted list; a folder gives its files (not
-    recursively) with one of `suffixes` (the video ones unless told, e.g. {".itok"} for token files).
-    Files and glob matches pass through whatever their suffix."""
-    wanted = {"." + s.lower().lstrip(".") for s in suffixes}
-    found: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found += sorted(q for q in p.iterdir() if q.suffix.lower() in wanted and q.is_file())
-        elif any(ch in str(item) for ch in "*?["):
-            found += sorted(Path(q) for q in glob.glob(str(item)) if Path(q).is_file())
-        else:
-            found.append(p)
-    return found
 
 
 # ----------------------------------------------------------------------------------- geometry
