@@ -85,6 +85,23 @@ def test_viz_writes_side_by_side_video_and_png(tmp_path, capsys, tiny_checkpoint
     assert (tmp_path / "viz.png").stat().st_size > 1000
 
 
+def test_eval_with_no_options_measures_what_encode_writes(tmp_path, capsys, shipped_checkpoint):
+    """The same defaults (the checkpoint's strategy, selection and fill; rate 0.5; rd at the calibrated
+    threshold) and so the same tokens: eval's PSNR is that of encode + decode of the same clip."""
+    from infotok.metrics import psnr
+    clip = write_video(tmp_path / "clip.mp4", synthetic_video(33, 64, 64, seed=7), fps=12, lossless=True)
+    code, _, _ = run(capsys, "eval", clip, "--size", "64", "--json", tmp_path / "r.json")
+    result, = json.loads((tmp_path / "r.json").read_text())["results"]
+    code2, _, _ = run(capsys, "reconstruct", clip, "-o", tmp_path / "r.mp4", "--lossless", "--size", "64")
+    tokens = InfoTok.from_pretrained().tokenize(clip, size=64)
+    assert code == code2 == 0 and tokens.header.avg_rate == result["rate"] == 0.5
+    assert (tokens.header.strategy, tokens.header.selection, tokens.header.fill) == \
+        (result["strategy"], result["selection"], result["fill"]) == ("rd", "drift", "hold")
+    assert result["realized_rate"] == pytest.approx(tokens.ledger().realized_rate, abs=1e-12)
+    original, recon = read_video(clip)[0], read_video(tmp_path / "r.mp4")[0]
+    assert result["psnr"] == pytest.approx(psnr(original, recon), abs=1e-6)
+
+
 def test_eval_writes_the_json_contract_and_csv(tmp_path, capsys, tiny_checkpoint, sample_video):
     code, out, _ = run(capsys, "eval", sample_video, "--rates", "1,0.5", "--strategy", "static,global_elbo",
                        "--selection", "error,order", "--size", "32", "--frames", "9", "--json", tmp_path / "r.json",

@@ -259,3 +259,258 @@ def test_encode_dataset_has_help(capsys):
     for option in ("--out", "--window", "--overlap", "--size", "--rate", "--strategy", "--selection", "--seed",
                    "--num-gpus-per-worker", "--batch-size", "--concurrency", "--device", "--ray-address"):
         assert option in text
+
+
+# ------------------------------------------------------------------------ --budget run over a dataset
+RUN = dict(rate=0.6, fill="hold", window=9, overlap=3, max_size=256)  # what `--fill hold --rate 0.6 ...` gives
+
+
+def run_argv(**settings) -> list[str]:
+    s = RUN | settings
+    return ["--rate", s["rate"], "--fill", s["fill"], "--window", s["window"], "--overlap", s["overlap"]]
+
+
+@pytest.fixture(scope="module")
+def budget_data(data) -> dict:
+    """A moving clip (the sample), a still one (one frame repeated) and noise, of other sizes and
+    lengths, and a tiny checkpoint with a value predictor and calibrated hold thresholds."""
+    d = data["dir"] / "budget"
+    noise = np.random.default_rng(0).integers(0, 256, (13, 40, 56, 3), dtype=np.uint8)
+    videos = [data["videos"][0],
+              write_video(d / "still.mp4", np.repeat(synthetic_video(1, 48, 64, seed=4), 17, axis=0), fps=10),
+              write_video(d / "noise.mp4", noise, fps=8)]
+    checkpoint = tiny_model(predictor=True).save_pretrained(d / "ckpt")
+    return {"dir": d, "videos": videos, "checkpoint": checkpoint, "model": InfoTok.from_pretrained(checkpoint)}
+
+
+@pytest.fixture(scope="module")
+def budget_run(ray_address, budget_data, tmp_path_factory):
+    """`infotok encode-dataset --budget run` of the three clips, uninterrupted: the reference."""
+    out = tmp_path_factory.mktemp("budget-run") / "out"
+    code, stdout, stderr = _capture(["encode-dataset", *budget_data["videos"], "--out", out, "--checkpoint",
+                                     budget_data["checkpoint"], "--budget", "run", *run_argv(), "--batch-size", 4])
+    assert code == 0, stderr
+    return {"dir": out, "out": stdout}
+
+
+def _capture(argv):
+    import contextlib
+    import io
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([str(a) for a in argv])
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def budget_tokens(root, videos) -> dict:
+    from infotok.shards import load_video_tokens
+
+    return {str(v): load_video_tokens(root, str(v)) for v in videos}
+
+
+def test_a_run_budget_keeps_exactly_the_asked_share_of_all_tokens_of_the_dataset(budget_run, budget_data):
+    from infotok.router import budget_count
+    from infotok.selection import kept_count
+    from infotok.shards import read_manifest, video_id
+
+    manifest = read_manifest(budget_run["dir"])
+    counts, settings = manifest["counts"], manifest["settings"]
+    windows = [w for t in budget_tokens(budget_run["dir"], budget_data["videos"]).values() for w in t.windows]
+    sizes = [w.num_tokens for w in windows]
+    assert counts["tokens_total"] == sum(sizes) and counts["tokens_kept"] == sum(w.kept for w in windows)
+    assert counts["tokens_kept"] == round(RUN["rate"] * sum(sizes)) == budget_count(RUN["rate"], sizes)
+    # each window's rate stands for its count exactly, and stays within [1/16, 1]
+    assert all(kept_count(w.rate, w.num_tokens) == w.kept and 1 / 16 <= w.rate <= 1 for w in windows)
+    assert settings["budget"] == "run" and isinstance(settings["shared_threshold"], float)
+    assert sorted(p.name for p in (budget_run["dir"] / "budget").glob("*.npz")) == sorted(
+        f"{video_id(str(v))}.npz" for v in budget_data["videos"])
+
+
+def test_a_run_budget_stays_adaptive_a_still_clip_gets_fewer_tokens_than_moving_ones(budget_run, budget_data):
+    tokens = budget_tokens(budget_run["dir"], budget_data["videos"])
+    moving, still, noise = (sum(w.kept for w in t.windows) / sum(w.num_tokens for w in t.windows)
+                            for t in tokens.values())
+    assert still < moving < noise and still < RUN["rate"] < noise
+
+
+def test_run_budget_tokens_are_encodes_at_the_allocated_rates(budget_run, budget_data):
+    from infotok.pipeline import TokenStream
+
+    model = budget_data["model"]
+    for v, tokens in budget_tokens(budget_run["dir"], budget_data["videos"]).items():
+        rates = [w.rate for w in tokens.windows]
+        reference = TokenStream(model, v, rates=rates, **RUN).collect()
+        assert same_windows(tokens.windows, reference.windows) and tokens.header == reference.header
+
+
+def test_the_summary_prints_the_realized_rate_beside_the_asked_one(budget_run, cli_run):
+    assert "rate 0.600 realized (asked 0.6, run)" in budget_run["out"]
+    assert "realized (asked 0.5, calibrated)" in cli_run["out"]
+
+
+MEASURE_KILL_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    import ray
+    import infotok.dataset as dataset
+
+    address, src, out, checkpoint, settings, *videos = sys.argv[1:]
+    ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": src}}, log_to_driver=False,
+             logging_level="ERROR")
+    real = dataset.save_statistics
+
+    def save_then_die(*args, **kwargs):  # the first video's statistics are stored: die before the others
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    dataset.save_statistics = save_then_die
+    dataset.encode_dataset(videos, out, checkpoint, budget="run", **json.loads(settings))
+    sys.exit("not killed")
+""")
+
+
+def test_a_run_budget_killed_in_its_first_pass_resumes_to_the_uninterrupted_runs_tokens(ray_address, budget_run,
+                                                                                        budget_data, tmp_path):
+    from infotok.dataset import encode_dataset
+    from infotok.shards import read_manifest, verify_shards
+
+    out, videos, checkpoint = tmp_path / "out", budget_data["videos"], budget_data["checkpoint"]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", MEASURE_KILL_SCRIPT, ray_address, SRC, out, checkpoint,
+                             json.dumps(RUN), *videos], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (stored,) = (out / "budget").glob("*.npz")
+    before = stored.stat().st_mtime_ns
+    assert not (out / "manifest.json").exists()
+
+    run = encode_dataset(videos, out, checkpoint, budget="run", windows_per_shard=1, **RUN)
+    assert (run.skipped, run.completed, run.failures) == (0, 3, []) and stored.stat().st_mtime_ns == before
+    assert read_manifest(out)["settings"] == read_manifest(budget_run["dir"])["settings"]  # the same allocation
+    reference = budget_tokens(budget_run["dir"], videos)
+    assert all(same_windows(t.windows, reference[v].windows) for v, t in budget_tokens(out, videos).items())
+
+    # a shard lost after the run, and one video's statistics: that video is measured and tokenized
+    # again, the others are kept, and the allocation is the same
+    manifest = read_manifest(out)
+    lost = manifest["videos"][0]
+    (out / lost["shard"]).unlink()
+    (out / "budget" / f"{lost['video_id']}.npz").unlink()
+    again = encode_dataset(videos, out, checkpoint, budget="run", windows_per_shard=1, **RUN)
+    assert (again.skipped, again.completed, again.failures) == (2, 1, []) and verify_shards(out) == []
+    assert all(same_windows(t.windows, reference[v].windows) for v, t in budget_tokens(out, videos).items())
+    assert again.realized_rate == read_manifest(budget_run["dir"])["counts"]["tokens_kept"] / again.folder_tokens
+
+
+def test_resuming_a_run_budget_with_other_settings_is_refused_before_any_pass(budget_run, budget_data):
+    from infotok.dataset import encode_dataset
+    from infotok.shards import ShardError
+
+    videos, checkpoint = budget_data["videos"], budget_data["checkpoint"]
+    with pytest.raises(ShardError, match=r"other settings rate 0.6 \(now 0.3\)"):
+        encode_dataset(videos, budget_run["dir"], checkpoint, budget="run", **(RUN | {"rate": 0.3}))
+    with pytest.raises(ShardError, match=r"other settings budget 'run' \(now 'calibrated'\)"):
+        encode_dataset(videos, budget_run["dir"], checkpoint, **RUN)
+
+
+def test_a_run_budget_under_mask_spends_the_exact_budget_on_predicted_curves(ray_address, budget_data, tmp_path):
+    from infotok.dataset import encode_dataset
+    from infotok.shards import read_manifest
+
+    settings = RUN | {"fill": "mask", "strategy": "rd", "rate": 0.3}
+    run = encode_dataset(budget_data["videos"], tmp_path / "out", budget_data["checkpoint"], budget="run",
+                         batch_size=4, **settings)
+    manifest = read_manifest(tmp_path / "out")
+    assert run.folder_kept == round(0.3 * run.folder_tokens) and run.realized_rate == pytest.approx(0.3, abs=1e-3)
+    assert manifest["settings"]["budget"] == "run" and "shared_slope" in manifest["settings"]
+
+
+def test_a_run_budget_needs_the_rd_strategy(capsys, budget_data, tmp_path):
+    code, out, err = run_cli(capsys, "encode-dataset", budget_data["videos"][0], "--out", tmp_path / "out",
+                             "--checkpoint", budget_data["checkpoint"], "--budget", "run", "--strategy", "static")
+    assert code == 2 and err.count("\n") == 1 and "strategy rd" in err and out == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_encode_dataset_help_says_what_rate_means_under_each_budget(capsys):
+    with pytest.raises(SystemExit):
+        main(["encode-dataset", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--budget {calibrated,run}" in text and "exactly --rate over all the inputs" in text
+    assert "calibrated for --rate on the checkpoint's training clips" in text
+
+
+# ------------------------------------------- the allocation from compact statistics (no Ray, no model pass)
+@pytest.fixture(scope="module")
+def clip_codes(budget_data) -> list:
+    """Latent codes of windows that move little, much, and not at all."""
+    model = budget_data["model"]
+    clips = [synthetic_video(9, 32, 32, seed=s) for s in range(3)] + [np.repeat(synthetic_video(1, 32, 32), 9, 0)]
+    clips.append(np.random.default_rng(1).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8))
+    import torch
+
+    return list(model.latent_codes(torch.from_numpy(np.stack(clips))))
+
+
+def test_hold_counts_are_hold_rates_times_the_tokens_at_every_threshold(clip_codes, budget_data):
+    from infotok.dataset import code_range
+    from infotok.router import hold_counts, hold_grid, hold_rates
+
+    grid = hold_grid(code_range(budget_data["model"]))
+    counts = hold_counts(torch_stack(clip_codes), grid)
+    n = clip_codes[0][0].numel()
+    assert counts.shape == (len(clip_codes), len(grid)) and np.all(counts[:, 0] == n)  # the grid starts at every token
+    first = clip_codes[0].shape[2] * clip_codes[0].shape[3]
+    assert np.allclose(counts[:, -1], first)  # and ends at the first latent frame
+    for g in range(0, len(grid), 7):
+        rates = hold_rates(torch_stack(clip_codes), float(grid[g]))
+        assert np.allclose(np.clip(counts[:, g] / n, 1 / 16, 1), rates, rtol=0, atol=1e-12)
+
+
+def torch_stack(codes):
+    import torch
+
+    return torch.stack(codes)
+
+
+@pytest.mark.parametrize("rate", [1 / 16, 0.1, 0.25, 0.4, 0.5, 0.77, 1.0])
+def test_a_shared_threshold_from_the_grid_keeps_exactly_the_budget(clip_codes, budget_data, rate):
+    from infotok.dataset import code_range
+    from infotok.router import budget_count, hold_counts, hold_grid, min_kept, shared_hold_counts
+
+    grid = hold_grid(code_range(budget_data["model"]))
+    windows = clip_codes + [c[:, :2] for c in clip_codes]  # windows of two sizes
+    sizes = [c[0].numel() for c in windows]
+    counts = np.concatenate([hold_counts(c[None], grid) for c in windows])
+    kept, threshold = shared_hold_counts(counts, sizes, grid, rate)
+    assert sum(kept) == budget_count(rate, sizes) and all(min_kept(n) <= k <= n for k, n in zip(kept, sizes))
+    assert shared_hold_counts(counts, sizes, grid, rate) == (kept, threshold)  # deterministic
+    assert grid[0] <= threshold <= grid[-1]
+    if rate == 0.5:  # the still window keeps the least, noise the most
+        still, noise = kept[3] / sizes[3], kept[4] / sizes[4]
+        assert still <= min(kept[i] / sizes[i] for i in range(3)) < noise == max(k / n for k, n in zip(kept[:5], sizes))
+
+
+def test_a_shared_budget_breaks_ties_by_window_order_and_respects_the_rate_bounds():
+    from infotok.router import exact_counts, shared_hold_counts
+
+    same = np.tile(np.linspace(100, 10, 5), (3, 1))  # three identical windows of 100 tokens
+    kept, _ = shared_hold_counts(same, [100] * 3, np.arange(5.0), 0.5)
+    assert kept == [50, 50, 50]
+    kept, _ = shared_hold_counts(same, [100] * 3, np.arange(5.0), 0.505)  # 151.5 -> 152: one more to the first
+    assert kept == [51, 51, 50]
+    assert exact_counts(np.array([2.5, 2.5, 2.5]), [0] * 3, [5] * 3, 8) == [3, 3, 2]
+    # 1/16 of 40 tokens is 2.5: a window keeps at least 3 (3/40 is a valid rate, 2/40 is not)
+    assert shared_hold_counts(np.full((2, 3), 40.0), [40, 40], np.arange(3.0), 1 / 16)[0] == [3, 3]
+
+
+def test_a_shared_budget_on_predicted_curves_is_exact_and_spends_where_the_curve_is_steep():
+    from infotok.router import budget_count, shared_curve_counts
+
+    flat = 30 + np.linspace(0, 1, 16)
+    steep = 20 + 15 * np.sqrt(np.linspace(0, 1, 16))
+    sizes = [144, 144, 96, 140]
+    for rate in (1 / 16, 0.2, 0.5, 0.9, 1.0):
+        kept, slope = shared_curve_counts(np.stack([flat, steep, steep, flat]), sizes, rate)
+        assert sum(kept) == budget_count(rate, sizes) and np.isfinite(slope)
+        if rate == 0.5:
+            assert kept[1] > kept[0] and kept[1] / sizes[1] > kept[3] / sizes[3]

@@ -510,7 +510,7 @@ def test_decode_with_another_checkpoint_is_refused(capsys, tmp_path, token_file)
     other = tiny_model(seed=1).save_pretrained(tmp_path / "other-ckpt")
     code, _, err = run(capsys, "decode", token_file, "-o", tmp_path / "out.mp4", "--checkpoint", other)
     assert code == 2
-    assert_error_line(err, str(token_file), "decode with the same checkpoint")
+    assert_error_line(err, str(token_file), "decode with the checkpoint that made them")
     assert not (tmp_path / "out.mp4").exists()
 
 

@@ -186,3 +186,36 @@ def test_token_files_name_the_decoding_weights_and_a_mismatch_says_what_differs(
         InfoTok.from_pretrained(other.save_pretrained(tmp_path / "arch")).detokenize(tokens)
     old_style = Tokens(dataclasses.replace(tokens.header, model_hash=model.weights_hash), tokens.windows)
     assert np.array_equal(model.detokenize(old_style), expected)
+
+
+def test_an_argument_error_is_one_line_that_points_to_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["encode", "x.mp4", "-o", "y.itok", "--rate", "7"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("infotok encode: error: argument --rate") and "`infotok encode --help`" in err
+
+
+def test_the_summary_gives_the_realized_rate_beside_the_asked_one(tmp_path, capsys, tiny_checkpoint, sample_video):
+    code, out, _ = run(capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--rate", "0.5",
+                       "--checkpoint", tiny_checkpoint)
+    tokens = Tokens.load(tmp_path / "t.itok")
+    assert code == 0 and "1 window," in out
+    assert f"(rate {tokens.ledger().realized_rate:.3f}, asked 0.5;" in out
+
+
+@pytest.mark.parametrize("preset, flags", [
+    ("paper", ["--strategy", "global_elbo", "--selection", "error", "--fill", "mask"]),
+    ("fixed", ["--strategy", "static"]),
+    ("default", []),
+])
+def test_a_preset_is_its_flags_bit_for_bit(tmp_path, capsys, sample_video, preset, flags):
+    encode = ["encode", sample_video, "--rate", "0.25", "--max-frames", "9", "--window", "9", "--overlap", "2"]
+    assert run(capsys, *encode, "-o", tmp_path / "preset.itok", "--preset", preset)[0] == 0
+    assert run(capsys, *encode, "-o", tmp_path / "flags.itok", *flags)[0] == 0
+    assert (tmp_path / "preset.itok").read_bytes() == (tmp_path / "flags.itok").read_bytes()
+    header = Tokens.load(tmp_path / "preset.itok").header
+    assert preset != "paper" or (header.strategy, header.selection, header.fill) == ("global_elbo", "error", "mask")
+    # an option given explicitly wins over the preset
+    assert run(capsys, *encode, "-o", tmp_path / "mixed.itok", "--preset", preset, "--fill", "mask")[0] == 0
+    assert Tokens.load(tmp_path / "mixed.itok").header.fill == "mask"

@@ -21,6 +21,13 @@ class UsageError(ValueError):
     """A bad argument: reported in one line with exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but an argument error is one line that points to --help instead of the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` says more)\n")
+
+
 def _rate(text: str) -> float:
     from .router import check_rate
     try:
@@ -109,7 +116,7 @@ def cmd_train(args) -> int:
 
 
 def add_train(sub) -> None:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     p = sub.add_parser("train", help="train a base tokenizer or fine-tune InfoTok-Flex (resumable)",
                        description="Train through accelerate (`accelerate launch --multi_gpu --num_processes N -m infotok train ...` for "
@@ -196,7 +203,7 @@ def _outputs(inputs: list[Path], out: str, suffix: str, overwrite: bool) -> list
 
 
 def _inputs(items: list[str], suffixes=None) -> list[Path]:
-    from .video import VIDEO_SUFFIXES, list_videos
+    from .files import VIDEO_SUFFIXES, list_videos
 
     paths = list_videos(items, suffixes=suffixes or VIDEO_SUFFIXES)
     if not paths:
@@ -268,12 +275,28 @@ def _expected_windows(path: Path, args) -> int | None:
     return expected_windows(path, args.window, args.overlap, args.start, args.max_frames)
 
 
-def _print_summary(src, dst, result, psnr: float | None = None) -> None:
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def asked_rate(args, strategy: str) -> str:
+    """What the user asked for, to print beside the realized rate: under `rd` with the calibrated
+    threshold (the default) the realized rate follows the content, not --rate."""
+    if getattr(args, "target_psnr", None) is not None:
+        return f"target {args.target_psnr:g} dB"
+    if getattr(args, "budget", "calibrated") == "run":
+        return f"asked {args.rate:g} over all inputs, --budget run"
+    if strategy == "rd":
+        return f"asked {args.rate:g}, rd at the threshold calibrated for it: the content decides"
+    return f"asked {args.rate:g}"
+
+
+def _print_summary(src, dst, result, args, psnr: float | None = None) -> None:
     h, ledger = result.header, result.ledger
     shown = ", ".join(f"{r:.3f}" for r in result.window_rates[:8]) + (" ..." if len(result.window_rates) > 8 else "")
     line = (f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height} at {h.fps:g} fps, "
-            f"{len(result.window_rates)} windows, kept {ledger.kept}/{ledger.total} tokens "
-            f"(rate {ledger.realized_rate:.3f}; per window {shown}), "
+            f"{plural(len(result.window_rates), 'window')}, kept {ledger.kept}/{ledger.total} tokens "
+            f"(rate {ledger.realized_rate:.3f}, {asked_rate(args, h.strategy)}; per window {shown}), "
             f"{ledger.file_bytes} bytes = {ledger.file_bpp16:.3f} BPP16 real vs {ledger.nominal_bpp16:.3f} nominal")
     if psnr is not None:
         line += f", PSNR {psnr:.2f} dB"
@@ -286,21 +309,36 @@ def _print_summary(src, dst, result, psnr: float | None = None) -> None:
 
 
 # ---------------------------------------------------------------------- encode / decode / ...
-def add_tokenize_options(p, rate_default: float = 0.5) -> None:
-    from .fill import FILLS
-    from .router import STRATEGIES
-    from .selection import SELECTIONS
+RATE_HELP = ("average token rate in [1/16, 1] (default {default}). Under the default strategy (rd, hold fill) each "
+             "window gets the drift threshold calibrated on the training clips for this rate, so the realized rate "
+             "follows the content and the summary prints it; --budget run makes it exact over all inputs, "
+             "--preset fixed (--strategy static) exact in every window")
 
-    p.add_argument("--rate", type=_rate, help=f"average token rate in [1/16, 1] (default {rate_default})")
-    p.add_argument("--strategy", choices=STRATEGIES,
+
+def add_preset_option(p) -> None:
+    from .names import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), default="default",
+                   help="default: the checkpoint's own choices (the shipped one: rd + drift + hold); paper: InfoTok's "
+                        "configuration (global_elbo + error + mask); fixed: every window exactly --rate (static). "
+                        "The advanced options below override a preset")
+
+
+def add_tokenize_options(p, rate_default: float = 0.5) -> None:
+    from .names import FILLS, SELECTIONS, STRATEGIES
+
+    p.add_argument("--rate", type=_rate, help=RATE_HELP.format(default=rate_default))
+    add_preset_option(p)
+    advanced = p.add_argument_group("advanced: how rates and tokens are chosen (a --preset sets these)")
+    advanced.add_argument("--strategy", choices=STRATEGIES,
                    help="how each window's rate is chosen (default: rd under --fill hold where the checkpoint is "
                         "calibrated for it, as the shipped one is, else global_elbo; rd: equal rate-distortion slopes, "
                         "on the codes' drift under hold, on the value predictor's curves under mask)")
     p.set_defaults(rate_default=rate_default)
-    p.add_argument("--selection", choices=SELECTIONS,
+    advanced.add_argument("--selection", choices=SELECTIONS,
                    help="which tokens are kept (default: drift under --fill hold; under mask, value where the "
                         "checkpoint has a value predictor, else error)")
-    p.add_argument("--fill", choices=FILLS,
+    advanced.add_argument("--fill", choices=FILLS,
                    help="how dropped tokens decode: hold (the code last kept at that position; the shipped "
                         "checkpoint's default) or mask (the paper's: the decompressor infers them; the default of "
                         "converted release weights and of --target-psnr)")
@@ -316,7 +354,7 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
 
 
 def add_rate_control_options(p) -> None:
-    from .router import OBJECTIVES
+    from .names import OBJECTIVES
 
     p.add_argument("--target-psnr", type=_target, metavar="DB",
                    help="give each window the fewest tokens predicted (less the checkpoint's calibrated margins, "
@@ -324,11 +362,13 @@ def add_rate_control_options(p) -> None:
                         "on the value predictor's curves, which describe value selection with the mask fill, so it "
                         "tokenizes that way (not with --fill hold, which on still content reaches a PSNR with far "
                         "fewer tokens); windows the target is out of reach for get every token, with a warning")
-    p.add_argument("--objective", choices=OBJECTIVES, default="psnr",
+    advanced = next(g for g in p._action_groups if g.title.startswith("advanced"))
+    advanced.add_argument("--objective", choices=OBJECTIVES, default="psnr",
                    help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE")
     p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
-                   help="--strategy rd: a slope calibrated in the checkpoint, so a video's tokens do not depend on "
-                        "the other inputs (default), or one exact budget shared by all inputs of this command (run)")
+                   help="--strategy rd (the default): a threshold calibrated in the checkpoint, so a video's tokens "
+                        "do not depend on the other inputs and its realized rate follows its content (default), or "
+                        "one exact budget shared by all inputs of this command (run): --rate exactly, still adaptive")
 
 
 def add_model_options(p, outputs: bool = True) -> None:
@@ -361,7 +401,7 @@ def cmd_encode(args) -> int:
                                  **control[src])
         finally:
             bar.close()
-        _print_summary(src, dst, result)
+        _print_summary(src, dst, result, args)
     return _run_many(inputs, outputs, job, "encode")
 
 
@@ -382,7 +422,11 @@ def cmd_decode(args) -> int:
             header, _ = decode_file(model, src, dst, args.lossless, lambda w: bar.update())
         finally:
             bar.close()
-        print(f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps")
+        padded = "" if dst.suffix.lower() in (".webm", ".avi") or args.lossless or \
+            not (header.width % 2 or header.height % 2) else \
+            (f" (H.264 codes even sizes only: the file repeats its last {'column' if header.width % 2 else 'row'}, "
+             "which infotok crops off when it reads the file; .webm keeps odd sizes exactly)")
+        print(f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps{padded}")
     return _run_many(inputs, outputs, job, "decode")
 
 
@@ -403,7 +447,7 @@ def cmd_reconstruct(args) -> int:
                                             **_settings(args), **control[src])
         finally:
             bar.close()
-        _print_summary(src, dst, result, psnr)
+        _print_summary(src, dst, result, args, psnr)
     return _run_many(inputs, outputs, job, "reconstruct")
 
 
@@ -444,7 +488,8 @@ def cmd_viz(args) -> int:
         ledger = visualize_file(model, src, dst, png, on_window=lambda w: bar.update(), **_settings(args))
     finally:
         bar.close()
-    print(f"{src} -> {dst}, {png}: kept {ledger.kept}/{ledger.total} tokens (rate {ledger.realized_rate:.3f})")
+    print(f"{src} -> {dst}, {png}: kept {ledger.kept}/{ledger.total} tokens (rate {ledger.realized_rate:.3f}, "
+          f"{asked_rate(args, model.choices(args.strategy, args.selection, args.fill)[0])})")
     return 0
 
 
@@ -459,8 +504,9 @@ def cmd_eval(args) -> int:
     inputs = _inputs(args.inputs)
     model = _load_model(args)
     perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights, model.device)
-    strategies, selections = args.strategy.split(","), args.selection.split(",")
-    bar = Progress(len(inputs) + len(strategies) * len(selections) * len(args.rates), "eval", unit="step")
+    strategies = args.strategy.split(",") if args.strategy else None
+    selections = args.selection.split(",") if args.selection else None
+    bar = Progress(len(inputs) + len(strategies or [0]) * len(selections or [0]) * len(args.rates), "eval", unit="step")
 
     def progress(message: str) -> None:
         bar.update()
@@ -469,7 +515,7 @@ def cmd_eval(args) -> int:
     try:
         report = evaluate(model, inputs, args.rates, strategies, selections, args.size, args.frames,
                           with_vmaf=args.vmaf, seed=args.seed, progress=progress, perceptual=perceptual,
-                          crop=not args.whole_frame, fill=args.fill)
+                          crop=not args.whole_frame, fill=args.fill, budget=args.budget)
     finally:
         bar.close()
     if args.json:
@@ -544,7 +590,7 @@ def cmd_convert(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from .fill import FILLS
+    from .names import FILLS
 
     p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
     p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
@@ -585,12 +631,18 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("eval", help="rate-distortion evaluation (TokenBench PSNR/SSIM, optional VMAF)")
     p.add_argument("inputs", nargs="+", help="video files or folders")
-    p.add_argument("--rates", type=_rates, default=[1.0], help="comma-separated average rates, e.g. 1,0.75,0.5,0.25 (default 1)")
-    p.add_argument("--strategy", default="static", help="comma-separated: global_elbo, static, uniform, rd (default static)")
-    p.add_argument("--selection", default="error",
-                   help="comma-separated: error, order, random, temporal, value, drift (default error)")
-    p.add_argument("--fill", choices=FILLS, default="mask",
-                   help="how dropped tokens decode (default mask, the paper's; see `infotok encode --help`)")
+    p.add_argument("--rates", type=_rates, default=[0.5],
+                   help="comma-separated average rates, e.g. 1,0.75,0.5,0.25 (default 0.5, as encode's --rate)")
+    add_preset_option(p)
+    p.add_argument("--strategy", help="comma-separated: global_elbo, static, uniform, rd (default: the checkpoint's, "
+                                      "as in encode)")
+    p.add_argument("--selection", help="comma-separated: error, order, random, temporal, value, drift (default: the "
+                                       "checkpoint's, as in encode)")
+    p.add_argument("--fill", choices=FILLS,
+                   help="how dropped tokens decode (default: the checkpoint's, as in encode; mask is the paper's)")
+    p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
+                   help="rd: each clip at the checkpoint's calibrated threshold or slope, as encode does (default), "
+                        "or one exact budget shared by the clips (run)")
     p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
                    help=f"short side each clip is resized to, then centre-cropped to SIZE x SIZE (default {DEFAULT_SIZE})")
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip, from its start (default 33)")
@@ -664,16 +716,22 @@ def cmd_encode_dataset(args) -> int:
     bars: list[_DatasetBar] = []
 
     def progress(p) -> None:
-        if not bars:
-            bars.append(_DatasetBar(p.videos, "encode-dataset", unit="video"))
-        bar = bars[0]
-        bar.extra = f"{p.windows} windows, {p.frames_per_s:.1f} frames/s" + (f", {p.failed} failed" if p.failed else "")
+        if not bars or bars[-1].stage != p.stage:  # a bar per stage: --budget run's first pass, then tokenizing
+            if bars:
+                bars[-1].close()
+            bars.append(_DatasetBar(p.videos, "encode-dataset" + (" (first pass)" if p.stage == "measure" else ""),
+                                    unit="video"))
+            bars[-1].stage = p.stage
+        bar = bars[-1]
+        bar.extra = (f"{p.windows} windows measured" if p.stage == "measure" else
+                     f"{p.windows} windows, {p.frames_per_s:.1f} frames/s") + (f", {p.failed} failed" if p.failed else "")
         if bar.bar is not None:
             bar.bar.set_postfix_str(bar.extra, refresh=False)
         bar.update(p.done + p.failed - bar.count)
 
     try:
-        run = encode_dataset(args.inputs, args.out, args.checkpoint, **_settings(args), batch_size=args.batch_size,
+        run = encode_dataset(args.inputs, args.out, args.checkpoint, **_settings(args), budget=args.budget,
+                             batch_size=args.batch_size,
                              concurrency=args.concurrency, num_gpus_per_worker=args.num_gpus_per_worker,
                              cpus_per_worker=args.cpus_per_worker, device=args.device,
                              windows_per_shard=args.windows_per_shard, ray_address=args.ray_address,
@@ -691,7 +749,9 @@ def cmd_encode_dataset(args) -> int:
           + (f", {run.skipped} already complete" if run.skipped else "")
           + (f", {len(run.failures)} failed" if run.failures else "")
           + f"; {run.windows} windows, {run.frames} frames in {run.elapsed:.1f} s ({rate:.1f} frames/s), "
-          f"kept {run.tokens_kept}/{run.tokens_total} tokens, {len(run.shards)} new shards ({run.shard_bytes} bytes); "
+          f"kept {run.tokens_kept}/{run.tokens_total} tokens, rate {run.realized_rate:.3f} realized"
+          + (" over all complete videos" if run.skipped else "") + f" (asked {run.rate:g}, {run.budget}), "
+          f"{len(run.shards)} new shards ({run.shard_bytes} bytes); "
           f"manifest {run.out / 'manifest.json'}")
     if run.failures:
         print(f"infotok: encode-dataset: {len(run.failures)} of {run.inputs} inputs failed "
@@ -713,6 +773,12 @@ def add_encode_dataset(sub) -> None:
                    help="video files, folders, glob patterns, or text files (.txt/.lst/.list) of paths, one per line")
     p.add_argument("--out", required=True, metavar="DIR", help="shard folder (created; a rerun resumes it)")
     add_tokenize_options(p)
+    p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
+                   help="what --rate means: calibrated (default), each window on its own at the threshold calibrated "
+                        "for --rate on the checkpoint's training clips, so the average realized on other data "
+                        "differs from --rate; run, exactly --rate over all the inputs, still adaptive (a still shot "
+                        "gets fewer tokens than a busy one), from a first pass whose statistics stay in DIR/budget "
+                        "(--strategy rd only)")
     p.add_argument("--checkpoint", help="checkpoint folder, readable at the same path on every Ray node "
                                         "(default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)")
     p.add_argument("--device", help="device of the model workers: cpu, cuda (default: cuda with "
@@ -737,7 +803,7 @@ def add_encode_dataset(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
-    parser = argparse.ArgumentParser(prog="infotok", description="Adaptive discrete video tokenization (InfoTok).")
+    parser = Parser(prog="infotok", description="Adaptive discrete video tokenization (InfoTok).")
     try:
         installed = version("infotok")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -756,9 +822,12 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "rate_default"):  # explicit --rate / --strategy are told apart from the defaults
         args.rate_given, args.strategy_given = args.rate is not None, args.strategy is not None
         args.rate = args.rate if args.rate is not None else args.rate_default
-    from .checkpoint import CheckpointError
-    from .tokens import TokenFormatError
-    from .video import VideoError
+    if hasattr(args, "preset"):
+        from .names import PRESETS
+
+        for key, value in PRESETS[args.preset].items():  # what was given explicitly wins
+            if getattr(args, key) is None:
+                setattr(args, key, value)
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"infotok: warning: {message}", file=sys.stderr)  # the message names the file, no source line
@@ -777,8 +846,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"infotok: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError) as exc:
-        if os.environ.get("INFOTOK_DEBUG"):
+    except Exception as exc:  # the library's own errors, imported here: `--help` and `info` start without torch
+        from .checkpoint import CheckpointError
+        from .tokens import TokenFormatError
+        from .video import VideoError
+
+        if os.environ.get("INFOTOK_DEBUG") or not isinstance(
+                exc, (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError)):
             raise
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             exc = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .video import VideoError, iter_frames, list_videos, probe, synthetic_video, write_video
+from .files import list_videos
+from .video import VideoError, iter_frames, probe, synthetic_video, write_video
 
 
 def prepare_cache(paths: list[Path], cache_dir: Path, short_side: int = 256, progress=None) -> list[Path]:

@@ -12,6 +12,14 @@ The pipeline, on this machine (Ray starts itself) or on a cluster (`ray_address`
    manifest (`shards.ShardWriter`: temporary names, rename when whole, manifest replaced atomically),
    and lists videos that failed in failures.jsonl.
 
+With `budget="run"` (`--budget run`: exactly `rate` over the whole dataset, still adaptive) a first
+pass runs the same stages with `WindowMeasurer` actors, which return a few numbers per window instead
+of tokens (`window_statistics`: the kept count on a fixed grid of drift thresholds under `hold`, the
+predicted curve under `mask`); the driver stores each video's in DIR/budget/ (written atomically, so
+a killed run resumes without measuring again), the allocation shares one threshold (or slope) over
+all windows of all videos and hands out whole kept counts that add up to round(rate * all tokens)
+(`budget_rates`), and the main pass tokenizes each window at its allocated rate.
+
 The shards are written by the driver rather than by Ray's `write_parquet` because a shard must hold
 whole videos and be entered in the manifest only once it is complete (that is what makes a rerun
 resume safely); Ray's writer names files by block, writes them under their final names and records
@@ -27,6 +35,8 @@ tokens exactly, larger batches the same up to such rounding.
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import os
@@ -34,7 +44,8 @@ import resource
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+import zipfile
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -44,7 +55,9 @@ import numpy as np
 from .extras import require
 from .fill import check_fill
 from .geometry import check_windowing
-from .router import check_rate, check_strategy, uniform_rate
+from .files import atomic_write
+from .router import (check_rate, check_strategy, hold_counts, hold_grid, shared_curve_counts, shared_hold_counts,
+                     uniform_rate)
 from .selection import check_selection
 
 # memory each video-cutting task reserves (a scheduling hint to Ray). It also makes the cutting
@@ -52,6 +65,13 @@ from .selection import check_selection
 # videos are read in CPU tasks, never on a model worker.
 CUT_TASK_MEMORY = 512 << 20
 LIST_SUFFIXES = {".txt", ".lst", ".list"}  # a SRC with one of these is a text file of paths
+# what `rate` means: each window on its own at the checkpoint's calibrated threshold (or slope), or
+# exactly `rate` over all the inputs of the run (`budget_rates`)
+BUDGETS = ("calibrated", "run")
+BUDGET_DIR = "budget"  # DIR/budget/<video_id>.npz: each video's first-pass statistics under --budget run
+# what the allocation adds to the settings the manifest records: the shared drift threshold (hold)
+# or slope (mask) that it found
+SHARED_KEYS = {"hold": "shared_threshold", "mask": "shared_slope"}
 
 
 def require_scale() -> None:
@@ -82,17 +102,21 @@ def list_sources(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 def tokenize_settings(rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                       window: int = 33, overlap: int = 5, size: int | None = None, max_size: int | None = None,
-                      seed: int = 0, start: int = 0, max_frames: int | None = None, fill: str | None = None) -> dict:
+                      seed: int = 0, start: int = 0, max_frames: int | None = None, fill: str | None = None,
+                      budget: str = "calibrated") -> dict:
     """The settings of a dataset run (those of `pipeline.TokenStream`), checked; the manifest records
-    them and a resumed run must give the same."""
+    them and a resumed run must give the same. `budget` is recorded only when it is "run", so that
+    folders begun before it existed resume."""
     check_windowing(window, overlap)
     if start < 0:
         raise ValueError(f"start must be a frame index >= 0, got {start}")
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     return {"rate": check_rate(rate), "strategy": check_strategy(strategy) if strategy is not None else None,
             "selection": check_selection(selection) if selection is not None else None,  # None: the checkpoint's default
             "fill": check_fill(fill) if fill is not None else None,  # likewise
             "window": int(window), "overlap": int(overlap), "size": size, "max_size": max_size, "seed": int(seed),
-            "start": int(start), "max_frames": max_frames}
+            "start": int(start), "max_frames": max_frames} | ({"budget": budget} if budget == "run" else {})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -123,23 +147,29 @@ def _row(video: str, **fields) -> dict:
 
 
 def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
-    """Ray Data stage (a generator over one-row batches of {"video": path}): read each video and yield
-    one row per window, frames as raw bytes; a video that cannot be read yields one row whose `error`
-    says why (the windows it yielded before are then dropped by the driver)."""
+    """Ray Data stage (a generator over one-row batches of {"video": path}, with "rates" where the
+    run budget allocated each window's): read each video and yield one row per window, frames as
+    raw bytes, `draw_rate` the window's rate where it is fixed before the model call (the uniform
+    strategy's draw, the run budget's allocation; else NaN); a video that cannot be read yields one
+    row whose `error` says why (the windows it yielded before are then dropped by the driver)."""
     from .pipeline import video_source
     from .video import iter_windows
 
-    for path in batch["video"]:
+    for j, path in enumerate(batch["video"]):
         path = str(path)
+        allocated = batch["rates"][j] if "rates" in batch else None
         try:
             frames, info, resize = video_source(path, settings["size"], None, settings["start"],
                                                 settings["max_frames"], settings["max_size"])
             generator = np.random.default_rng(settings["seed"])
-            held = None
+            held, count = None, 0
             for i, (start, end, chunk) in enumerate(iter_windows(frames, settings["window"], settings["overlap"])):
                 if held is not None:
                     yield _row(path, **held)
                 rate, seed = window_draws(settings, generator)
+                if allocated is not None:
+                    rate = float(allocated[i]) if i < len(allocated) else math.nan
+                count = i + 1
                 held = dict(window=i, start=start, end=end, width=chunk.shape[2], height=chunk.shape[1],
                             source_width=info.width, source_height=info.height,
                             resize=-1 if resize is None else resize, fps=info.fps,
@@ -147,6 +177,9 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
             if held is None:
                 raise ValueError(f"{path}: no frames" + (f" at or after frame {settings['start']}"
                                                         if settings["start"] else ""))
+            if allocated is not None and count != len(allocated):
+                raise ValueError(f"{path}: {count} windows, but the budget's first pass measured {len(allocated)} "
+                                 "(did the file change?)")
             yield _row(path, **held, last=True)
         except Exception as exc:  # a bad video is reported, the others go on
             message = _one_line(exc)
@@ -154,6 +187,24 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
 
 
 # ---------------------------------------------------------------- stage 3: tokenize (model actors)
+def _shape_groups(batch: dict) -> tuple[list[int], dict[tuple[int, int, int], list[int]]]:
+    """A batch's rows that carry an error, and the others by window shape (frames, height, width):
+    windows of one shape go through the model together, whatever their video."""
+    failed, groups = [], {}
+    for i in range(len(batch["video"])):
+        if batch["error"][i]:
+            failed.append(i)
+        else:
+            shape = (int(batch["end"][i] - batch["start"][i]), int(batch["height"][i]), int(batch["width"][i]))
+            groups.setdefault(shape, []).append(i)
+    return failed, groups
+
+
+def _stack_windows(batch: dict, rows: list[int], shape: tuple[int, int, int]) -> np.ndarray:
+    """The frames of `rows` (windows of one shape) as uint8 [B, T, H, W, 3]."""
+    return np.stack([np.frombuffer(batch["frames"][i], np.uint8).reshape(*shape, 3) for i in rows])
+
+
 class _SeedReplay:
     """Stands in for the per-video generators inside `InfoTok.select`, which draws each window's
     seed of random selection with `integers(2**62)`, window by window: hands out the seeds that
@@ -197,21 +248,16 @@ class WindowTokenizer:
 
         began = time.time()
         s = self.settings
-        n = len(batch["video"])
         records, extra = [], []
-        groups: dict[tuple, list[int]] = {}
-        for i in range(n):
-            if batch["error"][i]:
-                records.append(self._error_record(batch["video"][i], batch["error"][i]))
-                extra.append(i)
-                continue
-            shape = (int(batch["end"][i] - batch["start"][i]), int(batch["height"][i]), int(batch["width"][i]))
-            groups.setdefault(shape, []).append(i)
+        failed, groups = _shape_groups(batch)
+        for i in failed:
+            records.append(self._error_record(batch["video"][i], batch["error"][i]))
+            extra.append(i)
         for (frames, height, width), rows in groups.items():
             try:
-                x = np.stack([np.frombuffer(batch["frames"][i], np.uint8).reshape(frames, height, width, 3)
-                              for i in rows])
-                rates = [float(batch["draw_rate"][i]) for i in rows] if s["strategy"] == "uniform" else None
+                x = _stack_windows(batch, rows, (frames, height, width))
+                drawn = [float(batch["draw_rate"][i]) for i in rows]
+                rates = None if any(math.isnan(r) for r in drawn) else drawn
                 tokens = self.model.encode(self.torch.from_numpy(x), s["rate"], s["strategy"], s["selection"],
                                            _SeedReplay([int(batch["draw_seed"][i]) for i in rows]), rates=rates,
                                            fill=s["fill"])
@@ -254,6 +300,205 @@ class WindowTokenizer:
                 "indices": np.zeros(0, np.uint16), "error": str(message)}
 
 
+# ------------------------------------------------- the first pass of --budget run (model actors)
+def window_statistics(model, x: np.ndarray, settings: dict) -> np.ndarray:
+    """What the first pass of `--budget run` keeps of windows (uint8 [B, T, H, W, 3]), never their
+    codes (a dataset can have 1e5 windows): float32 [B, points], under `hold` each window's kept
+    tokens at the drift thresholds settings["grid"] (`router.hold_counts`), under `mask` its
+    predicted PSNR curve (`model.predict`). Encoder only, as `pipeline.run_budget_rates`."""
+    import torch
+
+    x = torch.from_numpy(x)
+    if settings["fill"] == "hold":
+        return hold_counts(model.latent_codes(x), settings["grid"]).astype(np.float32)
+    return model.predict(x).float().cpu().numpy()
+
+
+def code_range(model) -> float:
+    """The spread of the model's code values, which bounds every drift (`router.hold_grid`)."""
+    import torch
+
+    codes = model.base.codes_from_indices(torch.arange(model.base.codebook_size, device=model.device))
+    return float(codes.amax() - codes.amin())
+
+
+class WindowMeasurer(WindowTokenizer):
+    """Ray Data callable class of the first pass of `--budget run`: like `WindowTokenizer` (one model
+    load per actor, windows of one shape batched), but each window gives its token count and
+    `window_statistics` instead of tokens: an Arrow table of video, window, tokens, stats, last and
+    error (a row per video whose windows could not be measured)."""
+
+    COLUMNS = ("video", "window", "tokens", "stats", "last", "error")
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        failed, groups = _shape_groups(batch)
+        rows = [(str(batch["video"][i]), -1, 0, [], False, str(batch["error"][i])) for i in failed]
+        for shape, idx in groups.items():
+            try:
+                stats = window_statistics(self.model, _stack_windows(batch, idx, shape), self.settings)
+            except Exception as exc:  # as WindowTokenizer: these videos fail, the rest go on
+                rows += [(str(batch["video"][i]), -1, 0, [], False,
+                          f"{batch['video'][i]}: measuring failed ({_one_line(exc)})") for i in idx]
+                continue
+            tokens = math.prod(self.model.geometry.latent_shape(*shape))
+            rows += [(str(batch["video"][i]), int(batch["window"][i]), tokens, stat, bool(batch["last"][i]), "")
+                     for i, stat in zip(idx, stats)]
+        types = (pa.string(), pa.int32(), pa.int64(), pa.list_(pa.float32()), pa.bool_(), pa.string())
+        columns = list(zip(*rows)) if rows else [()] * len(types)
+        return pa.table({name: pa.array(list(column), kind)
+                         for name, column, kind in zip(self.COLUMNS, columns, types)})
+
+
+class _Measured:
+    """The driver's end of the first pass: gathers each video's window statistics as they arrive (in
+    any order, from any worker) and stores each whole video's in `folder` at once (`save_statistics`)."""
+
+    def __init__(self, folder: Path, key: str):
+        self.folder, self.key = folder, key
+        self.videos: dict[str, dict] = {}  # path -> {"rows": {window: (tokens, stats)}, "total": windows or None}
+        self.done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.failed: dict[str, str] = {}
+        self.windows = 0  # received
+
+    def add(self, table) -> None:
+        columns = (table.column(k).to_pylist() for k in WindowMeasurer.COLUMNS)
+        for path, window, tokens, stats, last, error in zip(*columns):
+            if path in self.failed or path in self.done:
+                continue
+            if error:
+                self.failed[path] = error
+                self.videos.pop(path, None)
+                continue
+            entry = self.videos.setdefault(path, {"rows": {}, "total": None})
+            self.windows += window not in entry["rows"]  # not a retried task's duplicate
+            entry["rows"][window] = (tokens, stats)
+            if last:
+                entry["total"] = window + 1
+            if entry["total"] is not None and len(entry["rows"]) == entry["total"]:
+                rows = [entry["rows"].pop(w) for w in range(entry["total"])]
+                del self.videos[path]
+                tokens = np.array([r[0] for r in rows], np.int64)
+                stats = np.array([r[1] for r in rows], np.float32)
+                save_statistics(self.folder, path, self.key, tokens, stats)
+                self.done[path] = (tokens, stats)
+
+    def close(self) -> None:
+        for path, entry in self.videos.items():  # cannot happen unless a worker lost rows
+            self.failed[path] = f"{path}: incomplete first pass (windows {sorted(entry['rows'])} arrived)"
+        self.videos = {}
+
+
+def _statistics_file(folder: Path, path: str) -> Path:
+    from .shards import video_id
+
+    return folder / f"{video_id(path)}.npz"
+
+
+def save_statistics(folder: Path, path: str, key: str, tokens: np.ndarray, stats: np.ndarray) -> None:
+    """Store one video's first-pass statistics (each window's token count and statistic) atomically,
+    with the video's path and `key`, what they were measured with."""
+    atomic_write(_statistics_file(folder, path),
+                 lambda f: np.savez(f, video=np.array(path), key=np.array(key), tokens=tokens, stats=stats))
+
+
+def load_statistics(folder: Path, path: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A video's stored (tokens, stats), or None where there are none of this path and `key` (a
+    damaged or other file: the video is measured again)."""
+    file = _statistics_file(folder, path)
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            if str(z["video"]) == path and str(z["key"]) == key:
+                return z["tokens"], z["stats"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    return None
+
+
+@dataclass
+class Allocation:
+    """What `budget_rates` gave: each window's rate, per video; the videos whose first pass failed;
+    and what the manifest records of it (the shared threshold or slope)."""
+
+    rates: dict[str, list[float]]
+    failures: dict[str, str]
+    settings: dict
+
+
+def budget_rates(videos: list[str], folder: Path, settings: dict, key: str,
+                 measure: Callable[[list[str]], Iterable],
+                 progress: Callable[["DatasetProgress"], None] | None = None) -> Allocation:
+    """Each window's rate for `--budget run`: the statistics of every video (stored ones from
+    `folder`, the others through `measure(paths)`, which yields `WindowMeasurer` tables), then one
+    shared threshold (hold: `router.shared_hold_counts`) or slope (mask: `router.shared_curve_counts`)
+    over all windows of all videos, whole kept counts that add up to round(rate * all tokens), and
+    each window's rate kept / tokens (which `selection.kept_count` turns back into exactly kept).
+    The same statistics give the same allocation, however many videos are already tokenized.
+    `progress` is called as the first pass's windows arrive."""
+    stats = {p: s for p in videos if (s := load_statistics(folder, p, key)) is not None}
+    failures: dict[str, str] = {}
+    missing = [p for p in videos if p not in stats]
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
+        for tmp in folder.glob(".*.tmp"):  # what a killed run left half written
+            tmp.unlink()
+        measured, state, began = _Measured(folder, key), DatasetProgress(len(missing), stage="measure"), time.time()
+        for table in measure(missing):
+            measured.add(table)
+            state.done, state.failed, state.windows = len(measured.done), len(measured.failed), measured.windows
+            state.elapsed = time.time() - began
+            if progress:
+                progress(state)
+        measured.close()
+        stats |= measured.done
+        failures = measured.failed
+    order = [p for p in videos if p in stats]
+    shared_key = SHARED_KEYS[settings["fill"]]
+    if not order:
+        return Allocation({}, failures, {shared_key: None})
+    tokens = np.concatenate([stats[p][0] for p in order])
+    measures = np.concatenate([stats[p][1] for p in order])
+    if settings["fill"] == "hold":
+        counts, shared = shared_hold_counts(measures, tokens, json.loads(key)["grid"], settings["rate"])
+    else:
+        counts, shared = shared_curve_counts(measures, tokens, settings["rate"])
+    rates = [k / n for k, n in zip(counts, tokens.tolist())]
+    bounds = np.cumsum([0] + [len(stats[p][0]) for p in order]).tolist()
+    return Allocation({p: rates[a:b] for p, a, b in zip(order, bounds[:-1], bounds[1:])}, failures,
+                      {shared_key: shared})
+
+
+def statistics_key(identity: dict, settings: dict, grid: list[float] | None) -> str:
+    """What stored statistics depend on (the model's weights, how videos are cut into windows, the
+    fill and the grid of thresholds), as text: stored ones with another key are measured again."""
+    cut = {k: settings[k] for k in ("window", "overlap", "size", "max_size", "start", "max_frames")}
+    return json.dumps(cut | {"weights_hash": identity["weights_hash"], "fill": settings["fill"], "grid": grid},
+                      sort_keys=True)
+
+
+def _resume_view(settings: dict) -> dict:
+    """The settings a resumed run must repeat before any pass: all but the allocation's result, the
+    budget named even where it is not recorded (calibrated)."""
+    return {k: v for k, v in settings.items() if k not in SHARED_KEYS.values()} | {
+        "budget": settings.get("budget", "calibrated")}
+
+
+def _check_resumable(root: Path, settings: dict) -> None:
+    """Refuse a folder begun with other settings before any pass (ShardWriter refuses it too, but under
+    `--budget run` only once the first pass has given the allocation), naming the budget either way."""
+    from .shards import MANIFEST, ShardError, read_manifest
+
+    if not (root / MANIFEST).is_file():
+        return
+    theirs, ours = _resume_view(read_manifest(root).get("settings", {})), _resume_view(settings)
+    if theirs != ours:
+        diff = ", ".join(f"{k} {theirs.get(k)!r} (now {ours.get(k)!r})" for k in dict.fromkeys([*ours, *theirs])
+                         if theirs.get(k) != ours.get(k))
+        raise ShardError(f"{root} was begun with other settings {diff}; use the same ones to resume, another output "
+                         "folder, or --overwrite")
+
+
 # ------------------------------------------------------------------------------- the driver
 @dataclass
 class DatasetProgress:
@@ -265,6 +510,9 @@ class DatasetProgress:
     windows: int = 0
     frames: int = 0  # frames of the tokenized videos (overlaps counted once)
     elapsed: float = 0.0
+    # "tokenize", or "measure": the first pass of --budget run (videos: those without stored statistics;
+    # frames stay 0)
+    stage: str = "tokenize"
 
     @property
     def frames_per_s(self) -> float:
@@ -292,10 +540,22 @@ class DatasetRun:
     # per worker process id: peak resident bytes ("tokenizer", "decoder"), peak GPU bytes ("gpu"), and
     # the model workers' seconds spent in their calls ("busy")
     workers: dict = field(default_factory=dict)
+    rate: float = 0.0  # the rate asked for
+    budget: str = "calibrated"  # what it meant (BUDGETS)
+    measure_s: float = 0.0  # seconds of the first pass of --budget run (0 where every video's statistics were stored)
+    # kept and total tokens of every complete video in `out`, this run's and earlier ones' (the manifest's counts)
+    folder_kept: int = 0
+    folder_tokens: int = 0
 
     @property
     def shard_bytes(self) -> int:
         return sum(s["bytes"] for s in self.shards)
+
+    @property
+    def realized_rate(self) -> float:
+        """The rate the folder's complete videos have: under --budget run, `rate` once every input is
+        done (as close as [1/16, 1] per window allows)."""
+        return self.folder_kept / self.folder_tokens if self.folder_tokens else 0.0
 
 
 @contextmanager
@@ -407,11 +667,28 @@ class _Collector:
             self._shard(shard)
 
 
+def _ray_stages(ray_data, items: list[dict], actor: type, settings: dict, workers: dict) -> Iterable:
+    """The pipeline of both passes: a row per video (`items`, {"video": path, ...}) cut into windows by
+    CPU tasks (`cut_windows`), batches of windows through model actors of class `actor`
+    (`WindowTokenizer` or `WindowMeasurer`; `workers`: their keyword arguments and resources);
+    yields the actors' Arrow tables as they arrive."""
+    ds = ray_data.from_items(items, override_num_blocks=min(len(items), 10_000))
+    ds = ds.map_batches(cut_windows, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
+                        num_cpus=workers["decode_cpus"], memory=CUT_TASK_MEMORY)
+    ds = ds.map_batches(actor, batch_size=workers["batch_size"], batch_format="numpy",
+                        fn_constructor_kwargs={"checkpoint": workers["checkpoint"], "device": workers["device"],
+                                               "settings": settings, "weights_hash": workers["weights_hash"]},
+                        compute=ray_data.ActorPoolStrategy(size=workers["concurrency"]),
+                        num_cpus=workers["cpus_per_worker"], num_gpus=workers["num_gpus_per_worker"] or None)
+    return ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
 def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                    *, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
                    fill: str | None = None, window: int = 33,
                    overlap: int = 5, size: int | None = None, max_size: int | None = None, seed: int = 0,
-                   start: int = 0, max_frames: int | None = None, batch_size: int = 8, concurrency: int = 1,
+                   start: int = 0, max_frames: int | None = None, budget: str = "calibrated", batch_size: int = 8,
+                   concurrency: int = 1,
                    num_gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, decode_cpus: float = 1.0,
                    device: str | None = None, windows_per_shard: int = 2048, ray_address: str | None = None,
                    num_cpus: int | None = None, object_store_memory: int | None = None, overwrite: bool = False,
@@ -420,11 +697,16 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     """Tokenize every video of `sources` (see `list_sources`) into Parquet shards in `out`.
 
     Settings as for `infotok encode` (`pipeline.TokenStream`); videos complete in `out`'s manifest
-    are skipped (a rerun resumes), `overwrite` starts `out` afresh. `batch_size` windows per model
-    call, `concurrency` model actors of `cpus_per_worker` CPUs and `num_gpus_per_worker` GPUs each
-    (device: "cuda" when they have GPUs, else "cpu"), cutting tasks of `decode_cpus` CPUs.
-    `progress` is called as windows arrive, `on_shard` after each shard enters the manifest.
-    A video that fails is listed in `out`/failures.jsonl and in the result; the others go on.
+    are skipped (a rerun resumes), `overwrite` starts `out` afresh. `budget` says what `rate` means:
+    "calibrated", each window on its own at the threshold (or slope) calibrated in the checkpoint on
+    its training clips, so the average differs from `rate` on other data; "run" (strategy rd only),
+    exactly `rate` over all the inputs, still adaptive, from a first pass (`budget_rates`; its
+    statistics stay in `out`/budget, so a rerun resumes without measuring again and allocates the
+    same). `batch_size` windows per model call, `concurrency` model actors of `cpus_per_worker` CPUs
+    and `num_gpus_per_worker` GPUs each (device: "cuda" when they have GPUs, else "cpu"), cutting
+    tasks of `decode_cpus` CPUs. `progress` is called as windows arrive, `on_shard` after each shard
+    enters the manifest. A video that fails is listed in `out`/failures.jsonl and in the result; the
+    others go on.
     """
     require_scale()
     began = time.time()
@@ -433,14 +715,14 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     from .shards import ShardWriter, model_identity
 
     settings = tokenize_settings(rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames,
-                                 fill)
+                                 fill, budget)
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency), ("windows_per_shard", windows_per_shard)):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if cpus_per_worker < 0 or num_gpus_per_worker < 0 or decode_cpus <= 0:
         raise ValueError("cpus_per_worker and num_gpus_per_worker must be >= 0, decode_cpus > 0")
     device = device or ("cuda" if num_gpus_per_worker > 0 else "cpu")
-    videos = list_sources(sources)
+    videos = [str(p) for p in list_sources(sources)]
     if not videos:
         raise ValueError(f"no videos found in {' '.join(map(str, sources))}")
     # every worker loads the checkpoint the driver resolved (on a cluster: the same path on every node)
@@ -451,21 +733,31 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
         settings["strategy"], settings["selection"], settings["fill"])
     check_windowing(window, overlap, probe_model.geometry)
+    root = Path(out)
+    if budget == "run":
+        if settings["strategy"] != "rd":
+            raise ValueError(f"budget run shares one budget by rate-distortion: use it with strategy rd "
+                             f"(not {settings['strategy']})")
+        if settings["fill"] != "hold":
+            probe_model.check_predictor("a run budget under the mask fill")
+        grid = hold_grid(code_range(probe_model)).tolist() if settings["fill"] == "hold" else None
+        key = statistics_key(identity, settings, grid)
+        if overwrite:
+            shutil.rmtree(root / BUDGET_DIR, ignore_errors=True)
     del probe_model
-    writer = ShardWriter(out, identity, settings, windows_per_shard=windows_per_shard, overwrite=overwrite)
-    pending = [str(p) for p in videos if not writer.is_complete(str(p))]
-    state = DatasetProgress(videos=len(pending))
-    run = DatasetRun(out=Path(out), inputs=len(videos), skipped=len(videos) - len(pending), completed=0,
-                     failures=writer.failures, windows=0, frames=0, tokens_kept=0, tokens_total=0,
-                     shards=writer.written, elapsed=0.0)
-    if not pending:
-        writer.close()
-        run.elapsed = time.time() - began
-        return run
+    if not overwrite:
+        _check_resumable(root, settings)
+    workers = dict(checkpoint=checkpoint, device=device, weights_hash=identity["weights_hash"], batch_size=batch_size,
+                   concurrency=concurrency, cpus_per_worker=cpus_per_worker,
+                   num_gpus_per_worker=num_gpus_per_worker, decode_cpus=decode_cpus)
+    run = DatasetRun(out=root, inputs=len(videos), skipped=0, completed=0, failures=[], windows=0, frames=0,
+                     tokens_kept=0, tokens_total=0, shards=[], elapsed=0.0, rate=settings["rate"], budget=budget)
 
-    collector = _Collector(writer, state, settings["overlap"], on_shard)
-    try:
-        with ray_session(ray_address, num_cpus, object_store_memory):
+    with ExitStack() as stack:
+        @functools.cache
+        def ray_data():
+            """Ray Data, Ray started (or joined) and checked on first use: a run with nothing to do never starts it."""
+            stack.enter_context(ray_session(ray_address, num_cpus, object_store_memory))
             import ray.data
 
             ctx = ray.data.DataContext.get_current()
@@ -474,27 +766,44 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
             logging.getLogger("ray.data").setLevel(logging.WARNING)
             logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": ours show
             _check_resources(concurrency, cpus_per_worker, num_gpus_per_worker, decode_cpus)
-            ds = ray.data.from_items([{"video": p} for p in pending], override_num_blocks=min(len(pending), 10_000))
-            ds = ds.map_batches(cut_windows, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
-                                num_cpus=decode_cpus, memory=CUT_TASK_MEMORY)
-            ds = ds.map_batches(WindowTokenizer, batch_size=batch_size, batch_format="numpy",
-                                fn_constructor_kwargs={"checkpoint": checkpoint, "device": device, "settings": settings,
-                                                       "weights_hash": identity["weights_hash"]},
-                                compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=cpus_per_worker,
-                                num_gpus=num_gpus_per_worker or None)
+            return ray.data
+
+        allocation = Allocation({}, {}, {})
+        if budget == "run":
+            def measure(paths: list[str]) -> Iterable:
+                return _ray_stages(ray_data(), [{"video": p} for p in paths], WindowMeasurer, settings | {"grid": grid},
+                                   workers)
+
             t0 = time.time()
-            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                run.first_rows_s = run.first_rows_s or time.time() - t0
-                collector.add(table)
-                state.elapsed = time.time() - t0
-                if progress:
-                    progress(state)
+            allocation = budget_rates(videos, root / BUDGET_DIR, settings, key, measure, progress)
+            settings |= allocation.settings
+            run.measure_s = time.time() - t0
+        writer = ShardWriter(out, identity, settings, windows_per_shard=windows_per_shard, overwrite=overwrite)
+        for path, error in allocation.failures.items():
+            writer.fail(path, error)
+        pending = [p for p in videos if not writer.is_complete(p) and p not in allocation.failures]
+        state = DatasetProgress(videos=len(pending))
+        run.skipped = sum(writer.is_complete(p) for p in videos)
+        run.failures, run.shards = writer.failures, writer.written
+        collector = _Collector(writer, state, settings["overlap"], on_shard)
+        try:
+            if pending:
+                items = [{"video": p} | ({"rates": allocation.rates[p]} if budget == "run" else {}) for p in pending]
+                t0 = time.time()
+                for table in _ray_stages(ray_data(), items, WindowTokenizer, settings, workers):
+                    run.first_rows_s = run.first_rows_s or time.time() - t0
+                    collector.add(table)
+                    state.elapsed = time.time() - t0
+                    if progress:
+                        progress(state)
+                run.pipeline_s = time.time() - t0
+                run.ready_s = max(0.0, collector.ready - t0) if collector.ready < math.inf else 0.0
             collector.close()
-            run.pipeline_s = time.time() - t0
-            run.ready_s = max(0.0, collector.ready - t0) if collector.ready < math.inf else 0.0
-    except BaseException:
-        writer.abort()
-        raise
+        except BaseException:
+            writer.abort()
+            raise
+    counts = writer.manifest["counts"]
+    run.folder_kept, run.folder_tokens = counts["tokens_kept"], counts["tokens_total"]
     counted = [writer.complete[p] for p in pending if writer.complete.get(p)]
     run.completed = len(counted)
     run.windows = sum(v["windows"] for v in counted)
@@ -503,7 +812,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     run.tokens_total = sum(v["tokens"] for v in counted)
     run.workers = collector.peaks
     run.elapsed = time.time() - began
-    if progress:
+    if progress and pending:
         state.elapsed = run.pipeline_s
         progress(state)
     return run

@@ -25,8 +25,10 @@ from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
 from .router import (OBJECTIVES, balanced_rates, calibrate_margins, calibrate_slopes, calibrate_thresholds, check_rate,
-                     shared_budget_rates, shared_hold_rates, uniform_rate)
-from .tokens import TokenBatch, TokenHeader, Tokens
+                     hold_rates, rd_rates, shared_budget_rates, shared_hold_rates, slope_for, threshold_for,
+                     uniform_rate)
+from .batch import TokenBatch
+from .tokens import TokenHeader, Tokens
 from .video import from_model, read_video, resize_and_crop, resize_short_side
 
 
@@ -147,10 +149,21 @@ def clip_curves(clips: list[Clip]) -> np.ndarray:
     return np.stack([c.batch.curve[0].cpu().numpy() for c in clips])
 
 
+def calibrated_rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hold") -> float:
+    """The rate `infotok encode --strategy rd` gives this clip alone: under hold by the calibrated
+    threshold on its codes' drift, under mask by the calibrated slope on its predicted curve."""
+    if fill == "hold":
+        return hold_rates(clip_codes(model, clip)[None], threshold_for(model.rd_thresholds, rate))[0]
+    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
+
+
 def clip_rates(model: InfoTok, strategy: str, avg_rate: float, clips: list[Clip], seed: int = 0,
-               fill: str = "mask") -> list[float]:
-    """Per-clip rates for one run: global_elbo is balanced and rd spends a shared budget (on the
-    predicted curves, or under `hold` on the codes' drift), so that the run's mean rate is avg_rate."""
+               fill: str = "mask", budget: str = "run") -> list[float]:
+    """Per-clip rates for one run: global_elbo is balanced; rd spends a shared budget (on the
+    predicted curves, or under `hold` on the codes' drift) so that the run's mean rate is avg_rate
+    (`budget` "run"), or gives each clip what `infotok encode` gives it alone ("calibrated")."""
+    if strategy == "rd" and budget == "calibrated":
+        return [calibrated_rd_rate(model, c, avg_rate, fill) for c in clips]
     if strategy == "static":
         return [avg_rate] * len(clips)
     if strategy == "global_elbo":
@@ -165,13 +178,17 @@ def clip_rates(model: InfoTok, strategy: str, avg_rate: float, clips: list[Clip]
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: list[str], selections: list[str],
-             size: int = 256, frames: int = 33, with_vmaf: bool = False, seed: int = 0, progress=None,
-             clips: list[Clip] | None = None, perceptual: Perceptual | None = None, crop: bool = True,
-             fill: str = "mask") -> dict:
+def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: list[str] | None = None,
+             selections: list[str] | None = None, size: int = 256, frames: int = 33, with_vmaf: bool = False,
+             seed: int = 0, progress=None, clips: list[Clip] | None = None, perceptual: Perceptual | None = None,
+             crop: bool = True, fill: str | None = None, budget: str = "calibrated") -> dict:
     """Run every (strategy, selection, rate) over the clips, decoding with `fill`; returns the JSON
-    report. `crop=False` keeps whole frames (short side `size`), where borders such as a pillarbox
-    stay in view."""
+    report. Strategy, selection and fill left out are the checkpoint's defaults (`InfoTok.choices`),
+    and `rd` gives each clip its calibrated rate (`budget` "calibrated"), so that no options measure
+    what `infotok encode` writes; `budget` "run" shares one exact budget among the clips.
+    `crop=False` keeps whole frames (short side `size`), where borders such as a pillarbox stay in view."""
+    default_strategy, default_selection, fill = model.choices(fill=fill)
+    strategies, selections = strategies or [default_strategy], selections or [default_selection]
     t0 = time.time()
     if clips is None:
         clips = []
@@ -188,7 +205,7 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 if not model.adaptive and avg_rate < 1:
                     raise ValueError(f"checkpoint {model.name!r} is fixed-rate: evaluate it with --rates 1")
                 t1 = time.time()
-                r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill)
+                r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill, budget)
                 rows = []
                 for clip, r in zip(clips, r_list):
                     rows.append({"strategy": strategy, "selection": selection, "fill": fill, "rate": avg_rate,

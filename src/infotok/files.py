@@ -1,13 +1,16 @@
-"""Output files: where one may be written, and temporary files beside it for atomic writes.
+"""Files: which inputs a command was given, where an output may be written, and temporary files
+beside it for atomic writes.
 
 Shared by the token writer and the video writer so both refuse the same paths the same way and
-their results get the same permissions.
+their results get the same permissions; free of torch and PyAV, so `infotok info` starts quickly.
 """
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from pathlib import Path
+from typing import Iterable
 
 
 def output_path_problem(path: str | os.PathLike) -> str | None:
@@ -57,3 +60,23 @@ def atomic_write(path: Path, write, sync: bool = True) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".flv"}
+
+
+def list_videos(inputs: Iterable[str | os.PathLike], suffixes: Iterable[str] = VIDEO_SUFFIXES) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted list; a folder gives its files (not
+    recursively) with one of `suffixes` (the video ones unless told, e.g. {".itok"} for token files).
+    Files and glob matches pass through whatever their suffix."""
+    wanted = {"." + s.lower().lstrip(".") for s in suffixes}
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(q for q in p.iterdir() if q.suffix.lower() in wanted and q.is_file())
+        elif any(ch in str(item) for ch in "*?["):
+            found += sorted(Path(q) for q in glob.glob(str(item)) if Path(q).is_file())
+        else:
+            found.append(p)
+    return found

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-FILLS = ("mask", "hold")
+from .names import FILLS
 
 
 def check_fill(fill: str) -> str:

@@ -8,9 +8,10 @@ are the one rule that the streaming pipeline, the token format and progress tota
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # tensors only pass through pad and crop: token files are read without torch
+    import torch
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -54,6 +55,7 @@ class Geometry:
         tt, hh, ww = self.padded_shape(t, h, w)
         if (tt, hh, ww) == (t, h, w):
             return x
+        import torch.nn.functional as F
         return F.pad(x, (0, ww - w, 0, hh - h, 0, tt - t), mode="replicate")
 
     @staticmethod

@@ -31,7 +31,7 @@ from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targe
 from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, hold_rates, rd_rates,
                      score_map, slope_for, target_rates, threshold_for, warn_unreachable)
 from .selection import check_selection, drift_masks, keep_masks
-from .tokens import TokenBatch
+from .batch import TokenBatch
 from .video import to_model
 
 

@@ -18,7 +18,8 @@ from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
 from .router import shared_budget_rates, shared_hold_rates
-from .tokens import TokenBatch, TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
+from .batch import TokenBatch
+from .tokens import TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
 
 DEFAULT_FPS = 24.0  # frame rate assumed for arrays given without one

@@ -318,3 +318,120 @@ def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]
     picked = torch.sort(torch.cat(rest), descending=True, stable=True).indices[:budget - sum(floor)]
     extra = torch.bincount(torch.cat(owner)[picked], minlength=len(sizes))
     return [(m + int(e)) / n for m, e, n in zip(floor, extra, sizes)]
+
+
+# ------------------------------------------------ one exact budget over a dataset, from compact statistics
+# A dataset can have 1e5 windows: its first pass keeps a few numbers per window (the kept count on a
+# grid of drift thresholds under `hold`, the predicted curve under `mask`), never the codes.
+HOLD_GRID_STEPS = 4  # drift thresholds sampled per HOLD_RAMP (a token's share is linear within one ramp)
+
+
+def min_kept(num_tokens: int) -> int:
+    """The fewest tokens a window keeps at a rate of at least 1/16 (so kept / num_tokens is a valid rate)."""
+    return max(1, math.ceil(MIN_RATE * num_tokens))
+
+
+def budget_count(avg_rate: float, sizes: Sequence[int]) -> int:
+    """round(avg_rate * all tokens) of windows of these sizes, within what [1/16, 1] per window allows."""
+    sizes = [int(n) for n in sizes]
+    return int(np.clip(round(check_rate(avg_rate) * sum(sizes)), sum(min_kept(n) for n in sizes), sum(sizes)))
+
+
+def exact_counts(real: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) -> list[int]:
+    """Whole counts within [lo, hi] per window that add up to `budget`, from real ones that add up to
+    about it: each rounded down, then one more to the windows with the largest fractions (ties:
+    earlier windows first) until the budget is spent. Deterministic: the order is the windows'."""
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    real = np.clip(np.asarray(real, np.float64), lo, hi)
+    k = np.clip(np.floor(real).astype(np.int64), lo, hi)
+    order = np.argsort(-(real - k), kind="stable")
+    while (left := budget - int(k.sum())) != 0:  # one round unless the real counts were off by more than rounding
+        if left > 0:
+            movable = order[k[order] < hi[order]]
+        else:
+            movable = order[::-1][k[order[::-1]] > lo[order[::-1]]]
+        if not movable.size:
+            raise ValueError(f"a budget of {budget} tokens lies outside [{int(lo.sum())}, {int(hi.sum())}]")
+        k[movable[:abs(left)]] += 1 if left > 0 else -1
+    return [int(v) for v in k]
+
+
+def hold_grid(code_range: float) -> np.ndarray:
+    """The drift thresholds at which `hold_counts` samples a window: from -HOLD_RAMP (every token
+    kept) to code_range + HOLD_RAMP (only the first latent frame), HOLD_RAMP / HOLD_GRID_STEPS apart.
+    `code_range` bounds every drift: the spread of the model's code values (fixed, so that every
+    video of a dataset is sampled at the same thresholds)."""
+    step = HOLD_RAMP / HOLD_GRID_STEPS
+    return -HOLD_RAMP + step * np.arange(math.ceil((code_range + 2 * HOLD_RAMP) / step) + 1)
+
+
+def hold_counts(codes: torch.Tensor, thresholds: Sequence[float]) -> np.ndarray:
+    """Each window's kept tokens under `hold` at each drift threshold: codes [B, C, t, h, w] ->
+    [B, len(thresholds)], what `hold_rates` gives at each threshold times the window's tokens (before
+    its [1/16, 1] clip). All thresholds of a window go through `drift` together."""
+    th = torch.as_tensor(np.asarray(thresholds, np.float64), device=codes.device)
+    out = []
+    for c in codes:
+        d = drift(c[None].expand(len(th), *c.shape), th).flatten(1).double()
+        out.append(((d - th[:, None]) / HOLD_RAMP + 0.5).clamp(0, 1).sum(dim=1))
+    return torch.stack(out).cpu().numpy()
+
+
+def shared_hold_counts(counts: np.ndarray, sizes: Sequence[int], thresholds: Sequence[float],
+                       avg_rate: float) -> tuple[list[int], float]:
+    """Kept tokens per window for a set of windows under `hold` that keep exactly `budget_count` in
+    all, from their `hold_counts` alone: the one drift threshold at which they keep that many (each
+    window's count taken as linear between the grid's thresholds, within [1/16, 1]), then each
+    window's count there, rounded so that they add up (`exact_counts`). Returns (counts, threshold);
+    past the grid's last threshold (below the first latent frames) the threshold is that last one."""
+    sizes = np.asarray(sizes, np.int64)
+    lo = np.array([min_kept(n) for n in sizes], np.int64)
+    th = np.asarray(thresholds, np.float64)
+    c = np.clip(np.asarray(counts, np.float64), lo[:, None], sizes[:, None])
+    # every token kept, the grid, each window at its floor; a count never grows with the threshold
+    c = np.minimum.accumulate(np.column_stack([sizes, c, lo]), axis=1)
+    th = np.concatenate([th[:1], th, th[-1:]])
+    budget = budget_count(avg_rate, sizes)
+    totals = c.sum(axis=0)
+    g = int(np.flatnonzero(totals >= budget)[-1])  # the highest threshold that keeps enough
+    if g == len(totals) - 1 or totals[g] == budget:
+        return exact_counts(c[:, g], lo, sizes, budget), float(th[g])
+    f = (totals[g] - budget) / (totals[g] - totals[g + 1])
+    real = c[:, g] + f * (c[:, g + 1] - c[:, g])
+    return exact_counts(real, lo, sizes, budget), float(th[g] + f * (th[g + 1] - th[g]))
+
+
+def shared_curve_counts(curves: np.ndarray, sizes: Sequence[int], avg_rate: float,
+                        objective: str = "psnr") -> tuple[list[int], float]:
+    """Kept tokens per window for a set of windows under `mask` that keep exactly `budget_count` in
+    all, from their predicted curves [n, K] (PSNR at rates k/K) alone: each window's gain taken as
+    linear in its tokens between the points of its curve's upper concave hull, the tokens go where
+    they gain most per token (one shared slope; ties: earlier windows first) until the budget is
+    spent, then rounded (`exact_counts`). Returns (counts, the slope of the last tokens spent, gain per token)."""
+    gain = curve_gain(curves, objective)
+    points = gain.shape[1]
+    sizes = np.asarray(sizes, np.int64)
+    lo = np.array([min_kept(n) for n in sizes], np.int64)
+    segments = []  # (slope, window, tokens), each window's in its order
+    for w, (g, n) in enumerate(zip(gain, sizes)):
+        x = np.arange(1, points + 1) / points * n
+        keep = np.flatnonzero(x > lo[w])
+        x, g = np.concatenate([[lo[w]], x[keep]]), np.concatenate([g[:1], g[keep]])  # the first point at the floor
+        hull: list[int] = []
+        for i in range(len(x)):
+            while len(hull) >= 2 and ((x[hull[-1]] - x[hull[-2]]) * (g[i] - g[hull[-2]])
+                                      - (g[hull[-1]] - g[hull[-2]]) * (x[i] - x[hull[-2]])) >= 0:
+                hull.pop()
+            hull.append(i)
+        segments += [((g[b] - g[a]) / (x[b] - x[a]), w, x[b] - x[a]) for a, b in zip(hull[:-1], hull[1:])]
+    budget = budget_count(avg_rate, sizes)
+    ordered = sorted(segments, key=lambda seg: -seg[0])  # stable: ties keep the windows' order
+    real, left = lo.astype(np.float64), float(budget - lo.sum())
+    slope = ordered[0][0] if ordered else 0.0  # where nothing is spent above the floors: the steepest left
+    for s, w, dx in ordered:
+        if left <= 0:
+            break
+        real[w] += min(dx, left)
+        left -= min(dx, left)
+        slope = s
+    return exact_counts(real, lo, sizes, budget), float(slope)

@@ -17,7 +17,7 @@ import torch
 
 from .fill import drift, drift_ceiling
 
-SELECTIONS = ("error", "order", "random", "temporal", "value", "drift")
+from .names import SELECTIONS
 MIN_RATE = 1 / 16
 
 

@@ -21,7 +21,8 @@ from ..model import InfoTok
 from ..router import choose_rate
 from ..tokens import TokenBatch
 from ..perceptual import Perceptual
-from ..video import VIDEO_SUFFIXES, iter_frames, probe, write_video
+from ..files import VIDEO_SUFFIXES
+from ..video import iter_frames, probe, write_video
 
 RATES = [1.0, 0.75, 0.5, 0.25, 0.125]
 TABLE_RATES = [0.75, 0.5]  # BPP16 0.81 and 0.56, the paper's Table 1 operating points

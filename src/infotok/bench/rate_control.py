@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..eval import Clip, binary_search_rate, clip_codes, clip_curves, clip_rates, make_clip, oracle_rates
+from ..eval import (Clip, binary_search_rate, calibrated_rd_rate, clip_curves, clip_rates, make_clip,
+                    oracle_rates)
 from ..ledger import MASK_BPP16
 from ..model import InfoTok
-from ..router import choose_rate, hold_rates, rd_rates, slope_for, target_rates, threshold_for
+from ..router import choose_rate, rd_rates, slope_for, target_rates
 from ..video import iter_windows, read_video, resize_and_crop, resize_short_side
 from .experiments import ORACLE_GRID, RATES, Curves, log, measure, psnr_grid
 
@@ -70,14 +71,6 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
 HOLD = dict(selection="drift", fill="hold")  # the shipped checkpoint's default tokenization
 
 
-def rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hold") -> float:
-    """The rate `infotok encode --strategy rd` gives this clip alone: under hold by the calibrated
-    threshold on its codes' drift, under mask by the calibrated slope on its predicted curve."""
-    if fill == "hold":
-        return hold_rates(clip_codes(model, clip)[None], threshold_for(model.rd_thresholds, rate))[0]
-    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
-
-
 def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
     """The hold fill with drift selection (and, at static rates, with the temporal-redundancy ranking it
     replaced): at static rates; `rd` with a shared budget (each run's
@@ -90,7 +83,7 @@ def hold_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         rows = [measure(model, c, r, **HOLD) | {"clip_rate": r}
                 for c, r in zip(clips, clip_rates(model, "rd", rate, clips, fill="hold"))]
         curves.add("InfoTok-Flex rd, hold", rate, rows, clips)
-        rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, rd_rate(model, c, rate)) for c in clips)]
+        rows = [measure(model, c, r, **HOLD) | {"clip_rate": r} for c, r in ((c, calibrated_rd_rate(model, c, rate)) for c in clips)]
         curves.add("InfoTok-Flex rd, hold, calibrated threshold", rate, rows, clips)
     grid = psnr_grid(model, clips, ORACLE_GRID, **HOLD)
     for rate in RATES:
@@ -157,7 +150,7 @@ def still_versus_moving_rd(model: InfoTok, clips: list[Clip], rate: float = 0.5)
         for fill, selection in (("mask", "value"), ("hold", "drift")):
             row = {}
             for label, clip in (("moving", c), ("still", held)):
-                r = rd_rate(model, clip, rate, fill)
+                r = calibrated_rd_rate(model, clip, rate, fill)
                 m = measure(model, clip, r, selection, quality=False, fill=fill)
                 row[label] = {"rate": r, "kept": round(m["realized_rate"] * clip.batch.mask[0].numel()), "psnr": m["psnr"]}
             row["still"]["psnr_static"] = measure(model, held, rate, selection, quality=False, fill=fill)["psnr"]
@@ -184,9 +177,9 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
     out = {"video": video.name, "still_share": float(still.mean())}
     elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
     for label, r, selection in (("global_elbo, error", elbo_rate, "error"),
-                                ("rd, value", rd_rate(model, clip, rate, "mask"), "value"),
+                                ("rd, value", calibrated_rd_rate(model, clip, rate, "mask"), "value"),
                                 (f"static {rate:g}, value", rate, "value"),
-                                ("rd, hold", rd_rate(model, clip, rate), "drift"),
+                                ("rd, hold", calibrated_rd_rate(model, clip, rate), "drift"),
                                 (f"static {rate:g}, hold", rate, "drift")):
         mask = model.reselect(clip.batch, [r], selection).mask[0, 1:].cpu().numpy()
         out[label] = {"rate": r, "still_kept": float(mask[still].mean()) if still.any() else None,
@@ -224,7 +217,7 @@ def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
             if strategy == "budget":
                 rates = clip_rates(model, "rd", rate, windows, fill="hold")
             else:
-                rates = [rd_rate(model, c, rate, fill) if strategy == "rd"
+                rates = [calibrated_rd_rate(model, c, rate, fill) if strategy == "rd"
                          else choose_rate(strategy, rate, c.score, float(model.score_mean)) for c in windows]
             rows = [measure(model, c, r, selection, quality=False, fill=fill) for c, r in zip(windows, rates)]
             out[label].append(point(rate, [r["realized_rate"] for r in rows], [r["psnr"] for r in rows]))
