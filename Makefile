@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # LPIPS/FVD columns only with local weights: make bench LPIPS_WEIGHTS=alexnet.pth FVD_WEIGHTS=i3d_torchscript.pt
 bench: $(STAMP)
-	$(BIN)/python -m infotok.bench --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md \
+	$(BIN)/python -m benchmarks --videos $(SHARED)/videos --out bench_out --markdown BENCHMARKS.md \
 	  $(if $(LPIPS_WEIGHTS),--lpips-weights $(LPIPS_WEIGHTS)) $(if $(FVD_WEIGHTS),--fvd-weights $(FVD_WEIGHTS))
 
 # the package as users get it

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import tiny_model
 from tests.test_perceptual import TinyI3D, backbone_file, scripted
 
-from infotok.bench import main, motion, spatial_detail
+from benchmarks import main, motion, spatial_detail
 from infotok.metrics import spearman
 from infotok.video import synthetic_video, write_video
 

@@ -452,10 +452,9 @@ def clip_codes(budget_data) -> list:
 
 
 def test_hold_counts_are_hold_rates_times_the_tokens_at_every_threshold(clip_codes, budget_data):
-    from infotok.dataset import code_range
     from infotok.router import hold_counts, hold_grid, hold_rates
 
-    grid = hold_grid(code_range(budget_data["model"]))
+    grid = hold_grid(budget_data["model"].code_range())
     counts = hold_counts(torch_stack(clip_codes), grid)
     n = clip_codes[0][0].numel()
     assert counts.shape == (len(clip_codes), len(grid)) and np.all(counts[:, 0] == n)  # the grid starts at every token
@@ -474,10 +473,9 @@ def torch_stack(codes):
 
 @pytest.mark.parametrize("rate", [1 / 16, 0.1, 0.25, 0.4, 0.5, 0.77, 1.0])
 def test_a_shared_threshold_from_the_grid_keeps_exactly_the_budget(clip_codes, budget_data, rate):
-    from infotok.dataset import code_range
     from infotok.router import budget_count, hold_counts, hold_grid, min_kept, shared_hold_counts
 
-    grid = hold_grid(code_range(budget_data["model"]))
+    grid = hold_grid(budget_data["model"].code_range())
     windows = clip_codes + [c[:, :2] for c in clip_codes]  # windows of two sizes
     sizes = [c[0].numel() for c in windows]
     counts = np.concatenate([hold_counts(c[None], grid) for c in windows])

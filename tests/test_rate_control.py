@@ -90,8 +90,8 @@ def test_target_margins_are_the_predictions_overshoot_and_target_mode_takes_them
 
 @pytest.mark.parametrize("avg", [1 / 16, 0.25, 0.5, 0.8, 1.0])
 def test_a_shared_budget_is_spent_exactly(avg):
-    rates = shared_budget_rates(CURVES, avg)
-    assert sum(round(r * 16) for r in rates) == round(avg * 16 * 3)
+    rates = shared_budget_rates(CURVES, [160] * 3, avg)
+    assert sum(round(r * 160) for r in rates) == round(avg * 160 * 3)
     if 0.25 <= avg < 1:  # the steep window gets the most, the flat one the least
         assert rates[1] >= rates[2] and rates[1] >= rates[0]
 

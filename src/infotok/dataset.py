@@ -314,14 +314,6 @@ def window_statistics(model, x: np.ndarray, settings: dict) -> np.ndarray:
     return model.predict(x).float().cpu().numpy()
 
 
-def code_range(model) -> float:
-    """The spread of the model's code values, which bounds every drift (`router.hold_grid`)."""
-    import torch
-
-    codes = model.base.codes_from_indices(torch.arange(model.base.codebook_size, device=model.device))
-    return float(codes.amax() - codes.amin())
-
-
 class WindowMeasurer(WindowTokenizer):
     """Ray Data callable class of the first pass of `--budget run`: like `WindowTokenizer` (one model
     load per actor, windows of one shape batched), but each window gives its token count and
@@ -740,7 +732,7 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
                              f"(not {settings['strategy']})")
         if settings["fill"] != "hold":
             probe_model.check_predictor("a run budget under the mask fill")
-        grid = hold_grid(code_range(probe_model)).tolist() if settings["fill"] == "hold" else None
+        grid = hold_grid(probe_model.code_range()).tolist() if settings["fill"] == "hold" else None
         key = statistics_key(identity, settings, grid)
         if overwrite:
             shutil.rmtree(root / BUDGET_DIR, ignore_errors=True)

@@ -174,7 +174,7 @@ def clip_rates(model: InfoTok, strategy: str, avg_rate: float, clips: list[Clip]
     if strategy == "rd" and fill == "hold":
         return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate)
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
-        return shared_budget_rates(clip_curves(clips), avg_rate)
+        return shared_budget_rates(clip_curves(clips), [c.batch.mask[0].numel() for c in clips], avg_rate)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 

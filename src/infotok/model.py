@@ -187,6 +187,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         config |= {"target_margins": self.target_margins} if self.target_margins else {}
         return config | ({"rd_slopes": self.rd_slopes} if self.rd_slopes else {})
 
+    def code_range(self) -> float:
+        """The spread of the codes' values, which bounds every drift (`router.hold_grid`)."""
+        codes = self.base.codes_from_indices(torch.arange(self.base.codebook_size, device=self.device))
+        return float(codes.amax() - codes.amin())
+
     def encoding_modules(self) -> list[nn.Module]:
         """What turns pixels into codes, masks and rates: the base encoder, the compressor, the predictor."""
         return [*self.base.encoder_modules(), *([self.compressor] if self.adaptive else []),

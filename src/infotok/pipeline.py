@@ -17,7 +17,7 @@ import torch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
-from .router import shared_budget_rates, shared_hold_rates
+from .router import hold_counts, hold_grid, shared_curve_counts, shared_hold_counts
 from .batch import TokenBatch
 from .tokens import TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
@@ -170,23 +170,27 @@ def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", 
                      max_size: int | None = None, fill: str | None = None, **_) -> list[list[float]]:
     """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
     pass over every window, encoder only (no decoder), then the budget is spent over them: under
-    the `mask` fill on the predicted curves (`router.shared_budget_rates`, round(rate * 16 *
-    windows) points), under `hold` on the codes' drift (`router.shared_hold_rates`, round(rate *
-    tokens) tokens). Returns the rates per video, for `TokenStream(rates=...)`."""
+    the `mask` fill on the predicted curves (`router.shared_curve_counts`), under `hold` on each
+    window's kept count at a grid of drift thresholds (`router.shared_hold_counts`), round(rate *
+    tokens) tokens in all, as `encode-dataset --budget run` spends them. Returns the rates per video, for `TokenStream(rates=...)`."""
     holding = model.choices(fill=fill)[2] == "hold"
     if not holding:
         model.check_predictor("a shared budget")
-    measured, counts = [], []
+    grid = hold_grid(model.code_range()) if holding else None
+    measured, sizes, counts = [], [], []
     for video in videos:
         frames, _, _ = video_source(video, size, fps, start, max_frames, max_size)
         before = len(measured)
         for _, _, chunk in iter_windows(frames, window, overlap):
             x = torch.from_numpy(chunk)[None]
-            measured.append(model.latent_codes(x)[0] if holding else model.predict(x)[0].cpu().numpy())
+            measured.append(hold_counts(model.latent_codes(x), grid)[0] if holding else model.predict(x)[0].cpu().numpy())
+            sizes.append(int(np.prod(model.geometry.latent_shape(*chunk.shape[:3]))))
         counts.append(len(measured) - before)
     if not measured:
         raise ValueError("the videos have no frames")
-    rates = shared_hold_rates(measured, rate) if holding else shared_budget_rates(np.stack(measured), rate, objective)
+    kept, _ = shared_hold_counts(np.stack(measured), sizes, grid, rate) if holding else \
+        shared_curve_counts(np.stack(measured), sizes, rate, objective)
+    rates = [k / n for k, n in zip(kept, sizes)]
     bounds = np.cumsum([0] + counts)
     return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 

@@ -9,13 +9,15 @@ is the mean of its map. Strategies turn scores into rates:
 - `rd`: from each window's predicted rate-distortion curve (the value predictor's PSNR at rates
   k/16), the rate where the curve's slope equals a slope calibrated for avg_rate and stored in the
   checkpoint (equal slopes maximise the objective under the average; one stored slope keeps a
-  video's tokens independent of the other videos of a run). `shared_budget_rates` instead spends an
-  exact budget shared by a set of windows, and `target_rates` gives each window the fewest tokens
+  video's tokens independent of the other videos of a run). `shared_curve_counts` instead spends an
+  exact budget of tokens shared by a set of windows, and `target_rates` gives each window the fewest tokens
   whose predicted PSNR, less a calibrated margin, reaches a target. Under the `hold` fill
   (`fill.py`) a dropped token costs about how far its code drifted from the code held in its place,
   so equal slopes become one threshold on that drift: `hold_rates` keeps every token that drifted
   more than a threshold calibrated for avg_rate (a still shot keeps little more than its first
-  latent frame), and `shared_hold_rates` spends an exact budget shared by a set of windows.
+  latent frame), and `shared_hold_counts` spends an exact budget shared by a set of windows: one
+threshold for all, found from each window's kept count on a grid of thresholds (a few numbers per
+window, so a whole dataset's windows fit in memory; `dataset` keeps them per video on disk).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 from .fill import drift, drift_ceiling
 from .geometry import Geometry
-from .selection import MIN_RATE, kept_count
+from .selection import MIN_RATE
 from .video import unit_range
 
 STRATEGIES = ("global_elbo", "static", "uniform", "rd")
@@ -217,30 +219,6 @@ def warn_unreachable(curves: np.ndarray, target_psnr: float, margins: Sequence[f
                       "they get every token (rate 1)", stacklevel=2)
 
 
-def shared_budget_rates(curves: np.ndarray, avg_rate: float, objective: str = "psnr") -> list[float]:
-    """Rates k/K for a set of windows spending exactly round(avg_rate * K * n) points in all (as close
-    as [1/K, 1] allows). Equal slopes first: the largest total within the budget that one slope gives
-    (each window on its curve's upper concave hull), then the points left go one at a time to the
-    window whose objective gains most from its next point."""
-    gain = curve_gain(curves, objective)
-    n, points = gain.shape
-    budget = int(np.clip(round(check_rate(avg_rate) * points * n), n, points * n))
-
-    def spent(log_slope: float) -> np.ndarray:
-        return np.rint(np.array(rd_rates(curves, 10 ** log_slope, objective)) * points).astype(int)
-
-    lo, hi = -12.0, 12.0  # log10 slope: high spends little
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if spent(mid).sum() > budget else (lo, mid)
-    k = spent(hi) - 1  # index of each window's point; total within the budget
-    rows = np.arange(n)
-    for _ in range(budget - int((k + 1).sum())):
-        step = np.where(k + 1 < points, gain[rows, np.minimum(k + 1, points - 1)] - gain[rows, k], -np.inf)
-        k[int(np.argmax(step))] += 1
-    return [float(r) for r in (k + 1) / points]
-
-
 # ------------------------------------------------------------- rate control under the hold fill
 HOLD_RAMP = 0.1  # drift (mean |code difference|; levels are 0.05 to 0.08 apart) over which a token's share ramps
 
@@ -296,28 +274,6 @@ def threshold_for(table: list[list[float]], avg_rate: float) -> float:
         raise ValueError("this checkpoint has no calibrated hold thresholds; run `infotok calibrate` on it")
     rates, thresholds = zip(*sorted(table))
     return float(np.interp(avg_rate, rates, thresholds))
-
-
-def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]:
-    """Rates for a set of windows under `hold` (codes [C, t, h, w] each) that keep exactly
-    round(avg_rate * all tokens) in all (as close as [1/16, 1] per window allows): the drift threshold
-    that one shared threshold would need for that budget, then at it each window's 1/16 first and the
-    tokens that drift most over all windows (ties: earlier windows, positions)."""
-    sizes = [c[0].numel() for c in codes]
-    budget_rate = check_rate(avg_rate)
-    threshold = _bisect_threshold(lambda t: float(np.average(_hold_rates_of(codes, t), weights=sizes)), budget_rate,
-                                  _ceiling_of(codes))
-    flat = [drift(c[None], threshold).flatten().double().cpu() for c in codes]
-    floor = [kept_count(MIN_RATE, n) for n in sizes]
-    budget = int(np.clip(round(budget_rate * sum(sizes)), sum(floor), sum(sizes)))
-    rest, owner = [], []
-    for i, (f, m) in enumerate(zip(flat, floor)):
-        left = torch.sort(f, descending=True, stable=True).values[m:]
-        rest.append(left)
-        owner.append(torch.full((left.numel(),), i))
-    picked = torch.sort(torch.cat(rest), descending=True, stable=True).indices[:budget - sum(floor)]
-    extra = torch.bincount(torch.cat(owner)[picked], minlength=len(sizes))
-    return [(m + int(e)) / n for m, e, n in zip(floor, extra, sizes)]
 
 
 # ------------------------------------------------ one exact budget over a dataset, from compact statistics
@@ -435,3 +391,19 @@ def shared_curve_counts(curves: np.ndarray, sizes: Sequence[int], avg_rate: floa
         left -= min(dx, left)
         slope = s
     return exact_counts(real, lo, sizes, budget), float(slope)
+
+
+def shared_budget_rates(curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr") -> list[float]:
+    """`shared_curve_counts` as rates: windows of `sizes` tokens under `mask`, one exact budget."""
+    counts, _ = shared_curve_counts(curves, sizes, avg_rate, objective)
+    return [k / n for k, n in zip(counts, sizes)]
+
+
+def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]:
+    """`shared_hold_counts` as rates, for windows whose codes are at hand ([C, t, h, w] each) under
+    `hold`: sampled on the grid of thresholds up to their highest drift, one exact budget."""
+    grid = hold_grid(_ceiling_of(codes))
+    counts = np.concatenate([hold_counts(c[None], grid) for c in codes])
+    sizes = [c[0].numel() for c in codes]
+    kept, _ = shared_hold_counts(counts, sizes, grid, avg_rate)
+    return [k / n for k, n in zip(kept, sizes)]

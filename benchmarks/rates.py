@@ -1,4 +1,4 @@
-"""How far the realized rate strays from `--rate`: `python -m infotok.bench.rates`.
+"""How far the realized rate strays from `--rate`: `python -m benchmarks.rates`.
 
 Every evaluation clip is tokenized whole, as `infotok encode CLIP --rate R` does with the defaults
 (`rd` + `drift` + `hold`, each window at the drift threshold calibrated on the training clips, short
@@ -29,12 +29,12 @@ def realized(model, video: Path, rate: float, rates: list[float] | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..model import InfoTok
-    from ..pipeline import run_budget_rates
-    from ..video import probe
+    from infotok.model import InfoTok
+    from infotok.pipeline import run_budget_rates
+    from infotok.video import probe
 
-    p = argparse.ArgumentParser(prog="python -m infotok.bench.rates", description=__doc__.split("\n")[0])
-    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[4] / "shared" / "data" / "videos"))
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rates", description=__doc__.split("\n")[0])
+    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"))
     p.add_argument("--out", default="bench_out/rates.json")
     args = p.parse_args(argv)
     model = InfoTok.from_pretrained()

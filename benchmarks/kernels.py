@@ -1,4 +1,4 @@
-"""How far tokens and decodes move between CPU kernels: `python -m infotok.bench.kernels`.
+"""How far tokens and decodes move between CPU kernels: `python -m benchmarks.kernels`.
 
 torch picks float kernels by CPU (AVX-512, AVX2, arm64 NEON/SVE, or none: `default`); a new process
 with ATEN_CPU_CAPABILITY set runs a lower set on the same machine. For each kernel set this machine
@@ -21,6 +21,7 @@ import numpy as np
 from .experiments import list_clips, log
 
 SETTINGS = {"default": {}, "paper": {"strategy": "global_elbo", "selection": "error", "fill": "mask"}}
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: children run `-m benchmarks.kernels` there
 EMULATED = ["avx2", "default"]  # ATEN_CPU_CAPABILITY values below AVX-512 on x86-64
 
 
@@ -28,8 +29,8 @@ def child(out: Path, videos: list[Path], native: Path | None, size: int, frames:
     """Tokenize every clip under each setting into `out`, decode them, and decode `native`'s tokens."""
     import torch
 
-    from ..model import InfoTok
-    from ..tokens import Tokens
+    from infotok.model import InfoTok
+    from infotok.tokens import Tokens
     model = InfoTok.from_pretrained()
     out.mkdir(parents=True, exist_ok=True)
     decodes = {}
@@ -62,7 +63,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(native: Path, other: Path, videos: list[Path]) -> dict:
-    from ..tokens import Tokens
+    from infotok.tokens import Tokens
     ours, theirs = np.load(native / "decodes.npz"), np.load(other / "decodes.npz")
     rows = {}
     for name in SETTINGS:
@@ -83,12 +84,12 @@ def compare(native: Path, other: Path, videos: list[Path]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m infotok.bench.kernels", description=__doc__.split("\n")[0])
-    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[4] / "shared" / "data" / "videos"))
+    p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n")[0])
+    p.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "videos"), type=lambda s: str(Path(s).resolve()))
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--frames", type=int, default=33)
     p.add_argument("--rate", type=float, default=0.5)
-    p.add_argument("--out", default="bench_out/kernels")
+    p.add_argument("--out", default="bench_out/kernels", type=lambda s: str(Path(s).resolve()))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--native", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -98,17 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     common = ["--videos", args.videos, "--size", str(args.size), "--frames", str(args.frames), "--rate", str(args.rate)]
-    run = [sys.executable, "-m", "infotok.bench.kernels", *common]
+    run = [sys.executable, "-m", "benchmarks.kernels", *common]
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     log("native kernels")
-    subprocess.run([*run, "--child", str(out / "native")], env=env, check=True)
+    subprocess.run([*run, "--child", str(out / "native")], env=env, check=True, cwd=ROOT)
     native = (out / "native" / "capability.txt").read_text()
     report = {"native": native, "clips": [v.name for v in videos], "size": args.size, "frames": args.frames,
               "rate": args.rate, "against_native": {}}
     for capability in EMULATED:
         log(f"ATEN_CPU_CAPABILITY={capability}")
         subprocess.run([*run, "--child", str(out / capability), "--native", str(out / "native")],
-                       env={**env, "ATEN_CPU_CAPABILITY": capability}, check=True)
+                       env={**env, "ATEN_CPU_CAPABILITY": capability}, check=True, cwd=ROOT)
         ran = (out / capability / "capability.txt").read_text()
         if ran == native:
             log(f"this CPU runs {native} under ATEN_CPU_CAPABILITY={capability}: nothing to compare")

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..eval import Clip, binary_search_rate, clip_at, clip_rates, decode_clip, fvd_of, load_clip, make_clip, \
+from infotok.eval import Clip, binary_search_rate, clip_at, clip_rates, decode_clip, fvd_of, load_clip, make_clip, \
     measure_clip, oracle_rates
-from ..ledger import MASK_BPP16
-from ..model import InfoTok
-from ..router import choose_rate
-from ..tokens import TokenBatch
-from ..perceptual import Perceptual
-from ..files import VIDEO_SUFFIXES
-from ..video import iter_frames, probe, write_video
+from infotok.ledger import MASK_BPP16
+from infotok.model import InfoTok
+from infotok.router import choose_rate
+from infotok.batch import TokenBatch
+from infotok.perceptual import Perceptual
+from infotok.files import VIDEO_SUFFIXES
+from infotok.video import iter_frames, probe, write_video
 
 RATES = [1.0, 0.75, 0.5, 0.25, 0.125]
 TABLE_RATES = [0.75, 0.5]  # BPP16 0.81 and 0.56, the paper's Table 1 operating points
@@ -222,7 +222,8 @@ def run_measured(argv: list[str], child: str = CHILD) -> tuple[float, float]:
 
     The peak is the child's VmHWM from /proc, which starts afresh at exec (ru_maxrss would carry
     this benchmark process's peak into the child)."""
-    done = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=3000)
+    done = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=3000,
+                          cwd=Path(__file__).resolve().parents[1])  # the child imports `benchmarks`
     line = next((l for l in done.stderr.splitlines() if l.startswith("RESULT")), None)
     if line is None or line.split()[1] != "0":
         raise RuntimeError(f"{' '.join(argv[:1])} failed: {done.stderr[-500:]}")
@@ -230,7 +231,7 @@ def run_measured(argv: list[str], child: str = CHILD) -> tuple[float, float]:
     return float(seconds), int(hwm_kib) / 1024
 
 
-RELEASE_CHILD = ("import sys, time; from infotok.bench.experiments import release_window; t = time.time(); "
+RELEASE_CHILD = ("import sys, time; from benchmarks.experiments import release_window; t = time.time(); "
                  "release_window(*sys.argv[1:]); "
                  "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
                  "print('RESULT', 0, time.time() - t, hwm, file=sys.stderr)")
@@ -242,7 +243,7 @@ RELEASE_SIZES = {"full": ({}, {}),
 
 def release_model(which: str = "full") -> InfoTok:
     """The release's architecture with random weights (dropped tokens as the all-zero code)."""
-    from ..cosmos import CosmosConfig, ReleaseCompressorConfig
+    from infotok.cosmos import CosmosConfig, ReleaseCompressorConfig
 
     base, stacks = RELEASE_SIZES[which]
     return InfoTok(CosmosConfig(**base), ReleaseCompressorConfig(**stacks), score_mean=1.0, dropped="zero_code")
@@ -326,8 +327,8 @@ def token_refusal_seconds(model: InfoTok, repeats: int = 20) -> dict:
     that it allocates nothing for them; how fast is measured here)."""
     import struct
 
-    from ..tokens import TokenFormatError, TokenReader
-    from ..video import synthetic_video
+    from infotok.tokens import TokenFormatError, TokenReader
+    from infotok.video import synthetic_video
 
     with tempfile.TemporaryDirectory() as d:
         data = bytearray(model.tokenize(synthetic_video(21, 48, 64, seed=1), 0.5, "static", window=9, overlap=2)
@@ -396,7 +397,7 @@ def batch_throughput(model: InfoTok, size: int, frames: int, batches: tuple[int,
 
 def dataset_throughput(videos: list[Path], checkpoint: str, size: int, workers: tuple[int, ...] = (1, 2)) -> dict:
     """`infotok encode-dataset` on Ray Data over the evaluation clips with 1 and 2 model workers."""
-    from ..dataset import measure_throughput
+    from infotok.dataset import measure_throughput
 
     out = {}
     for w in workers:
@@ -413,43 +414,3 @@ def checkpoint_facts(model: InfoTok, directory: str) -> dict:
     return {"path": str(directory), "name": model.name, "adaptive": model.adaptive,
             "trained_steps": config.get("trained_steps"), "score_mean": float(model.score_mean),
             "parameters": sum(p.numel() for p in model.parameters())}
-
-
-def run(args) -> dict:
-    """Every experiment, in order; returns what `report.markdown` needs."""
-    from . import rate_control  # it builds on this module's helpers
-    setup = Setup(list_clips(args.videos), args.size, args.frames, args.vmaf,
-                  Perceptual.from_paths(args.lpips_weights, args.fvd_weights))
-    infotok, base, elastic = (InfoTok.from_pretrained(p) for p in (args.infotok, args.base, args.elastic))
-    curves = Curves()
-    content = fixed_rate(setup, base, curves)
-    t0 = time.time()
-    clips = setup.clips(infotok)
-    router_seconds = (time.time() - t0) / len(clips)
-    still = still_versus_moving(infotok, clips)
-    for name, row in still.items():
-        content[name]["held_score"] = row["held_score"]
-    flex_sweeps(setup, infotok, clips, curves)
-    oracle(infotok, clips, curves)
-    control = rate_control.run(setup, infotok, clips, curves, args.long_video, args.camera_video) \
-        if infotok.predictor_config is not None else None
-    clip_scores = {c.name: c.score for c in clips}
-    del clips
-    whole = whole_frame_router(setup, infotok)
-    search_passes = elastic_style(setup, elastic, curves)
-    log("throughput and memory")
-    long_video = Path(args.videos) / args.long_video
-    resources = {"video": long_video.name, "model": throughput(infotok, args.size, args.frames),
-                 "scaling": core_scaling(infotok, args.frames), "cli_720p": cli_encode_720p(long_video, 60, args.infotok),
-                 "cli": {n: cli_resources(long_video, n, args.size, args.infotok) for n in (60, 600)},
-                 "release": release_speed(args.release, args.size, args.frames), "token_refusal_s": token_refusal_seconds(infotok),
-                 "batches": batch_throughput(infotok, args.size, args.frames),
-                 "dataset": dataset_throughput(setup.videos, args.infotok, args.size)}
-    return {"curves": curves.points, "per_video": curves.per_video, "router_seconds_per_clip": router_seconds,
-            "clip_scores": clip_scores, "clip_content": content, "still_versus_moving": still, "whole_frame_router": whole["clips"],
-            "whole_frame_oracle_psnr": whole["oracle_psnr"], "search_passes_mean": search_passes,
-            "resources": resources, "rate_control": control,
-            "checkpoints": {"infotok": checkpoint_facts(infotok, args.infotok), "base": checkpoint_facts(base, args.base),
-                            "elastic": checkpoint_facts(elastic, args.elastic)},
-            "protocol": {"videos": str(args.videos), "clips": len(setup.videos), "size": args.size,
-                         "frames": args.frames}}
