@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared/data
 
-.PHONY: install demo test bench wheel clean
+.PHONY: install demo test lint format bench wheel clean
 
 # exact versions from constraints.txt (pyproject.toml has ranges); torch first, on its own (CPU build)
 $(STAMP): pyproject.toml constraints.txt
@@ -21,8 +21,17 @@ demo: $(STAMP)
 
 # includes tests/test_package.py: the wheel built, installed into a throwaway venv with the core
 # dependencies only, and `infotok demo` run there
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# ruff, configured in pyproject.toml (line length 120); `make format` rewrites, `make lint` only checks
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 # LPIPS/FVD columns only with local weights: make bench LPIPS_WEIGHTS=alexnet.pth FVD_WEIGHTS=i3d_torchscript.pt
 bench: $(STAMP)

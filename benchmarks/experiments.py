@@ -2,6 +2,7 @@
 
 Nothing here writes prose; `report` turns what one run measured into BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -14,14 +15,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infotok.eval import Clip, binary_search_rate, clip_at, clip_rates, decode_clip, fvd_of, load_clip, make_clip, \
-    measure_clip, oracle_rates
+from infotok.batch import TokenBatch
+from infotok.eval import (
+    Clip,
+    binary_search_rate,
+    clip_at,
+    clip_rates,
+    decode_clip,
+    fvd_of,
+    load_clip,
+    make_clip,
+    measure_clip,
+    oracle_rates,
+)
+from infotok.files import VIDEO_SUFFIXES
 from infotok.ledger import MASK_BPP16
 from infotok.model import InfoTok
-from infotok.router import choose_rate
-from infotok.batch import TokenBatch
 from infotok.perceptual import Perceptual
-from infotok.files import VIDEO_SUFFIXES
+from infotok.router import choose_rate
 from infotok.video import iter_frames, probe, write_video
 
 RATES = [1.0, 0.75, 0.5, 0.25, 0.125]
@@ -47,8 +58,9 @@ def spatial_detail(frames: np.ndarray, factor: int = 8) -> float:
     x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
     h, w = (x.shape[2] // factor) * factor, (x.shape[3] // factor) * factor
     x = x[:, :, :h, :w]
-    smooth = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, factor), scale_factor=factor,
-                                             mode="bilinear", align_corners=False)
+    smooth = torch.nn.functional.interpolate(
+        torch.nn.functional.avg_pool2d(x, factor), scale_factor=factor, mode="bilinear", align_corners=False
+    )
     return float((smooth - x).abs().mean())
 
 
@@ -82,12 +94,23 @@ class Curves:
     points: dict[str, list[dict]] = field(default_factory=dict)
     per_video: list[dict] = field(default_factory=list)
 
-    def add(self, method: str, rate: float, rows: list[dict], clips: list[Clip], masked: bool = True,
-            extra: dict | None = None) -> dict:
+    def add(
+        self,
+        method: str,
+        rate: float,
+        rows: list[dict],
+        clips: list[Clip],
+        masked: bool = True,
+        extra: dict | None = None,
+    ) -> dict:
         """Summarize one run (mean over its clips) of `method` at average `rate`."""
         fvd = fvd_of(rows, clips)
-        point = {"method": method, "videos": len(rows), "rate": rate,
-                 "realized_rate": float(np.mean([r["realized_rate"] for r in rows]))}
+        point = {
+            "method": method,
+            "videos": len(rows),
+            "rate": rate,
+            "realized_rate": float(np.mean([r["realized_rate"] for r in rows])),
+        }
         point["bpp16"] = point["realized_rate"] + (MASK_BPP16 if masked else 0.0)
         for key in ("psnr", "ssim", "vmaf", "lpips", "bpp16_file"):
             if all(key in r for r in rows):
@@ -102,15 +125,25 @@ class Curves:
         return next(p for p in self.points[method] if abs(p["rate"] - rate) < 1e-9)
 
 
-def measure(model: InfoTok, clip: Clip, rate: float, selection: str = "error", quality: bool = True,
-            fill: str = "mask", **kwargs) -> dict:
+def measure(
+    model: InfoTok,
+    clip: Clip,
+    rate: float,
+    selection: str = "error",
+    quality: bool = True,
+    fill: str = "mask",
+    **kwargs,
+) -> dict:
     """One clip at one rate: its tokens re-selected from the clip's single encode, decoded with
     `fill`, scored."""
-    return {"rate": rate} | measure_clip(model, clip, clip_at(model, clip, rate, selection, fill=fill), quality, **kwargs)
+    return {"rate": rate} | measure_clip(
+        model, clip, clip_at(model, clip, rate, selection, fill=fill), quality, **kwargs
+    )
 
 
-def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float], selection: str = "error",
-              fill: str = "mask") -> np.ndarray:
+def psnr_grid(
+    model: InfoTok, clips: list[Clip], rates: list[float], selection: str = "error", fill: str = "mask"
+) -> np.ndarray:
     """PSNR of every clip at every rate (error-ranked tokens by default): the oracle's table."""
     return np.array([[measure(model, c, r, selection, quality=False, fill=fill)["psnr"] for r in rates] for c in clips])
 
@@ -119,10 +152,16 @@ def psnr_grid(model: InfoTok, clips: list[Clip], rates: list[float], selection: 
 def fixed_rate(setup: Setup, base: InfoTok, curves: Curves) -> dict:
     """The fixed-rate base tokenizer at rate 1, and what its clips hold (content measures)."""
     clips = setup.clips(base)
-    curves.add("fixed (base)", 1.0, [measure(base, c, 1.0, with_vmaf=setup.vmaf, perceptual=setup.perceptual)
-                                     for c in clips], clips, masked=False)
-    return {c.name: {"base_score": c.score, "detail": spatial_detail(c.frames), "motion": motion(c.frames)}
-            for c in clips}
+    curves.add(
+        "fixed (base)",
+        1.0,
+        [measure(base, c, 1.0, with_vmaf=setup.vmaf, perceptual=setup.perceptual) for c in clips],
+        clips,
+        masked=False,
+    )
+    return {
+        c.name: {"base_score": c.score, "detail": spatial_detail(c.frames), "motion": motion(c.frames)} for c in clips
+    }
 
 
 def flex_sweeps(setup: Setup, model: InfoTok, clips: list[Clip], curves: Curves) -> None:
@@ -130,13 +169,19 @@ def flex_sweeps(setup: Setup, model: InfoTok, clips: list[Clip], curves: Curves)
     for strategy in ("static", "global_elbo", "uniform"):
         table = strategy != "uniform"
         for rate in RATES:
-            rows = [measure(model, c, r, **setup.quality_kwargs(rate, table)) | {"clip_rate": r, "score": c.score}
-                    for c, r in zip(clips, clip_rates(model, strategy, rate, clips, seed=0))]
+            rows = [
+                measure(model, c, r, **setup.quality_kwargs(rate, table)) | {"clip_rate": r, "score": c.score}
+                for c, r in zip(clips, clip_rates(model, strategy, rate, clips, seed=0))
+            ]
             curves.add(f"InfoTok-Flex {strategy}", rate, rows, clips)
     for selection in ("order", "random", "temporal"):
         for rate in TABLE_RATES:
-            curves.add(f"InfoTok-Flex static, {selection} selection", rate,
-                       [measure(model, c, rate, selection) for c in clips], clips)
+            curves.add(
+                f"InfoTok-Flex static, {selection} selection",
+                rate,
+                [measure(model, c, rate, selection) for c in clips],
+                clips,
+            )
 
 
 def still_versus_moving(model: InfoTok, clips: list[Clip], rate: float = 0.5) -> dict[str, dict]:
@@ -149,8 +194,11 @@ def still_versus_moving(model: InfoTok, clips: list[Clip], rate: float = 0.5) ->
         row = {"held_score": held.score}
         for label, clip in (("moving", c), ("still", held)):
             r = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
-            row[label] = {"rate": r, "kept": int(clip_at(model, clip, r).mask.sum()),
-                          "psnr": measure(model, clip, r, quality=False)["psnr"]}
+            row[label] = {
+                "rate": r,
+                "kept": int(clip_at(model, clip, r).mask.sum()),
+                "psnr": measure(model, clip, r, quality=False)["psnr"],
+            }
         row["still"]["psnr_static"] = measure(model, held, rate, quality=False)["psnr"]
         out[c.name] = row
     return out
@@ -163,10 +211,17 @@ def oracle(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
         picks, mean_psnr = oracle_rates(grid, ORACLE_GRID, rate)
         elbo = curves.at("InfoTok-Flex global_elbo", rate)
         curves.points.setdefault("oracle (per-clip search)", []).append(
-            {"method": "oracle (per-clip search)", "rate": rate, "realized_rate": float(np.mean(picks)),
-             "bpp16": float(np.mean(picks)) + MASK_BPP16, "psnr": mean_psnr,
-             "clip_rates": {c.name: r for c, r in zip(clips, picks)}, "global_elbo_psnr": elbo["psnr"],
-             "videos": len(clips)})
+            {
+                "method": "oracle (per-clip search)",
+                "rate": rate,
+                "realized_rate": float(np.mean(picks)),
+                "bpp16": float(np.mean(picks)) + MASK_BPP16,
+                "psnr": mean_psnr,
+                "clip_rates": {c.name: r for c, r in zip(clips, picks)},
+                "global_elbo_psnr": elbo["psnr"],
+                "videos": len(clips),
+            }
+        )
         log(f"oracle rate {rate:g}: PSNR {mean_psnr:.2f} vs global_elbo {elbo['psnr']:.2f}")
 
 
@@ -178,10 +233,18 @@ def whole_frame_router(setup: Setup, model: InfoTok, rate: float = 0.5) -> dict:
     grid = psnr_grid(model, clips, ORACLE_GRID)
     picks, oracle_psnr = oracle_rates(grid, ORACLE_GRID, rate)
     static_column = ORACLE_GRID.index(rate)  # static `rate` is a point of the oracle's grid
-    per_clip = {c.name: {"score": c.score, "rate": r, "size": list(c.frames.shape[1:3]), "motion": motion(c.frames),
-                         "psnr_static": float(row[static_column]),
-                         "psnr_global_elbo": measure(model, c, r, quality=False)["psnr"], "oracle_rate": pick}
-                for c, r, row, pick in zip(clips, rates, grid, picks)}
+    per_clip = {
+        c.name: {
+            "score": c.score,
+            "rate": r,
+            "size": list(c.frames.shape[1:3]),
+            "motion": motion(c.frames),
+            "psnr_static": float(row[static_column]),
+            "psnr_global_elbo": measure(model, c, r, quality=False)["psnr"],
+            "oracle_rate": pick,
+        }
+        for c, r, row, pick in zip(clips, rates, grid, picks)
+    }
     return {"rate": rate, "clips": per_clip, "oracle_psnr": oracle_psnr}
 
 
@@ -190,30 +253,46 @@ def elastic_style(setup: Setup, model: InfoTok, curves: Curves) -> float:
     prefix lengths for an MSE threshold. Returns the mean number of decoder passes the search spent."""
     clips = setup.clips(model)
     for rate in RATES:
-        curves.add("ElasticTok-style (tail drop)", rate,
-                   [measure(model, c, rate, "order", **setup.quality_kwargs(rate)) for c in clips], clips)
+        curves.add(
+            "ElasticTok-style (tail drop)",
+            rate,
+            [measure(model, c, rate, "order", **setup.quality_kwargs(rate)) for c in clips],
+            clips,
+        )
     all_passes = []
     for threshold in SEARCH_THRESHOLDS:
         rows = []
         for c in clips:
+
             def mse_at(k, c=c):
                 recon = decode_clip(model, clip_at(model, c, k / 16, "order"))
                 return float(np.mean(((recon.astype(np.float64) - c.frames) / 127.5) ** 2))
+
             t0 = time.time()
             k, passes = binary_search_rate(mse_at, 16, threshold)
             seconds = time.time() - t0
             all_passes.append(passes)
             rows.append(measure(model, c, k / 16, "order") | {"search_passes": passes, "search_seconds": seconds})
-        curves.add("ElasticTok-style binary search", threshold, rows, clips,
-                   extra={"threshold": threshold, "nfe": 1 + float(np.mean([r["search_passes"] for r in rows])) + 1,
-                          "seconds_per_clip": float(np.mean([r["search_seconds"] for r in rows]))})
+        curves.add(
+            "ElasticTok-style binary search",
+            threshold,
+            rows,
+            clips,
+            extra={
+                "threshold": threshold,
+                "nfe": 1 + float(np.mean([r["search_passes"] for r in rows])) + 1,
+                "seconds_per_clip": float(np.mean([r["search_seconds"] for r in rows])),
+            },
+        )
     return float(np.mean(all_passes))
 
 
 # ------------------------------------------------------------------------- speed and memory
-CHILD = ("import sys, time; from infotok.cli import main; t = time.time(); rc = main(sys.argv[1:]); "
-         "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
-         "print('RESULT', rc, time.time() - t, hwm, file=sys.stderr)")
+CHILD = (
+    "import sys, time; from infotok.cli import main; t = time.time(); rc = main(sys.argv[1:]); "
+    "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
+    "print('RESULT', rc, time.time() - t, hwm, file=sys.stderr)"
+)
 
 
 def run_measured(argv: list[str], child: str = CHILD) -> tuple[float, float]:
@@ -222,23 +301,34 @@ def run_measured(argv: list[str], child: str = CHILD) -> tuple[float, float]:
 
     The peak is the child's VmHWM from /proc, which starts afresh at exec (ru_maxrss would carry
     this benchmark process's peak into the child)."""
-    done = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=3000,
-                          cwd=Path(__file__).resolve().parents[1])  # the child imports `benchmarks`
-    line = next((l for l in done.stderr.splitlines() if l.startswith("RESULT")), None)
+    done = subprocess.run(
+        [sys.executable, "-c", child, *argv],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # the child imports `benchmarks`
+    line = next((row for row in done.stderr.splitlines() if row.startswith("RESULT")), None)
     if line is None or line.split()[1] != "0":
         raise RuntimeError(f"{' '.join(argv[:1])} failed: {done.stderr[-500:]}")
     _, _, seconds, hwm_kib = line.split()
     return float(seconds), int(hwm_kib) / 1024
 
 
-RELEASE_CHILD = ("import sys, time; from benchmarks.experiments import release_window; t = time.time(); "
-                 "release_window(*sys.argv[1:]); "
-                 "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
-                 "print('RESULT', 0, time.time() - t, hwm, file=sys.stderr)")
+RELEASE_CHILD = (
+    "import sys, time; from benchmarks.experiments import release_window; t = time.time(); "
+    "release_window(*sys.argv[1:]); "
+    "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
+    "print('RESULT', 0, time.time() - t, hwm, file=sys.stderr)"
+)
 # `full`: the release's InfoTok-Flex; `tiny`: the same structure with small widths (for tests)
-RELEASE_SIZES = {"full": ({}, {}),
-                 "tiny": ({"channels": 8, "z_channels": 16},
-                          {"width": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "mlp_hidden": 32})}
+RELEASE_SIZES = {
+    "full": ({}, {}),
+    "tiny": (
+        {"channels": 8, "z_channels": 16},
+        {"width": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "mlp_hidden": 32},
+    ),
+}
 
 
 def release_model(which: str = "full") -> InfoTok:
@@ -262,8 +352,17 @@ def release_window(step: str, which: str, size: str, frames: str) -> None:
         t, h, w = model.geometry.latent_shape(frames, size, size)
         mask = torch.rand(1, t, h, w, generator=torch.Generator().manual_seed(1)) < 0.5
         indices = torch.randint(0, 64000, (1, t, h, w), generator=torch.Generator().manual_seed(2)) * mask
-        model.decode(TokenBatch(indices, mask, torch.tensor([0.5], dtype=torch.float64),
-                                torch.tensor([0.0], dtype=torch.float64), frames, size, size))
+        model.decode(
+            TokenBatch(
+                indices,
+                mask,
+                torch.tensor([0.5], dtype=torch.float64),
+                torch.tensor([0.0], dtype=torch.float64),
+                frames,
+                size,
+                size,
+            )
+        )
 
 
 def release_speed(which: str, size: int, frames: int) -> dict:
@@ -299,12 +398,22 @@ def core_scaling(model: InfoTok, frames: int) -> dict:
             out[size + label] = {"seconds": s, "us_per_pixel": s / (frames * w * h) * 1e6}
             log(f"encode one {frames}x{size} window{label}: {s:.1f} s")
     if getattr(model.compressor_config, "window", 0):
-        whole = InfoTok(model.base.config, replace(model.compressor_config, window=0), float(model.score_mean),
-                        model.name, model.dropped_mode, model.predictor_config, model.default_fill,
-                        held=model.held is not None)
+        whole = InfoTok(
+            model.base.config,
+            replace(model.compressor_config, window=0),
+            float(model.score_mean),
+            model.name,
+            model.dropped_mode,
+            model.predictor_config,
+            model.default_fill,
+            held=model.held is not None,
+        )
         whole.load_state_dict(model.state_dict())
         s = seconds(whole.eval(), 456, 256, strategy="global_elbo")
-        out["455x256 whole-frame attention, global_elbo"] = {"seconds": s, "us_per_pixel": s / (frames * 456 * 256) * 1e6}
+        out["455x256 whole-frame attention, global_elbo"] = {
+            "seconds": s,
+            "us_per_pixel": s / (frames * 456 * 256) * 1e6,
+        }
     return out
 
 
@@ -316,8 +425,22 @@ def cli_encode_720p(video: Path, frames: int, checkpoint: str) -> dict:
         clip = Path(d, "clip.mp4")
         write_video(clip, iter_frames(video, max_frames=frames), fps=probe(video).fps)
         for label, extra in (("default", []), ("global_elbo", ["--strategy", "global_elbo"])):
-            seconds, peak = run_measured(["encode", str(clip), "-o", f"{d}/t.itok", "--size", "720", "--rate", "0.5",
-                                          "--checkpoint", checkpoint, "--overwrite", *extra])
+            seconds, peak = run_measured(
+                [
+                    "encode",
+                    str(clip),
+                    "-o",
+                    f"{d}/t.itok",
+                    "--size",
+                    "720",
+                    "--rate",
+                    "0.5",
+                    "--checkpoint",
+                    checkpoint,
+                    "--overwrite",
+                    *extra,
+                ]
+            )
             out[label] = {"seconds": seconds, "peak_rss_mib": peak}
     return out
 
@@ -331,12 +454,18 @@ def token_refusal_seconds(model: InfoTok, repeats: int = 20) -> dict:
     from infotok.video import synthetic_video
 
     with tempfile.TemporaryDirectory() as d:
-        data = bytearray(model.tokenize(synthetic_video(21, 48, 64, seed=1), 0.5, "static", window=9, overlap=2)
-                         .save(Path(d, "t.itok")).read_bytes())
+        data = bytearray(
+            model.tokenize(synthetic_video(21, 48, 64, seed=1), 0.5, "static", window=9, overlap=2)
+            .save(Path(d, "t.itok"))
+            .read_bytes()
+        )
     header_length = struct.unpack_from("<I", data, 6)[0]
-    forged = {"header length 2^31": bytes(data[:6]) + struct.pack("<I", 2**31) + bytes(data[10:]),
-              "record length 2^32-16": bytes(data[:14 + header_length]) + struct.pack("<I", 0xFFFFFFF0)
-              + bytes(data[18 + header_length:])}
+    forged = {
+        "header length 2^31": bytes(data[:6]) + struct.pack("<I", 2**31) + bytes(data[10:]),
+        "record length 2^32-16": bytes(data[: 14 + header_length])
+        + struct.pack("<I", 0xFFFFFFF0)
+        + bytes(data[18 + header_length :]),
+    }
     out = {}
     for name, blob in forged.items():
         t0 = time.perf_counter()
@@ -357,9 +486,11 @@ def cli_resources(video: Path, frames: int, size: int, checkpoint: str) -> dict:
         clip = Path(d, "clip.mp4")
         write_video(clip, iter_frames(video, max_frames=frames), fps=probe(video).fps)
         tokenize = ["--size", str(size), "--rate", "0.5", "--checkpoint", checkpoint]
-        for step, argv in (("encode", ["encode", str(clip), "-o", f"{d}/t.itok", *tokenize]),
-                           ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4", "--checkpoint", checkpoint]),
-                           ("viz", ["viz", str(clip), "-o", f"{d}/viz.mp4", *tokenize])):
+        for step, argv in (
+            ("encode", ["encode", str(clip), "-o", f"{d}/t.itok", *tokenize]),
+            ("decode", ["decode", f"{d}/t.itok", "-o", f"{d}/out.mp4", "--checkpoint", checkpoint]),
+            ("viz", ["viz", str(clip), "-o", f"{d}/viz.mp4", *tokenize]),
+        ):
             seconds, peak = run_measured(argv)
             out[step] = {"seconds": seconds, "frames_per_s": frames / seconds, "peak_rss_mib": peak}
         out["file_bytes"] = Path(d, "t.itok").stat().st_size
@@ -411,6 +542,11 @@ def checkpoint_facts(model: InfoTok, directory: str) -> dict:
     import json
 
     config = json.loads(Path(directory, "config.json").read_text())
-    return {"path": str(directory), "name": model.name, "adaptive": model.adaptive,
-            "trained_steps": config.get("trained_steps"), "score_mean": float(model.score_mean),
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "path": str(directory),
+        "name": model.name,
+        "adaptive": model.adaptive,
+        "trained_steps": config.get("trained_steps"),
+        "score_mean": float(model.score_mean),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -7,6 +7,7 @@ settings and with the paper's (`global_elbo` + `error` + `mask`), and decodes th
 tokens. Reported against the native kernels: the share of token positions whose keep bit or code
 moved, and the PSNR between decodes of the same tokens and of each kernel's own tokens.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ def child(out: Path, videos: list[Path], native: Path | None, size: int, frames:
 
     from infotok.model import InfoTok
     from infotok.tokens import Tokens
+
     model = InfoTok.from_pretrained()
     out.mkdir(parents=True, exist_ok=True)
     decodes = {}
@@ -59,11 +61,12 @@ def moved_share(a, b) -> tuple[int, int]:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(((a.astype(np.float64) - b) ** 2).mean())
-    return 10 * np.log10(255 ** 2 / mse) if mse else float("inf")
+    return 10 * np.log10(255**2 / mse) if mse else float("inf")
 
 
 def compare(native: Path, other: Path, videos: list[Path]) -> dict:
     from infotok.tokens import Tokens
+
     ours, theirs = np.load(native / "decodes.npz"), np.load(other / "decodes.npz")
     rows = {}
     for name in SETTINGS:
@@ -77,15 +80,23 @@ def compare(native: Path, other: Path, videos: list[Path]) -> dict:
             same_tokens.append(psnr(theirs[f"{key}/native"], reference))
             own_tokens.append(psnr(theirs[f"{key}/own"], reference))
             within.append(float((np.abs(theirs[f"{key}/native"].astype(np.int16) - reference) <= 1).mean()))
-        rows[name] = {"positions": total, "moved": moved, "moved_share": moved / total,
-                      "psnr_same_tokens_min": min(same_tokens), "within_one_level_min": min(within),
-                      "psnr_own_tokens_min": min(own_tokens), "psnr_own_tokens_mean": float(np.mean(own_tokens))}
+        rows[name] = {
+            "positions": total,
+            "moved": moved,
+            "moved_share": moved / total,
+            "psnr_same_tokens_min": min(same_tokens),
+            "within_one_level_min": min(within),
+            "psnr_own_tokens_min": min(own_tokens),
+            "psnr_own_tokens_mean": float(np.mean(own_tokens)),
+        }
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n")[0])
-    p.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "videos"), type=lambda s: str(Path(s).resolve()))
+    p.add_argument(
+        "--videos", default=str(ROOT.parent / "shared" / "data" / "videos"), type=lambda s: str(Path(s).resolve())
+    )
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--frames", type=int, default=33)
     p.add_argument("--rate", type=float, default=0.5)
@@ -104,28 +115,44 @@ def main(argv: list[str] | None = None) -> int:
     log("native kernels")
     subprocess.run([*run, "--child", str(out / "native")], env=env, check=True, cwd=ROOT)
     native = (out / "native" / "capability.txt").read_text()
-    report = {"native": native, "clips": [v.name for v in videos], "size": args.size, "frames": args.frames,
-              "rate": args.rate, "against_native": {}}
+    report = {
+        "native": native,
+        "clips": [v.name for v in videos],
+        "size": args.size,
+        "frames": args.frames,
+        "rate": args.rate,
+        "against_native": {},
+    }
     for capability in EMULATED:
         log(f"ATEN_CPU_CAPABILITY={capability}")
-        subprocess.run([*run, "--child", str(out / capability), "--native", str(out / "native")],
-                       env={**env, "ATEN_CPU_CAPABILITY": capability}, check=True, cwd=ROOT)
+        subprocess.run(
+            [*run, "--child", str(out / capability), "--native", str(out / "native")],
+            env={**env, "ATEN_CPU_CAPABILITY": capability},
+            check=True,
+            cwd=ROOT,
+        )
         ran = (out / capability / "capability.txt").read_text()
         if ran == native:
             log(f"this CPU runs {native} under ATEN_CPU_CAPABILITY={capability}: nothing to compare")
             continue
         report["against_native"][ran] = compare(out / "native", out / capability, videos)
     (out / "kernels.json").write_text(json.dumps(report, indent=2))
-    print(f"native kernels: {native}; {len(videos)} clips, first {args.frames} frames, short side {args.size}, "
-          f"rate {args.rate}")
-    print("| kernels | settings | token positions moved | PSNR, same tokens (min) | values within 1 level (min) "
-          "| PSNR, own tokens (min / mean) |")
+    print(
+        f"native kernels: {native}; {len(videos)} clips, first {args.frames} frames, short side {args.size}, "
+        f"rate {args.rate}"
+    )
+    print(
+        "| kernels | settings | token positions moved | PSNR, same tokens (min) | values within 1 level (min) "
+        "| PSNR, own tokens (min / mean) |"
+    )
     print("|---|---|---|---|---|---|")
     for ran, rows in report["against_native"].items():
         for name, r in rows.items():
-            print(f"| {ran} | {name} | {r['moved']} of {r['positions']} ({r['moved_share']:.4%}) "
-                  f"| {r['psnr_same_tokens_min']:.1f} dB | {r['within_one_level_min']:.4%} "
-                  f"| {r['psnr_own_tokens_min']:.1f} / {r['psnr_own_tokens_mean']:.1f} dB |")
+            print(
+                f"| {ran} | {name} | {r['moved']} of {r['positions']} ({r['moved_share']:.4%}) "
+                f"| {r['psnr_same_tokens_min']:.1f} dB | {r['within_one_level_min']:.4%} "
+                f"| {r['psnr_own_tokens_min']:.1f} / {r['psnr_own_tokens_mean']:.1f} dB |"
+            )
     return 0
 
 

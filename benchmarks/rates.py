@@ -6,6 +6,7 @@ sides over 256 shrunk to 256), and again with `--budget run` (one exact budget o
 Prints each asked rate's realized rates: per clip (mean, least, most), over all tokens, and on the
 longest clip alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,24 +49,38 @@ def main(argv: list[str] | None = None) -> int:
         shared = run_budget_rates(model, videos, rate, max_size=MAX_SIZE)
         run = {v.name: realized(model, v, rate, r) for v, r in zip(videos, shared)}
         per_clip = [k / n for k, n in calibrated.values()]
-        rows.append({"asked": rate, "per_clip": {name: k / n for name, (k, n) in calibrated.items()},
-                     "mean": float(np.mean(per_clip)), "least": min(per_clip), "most": max(per_clip),
-                     "all_tokens": sum(k for k, _ in calibrated.values()) / sum(n for _, n in calibrated.values()),
-                     "longest": calibrated[longest.name][0] / calibrated[longest.name][1],
-                     "run_all_tokens": sum(k for k, _ in run.values()) / sum(n for _, n in run.values()),
-                     "run_per_clip": {name: k / n for name, (k, n) in run.items()}})
+        rows.append(
+            {
+                "asked": rate,
+                "per_clip": {name: k / n for name, (k, n) in calibrated.items()},
+                "mean": float(np.mean(per_clip)),
+                "least": min(per_clip),
+                "most": max(per_clip),
+                "all_tokens": sum(k for k, _ in calibrated.values()) / sum(n for _, n in calibrated.values()),
+                "longest": calibrated[longest.name][0] / calibrated[longest.name][1],
+                "run_all_tokens": sum(k for k, _ in run.values()) / sum(n for _, n in run.values()),
+                "run_per_clip": {name: k / n for name, (k, n) in run.items()},
+            }
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"clips": [v.name for v in videos], "longest": longest.name,
-                                          "rows": rows}, indent=2))
-    print(f"{len(videos)} clips, each tokenized whole with the defaults; longest: {longest.name} "
-          f"({probe(longest).num_frames} frames)")
-    print("| asked | calibrated: per clip, mean (least - most) | calibrated: all tokens | calibrated: longest clip "
-          "| `--budget run`: all tokens (per clip least - most) |")
+    Path(args.out).write_text(
+        json.dumps({"clips": [v.name for v in videos], "longest": longest.name, "rows": rows}, indent=2)
+    )
+    print(
+        f"{len(videos)} clips, each tokenized whole with the defaults; longest: {longest.name} "
+        f"({probe(longest).num_frames} frames)"
+    )
+    print(
+        "| asked | calibrated: per clip, mean (least - most) | calibrated: all tokens | calibrated: longest clip "
+        "| `--budget run`: all tokens (per clip least - most) |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
         run = list(r["run_per_clip"].values())
-        print(f"| {r['asked']:g} | {r['mean']:.3f} ({r['least']:.3f} - {r['most']:.3f}) | {r['all_tokens']:.3f} "
-              f"| {r['longest']:.3f} | {r['run_all_tokens']:.4f} ({min(run):.3f} - {max(run):.3f}) |")
+        print(
+            f"| {r['asked']:g} | {r['mean']:.3f} ({r['least']:.3f} - {r['most']:.3f}) | {r['all_tokens']:.3f} "
+            f"| {r['longest']:.3f} | {r['run_all_tokens']:.4f} ({min(run):.3f} - {max(run):.3f}) |"
+        )
     return 0
 
 

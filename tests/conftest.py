@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random-weight models (fast, for shapes, causality and formats) and sample videos."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,16 +9,17 @@ import pytest
 import torch
 
 from infotok.base import BaseConfig
-from infotok.compressor import CompressorConfig
 from infotok.checkpoint import default_checkpoint
+from infotok.compressor import CompressorConfig
 from infotok.model import InfoTok
 from infotok.predictor import PredictorConfig
 from infotok.router import OBJECTIVES, calibrate_slopes, calibrate_thresholds
 from infotok.video import synthetic_video, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-TINY_BASE = BaseConfig(enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, dec_hi=8, dec_lo=16,
-                       dec_hi_blocks=1, dec_lo_blocks=1)
+TINY_BASE = BaseConfig(
+    enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, dec_hi=8, dec_lo=16, dec_hi_blocks=1, dec_lo_blocks=1
+)
 TINY_COMPRESSOR = CompressorConfig(width=16, depth=1, heads=2)
 
 
@@ -25,9 +27,13 @@ def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, pr
     """With `predictor`, a value predictor and rd slopes calibrated on made-up curves come along, and
     hold thresholds calibrated on its own codes of a few synthetic clips."""
     torch.manual_seed(seed)
-    model = InfoTok(TINY_BASE, TINY_COMPRESSOR if adaptive else None, score_mean=score_mean,
-                    name="tiny-infotok" if adaptive else "tiny-base",
-                    predictor=PredictorConfig(hidden=8) if predictor else None)
+    model = InfoTok(
+        TINY_BASE,
+        TINY_COMPRESSOR if adaptive else None,
+        score_mean=score_mean,
+        name="tiny-infotok" if adaptive else "tiny-base",
+        predictor=PredictorConfig(hidden=8) if predictor else None,
+    )
     if predictor:
         curves = 15 + np.cumsum(np.linspace(2, 0.1, 16)[None] * np.linspace(0.5, 2, 12)[:, None], axis=1)
         model.rd_slopes = {o: calibrate_slopes(curves, o) for o in OBJECTIVES}

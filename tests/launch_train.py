@@ -5,6 +5,7 @@ of its live parameters and of its EMA. With `--kill-at N` as the first arguments
 SIGKILLs itself right after step N (no collective operation runs between a step's loss reduction
 and that moment, so the processes die at the same step, as after a node failure).
 """
+
 import hashlib
 import json
 import os
@@ -25,12 +26,21 @@ def hooked(run, kill_at):
         def step(n, loss):
             if n == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
+
         run(self, on_step=step)
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
-        Path(self.cfg.out, f"rank{acc.process_index}.json").write_text(json.dumps({
-            "step": self.step, "processes": acc.num_processes,
-            "params": digest(model.parameters()), "ema": digest(self.ema.shadow)}))
+        Path(self.cfg.out, f"rank{acc.process_index}.json").write_text(
+            json.dumps(
+                {
+                    "step": self.step,
+                    "processes": acc.num_processes,
+                    "params": digest(model.parameters()),
+                    "ema": digest(self.ema.shadow),
+                }
+            )
+        )
+
     return wrapper
 
 

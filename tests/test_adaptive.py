@@ -127,11 +127,11 @@ def test_a_batch_of_four_equals_four_batches_of_one(strategy, selection):
     clips = np.stack([synthetic_video(9, 24, 32, seed=s) for s in range(4)])  # uint8 [B, T, H, W, 3]
     batch = model.encode(clips, 0.5, strategy, selection, generator=np.random.default_rng(3))
     rng = np.random.default_rng(3)  # one generator across the calls, as across a video's windows
-    ones = [model.encode(clips[i:i + 1], 0.5, strategy, selection, generator=rng) for i in range(4)]
+    ones = [model.encode(clips[i : i + 1], 0.5, strategy, selection, generator=rng) for i in range(4)]
     for i, one in enumerate(ones):
         assert torch.equal(batch.indices[i], one.indices[0]) and torch.equal(batch.mask[i], one.mask[0])
         assert batch.rate[i] == one.rate[0]
-        assert torch.equal(batch.score[i:i + 1], one.score) or (batch.score[i].isnan() and one.score.isnan().all())
+        assert torch.equal(batch.score[i : i + 1], one.score) or (batch.score[i].isnan() and one.score.isnan().all())
     assert torch.equal(model.decode(batch), torch.cat([model.decode(one) for one in ones]))
 
 
@@ -177,8 +177,10 @@ def test_tokens_of_one_video_do_not_depend_on_other_inputs():
     alone = model.tokenize(a, rate=0.5)
     model.tokenize(b, rate=0.5)
     again = model.tokenize(a, rate=0.5)
-    assert all(np.array_equal(w1.indices, w2.indices) and np.array_equal(w1.mask, w2.mask)
-               for w1, w2 in zip(alone.windows, again.windows))
+    assert all(
+        np.array_equal(w1.indices, w2.indices) and np.array_equal(w1.mask, w2.mask)
+        for w1, w2 in zip(alone.windows, again.windows)
+    )
 
 
 def test_temporal_selection_keeps_the_first_latent_frame_then_what_moved():
@@ -191,8 +193,11 @@ def test_temporal_selection_keeps_the_first_latent_frame_then_what_moved():
     assert batch.nfe == 1  # no router pass: the ranking comes from the codes
     for b in range(2):
         assert bool(batch.mask[b, 0].all())  # nothing earlier to fill the first latent frame from
-    change = model.latent_change(model.encode_codes(model.geometry.pad(torch.from_numpy(np.stack([still, moving]))
-                                                                      .permute(0, 4, 1, 2, 3).float() / 127.5 - 1))[0])
+    change = model.latent_change(
+        model.encode_codes(
+            model.geometry.pad(torch.from_numpy(np.stack([still, moving])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1)
+        )[0]
+    )
     assert torch.isinf(change[:, 0]).all() and change[1, 2, 0, 0] > change[0, 2, 0, 0]
     assert bool(batch.mask[1, 2, 0, 0])  # the changed position is among the kept ones
     full = model.encode(moving[None], 1.0, "static", keep_scores=True)

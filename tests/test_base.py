@@ -1,4 +1,5 @@
 """The causal base tokenizer: geometry, index range, causality, checkpoints."""
+
 import json
 
 import pytest

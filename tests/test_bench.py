@@ -1,4 +1,5 @@
 """`make bench` end to end on tiny models and clips: every section of BENCHMARKS.md is produced."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from tests.conftest import tiny_model
-from tests.test_perceptual import TinyI3D, backbone_file, scripted
-
 from benchmarks import main, motion, spatial_detail
+
 from infotok.metrics import spearman
 from infotok.video import synthetic_video, write_video
+from tests.conftest import tiny_model
+from tests.test_perceptual import TinyI3D, backbone_file, scripted
 
 
 def test_bench_writes_every_section_with_learned_metrics(tmp_path):
@@ -20,14 +21,48 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
         write_video(videos / f"clip{seed}.mp4", synthetic_video(12, 40, 48, seed=seed), fps=12)
     ckpt = tiny_model(predictor=True).save_pretrained(tmp_path / "tiny")
     markdown = tmp_path / "report" / "BENCHMARKS.md"
-    code = main(["--videos", str(videos), "--infotok", str(ckpt), "--base", str(ckpt), "--elastic", str(ckpt),
-                 "--size", "32", "--frames", "9", "--no-vmaf", "--long-video", "clip0.mp4", "--camera-video", "clip1.mp4", "--release", "tiny",
-                 "--out", str(tmp_path / "out"), "--markdown", str(markdown),
-                 "--lpips-weights", str(backbone_file(tmp_path)), "--fvd-weights", str(scripted(tmp_path, TinyI3D()))])
+    code = main(
+        [
+            "--videos",
+            str(videos),
+            "--infotok",
+            str(ckpt),
+            "--base",
+            str(ckpt),
+            "--elastic",
+            str(ckpt),
+            "--size",
+            "32",
+            "--frames",
+            "9",
+            "--no-vmaf",
+            "--long-video",
+            "clip0.mp4",
+            "--camera-video",
+            "clip1.mp4",
+            "--release",
+            "tiny",
+            "--out",
+            str(tmp_path / "out"),
+            "--markdown",
+            str(markdown),
+            "--lpips-weights",
+            str(backbone_file(tmp_path)),
+            "--fvd-weights",
+            str(scripted(tmp_path, TinyI3D())),
+        ]
+    )
     assert code == 0
     text = markdown.read_text()
-    for section in ("## Rate-distortion", "## At BPP16 0.81 and 0.56", "## BD-rate", "## Selection ablation",
-                    "## Router", "## The paper's claims", "## Throughput and memory"):
+    for section in (
+        "## Rate-distortion",
+        "## At BPP16 0.81 and 0.56",
+        "## BD-rate",
+        "## Selection ablation",
+        "## Router",
+        "## The paper's claims",
+        "## Throughput and memory",
+    ):
         assert section in text
     assert "| oracle rate |" in text and "Rank agreement (Spearman)" in text
     assert "| PSNR static 0.5 | PSNR global_elbo |" in text and "Whole frames, mean over the clips" in text
@@ -47,9 +82,15 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert "Refusing a `.itok` file with a forged length field" in text
     assert set(result["resources"]["dataset"]) == {"1", "2"} and "`infotok encode-dataset` (Ray Data" in text
     assert set(result["resources"]["batches"]) == {"1", "4", "8"}
-    for section in ("## Rate control: the value predictor and the hold fill", "### Target PSNR",
-                    "### Still versus moving under `rd` at 0.5 (calibrated threshold", "| oracle, hold |",
-                    "### A fixed camera", "### A whole long video", "Seconds per pixel at 1280x720 / at 455x256"):
+    for section in (
+        "## Rate control: the value predictor and the hold fill",
+        "### Target PSNR",
+        "### Still versus moving under `rd` at 0.5 (calibrated threshold",
+        "| oracle, hold |",
+        "### A fixed camera",
+        "### A whole long video",
+        "Seconds per pixel at 1280x720 / at 455x256",
+    ):
         assert section in text
     control = result["rate_control"]
     assert control["accuracy"]["windows"] >= 3 and len(control["targets"]) == 3
@@ -58,7 +99,9 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     for p in result["curves"]["InfoTok-Flex rd, hold"]:  # likewise, to the token
         assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 100)
     long = control["long_video"]["methods"]  # every window of one video, with the peers and the oracle
-    assert {"static, error", "global_elbo, error", "static, temporal, hold", "rd, drift, hold", "oracle, hold"} <= set(long)
+    assert {"static, error", "global_elbo, error", "static, temporal, hold", "rd, drift, hold", "oracle, hold"} <= set(
+        long
+    )
     for p in long["rd, drift, hold, one budget"]:  # `--budget run`: the asked mean rate over the windows
         assert p["realized_rate"] == pytest.approx(p["rate"], abs=1 / 100)
     for p in long["oracle, hold"]:

@@ -1,5 +1,6 @@
 """The base tokenizer and the router work a few latent frames at a time (for memory); any chunk size
 gives what the whole-window computation gives, up to float rounding, and training keeps its gradients."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,11 @@ def whole_token_errors(x, x_hat, power=1):
 def random_model() -> CausalConvTokenizer:
     """Small widths, random non-zero weights everywhere (the residual branches start at zero)."""
     torch.manual_seed(0)
-    m = CausalConvTokenizer(BaseConfig(enc_hi=8, enc_lo=16, enc_hi_blocks=2, enc_lo_blocks=1, dec_hi=8,
-                                       dec_lo=16, dec_hi_blocks=2, dec_lo_blocks=1))
+    m = CausalConvTokenizer(
+        BaseConfig(
+            enc_hi=8, enc_lo=16, enc_hi_blocks=2, enc_lo_blocks=1, dec_hi=8, dec_lo=16, dec_hi_blocks=2, dec_lo_blocks=1
+        )
+    )
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.2)
     return m.eval()

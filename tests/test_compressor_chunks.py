@@ -2,6 +2,7 @@
 time), and the router scores each decoded chunk as it comes (for memory at 720p); both give what the
 whole-window computations they replaced give, up to the last bits of float sums (matrix kernels may
 block a band's product differently from the whole frame's, and how depends on the CPU)."""
+
 import pytest
 import torch
 
@@ -77,9 +78,11 @@ def test_chunked_stack_keeps_its_input():
 def random_infotok(base=None):
     from infotok.base import BaseConfig
     from infotok.model import InfoTok
+
     torch.manual_seed(0)
-    base = base or BaseConfig(enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, dec_hi=8, dec_lo=16,
-                              dec_hi_blocks=1, dec_lo_blocks=2)
+    base = base or BaseConfig(
+        enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, dec_hi=8, dec_lo=16, dec_hi_blocks=1, dec_lo_blocks=2
+    )
     model = InfoTok(base, CompressorConfig(width=16, depth=2, heads=2, window=4), score_mean=0.2)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.1)
@@ -89,6 +92,7 @@ def random_infotok(base=None):
 @pytest.mark.parametrize("shape", [(1, 3, 1, 16, 24), (1, 3, 5, 24, 40), (2, 3, 9, 24, 16), (1, 3, 33, 16, 8)])
 def test_router_scores_chunk_by_chunk(shape):
     from infotok.router import score_map
+
     model = random_infotok()
     x = torch.rand(shape) * 2 - 1
     with torch.no_grad():
@@ -99,8 +103,12 @@ def test_router_scores_chunk_by_chunk(shape):
             scores = model.router_scores(x, codes)
             assert scores.shape == ref.shape
             assert (scores - ref).abs().max() < 1e-6, pixels
-            starts = [(start, frames.shape[2]) for start, frames in model.base.decoded_windows(codes[:, :1].new_zeros(
-                shape[0], 16, codes.shape[2], *codes.shape[-2:]))]
+            starts = [
+                (start, frames.shape[2])
+                for start, frames in model.base.decoded_windows(
+                    codes[:, :1].new_zeros(shape[0], 16, codes.shape[2], *codes.shape[-2:])
+                )
+            ]
             # each chunk: the frame before its latent frames, then theirs; together the whole window
             assert starts[0][0] == 0 and all(a + n - 1 == b for (a, n), (b, _) in zip(starts, starts[1:]))
             assert starts[-1][0] + starts[-1][1] == shape[2]
@@ -109,6 +117,7 @@ def test_router_scores_chunk_by_chunk(shape):
 def test_router_scores_of_other_bases_decode_whole():
     from infotok.cosmos import CosmosConfig
     from infotok.router import score_map
+
     model = random_infotok(CosmosConfig(channels=4, z_channels=16))
     x = torch.rand(1, 3, 9, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -120,15 +129,17 @@ def test_router_scores_of_other_bases_decode_whole():
 def test_uint8_windows_stay_uint8_and_tokenize_as_float(shape):
     """encode keeps uint8 windows as they are (our base and the router convert a chunk at a time, padded
     or not): the same tokens, rates and scores as from to_model's float window."""
-    from infotok.video import unit_range
-    from infotok.video import to_model
+    from infotok.video import to_model, unit_range
+
     model = random_infotok()
     model.base.chunk_pixels = 2 * shape[2] * shape[3]  # two latent frames per chunk
     torch.manual_seed(2)
     video = torch.randint(0, 256, (*shape, 3), dtype=torch.uint8)
     assert torch.equal(unit_range(video.permute(0, 4, 1, 2, 3)), to_model(video))
-    for settings in (dict(strategy="global_elbo", selection="error", fill="mask"),
-                     dict(strategy="static", selection="temporal", fill="hold")):
+    for settings in (
+        dict(strategy="global_elbo", selection="error", fill="mask"),
+        dict(strategy="static", selection="temporal", fill="hold"),
+    ):
         a = model.encode(video, 0.5, keep_scores=True, **settings)
         b = model.encode(to_model(video), 0.5, keep_scores=True, **settings)
         assert torch.equal(a.indices, b.indices) and torch.equal(a.mask, b.mask)

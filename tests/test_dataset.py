@@ -3,6 +3,7 @@
 One small Ray session (2 CPUs, 256 MB object store) serves the whole module; every pipeline run
 tokenizes the built-in sample and two short clips with a tiny random-weight model.
 """
+
 import json
 import os
 import subprocess
@@ -37,8 +38,14 @@ def ray_address():
     import infotok
 
     here = str(Path(infotok.__file__).resolve().parents[1])
-    ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": here}})
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 << 20,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"PYTHONPATH": here}},
+    )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -49,9 +56,11 @@ def ray_address():
 def data(tmp_path_factory) -> dict:
     """The built-in sample, two short clips (other sizes and lengths), and a tiny checkpoint."""
     d = tmp_path_factory.mktemp("data")
-    videos = [write_video(d / "videos" / "sample.mp4", synthetic_video(21, 48, 64, seed=1), fps=12),
-              write_video(d / "videos" / "clip1.mp4", synthetic_video(13, 40, 56, seed=2), fps=8),
-              write_video(d / "videos" / "clip2.mp4", synthetic_video(17, 48, 64, seed=3), fps=10)]
+    videos = [
+        write_video(d / "videos" / "sample.mp4", synthetic_video(21, 48, 64, seed=1), fps=12),
+        write_video(d / "videos" / "clip1.mp4", synthetic_video(13, 40, 56, seed=2), fps=8),
+        write_video(d / "videos" / "clip2.mp4", synthetic_video(17, 48, 64, seed=3), fps=10),
+    ]
     return {"dir": d, "videos": videos, "checkpoint": tiny_model().save_pretrained(d / "ckpt")}
 
 
@@ -62,9 +71,12 @@ def model(data) -> InfoTok:
 
 def same_windows(a, b) -> bool:
     return len(a) == len(b) and all(
-        (x.start, x.end, x.rate) == (y.start, y.end, y.rate) and np.array_equal(x.mask, y.mask)
-        and np.array_equal(x.indices, y.indices) and (x.score == y.score or (np.isnan(x.score) and np.isnan(y.score)))
-        for x, y in zip(a, b))
+        (x.start, x.end, x.rate) == (y.start, y.end, y.rate)
+        and np.array_equal(x.mask, y.mask)
+        and np.array_equal(x.indices, y.indices)
+        and (x.score == y.score or (np.isnan(x.score) and np.isnan(y.score)))
+        for x, y in zip(a, b)
+    )
 
 
 def one_batch(videos, settings) -> dict:
@@ -83,7 +95,10 @@ def test_window_tokenizer_batches_windows_of_several_videos_bit_identically_to_e
     settings = tokenize_settings(rate=0.5, strategy=strategy, selection=selection, window=9, overlap=3, seed=5)
     batch = one_batch(data["videos"], settings)
     # five windows share the 9x48x64 shape (three of the sample's, two of clip2's): one model call of B=5
-    shapes = [(int(e - s), int(h), int(w)) for s, e, h, w in zip(batch["start"], batch["end"], batch["height"], batch["width"])]
+    shapes = [
+        (int(e - s), int(h), int(w))
+        for s, e, h, w in zip(batch["start"], batch["end"], batch["height"], batch["width"])
+    ]
     assert shapes.count((9, 48, 64)) == 5
     table = WindowTokenizer(str(data["checkpoint"]), "cpu", settings, model.weights_hash)(batch)
     assert table.column("error").to_pylist() == [""] * 8
@@ -117,9 +132,28 @@ def _run_main(listing, out, checkpoint):
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["encode-dataset", str(listing), "--out", str(out), "--checkpoint", str(checkpoint),
-                     "--rate", "0.5", "--strategy", "static", "--window", "9", "--overlap", "3", "--batch-size", "4",
-                     "--windows-per-shard", "4"])
+        code = main(
+            [
+                "encode-dataset",
+                str(listing),
+                "--out",
+                str(out),
+                "--checkpoint",
+                str(checkpoint),
+                "--rate",
+                "0.5",
+                "--strategy",
+                "static",
+                "--window",
+                "9",
+                "--overlap",
+                "3",
+                "--batch-size",
+                "4",
+                "--windows-per-shard",
+                "4",
+            ]
+        )
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -142,7 +176,9 @@ def test_a_corrupt_video_among_good_ones_is_listed_and_the_rest_finish(cli_run):
     assert cli_run["code"] == 2
     failures = [json.loads(line) for line in (cli_run["dir"] / "failures.jsonl").read_text().splitlines()]
     assert [f["video"] for f in failures] == [str(cli_run["bad"])]
-    assert failures[0]["error"].startswith(f"{cli_run['bad']}: not a readable video") and "\n" not in failures[0]["error"]
+    assert (
+        failures[0]["error"].startswith(f"{cli_run['bad']}: not a readable video") and "\n" not in failures[0]["error"]
+    )
     assert "1 of 4 inputs failed" in cli_run["err"] and str(cli_run["bad"]) in cli_run["err"]
 
 
@@ -153,8 +189,19 @@ def throughput(ray_address, data, tmp_path_factory):
     from infotok.dataset import measure_throughput
 
     out = tmp_path_factory.mktemp("throughput")
-    report = measure_throughput(data["videos"], data["checkpoint"], workers=1, batch_size=4, out=out, rate=0.5,
-                                strategy="uniform", selection="random", window=9, overlap=3, seed=7)
+    report = measure_throughput(
+        data["videos"],
+        data["checkpoint"],
+        workers=1,
+        batch_size=4,
+        out=out,
+        rate=0.5,
+        strategy="uniform",
+        selection="random",
+        window=9,
+        overlap=3,
+        seed=7,
+    )
     return report, out
 
 
@@ -213,8 +260,13 @@ def test_resume_after_a_killed_run_keeps_finished_shards_and_redoes_only_the_res
 
     out = tmp_path / "out"
     env = os.environ | {"PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    killed = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, ray_address, SRC, out, data["checkpoint"],
-                             *data["videos"]], env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, ray_address, SRC, out, data["checkpoint"], *data["videos"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     manifest = read_manifest(out)
     assert len(manifest["shards"]) == 1 and len(manifest["videos"]) == 1
@@ -222,8 +274,9 @@ def test_resume_after_a_killed_run_keeps_finished_shards_and_redoes_only_the_res
     before = (finished.read_bytes(), finished.stat().st_mtime_ns)
     assert list(out.glob(".shard-*.tmp")), "the kill should leave the second shard half done"
 
-    run = encode_dataset(data["videos"], out, data["checkpoint"], rate=0.5, strategy="static", window=9, overlap=3,
-                         windows_per_shard=1)
+    run = encode_dataset(
+        data["videos"], out, data["checkpoint"], rate=0.5, strategy="static", window=9, overlap=3, windows_per_shard=1
+    )
     assert (run.skipped, run.completed, run.failures) == (1, 2, [])
     assert (finished.read_bytes(), finished.stat().st_mtime_ns) == before
     assert not list(out.glob(".*.tmp")) and verify_shards(out) == []
@@ -256,8 +309,21 @@ def test_encode_dataset_has_help(capsys):
         main(["encode-dataset", "--help"])
     text = capsys.readouterr().out
     assert stop.value.code == 0 and "usage: infotok encode-dataset" in text
-    for option in ("--out", "--window", "--overlap", "--size", "--rate", "--strategy", "--selection", "--seed",
-                   "--num-gpus-per-worker", "--batch-size", "--concurrency", "--device", "--ray-address"):
+    for option in (
+        "--out",
+        "--window",
+        "--overlap",
+        "--size",
+        "--rate",
+        "--strategy",
+        "--selection",
+        "--seed",
+        "--num-gpus-per-worker",
+        "--batch-size",
+        "--concurrency",
+        "--device",
+        "--ray-address",
+    ):
         assert option in text
 
 
@@ -276,9 +342,11 @@ def budget_data(data) -> dict:
     lengths, and a tiny checkpoint with a value predictor and calibrated hold thresholds."""
     d = data["dir"] / "budget"
     noise = np.random.default_rng(0).integers(0, 256, (13, 40, 56, 3), dtype=np.uint8)
-    videos = [data["videos"][0],
-              write_video(d / "still.mp4", np.repeat(synthetic_video(1, 48, 64, seed=4), 17, axis=0), fps=10),
-              write_video(d / "noise.mp4", noise, fps=8)]
+    videos = [
+        data["videos"][0],
+        write_video(d / "still.mp4", np.repeat(synthetic_video(1, 48, 64, seed=4), 17, axis=0), fps=10),
+        write_video(d / "noise.mp4", noise, fps=8),
+    ]
     checkpoint = tiny_model(predictor=True).save_pretrained(d / "ckpt")
     return {"dir": d, "videos": videos, "checkpoint": checkpoint, "model": InfoTok.from_pretrained(checkpoint)}
 
@@ -287,8 +355,21 @@ def budget_data(data) -> dict:
 def budget_run(ray_address, budget_data, tmp_path_factory):
     """`infotok encode-dataset --budget run` of the three clips, uninterrupted: the reference."""
     out = tmp_path_factory.mktemp("budget-run") / "out"
-    code, stdout, stderr = _capture(["encode-dataset", *budget_data["videos"], "--out", out, "--checkpoint",
-                                     budget_data["checkpoint"], "--budget", "run", *run_argv(), "--batch-size", 4])
+    code, stdout, stderr = _capture(
+        [
+            "encode-dataset",
+            *budget_data["videos"],
+            "--out",
+            out,
+            "--checkpoint",
+            budget_data["checkpoint"],
+            "--budget",
+            "run",
+            *run_argv(),
+            "--batch-size",
+            4,
+        ]
+    )
     assert code == 0, stderr
     return {"dir": out, "out": stdout}
 
@@ -324,13 +405,15 @@ def test_a_run_budget_keeps_exactly_the_asked_share_of_all_tokens_of_the_dataset
     assert all(kept_count(w.rate, w.num_tokens) == w.kept and 1 / 16 <= w.rate <= 1 for w in windows)
     assert settings["budget"] == "run" and isinstance(settings["shared_threshold"], float)
     assert sorted(p.name for p in (budget_run["dir"] / "budget").glob("*.npz")) == sorted(
-        f"{video_id(str(v))}.npz" for v in budget_data["videos"])
+        f"{video_id(str(v))}.npz" for v in budget_data["videos"]
+    )
 
 
 def test_a_run_budget_stays_adaptive_a_still_clip_gets_fewer_tokens_than_moving_ones(budget_run, budget_data):
     tokens = budget_tokens(budget_run["dir"], budget_data["videos"])
-    moving, still, noise = (sum(w.kept for w in t.windows) / sum(w.num_tokens for w in t.windows)
-                            for t in tokens.values())
+    moving, still, noise = (
+        sum(w.kept for w in t.windows) / sum(w.num_tokens for w in t.windows) for t in tokens.values()
+    )
     assert still < moving < noise and still < RUN["rate"] < noise
 
 
@@ -369,15 +452,21 @@ MEASURE_KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_run_budget_killed_in_its_first_pass_resumes_to_the_uninterrupted_runs_tokens(ray_address, budget_run,
-                                                                                        budget_data, tmp_path):
+def test_a_run_budget_killed_in_its_first_pass_resumes_to_the_uninterrupted_runs_tokens(
+    ray_address, budget_run, budget_data, tmp_path
+):
     from infotok.dataset import encode_dataset
     from infotok.shards import read_manifest, verify_shards
 
     out, videos, checkpoint = tmp_path / "out", budget_data["videos"], budget_data["checkpoint"]
     env = os.environ | {"PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    killed = subprocess.run([sys.executable, "-c", MEASURE_KILL_SCRIPT, ray_address, SRC, out, checkpoint,
-                             json.dumps(RUN), *videos], env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", MEASURE_KILL_SCRIPT, ray_address, SRC, out, checkpoint, json.dumps(RUN), *videos],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     (stored,) = (out / "budget").glob("*.npz")
     before = stored.stat().st_mtime_ns
@@ -417,16 +506,28 @@ def test_a_run_budget_under_mask_spends_the_exact_budget_on_predicted_curves(ray
     from infotok.shards import read_manifest
 
     settings = RUN | {"fill": "mask", "strategy": "rd", "rate": 0.3}
-    run = encode_dataset(budget_data["videos"], tmp_path / "out", budget_data["checkpoint"], budget="run",
-                         batch_size=4, **settings)
+    run = encode_dataset(
+        budget_data["videos"], tmp_path / "out", budget_data["checkpoint"], budget="run", batch_size=4, **settings
+    )
     manifest = read_manifest(tmp_path / "out")
     assert run.folder_kept == round(0.3 * run.folder_tokens) and run.realized_rate == pytest.approx(0.3, abs=1e-3)
     assert manifest["settings"]["budget"] == "run" and "shared_slope" in manifest["settings"]
 
 
 def test_a_run_budget_needs_the_rd_strategy(capsys, budget_data, tmp_path):
-    code, out, err = run_cli(capsys, "encode-dataset", budget_data["videos"][0], "--out", tmp_path / "out",
-                             "--checkpoint", budget_data["checkpoint"], "--budget", "run", "--strategy", "static")
+    code, out, err = run_cli(
+        capsys,
+        "encode-dataset",
+        budget_data["videos"][0],
+        "--out",
+        tmp_path / "out",
+        "--checkpoint",
+        budget_data["checkpoint"],
+        "--budget",
+        "run",
+        "--strategy",
+        "static",
+    )
     assert code == 2 and err.count("\n") == 1 and "strategy rd" in err and out == ""
     assert not (tmp_path / "out").exists()
 

@@ -1,6 +1,7 @@
 """Training across processes and on GPUs: `accelerate launch` with 2 CPU processes (gloo) must train
 exactly what one process does with the same global batch, keep the ranks identical and resume after
 a kill; bf16 autocast keeps FSQ in fp32 and the EMA on the parameters' device."""
+
 import csv
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from infotok.train import EMA, Trainer, TrainConfig
+from infotok.train import EMA, TrainConfig, Trainer
 from tests.conftest import TINY_BASE, TINY_COMPRESSOR, tiny_model
 
 LAUNCHER = Path(__file__).with_name("launch_train.py")
@@ -33,20 +34,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(out: Path, processes: int, batch: int, *extra: str, kind: str = "base",
-          kill_at: int | None = None) -> subprocess.CompletedProcess:
+def train(
+    out: Path, processes: int, batch: int, *extra: str, kind: str = "base", kill_at: int | None = None
+) -> subprocess.CompletedProcess:
     """`infotok train KIND` on `processes` CPU processes with `batch` clips each (tests/launch_train.py)."""
-    args = ["train", kind, "--out", str(out), "--steps", str(STEPS), "--batch", str(batch),
-            "--frames", "5", "--crop", "32", "--lr", "3e-3", "--warmup", "2", "--log-every", "1",
-            "--checkpoint-every", str(EVERY), "--workers", "0", "--quiet",
-            "--base-config", json.dumps(asdict(TINY_BASE)), *extra]
+    args = [
+        "train",
+        kind,
+        "--out",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--batch",
+        str(batch),
+        "--frames",
+        "5",
+        "--crop",
+        "32",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "2",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        str(EVERY),
+        "--workers",
+        "0",
+        "--quiet",
+        "--base-config",
+        json.dumps(asdict(TINY_BASE)),
+        *extra,
+    ]
     script = [str(LAUNCHER), *(["--kill-at", str(kill_at)] if kill_at else []), *args]
     if processes == 1:
         command = [sys.executable, *script]
     else:  # accelerate's torchrun launcher; ACCELERATE_USE_CPU makes the processes a gloo group on the CPU
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), *script]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            *script,
+        ]
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
@@ -83,8 +123,18 @@ def test_two_processes_fine_tune_infotok_flex_as_one_does_rates_router_and_elong
     """The rates of the global batch, the router pass under DDP, the score mean from every process's
     scores, and elongated crops that share one shape across the global batch."""
     base = tiny_model(adaptive=False).save_pretrained(tmp_path / "base")
-    extra = ["--init", str(base), "--compressor-config", json.dumps(asdict(TINY_COMPRESSOR)),
-             "--rate-sampling", "elbo", "--long-side", "64", "--long-fraction", "0.5"]
+    extra = [
+        "--init",
+        str(base),
+        "--compressor-config",
+        json.dumps(asdict(TINY_COMPRESSOR)),
+        "--rate-sampling",
+        "elbo",
+        "--long-side",
+        "64",
+        "--long-fraction",
+        "0.5",
+    ]
     for out, processes, batch in ((tmp_path / "one", 1, 4), (tmp_path / "two", 2, 2)):
         done = train(out, processes, batch, *extra, kind="infotok")
         assert done.returncode == 0, done.stderr[-3000:]
@@ -136,8 +186,20 @@ def test_bf16_autocast_keeps_fsq_in_fp32_and_a_training_step_stays_finite(tmp_pa
         full_codes, full_indices = model.encode_codes(x)
     assert (indices == full_indices).float().mean() > 0.9
 
-    cfg = TrainConfig(kind="base", out=str(tmp_path / "run"), steps=2, batch=2, frames=5, crop=32, warmup=1,
-                      log_every=1, workers=0, cache=None, mixed_precision="bf16", base=asdict(TINY_BASE))
+    cfg = TrainConfig(
+        kind="base",
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch=2,
+        frames=5,
+        crop=32,
+        warmup=1,
+        log_every=1,
+        workers=0,
+        cache=None,
+        mixed_precision="bf16",
+        base=asdict(TINY_BASE),
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.run()
     assert device == "cpu" or next(trainer.model.parameters()).device.type == "cuda"  # accelerate's pick

@@ -1,4 +1,5 @@
 """What the command line does with bad input: exit code 2, one specific line on stderr, never a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from infotok.cli import main
-from infotok.tokens import Tokens, TokenReader
+from infotok.tokens import TokenReader, Tokens
 from infotok.video import iter_frames, read_video, synthetic_video, write_video
 from tests.conftest import tiny_model
 
@@ -45,8 +46,17 @@ def encode(capsys, src, dst, checkpoint, *extra) -> tuple[int, str, str]:
     return run(capsys, "encode", src, "-o", dst, "--checkpoint", checkpoint, *WIN, *extra)
 
 
-def make_video(path: Path, codec: str, pix_fmt: str, frames: int = 9, width: int = 64, height: int = 48,
-               alpha: bool = False, fmt: str | None = None, options: dict | None = None) -> Path:
+def make_video(
+    path: Path,
+    codec: str,
+    pix_fmt: str,
+    frames: int = 9,
+    width: int = 64,
+    height: int = 48,
+    alpha: bool = False,
+    fmt: str | None = None,
+    options: dict | None = None,
+) -> Path:
     """Write synthetic frames with PyAV in any codec / pixel format (PyAV converts from RGB)."""
     video = synthetic_video(frames, height, width, seed=2)
     with av.open(str(path), "w", format=fmt, options=options or {}) as out:
@@ -67,8 +77,14 @@ def make_video(path: Path, codec: str, pix_fmt: str, frames: int = 9, width: int
 
 def cli_subprocess(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "infotok", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "infotok", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
 
 
 # ------------------------------------------------------------------------------- bad inputs
@@ -124,7 +140,7 @@ def test_file_without_a_video_stream(capsys, tmp_path, tiny_checkpoint):
 def test_truncated_mp4_is_refused_or_read_with_a_warning_and_never_hangs(tmp_path, tiny_checkpoint, sample_video):
     data = sample_video.read_bytes()
     half = tmp_path / "half.mp4"
-    half.write_bytes(data[:len(data) // 2])
+    half.write_bytes(data[: len(data) // 2])
     result = cli_subprocess("encode", half, "-o", tmp_path / "half.itok", "--checkpoint", tiny_checkpoint, *WIN)
     assert "Traceback" not in result.stderr
     assert result.returncode in (0, 2), result.stderr
@@ -138,8 +154,9 @@ def test_truncated_mp4_is_refused_or_read_with_a_warning_and_never_hangs(tmp_pat
 
 def faststart_mp4_cut_after_packets(tmp_path: Path, packets: int) -> tuple[Path, int]:
     """An MP4 whose index (moov) comes first, cut cleanly after `packets` packets: a download cut short."""
-    path = make_video(tmp_path / "full.mp4", "libx264", "yuv420p", frames=21, fmt="mp4",
-                      options={"movflags": "faststart"})
+    path = make_video(
+        tmp_path / "full.mp4", "libx264", "yuv420p", frames=21, fmt="mp4", options={"movflags": "faststart"}
+    )
     with av.open(str(path)) as c:
         declared = c.streams.video[0].frames
         spans = sorted((p.pos, p.size) for p in c.demux(video=0) if p.size)
@@ -165,16 +182,19 @@ def test_mp4_cut_short_is_refused_or_warned_about(capsys, tmp_path, tiny_checkpo
     assert told, "frames were silently dropped"  # ...and the user is told
 
 
-@pytest.mark.parametrize("name,codec,pix_fmt,alpha", [
-    ("gray.mkv", "ffv1", "gray", False),
-    ("gray16.mkv", "ffv1", "gray16le", False),
-    ("rgba.mov", "png", "rgba", True),
-    ("bgra.mkv", "ffv1", "bgra", True),
-    ("yuva.mkv", "ffv1", "yuva420p", True),
-    ("ten_bit.mkv", "ffv1", "yuv420p10le", False),
-    ("ten_bit_h264.mp4", "libx264", "yuv420p10le", False),
-    ("twelve_bit_444.mkv", "ffv1", "yuv444p12le", False),
-])
+@pytest.mark.parametrize(
+    "name,codec,pix_fmt,alpha",
+    [
+        ("gray.mkv", "ffv1", "gray", False),
+        ("gray16.mkv", "ffv1", "gray16le", False),
+        ("rgba.mov", "png", "rgba", True),
+        ("bgra.mkv", "ffv1", "bgra", True),
+        ("yuva.mkv", "ffv1", "yuva420p", True),
+        ("ten_bit.mkv", "ffv1", "yuv420p10le", False),
+        ("ten_bit_h264.mp4", "libx264", "yuv420p10le", False),
+        ("twelve_bit_444.mkv", "ffv1", "yuv444p12le", False),
+    ],
+)
 def test_gray_alpha_and_high_bit_depth_inputs(capsys, tmp_path, tiny_checkpoint, name, codec, pix_fmt, alpha):
     src = make_video(tmp_path / name, codec, pix_fmt, alpha=alpha)
     with av.open(str(src)) as c:
@@ -187,14 +207,24 @@ def test_gray_alpha_and_high_bit_depth_inputs(capsys, tmp_path, tiny_checkpoint,
     assert code == 0, err
     assert "9 frames 64x48" in out
     header = Tokens.load(tmp_path / "t.itok").header
-    assert (header.width, header.height, header.source_width, header.source_height, header.num_frames) == (64, 48, 64, 48, 9)
-    code, out, err = run(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "back.mp4", "--checkpoint", tiny_checkpoint)
+    assert (header.width, header.height, header.source_width, header.source_height, header.num_frames) == (
+        64,
+        48,
+        64,
+        48,
+        9,
+    )
+    code, out, err = run(
+        capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "back.mp4", "--checkpoint", tiny_checkpoint
+    )
     assert code == 0, err
     frames, info = read_video(tmp_path / "back.mp4")
     assert frames.shape == (9, 48, 64, 3) and (info.width, info.height) == (64, 48)
 
 
-@pytest.mark.parametrize("width,height,frames", [(5, 3, 7), (3, 5, 7), (1, 1, 5), (37, 23, 7), (65, 9, 13), (64, 48, 1)])
+@pytest.mark.parametrize(
+    "width,height,frames", [(5, 3, 7), (3, 5, 7), (1, 1, 5), (37, 23, 7), (65, 9, 13), (64, 48, 1)]
+)
 def test_tiny_and_odd_sizes_are_padded_then_cropped_back(capsys, tmp_path, tiny_checkpoint, width, height, frames):
     src = write_video(tmp_path / "small.mp4", synthetic_video(frames, height, width, seed=4), fps=12)
     code, out, err = encode(capsys, src, tmp_path / "t.itok", tiny_checkpoint)
@@ -206,7 +236,9 @@ def test_tiny_and_odd_sizes_are_padded_then_cropped_back(capsys, tmp_path, tiny_
     code, out, err = run(capsys, "reconstruct", src, "-o", tmp_path / "rec.mp4", "--checkpoint", tiny_checkpoint, *WIN)
     assert code == 0, err
     assert "PSNR" in out
-    code, out, err = run(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "back.mp4", "--checkpoint", tiny_checkpoint)
+    code, out, err = run(
+        capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "back.mp4", "--checkpoint", tiny_checkpoint
+    )
     assert code == 0, err
     for path in (tmp_path / "back.mp4", tmp_path / "rec.mp4"):
         back, info = read_video(path)
@@ -223,8 +255,9 @@ def test_rates_outside_the_range_are_refused(capsys, tmp_path, tiny_checkpoint, 
 
 
 def test_bad_rates_in_other_commands(capsys, tmp_path, tiny_checkpoint, sample_video):
-    code, _, err = run(capsys, "reconstruct", sample_video, "-o", tmp_path / "r.mp4", "--rate", "2",
-                       "--checkpoint", tiny_checkpoint)
+    code, _, err = run(
+        capsys, "reconstruct", sample_video, "-o", tmp_path / "r.mp4", "--rate", "2", "--checkpoint", tiny_checkpoint
+    )
     assert code == 2 and "rate must lie in [1/16, 1]" in err
     code, _, err = run(capsys, "eval", sample_video, "--rates", "0.5,0", "--checkpoint", tiny_checkpoint)
     assert code == 2 and "argument --rates: rate must lie in [1/16, 1]" in err
@@ -235,8 +268,19 @@ def test_bad_rates_in_other_commands(capsys, tmp_path, tiny_checkpoint, sample_v
 @pytest.mark.parametrize("command", ["encode", "reconstruct", "viz"])
 @pytest.mark.parametrize("window", ["3", "0", "-5"])
 def test_window_below_one_latent_step(capsys, tmp_path, tiny_checkpoint, sample_video, command, window):
-    code, out, err = run(capsys, command, sample_video, "-o", tmp_path / "o.out", "--window", window,
-                         "--overlap", "0", "--checkpoint", tiny_checkpoint)
+    code, out, err = run(
+        capsys,
+        command,
+        sample_video,
+        "-o",
+        tmp_path / "o.out",
+        "--window",
+        window,
+        "--overlap",
+        "0",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
     assert code == 2 and out == ""
     assert_error_line(err, "window must be at least 5 frames", f"got {window}")
     assert not (tmp_path / "o.out").exists()
@@ -244,8 +288,19 @@ def test_window_below_one_latent_step(capsys, tmp_path, tiny_checkpoint, sample_
 
 @pytest.mark.parametrize("overlap", ["9", "12", "-1"])
 def test_overlap_must_be_smaller_than_the_window(capsys, tmp_path, tiny_checkpoint, sample_video, overlap):
-    code, _, err = run(capsys, "encode", sample_video, "-o", tmp_path / "o.itok", "--window", "9",
-                       "--overlap", overlap, "--checkpoint", tiny_checkpoint)
+    code, _, err = run(
+        capsys,
+        "encode",
+        sample_video,
+        "-o",
+        tmp_path / "o.itok",
+        "--window",
+        "9",
+        "--overlap",
+        overlap,
+        "--checkpoint",
+        tiny_checkpoint,
+    )
     assert code == 2
     assert_error_line(err, "overlap must be at least 0 and smaller than window (9)", f"got {overlap}")
     assert not (tmp_path / "o.itok").exists()
@@ -286,12 +341,15 @@ def test_checkpoint_that_does_not_exist_or_is_a_file(capsys, tmp_path, sample_vi
         assert_error_line(err, str(ckpt), "checkpoint folder not found")
 
 
-@pytest.mark.parametrize("what,edit", [
-    ("base width", lambda c: c["base"].update(enc_hi=c["base"]["enc_hi"] + 4)),
-    ("compressor width", lambda c: c["compressor"].update(width=24)),
-    ("levels", lambda c: c["base"].update(levels=[8, 8, 8])),
-    ("no compressor", lambda c: c.update(compressor=None)),
-])
+@pytest.mark.parametrize(
+    "what,edit",
+    [
+        ("base width", lambda c: c["base"].update(enc_hi=c["base"]["enc_hi"] + 4)),
+        ("compressor width", lambda c: c["compressor"].update(width=24)),
+        ("levels", lambda c: c["base"].update(levels=[8, 8, 8])),
+        ("no compressor", lambda c: c.update(compressor=None)),
+    ],
+)
 def test_checkpoint_config_that_does_not_match_its_weights(capsys, tmp_path, tiny_checkpoint, sample_video, what, edit):
     edit_config(tiny_checkpoint, edit)
     code, _, err = encode(capsys, sample_video, tmp_path / "o.itok", tiny_checkpoint)
@@ -299,11 +357,14 @@ def test_checkpoint_config_that_does_not_match_its_weights(capsys, tmp_path, tin
     assert_error_line(err, str(tiny_checkpoint), "weights do not match config.json", "was the config edited")
 
 
-@pytest.mark.parametrize("content,expected", [
-    (b"", "not a readable safetensors file"),
-    (np.random.default_rng(1).bytes(4096), "not a readable safetensors file"),
-    ((2**60).to_bytes(8, "little") + b"{}", "not a readable safetensors file"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"", "not a readable safetensors file"),
+        (np.random.default_rng(1).bytes(4096), "not a readable safetensors file"),
+        ((2**60).to_bytes(8, "little") + b"{}", "not a readable safetensors file"),
+    ],
+)
 def test_unreadable_weights(capsys, tmp_path, tiny_checkpoint, sample_video, content, expected):
     (tiny_checkpoint / "model.safetensors").write_bytes(content)
     code, _, err = encode(capsys, sample_video, tmp_path / "o.itok", tiny_checkpoint)
@@ -318,22 +379,35 @@ def test_config_that_is_not_json(capsys, tmp_path, tiny_checkpoint, sample_video
     assert_error_line(err, str(tiny_checkpoint / "config.json"), "invalid JSON")
 
 
-@pytest.mark.parametrize("what", ["unknown key", "json list", "string width", "negative width",
-                                  "heads not dividing width", "score_mean text", "target margins without a predictor",
-                                  "target margins text"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "unknown key",
+        "json list",
+        "string width",
+        "negative width",
+        "heads not dividing width",
+        "score_mean text",
+        "target margins without a predictor",
+        "target margins text",
+    ],
+)
 def test_checkpoint_config_with_invalid_values(capsys, tmp_path, tiny_checkpoint, sample_video, what):
     if what == "json list":
         (tiny_checkpoint / "config.json").write_text("[1, 2]")
     else:
-        edit_config(tiny_checkpoint, {
-            "unknown key": lambda c: c["base"].update(typo_width=8),
-            "string width": lambda c: c["base"].update(enc_hi="8"),
-            "negative width": lambda c: c["base"].update(enc_hi=-8),
-            "heads not dividing width": lambda c: c["compressor"].update(heads=3),
-            "score_mean text": lambda c: c.update(score_mean="calibrated"),
-            "target margins without a predictor": lambda c: c.update(target_margins=[1.0] * 16),
-            "target margins text": lambda c: c.update(target_margins=["wide"]),
-        }[what])
+        edit_config(
+            tiny_checkpoint,
+            {
+                "unknown key": lambda c: c["base"].update(typo_width=8),
+                "string width": lambda c: c["base"].update(enc_hi="8"),
+                "negative width": lambda c: c["base"].update(enc_hi=-8),
+                "heads not dividing width": lambda c: c["compressor"].update(heads=3),
+                "score_mean text": lambda c: c.update(score_mean="calibrated"),
+                "target margins without a predictor": lambda c: c.update(target_margins=[1.0] * 16),
+                "target margins text": lambda c: c.update(target_margins=["wide"]),
+            }[what],
+        )
     code, _, err = encode(capsys, sample_video, tmp_path / "o.itok", tiny_checkpoint)
     assert code == 2
     assert_error_line(err, str(tiny_checkpoint))
@@ -375,8 +449,9 @@ def test_folder_run_refuses_before_working_if_any_output_exists(capsys, tmp_path
 def test_output_equal_to_input_is_refused(capsys, tmp_path, tiny_checkpoint, sample_video, overwrite):
     before = sample_video.read_bytes()
     for command in ("encode", "reconstruct", "viz"):
-        code, _, err = run(capsys, command, sample_video, "-o", sample_video, "--checkpoint", tiny_checkpoint,
-                           *WIN, *overwrite)
+        code, _, err = run(
+            capsys, command, sample_video, "-o", sample_video, "--checkpoint", tiny_checkpoint, *WIN, *overwrite
+        )
         assert code == 2
         assert_error_line(err, str(sample_video), "the output would overwrite its own input")
     alias = tmp_path / "." / "sample.mp4"  # the same file by another spelling
@@ -385,8 +460,9 @@ def test_output_equal_to_input_is_refused(capsys, tmp_path, tiny_checkpoint, sam
     assert sample_video.read_bytes() == before
     assert encode(capsys, sample_video, tmp_path / "t.itok", tiny_checkpoint)[0] == 0
     tokens = (tmp_path / "t.itok").read_bytes()
-    code, _, err = run(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "t.itok", "--checkpoint",
-                       tiny_checkpoint, *overwrite)
+    code, _, err = run(
+        capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "t.itok", "--checkpoint", tiny_checkpoint, *overwrite
+    )
     assert code == 2
     assert_error_line(err, "the output would overwrite its own input")
     assert (tmp_path / "t.itok").read_bytes() == tokens
@@ -402,8 +478,10 @@ def test_output_folder_that_cannot_be_written(capsys, tmp_path, tiny_checkpoint,
 def test_folder_run_with_bad_files_among_good_ones(capsys, tmp_path, tiny_checkpoint):
     videos = tmp_path / "videos"
     videos.mkdir()
-    good = [write_video(videos / f"{name}.mp4", synthetic_video(9, 24, 32, seed=i), fps=12)
-            for i, name in enumerate(["a_good", "c_good", "e_good"])]
+    good = [
+        write_video(videos / f"{name}.mp4", synthetic_video(9, 24, 32, seed=i), fps=12)
+        for i, name in enumerate(["a_good", "c_good", "e_good"])
+    ]
     (videos / "b_empty.mp4").write_bytes(b"")
     (videos / "d_noise.mp4").write_bytes(np.random.default_rng(2).bytes(3000))
     code, out, err = encode(capsys, videos, tmp_path / "out/", tiny_checkpoint)
@@ -415,7 +493,8 @@ def test_folder_run_with_bad_files_among_good_ones(capsys, tmp_path, tiny_checkp
         assert f"{path} -> {tmp_path / 'out' / (path.stem + '.itok')}" in out
     lines = err.strip().splitlines()
     assert f"infotok: warning: skipped {videos / 'b_empty.mp4'}: empty file" in lines
-    assert any(l.startswith(f"infotok: warning: skipped {videos / 'd_noise.mp4'}: not a readable video") for l in lines)
+    skipped = f"infotok: warning: skipped {videos / 'd_noise.mp4'}: not a readable video"
+    assert any(line.startswith(skipped) for line in lines)
     assert lines[-3] == "infotok: encode: 2 of 5 inputs failed:"  # the failures are listed at the end
     assert lines[-2] == f"  {videos / 'b_empty.mp4'}: empty file"
     assert lines[-1].startswith(f"  {videos / 'd_noise.mp4'}: not a readable video")
@@ -437,7 +516,9 @@ def test_folder_run_exit_code_from_a_real_process(tmp_path, tiny_checkpoint):
 
 
 def test_missing_input_from_a_real_process(tmp_path, tiny_checkpoint):
-    result = cli_subprocess("encode", tmp_path / "missing.mp4", "-o", tmp_path / "o.itok", "--checkpoint", tiny_checkpoint)
+    result = cli_subprocess(
+        "encode", tmp_path / "missing.mp4", "-o", tmp_path / "o.itok", "--checkpoint", tiny_checkpoint
+    )
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr == f"infotok: error: {tmp_path / 'missing.mp4'}: no such file\n"
@@ -467,7 +548,7 @@ def record_spans(path: Path) -> list[tuple[int, int]]:
 def test_decode_of_a_truncated_token_file_names_the_window(capsys, tmp_path, tiny_checkpoint, token_file, k):
     start, end = record_spans(token_file)[k]
     bad = tmp_path / "cut.itok"
-    bad.write_bytes(token_file.read_bytes()[:(start + end) // 2])
+    bad.write_bytes(token_file.read_bytes()[: (start + end) // 2])
     code, out, err = run(capsys, "decode", bad, "-o", tmp_path / "out.mp4", "--checkpoint", tiny_checkpoint)
     assert code == 2
     assert_error_line(err, str(bad), f"window {k}", "truncated")
@@ -492,16 +573,26 @@ def test_decode_of_a_bit_flipped_token_file_names_the_window(capsys, tmp_path, t
 
 
 def test_decode_of_other_bad_token_files(capsys, tmp_path, tiny_checkpoint, token_file):
-    cases = {"missing.itok": None, "empty.itok": b"", "video.itok": b"\x00\x00\x00\x18ftypmp42" + bytes(64),
-             "header_cut.itok": token_file.read_bytes()[:30],
-             "newer.itok": token_file.read_bytes()[:4] + b"\x07\x00" + token_file.read_bytes()[6:]}
-    expected = {"missing.itok": "no such token file", "empty.itok": "truncated in the header",
-                "video.itok": "bad magic", "header_cut.itok": "truncated in the header",
-                "newer.itok": "format version 7 is not supported"}
+    cases = {
+        "missing.itok": None,
+        "empty.itok": b"",
+        "video.itok": b"\x00\x00\x00\x18ftypmp42" + bytes(64),
+        "header_cut.itok": token_file.read_bytes()[:30],
+        "newer.itok": token_file.read_bytes()[:4] + b"\x07\x00" + token_file.read_bytes()[6:],
+    }
+    expected = {
+        "missing.itok": "no such token file",
+        "empty.itok": "truncated in the header",
+        "video.itok": "bad magic",
+        "header_cut.itok": "truncated in the header",
+        "newer.itok": "format version 7 is not supported",
+    }
     for name, content in cases.items():
         if content is not None:
             (tmp_path / name).write_bytes(content)
-        code, _, err = run(capsys, "decode", tmp_path / name, "-o", tmp_path / "out.mp4", "--checkpoint", tiny_checkpoint)
+        code, _, err = run(
+            capsys, "decode", tmp_path / name, "-o", tmp_path / "out.mp4", "--checkpoint", tiny_checkpoint
+        )
         assert code == 2, name
         assert_error_line(err, str(tmp_path / name), expected[name])
 

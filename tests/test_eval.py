@@ -1,4 +1,5 @@
 """Metric definitions, BD-rate, the oracle search and the binary search, against hand-computed values."""
+
 import itertools
 import math
 
@@ -48,8 +49,11 @@ def test_oracle_matches_exhaustive_search_on_a_toy_problem():
     quality = np.sort(rng.uniform(20, 40, (5, 4)), axis=1)  # each clip improves with rate
     for avg in (0.25, 0.5, 0.6, 1.0):
         picks, mean_q = oracle_rates(quality, grid, avg)
-        best = max((np.mean([quality[i, j] for i, j in enumerate(c)]), c)
-                   for c in itertools.product(range(4), repeat=5) if np.mean([grid[j] for j in c]) <= avg + 1e-9)
+        best = max(
+            (np.mean([quality[i, j] for i, j in enumerate(c)]), c)
+            for c in itertools.product(range(4), repeat=5)
+            if np.mean([grid[j] for j in c]) <= avg + 1e-9
+        )
         assert mean_q == pytest.approx(best[0])
         assert np.mean(picks) <= avg + 1e-9
 

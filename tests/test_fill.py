@@ -1,4 +1,5 @@
 """The `hold` fill: dropped tokens decode the code last kept at their position, and rd under it."""
+
 from __future__ import annotations
 
 import csv
@@ -42,11 +43,16 @@ def test_drift_selection_keeps_a_slow_pan_in_step_where_the_latent_change_falls_
     codes[0, 0, :, 0, 0] = torch.arange(t) * 0.04
     codes[0, 0, 1:, 0, 1] = 0.1
     rate = 3 / (2 * t)
-    drifting, jumping = drift_masks(codes, [rate])[0, :, 0], keep_masks(InfoTok.latent_change(codes), [rate], "temporal")[0, :, 0]
+    drifting, jumping = (
+        drift_masks(codes, [rate])[0, :, 0],
+        keep_masks(InfoTok.latent_change(codes), [rate], "temporal")[0, :, 0],
+    )
     assert int(drifting.sum()) == int(jumping.sum()) == 3
     assert bool(jumping[1, 1]) and bool(drifting[1:, 0].any())
+
     def held_error(mask):
         return float(((hold_last_kept(codes, mask[None, :, None])[0] - codes) ** 2).sum())
+
     assert held_error(drifting) < held_error(jumping)
 
 
@@ -67,7 +73,7 @@ def test_dropping_only_repeated_codes_decodes_exactly_the_full_rate_video():
     video[9:] = video[8]  # the last two latent frames repeat the one before
     full = model.encode(video[None], 1.0, "static", "error")
     codes = model.base.codes_from_indices(full.indices)
-    repeated = (model.latent_change(codes) == 0)
+    repeated = model.latent_change(codes) == 0
     assert bool(repeated.any())
     batch = model.encode(video[None], rates=[1 - float(repeated.float().mean())], selection="temporal", fill="hold")
     assert torch.equal(batch.mask, ~repeated) and batch.fill == "hold"
@@ -80,21 +86,28 @@ def test_hold_files_record_their_fill_and_mask_files_stay_as_before(tmp_path):
     model = tiny_model()
     video = synthetic_video(17, 32, 48, seed=2)
     for fill in ("mask", "hold"):
-        tokens = model.tokenize(video, rate=0.3, strategy="static", selection="temporal", fill=fill, window=9, overlap=1)
+        tokens = model.tokenize(
+            video, rate=0.3, strategy="static", selection="temporal", fill=fill, window=9, overlap=1
+        )
         path = tokens.save(tmp_path / f"{fill}.itok")
         assert (b'"fill"' in path.read_bytes()) == (fill == "hold")
         loaded = Tokens.load(path)
         assert loaded.header.fill == fill and loaded.batch(0).fill == fill
         assert np.array_equal(model.detokenize(loaded), model.detokenize(tokens))
-    assert not np.array_equal(model.detokenize(Tokens.load(tmp_path / "mask.itok")),
-                              model.detokenize(Tokens.load(tmp_path / "hold.itok")))
+    assert not np.array_equal(
+        model.detokenize(Tokens.load(tmp_path / "mask.itok")), model.detokenize(Tokens.load(tmp_path / "hold.itok"))
+    )
 
 
 def test_hold_thresholds_are_monotone_and_calibrate_to_the_average():
     gen = torch.Generator().manual_seed(0)
     codes = []
     for i in range(12):  # windows from still to busy: at each latent frame a share i/12 of positions moves
-        steps = (torch.rand(2, 5, 4, 6, generator=gen) < i / 12).float() * torch.randint(1, 8, (2, 5, 4, 6), generator=gen) / 12
+        steps = (
+            (torch.rand(2, 5, 4, 6, generator=gen) < i / 12).float()
+            * torch.randint(1, 8, (2, 5, 4, 6), generator=gen)
+            / 12
+        )
         codes.append(torch.cumsum(steps, dim=1))
     table = calibrate_thresholds(codes)
     assert [t for _, t in table] == sorted((t for _, t in table), reverse=True)
@@ -109,7 +122,9 @@ def test_a_shared_hold_budget_is_spent_exactly(avg):
     gen = torch.Generator().manual_seed(1)
     codes = [torch.rand(2, 3, 4, 4, generator=gen) * (i % 3) for i in range(5)]
     rates = shared_hold_rates(codes, avg)
-    assert sum(kept_count(r, c[0].numel()) for r, c in zip(rates, codes)) == round(avg * sum(c[0].numel() for c in codes))
+    assert sum(kept_count(r, c[0].numel()) for r, c in zip(rates, codes)) == round(
+        avg * sum(c[0].numel() for c in codes)
+    )
 
 
 def test_rd_under_hold_needs_no_predictor_and_is_deterministic(tmp_path):
@@ -124,23 +139,66 @@ def test_rd_under_hold_needs_no_predictor_and_is_deterministic(tmp_path):
     folder = model.save_pretrained(tmp_path / "m")
     assert InfoTok.from_pretrained(folder).rd_thresholds == model.rd_thresholds
     video = write_video(tmp_path / "v.mp4", synthetic_video(9, 32, 48, seed=0), fps=12)
-    assert main(["encode", str(video), "-o", str(tmp_path / "v.itok"), "--checkpoint", str(folder),
-                 "--strategy", "rd", "--fill", "hold"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(video),
+                "-o",
+                str(tmp_path / "v.itok"),
+                "--checkpoint",
+                str(folder),
+                "--strategy",
+                "rd",
+                "--fill",
+                "hold",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_run_budget_under_hold_spends_one_exact_budget(tmp_path):
     folder = tiny_model().save_pretrained(tmp_path / "model")
     videos = [write_video(tmp_path / f"v{i}.mp4", synthetic_video(17, 32, 48, seed=i), fps=12) for i in range(2)]
-    assert main(["encode", *map(str, videos), "-o", str(tmp_path / "out"), "--checkpoint", str(folder), "--fill", "hold",
-                 "--strategy", "rd", "--budget", "run", "--rate", "0.3", "--window", "9", "--overlap", "1"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                *map(str, videos),
+                "-o",
+                str(tmp_path / "out"),
+                "--checkpoint",
+                str(folder),
+                "--fill",
+                "hold",
+                "--strategy",
+                "rd",
+                "--budget",
+                "run",
+                "--rate",
+                "0.3",
+                "--window",
+                "9",
+                "--overlap",
+                "1",
+            ]
+        )
+        == 0
+    )
     windows = [w for v in videos for w in Tokens.load(tmp_path / "out" / f"{v.stem}.itok").windows]
     assert sum(w.kept for w in windows) == round(0.3 * sum(w.num_tokens for w in windows))
 
 
-def test_the_shipped_checkpoint_holds_by_default_and_a_still_shot_costs_a_fraction_of_its_moving_version(shipped_checkpoint):
+def test_the_shipped_checkpoint_holds_by_default_and_a_still_shot_costs_a_fraction_of_its_moving_version(
+    shipped_checkpoint,
+):
     model = InfoTok.from_pretrained(shipped_checkpoint)
     assert model.choices() == ("rd", "drift", "hold")
-    assert model.choices(target_psnr=24.0)[1:] == ("value", "mask")  # the predicted curves describe masked value selection
+    assert model.choices(target_psnr=24.0)[1:] == (
+        "value",
+        "mask",
+    )  # the predicted curves describe masked value selection
     assert model.choices(fill="mask") == ("global_elbo", "value", "mask")
     frames, _ = read_video(shared_videos()[0], max_frames=33, size=(176, 128))
     still = np.repeat(frames[:1], len(frames), axis=0)
@@ -166,13 +224,26 @@ def test_a_zero_held_embedding_decodes_exactly_as_the_model_without_it():
 def test_drift_training_teaches_the_decoding_side_alone_and_keeps_the_tokens(tmp_path):
     """`--train-selection drift`: the loss falls, the checkpoint gains the held embedding, and nothing
     that makes codes, rankings or predicted curves moves, so token files stay the same."""
-    from infotok.train import Trainer, TrainConfig
+    from infotok.train import TrainConfig, Trainer
 
     init = tiny_model(predictor=True)
     init.save_pretrained(tmp_path / "init")
-    cfg = TrainConfig(kind="infotok", init=str(tmp_path / "init"), out=str(tmp_path / "run"), steps=40, batch=2,
-                      frames=9, crop=32, lr=3e-3, warmup=5, log_every=5, checkpoint_every=40, cache=None,
-                      selection="drift", rate_sampling="grid")
+    cfg = TrainConfig(
+        kind="infotok",
+        init=str(tmp_path / "init"),
+        out=str(tmp_path / "run"),
+        steps=40,
+        batch=2,
+        frames=9,
+        crop=32,
+        lr=3e-3,
+        warmup=5,
+        log_every=5,
+        checkpoint_every=40,
+        cache=None,
+        selection="drift",
+        rate_sampling="grid",
+    )
     Trainer(cfg, progress=False).run()
     with open(tmp_path / "run" / "log.csv") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
@@ -185,4 +256,6 @@ def test_drift_training_teaches_the_decoding_side_alone_and_keeps_the_tokens(tmp
     assert not torch.equal(after["decompressor.proj_out.weight"], before["decompressor.proj_out.weight"])
     video = synthetic_video(17, 32, 48, seed=6)[None]
     for settings in (dict(fill="hold"), dict(selection="value", fill="mask")):
-        assert torch.equal(trained.encode(video, 0.4, "static", **settings).mask, init.encode(video, 0.4, "static", **settings).mask)
+        assert torch.equal(
+            trained.encode(video, 0.4, "static", **settings).mask, init.encode(video, 0.4, "static", **settings).mask
+        )

@@ -1,5 +1,6 @@
 """What a new user meets in the first hour, through the CLI and the API: timing of variable-rate video,
 quick looks at a segment, output paths, token inputs like video inputs, devices, help, arrays' frame rate."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,21 @@ def test_variable_frame_rate_keeps_its_duration_through_reconstruct(tmp_path, ca
     fmt, time_base, times = VFR_CLIPS[kind]
     src = write_timed(tmp_path / f"vfr.{kind}", times, fmt, time_base)
     duration = times[-1] + 1 / 15
-    code, out, err = run(capsys, "reconstruct", src, "-o", tmp_path / "out.mp4", "--rate", "0.5", "--window", "9",
-                       "--overlap", "2", "--checkpoint", tiny_checkpoint)
+    code, out, err = run(
+        capsys,
+        "reconstruct",
+        src,
+        "-o",
+        tmp_path / "out.mp4",
+        "--rate",
+        "0.5",
+        "--window",
+        "9",
+        "--overlap",
+        "2",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
     assert code == 0
     warned = [line for line in err.splitlines() if "warning" in line]
     assert len(warned) == 1 and warned[0].startswith(f"infotok: warning: {src}: variable frame rate; resampled")
@@ -45,18 +59,46 @@ def test_variable_frame_rate_keeps_its_duration_through_reconstruct(tmp_path, ca
 
 
 def test_a_segment_is_a_quick_look(tmp_path, capsys, tiny_checkpoint, sample_video):
-    code, out, _ = run(capsys, "encode", sample_video, "-o", tmp_path / "seg.itok", "--start", "4", "--max-frames", "9",
-                       "--window", "9", "--overlap", "2", "--checkpoint", tiny_checkpoint)
+    code, out, _ = run(
+        capsys,
+        "encode",
+        sample_video,
+        "-o",
+        tmp_path / "seg.itok",
+        "--start",
+        "4",
+        "--max-frames",
+        "9",
+        "--window",
+        "9",
+        "--overlap",
+        "2",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
     assert code == 0 and "9 frames" in out
     model = InfoTok.from_pretrained(tiny_checkpoint)
     whole = read_video(sample_video)[0]
     direct = model.tokenize(whole[4:13], rate=0.5, window=9, overlap=2, fps=12)
     saved = Tokens.load(tmp_path / "seg.itok")
     assert saved.header.num_frames == 9 and saved.header.fps == 12
-    assert all(np.array_equal(a.indices, b.indices) and np.array_equal(a.mask, b.mask)
-               for a, b in zip(saved.windows, direct.windows))
-    code, _, _ = run(capsys, "viz", sample_video, "-o", tmp_path / "v.mp4", "--max-frames", "9", "--window", "9",
-                     "--checkpoint", tiny_checkpoint)
+    assert all(
+        np.array_equal(a.indices, b.indices) and np.array_equal(a.mask, b.mask)
+        for a, b in zip(saved.windows, direct.windows)
+    )
+    code, _, _ = run(
+        capsys,
+        "viz",
+        sample_video,
+        "-o",
+        tmp_path / "v.mp4",
+        "--max-frames",
+        "9",
+        "--window",
+        "9",
+        "--checkpoint",
+        tiny_checkpoint,
+    )
     assert code == 0 and len(read_video(tmp_path / "v.mp4")[0]) == 9 and (tmp_path / "v.png").stat().st_size > 0
 
 
@@ -79,21 +121,29 @@ def test_a_bad_output_path_fails_before_any_work(tmp_path, capsys, tiny_checkpoi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.mp4", "tiny-ckpt"]
 
 
-def test_the_extension_picks_the_container_and_outputs_follow_the_umask(tmp_path, capsys, tiny_checkpoint, sample_video):
+def test_the_extension_picks_the_container_and_outputs_follow_the_umask(
+    tmp_path, capsys, tiny_checkpoint, sample_video
+):
     old = os.umask(0o022)
     try:
-        assert run(capsys, "reconstruct", sample_video, "-o", tmp_path / "r.avi", "--checkpoint", tiny_checkpoint)[0] == 0
+        assert (
+            run(capsys, "reconstruct", sample_video, "-o", tmp_path / "r.avi", "--checkpoint", tiny_checkpoint)[0] == 0
+        )
         assert run(capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--checkpoint", tiny_checkpoint)[0] == 0
     finally:
         os.umask(old)
     assert (tmp_path / "r.avi").read_bytes()[:4] == b"RIFF"
-    assert (tmp_path / "r.avi").stat().st_mode & 0o777 == 0o644 and (tmp_path / "t.itok").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "r.avi").stat().st_mode & 0o777 == 0o644 and (
+        tmp_path / "t.itok"
+    ).stat().st_mode & 0o777 == 0o644
 
 
 def test_decode_and_info_take_folders_and_globs(tmp_path, capsys, tiny_checkpoint, sample_video):
     tokens = tmp_path / "tokens"
     for name in ("a", "b"):
-        assert run(capsys, "encode", sample_video, "-o", tokens / f"{name}.itok", "--checkpoint", tiny_checkpoint)[0] == 0
+        assert (
+            run(capsys, "encode", sample_video, "-o", tokens / f"{name}.itok", "--checkpoint", tiny_checkpoint)[0] == 0
+        )
     code, out, _ = run(capsys, "info", tokens, "--json")
     assert code == 0 and out.count('"format_version"') == 2
     code, _, _ = run(capsys, "decode", f"{tokens}/*.itok", "-o", tmp_path / "videos", "--checkpoint", tiny_checkpoint)
@@ -102,8 +152,17 @@ def test_decode_and_info_take_folders_and_globs(tmp_path, capsys, tiny_checkpoin
 
 def test_an_absent_device_is_one_line(tmp_path, capsys, tiny_checkpoint, sample_video):
     for device in ("gpu", "cuda:7" if torch.cuda.is_available() else "cuda"):
-        code, _, err = run(capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--device", device,
-                           "--checkpoint", tiny_checkpoint)
+        code, _, err = run(
+            capsys,
+            "encode",
+            sample_video,
+            "-o",
+            tmp_path / "t.itok",
+            "--device",
+            device,
+            "--checkpoint",
+            tiny_checkpoint,
+        )
         assert code == 2 and "this machine has: cpu" in one_error_line(err)
     with pytest.raises(ValueError, match="this machine has: cpu"):
         InfoTok.from_pretrained(tiny_checkpoint, device="cuda:7" if torch.cuda.is_available() else "cuda")
@@ -165,9 +224,12 @@ def test_token_files_name_the_decoding_weights_and_a_mismatch_says_what_differs(
     model = InfoTok.from_pretrained(tiny_checkpoint)
     tokens = model.tokenize(synthetic_video(9, 32, 32, seed=2), rate=0.5, window=9, overlap=2)
     expected = model.detokenize(tokens)
-    recalibrated = save_calibrated(InfoTok.from_pretrained(tiny_checkpoint), tiny_checkpoint, tmp_path / "cal",
-                                   {"score_mean": 0.9, "scores": {}, "size": 32, "frames": 9,
-                                    "rd_thresholds": [[0.5, 0.1]]})
+    recalibrated = save_calibrated(
+        InfoTok.from_pretrained(tiny_checkpoint),
+        tiny_checkpoint,
+        tmp_path / "cal",
+        {"score_mean": 0.9, "scores": {}, "size": 32, "frames": 9, "rd_thresholds": [[0.5, 0.1]]},
+    )
     encoder = InfoTok.from_pretrained(tiny_checkpoint)
     with torch.no_grad():
         encoder.base.encoder_modules()[0].weight.add_(0.1)
@@ -197,18 +259,22 @@ def test_an_argument_error_is_one_line_that_points_to_help(capsys):
 
 
 def test_the_summary_gives_the_realized_rate_beside_the_asked_one(tmp_path, capsys, tiny_checkpoint, sample_video):
-    code, out, _ = run(capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--rate", "0.5",
-                       "--checkpoint", tiny_checkpoint)
+    code, out, _ = run(
+        capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--rate", "0.5", "--checkpoint", tiny_checkpoint
+    )
     tokens = Tokens.load(tmp_path / "t.itok")
     assert code == 0 and "1 window," in out
     assert f"(rate {tokens.ledger().realized_rate:.3f}, asked 0.5;" in out
 
 
-@pytest.mark.parametrize("preset, flags", [
-    ("paper", ["--strategy", "global_elbo", "--selection", "error", "--fill", "mask"]),
-    ("fixed", ["--strategy", "static"]),
-    ("default", []),
-])
+@pytest.mark.parametrize(
+    "preset, flags",
+    [
+        ("paper", ["--strategy", "global_elbo", "--selection", "error", "--fill", "mask"]),
+        ("fixed", ["--strategy", "static"]),
+        ("default", []),
+    ],
+)
 def test_a_preset_is_its_flags_bit_for_bit(tmp_path, capsys, sample_video, preset, flags):
     encode = ["encode", sample_video, "--rate", "0.25", "--max-frames", "9", "--window", "9", "--overlap", "2"]
     assert run(capsys, *encode, "-o", tmp_path / "preset.itok", "--preset", preset)[0] == 0

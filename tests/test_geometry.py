@@ -1,4 +1,5 @@
 """Geometry: the token grid of any clip, padding and crop-back, frame <-> latent frame, window spans."""
+
 import pytest
 import torch
 
@@ -31,8 +32,6 @@ def test_window_spans_cover_video_and_overlap():
     assert window_spans(20, 33, 5) == [(0, 20)]
     with pytest.raises(ValueError):
         window_spans(10, 8, 8)
-
-
 
 
 def test_window_count_and_span_agree_with_the_spans():

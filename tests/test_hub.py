@@ -1,5 +1,6 @@
 """Hugging Face conventions: from_pretrained(folder or repo id) through the local cache, offline;
 save_pretrained / push_to_hub keep infotok's two-file folder; infotok without huggingface_hub."""
+
 import json
 import os
 import subprocess
@@ -74,7 +75,8 @@ b = InfoTok.from_pretrained("owner/tiny", revision="{REVISION}")
 c = InfoTok.from_pretrained({str(tiny_checkpoint)!r})
 assert a.model_hash == b.model_hash == c.model_hash and a.config_hash == c.config_hash
 from infotok.checkpoint import save_calibrated  # `infotok calibrate --checkpoint owner/tiny -o calibrated`
-save_calibrated(a, "owner/tiny", "calibrated", {{"score_mean": 0.25, "scores": {{"v.mp4": 0.25}}, "size": 64, "frames": 9}})
+calibration = {{"score_mean": 0.25, "scores": {{"v.mp4": 0.25}}, "size": 64, "frames": 9}}
+save_calibrated(a, "owner/tiny", "calibrated", calibration)
 assert float(InfoTok.from_pretrained("calibrated").score_mean) == 0.25
 print(a.name, a.model_hash)
 """
@@ -83,8 +85,10 @@ print(a.name, a.model_hash)
     assert done.stdout.split() == ["tiny-infotok", InfoTok.from_pretrained(tiny_checkpoint).model_hash]
 
     # the same through the CLI, and through $HF_HUB_CACHE instead of $HF_HOME
-    cli = f"from infotok.cli import main; raise SystemExit(main(['encode', {str(sample_video)!r}, '-o', 'x.itok', " \
-          f"'--checkpoint', 'owner/tiny', '--rate', '1', '--strategy', 'static']))"
+    cli = (
+        f"from infotok.cli import main; raise SystemExit(main(['encode', {str(sample_video)!r}, '-o', 'x.itok', "
+        f"'--checkpoint', 'owner/tiny', '--rate', '1', '--strategy', 'static']))"
+    )
     done = run_python(cli, elsewhere, HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), HF_HOME=str(tmp_path / "nowhere"))
     assert done.returncode == 0, done.stderr
     assert (elsewhere / "x.itok").is_file()
@@ -93,16 +97,21 @@ print(a.name, a.model_hash)
 def test_a_folder_that_looks_like_a_repo_id_is_a_folder(tmp_path, tiny_checkpoint):
     (tmp_path / "owner").mkdir()
     (tmp_path / "owner" / "tiny").symlink_to(tiny_checkpoint)
-    done = run_python("from infotok import InfoTok; print(InfoTok.from_pretrained('owner/tiny').name)", tmp_path,
-                      HF_HOME=str(tmp_path / "empty"))
+    done = run_python(
+        "from infotok import InfoTok; print(InfoTok.from_pretrained('owner/tiny').name)",
+        tmp_path,
+        HF_HOME=str(tmp_path / "empty"),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "tiny-infotok"
 
 
 @pytest.mark.parametrize("offline", ["1", "0"])  # never a download, whether the user's setting forbids one or not
 def test_an_uncached_repo_id_fails_in_one_line_naming_the_cache(tmp_path, sample_video, offline):
-    cli = f"from infotok.cli import main; raise SystemExit(main(['encode', {str(sample_video)!r}, '-o', 'x.itok', " \
-          f"'--checkpoint', 'owner/missing']))"
+    cli = (
+        f"from infotok.cli import main; raise SystemExit(main(['encode', {str(sample_video)!r}, '-o', 'x.itok', "
+        f"'--checkpoint', 'owner/missing']))"
+    )
     done = run_python(cli, tmp_path, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE=offline)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
@@ -127,6 +136,7 @@ except CheckpointError as exc:
 """
     done = run_python(code, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "owner/tiny: checkpoint folder not found (to load it as a Hugging Face repo id: " \
-                                  "pip install 'infotok[hub]')"
-
+    assert (
+        done.stdout.strip() == "owner/tiny: checkpoint folder not found (to load it as a Hugging Face repo id: "
+        "pip install 'infotok[hub]')"
+    )

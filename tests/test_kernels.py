@@ -4,6 +4,7 @@ torch picks its float kernels by CPU (`torch.backends.cpu.get_cpu_capability()`)
 variable ATEN_CPU_CAPABILITY forces a lower one in a new process. So one machine checks that the
 reference and chunking tests hold for the kernels of machines without its instruction sets too.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,16 +21,28 @@ KERNEL_SENSITIVE = ["tests/test_reference.py", "tests/test_compressor_chunks.py"
 def capability_under(requested: str) -> str:
     """The kernels torch runs with under ATEN_CPU_CAPABILITY=requested (it ignores what the CPU lacks)."""
     env = {**os.environ, "ATEN_CPU_CAPABILITY": requested}
-    return subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 @pytest.mark.parametrize("requested", ["default", "avx2"])
 def test_reference_and_chunking_hold_under_emulated_kernels(requested):
     if capability_under(requested).lower() != requested:
-        pytest.skip(f"this CPU cannot run torch's {requested} kernels (it runs "
-                    f"{capability_under(requested)} under ATEN_CPU_CAPABILITY={requested})")
+        pytest.skip(
+            f"this CPU cannot run torch's {requested} kernels (it runs "
+            f"{capability_under(requested)} under ATEN_CPU_CAPABILITY={requested})"
+        )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": requested}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *KERNEL_SENSITIVE],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *KERNEL_SENSITIVE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, f"under ATEN_CPU_CAPABILITY={requested}:\n{result.stdout[-4000:]}"

@@ -1,5 +1,6 @@
 """The package as users install it: dependency ranges and their pins, the default checkpoint's
 location, and the wheel in a fresh virtual environment with nothing but its core dependencies."""
+
 import json
 import os
 import re
@@ -33,13 +34,17 @@ def requirement(text: str) -> tuple[str, str]:
 
 def test_dependencies_are_ranges_whose_lower_bounds_are_the_pinned_tested_versions():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = dict(requirement(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
-                if line.strip() and not line.startswith("#"))
+    pins = dict(
+        requirement(line)
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     assert {requirement(r)[0] for r in project["dependencies"]} == CORE
     extras = project["optional-dependencies"]
     assert {"train", "eval", "hub", "test"} <= set(extras)
-    wanted = [r for group in ("dependencies",) for r in project[group]] + \
-        [r for name, group in extras.items() for r in group if not r.startswith("infotok")]
+    wanted = [r for group in ("dependencies",) for r in project[group]] + [
+        r for name, group in extras.items() for r in group if not r.startswith("infotok")
+    ]
     for text in wanted:
         name, spec = requirement(text)
         assert spec.startswith(">="), f"{text}: a range, not a pin"
@@ -53,16 +58,22 @@ def test_a_missing_default_checkpoint_says_where_it_looked(tmp_path, monkeypatch
         InfoTok.from_pretrained()
     monkeypatch.delenv("INFOTOK_CHECKPOINT")
     monkeypatch.setattr(checkpoint, "SHIPPED_CHECKPOINT", tmp_path / "weights")
-    with pytest.raises(CheckpointError, match=r"looked in .*weights \(the weights installed with the package; "
-                                              r"\$INFOTOK_CHECKPOINT is not set\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"looked in .*weights \(the weights installed with the package; "
+        r"\$INFOTOK_CHECKPOINT is not set\)",
+    ):
         InfoTok.from_pretrained()
 
 
 # ------------------------------------------------------------------- the wheel in a fresh venv
 def clean_env(**extra) -> dict:
     """The environment without anything that would point Python at this checkout."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith("INFOTOK_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith("INFOTOK_")
+    }
     return env | {"OMP_NUM_THREADS": "1"} | extra
 
 
@@ -84,7 +95,7 @@ def venv(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     pip = ["--no-cache-dir", "--quiet"]
     check([sys.executable, "-m", "pip", "wheel", *pip, "--no-deps", "-w", work / "dist", source], env=clean_env())
-    wheel, = (work / "dist").glob("infotok-*.whl")
+    (wheel,) = (work / "dist").glob("infotok-*.whl")
     check([sys.executable, "-m", "venv", work / "venv"], env=clean_env())
     bin_ = work / "venv" / "bin"
     check([bin_ / "pip", "install", *pip, "torch==2.13.0"], env=clean_env())
@@ -100,8 +111,10 @@ def demo(venv, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 def test_the_wheel_alone_runs_the_demo_and_loads_the_default_from_any_directory(venv, demo):
-    installed = {line.split("==")[0].lower().replace("_", "-") for line in
-                 check([venv / "pip", "freeze"], env=clean_env()).stdout.split()}
+    installed = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in check([venv / "pip", "freeze"], env=clean_env()).stdout.split()
+    }
     assert CORE <= installed and not installed & OPTIONAL, installed & OPTIONAL  # the core alone
 
     cwd, done = demo
@@ -116,9 +129,9 @@ def test_the_wheel_alone_runs_the_demo_and_loads_the_default_from_any_directory(
 
 
 def test_the_wheel_carries_the_license_and_says_its_version(venv):
-    wheel, = (venv.parent.parent / "dist").glob("infotok-*.whl")
+    (wheel,) = (venv.parent.parent / "dist").glob("infotok-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    license_file, = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
     assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
     version = check([venv / "infotok", "--version"], env=clean_env()).stdout.strip()
     assert version == f"infotok {infotok.__version__}"
@@ -138,9 +151,14 @@ for argv in json.loads(sys.argv[1]):
 
 def test_the_wheel_alone_encodes_and_decodes_and_names_the_extra_a_command_needs(venv, demo, tmp_path):
     sample = str(demo[0] / "demo_out" / "sample.mp4")
-    commands = [["encode", sample, "-o", "s.itok", "--max-frames", "9"], ["decode", "s.itok", "-o", "s.mp4"],
-                ["info", "s.itok"], ["eval", sample], ["train", "base", "--out", "run"],
-                ["encode", sample, "-o", "h.itok", "--checkpoint", "owner/name"]]
+    commands = [
+        ["encode", sample, "-o", "s.itok", "--max-frames", "9"],
+        ["decode", "s.itok", "-o", "s.mp4"],
+        ["info", "s.itok"],
+        ["eval", sample],
+        ["train", "base", "--out", "run"],
+        ["encode", sample, "-o", "h.itok", "--checkpoint", "owner/name"],
+    ]
     done = check([venv / "python", "-c", COMMANDS, json.dumps(commands)], cwd=tmp_path, env=clean_env())
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("[")]
     assert [status for status, _ in results[:3]] == [0, 0, 0], results

@@ -4,6 +4,7 @@ No real network weights exist on this machine, so the networks here are random o
 formats users have (a torchvision state dict, a TorchScript module); LPIPS is checked against
 torchmetrics' implementation of the same definition on the same weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ class TinyI3D(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv3d(3, 6, 3, padding=1)
 
-    def forward(self, videos: torch.Tensor, rescale: bool = True, resize: bool = True,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self, videos: torch.Tensor, rescale: bool = True, resize: bool = True, return_features: bool = False
+    ) -> torch.Tensor:
         assert not rescale and not resize and return_features  # what infotok must pass
         return torch.relu(self.conv(videos)).mean((2, 3, 4))
 
@@ -98,12 +100,16 @@ def test_lpips_file_can_carry_its_own_heads(tmp_path):
     assert all((h.weight == 2).all() for h in lpips.heads)
 
 
-@pytest.mark.parametrize("content,match", [
-    (None, "no such weights file"),
-    (b"not a checkpoint", "not a readable state dict"),
-    ({"features.0.weight": torch.zeros(64, 3, 7, 7)}, "not a torchvision AlexNet or VGG16"),
-    ({"features.0.weight": torch.zeros(64, 3, 11, 11)}, "does not fit LPIPS-alex"),
-], ids=["missing", "text", "other-network", "incomplete"])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "no such weights file"),
+        (b"not a checkpoint", "not a readable state dict"),
+        ({"features.0.weight": torch.zeros(64, 3, 7, 7)}, "not a torchvision AlexNet or VGG16"),
+        ({"features.0.weight": torch.zeros(64, 3, 11, 11)}, "does not fit LPIPS-alex"),
+    ],
+    ids=["missing", "text", "other-network", "incomplete"],
+)
 def test_lpips_rejects_wrong_files(tmp_path, content, match):
     path = tmp_path / "weights.pth"
     if isinstance(content, bytes):
@@ -142,8 +148,11 @@ def test_fvd_is_zero_for_identical_sets_and_larger_for_worse_ones(tmp_path):
     assert frechet_distance(ref, np.stack([extractor(v) for v in blur])) > 1e-4
 
 
-@pytest.mark.parametrize("content,match", [(None, "no such weights file"), (b"\x00" * 64, "not a TorchScript module")],
-                         ids=["missing", "zeros"])
+@pytest.mark.parametrize(
+    "content,match",
+    [(None, "no such weights file"), (b"\x00" * 64, "not a TorchScript module")],
+    ids=["missing", "zeros"],
+)
 def test_video_features_reject_wrong_files(tmp_path, content, match):
     path = tmp_path / "i3d.pt"
     if content is not None:
@@ -160,9 +169,26 @@ def test_eval_reports_lpips_and_fvd_with_user_weights(tmp_path, capsys, tiny_che
     videos = tmp_path / "videos"
     for seed in range(3):
         write_video(videos / f"v{seed}.mp4", frames(seed, t=9, h=40, w=40), fps=12)
-    code = main(["eval", str(videos), "--rates", "1,0.5", "--size", "32", "--frames", "9", "--checkpoint",
-                 str(tiny_checkpoint), "--lpips-weights", str(backbone_file(tmp_path)),
-                 "--fvd-weights", str(scripted(tmp_path, TinyI3D())), "--json", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "eval",
+            str(videos),
+            "--rates",
+            "1,0.5",
+            "--size",
+            "32",
+            "--frames",
+            "9",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--lpips-weights",
+            str(backbone_file(tmp_path)),
+            "--fvd-weights",
+            str(scripted(tmp_path, TinyI3D())),
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "LPIPS" in out and "FVD" in out
     report = json.loads((tmp_path / "r.json").read_text())

@@ -8,6 +8,7 @@ the failure message), frames within one level on at least 99.9% of values and 50
 The file format is checked byte for byte from the stored tokens (no arithmetic involved), and exact
 determinism where one process computes both sides (test_tokens, test_cli, test_dataset).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,9 @@ def test_tokens_agree_with_the_reference(shipped):
         now, reference = tokenize_case(shipped, name), Tokens.load(REFERENCE / f"{name}.itok")
         # the header's floats come from the checkpoint and the kept counts, not from kernels
         ignore = {"avg_rate"}
-        assert {k: v for k, v in dataclasses.asdict(now.header).items() if k not in ignore} == \
-            {k: v for k, v in dataclasses.asdict(reference.header).items() if k not in ignore}, name
+        assert {k: v for k, v in dataclasses.asdict(now.header).items() if k not in ignore} == {
+            k: v for k, v in dataclasses.asdict(reference.header).items() if k not in ignore
+        }, name
         moved[name], total[name] = moved_positions(now, reference)
     table = "; ".join(f"{n}: {moved[n]} of {total[n]}" for n in NAMES if moved[n])
     agreement = 1 - sum(moved.values()) / sum(total.values())
@@ -74,7 +76,8 @@ def test_decoded_frames_agree_with_the_reference(name, shipped):
     assert frames.shape == reference.shape
     error = np.abs(frames - reference)
     mse = float((error.astype(np.float64) ** 2).mean())
-    psnr = 10 * np.log10(255 ** 2 / mse) if mse else float("inf")
+    psnr = 10 * np.log10(255**2 / mse) if mse else float("inf")
     within = float((error <= 1).mean())
-    assert within >= FRAME_AGREEMENT and psnr >= FRAME_PSNR, \
+    assert within >= FRAME_AGREEMENT and psnr >= FRAME_PSNR, (
         f"{within:.4%} of values within one level (largest error {error.max()}), {psnr:.1f} dB"
+    )

@@ -4,25 +4,42 @@ Parity: `tests/data/release/` holds a reduced-size release checkpoint with rando
 outputs of the release's own code on one clip (see the README there). The full-size architecture is
 checked on the meta device (parameter count, key names and shapes), which costs no memory.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-import numpy as np
 import torch.nn as nn
 from safetensors.torch import load_file
 
 from infotok.cli import main
-from infotok.convert import (ConversionError, convert_cosmos_jit, convert_release, expected_shapes, infer_configs,
-                             map_state, our_names, release_name)
+from infotok.convert import (
+    ConversionError,
+    convert_cosmos_jit,
+    convert_release,
+    expected_shapes,
+    infer_configs,
+    map_state,
+    our_names,
+    release_name,
+)
+from infotok.cosmos import (
+    CosmosConfig,
+    CosmosTokenizer,
+    ReleaseCompressorConfig,
+    haar_patch,
+    haar_unpatch,
+    parameter_count,
+    release_stacks,
+    zero_code_index,
+)
 from infotok.model import InfoTok
 from infotok.tokens import Tokens
 from infotok.video import read_video, synthetic_video, write_video
-from infotok.cosmos import (CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, haar_patch, haar_unpatch,
-                            parameter_count, release_stacks, zero_code_index)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")  # the JIT tests script modules
 DATA = Path(__file__).parent / "data" / "release"
@@ -60,8 +77,16 @@ def outputs(converted, reference):
         fd = dec(f)
         full = base.decode_features(fd)
         partial = model.decode_codes(codes, reference["keep_mask"].bool())  # dropped = the all-zero code
-    return dict(encoder_z=h, compressor_out=hc, codes=codes, indices=indices, decompressor_in=f,
-                decompressor_out=fd, recon_full=full, recon_partial=partial)
+    return dict(
+        encoder_z=h,
+        compressor_out=hc,
+        codes=codes,
+        indices=indices,
+        decompressor_in=f,
+        decompressor_out=fd,
+        recon_full=full,
+        recon_partial=partial,
+    )
 
 
 def _uint8_levels(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -122,7 +147,7 @@ def test_ema_weights(tmp_path):
     out = convert_release(RELEASE_FILE, tmp_path / "ema", ema=True)
     state = load_file(str(out / "model.safetensors"))
     model = torch.load(RELEASE_FILE, weights_only=True)["model"]
-    ema = {k[len("ema.network-"):].replace("-", "."): v for k, v in model.items() if k.startswith("ema.")}
+    ema = {k[len("ema.network-") :].replace("-", "."): v for k, v in model.items() if k.startswith("ema.")}
     assert ema
     for key, value in ema.items():
         for ours in our_names(key):
@@ -143,8 +168,11 @@ def test_full_parameter_count():
 
 def test_full_key_set_matches_release():
     keys = json.loads((DATA / "release_full_keys.json").read_text())
-    state = {k: torch.empty(shape, device="meta") for k, shape in keys["network"].items()
-             if not k.startswith("quantizer.") and k not in ("save_loss", "ema_loss")}
+    state = {
+        k: torch.empty(shape, device="meta")
+        for k, shape in keys["network"].items()
+        if not k.startswith("quantizer.") and k not in ("save_loss", "ema_loss")
+    }
     base, comp = infer_configs(state, "release", heads=32)
     assert base == CosmosConfig() and comp == ReleaseCompressorConfig()
     mapped = map_state(state, base, comp, "release")  # raises on any missing / unexpected / mis-shaped key
@@ -158,8 +186,12 @@ def test_full_key_set_matches_release():
 
 def test_default_heads_assumption():
     keys = json.loads((DATA / "release_full_keys.json").read_text())
-    state = {k: torch.empty(s, device="meta") for k, s in keys["network"].items() if k == "temporal_embed"
-             or k.startswith(("vit_encoder.0.mlp", "encoder.conv_in", "encoder.down", "encoder.conv_out", "quant_conv"))}
+    state = {
+        k: torch.empty(s, device="meta")
+        for k, s in keys["network"].items()
+        if k == "temporal_embed"
+        or k.startswith(("vit_encoder.0.mlp", "encoder.conv_in", "encoder.down", "encoder.conv_out", "quant_conv"))
+    }
     assert infer_configs(state, "release")[1].heads == 32
 
 
@@ -199,6 +231,7 @@ def test_space_up_sampling_by_phases():
     """HybridUp's spatial step (four 2x2 convolutions on the low-resolution grid) = nearest 2x up-sampling,
     3x3 convolution with zero padding, residual, 1x1x1 mix."""
     from infotok.cosmos import HybridUp
+
     torch.manual_seed(4)
     up = HybridUp(6, space=True, time=False)
     x = torch.randn(2, 6, 3, 5, 7)
@@ -228,6 +261,7 @@ def test_streamed_equals_whole(shape):
     model.encoder.chunk = model.decoder.chunk = 1
     model.decode_features(model.encode_features(x)).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.encoder.parameters())
+
 
 def test_fsq_matches_release_formula():
     """vector-quantize-pytorch's FSQ = the release's: tanh bound, round half to even, index order."""
@@ -309,13 +343,16 @@ def test_refuses_unreadable_files(tmp_path):
         _nothing_written(out)
 
 
-@pytest.mark.parametrize("edit, words", [
-    ("missing", ["missing key", "network.encoder.mid.block_1.conv1.0.conv3d.weight"]),
-    ("extra", ["unexpected key", "network.encoder.mid.block_3.conv1.0.conv3d.weight"]),
-    ("shape", ["network.decoder.conv_in.1.conv3d.weight", "shape"]),
-    ("ema", ["missing key", "ema.network-vit_decoder-1-mlp-w2-weight"]),
-    ("foreign", ["unexpected key", "optimizer.state"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        ("missing", ["missing key", "network.encoder.mid.block_1.conv1.0.conv3d.weight"]),
+        ("extra", ["unexpected key", "network.encoder.mid.block_3.conv1.0.conv3d.weight"]),
+        ("shape", ["network.decoder.conv_in.1.conv3d.weight", "shape"]),
+        ("ema", ["missing key", "ema.network-vit_decoder-1-mlp-w2-weight"]),
+        ("foreign", ["unexpected key", "optimizer.state"]),
+    ],
+)
 def test_refuses_mismatched_keys(tmp_path, edit, words):
     obj = _release_dict()
     model = obj["model"]
@@ -370,13 +407,16 @@ def _holder(tensors: dict[str, torch.Tensor]) -> nn.Module:
 
 def _jit_folder(folder: Path) -> Path:
     """encoder.jit / decoder.jit laid out as Cosmos-Tokenizer's (encoder_jit / decoder_jit Sequentials)."""
-    network = {k[len("network."):]: v for k, v in _release_dict()["model"].items() if k.startswith("network.")}
-    quantizer = {k[len("quantizer."):]: v for k, v in network.items() if k.startswith("quantizer.")}
-    haar = torch.full((2,), 2 ** -0.5)
+    network = {k[len("network.") :]: v for k, v in _release_dict()["model"].items() if k.startswith("network.")}
+    quantizer = {k[len("quantizer.") :]: v for k, v in network.items() if k.startswith("quantizer.")}
+    haar = torch.full((2,), 2**-0.5)
     enc = {k: v for k, v in network.items() if k.startswith(("encoder.", "quant_conv."))}
     enc |= {f"quantizer.{k}": v for k, v in quantizer.items()}
-    enc |= {"encoder.patcher3d.wavelets": haar, "encoder.patcher3d._arange": torch.arange(2),
-            "encoder.patcher3d.patch_size_buffer": torch.tensor([2], dtype=torch.int32)}
+    enc |= {
+        "encoder.patcher3d.wavelets": haar,
+        "encoder.patcher3d._arange": torch.arange(2),
+        "encoder.patcher3d.patch_size_buffer": torch.tensor([2], dtype=torch.int32),
+    }
     dec = {k: v for k, v in network.items() if k.startswith(("decoder.", "post_quant_conv."))}
     dec |= {f"inv_quant.quantizer.{k}": v for k, v in quantizer.items()}
     dec |= {"decoder.unpatcher3d.wavelets": haar, "decoder.unpatcher3d._arange": torch.arange(2)}
@@ -429,19 +469,51 @@ def test_converted_release_round_trips_through_the_cli_bit_for_bit(tmp_path, cap
     code, out, _ = _cli(capsys, "convert", RELEASE_FILE, "-o", tmp_path / "release")
     assert code == 0 and "infotok calibrate" in out
     video = write_video(tmp_path / "clip.mp4", synthetic_video(13, 40, 48, seed=4), fps=12)
-    settings = ["--rate", "0.5", "--strategy", "static", "--window", "9", "--overlap", "4",
-                "--checkpoint", tmp_path / "release"]
+    settings = [
+        "--rate",
+        "0.5",
+        "--strategy",
+        "static",
+        "--window",
+        "9",
+        "--overlap",
+        "4",
+        "--checkpoint",
+        tmp_path / "release",
+    ]
     assert _cli(capsys, "encode", video, "-o", tmp_path / "t.itok", *settings)[0] == 0
-    assert _cli(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "dec.mp4", "--lossless",
-                "--checkpoint", tmp_path / "release")[0] == 0
+    assert (
+        _cli(
+            capsys,
+            "decode",
+            tmp_path / "t.itok",
+            "-o",
+            tmp_path / "dec.mp4",
+            "--lossless",
+            "--checkpoint",
+            tmp_path / "release",
+        )[0]
+        == 0
+    )
     assert _cli(capsys, "reconstruct", video, "-o", tmp_path / "rec.mp4", "--lossless", *settings)[0] == 0
     decoded, reconstructed = read_video(tmp_path / "dec.mp4")[0], read_video(tmp_path / "rec.mp4")[0]
     assert decoded.shape == (13, 40, 48, 3) and np.array_equal(decoded, reconstructed)
     tokens = Tokens.load(tmp_path / "t.itok")
     assert tokens.ledger().realized_rate == pytest.approx(0.5, abs=0.02) and tokens.header.model == "release"
     # calibration writes the mean global_elbo needs into a copy of the converted checkpoint
-    code, out, _ = _cli(capsys, "calibrate", video, "--size", "40", "--frames", "9", "--checkpoint",
-                        tmp_path / "release", "-o", tmp_path / "calibrated")
+    code, out, _ = _cli(
+        capsys,
+        "calibrate",
+        video,
+        "--size",
+        "40",
+        "--frames",
+        "9",
+        "--checkpoint",
+        tmp_path / "release",
+        "-o",
+        tmp_path / "calibrated",
+    )
     assert code == 0 and float(InfoTok.from_pretrained(tmp_path / "calibrated").score_mean) > 0
     assert json.loads((tmp_path / "calibrated" / "config.json").read_text())["source"]["kind"] == "infotok-release"
 

@@ -1,4 +1,5 @@
 """Parquet token shards without Ray: rows <-> tokens, the writer's resume rules, the training reader."""
+
 import json
 import os
 import shutil
@@ -6,15 +7,26 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq  # noqa: E402
 import pytest
 import torch
 
-import pyarrow.parquet as pq  # noqa: E402
-
 from infotok.pipeline import encode_file  # noqa: E402
-from infotok.shards import (MANIFEST, SCHEMA, ShardError, ShardWriter, TokenShards, collate_tokens,  # noqa: E402
-                            load_video_tokens, model_identity, read_manifest, save_itok, shard_files,
-                            verify_shards, video_id)
+from infotok.shards import (
+    MANIFEST,
+    SCHEMA,
+    ShardError,
+    ShardWriter,
+    TokenShards,
+    collate_tokens,  # noqa: E402
+    load_video_tokens,
+    model_identity,
+    read_manifest,
+    save_itok,
+    shard_files,
+    verify_shards,
+    video_id,
+)
 from infotok.video import synthetic_video, write_video  # noqa: E402
 
 from .conftest import tiny_model  # noqa: E402
@@ -31,9 +43,11 @@ def model():
 def videos(tmp_path_factory) -> list[Path]:
     """The built-in sample and two short clips of other sizes and lengths."""
     d = tmp_path_factory.mktemp("videos")
-    return [write_video(d / "sample.mp4", synthetic_video(21, 48, 64, seed=1), fps=12),
-            write_video(d / "clip1.mp4", synthetic_video(13, 40, 56, seed=2), fps=8),
-            write_video(d / "clip2.mp4", synthetic_video(17, 48, 64, seed=3), fps=10)]
+    return [
+        write_video(d / "sample.mp4", synthetic_video(21, 48, 64, seed=1), fps=12),
+        write_video(d / "clip1.mp4", synthetic_video(13, 40, 56, seed=2), fps=8),
+        write_video(d / "clip2.mp4", synthetic_video(17, 48, 64, seed=3), fps=10),
+    ]
 
 
 def settings_record() -> dict:
@@ -93,7 +107,9 @@ def _ids(items) -> list[tuple[str, int]]:
 
 
 def test_reader_over_2_workers_x_2_ranks_yields_every_window_exactly_once(folder):
-    everything = sorted(zip(*(pq.read_table(shard_files(folder)).column(k).to_pylist() for k in ("video_id", "window"))))
+    everything = sorted(
+        zip(*(pq.read_table(shard_files(folder)).column(k).to_pylist() for k in ("video_id", "window")))
+    )
     got = []
     for rank in range(2):
         dataset = TokenShards(folder, rank=rank, world_size=2)
@@ -117,7 +133,9 @@ def test_reader_takes_rank_and_world_size_from_torch_distributed(folder, monkeyp
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 3)
     dataset = TokenShards(folder)
     assert dataset.rank_and_world() == (1, 3) and dataset.my_units() == dataset.units[1::3]
-    assert len(dataset) == sum(pq.ParquetFile(folder / f).metadata.row_group(g).num_rows for f, g in dataset.units[1::3])
+    assert len(dataset) == sum(
+        pq.ParquetFile(folder / f).metadata.row_group(g).num_rows for f, g in dataset.units[1::3]
+    )
     with pytest.raises(ValueError, match="rank"):
         TokenShards(folder, rank=2, world_size=2)
 
@@ -149,9 +167,11 @@ def test_grid_and_sequence_items_hold_the_windows_tokens_and_collate_pads(folder
     items = list(grid.values())
     batch = collate_tokens(items, pad)
     t, h, w = (max(it["mask"].shape[d] for it in items) for d in range(3))
-    assert batch["indices"].shape == (len(items), t, h, w) and batch["mask"].sum() == sum(it["mask"].sum() for it in items)
+    assert batch["indices"].shape == (len(items), t, h, w) and batch["mask"].sum() == sum(
+        it["mask"].sum() for it in items
+    )
     small = [i for i, it in enumerate(items) if it["mask"].shape[1] < h][0]
-    assert not batch["mask"][small, :, items[small]["mask"].shape[1]:].any()
+    assert not batch["mask"][small, :, items[small]["mask"].shape[1] :].any()
     seqs = collate_tokens(list(seq.values()), pad)
     assert seqs["tokens"].shape[1] == int(seqs["lengths"].max())
     assert torch.equal(seqs["attention_mask"].sum(1), seqs["lengths"])
@@ -173,10 +193,12 @@ def test_writer_resumes_cleans_a_killed_runs_leftovers_and_refuses_other_setting
     writer.add_tokens(os.path.abspath(videos[1]), model.tokenize(videos[1], **SETTINGS))
     writer.fail("/nowhere/bad.mp4", "/nowhere/bad.mp4: not a readable video\n(details)")
     manifest = writer.close()
-    assert first.read_bytes() == before and [v["video"] for v in manifest["videos"]] == \
-        [os.path.abspath(v) for v in videos[:2]]
-    assert [json.loads(line) for line in (root / "failures.jsonl").read_text().splitlines()] == \
-        [{"video": "/nowhere/bad.mp4", "error": "/nowhere/bad.mp4: not a readable video (details)"}]
+    assert first.read_bytes() == before and [v["video"] for v in manifest["videos"]] == [
+        os.path.abspath(v) for v in videos[:2]
+    ]
+    assert [json.loads(line) for line in (root / "failures.jsonl").read_text().splitlines()] == [
+        {"video": "/nowhere/bad.mp4", "error": "/nowhere/bad.mp4: not a readable video (details)"}
+    ]
     assert manifest["counts"]["failed"] == 1 and verify_shards(root) == []
 
     # a listed shard that is gone: its videos are forgotten (done again), the others kept

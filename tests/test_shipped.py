@@ -1,4 +1,5 @@
 """End-to-end checks of the shipped checkpoints (trained weights, not random ones)."""
+
 import csv
 import json
 from pathlib import Path
@@ -6,14 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infotok.metrics import psnr
 from infotok.checkpoint import SHIPPED_CHECKPOINT
+from infotok.metrics import psnr
 from infotok.model import InfoTok
 from infotok.video import read_video, resize_and_crop, synthetic_video
 from tests.conftest import SHARED_VIDEOS, shared_videos
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"  # the repository's others (the default is package data)
-FOLDERS = {"infotok-flex": SHIPPED_CHECKPOINT, "base": CHECKPOINTS / "base", "elastic-style": CHECKPOINTS / "elastic-style"}
+CHECKPOINTS = (
+    Path(__file__).resolve().parents[1] / "checkpoints"
+)  # the repository's others (the default is package data)
+FOLDERS = {
+    "infotok-flex": SHIPPED_CHECKPOINT,
+    "base": CHECKPOINTS / "base",
+    "elastic-style": CHECKPOINTS / "elastic-style",
+}
 
 
 @pytest.mark.parametrize("name", list(FOLDERS))
@@ -45,8 +52,10 @@ def test_built_in_sample_quality_rises_with_rate_and_rate_one_matches_the_base(f
     video = synthetic_video(17, 64, 96, seed=0)
     base = InfoTok.from_pretrained(CHECKPOINTS / "base")
     fixed = psnr(video, base.reconstruct(video, rate=1.0, strategy="static", window=17, overlap=0))
-    scores = {rate: psnr(video, flex.reconstruct(video, rate=rate, strategy="static", window=17, overlap=0))
-              for rate in (1.0, 0.5, 0.25)}
+    scores = {
+        rate: psnr(video, flex.reconstruct(video, rate=rate, strategy="static", window=17, overlap=0))
+        for rate in (1.0, 0.5, 0.25)
+    }
     assert scores[1.0] > 15.0 and scores[1.0] > fixed - 1.0
     assert scores[1.0] > scores[0.5] > scores[0.25]
 
@@ -72,6 +81,8 @@ def test_router_spends_fewer_tokens_on_the_same_shot_held_still(flex):
     assert path.is_file(), f"{path} is missing"
     moving = resize_and_crop(read_video(path, max_frames=33)[0], 128)
     held = np.repeat(moving[:1], len(moving), axis=0)
-    kept = {name: flex.tokenize(clip, rate=0.5, strategy="global_elbo", window=33, overlap=0).ledger().kept
-            for name, clip in (("moving", moving), ("held", held))}
+    kept = {
+        name: flex.tokenize(clip, rate=0.5, strategy="global_elbo", window=33, overlap=0).ledger().kept
+        for name, clip in (("moving", moving), ("held", held))
+    }
     assert kept["held"] < 0.8 * kept["moving"], kept

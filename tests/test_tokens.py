@@ -1,4 +1,5 @@
 """The `.itok` token file format: round trip, versioning, corruption, fuzzing, forged lengths, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infotok.tokens import (FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, TRAILER_MAGIC, TokenFormatError, TokenHeader,
-                            TokenReader, Tokens, TokenWindow, TokenWriter, encode_window, window_span)
 from infotok.geometry import Geometry, window_spans
+from infotok.tokens import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_HEADER_BYTES,
+    TRAILER_MAGIC,
+    TokenFormatError,
+    TokenHeader,
+    TokenReader,
+    Tokens,
+    TokenWindow,
+    TokenWriter,
+    encode_window,
+    window_span,
+)
 from infotok.video import synthetic_video
 from tests.conftest import tiny_model
 
@@ -33,8 +46,9 @@ TRAILER = struct.Struct("<4sI")
 @lru_cache(maxsize=None)
 def sample_tokens(strategy: str = "static", selection: str = "error", rate: float = 0.5) -> Tokens:
     """21 frames of 64x48 in 3 windows (9 frames, overlap 2) from the tiny random model; cached."""
-    return tiny_model().tokenize(synthetic_video(21, 48, 64, seed=1), rate=rate, strategy=strategy,
-                                 selection=selection, window=9, overlap=2)
+    return tiny_model().tokenize(
+        synthetic_video(21, 48, 64, seed=1), rate=rate, strategy=strategy, selection=selection, window=9, overlap=2
+    )
 
 
 @lru_cache(maxsize=None)
@@ -55,8 +69,9 @@ def layout(data: bytes) -> tuple[int, list[tuple[int, int]]]:
     return header_bytes, records
 
 
-def forge(header: TokenHeader | dict | bytes, payloads: list[bytes], count: int | None = None,
-          version: int = FORMAT_VERSION) -> bytes:
+def forge(
+    header: TokenHeader | dict | bytes, payloads: list[bytes], count: int | None = None, version: int = FORMAT_VERSION
+) -> bytes:
     """A file with correct checksums around whatever header and window payloads it is given."""
     if isinstance(header, TokenHeader):
         header = asdict(header)
@@ -67,8 +82,20 @@ def forge(header: TokenHeader | dict | bytes, payloads: list[bytes], count: int 
     return out + TRAILER.pack(TRAILER_MAGIC, len(payloads) if count is None else count)
 
 
-def raw_payload(start=7, end=16, t=3, h=6, w=8, rate=0.5, score=0.0, kept=None, mask=None, indices=None,
-                mask_bytes=None, index_bytes=None) -> bytes:
+def raw_payload(
+    start=7,
+    end=16,
+    t=3,
+    h=6,
+    w=8,
+    rate=0.5,
+    score=0.0,
+    kept=None,
+    mask=None,
+    indices=None,
+    mask_bytes=None,
+    index_bytes=None,
+) -> bytes:
     """A window record payload with every field under the caller's control."""
     mask = np.ones((t, h, w), bool) if mask is None else mask
     kept = int(mask.sum()) if kept is None else kept
@@ -77,7 +104,11 @@ def raw_payload(start=7, end=16, t=3, h=6, w=8, rate=0.5, score=0.0, kept=None, 
         mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes())
     if index_bytes is None:
         index_bytes = zlib.compress(np.asarray(indices, "<u2").tobytes())
-    return WINDOW.pack(start, end, t, h, w, rate, score, kept, len(mask_bytes), len(index_bytes)) + mask_bytes + index_bytes
+    return (
+        WINDOW.pack(start, end, t, h, w, rate, score, kept, len(mask_bytes), len(index_bytes))
+        + mask_bytes
+        + index_bytes
+    )
 
 
 def payloads(tokens: Tokens) -> list[bytes]:
@@ -121,8 +152,10 @@ def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
 
 
 # --------------------------------------------------------------------------------- round trip
-@pytest.mark.parametrize("strategy,selection,rate", [("static", "error", 0.5), ("uniform", "random", 0.3),
-                                                     ("global_elbo", "order", 0.25), ("static", "error", 1.0)])
+@pytest.mark.parametrize(
+    "strategy,selection,rate",
+    [("static", "error", 0.5), ("uniform", "random", 0.3), ("global_elbo", "order", 0.25), ("static", "error", 1.0)],
+)
 def test_round_trip_keeps_masks_indices_rates_and_header(tmp_path, strategy, selection, rate):
     tokens = sample_tokens(strategy, selection, rate)
     assert len(tokens.windows) == 3
@@ -180,13 +213,15 @@ def test_writer_refuses_to_overwrite_and_leaves_nothing_on_error(tmp_path):
 def test_writer_refuses_windows_a_reader_would_reject(tmp_path, case):
     tokens = sample_tokens()
     w0, w1, w2 = tokens.windows
-    windows = {"gap": [w0, replace(w1, start=8, end=17), w2],
-               "grid": [replace(w0, mask=w0.mask[:, :5], indices=w0.indices[:int(w0.mask[:, :5].sum())])],
-               "short middle": [replace(w0, end=8), w1, w2],
-               "too few": [w0, w1],
-               "too many": [w0, w1, w2, replace(w2, start=21, end=22)],
-               "bad rate": [replace(w0, rate=float("nan"))],
-               "indices": [replace(w0, indices=w0.indices[:-1])]}[case]
+    windows = {
+        "gap": [w0, replace(w1, start=8, end=17), w2],
+        "grid": [replace(w0, mask=w0.mask[:, :5], indices=w0.indices[: int(w0.mask[:, :5].sum())])],
+        "short middle": [replace(w0, end=8), w1, w2],
+        "too few": [w0, w1],
+        "too many": [w0, w1, w2, replace(w2, start=21, end=22)],
+        "bad rate": [replace(w0, rate=float("nan"))],
+        "indices": [replace(w0, indices=w0.indices[:-1])],
+    }[case]
     with pytest.raises(ValueError):
         Tokens(tokens.header, windows).save(tmp_path / "t.itok")
     assert list(tmp_path.iterdir()) == []
@@ -200,8 +235,16 @@ def test_round_trip_of_arbitrary_valid_windows(data):
     overlap = data.draw(st.integers(0, window - 1), "overlap")
     width, height = data.draw(st.integers(1, 40), "width"), data.draw(st.integers(1, 40), "height")
     levels = data.draw(st.sampled_from([[8, 8, 8, 5, 5, 5], [2], [4, 4], [65536]]), "levels")
-    header = replace(sample_tokens().header, num_frames=n, window=window, overlap=overlap, width=width,
-                     height=height, levels=levels, fps=data.draw(st.floats(0.5, 240)))
+    header = replace(
+        sample_tokens().header,
+        num_frames=n,
+        window=window,
+        overlap=overlap,
+        width=width,
+        height=height,
+        levels=levels,
+        fps=data.draw(st.floats(0.5, 240)),
+    )
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), "seed"))
     windows = []
     for start, end in window_spans(n, window, overlap):
@@ -218,8 +261,9 @@ def test_round_trip_of_arbitrary_valid_windows(data):
 
 
 # --------------------------------------------------------------------------- version and magic
-@pytest.mark.parametrize("version,advice", [(FORMAT_VERSION + 1, "upgrade infotok"), (0, "re-encode"),
-                                            (65535, "upgrade infotok")])
+@pytest.mark.parametrize(
+    "version,advice", [(FORMAT_VERSION + 1, "upgrade infotok"), (0, "re-encode"), (65535, "upgrade infotok")]
+)
 def test_other_format_versions_are_refused_by_number(version, advice):
     data = bytearray(valid_bytes())
     struct.pack_into("<H", data, 4, version)
@@ -361,16 +405,19 @@ def test_header_geometry_must_match_the_windows():
     tokens = sample_tokens()
     p = payloads(tokens)
     assert "window 0: token grid 3x6x8 does not match the header's 64x100 frames" in format_error(
-        forge(header_dict(height=100), p))
+        forge(header_dict(height=100), p)
+    )
     assert "window 0: token grid" in format_error(forge(header_dict(width=8), p))
-    assert "window 2: holds frames 14-21 but the header's window/overlap/frame count place it at frames 14-22" \
+    assert (
+        "window 2: holds frames 14-21 but the header's window/overlap/frame count place it at frames 14-22"
         in format_error(forge(header_dict(num_frames=22), p))
+    )
     assert "window 2: impossible geometry" in format_error(forge(header_dict(num_frames=20), p))
     assert "window 0: holds frames 0-9 but" in format_error(forge(header_dict(window=10), p))
 
 
 PAYLOAD_CASES = [
-    (raw_payload()[:WINDOW.size - 1], "record too short"),
+    (raw_payload()[: WINDOW.size - 1], "record too short"),
     (raw_payload(t=0), "impossible geometry"),
     (raw_payload(t=65535, h=65535, w=65535, mask=np.ones((3, 6, 8), bool)), "impossible geometry"),
     (raw_payload(kept=145), "impossible geometry"),
@@ -401,8 +448,7 @@ def test_forged_window_payloads_are_refused_naming_the_window(payload, expected)
 
 def test_a_window_of_only_dropped_tokens_is_valid():
     tokens = sample_tokens()
-    empty = replace(tokens.windows[1], mask=np.zeros_like(tokens.windows[1].mask),
-                    indices=np.zeros(0, np.uint16))
+    empty = replace(tokens.windows[1], mask=np.zeros_like(tokens.windows[1].mask), indices=np.zeros(0, np.uint16))
     back = read_all(forge(tokens.header, [payloads(tokens)[0], encode_window(empty, 64000), payloads(tokens)[2]]))
     assert back.windows[1].kept == 0 and back.windows[1].indices.dtype == np.uint16
 
@@ -456,8 +502,16 @@ def test_zlib_bomb_in_the_mask_section_is_not_inflated():
 def test_largest_allowed_window_geometry_with_tiny_streams_is_bounded():
     """t*h*w = 2**24 passes the size check; the streams still cannot make the reader allocate much."""
     header = header_dict(width=8 * 4096, height=8 * 4096, num_frames=1, window=1, overlap=0)
-    payload = raw_payload(start=0, end=1, t=1, h=4096, w=4096, kept=2**24, mask_bytes=zlib.compress(b"\xff" * 100),
-                          index_bytes=zlib.compress(b"\x00" * 100))
+    payload = raw_payload(
+        start=0,
+        end=1,
+        t=1,
+        h=4096,
+        w=4096,
+        kept=2**24,
+        mask_bytes=zlib.compress(b"\xff" * 100),
+        index_bytes=zlib.compress(b"\x00" * 100),
+    )
     assert_refused_cheaply(forge(header, [payload]), "mask: compressed data does not hold", peak_limit=8 << 20)
 
 
@@ -473,17 +527,24 @@ def test_any_forged_length_field_fails_fast_or_parses(field, value):
 
 # --------------------------------------------------------------------------------- fuzzing
 @FUZZ
-@given(st.one_of(
-    st.binary(max_size=1200),
-    st.binary(max_size=1200).map(lambda b: MAGIC + struct.pack("<H", FORMAT_VERSION) + b),
-    st.binary(max_size=600).map(lambda b: PRELUDE.pack(MAGIC, FORMAT_VERSION, len(b)) + b + struct.pack("<I", zlib.crc32(b))),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=1200),
+        st.binary(max_size=1200).map(lambda b: MAGIC + struct.pack("<H", FORMAT_VERSION) + b),
+        st.binary(max_size=600).map(
+            lambda b: PRELUDE.pack(MAGIC, FORMAT_VERSION, len(b)) + b + struct.pack("<I", zlib.crc32(b))
+        ),
+    )
+)
 def test_random_bytes_raise_only_token_format_error(data):
     assert load_or_format_error(data) is None
 
 
-MUTATION = st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "duplicate"]),
-                     st.integers(0, 2**20), st.integers(0, 255))
+MUTATION = st.tuples(
+    st.sampled_from(["flip", "set", "insert", "delete", "truncate", "duplicate"]),
+    st.integers(0, 2**20),
+    st.integers(0, 255),
+)
 
 
 def mutate(data: bytes, mutations) -> bytes:
@@ -497,11 +558,11 @@ def mutate(data: bytes, mutations) -> bytes:
         elif op == "insert":
             out[pos:pos] = bytes([value]) * (1 + value % 4)
         elif op == "delete":
-            del out[pos:pos + 1 + value % 16]
+            del out[pos : pos + 1 + value % 16]
         elif op == "truncate":
             del out[pos:]
         elif op == "duplicate":
-            out[pos:pos] = out[pos:pos + 1 + value]
+            out[pos:pos] = out[pos : pos + 1 + value]
     return bytes(out)
 
 
@@ -538,9 +599,11 @@ def test_header_json_mutations_behind_a_valid_checksum(mutations):
     load_or_format_error(forge(mutate(blob, mutations), payloads(sample_tokens())))
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @FUZZ
@@ -568,6 +631,23 @@ def test_cli_encode_is_deterministic(tmp_path, tiny_checkpoint, sample_video):
     from infotok.cli import main
 
     for name in ("a.itok", "b.itok"):
-        assert main(["encode", str(sample_video), "-o", str(tmp_path / name), "--checkpoint", str(tiny_checkpoint),
-                     "--window", "9", "--overlap", "2", "--rate", "0.5"]) == 0
+        assert (
+            main(
+                [
+                    "encode",
+                    str(sample_video),
+                    "-o",
+                    str(tmp_path / name),
+                    "--checkpoint",
+                    str(tiny_checkpoint),
+                    "--window",
+                    "9",
+                    "--overlap",
+                    "2",
+                    "--rate",
+                    "0.5",
+                ]
+            )
+            == 0
+        )
     assert (tmp_path / "a.itok").read_bytes() == (tmp_path / "b.itok").read_bytes()

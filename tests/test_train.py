@@ -1,4 +1,5 @@
 """Training data and the training loop: reproducibility, learning, Flex fine-tuning, kill and resume."""
+
 import csv
 import json
 import os
@@ -14,12 +15,22 @@ from safetensors.torch import load_file, save_file
 
 from infotok.data import VideoClipDataset
 from infotok.model import InfoTok
-from infotok.train import Trainer, TrainConfig
+from infotok.train import TrainConfig, Trainer
 from infotok.video import synthetic_video, write_video
 from tests.conftest import TINY_BASE, TINY_COMPRESSOR
 
-TINY_TRAIN = dict(frames=5, crop=32, batch=2, lr=1e-2, warmup=2, log_every=1, workers=0, cache=None,
-                  base=asdict(TINY_BASE), compressor=asdict(TINY_COMPRESSOR))
+TINY_TRAIN = dict(
+    frames=5,
+    crop=32,
+    batch=2,
+    lr=1e-2,
+    warmup=2,
+    log_every=1,
+    workers=0,
+    cache=None,
+    base=asdict(TINY_BASE),
+    compressor=asdict(TINY_COMPRESSOR),
+)
 
 
 @pytest.fixture
@@ -58,23 +69,29 @@ def test_border_augmentation_paints_static_flat_bars_on_opposite_edges(video_fol
         cols, rows = x[:, :, :, [0, -1]], x[:, :, [0, -1], :]
         assert (cols == cols[:, :1, :1, :1]).all() or (rows == rows[:, :1, :1, :1]).all()
     # off by default and then draws nothing: existing runs replay the same data
-    assert torch.equal(plain[4], VideoClipDataset(paths, frames=5, crop=32, seed=3, synthetic_fraction=0.5,
-                                                  border_fraction=0.0)[4])
+    assert torch.equal(
+        plain[4], VideoClipDataset(paths, frames=5, crop=32, seed=3, synthetic_fraction=0.5, border_fraction=0.0)[4]
+    )
 
 
 def test_elongated_crops_share_a_shape_within_each_batch_and_keep_the_area(video_folder):
     paths = sorted(video_folder.iterdir())
-    data = VideoClipDataset(paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3, long_side=64,
-                            long_fraction=0.6, batch=3)
+    data = VideoClipDataset(
+        paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3, long_side=64, long_fraction=0.6, batch=3
+    )
     shapes = [tuple(data[k].shape[2:]) for k in range(36)]
     assert {shapes[k] for k in range(36)} == {(32, 32), (16, 64), (64, 16)}  # square, landscape, portrait
     for b in range(12):
-        assert len(set(shapes[3 * b:3 * b + 3])) == 1  # a batch stacks
+        assert len(set(shapes[3 * b : 3 * b + 3])) == 1  # a batch stacks
         assert shapes[3 * b] == data.crop_shape(3 * b)
     # without elongated crops nothing changes: earlier runs replay the same items
     square = VideoClipDataset(paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3)
-    assert torch.equal(square[5], VideoClipDataset(paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3,
-                                                   long_side=64, long_fraction=0.0, batch=3)[5])
+    assert torch.equal(
+        square[5],
+        VideoClipDataset(
+            paths, frames=5, crop=32, seed=4, synthetic_fraction=0.3, long_side=64, long_fraction=0.0, batch=3
+        )[5],
+    )
     with pytest.raises(ValueError, match="long_side"):
         VideoClipDataset(paths, frames=5, crop=32, long_side=16, long_fraction=0.5)
 
@@ -87,14 +104,18 @@ def test_short_base_training_run_lowers_the_loss_and_saves_a_loadable_checkpoint
     first, last = np.mean([r["loss"] for r in log[:5]]), np.mean([r["loss"] for r in log[-5:]])
     assert last < 0.8 * first
     model = InfoTok.from_pretrained(tmp_path / "run" / "model")
-    assert not model.adaptive and json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained_steps"] == 40
+    assert (
+        not model.adaptive
+        and json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained_steps"] == 40
+    )
 
 
 def test_flex_fine_tuning_samples_rates_and_tracks_the_score_mean(tmp_path):
     base_cfg = TrainConfig(kind="base", out=str(tmp_path / "base"), steps=5, **TINY_TRAIN)
     Trainer(base_cfg, progress=False).run()
-    cfg = TrainConfig(kind="infotok", out=str(tmp_path / "flex"), init=str(tmp_path / "base" / "model"),
-                      steps=12, **TINY_TRAIN)
+    cfg = TrainConfig(
+        kind="infotok", out=str(tmp_path / "flex"), init=str(tmp_path / "base" / "model"), steps=12, **TINY_TRAIN
+    )
     Trainer(cfg, progress=False).run()
     log = read_log(tmp_path / "flex" / "log.csv")
     assert {r["rate"] for r in log} <= {1.0, 0.75, 0.5, 0.25, 0.875, 0.625, 0.375}  # means of 2 clips
@@ -107,8 +128,14 @@ def test_flex_fine_tuning_samples_rates_and_tracks_the_score_mean(tmp_path):
 def test_elbo_rate_sampling_gives_each_clip_global_elbo_rate_of_a_flex_average(tmp_path):
     base_cfg = TrainConfig(kind="base", out=str(tmp_path / "base"), steps=2, **TINY_TRAIN)
     Trainer(base_cfg, progress=False).run()
-    cfg = TrainConfig(kind="infotok", out=str(tmp_path / "elbo"), init=str(tmp_path / "base" / "model"),
-                      steps=1, rate_sampling="elbo", **TINY_TRAIN)
+    cfg = TrainConfig(
+        kind="infotok",
+        out=str(tmp_path / "elbo"),
+        init=str(tmp_path / "base" / "model"),
+        steps=1,
+        rate_sampling="elbo",
+        **TINY_TRAIN,
+    )
     trainer = Trainer(cfg, progress=False)
     # a flat clip and a noisy one: the router must give the noisy clip the higher rate
     flat = torch.zeros(1, 3, 5, 32, 32)
@@ -176,25 +203,56 @@ sys.exit(main(sys.argv[3:]))
 @pytest.mark.parametrize("when, at, resumed_at", [("step", 13, 10), ("checkpoint", 15, 15)])
 def test_training_killed_with_sigkill_resumes_and_continues_the_same_curve(tmp_path, when, at, resumed_at):
     def command(out, *extra):
-        return ["train", "base", "--out", str(out), "--steps", "30",
-                "--frames", "5", "--crop", "32", "--batch", "2", "--lr", "3e-3", "--warmup", "2",
-                "--log-every", "1", "--checkpoint-every", "5", "--workers", "0", "--quiet",
-                "--base-config", json.dumps(asdict(TINY_BASE)), *extra]
+        return [
+            "train",
+            "base",
+            "--out",
+            str(out),
+            "--steps",
+            "30",
+            "--frames",
+            "5",
+            "--crop",
+            "32",
+            "--batch",
+            "2",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "2",
+            "--log-every",
+            "1",
+            "--checkpoint-every",
+            "5",
+            "--workers",
+            "0",
+            "--quiet",
+            "--base-config",
+            json.dumps(asdict(TINY_BASE)),
+            *extra,
+        ]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "infotok", *command(reference)], check=True, env=env,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "infotok", *command(reference)], check=True, env=env, capture_output=True, timeout=300
+    )
 
     run = tmp_path / "killed"
-    killed = subprocess.run([sys.executable, "-c", KILLER, when, str(at), *command(run)], env=env,
-                            capture_output=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, when, str(at), *command(run)], env=env, capture_output=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL
     if when == "checkpoint":  # killed between the renames: the JSON still names the previous checkpoint
         assert json.loads((run / "train_state.json").read_text())["step"] == at - 5
 
-    done = subprocess.run([sys.executable, "-m", "infotok", *command(run, "--resume")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "infotok", *command(run, "--resume")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert f"resumed {run} at step {resumed_at}" in done.stderr
     ref_log, log = read_log(reference / "log.csv"), read_log(run / "log.csv")

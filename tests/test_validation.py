@@ -1,18 +1,27 @@
 """Tokenization options are refused by the library's own objects (what the CLI refuses, the Python
 API refuses), when the stream is made: before any video is opened."""
+
 import pytest
 
 from infotok.pipeline import TokenStream
 from tests.conftest import tiny_model
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"rate": 0.0}, "rate"), ({"strategy": "best"}, "strategy"), ({"selection": "lucky"}, "selection"),
-    ({"window": 4}, "window"), ({"start": -1}, "start must be a frame index >= 0"),
-    ({"start": 1.5}, "start must be"), ({"max_frames": 0}, "max_frames must be a positive integer"),
-    ({"size": 0}, "size must be a positive integer"), ({"max_size": -8}, "max_size must be a positive integer"),
-    ({"size": True}, "size must be"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"rate": 0.0}, "rate"),
+        ({"strategy": "best"}, "strategy"),
+        ({"selection": "lucky"}, "selection"),
+        ({"window": 4}, "window"),
+        ({"start": -1}, "start must be a frame index >= 0"),
+        ({"start": 1.5}, "start must be"),
+        ({"max_frames": 0}, "max_frames must be a positive integer"),
+        ({"size": 0}, "size must be a positive integer"),
+        ({"max_size": -8}, "max_size must be a positive integer"),
+        ({"size": True}, "size must be"),
+    ],
+)
 def test_token_stream_refuses_bad_options_before_reading_the_video(options, message):
     with pytest.raises(ValueError, match=message):
         TokenStream(tiny_model(), "no/such/video.mp4", **options)

@@ -1,10 +1,23 @@
 """Video I/O, windows and blending, the built-in sample."""
+
 import numpy as np
 import pytest
 
 from infotok.geometry import window_spans
-from infotok.video import (VideoError, WindowBlender, blend_weights, iter_windows, list_videos, probe, read_video,
-                           resize_and_crop, synthetic_video, to_model, from_model, write_video)
+from infotok.video import (
+    VideoError,
+    WindowBlender,
+    blend_weights,
+    from_model,
+    iter_windows,
+    list_videos,
+    probe,
+    read_video,
+    resize_and_crop,
+    synthetic_video,
+    to_model,
+    write_video,
+)
 
 
 @pytest.mark.parametrize("frames,height,width", [(18, 139, 250), (1, 64, 64), (5, 23, 37)])

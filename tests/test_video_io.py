@@ -1,4 +1,5 @@
 """Reading and writing video and token files: variable frame rates, output modes, odd sizes, paths."""
+
 import math
 import os
 import warnings
@@ -11,8 +12,18 @@ import numpy as np
 import pytest
 
 from infotok.tokens import TokenHeader, Tokens, TokenWindow, TokenWriter, check_token_output
-from infotok.video import (OUTPUT_FORMATS, SIZE_TAG, VideoError, check_video_output, iter_frames, list_videos,
-                           probe, read_video, synthetic_video, write_video)
+from infotok.video import (
+    OUTPUT_FORMATS,
+    SIZE_TAG,
+    VideoError,
+    check_video_output,
+    iter_frames,
+    list_videos,
+    probe,
+    read_video,
+    synthetic_video,
+    write_video,
+)
 
 # --------------------------------------------------------------------------------- helpers
 LEVEL = 20  # frame i of a timed clip is flat grey 20 * (i + 1), so a decoded frame says which it is
@@ -107,10 +118,26 @@ def umask(mask: int):
 
 def tiny_tokens() -> Tokens:
     """5 frames of 16x16 in one window, every token kept: no model needed."""
-    header = TokenHeader(model="m", model_hash="0", config_hash="0", levels=[8, 8, 8, 5, 5, 5], temporal_factor=4,
-                         spatial_factor=8, width=16, height=16, source_width=16, source_height=16, fps=8.0,
-                         num_frames=5, window=5, overlap=0, strategy="static", selection="error", avg_rate=1.0,
-                         score_mean=0.0)
+    header = TokenHeader(
+        model="m",
+        model_hash="0",
+        config_hash="0",
+        levels=[8, 8, 8, 5, 5, 5],
+        temporal_factor=4,
+        spatial_factor=8,
+        width=16,
+        height=16,
+        source_width=16,
+        source_height=16,
+        fps=8.0,
+        num_frames=5,
+        window=5,
+        overlap=0,
+        strategy="static",
+        selection="error",
+        avg_rate=1.0,
+        score_mean=0.0,
+    )
     mask = np.ones((2, 2, 2), bool)
     return Tokens(header, [TokenWindow(0, 5, 1.0, 0.0, mask, np.arange(8, dtype=np.uint16))])
 
@@ -119,8 +146,11 @@ def tiny_tokens() -> Tokens:
 VFR_TIMES = [0, 0.2, 0.25, 1.1, 1.15, 1.5, 1.6, 1.7, 3.0, 3.05, 4.0, 4.9]
 # The case reported: an AVI whose index holds 74 chunks at 15 fps, 64 of them empty (dropped frames)
 AVI_TICKS = [0, 3, 4, 22, 24, 25, 45, 46, 60, 73]
-VFR_CLIPS = {"mkv": ("matroska", Fraction(1, 1000), VFR_TIMES), "mp4": ("mp4", Fraction(1, 1000), VFR_TIMES),
-             "avi": ("avi", Fraction(1, 15), [k / 15 for k in AVI_TICKS])}
+VFR_CLIPS = {
+    "mkv": ("matroska", Fraction(1, 1000), VFR_TIMES),
+    "mp4": ("mp4", Fraction(1, 1000), VFR_TIMES),
+    "avi": ("avi", Fraction(1, 15), [k / 15 for k in AVI_TICKS]),
+}
 
 
 # ----------------------------------------------------------------------- variable frame rate
@@ -139,8 +169,10 @@ def test_variable_frame_rate_is_resampled_to_its_true_duration(tmp_path, kind):
     ids = frame_ids(frames)
     assert ids == [max(i for i, s in enumerate(slots) if s <= k) for k in range(len(frames))]
     messages = [str(w.message) for w in caught]
-    assert messages == [f"{path}: variable frame rate; resampled to a constant {fps:g} fps "
-                        f"({len(frames) - len(set(ids))} frames duplicated, {len(times) - len(set(ids))} dropped)"]
+    assert messages == [
+        f"{path}: variable frame rate; resampled to a constant {fps:g} fps "
+        f"({len(frames) - len(set(ids))} frames duplicated, {len(times) - len(set(ids))} dropped)"
+    ]
     assert caught[0].filename == __file__  # the warning points at the caller, not into infotok
     assert abs(probe(path).num_frames - len(frames)) <= 1 and probe(path).fps == fps
 
@@ -153,7 +185,7 @@ def test_seeking_into_a_variable_rate_clip_matches_the_full_read(tmp_path, kind)
         full, _ = read_video(path)
         for start in (1, 4, 20, len(full) - 3):
             part, _ = read_video(path, start=start, max_frames=5)
-            assert np.array_equal(part, full[start:start + 5]), start
+            assert np.array_equal(part, full[start : start + 5]), start
 
 
 def test_the_reported_avi_is_not_called_truncated(tmp_path):
@@ -164,7 +196,8 @@ def test_the_reported_avi_is_not_called_truncated(tmp_path):
         frames = list(iter_frames(path))
     assert len(frames) == 74 and probe(path).num_frames == 74 and probe(path).fps == 15
     assert [str(w.message) for w in caught] == [
-        f"{path}: variable frame rate; resampled to a constant 15 fps (64 frames duplicated, 0 dropped)"]
+        f"{path}: variable frame rate; resampled to a constant 15 fps (64 frames duplicated, 0 dropped)"
+    ]
     assert caught[0].filename == __file__
 
 
@@ -197,7 +230,7 @@ def test_constant_rate_clip_reads_exactly_its_frames_without_warning(tmp_path, s
 def test_truncated_stream_is_reported_and_read_up_to_the_cut(tmp_path):
     path = write_video(tmp_path / "whole.mkv", synthetic_video(60, 32, 32, seed=1), fps=15)
     cut = tmp_path / "cut.mkv"
-    cut.write_bytes(path.read_bytes()[:int(path.stat().st_size * 0.4)])
+    cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.4)])
     with recorded_warnings() as caught:
         frames = list(iter_frames(cut))
     assert 0 < len(frames) < 45
@@ -217,9 +250,11 @@ def write_faststart_mp4(path: Path, video: np.ndarray, fps: int) -> Path:
     return path
 
 
-MP4_CUT = ("truncated MP4/MOV: its index (moov box) is missing or cut off, so no frame can be decoded (most MP4s "
-           "keep the index at the end; a faststart copy, with the index at the front, keeps the frames written "
-           "before a break)")
+MP4_CUT = (
+    "truncated MP4/MOV: its index (moov box) is missing or cut off, so no frame can be decoded (most MP4s "
+    "keep the index at the end; a faststart copy, with the index at the front, keeps the frames written "
+    "before a break)"
+)
 
 
 def test_mp4_cut_before_the_end_of_its_index_says_so(tmp_path):
@@ -234,7 +269,7 @@ def test_mp4_cut_before_the_end_of_its_index_says_so(tmp_path):
             with pytest.raises(VideoError) as error:
                 list(read(cut)) if read is iter_frames else read(cut)
             assert str(error.value) == f"{cut}: {MP4_CUT}", keep
-    cut.write_bytes(data[:tags + 8])  # only the tags cut off: every frame is there
+    cut.write_bytes(data[: tags + 8])  # only the tags cut off: every frame is there
     assert len(list(iter_frames(cut))) == 60
 
 
@@ -242,13 +277,14 @@ def test_faststart_mp4_cut_is_read_up_to_the_break(tmp_path):
     data = write_faststart_mp4(tmp_path / "whole.mp4", synthetic_video(60, 32, 32, seed=1), fps=15).read_bytes()
     assert data.index(b"moov") < data.index(b"mdat")
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[:int(len(data) * 0.7)])
+    cut.write_bytes(data[: int(len(data) * 0.7)])
     with recorded_warnings() as caught:
         frames = list(iter_frames(cut))
     assert 0 < len(frames) < 50 and probe(cut).num_frames == 60
     assert [str(w.message) for w in caught] == [
         f"{cut}: stream ended at {len(frames) / 15:.2f} s of the 4.00 s its header declares (truncated file?); "
-        "using those"]
+        "using those"
+    ]
 
 
 def test_start_past_the_end_says_how_many_frames_there_are(tmp_path):
@@ -269,7 +305,7 @@ def test_ffmpeg_errors_say_their_cause_once(tmp_path):
     assert str(error.value) == f"{noise}: not a readable video (Invalid data found when processing input)"
     data = write_faststart_mp4(tmp_path / "whole.mp4", synthetic_video(8, 32, 32, seed=1), fps=15).read_bytes()
     cut = tmp_path / "first_frame_cut.mp4"
-    cut.write_bytes(data[:data.index(b"mdat") + 40])
+    cut.write_bytes(data[: data.index(b"mdat") + 40])
     with pytest.raises(VideoError) as error:
         list(iter_frames(cut))
     assert str(error.value) == f"{cut}: cannot decode any frame (Invalid data found when processing input)"
@@ -320,14 +356,21 @@ def test_lossless_is_exact_in_every_container_at_odd_sizes(tmp_path, suffix):
 
 
 # ---------------------------------------------------------------------------- output paths
-@pytest.mark.parametrize("suffix,format_name,codec,magic", [
-    (".mp4", "mp4", "h264", (4, b"ftypisom")), (".MP4", "mp4", "h264", (4, b"ftypisom")),
-    (".mov", "mov", "h264", (4, b"ftypqt  ")), (".mkv", "matroska", "h264", (0, b"\x1aE\xdf\xa3")),
-    (".webm", "webm", "vp9", (0, b"\x1aE\xdf\xa3")), (".avi", "avi", "mpeg4", (0, b"RIFF"))])
+@pytest.mark.parametrize(
+    "suffix,format_name,codec,magic",
+    [
+        (".mp4", "mp4", "h264", (4, b"ftypisom")),
+        (".MP4", "mp4", "h264", (4, b"ftypisom")),
+        (".mov", "mov", "h264", (4, b"ftypqt  ")),
+        (".mkv", "matroska", "h264", (0, b"\x1aE\xdf\xa3")),
+        (".webm", "webm", "vp9", (0, b"\x1aE\xdf\xa3")),
+        (".avi", "avi", "mpeg4", (0, b"RIFF")),
+    ],
+)
 def test_the_extension_chooses_the_container(tmp_path, suffix, format_name, codec, magic):
     path = write_video(tmp_path / f"v{suffix}", synthetic_video(3, 16, 16), fps=8)
     offset, expected = magic
-    assert path.read_bytes()[offset:offset + len(expected)] == expected  # x.avi is an AVI file, not an MP4
+    assert path.read_bytes()[offset : offset + len(expected)] == expected  # x.avi is an AVI file, not an MP4
     with av.open(str(path)) as c:
         assert format_name in c.format.name.split(",") and c.streams.video[0].codec_context.name == codec
 
@@ -336,11 +379,13 @@ def test_check_video_output(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.txt").write_text("x")
     assert check_video_output(tmp_path / "new" / "deeper" / "x.MP4") == tmp_path / "new" / "deeper" / "x.MP4"
-    cases = {str(tmp_path / "newdir") + os.sep: "ends with a separator",
-             tmp_path / "folder": "is an existing folder",
-             tmp_path / "x.gif": "cannot write .gif videos; use one of .avi, .mkv, .mov, .mp4, .webm",
-             tmp_path / "x": "has no extension; use one of .avi, .mkv, .mov, .mp4, .webm",
-             tmp_path / "file.txt" / "x.mp4": "file.txt is a file, not a folder"}
+    cases = {
+        str(tmp_path / "newdir") + os.sep: "ends with a separator",
+        tmp_path / "folder": "is an existing folder",
+        tmp_path / "x.gif": "cannot write .gif videos; use one of .avi, .mkv, .mov, .mp4, .webm",
+        tmp_path / "x": "has no extension; use one of .avi, .mkv, .mov, .mp4, .webm",
+        tmp_path / "file.txt" / "x.mp4": "file.txt is a file, not a folder",
+    }
     for path, message in cases.items():
         with pytest.raises(VideoError, match=message) as error:
             check_video_output(path)
@@ -359,11 +404,13 @@ def test_check_token_output(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "t.itok").write_bytes(b"")
     assert check_token_output(tmp_path / "a" / "t.ITOK") == tmp_path / "a" / "t.ITOK"
-    for path, message in {tmp_path / "folder": "is an existing folder",
-                          str(tmp_path / "newdir") + os.sep: "ends with a separator",
-                          tmp_path / "t.mp4": "token files must end in .itok",
-                          tmp_path / "t": "token files must end in .itok",
-                          tmp_path / "t.itok" / "x.itok": "t.itok is a file, not a folder"}.items():
+    for path, message in {
+        tmp_path / "folder": "is an existing folder",
+        str(tmp_path / "newdir") + os.sep: "ends with a separator",
+        tmp_path / "t.mp4": "token files must end in .itok",
+        tmp_path / "t": "token files must end in .itok",
+        tmp_path / "t.itok" / "x.itok": "t.itok is a file, not a folder",
+    }.items():
         with pytest.raises(ValueError, match=message):
             check_token_output(path)
         with pytest.raises(ValueError, match=message):
@@ -392,4 +439,6 @@ def test_list_videos_takes_other_suffixes_for_folders(tmp_path):
     assert [p.name for p in list_videos([tmp_path], suffixes=["itok", ".mp4"])] == ["a.ITOK", "b.itok", "c.mp4"]
     # globs and plain files pass through whatever the suffixes
     assert [p.name for p in list_videos([str(tmp_path / "*.txt"), tmp_path / "x.itok"], suffixes={".itok"})] == [
-        "notes.txt", "x.itok"]
+        "notes.txt",
+        "x.itok",
+    ]

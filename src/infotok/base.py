@@ -6,6 +6,7 @@ latent frame is computed by per-frame 2D convolutions over a 4-frame group folde
 (frame 0 forms its own group, replicated), followed by causal temporal mixing across latent frames.
 Latent frame j therefore depends on frames <= 4j only.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -196,8 +197,10 @@ class CausalConvTokenizer(BaseTokenizer):
     def _check_grid(self, x: torch.Tensor) -> None:
         tf = self.temporal_factor
         if (x.shape[2] - 1) % tf or x.shape[-1] % self.spatial_factor or x.shape[-2] % self.spatial_factor:
-            raise ValueError(f"video shape {tuple(x.shape)} is not on the model grid "
-                             f"(T = 1 + {tf}k, H and W multiples of {self.spatial_factor}); pad it first")
+            raise ValueError(
+                f"video shape {tuple(x.shape)} is not on the model grid "
+                f"(T = 1 + {tf}k, H and W multiples of {self.spatial_factor}); pad it first"
+            )
 
     def _patches(self, x: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
         """Latent frames j0..j1-1's input patches [(B m), 3*4*16, H/4, W/4] gathered straight from x:
@@ -230,9 +233,14 @@ class CausalConvTokenizer(BaseTokenizer):
         boundary must not move with the compute precision."""
         spatial = self.spatial_factor
         with torch.autocast(h.device.type, enabled=False):  # in inference a few latent frames at a time
-            z = [rearrange(self.to_code(rearrange(h[:, :, j0:j1].float(), "b c n h w -> (b n) c h w")),
-                           "(b n) c h w -> b c n h w", n=j1 - j0)
-                 for j0, j1 in self._chunks(h.shape[2], spatial * h.shape[-2], spatial * h.shape[-1])]
+            z = [
+                rearrange(
+                    self.to_code(rearrange(h[:, :, j0:j1].float(), "b c n h w -> (b n) c h w")),
+                    "(b n) c h w -> b c n h w",
+                    n=j1 - j0,
+                )
+                for j0, j1 in self._chunks(h.shape[2], spatial * h.shape[-2], spatial * h.shape[-1])
+            ]
             return self.fsq(z[0] if len(z) == 1 else torch.cat(z, dim=2))
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
@@ -257,11 +265,11 @@ class CausalConvTokenizer(BaseTokenizer):
         b, n, tf = h.shape[0], h.shape[2], self.temporal_factor
         if torch.is_grad_enabled():  # one chunk: the activations are kept for backward anyway
             y = self._decode_chunk(h, 0, n, {})
-            return rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=tf)[:, :, tf - 1:]
+            return rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=tf)[:, :, tf - 1 :]
         out = None
         for start, frames in self.decoded_windows(h):
             out = frames.new_empty(b, 3, tf * (n - 1) + 1, *frames.shape[-2:]) if out is None else out
-            out[:, :, start:start + frames.shape[2]] = frames
+            out[:, :, start : start + frames.shape[2]] = frames
         return out
 
     def decoded_windows(self, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:

@@ -1,5 +1,6 @@
 """`TokenBatch`: tokenized windows as tensors on the model's device, what `encode` returns and
 `decode` takes (the `.itok` file format, which needs no torch, is `infotok.tokens`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,23 +42,44 @@ class TokenBatch:
     def window(self, i: int, start: int, end: int) -> TokenWindow:
         """Window i as a file record covering frames [start, end) of its video."""
         mask = self.mask[i].cpu()
-        return TokenWindow(start, end, float(self.rate[i]), float(self.score[i]), mask.numpy(),
-                           self.indices[i].cpu()[mask].numpy().astype(np.uint16))
+        return TokenWindow(
+            start,
+            end,
+            float(self.rate[i]),
+            float(self.score[i]),
+            mask.numpy(),
+            self.indices[i].cpu()[mask].numpy().astype(np.uint16),
+        )
 
     @classmethod
-    def from_windows(cls, windows: Sequence[TokenWindow], height: int, width: int,
-                     device: torch.device | str = "cpu", fill: str = "mask") -> "TokenBatch":
+    def from_windows(
+        cls,
+        windows: Sequence[TokenWindow],
+        height: int,
+        width: int,
+        device: torch.device | str = "cpu",
+        fill: str = "mask",
+    ) -> "TokenBatch":
         """File records of equal length -> a batch to decode."""
         masks, grids = [], []
         for w in windows:
             mask = torch.from_numpy(np.asarray(w.mask, dtype=bool))
             if int(mask.sum()) != w.indices.size:
-                raise ValueError(f"keep-mask has {int(mask.sum())} kept positions but {w.indices.size} indices were given")
+                raise ValueError(
+                    f"keep-mask has {int(mask.sum())} kept positions but {w.indices.size} indices were given"
+                )
             grid = torch.zeros(mask.shape, dtype=torch.long)
             grid[mask] = torch.from_numpy(np.asarray(w.indices, dtype=np.int64))
             masks.append(mask)
             grids.append(grid)
         f64 = dict(dtype=torch.float64, device=device)
-        return cls(torch.stack(grids).to(device), torch.stack(masks).to(device),
-                   torch.tensor([w.rate for w in windows], **f64), torch.tensor([w.score for w in windows], **f64),
-                   windows[0].end - windows[0].start, height, width, fill=fill)
+        return cls(
+            torch.stack(grids).to(device),
+            torch.stack(masks).to(device),
+            torch.tensor([w.rate for w in windows], **f64),
+            torch.tensor([w.score for w in windows], **f64),
+            windows[0].end - windows[0].start,
+            height,
+            width,
+            fill=fill,
+        )

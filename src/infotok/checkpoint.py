@@ -5,6 +5,7 @@ Where the default checkpoint lives is decided here and nowhere else: `$INFOTOK_C
 else InfoTok-Flex, which ships inside the package (`infotok/weights/infotok-flex`, package data of the
 wheel), so an installed infotok finds it from any directory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,9 @@ def default_checkpoint() -> Path:
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
-def locate(source: str | os.PathLike | None = None, revision: str | None = None,
-           cache_dir: str | os.PathLike | None = None) -> Path:
+def locate(
+    source: str | os.PathLike | None = None, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """The checkpoint folder `source` names.
 
     A folder is itself; a string shaped "owner/name" that is no path here is a Hugging Face repo id,
@@ -50,10 +52,14 @@ def locate(source: str | os.PathLike | None = None, revision: str | None = None,
     if source is None:
         directory = default_checkpoint()
         if not (directory / WEIGHTS_FILE).is_file():
-            where = f"${CHECKPOINT_ENV} = {directory}" if os.environ.get(CHECKPOINT_ENV) else \
-                f"{directory} (the weights installed with the package; ${CHECKPOINT_ENV} is not set)"
-            raise CheckpointError(f"no default checkpoint: looked in {where}; pass a checkpoint folder "
-                                  f"or set {CHECKPOINT_ENV} to one")
+            where = (
+                f"${CHECKPOINT_ENV} = {directory}"
+                if os.environ.get(CHECKPOINT_ENV)
+                else f"{directory} (the weights installed with the package; ${CHECKPOINT_ENV} is not set)"
+            )
+            raise CheckpointError(
+                f"no default checkpoint: looked in {where}; pass a checkpoint folder or set {CHECKPOINT_ENV} to one"
+            )
         return directory
     if isinstance(source, str) and REPO_ID.fullmatch(source) and not os.path.lexists(source):
         return from_hub_cache(source, revision, cache_dir)
@@ -66,16 +72,20 @@ def from_hub_cache(repo_id: str, revision: str | None = None, cache_dir: str | o
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
     except ImportError:
-        raise CheckpointError(f"{repo_id}: checkpoint folder not found (to load it as a Hugging Face repo id: "
-                              f"pip install 'infotok[{EXTRAS['huggingface_hub']}]')") from None
+        raise CheckpointError(
+            f"{repo_id}: checkpoint folder not found (to load it as a Hugging Face repo id: "
+            f"pip install 'infotok[{EXTRAS['huggingface_hub']}]')"
+        ) from None
     try:
         cached = dict(revision=revision, cache_dir=cache_dir, local_files_only=True)
         config = hf_hub_download(repo_id, CONFIG_FILE, **cached)
         hf_hub_download(repo_id, WEIGHTS_FILE, **cached)
     except (LocalEntryNotFoundError, HFValidationError):
         cache = cache_dir or constants.HF_HUB_CACHE
-        raise CheckpointError(f"{repo_id}: not a checkpoint folder, nor in the Hugging Face cache {cache}; infotok "
-                              f"never downloads: fetch it first (`hf download {repo_id}`) or pass a folder") from None
+        raise CheckpointError(
+            f"{repo_id}: not a checkpoint folder, nor in the Hugging Face cache {cache}; infotok "
+            f"never downloads: fetch it first (`hf download {repo_id}`) or pass a folder"
+        ) from None
     return Path(config).parent
 
 
@@ -85,7 +95,9 @@ def read_config(directory: str | os.PathLike) -> dict:
         raise CheckpointError(f"{directory}: checkpoint folder not found")
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise CheckpointError(f"{directory}: missing {name}; a checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+            raise CheckpointError(
+                f"{directory}: missing {name}; a checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+            )
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
@@ -101,7 +113,7 @@ def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike) -> 
     directory.mkdir(parents=True, exist_ok=True)
     state, seen = {}, set()
     for k, v in model.state_dict().items():  # a tensor two modules share (the release's time embedding)
-        v = v.detach().cpu().contiguous()   # is stored under each name, as its own copy
+        v = v.detach().cpu().contiguous()  # is stored under each name, as its own copy
         state[k] = v.clone() if v.data_ptr() in seen else v
         seen.add(v.data_ptr())
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
@@ -126,11 +138,15 @@ def load_weights(model: torch.nn.Module, directory: Path) -> str:
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or wrong:
-        detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                           for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                              ("wrong shape", wrong)) if keys)
-        raise CheckpointError(f"{directory}: weights do not match {CONFIG_FILE} ({detail}); "
-                              "was the config edited or copied from another checkpoint?")
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise CheckpointError(
+            f"{directory}: weights do not match {CONFIG_FILE} ({detail}); "
+            "was the config edited or copied from another checkpoint?"
+        )
     model.load_state_dict(state)
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
@@ -147,6 +163,7 @@ def tensor_hash(state: dict[str, torch.Tensor]) -> str:
 
 def check_sizes(fields: dict, section: str) -> None:
     """Every architecture size is a positive integer (levels and ratios have their own rules)."""
+
     def positive_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -166,8 +183,9 @@ def check_sizes(fields: dict, section: str) -> None:
             raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
 
 
-def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict,
-                    overwrite: bool = False) -> Path:
+def save_calibrated(
+    model, source: str | os.PathLike, out: str | os.PathLike, calibration: dict, overwrite: bool = False
+) -> Path:
     """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
     mean, rd thresholds (and rd slopes and target margins, where the model has a value predictor);
     the source's other config fields (provenance, training config) travel along."""
@@ -180,6 +198,9 @@ def save_calibrated(model, source: str | os.PathLike, out: str | os.PathLike, ca
     model.rd_thresholds = calibration.get("rd_thresholds", [])
     model.target_margins = calibration.get("target_margins", [])
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
-    extra["calibration"] = {"videos": sorted(calibration["scores"]), "size": calibration["size"],
-                            "frames": calibration["frames"]}
+    extra["calibration"] = {
+        "videos": sorted(calibration["scores"]),
+        "size": calibration["size"],
+        "frames": calibration["frames"],
+    }
     return model.save_pretrained(out, extra=extra)

@@ -3,6 +3,7 @@
 Every check of a value and every computation lives in the library (config objects, `pipeline`,
 `eval`, `tokens`, `checkpoint`), so the Python API refuses and reports what the CLI does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ class Parser(argparse.ArgumentParser):
 
 def _rate(text: str) -> float:
     from .router import check_rate
+
     try:
         return check_rate(float(text))
     except ValueError as exc:
@@ -62,6 +64,7 @@ class Progress:
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
+
             self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False, file=sys.stderr)
 
     def update(self, n: int = 1) -> None:
@@ -75,7 +78,11 @@ class Progress:
     def status(self) -> str:
         elapsed = time.time() - self.start
         speed = self.count / elapsed if elapsed > 0 else 0.0
-        line = f"{self.desc}: {self.count}" + (f"/{self.total}" if self.total else "") + f" {self.unit}, {speed:.2f} {self.unit}/s"
+        line = (
+            f"{self.desc}: {self.count}"
+            + (f"/{self.total}" if self.total else "")
+            + f" {self.unit}, {speed:.2f} {self.unit}/s"
+        )
         if self.total and speed > 0:
             line += f", ETA {max(0.0, (self.total - self.count) / speed):.0f} s"
         return line
@@ -87,44 +94,88 @@ class Progress:
 
 # ------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from .train import Trainer, TrainConfig
+    from .train import TrainConfig, Trainer
 
-    settings = {key: getattr(args, key) for key in (
-        "steps", "batch", "frames", "crop", "lr", "warmup", "ema", "checkpoint_every", "workers",
-        "synthetic_fraction", "border_fraction", "still_fraction", "predictor_points", "long_side", "long_fraction", "mixed_precision", "log_every", "cache",
-        "time_limit")
-        if getattr(args, key) is not None}
+    settings = {
+        key: getattr(args, key)
+        for key in (
+            "steps",
+            "batch",
+            "frames",
+            "crop",
+            "lr",
+            "warmup",
+            "ema",
+            "checkpoint_every",
+            "workers",
+            "synthetic_fraction",
+            "border_fraction",
+            "still_fraction",
+            "predictor_points",
+            "long_side",
+            "long_fraction",
+            "mixed_precision",
+            "log_every",
+            "cache",
+            "time_limit",
+        )
+        if getattr(args, key) is not None
+    }
     settings |= {"selection": args.train_selection, "rate_sampling": args.rate_sampling}
-    for key, text in (("base", args.base_config), ("compressor", args.compressor_config),
-                      ("predictor", args.predictor_config)):
+    for key, text in (
+        ("base", args.base_config),
+        ("compressor", args.compressor_config),
+        ("predictor", args.predictor_config),
+    ):
         if text:
             try:
                 settings[key] = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise UsageError(f"--{key}-config is not valid JSON ({exc})") from None
-    cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, init=args.init, seed=args.seed,
-                      name=args.name or {"base": "infotok-base", "infotok": "infotok-flex"}.get(args.kind, ""), **settings)
-    trainer, resumed = Trainer.open(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                                    steps=args.steps)
+    cfg = TrainConfig(
+        kind=args.kind,
+        data=args.data,
+        out=args.out,
+        init=args.init,
+        seed=args.seed,
+        name=args.name or {"base": "infotok-base", "infotok": "infotok-flex"}.get(args.kind, ""),
+        **settings,
+    )
+    trainer, resumed = Trainer.open(
+        cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, steps=args.steps
+    )
     if args.resume:
-        print(f"resumed {trainer.cfg.out} at step {trainer.step}" if resumed
-              else f"no saved state in {trainer.cfg.out}; starting fresh", file=sys.stderr)
+        print(
+            f"resumed {trainer.cfg.out} at step {trainer.step}"
+            if resumed
+            else f"no saved state in {trainer.cfg.out}; starting fresh",
+            file=sys.stderr,
+        )
     trainer.run()
     trainer.accelerator.end_training()  # tears the process group down before exit (else gloo may abort there)
-    print(json.dumps({"out": str(trainer.cfg.out), "step": trainer.step, "model": str(Path(trainer.cfg.out) / "model")}))
+    print(
+        json.dumps({"out": str(trainer.cfg.out), "step": trainer.step, "model": str(Path(trainer.cfg.out) / "model")})
+    )
     return 0
 
 
 def add_train(sub) -> None:
     from .train_config import TrainConfig
 
-    p = sub.add_parser("train", help="train a base tokenizer or fine-tune InfoTok-Flex (resumable)",
-                       description="Train through accelerate (`accelerate launch --multi_gpu --num_processes N -m infotok train ...` for "
-                                   "several processes or GPUs). Writes <out>/model (EMA weights), train_state.* "
-                                   "and log.csv. Unset options take TrainConfig's defaults.")
-    p.add_argument("kind", choices=["base", "infotok", "predictor"],
-                   help="base: fixed-rate tokenizer; infotok: Flex fine-tuning; predictor: the value predictor alone "
-                        "(token values and rate-distortion curves) on a frozen InfoTok checkpoint")
+    p = sub.add_parser(
+        "train",
+        help="train a base tokenizer or fine-tune InfoTok-Flex (resumable)",
+        description="Train through accelerate "
+        "(`accelerate launch --multi_gpu --num_processes N -m infotok train ...` for "
+        "several processes or GPUs). Writes <out>/model (EMA weights), train_state.* "
+        "and log.csv. Unset options take TrainConfig's defaults.",
+    )
+    p.add_argument(
+        "kind",
+        choices=["base", "infotok", "predictor"],
+        help="base: fixed-rate tokenizer; infotok: Flex fine-tuning; predictor: the value predictor alone "
+        "(token values and rate-distortion curves) on a frozen InfoTok checkpoint",
+    )
     p.add_argument("--data", nargs="*", default=[], help="video files or folders (default: synthetic clips only)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--init", help="checkpoint folder to start from (required for `infotok`)")
@@ -137,33 +188,74 @@ def add_train(sub) -> None:
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr:g})")
     p.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {TrainConfig.warmup})")
     p.add_argument("--ema", type=float, help=f"EMA decay of the exported weights (default {TrainConfig.ema})")
-    p.add_argument("--checkpoint-every", type=_positive, help=f"steps between checkpoints (default {TrainConfig.checkpoint_every})")
+    p.add_argument(
+        "--checkpoint-every", type=_positive, help=f"steps between checkpoints (default {TrainConfig.checkpoint_every})"
+    )
     p.add_argument("--log-every", type=_positive, help=f"steps between log.csv rows (default {TrainConfig.log_every})")
     p.add_argument("--workers", type=int, help=f"data loader processes (default {TrainConfig.workers})")
-    p.add_argument("--synthetic-fraction", type=float, help=f"share of procedural clips (default {TrainConfig.synthetic_fraction})")
-    p.add_argument("--border-fraction", type=float, help=f"share of clips given static letterbox/pillarbox bars (default {TrainConfig.border_fraction})")
-    p.add_argument("--predictor-points", type=_positive,
-                   help=f"predictor: decodes per clip and step, each at a random rate k/16 (default {TrainConfig.predictor_points})")
-    p.add_argument("--still-fraction", type=float, help=f"share of clips held still, wholly or but for a moving box (default {TrainConfig.still_fraction})")
+    p.add_argument(
+        "--synthetic-fraction", type=float, help=f"share of procedural clips (default {TrainConfig.synthetic_fraction})"
+    )
+    p.add_argument(
+        "--border-fraction",
+        type=float,
+        help=f"share of clips given static letterbox/pillarbox bars (default {TrainConfig.border_fraction})",
+    )
+    p.add_argument(
+        "--predictor-points",
+        type=_positive,
+        help="predictor: decodes per clip and step, each at a random rate k/16 "
+        f"(default {TrainConfig.predictor_points})",
+    )
+    p.add_argument(
+        "--still-fraction",
+        type=float,
+        help=f"share of clips held still, wholly or but for a moving box (default {TrainConfig.still_fraction})",
+    )
     p.add_argument("--long-side", type=_positive, help="long side of the elongated crops (multiple of 8, e.g. 456)")
-    p.add_argument("--long-fraction", type=float,
-                   help=f"share of batches cropped to (crop^2 / long side) x long side, landscape or portrait (default {TrainConfig.long_fraction})")
-    p.add_argument("--cache", help=f"folder for small re-encoded copies of the training videos (default {TrainConfig.cache})")
-    p.add_argument("--time-limit", type=float, help="seconds of training after which the run ends with a checkpoint "
-                                                    "(the learning rate follows steps or time, whichever is further)")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help=f"autocast on GPUs (default {TrainConfig.mixed_precision})")
+    p.add_argument(
+        "--long-fraction",
+        type=float,
+        help="share of batches cropped to (crop^2 / long side) x long side, landscape or portrait "
+        f"(default {TrainConfig.long_fraction})",
+    )
+    p.add_argument(
+        "--cache", help=f"folder for small re-encoded copies of the training videos (default {TrainConfig.cache})"
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds of training after which the run ends with a checkpoint "
+        "(the learning rate follows steps or time, whichever is further)",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        help=f"autocast on GPUs (default {TrainConfig.mixed_precision})",
+    )
     p.add_argument("--base-config", help="JSON of BaseConfig fields, e.g. '{\"dec_lo\": 192}'")
-    p.add_argument("--compressor-config", help="JSON of CompressorConfig fields (with --init: the ones to change, "
-                                               "e.g. '{\"window\": 8}' for tiled attention)")
+    p.add_argument(
+        "--compressor-config",
+        help="JSON of CompressorConfig fields (with --init: the ones to change, "
+        "e.g. '{\"window\": 8}' for tiled attention)",
+    )
     p.add_argument("--predictor-config", help="JSON of PredictorConfig fields (the value predictor)")
-    p.add_argument("--train-selection", choices=["error", "order", "random", "value", "drift"], default="error",
-                   help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping; value "
-                        "adds and trains the value predictor, mixing value, random and error masks; drift trains "
-                        "the decoding side alone for the hold fill, adding a held-code embedding, half the windows "
-                        "drift-selected under hold, the rest value or random under mask)")
-    p.add_argument("--rate-sampling", choices=["flex", "uniform", "elbo", "grid"], default="flex",
-                   help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], "
-                        "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo), or k/16 (grid)")
+    p.add_argument(
+        "--train-selection",
+        choices=["error", "order", "random", "value", "drift"],
+        default="error",
+        help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping; value "
+        "adds and trains the value predictor, mixing value, random and error masks; drift trains "
+        "the decoding side alone for the hold fill, adding a held-code embedding, half the windows "
+        "drift-selected under hold, the rest value or random under mask)",
+    )
+    p.add_argument(
+        "--rate-sampling",
+        choices=["flex", "uniform", "elbo", "grid"],
+        default="flex",
+        help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], "
+        "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo), or k/16 (grid)",
+    )
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and rate draws (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -239,10 +331,25 @@ def _run_many(inputs: list[Path], outputs: list[Path], job, label: str) -> int:
 
 def _settings(args) -> dict:
     """The tokenization settings of encode / reconstruct / viz, as `pipeline.TokenStream` takes them."""
-    sizes = {"size": None, "max_size": None} if args.size == "native" else \
-        {"size": None, "max_size": DEFAULT_SIZE} if args.size is None else {"size": args.size, "max_size": None}
-    return dict(rate=args.rate, strategy=args.strategy, selection=args.selection, fill=args.fill, window=args.window,
-                overlap=args.overlap, seed=args.seed, start=args.start, max_frames=args.max_frames, **sizes)
+    sizes = (
+        {"size": None, "max_size": None}
+        if args.size == "native"
+        else {"size": None, "max_size": DEFAULT_SIZE}
+        if args.size is None
+        else {"size": args.size, "max_size": None}
+    )
+    return dict(
+        rate=args.rate,
+        strategy=args.strategy,
+        selection=args.selection,
+        fill=args.fill,
+        window=args.window,
+        overlap=args.overlap,
+        seed=args.seed,
+        start=args.start,
+        max_frames=args.max_frames,
+        **sizes,
+    )
 
 
 def _rate_control(args, inputs: list[Path], model) -> dict[Path, dict]:
@@ -263,6 +370,7 @@ def _rate_control(args, inputs: list[Path], model) -> dict[Path, dict]:
 
 def _target(text: str) -> float:
     from .router import check_target
+
     try:
         return check_target(float(text))
     except ValueError as exc:
@@ -294,34 +402,47 @@ def asked_rate(args, strategy: str) -> str:
 def _print_summary(src, dst, result, args, psnr: float | None = None) -> None:
     h, ledger = result.header, result.ledger
     shown = ", ".join(f"{r:.3f}" for r in result.window_rates[:8]) + (" ..." if len(result.window_rates) > 8 else "")
-    line = (f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height} at {h.fps:g} fps, "
-            f"{plural(len(result.window_rates), 'window')}, kept {ledger.kept}/{ledger.total} tokens "
-            f"(rate {ledger.realized_rate:.3f}, {asked_rate(args, h.strategy)}; per window {shown}), "
-            f"{ledger.file_bytes} bytes = {ledger.file_bpp16:.3f} BPP16 real vs {ledger.nominal_bpp16:.3f} nominal")
+    line = (
+        f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height} at {h.fps:g} fps, "
+        f"{plural(len(result.window_rates), 'window')}, kept {ledger.kept}/{ledger.total} tokens "
+        f"(rate {ledger.realized_rate:.3f}, {asked_rate(args, h.strategy)}; per window {shown}), "
+        f"{ledger.file_bytes} bytes = {ledger.file_bpp16:.3f} BPP16 real vs {ledger.nominal_bpp16:.3f} nominal"
+    )
     if psnr is not None:
         line += f", PSNR {psnr:.2f} dB"
     print(line)
-    if result.predicted_psnr and h.strategy in ("rd", "target"):  # the predictor chose the rates: what it promised, and what came
+    if result.predicted_psnr and h.strategy in (
+        "rd",
+        "target",
+    ):  # the predictor chose the rates: what it promised, and what came
         target = f"target {h.target_psnr:.2f} dB, " if h.target_psnr is not None else ""
-        for i, ((a, b), rate, predicted) in enumerate(zip(result.window_spans, result.window_rates, result.predicted_psnr)):
+        for i, ((a, b), rate, predicted) in enumerate(
+            zip(result.window_spans, result.window_rates, result.predicted_psnr)
+        ):
             measured = f", measured {result.window_psnr[i]:.2f} dB" if result.window_psnr else ""
             print(f"  window {i} (frames {a}-{b - 1}): rate {rate:.4f}, {target}predicted {predicted:.2f} dB{measured}")
 
 
 # ---------------------------------------------------------------------- encode / decode / ...
-RATE_HELP = ("average token rate in [1/16, 1] (default {default}). Under the default strategy (rd, hold fill) each "
-             "window gets the drift threshold calibrated on the training clips for this rate, so the realized rate "
-             "follows the content and the summary prints it; --budget run makes it exact over all inputs, "
-             "--preset fixed (--strategy static) exact in every window")
+RATE_HELP = (
+    "average token rate in [1/16, 1] (default {default}). Under the default strategy (rd, hold fill) each "
+    "window gets the drift threshold calibrated on the training clips for this rate, so the realized rate "
+    "follows the content and the summary prints it; --budget run makes it exact over all inputs, "
+    "--preset fixed (--strategy static) exact in every window"
+)
 
 
 def add_preset_option(p) -> None:
     from .names import PRESETS
 
-    p.add_argument("--preset", choices=list(PRESETS), default="default",
-                   help="default: the checkpoint's own choices (the shipped one: rd + drift + hold); paper: InfoTok's "
-                        "configuration (global_elbo + error + mask); fixed: every window exactly --rate (static). "
-                        "The advanced options below override a preset")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="default",
+        help="default: the checkpoint's own choices (the shipped one: rd + drift + hold); paper: InfoTok's "
+        "configuration (global_elbo + error + mask); fixed: every window exactly --rate (static). "
+        "The advanced options below override a preset",
+    )
 
 
 def add_tokenize_options(p, rate_default: float = 0.5) -> None:
@@ -330,50 +451,79 @@ def add_tokenize_options(p, rate_default: float = 0.5) -> None:
     p.add_argument("--rate", type=_rate, help=RATE_HELP.format(default=rate_default))
     add_preset_option(p)
     advanced = p.add_argument_group("advanced: how rates and tokens are chosen (a --preset sets these)")
-    advanced.add_argument("--strategy", choices=STRATEGIES,
-                   help="how each window's rate is chosen (default: rd under --fill hold where the checkpoint is "
-                        "calibrated for it, as the shipped one is, else global_elbo; rd: equal rate-distortion slopes, "
-                        "on the codes' drift under hold, on the value predictor's curves under mask)")
+    advanced.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="how each window's rate is chosen (default: rd under --fill hold where the checkpoint is "
+        "calibrated for it, as the shipped one is, else global_elbo; rd: equal rate-distortion slopes, "
+        "on the codes' drift under hold, on the value predictor's curves under mask)",
+    )
     p.set_defaults(rate_default=rate_default)
-    advanced.add_argument("--selection", choices=SELECTIONS,
-                   help="which tokens are kept (default: drift under --fill hold; under mask, value where the "
-                        "checkpoint has a value predictor, else error)")
-    advanced.add_argument("--fill", choices=FILLS,
-                   help="how dropped tokens decode: hold (the code last kept at that position; the shipped "
-                        "checkpoint's default) or mask (the paper's: the decompressor infers them; the default of "
-                        "converted release weights and of --target-psnr)")
+    advanced.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        help="which tokens are kept (default: drift under --fill hold; under mask, value where the "
+        "checkpoint has a value predictor, else error)",
+    )
+    advanced.add_argument(
+        "--fill",
+        choices=FILLS,
+        help="how dropped tokens decode: hold (the code last kept at that position; the shipped "
+        "checkpoint's default) or mask (the paper's: the decompressor infers them; the default of "
+        "converted release weights and of --target-psnr)",
+    )
     p.add_argument("--window", type=int, default=33, help="frames per window (default 33)")
     p.add_argument("--overlap", type=int, default=5, help="frames shared by neighbouring windows (default 5)")
-    p.add_argument("--size", type=_size,
-                   help=f"resize so the short side is SIZE before tokenizing; default: sources with a short side over "
-                        f"{DEFAULT_SIZE} (the resolution the shipped checkpoints were trained at) are shrunk to "
-                        f"{DEFAULT_SIZE}, smaller ones kept; `native` keeps every source's size (slow on a CPU)")
+    p.add_argument(
+        "--size",
+        type=_size,
+        help=f"resize so the short side is SIZE before tokenizing; default: sources with a short side over "
+        f"{DEFAULT_SIZE} (the resolution the shipped checkpoints were trained at) are shrunk to "
+        f"{DEFAULT_SIZE}, smaller ones kept; `native` keeps every source's size (slow on a CPU)",
+    )
     p.add_argument("--start", type=int, default=0, help="first frame to tokenize (default 0)")
-    p.add_argument("--max-frames", type=_positive, help="tokenize at most this many frames (default: all), for a quick look")
+    p.add_argument(
+        "--max-frames", type=_positive, help="tokenize at most this many frames (default: all), for a quick look"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the uniform strategy and random selection (default 0)")
 
 
 def add_rate_control_options(p) -> None:
     from .names import OBJECTIVES
 
-    p.add_argument("--target-psnr", type=_target, metavar="DB",
-                   help="give each window the fewest tokens predicted (less the checkpoint's calibrated margins, "
-                        "so that about 90%% of windows get there) to reach this PSNR (instead of --rate). It plans "
-                        "on the value predictor's curves, which describe value selection with the mask fill, so it "
-                        "tokenizes that way (not with --fill hold, which on still content reaches a PSNR with far "
-                        "fewer tokens); windows the target is out of reach for get every token, with a warning")
+    p.add_argument(
+        "--target-psnr",
+        type=_target,
+        metavar="DB",
+        help="give each window the fewest tokens predicted (less the checkpoint's calibrated margins, "
+        "so that about 90%% of windows get there) to reach this PSNR (instead of --rate). It plans "
+        "on the value predictor's curves, which describe value selection with the mask fill, so it "
+        "tokenizes that way (not with --fill hold, which on still content reaches a PSNR with far "
+        "fewer tokens); windows the target is out of reach for get every token, with a warning",
+    )
     advanced = next(g for g in p._action_groups if g.title.startswith("advanced"))
-    advanced.add_argument("--objective", choices=OBJECTIVES, default="psnr",
-                   help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE")
-    p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
-                   help="--strategy rd (the default): a threshold calibrated in the checkpoint, so a video's tokens "
-                        "do not depend on the other inputs and its realized rate follows its content (default), or "
-                        "one exact budget shared by all inputs of this command (run): --rate exactly, still adaptive")
+    advanced.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="psnr",
+        help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE",
+    )
+    p.add_argument(
+        "--budget",
+        choices=["calibrated", "run"],
+        default="calibrated",
+        help="--strategy rd (the default): a threshold calibrated in the checkpoint, so a video's tokens "
+        "do not depend on the other inputs and its realized rate follows its content (default), or "
+        "one exact budget shared by all inputs of this command (run): --rate exactly, still adaptive",
+    )
 
 
 def add_model_options(p, outputs: bool = True) -> None:
-    p.add_argument("--checkpoint", help="checkpoint folder, or a Hugging Face repo id (owner/name) with the hub extra "
-                                        "(default: $INFOTOK_CHECKPOINT or the installed InfoTok-Flex)")
+    p.add_argument(
+        "--checkpoint",
+        help="checkpoint folder, or a Hugging Face repo id (owner/name) with the hub extra "
+        "(default: $INFOTOK_CHECKPOINT or the installed InfoTok-Flex)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     if outputs:
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -397,18 +547,19 @@ def cmd_encode(args) -> int:
     def job(src: Path, dst: Path) -> None:
         bar = Progress(_expected_windows(src, args), f"encode {src.name}")
         try:
-            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), **_settings(args),
-                                 **control[src])
+            result = encode_file(
+                model, src, dst, args.overwrite, lambda w: bar.update(), **_settings(args), **control[src]
+            )
         finally:
             bar.close()
         _print_summary(src, dst, result, args)
+
     return _run_many(inputs, outputs, job, "encode")
 
 
 def cmd_decode(args) -> int:
     from .pipeline import decode_file
-    from .tokens import TOKEN_SUFFIX, window_count
-    from .tokens import TokenReader
+    from .tokens import TOKEN_SUFFIX, TokenReader, window_count
 
     inputs = _inputs(args.inputs, suffixes={TOKEN_SUFFIX})
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
@@ -422,11 +573,18 @@ def cmd_decode(args) -> int:
             header, _ = decode_file(model, src, dst, args.lossless, lambda w: bar.update())
         finally:
             bar.close()
-        padded = "" if dst.suffix.lower() in (".webm", ".avi") or args.lossless or \
-            not (header.width % 2 or header.height % 2) else \
-            (f" (H.264 codes even sizes only: the file repeats its last {'column' if header.width % 2 else 'row'}, "
-             "which infotok crops off when it reads the file; .webm keeps odd sizes exactly)")
-        print(f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps{padded}")
+        padded = (
+            ""
+            if dst.suffix.lower() in (".webm", ".avi") or args.lossless or not (header.width % 2 or header.height % 2)
+            else (
+                f" (H.264 codes even sizes only: the file repeats its last {'column' if header.width % 2 else 'row'}, "
+                "which infotok crops off when it reads the file; .webm keeps odd sizes exactly)"
+            )
+        )
+        print(
+            f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps{padded}"
+        )
+
     return _run_many(inputs, outputs, job, "decode")
 
 
@@ -443,11 +601,20 @@ def cmd_reconstruct(args) -> int:
         expected = _expected_windows(src, args)
         bar = Progress(2 * expected if expected else None, f"reconstruct {src.name} (encode, then decode)")
         try:
-            result, psnr = reconstruct_file(model, src, dst, args.lossless, args.overwrite, lambda w: bar.update(),
-                                            **_settings(args), **control[src])
+            result, psnr = reconstruct_file(
+                model,
+                src,
+                dst,
+                args.lossless,
+                args.overwrite,
+                lambda w: bar.update(),
+                **_settings(args),
+                **control[src],
+            )
         finally:
             bar.close()
         _print_summary(src, dst, result, args, psnr)
+
     return _run_many(inputs, outputs, job, "reconstruct")
 
 
@@ -469,8 +636,10 @@ def cmd_info(args) -> int:
             if key != "per_window":
                 print(f"{key:>28}: {value}")
         for i, w in enumerate(info["per_window"]):
-            print(f"{'window ' + str(i):>28}: frames {w['frames'][0]}-{w['frames'][1]}, rate {w['rate']:.4f}, "
-                  f"kept {w['kept']}/{w['tokens']}, {w['bytes']} bytes")
+            print(
+                f"{'window ' + str(i):>28}: frames {w['frames'][0]}-{w['frames'][1]}, rate {w['rate']:.4f}, "
+                f"kept {w['kept']}/{w['tokens']}, {w['bytes']} bytes"
+            )
     return status
 
 
@@ -488,8 +657,10 @@ def cmd_viz(args) -> int:
         ledger = visualize_file(model, src, dst, png, on_window=lambda w: bar.update(), **_settings(args))
     finally:
         bar.close()
-    print(f"{src} -> {dst}, {png}: kept {ledger.kept}/{ledger.total} tokens (rate {ledger.realized_rate:.3f}, "
-          f"{asked_rate(args, model.choices(args.strategy, args.selection, args.fill)[0])})")
+    print(
+        f"{src} -> {dst}, {png}: kept {ledger.kept}/{ledger.total} tokens (rate {ledger.realized_rate:.3f}, "
+        f"{asked_rate(args, model.choices(args.strategy, args.selection, args.fill)[0])})"
+    )
     return 0
 
 
@@ -512,18 +683,34 @@ def cmd_eval(args) -> int:
         bar.update()
         if bar.bar is None:
             print(message, file=sys.stderr)
+
     try:
-        report = evaluate(model, inputs, args.rates, strategies, selections, args.size, args.frames,
-                          with_vmaf=args.vmaf, seed=args.seed, progress=progress, perceptual=perceptual,
-                          crop=not args.whole_frame, fill=args.fill, budget=args.budget)
+        report = evaluate(
+            model,
+            inputs,
+            args.rates,
+            strategies,
+            selections,
+            args.size,
+            args.frames,
+            with_vmaf=args.vmaf,
+            seed=args.seed,
+            progress=progress,
+            perceptual=perceptual,
+            crop=not args.whole_frame,
+            fill=args.fill,
+            budget=args.budget,
+        )
     finally:
         bar.close()
     if args.json:
         write_report(report, args.json)
     for r in report["results"]:
-        line = (f"{r['strategy']:>11} {r['selection']:>8} {r['fill']:>4} rate {r['rate']:.3f}: "
-                f"realized {r['realized_rate']:.3f}, "
-                f"BPP16 {r['bpp16']:.3f} (file {r['bpp16_file']:.3f}), PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
+        line = (
+            f"{r['strategy']:>11} {r['selection']:>8} {r['fill']:>4} rate {r['rate']:.3f}: "
+            f"realized {r['realized_rate']:.3f}, "
+            f"BPP16 {r['bpp16']:.3f} (file {r['bpp16_file']:.3f}), PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
+        )
         for key, label in (("vmaf", "VMAF"), ("lpips", "LPIPS"), ("fvd", "FVD")):
             if key in r:
                 line += f", {label} {r[key]:.4g}"
@@ -541,24 +728,35 @@ def cmd_calibrate(args) -> int:
     model = _load_model(args)
     calibration = calibrate(model, inputs, args.size, args.frames, progress=lambda m: print(m, file=sys.stderr))
     if args.json:
-        print(json.dumps({k: calibration[k] for k in ("score_mean", "previous", "videos", "rd_thresholds",
-                                                      "target_margins") if k in calibration}))
+        print(
+            json.dumps(
+                {
+                    k: calibration[k]
+                    for k in ("score_mean", "previous", "videos", "rd_thresholds", "target_margins")
+                    if k in calibration
+                }
+            )
+        )
     else:
         _print_calibration(calibration, args)
     if args.output:
         if args.default_fill:
             model.default_fill = args.default_fill
         out = save_calibrated(model, args.checkpoint or default_checkpoint(), args.output, calibration, args.overwrite)
-        print(f"wrote {out}: it decodes the source checkpoint's tokens too (the same decoding weights)",
-              file=sys.stderr if args.json else sys.stdout)
+        print(
+            f"wrote {out}: it decodes the source checkpoint's tokens too (the same decoding weights)",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     return 0
 
 
 def _print_calibration(calibration: dict, args) -> None:
     thresholds = ", ".join(f"{r:g}: {t:.4g}" for r, t in calibration["rd_thresholds"])
-    print(f"calibrated on {calibration['videos']} clips (first {args.frames} frames, {args.size}x{args.size}):\n"
-          f"  global_elbo score mean {calibration['score_mean']:.5f} (was {calibration['previous']:.5f})\n"
-          f"  rd drift thresholds by rate {thresholds}")
+    print(
+        f"calibrated on {calibration['videos']} clips (first {args.frames} frames, {args.size}x{args.size}):\n"
+        f"  global_elbo score mean {calibration['score_mean']:.5f} (was {calibration['previous']:.5f})\n"
+        f"  rd drift thresholds by rate {thresholds}"
+    )
     if "target_margins" in calibration:
         margins = calibration["target_margins"]
         print(f"  --target-psnr margins {min(margins):.2f} to {max(margins):.2f} dB over {len(margins)} rates")
@@ -568,11 +766,23 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     model = _load_model(args)
-    report = run_demo(model, args.output, args.rates, args.frames, args.height, args.width, args.seed,
-                      on_rate=lambda r: print(f"rate {r['rate']:g}: PSNR {r['psnr']:.2f} dB, kept {r['tokens_kept']}/"
-                                              f"{r['tokens_total']} tokens, {r['file_bytes']} bytes"))
-    print(f"wrote {args.output}/ (sample.mp4, reconstruction_*.mp4, viz_*.mp4, viz_*.png, report.json) "
-          f"with {report['checkpoint']}")
+    report = run_demo(
+        model,
+        args.output,
+        args.rates,
+        args.frames,
+        args.height,
+        args.width,
+        args.seed,
+        on_rate=lambda r: print(
+            f"rate {r['rate']:g}: PSNR {r['psnr']:.2f} dB, kept {r['tokens_kept']}/"
+            f"{r['tokens_total']} tokens, {r['file_bytes']} bytes"
+        ),
+    )
+    print(
+        f"wrote {args.output}/ (sample.mp4, reconstruction_*.mp4, viz_*.mp4, viz_*.png, report.json) "
+        f"with {report['checkpoint']}"
+    )
     return 0
 
 
@@ -584,8 +794,10 @@ def cmd_convert(args) -> int:
         out = convert_cosmos_jit(src, args.output, name=args.name)
     else:
         out = convert_release(src, args.output, ema=args.ema, name=args.name, heads=args.heads)
-    print(f"{src} -> {out}: an infotok checkpoint folder; the release stores no calibration, so run "
-          f"`infotok calibrate VIDEOS --checkpoint {out} -o CALIBRATED` before --strategy global_elbo")
+    print(
+        f"{src} -> {out}: an infotok checkpoint folder; the release stores no calibration, so run "
+        f"`infotok calibrate VIDEOS --checkpoint {out} -o CALIBRATED` before --strategy global_elbo"
+    )
     return 0
 
 
@@ -631,55 +843,99 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("eval", help="rate-distortion evaluation (TokenBench PSNR/SSIM, optional VMAF)")
     p.add_argument("inputs", nargs="+", help="video files or folders")
-    p.add_argument("--rates", type=_rates, default=[0.5],
-                   help="comma-separated average rates, e.g. 1,0.75,0.5,0.25 (default 0.5, as encode's --rate)")
+    p.add_argument(
+        "--rates",
+        type=_rates,
+        default=[0.5],
+        help="comma-separated average rates, e.g. 1,0.75,0.5,0.25 (default 0.5, as encode's --rate)",
+    )
     add_preset_option(p)
-    p.add_argument("--strategy", help="comma-separated: global_elbo, static, uniform, rd (default: the checkpoint's, "
-                                      "as in encode)")
-    p.add_argument("--selection", help="comma-separated: error, order, random, temporal, value, drift (default: the "
-                                       "checkpoint's, as in encode)")
-    p.add_argument("--fill", choices=FILLS,
-                   help="how dropped tokens decode (default: the checkpoint's, as in encode; mask is the paper's)")
-    p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
-                   help="rd: each clip at the checkpoint's calibrated threshold or slope, as encode does (default), "
-                        "or one exact budget shared by the clips (run)")
-    p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
-                   help=f"short side each clip is resized to, then centre-cropped to SIZE x SIZE (default {DEFAULT_SIZE})")
+    p.add_argument(
+        "--strategy", help="comma-separated: global_elbo, static, uniform, rd (default: the checkpoint's, as in encode)"
+    )
+    p.add_argument(
+        "--selection",
+        help="comma-separated: error, order, random, temporal, value, drift (default: the checkpoint's, as in encode)",
+    )
+    p.add_argument(
+        "--fill",
+        choices=FILLS,
+        help="how dropped tokens decode (default: the checkpoint's, as in encode; mask is the paper's)",
+    )
+    p.add_argument(
+        "--budget",
+        choices=["calibrated", "run"],
+        default="calibrated",
+        help="rd: each clip at the checkpoint's calibrated threshold or slope, as encode does (default), "
+        "or one exact budget shared by the clips (run)",
+    )
+    p.add_argument(
+        "--size",
+        type=_positive,
+        default=DEFAULT_SIZE,
+        help=f"short side each clip is resized to, then centre-cropped to SIZE x SIZE (default {DEFAULT_SIZE})",
+    )
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip, from its start (default 33)")
-    p.add_argument("--whole-frame", action="store_true",
-                   help="keep whole frames (short side --size) instead of the protocol's centre crop")
+    p.add_argument(
+        "--whole-frame",
+        action="store_true",
+        help="keep whole frames (short side --size) instead of the protocol's centre crop",
+    )
     p.add_argument("--vmaf", action="store_true", help="also compute VMAF (FFmpeg libvmaf)")
-    p.add_argument("--lpips-weights", metavar="FILE",
-                   help="also compute LPIPS with this torchvision AlexNet/VGG16 state dict (never downloaded)")
-    p.add_argument("--fvd-weights", metavar="FILE",
-                   help="also compute FVD with this TorchScript feature network, e.g. i3d_torchscript.pt")
+    p.add_argument(
+        "--lpips-weights",
+        metavar="FILE",
+        help="also compute LPIPS with this torchvision AlexNet/VGG16 state dict (never downloaded)",
+    )
+    p.add_argument(
+        "--fvd-weights",
+        metavar="FILE",
+        help="also compute FVD with this TorchScript feature network, e.g. i3d_torchscript.pt",
+    )
     p.add_argument("--json", help="write the report here (and a per-video CSV beside it)")
     p.add_argument("--seed", type=int, default=0, help="seed of the uniform strategy and random selection (default 0)")
     add_model_options(p, outputs=False)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("calibrate", help="measure what rate control needs: global_elbo's mean clip score, rd's "
-                                         "thresholds and slopes, --target-psnr's margins")
+    p = sub.add_parser(
+        "calibrate",
+        help="measure what rate control needs: global_elbo's mean clip score, rd's "
+        "thresholds and slopes, --target-psnr's margins",
+    )
     p.add_argument("inputs", nargs="+", help="video files or folders (clips like the ones you will tokenize)")
     p.add_argument("-o", "--output", help="write a checkpoint copy with the new calibration here")
-    p.add_argument("--size", type=_positive, default=DEFAULT_SIZE,
-                   help=f"short side, then centre crop, as in eval (default {DEFAULT_SIZE})")
+    p.add_argument(
+        "--size",
+        type=_positive,
+        default=DEFAULT_SIZE,
+        help=f"short side, then centre crop, as in eval (default {DEFAULT_SIZE})",
+    )
     p.add_argument("--frames", type=_positive, default=33, help="frames of each clip (default 33)")
-    p.add_argument("--default-fill", choices=FILLS,
-                   help="the fill the written copy tokenizes with by default (default: the source's)")
+    p.add_argument(
+        "--default-fill",
+        choices=FILLS,
+        help="the fill the written copy tokenizes with by default (default: the source's)",
+    )
     p.add_argument("--json", action="store_true", help="print the calibration as one JSON object instead of a summary")
     add_model_options(p)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("convert", help="the InfoTok release's checkpoint or a Cosmos tokenizer folder -> a checkpoint folder",
-                       description="SOURCE is the release's trainer checkpoint file (read with torch.load(weights_only=True) "
-                                   "only) or a Cosmos Tokenizer DV4x8x8 folder (encoder.jit, decoder.jit). Nothing is "
-                                   "written unless every tensor maps. See docs/RELEASE.md.")
+    p = sub.add_parser(
+        "convert",
+        help="the InfoTok release's checkpoint or a Cosmos tokenizer folder -> a checkpoint folder",
+        description="SOURCE is the release's trainer checkpoint file (read with torch.load(weights_only=True) "
+        "only) or a Cosmos Tokenizer DV4x8x8 folder (encoder.jit, decoder.jit). Nothing is "
+        "written unless every tensor maps. See docs/RELEASE.md.",
+    )
     p.add_argument("source", help="release checkpoint file (.pt) or Cosmos tokenizer folder")
     p.add_argument("-o", "--output", required=True, help="new checkpoint folder (must not exist, or be empty)")
     p.add_argument("--ema", action="store_true", help="release file: take the EMA weights instead of the network's")
-    p.add_argument("--heads", type=_positive, help="release file: attention heads of the transformer stacks "
-                                                   "(not stored in the file; default width / 8, i.e. 32)")
+    p.add_argument(
+        "--heads",
+        type=_positive,
+        help="release file: attention heads of the transformer stacks "
+        "(not stored in the file; default width / 8, i.e. 32)",
+    )
     p.add_argument("--name", help="model name stored in the checkpoint (default: the output folder's name)")
     p.set_defaults(func=cmd_convert)
 
@@ -719,43 +975,69 @@ def cmd_encode_dataset(args) -> int:
         if not bars or bars[-1].stage != p.stage:  # a bar per stage: --budget run's first pass, then tokenizing
             if bars:
                 bars[-1].close()
-            bars.append(_DatasetBar(p.videos, "encode-dataset" + (" (first pass)" if p.stage == "measure" else ""),
-                                    unit="video"))
+            bars.append(
+                _DatasetBar(
+                    p.videos, "encode-dataset" + (" (first pass)" if p.stage == "measure" else ""), unit="video"
+                )
+            )
             bars[-1].stage = p.stage
         bar = bars[-1]
-        bar.extra = (f"{p.windows} windows measured" if p.stage == "measure" else
-                     f"{p.windows} windows, {p.frames_per_s:.1f} frames/s") + (f", {p.failed} failed" if p.failed else "")
+        bar.extra = (
+            f"{p.windows} windows measured"
+            if p.stage == "measure"
+            else f"{p.windows} windows, {p.frames_per_s:.1f} frames/s"
+        ) + (f", {p.failed} failed" if p.failed else "")
         if bar.bar is not None:
             bar.bar.set_postfix_str(bar.extra, refresh=False)
         bar.update(p.done + p.failed - bar.count)
 
     try:
-        run = encode_dataset(args.inputs, args.out, args.checkpoint, **_settings(args), budget=args.budget,
-                             batch_size=args.batch_size,
-                             concurrency=args.concurrency, num_gpus_per_worker=args.num_gpus_per_worker,
-                             cpus_per_worker=args.cpus_per_worker, device=args.device,
-                             windows_per_shard=args.windows_per_shard, ray_address=args.ray_address,
-                             num_cpus=args.num_cpus, overwrite=args.overwrite, progress=progress)
+        run = encode_dataset(
+            args.inputs,
+            args.out,
+            args.checkpoint,
+            **_settings(args),
+            budget=args.budget,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            num_gpus_per_worker=args.num_gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            device=args.device,
+            windows_per_shard=args.windows_per_shard,
+            ray_address=args.ray_address,
+            num_cpus=args.num_cpus,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
     except ray.exceptions.RayError as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        print(f"infotok: error: the Ray pipeline failed ({lines[-1] if lines else exc.__class__.__name__}); "
-              f"finished shards are kept: rerun the same command to resume", file=sys.stderr)
+        print(
+            f"infotok: error: the Ray pipeline failed ({lines[-1] if lines else exc.__class__.__name__}); "
+            f"finished shards are kept: rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 1
     finally:
         for bar in bars:
             bar.close()
     rate = run.frames / run.pipeline_s if run.pipeline_s else 0.0
-    print(f"{run.out}: {run.completed} videos tokenized"
-          + (f", {run.skipped} already complete" if run.skipped else "")
-          + (f", {len(run.failures)} failed" if run.failures else "")
-          + f"; {run.windows} windows, {run.frames} frames in {run.elapsed:.1f} s ({rate:.1f} frames/s), "
-          f"kept {run.tokens_kept}/{run.tokens_total} tokens, rate {run.realized_rate:.3f} realized"
-          + (" over all complete videos" if run.skipped else "") + f" (asked {run.rate:g}, {run.budget}), "
-          f"{len(run.shards)} new shards ({run.shard_bytes} bytes); "
-          f"manifest {run.out / 'manifest.json'}")
+    print(
+        f"{run.out}: {run.completed} videos tokenized"
+        + (f", {run.skipped} already complete" if run.skipped else "")
+        + (f", {len(run.failures)} failed" if run.failures else "")
+        + f"; {run.windows} windows, {run.frames} frames in {run.elapsed:.1f} s ({rate:.1f} frames/s), "
+        f"kept {run.tokens_kept}/{run.tokens_total} tokens, rate {run.realized_rate:.3f} realized"
+        + (" over all complete videos" if run.skipped else "")
+        + f" (asked {run.rate:g}, {run.budget}), "
+        f"{len(run.shards)} new shards ({run.shard_bytes} bytes); "
+        f"manifest {run.out / 'manifest.json'}"
+    )
     if run.failures:
-        print(f"infotok: encode-dataset: {len(run.failures)} of {run.inputs} inputs failed "
-              f"(listed in {run.out / 'failures.jsonl'}):", file=sys.stderr)
+        print(
+            f"infotok: encode-dataset: {len(run.failures)} of {run.inputs} inputs failed "
+            f"(listed in {run.out / 'failures.jsonl'}):",
+            file=sys.stderr,
+        )
         for failure in run.failures:
             print(f"  {failure['error']}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -763,37 +1045,63 @@ def cmd_encode_dataset(args) -> int:
 
 
 def add_encode_dataset(sub) -> None:
-    p = sub.add_parser("encode-dataset", help="videos -> Parquet token shards, on Ray Data (resumable)",
-                       description="Tokenize many videos on Ray Data: CPU tasks read and cut them into windows, "
-                                   "model actors tokenize batches of windows, and whole videos are written into "
-                                   "Parquet shards listed in DIR/manifest.json (format: docs/FORMAT.md). A rerun "
-                                   "skips the videos already complete; videos that fail are listed in "
-                                   "DIR/failures.jsonl (exit code 2). Needs the extra: pip install 'infotok[scale]'.")
-    p.add_argument("inputs", nargs="+", metavar="SRC",
-                   help="video files, folders, glob patterns, or text files (.txt/.lst/.list) of paths, one per line")
+    p = sub.add_parser(
+        "encode-dataset",
+        help="videos -> Parquet token shards, on Ray Data (resumable)",
+        description="Tokenize many videos on Ray Data: CPU tasks read and cut them into windows, "
+        "model actors tokenize batches of windows, and whole videos are written into "
+        "Parquet shards listed in DIR/manifest.json (format: docs/FORMAT.md). A rerun "
+        "skips the videos already complete; videos that fail are listed in "
+        "DIR/failures.jsonl (exit code 2). Needs the extra: pip install 'infotok[scale]'.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="SRC",
+        help="video files, folders, glob patterns, or text files (.txt/.lst/.list) of paths, one per line",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="shard folder (created; a rerun resumes it)")
     add_tokenize_options(p)
-    p.add_argument("--budget", choices=["calibrated", "run"], default="calibrated",
-                   help="what --rate means: calibrated (default), each window on its own at the threshold calibrated "
-                        "for --rate on the checkpoint's training clips, so the average realized on other data "
-                        "differs from --rate; run, exactly --rate over all the inputs, still adaptive (a still shot "
-                        "gets fewer tokens than a busy one), from a first pass whose statistics stay in DIR/budget "
-                        "(--strategy rd only)")
-    p.add_argument("--checkpoint", help="checkpoint folder, readable at the same path on every Ray node "
-                                        "(default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)")
-    p.add_argument("--device", help="device of the model workers: cpu, cuda (default: cuda with "
-                                    "--num-gpus-per-worker, else cpu)")
-    p.add_argument("--batch-size", type=_positive, default=8,
-                   help="windows per model call (default 8); on a CPU the tokens are encode's whatever the batch, "
-                        "on a GPU up to kernel rounding (1: exactly)")
-    p.add_argument("--concurrency", type=_positive, default=1, help="model workers (Ray actors, one model load "
-                                                                    "each; default 1)")
+    p.add_argument(
+        "--budget",
+        choices=["calibrated", "run"],
+        default="calibrated",
+        help="what --rate means: calibrated (default), each window on its own at the threshold calibrated "
+        "for --rate on the checkpoint's training clips, so the average realized on other data "
+        "differs from --rate; run, exactly --rate over all the inputs, still adaptive (a still shot "
+        "gets fewer tokens than a busy one), from a first pass whose statistics stay in DIR/budget "
+        "(--strategy rd only)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="checkpoint folder, readable at the same path on every Ray node "
+        "(default: $INFOTOK_CHECKPOINT or the shipped InfoTok-Flex)",
+    )
+    p.add_argument(
+        "--device", help="device of the model workers: cpu, cuda (default: cuda with --num-gpus-per-worker, else cpu)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=8,
+        help="windows per model call (default 8); on a CPU the tokens are encode's whatever the batch, "
+        "on a GPU up to kernel rounding (1: exactly)",
+    )
+    p.add_argument(
+        "--concurrency", type=_positive, default=1, help="model workers (Ray actors, one model load each; default 1)"
+    )
     p.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs per model worker (default 0)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per model worker (default 1)")
-    p.add_argument("--windows-per-shard", type=_positive, default=2048,
-                   help="about this many windows per shard; whole videos only (default 2048)")
-    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or HOST:6379; default $RAY_ADDRESS, "
-                                         "else start Ray on this machine)")
+    p.add_argument(
+        "--windows-per-shard",
+        type=_positive,
+        default=2048,
+        help="about this many windows per shard; whole videos only (default 2048)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="join this Ray cluster (e.g. auto, or HOST:6379; default $RAY_ADDRESS, else start Ray on this machine)",
+    )
     p.add_argument("--num-cpus", type=_positive, help="CPUs of the Ray started on this machine (default: all)")
     p.add_argument("--overwrite", action="store_true", help="start DIR afresh instead of resuming it")
     p.set_defaults(func=cmd_encode_dataset)
@@ -831,6 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"infotok: warning: {message}", file=sys.stderr)  # the message names the file, no source line
+
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show
@@ -852,7 +1161,8 @@ def main(argv: list[str] | None = None) -> int:
         from .video import VideoError
 
         if os.environ.get("INFOTOK_DEBUG") or not isinstance(
-                exc, (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError)):
+            exc, (UsageError, VideoError, CheckpointError, TokenFormatError, ValueError, OSError)
+        ):
             raise
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             exc = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
@@ -861,4 +1171,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("infotok: interrupted", file=sys.stderr)
         return 130
-

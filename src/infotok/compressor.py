@@ -11,6 +11,7 @@ learned embedding. In inference on the CPU the stacks run in place, each layer o
 at a time over all latent frames (tiles share no token) and whole-frame attention a few latent frames
 at a time, with the whole window's sums bit for bit.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -42,13 +43,18 @@ class CompressorConfig:
         return cls(**d)
 
 
-def rope_2d(h: int, w: int, head_dim: int, device, dtype, top: int = 0, left: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_2d(
+    h: int, w: int, head_dim: int, device, dtype, top: int = 0, left: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [h*w, head_dim/2] rotating half the pairs by row and half by column; position
     (0, 0) is at row `top`, column `left` of the grid."""
     quarter = head_dim // 4
     freqs = 1.0 / (100.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) - top,
-                            torch.arange(w, device=device, dtype=torch.float32) - left, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32) - top,
+        torch.arange(w, device=device, dtype=torch.float32) - left,
+        indexing="ij",
+    )
     angles = torch.cat([ys.reshape(-1, 1) * freqs, xs.reshape(-1, 1) * freqs], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -66,7 +72,14 @@ class Tiling:
         self.top = self.left if top is None else top
         self.rows = -(-(h + self.top) // self.tile_h)
         self.cols = -(-(w + self.left) // self.tile_w)
-        self.pad = (0, 0, self.left, self.cols * self.tile_w - w - self.left, self.top, self.rows * self.tile_h - h - self.top)
+        self.pad = (
+            0,
+            0,
+            self.left,
+            self.cols * self.tile_w - w - self.left,
+            self.top,
+            self.rows * self.tile_h - h - self.top,
+        )
         self.padded = any(self.pad)
 
     @property
@@ -80,17 +93,30 @@ class Tiling:
 
     def merge(self, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
         """split's inverse, padding dropped: [(B tiles), t * per_tile, C] -> [B, t, h, w, C]."""
-        x = rearrange(x, "(b i j) (t p q) c -> b t (i p) (j q) c", b=batch, i=self.rows, j=self.cols, t=frames,
-                      p=self.tile_h, q=self.tile_w)
-        return x[:, :, self.top:self.top + self.h, self.left:self.left + self.w] if self.padded else x
+        x = rearrange(
+            x,
+            "(b i j) (t p q) c -> b t (i p) (j q) c",
+            b=batch,
+            i=self.rows,
+            j=self.cols,
+            t=frames,
+            p=self.tile_h,
+            q=self.tile_w,
+        )
+        return x[:, :, self.top : self.top + self.h, self.left : self.left + self.w] if self.padded else x
 
     def rope(self, head_dim: int, frames: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin [tiles, t * per_tile, head_dim/2] of every token in split's order."""
-        cos, sin = rope_2d(self.rows * self.tile_h, self.cols * self.tile_w, head_dim, device, dtype,
-                           self.top - self.origin, self.left)
+        cos, sin = rope_2d(
+            self.rows * self.tile_h, self.cols * self.tile_w, head_dim, device, dtype, self.top - self.origin, self.left
+        )
+
         def per_tile(table):
-            table = rearrange(table, "(i p j q) d -> (i j) (p q) d", i=self.rows, p=self.tile_h, j=self.cols, q=self.tile_w)
+            table = rearrange(
+                table, "(i p j q) d -> (i j) (p q) d", i=self.rows, p=self.tile_h, j=self.cols, q=self.tile_w
+            )
             return table.repeat(1, frames, 1)
+
         return per_tile(cos), per_tile(sin)
 
     def row_groups(self, tokens_per_row: int, chunk_rows: int) -> list[tuple[int, int, "Tiling"]]:
@@ -103,8 +129,11 @@ class Tiling:
         for i0 in range(0, self.rows, step):
             i1 = min(self.rows, i0 + step)
             r0, r1 = max(0, i0 * self.tile_h - self.top), min(self.h, i1 * self.tile_h - self.top)
-            band = self if (i0, i1) == (0, self.rows) else Tiling(r1 - r0, self.w, self.tile, self.left,
-                                                                  self.top if i0 == 0 else 0, r0)
+            band = (
+                self
+                if (i0, i1) == (0, self.rows)
+                else Tiling(r1 - r0, self.w, self.tile, self.left, self.top if i0 == 0 else 0, r0)
+            )
             bands.append((r0, r1, band))
         return bands
 
@@ -124,9 +153,10 @@ CHUNK_ROWS = 1 << 14
 
 
 def in_chunks(x: torch.Tensor) -> bool:
-    """Whether the stacks run in chunks (bands of tiles, or latent frames): in inference on the CPU, where a 720p window's
-    temporaries weigh most and the chunks' sums are the whole window's bit for bit (tested); with grad
-    the activations are kept anyway, and a GPU's matrix products may pick other kernels for other sizes."""
+    """Whether the stacks run in chunks (bands of tiles, or latent frames): in inference on the CPU, where
+    a 720p window's temporaries weigh most and the chunks' sums are the whole window's up to float
+    rounding (tested); with grad the activations are kept anyway, and a GPU's matrix products may pick
+    other kernels for other sizes."""
     return not torch.is_grad_enabled() and x.device.type == "cpu"
 
 
@@ -154,7 +184,9 @@ class BlockCausalLayer(nn.Module):
             return self._forward_chunks(x, tiling, chunk_rows)
         b, frames = x.shape[:2]
         per_frame = tiling.per_tile
-        q, k, v = rearrange(self.qkv(tiling.split(self.norm1(x))), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+        q, k, v = rearrange(
+            self.qkv(tiling.split(self.norm1(x))), "n l (three h d) -> three n h l d", three=3, h=self.heads
+        )
         cos, sin = tiling.rope(q.shape[-1], frames, x.device, q.dtype)
         if b > 1:
             cos, sin = cos.repeat(b, 1, 1), sin.repeat(b, 1, 1)
@@ -165,8 +197,9 @@ class BlockCausalLayer(nn.Module):
         out = torch.empty_like(q)
         for j in range(frames):  # queries of latent frame j see keys of frames 0..j
             lo, hi = j * per_frame, (j + 1) * per_frame
-            out[:, :, lo:hi] = F.scaled_dot_product_attention(q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi],
-                                                              attn_mask=None if valid is None else valid[..., :hi])
+            out[:, :, lo:hi] = F.scaled_dot_product_attention(
+                q[:, :, lo:hi], k[:, :, :hi], v[:, :, :hi], attn_mask=None if valid is None else valid[..., :hi]
+            )
         x = x + tiling.merge(self.proj(rearrange(out, "n h l d -> n l (h d)")), b, frames)
         return x + self.mlp(self.norm2(x))
 
@@ -201,16 +234,20 @@ class BlockCausalLayer(nn.Module):
                 keys = k.new_empty(*k.shape[:2], frames * per_frame, k.shape[-1])
                 values = torch.empty_like(keys)
             c, s = cos.repeat(1, m, 1)[:, None], sin.repeat(1, m, 1)[:, None]
-            keys[:, :, j0 * per_frame:j1 * per_frame] = apply_rope(k, c, s)
-            values[:, :, j0 * per_frame:j1 * per_frame] = v
+            keys[:, :, j0 * per_frame : j1 * per_frame] = apply_rope(k, c, s)
+            values[:, :, j0 * per_frame : j1 * per_frame] = v
             q = apply_rope(q, c, s)
             del qkv, k, v, c, s
             out = torch.empty_like(q)
             for j in range(j0, j1):  # queries of latent frame j see keys of frames 0..j
                 lo, hi = (j - j0) * per_frame, (j - j0 + 1) * per_frame
                 end = (j + 1) * per_frame
-                out[:, :, lo:hi] = F.scaled_dot_product_attention(q[:, :, lo:hi], keys[:, :, :end], values[:, :, :end],
-                                                                  attn_mask=None if valid is None else valid[..., :end])
+                out[:, :, lo:hi] = F.scaled_dot_product_attention(
+                    q[:, :, lo:hi],
+                    keys[:, :, :end],
+                    values[:, :, :end],
+                    attn_mask=None if valid is None else valid[..., :end],
+                )
             del q
             chunk = x[:, j0:j1]
             chunk += tiling.merge(self.proj(rearrange(out, "n h l d -> n l (h d)")), b, m)
@@ -236,8 +273,9 @@ class BlockCausalTransformer(nn.Module):
         self.proj_in = nn.Linear(channels, config.width)
         self.time_embed = nn.Parameter(torch.zeros(config.max_latent_frames, config.width))
         nn.init.normal_(self.time_embed, std=0.02)
-        self.layers = nn.ModuleList(BlockCausalLayer(config.width, config.heads, config.mlp_ratio)
-                                    for _ in range(config.depth))
+        self.layers = nn.ModuleList(
+            BlockCausalLayer(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth)
+        )
         self.norm_out = nn.LayerNorm(config.width)
         self.proj_out = nn.Linear(config.width, channels)
         nn.init.zeros_(self.proj_out.weight)
@@ -246,7 +284,9 @@ class BlockCausalTransformer(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = feats.shape
         if t > self.config.max_latent_frames:
-            raise ValueError(f"{t} latent frames exceed the model's {self.config.max_latent_frames}; use shorter windows")
+            raise ValueError(
+                f"{t} latent frames exceed the model's {self.config.max_latent_frames}; use shorter windows"
+            )
         tile = self.config.window
         tilings = [Tiling(h, w, tile, tile // 2 if i % 2 else 0) for i in range(len(self.layers))]
         if in_chunks(feats):
@@ -282,8 +322,9 @@ class BlockCausalTransformer(nn.Module):
         for j0, j1 in chunks:
             y = rearrange(self.proj_out(self.norm_out(x[:, j0:j1])), "b t h w c -> b c t h w")
             if out is None:  # laid out as the whole-window sum would be (the next convolution's sums depend on it)
-                like = (torch.empty_strided(feats.shape, feats.stride(), dtype=feats.dtype, device="meta")
-                        + torch.empty(b, t, h, w, y.shape[1], dtype=y.dtype, device="meta").permute(0, 4, 1, 2, 3))
+                like = torch.empty_strided(feats.shape, feats.stride(), dtype=feats.dtype, device="meta") + torch.empty(
+                    b, t, h, w, y.shape[1], dtype=y.dtype, device="meta"
+                ).permute(0, 4, 1, 2, 3)
                 out = torch.empty_strided(like.shape, like.stride(), dtype=like.dtype, device=feats.device)
             torch.add(feats[:, :, j0:j1], y, out=out[:, :, j0:j1])
             del y

@@ -16,6 +16,7 @@ loss statistics) are checked against the inferred configuration rather than copi
 
 The foreign key names live here only; `infotok.cosmos` knows nothing of them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,7 +118,7 @@ def release_name(our_key: str) -> str:
     """Inverse of `our_names` (used to name missing keys in the release's terms)."""
     if our_key.endswith(".time_embed"):
         return _SHARED_EMBED
-    key = our_key[len("base."):] if our_key.startswith("base.") else our_key
+    key = our_key[len("base.") :] if our_key.startswith("base.") else our_key
     for pattern, repl in _BACKWARD:
         key = pattern.sub(repl, key)
     return key
@@ -136,7 +137,7 @@ def _fsq_tables(levels: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, to
 def _constant_checks(levels: tuple[int, ...]) -> dict[str, torch.Tensor | None]:
     """Buffers that carry no learned weights: expected values (None = any value, recorded only)."""
     lv, basis, codebook = _fsq_tables(levels)
-    haar = torch.full((2,), 2 ** -0.5)
+    haar = torch.full((2,), 2**-0.5)
     checks: dict[str, torch.Tensor | None] = {}
     for prefix in ("quantizer.", "inv_quant.quantizer."):
         checks |= {prefix + "_levels": lv, prefix + "_basis": basis, prefix + "implicit_codebook": codebook}
@@ -152,8 +153,11 @@ def _check_constant(key: str, value: torch.Tensor, expected: torch.Tensor | None
     if tuple(value.shape) != tuple(expected.shape):
         raise ConversionError(f"{where}: key {key} has shape {tuple(value.shape)}, expected {tuple(expected.shape)}")
     if not torch.allclose(value.double(), expected.double(), atol=1e-2 if value.dtype == torch.bfloat16 else 1e-6):
-        what = ("the 2x2x2 Haar wavelet with patch size 2 is the only patching supported"
-                if "patch" in key else "it does not match the inferred FSQ levels / structure")
+        what = (
+            "the 2x2x2 Haar wavelet with patch size 2 is the only patching supported"
+            if "patch" in key
+            else "it does not match the inferred FSQ levels / structure"
+        )
         raise ConversionError(f"{where}: key {key} holds unexpected values ({what})")
 
 
@@ -169,14 +173,17 @@ def _indices(state: dict, prefix: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := pat.match(k))})
 
 
-def infer_configs(state: dict[str, torch.Tensor], where: str, heads: int | None = None
-                  ) -> tuple[CosmosConfig, ReleaseCompressorConfig | None]:
+def infer_configs(
+    state: dict[str, torch.Tensor], where: str, heads: int | None = None
+) -> tuple[CosmosConfig, ReleaseCompressorConfig | None]:
     """Sizes from the shapes of a release-named state dict (network keys, no prefix)."""
     stem = _need(state, "encoder.conv_in.0.conv3d.weight", where)
     channels, in8 = int(stem.shape[0]), int(stem.shape[1])
     if in8 % 8:
-        raise ConversionError(f"{where}: key encoder.conv_in.0.conv3d.weight has {in8} input channels; "
-                              "a 2x2x2 wavelet patch gives a multiple of 8")
+        raise ConversionError(
+            f"{where}: key encoder.conv_in.0.conv3d.weight has {in8} input channels; "
+            "a 2x2x2 wavelet patch gives a multiple of 8"
+        )
     levels_idx = _indices(state, "encoder.down.")
     if not levels_idx:
         raise ConversionError(f"{where}: missing key encoder.down.0.* (no encoder levels)")
@@ -184,8 +191,10 @@ def infer_configs(state: dict[str, torch.Tensor], where: str, heads: int | None 
     for i in levels_idx:
         w = _need(state, f"encoder.down.{i}.block.0.conv1.0.conv3d.weight", where)
         if w.shape[0] % channels:
-            raise ConversionError(f"{where}: key encoder.down.{i}.block.0.conv1.0.conv3d.weight has "
-                                  f"{w.shape[0]} channels, not a multiple of {channels}")
+            raise ConversionError(
+                f"{where}: key encoder.down.{i}.block.0.conv1.0.conv3d.weight has "
+                f"{w.shape[0]} channels, not a multiple of {channels}"
+            )
         mult.append(int(w.shape[0]) // channels)
     z = _need(state, "encoder.conv_out.1.conv3d.weight", where)
     qc = _need(state, "quant_conv.conv3d.weight", where)
@@ -196,13 +205,20 @@ def infer_configs(state: dict[str, torch.Tensor], where: str, heads: int | None 
     else:
         levels = FSQ_LEVELS
     if qc.shape[0] != len(levels):
-        raise ConversionError(f"{where}: key quant_conv.conv3d.weight has {qc.shape[0]} outputs, "
-                              f"the FSQ levels {list(levels)} need {len(levels)}")
+        raise ConversionError(
+            f"{where}: key quant_conv.conv3d.weight has {qc.shape[0]} outputs, "
+            f"the FSQ levels {list(levels)} need {len(levels)}"
+        )
     try:
-        base = CosmosConfig(channels=channels, channels_mult=tuple(mult),
-                            encoder_res_blocks=len(_indices(state, f"encoder.down.{levels_idx[0]}.block.")),
-                            decoder_res_blocks=len(_indices(state, "decoder.up.0.block.")) or 1,
-                            z_channels=int(z.shape[0]), in_channels=in8 // 8, levels=levels)
+        base = CosmosConfig(
+            channels=channels,
+            channels_mult=tuple(mult),
+            encoder_res_blocks=len(_indices(state, f"encoder.down.{levels_idx[0]}.block.")),
+            decoder_res_blocks=len(_indices(state, "decoder.up.0.block.")) or 1,
+            z_channels=int(z.shape[0]),
+            in_channels=in8 // 8,
+            levels=levels,
+        )
     except ValueError as exc:
         raise ConversionError(f"{where}: unsupported architecture ({exc})") from None
 
@@ -215,11 +231,19 @@ def infer_configs(state: dict[str, torch.Tensor], where: str, heads: int | None 
     heads = heads or max(1, width // RELEASE_HEAD_WIDTH)
     if width % heads:
         raise ConversionError(f"{where}: transformer width {width} is not a multiple of {heads} heads")
-    comp = ReleaseCompressorConfig(width=width, encoder_layers=len(enc_layers), decoder_layers=len(dec_layers),
-                                   heads=heads, mlp_hidden=int(w1.shape[0]), max_latent_frames=int(embed.shape[0]))
+    comp = ReleaseCompressorConfig(
+        width=width,
+        encoder_layers=len(enc_layers),
+        decoder_layers=len(dec_layers),
+        heads=heads,
+        mlp_hidden=int(w1.shape[0]),
+        max_latent_frames=int(embed.shape[0]),
+    )
     if width != base.z_channels:
-        raise ConversionError(f"{where}: transformer width {width} differs from z_channels {base.z_channels} "
-                              "(the release's vit_conv projections are not supported)")
+        raise ConversionError(
+            f"{where}: transformer width {width} differs from z_channels {base.z_channels} "
+            "(the release's vit_conv projections are not supported)"
+        )
     return base, comp
 
 
@@ -233,8 +257,13 @@ def expected_shapes(base: CosmosConfig, comp: ReleaseCompressorConfig | None) ->
 
 
 # -------------------------------------------------------------------------------- mapping
-def map_state(state: dict[str, torch.Tensor], base: CosmosConfig, comp: ReleaseCompressorConfig | None,
-              where: str, label=lambda k: k) -> dict[str, torch.Tensor]:
+def map_state(
+    state: dict[str, torch.Tensor],
+    base: CosmosConfig,
+    comp: ReleaseCompressorConfig | None,
+    where: str,
+    label=lambda k: k,
+) -> dict[str, torch.Tensor]:
     """Release-named tensors -> our names, all checked; `label` turns a key into the name to report."""
     expected = expected_shapes(base, comp)
     constants = _constant_checks(tuple(base.levels))
@@ -246,13 +275,15 @@ def map_state(state: dict[str, torch.Tensor], base: CosmosConfig, comp: ReleaseC
             continue
         for ours in our_names(key):
             if ours not in expected:
-                raise ConversionError(f"{where}: unexpected key {label(key)} (no parameter {ours} in the "
-                                      "inferred architecture)")
+                raise ConversionError(
+                    f"{where}: unexpected key {label(key)} (no parameter {ours} in the inferred architecture)"
+                )
             if ours in out:
                 raise ConversionError(f"{where}: key {label(key)} maps onto {ours} twice")
             if tuple(value.shape) != expected[ours]:
-                raise ConversionError(f"{where}: key {label(key)} has shape {tuple(value.shape)}, "
-                                      f"expected {expected[ours]} for {ours}")
+                raise ConversionError(
+                    f"{where}: key {label(key)} has shape {tuple(value.shape)}, expected {expected[ours]} for {ours}"
+                )
             if not value.is_floating_point():
                 raise ConversionError(f"{where}: key {label(key)} holds {value.dtype} values, expected floats")
             out[ours] = value.detach().to(torch.float32).clone().contiguous()
@@ -280,8 +311,10 @@ def _load_plain(src: Path) -> dict:
             raise ConversionError(f"{src}: not a readable torch checkpoint (corrupt pickle data)") from None
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         what = f" (it references {found.group(1)})" if found else ""
-        raise ConversionError(f"{src}: loading it would run pickled code{what}; only checkpoints of plain "
-                              "tensors are converted (torch.load weights_only=True)") from None
+        raise ConversionError(
+            f"{src}: loading it would run pickled code{what}; only checkpoints of plain "
+            "tensors are converted (torch.load weights_only=True)"
+        ) from None
     except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError ... for files it cannot parse
         first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else "no detail"
         raise ConversionError(f"{src}: not a readable torch checkpoint ({type(exc).__name__}: {first})") from None
@@ -299,9 +332,9 @@ def _split_release(obj: dict, src: Path) -> tuple[dict, dict]:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise ConversionError(f"{src}: unexpected key {key!r} in 'model' (not a named tensor)")
         if key.startswith("network."):
-            network[key[len("network."):]] = value
+            network[key[len("network.") :]] = value
         elif key.startswith("ema.network-"):
-            ema[key[len("ema.network-"):].replace("-", ".")] = value
+            ema[key[len("ema.network-") :].replace("-", ".")] = value
         else:
             raise ConversionError(f"{src}: unexpected key {key} (expected network.* or ema.network-*)")
     if not network:
@@ -333,14 +366,26 @@ def _write(out_dir: Path, weights: dict[str, torch.Tensor], config: dict) -> Pat
 
 
 def _config(name: str, base: CosmosConfig, comp: ReleaseCompressorConfig | None, source: dict) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "version": 1, "name": name, "base": base.to_dict(),
-            "compressor": comp.to_dict() if comp is not None else None,
-            "dropped": "zero_code" if comp is not None else None, "score_mean": 0.0, "source": source}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "name": name,
+        "base": base.to_dict(),
+        "compressor": comp.to_dict() if comp is not None else None,
+        "dropped": "zero_code" if comp is not None else None,
+        "score_mean": 0.0,
+        "source": source,
+    }
 
 
 # --------------------------------------------------------------------------------- public
-def convert_release(src_file: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = False,
-                    name: str | None = None, heads: int | None = None) -> Path:
+def convert_release(
+    src_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    ema: bool = False,
+    name: str | None = None,
+    heads: int | None = None,
+) -> Path:
     """The release's trainer checkpoint -> an infotok checkpoint folder (base + release stacks).
 
     ema: take the EMA weights (`ema.*`) instead of the trained network's (`network.*`); buffers
@@ -358,18 +403,28 @@ def convert_release(src_file: str | os.PathLike, out_dir: str | os.PathLike, ema
     params = {k for k in network if k not in constants}
     if ema_state or ema:  # the EMA half must name exactly the network's parameters, with their shapes
         for key in sorted(set(ema_state) - params):
-            raise ConversionError(f"{src}: unexpected key ema.network-{key.replace('.', '-')} "
-                                  "(no such network parameter)")
+            raise ConversionError(
+                f"{src}: unexpected key ema.network-{key.replace('.', '-')} (no such network parameter)"
+            )
         for key in sorted(params - set(ema_state)):
             raise ConversionError(f"{src}: missing key ema.network-{key.replace('.', '-')}")
-        ema_weights = map_state({**ema_state, **{k: v for k, v in network.items() if k in constants}},
-                                base, comp, str(src), label=lambda k: f"ema.network-{k.replace('.', '-')}")
+        ema_weights = map_state(
+            {**ema_state, **{k: v for k, v in network.items() if k in constants}},
+            base,
+            comp,
+            str(src),
+            label=lambda k: f"ema.network-{k.replace('.', '-')}",
+        )
         if ema:
             weights = ema_weights
     weights["score_mean"] = torch.tensor(0.0)
-    source = {"kind": "infotok-release", "file": src.name, "sha256": _sha256(src),
-              "weights": "ema" if ema else "network",
-              "dtype": str(next(iter(network.values())).dtype).replace("torch.", "")}
+    source = {
+        "kind": "infotok-release",
+        "file": src.name,
+        "sha256": _sha256(src),
+        "weights": "ema" if ema else "network",
+        "dtype": str(next(iter(network.values())).dtype).replace("torch.", ""),
+    }
     if comp is not None:
         source["heads"] = comp.heads if heads else f"{comp.heads} (assumed: head width {RELEASE_HEAD_WIDTH})"
     if "ema_loss" in network:
@@ -384,12 +439,13 @@ def convert_cosmos_jit(src_dir: str | os.PathLike, out_dir: str | os.PathLike, n
         raise ConversionError(f"{src}: folder not found")
     for file in JIT_FILES:
         if not (src / file).is_file():
-            raise ConversionError(f"{src}: missing {file}; a Cosmos tokenizer folder holds "
-                                  f"{' and '.join(JIT_FILES)}")
+            raise ConversionError(f"{src}: missing {file}; a Cosmos tokenizer folder holds {' and '.join(JIT_FILES)}")
     _prepare_out(out)
     state: dict[str, torch.Tensor] = {}
-    allowed = {"encoder.jit": ("encoder.", "quant_conv.", "quantizer."),
-               "decoder.jit": ("decoder.", "post_quant_conv.", "inv_quant.quantizer.")}
+    allowed = {
+        "encoder.jit": ("encoder.", "quant_conv.", "quantizer."),
+        "decoder.jit": ("decoder.", "post_quant_conv.", "inv_quant.quantizer."),
+    }
     for file in JIT_FILES:
         try:
             with warnings.catch_warnings():  # torch 2.x marks TorchScript deprecated; reading is still fine
@@ -407,6 +463,5 @@ def convert_cosmos_jit(src_dir: str | os.PathLike, out_dir: str | os.PathLike, n
         raise ConversionError(f"{src}: TorchScript files with transformer stacks are not supported")
     weights = map_state(state, base, None, str(src))
     weights["score_mean"] = torch.tensor(0.0)
-    source = {"kind": "cosmos-jit", "folder": src.name,
-              "sha256": {file: _sha256(src / file) for file in JIT_FILES}}
+    source = {"kind": "cosmos-jit", "folder": src.name, "sha256": {file: _sha256(src / file) for file in JIT_FILES}}
     return _write(out, weights, _config(name or out.name, base, None, source))

@@ -29,6 +29,7 @@ frame (at most 49), block-causal attention (a latent frame sees itself and earli
 release the compressor runs on the encoder output h (before quant_conv) and the decompressor on
 post_quant_conv's output f (before the decoder); both share one temporal embedding.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -72,7 +73,7 @@ def _causal_pad(x: torch.Tensor, n: int, cache: dict | None, key: object, keep: 
     head = s[:, :1].expand(-1, n, -1, -1, -1) if prev is None else prev
     padded = torch.cat([head, s], dim=1)
     if cache is not None:
-        tail = padded[:, padded.shape[1] - (n if keep is None else keep):]
+        tail = padded[:, padded.shape[1] - (n if keep is None else keep) :]
         if prev is not None and prev.shape == tail.shape and not tail.requires_grad:
             prev.copy_(tail)  # reuse the buffer: no new long-lived allocation (heap fragmentation) per chunk
         else:
@@ -122,10 +123,10 @@ def _temporal_conv(conv: nn.Conv3d, x: torch.Tensor, cache: dict | None, key: ob
     for i in range(b):
         xi, hi, oi = s[i].reshape(t * n, c).to(dt), hist[i].reshape(2 * n, c).to(dt), out[i].view(t * n, -1)
         oi[n:].addmm_(xi[:-n], taps[1])
-        oi[2 * n:].addmm_(xi[:-2 * n], taps[0])
+        oi[2 * n :].addmm_(xi[: -2 * n], taps[0])
         oi[:n].addmm_(hi[n:], taps[1]).addmm_(hi[:n], taps[0])
         if t > 1:
-            oi[n:2 * n].addmm_(hi[n:], taps[0])
+            oi[n : 2 * n].addmm_(hi[n:], taps[0])
     if cache is not None:
         if prev is not None and not s.requires_grad:  # reuse the buffer: no new long-lived allocation per chunk
             if t == 1:
@@ -297,8 +298,10 @@ class HybridDown(nn.Module):
             s = _store(x)
             first = cache is None or self not in cache
             if s.shape[1] % 2 != first:
-                raise ValueError("temporal down-sampling expects an odd number of frames (1 + 2k), "
-                                 "and chunks after the first an even number")
+                raise ValueError(
+                    "temporal down-sampling expects an odd number of frames (1 + 2k), "
+                    "and chunks after the first an even number"
+                )
             # the pair average sees [x0, x0, x1, x2, ...]; the strided conv one more copy of x0.
             # Streamed, the conv keeps the last frame: the next output's window starts there.
             pooled = torch.cat([s[:, :1], s], dim=1) if first else s
@@ -346,11 +349,11 @@ class HybridUp(nn.Module):
         out = s.new_empty(b, t, hh, 2, ww, 2, mix_w.shape[0])
         for py in (0, 1):
             r = w[:, :, 0:2].clone() if py == 0 else w[:, :, 1:3].clone()  # rows (i - 1, i) / (i, i + 1)
-            r[:, :, 1 - py] += w[:, :, 2 - 2 * py]                          # the tap on the same row of x
+            r[:, :, 1 - py] += w[:, :, 2 - 2 * py]  # the tap on the same row of x
             for px in (0, 1):
                 k = r[..., 0:2].clone() if px == 0 else r[..., 1:3].clone()
                 k[..., 1 - px] += r[..., 2 - 2 * px]
-                y = F.conv2d(frames, k, self.spatial.bias, padding=1)[:, :, py:py + hh, px:px + ww]
+                y = F.conv2d(frames, k, self.spatial.bias, padding=1)[:, :, py : py + hh, px : px + ww]
                 y = (y + frames).permute(0, 2, 3, 1)
                 out[:, :, :, py, :, px] = F.linear(y, mix_w, mix_b).reshape(b, t, hh, ww, -1)
                 del y
@@ -408,7 +411,7 @@ class CosmosConfig:
 
 # down-sampling steps after the wavelet (patch 2): 4x8x8 = 2x2x2 (wavelet) * 2x4x4 (network)
 _SPACE_STEPS, _TIME_STEPS = 2, 1
-_FRAMES_PER_LATENT = 2 * 2 ** _TIME_STEPS
+_FRAMES_PER_LATENT = 2 * 2**_TIME_STEPS
 # Latent frames per chunk where the encoder (before its mid block) and the decoder (after its mid
 # block) run streamed over time: their activations at full resolution are the peak memory, and a
 # few frames at a time keep it small at no cost in speed. Outputs equal a whole pass up to rounding.
@@ -417,7 +420,9 @@ CHUNK_LATENT_FRAMES = 2
 
 def _video_frames(a: int, b: int) -> tuple[int, int]:
     """Video frames [lo, hi) behind latent frames [a, b): frame 0 for latent 0, 4 frames for each other."""
-    return max(0, _FRAMES_PER_LATENT * a - _FRAMES_PER_LATENT + 1), max(0, _FRAMES_PER_LATENT * b - _FRAMES_PER_LATENT + 1)
+    return max(0, _FRAMES_PER_LATENT * a - _FRAMES_PER_LATENT + 1), max(
+        0, _FRAMES_PER_LATENT * b - _FRAMES_PER_LATENT + 1
+    )
 
 
 class CosmosEncoder(nn.Module):
@@ -455,7 +460,7 @@ class CosmosEncoder(nn.Module):
             s = _store(h)
             if out is None:
                 out = s.new_empty(s.shape[0], frames, *s.shape[2:])
-            out[:, a:a + s.shape[1]] = s
+            out[:, a : a + s.shape[1]] = s
             del h, s
         return self.head(_norm_silu(self.norm_out, self.mid(_unstore(out))))
 
@@ -489,13 +494,14 @@ class CosmosDecoder(nn.Module):
         """f [B, z, t, h, w]; everything after the mid block streamed over `chunk` latent frames."""
         mid = self.mid(self.stem(f))
         b, _, t, hh, ww = mid.shape
-        scale = 2 ** _SPACE_STEPS * 2  # the network's spatial up-sampling, then the wavelet's
+        scale = 2**_SPACE_STEPS * 2  # the network's spatial up-sampling, then the wavelet's
         # allocated once, outside the chunks' working memory (less heap fragmentation)
-        out = mid.new_empty(b, self.head.temporal.out_channels // 8, _video_frames(0, t)[1], hh * scale, ww * scale,
-                            dtype=torch.float32)
+        out = mid.new_empty(
+            b, self.head.temporal.out_channels // 8, _video_frames(0, t)[1], hh * scale, ww * scale, dtype=torch.float32
+        )
         cache: dict = {}
         for a in range(0, t, self.chunk):
-            h = mid[:, :, a:a + self.chunk]
+            h = mid[:, :, a : a + self.chunk]
             for level in reversed(self.levels):
                 for block in level.blocks:
                     h = block(h, cache)
@@ -540,8 +546,10 @@ class CosmosTokenizer(BaseTokenizer):
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected video [B, {self.config.in_channels}, T, H, W], got {tuple(x.shape)}")
         if (x.shape[2] - 1) % tf or x.shape[3] % sf or x.shape[4] % sf:
-            raise ValueError(f"video shape {tuple(x.shape)} is not on the model grid "
-                             f"(T = 1 + {tf}k, H and W multiples of {sf}); pad it first")
+            raise ValueError(
+                f"video shape {tuple(x.shape)} is not on the model grid "
+                f"(T = 1 + {tf}k, H and W multiples of {sf}); pad it first"
+            )
 
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
@@ -656,8 +664,10 @@ class ReleaseAttention(nn.Module):
         wq, wk, wv = self.in_proj.weight.chunk(3)
         bq, bk, bv = self.in_proj.bias.chunk(3)
         # [B, heads, seq, d] contiguous: the attention kernel reads each head's rows at unit stride
-        q, k, v = (F.linear(z, w_, b_).reshape(b, seq, self.heads, d).transpose(1, 2).contiguous()
-                   for z, w_, b_ in ((q, wq, bq), (k, wk, bk), (v, wv, bv)))
+        q, k, v = (
+            F.linear(z, w_, b_).reshape(b, seq, self.heads, d).transpose(1, 2).contiguous()
+            for z, w_, b_ in ((q, wq, bq), (k, wk, bk), (v, wv, bv))
+        )
         per_frame = seq // frames
         out = q.new_empty(b, seq, self.heads, d).transpose(1, 2)
         for j in range(frames):  # queries of latent frame j see keys of latent frames 0..j
@@ -704,8 +714,10 @@ class ReleaseTransformer(nn.Module):
         if time_embed is None:
             time_embed = nn.Parameter(torch.randn(config.max_latent_frames, config.width) * 0.02)
         elif tuple(time_embed.shape) != (config.max_latent_frames, config.width):
-            raise ValueError(f"shared time embedding has shape {tuple(time_embed.shape)}, expected "
-                             f"{(config.max_latent_frames, config.width)}")
+            raise ValueError(
+                f"shared time embedding has shape {tuple(time_embed.shape)}, expected "
+                f"{(config.max_latent_frames, config.width)}"
+            )
         self.time_embed = time_embed
         self.layers = nn.ModuleList(ReleaseLayer(config) for _ in range(depth))
 
@@ -714,8 +726,9 @@ class ReleaseTransformer(nn.Module):
         if c != self.config.width:
             raise ValueError(f"features have {c} channels, the transformer {self.config.width}")
         if t > self.config.max_latent_frames:
-            raise ValueError(f"{t} latent frames exceed the model's {self.config.max_latent_frames}; "
-                             "use shorter windows")
+            raise ValueError(
+                f"{t} latent frames exceed the model's {self.config.max_latent_frames}; use shorter windows"
+            )
         x = _store(feats) + self.time_embed[:t, None, None, :].to(feats.dtype)  # [B, t, h, w, C]
         x = x.reshape(b, t * h * w, c)
         angles = rope_angles_2d(h, w, c // self.config.heads, self.config.rope_theta, feats.device).repeat(t, 1)
@@ -740,5 +753,14 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["CosmosConfig", "CosmosTokenizer", "ReleaseCompressorConfig", "ReleaseTransformer", "release_stacks",
-           "haar_patch", "haar_unpatch", "zero_code_index", "parameter_count"]
+__all__ = [
+    "CosmosConfig",
+    "CosmosTokenizer",
+    "ReleaseCompressorConfig",
+    "ReleaseTransformer",
+    "release_stacks",
+    "haar_patch",
+    "haar_unpatch",
+    "zero_code_index",
+    "parameter_count",
+]

@@ -5,6 +5,7 @@ resumed run sees exactly the data it would have seen. Clips are decoded on deman
 frames), never whole videos. `prepare_cache` first re-encodes large sources at a small size with
 short keyframe intervals, which makes those seeks cheap on a CPU.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,10 +61,21 @@ class VideoClipDataset(Dataset):
     must learn to find cheap.
     """
 
-    def __init__(self, paths: list[Path], frames: int = 17, crop: int = 128, seed: int = 0,
-                 synthetic_fraction: float = 0.1, scale_range: tuple[float, float] = (0.35, 1.0),
-                 length: int = 10**9, border_fraction: float = 0.0, long_side: int = 0,
-                 long_fraction: float = 0.0, batch: int = 1, still_fraction: float = 0.0):
+    def __init__(
+        self,
+        paths: list[Path],
+        frames: int = 17,
+        crop: int = 128,
+        seed: int = 0,
+        synthetic_fraction: float = 0.1,
+        scale_range: tuple[float, float] = (0.35, 1.0),
+        length: int = 10**9,
+        border_fraction: float = 0.0,
+        long_side: int = 0,
+        long_fraction: float = 0.0,
+        batch: int = 1,
+        still_fraction: float = 0.0,
+    ):
         self.paths = [Path(p) for p in paths]
         self.infos = [probe(p) for p in self.paths]
         usable = [i for i, info in enumerate(self.infos) if info.num_frames >= frames]
@@ -129,7 +141,7 @@ class VideoClipDataset(Dataset):
             if len(frames) < self.frames:
                 continue
             top, left = int(rng.integers(0, h - height + 1)), int(rng.integers(0, w - width + 1))
-            return np.stack(frames)[:, top:top + height, left:left + width]
+            return np.stack(frames)[:, top : top + height, left : left + width]
         return synthetic_video(self.frames, height, width, seed=int(rng.integers(2**31)))
 
 
@@ -154,7 +166,7 @@ def hold_still(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = clip.shape[1:3]
         bh, bw = int(h * rng.uniform(0.2, 0.6)), int(w * rng.uniform(0.2, 0.6))
         top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
-        still[:, top:top + bh, left:left + bw] = clip[:, top:top + bh, left:left + bw]
+        still[:, top : top + bh, left : left + bw] = clip[:, top : top + bh, left : left + bw]
     return still
 
 

@@ -33,6 +33,7 @@ in the order `InfoTok.select` draws it, and handed to the batched call explicitl
 may round differently for different batch sizes: `batch_size=1` gives `infotok encode --device cuda`'s
 tokens exactly, larger batches the same up to such rounding.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,11 +54,18 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .extras import require
+from .files import atomic_write
 from .fill import check_fill
 from .geometry import check_windowing
-from .files import atomic_write
-from .router import (check_rate, check_strategy, hold_counts, hold_grid, shared_curve_counts, shared_hold_counts,
-                     uniform_rate)
+from .router import (
+    check_rate,
+    check_strategy,
+    hold_counts,
+    hold_grid,
+    shared_curve_counts,
+    shared_hold_counts,
+    uniform_rate,
+)
 from .selection import check_selection
 
 # memory each video-cutting task reserves (a scheduling hint to Ray). It also makes the cutting
@@ -92,18 +100,31 @@ def list_sources(items: Iterable[str | os.PathLike]) -> list[Path]:
         p = Path(item)
         if p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             lines = [line.strip() for line in p.read_text().splitlines()]
-            entries = [line if os.path.isabs(line) else str(p.parent / line)
-                       for line in lines if line and not line.startswith("#")]
+            entries = [
+                line if os.path.isabs(line) else str(p.parent / line)
+                for line in lines
+                if line and not line.startswith("#")
+            ]
             found += list_videos(entries)
         else:
             found += list_videos([item])
     return list(dict.fromkeys(Path(os.path.abspath(f)) for f in found))
 
 
-def tokenize_settings(rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
-                      window: int = 33, overlap: int = 5, size: int | None = None, max_size: int | None = None,
-                      seed: int = 0, start: int = 0, max_frames: int | None = None, fill: str | None = None,
-                      budget: str = "calibrated") -> dict:
+def tokenize_settings(
+    rate: float = 0.5,
+    strategy: str | None = None,
+    selection: str | None = None,
+    window: int = 33,
+    overlap: int = 5,
+    size: int | None = None,
+    max_size: int | None = None,
+    seed: int = 0,
+    start: int = 0,
+    max_frames: int | None = None,
+    fill: str | None = None,
+    budget: str = "calibrated",
+) -> dict:
     """The settings of a dataset run (those of `pipeline.TokenStream`), checked; the manifest records
     them and a resumed run must give the same. `budget` is recorded only when it is "run", so that
     folders begun before it existed resume."""
@@ -112,11 +133,19 @@ def tokenize_settings(rate: float = 0.5, strategy: str | None = None, selection:
         raise ValueError(f"start must be a frame index >= 0, got {start}")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
-    return {"rate": check_rate(rate), "strategy": check_strategy(strategy) if strategy is not None else None,
-            "selection": check_selection(selection) if selection is not None else None,  # None: the checkpoint's default
-            "fill": check_fill(fill) if fill is not None else None,  # likewise
-            "window": int(window), "overlap": int(overlap), "size": size, "max_size": max_size, "seed": int(seed),
-            "start": int(start), "max_frames": max_frames} | ({"budget": budget} if budget == "run" else {})
+    return {
+        "rate": check_rate(rate),
+        "strategy": check_strategy(strategy) if strategy is not None else None,
+        "selection": check_selection(selection) if selection is not None else None,  # None: the checkpoint's default
+        "fill": check_fill(fill) if fill is not None else None,  # likewise
+        "window": int(window),
+        "overlap": int(overlap),
+        "size": size,
+        "max_size": max_size,
+        "seed": int(seed),
+        "start": int(start),
+        "max_frames": max_frames,
+    } | ({"budget": budget} if budget == "run" else {})
 
 
 def _one_line(exc: BaseException) -> str:
@@ -139,9 +168,22 @@ def window_draws(settings: dict, generator: np.random.Generator) -> tuple[float,
 
 
 def _row(video: str, **fields) -> dict:
-    defaults = {"window": -1, "start": 0, "end": 0, "width": 0, "height": 0, "source_width": 0, "source_height": 0,
-                "resize": -1, "fps": 0.0, "frames": b"", "last": False, "draw_rate": math.nan, "draw_seed": 0,
-                "error": ""}
+    defaults = {
+        "window": -1,
+        "start": 0,
+        "end": 0,
+        "width": 0,
+        "height": 0,
+        "source_width": 0,
+        "source_height": 0,
+        "resize": -1,
+        "fps": 0.0,
+        "frames": b"",
+        "last": False,
+        "draw_rate": math.nan,
+        "draw_seed": 0,
+        "error": "",
+    }
     row = {"video": video} | defaults | fields | {"_dpid": os.getpid(), "_drss": _peak_rss()}
     return {k: np.array([v], dtype=object if k == "frames" else None) for k, v in row.items()}
 
@@ -159,8 +201,9 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
         path = str(path)
         allocated = batch["rates"][j] if "rates" in batch else None
         try:
-            frames, info, resize = video_source(path, settings["size"], None, settings["start"],
-                                                settings["max_frames"], settings["max_size"])
+            frames, info, resize = video_source(
+                path, settings["size"], None, settings["start"], settings["max_frames"], settings["max_size"]
+            )
             generator = np.random.default_rng(settings["seed"])
             held, count = None, 0
             for i, (start, end, chunk) in enumerate(iter_windows(frames, settings["window"], settings["overlap"])):
@@ -170,16 +213,29 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
                 if allocated is not None:
                     rate = float(allocated[i]) if i < len(allocated) else math.nan
                 count = i + 1
-                held = dict(window=i, start=start, end=end, width=chunk.shape[2], height=chunk.shape[1],
-                            source_width=info.width, source_height=info.height,
-                            resize=-1 if resize is None else resize, fps=info.fps,
-                            frames=np.ascontiguousarray(chunk).tobytes(), draw_rate=rate, draw_seed=seed)
+                held = dict(
+                    window=i,
+                    start=start,
+                    end=end,
+                    width=chunk.shape[2],
+                    height=chunk.shape[1],
+                    source_width=info.width,
+                    source_height=info.height,
+                    resize=-1 if resize is None else resize,
+                    fps=info.fps,
+                    frames=np.ascontiguousarray(chunk).tobytes(),
+                    draw_rate=rate,
+                    draw_seed=seed,
+                )
             if held is None:
-                raise ValueError(f"{path}: no frames" + (f" at or after frame {settings['start']}"
-                                                        if settings["start"] else ""))
+                raise ValueError(
+                    f"{path}: no frames" + (f" at or after frame {settings['start']}" if settings["start"] else "")
+                )
             if allocated is not None and count != len(allocated):
-                raise ValueError(f"{path}: {count} windows, but the budget's first pass measured {len(allocated)} "
-                                 "(did the file change?)")
+                raise ValueError(
+                    f"{path}: {count} windows, but the budget's first pass measured {len(allocated)} "
+                    "(did the file change?)"
+                )
             yield _row(path, **held, last=True)
         except Exception as exc:  # a bad video is reported, the others go on
             message = _one_line(exc)
@@ -236,8 +292,10 @@ class WindowTokenizer:
         self.torch = torch
         self.model = InfoTok.from_pretrained(checkpoint, device=device)
         if weights_hash is not None and self.model.weights_hash != weights_hash:
-            raise CheckpointError(f"{checkpoint}: this worker's copy of the checkpoint has weights "
-                                  f"{self.model.weights_hash}, the driver's {weights_hash}; give every node the same file")
+            raise CheckpointError(
+                f"{checkpoint}: this worker's copy of the checkpoint has weights "
+                f"{self.model.weights_hash}, the driver's {weights_hash}; give every node the same file"
+            )
         self.settings = settings
         self.ready = time.time()
 
@@ -258,9 +316,15 @@ class WindowTokenizer:
                 x = _stack_windows(batch, rows, (frames, height, width))
                 drawn = [float(batch["draw_rate"][i]) for i in rows]
                 rates = None if any(math.isnan(r) for r in drawn) else drawn
-                tokens = self.model.encode(self.torch.from_numpy(x), s["rate"], s["strategy"], s["selection"],
-                                           _SeedReplay([int(batch["draw_seed"][i]) for i in rows]), rates=rates,
-                                           fill=s["fill"])
+                tokens = self.model.encode(
+                    self.torch.from_numpy(x),
+                    s["rate"],
+                    s["strategy"],
+                    s["selection"],
+                    _SeedReplay([int(batch["draw_seed"][i]) for i in rows]),
+                    rates=rates,
+                    fill=s["fill"],
+                )
             except Exception as exc:  # e.g. out of memory on one size: its videos fail, the rest go on
                 for i in rows:
                     path = str(batch["video"][i])
@@ -269,35 +333,68 @@ class WindowTokenizer:
                 continue
             for j, i in enumerate(rows):
                 resize = int(batch["resize"][i])
-                video = {"video": str(batch["video"][i]), "num_windows": -1, "num_frames": -1,
-                         "fps": float(batch["fps"][i]), "width": width, "height": height,
-                         "source_width": int(batch["source_width"][i]), "source_height": int(batch["source_height"][i]),
-                         "resize": None if resize < 0 else resize}
-                records.append(window_record(tokens.window(j, int(batch["start"][i]), int(batch["end"][i])),
-                                             int(batch["window"][i]), video) | {"error": ""})
+                video = {
+                    "video": str(batch["video"][i]),
+                    "num_windows": -1,
+                    "num_frames": -1,
+                    "fps": float(batch["fps"][i]),
+                    "width": width,
+                    "height": height,
+                    "source_width": int(batch["source_width"][i]),
+                    "source_height": int(batch["source_height"][i]),
+                    "resize": None if resize < 0 else resize,
+                }
+                records.append(
+                    window_record(
+                        tokens.window(j, int(batch["start"][i]), int(batch["end"][i])), int(batch["window"][i]), video
+                    )
+                    | {"error": ""}
+                )
                 extra.append(i)
         schema = SCHEMA.append(pa.field("error", pa.string()))
         table = records_table(records, schema)
         gpu = int(self.torch.cuda.max_memory_allocated()) if self.model.device.type == "cuda" else 0
         busy = (time.time() - began) / max(1, len(extra))
-        columns = {"_ready": pa.array([self.ready] * len(extra), pa.float64()),
-                   "_busy": pa.array([busy] * len(extra), pa.float64()),
-                   "_last": pa.array([bool(batch["last"][i]) for i in extra]),
-                   "_pid": pa.array([os.getpid()] * len(extra), pa.int64()),
-                   "_rss": pa.array([_peak_rss()] * len(extra), pa.int64()),
-                   "_gpu": pa.array([gpu] * len(extra), pa.int64()),
-                   "_dpid": pa.array([int(batch["_dpid"][i]) for i in extra], pa.int64()),
-                   "_drss": pa.array([int(batch["_drss"][i]) for i in extra], pa.int64())}
+        columns = {
+            "_ready": pa.array([self.ready] * len(extra), pa.float64()),
+            "_busy": pa.array([busy] * len(extra), pa.float64()),
+            "_last": pa.array([bool(batch["last"][i]) for i in extra]),
+            "_pid": pa.array([os.getpid()] * len(extra), pa.int64()),
+            "_rss": pa.array([_peak_rss()] * len(extra), pa.int64()),
+            "_gpu": pa.array([gpu] * len(extra), pa.int64()),
+            "_dpid": pa.array([int(batch["_dpid"][i]) for i in extra], pa.int64()),
+            "_drss": pa.array([int(batch["_drss"][i]) for i in extra], pa.int64()),
+        }
         for name, column in columns.items():
             table = table.append_column(name, column)
         return table
 
     @staticmethod
     def _error_record(path, message) -> dict:
-        return {"video": str(path), "video_id": "", "window": -1, "num_windows": -1, "start": 0, "end": 0,
-                "num_frames": -1, "fps": 0.0, "width": 0, "height": 0, "source_width": 0, "source_height": 0,
-                "resize": None, "rate": 0.0, "score": math.nan, "kept": 0, "t": 0, "h": 0, "w": 0, "mask": b"",
-                "indices": np.zeros(0, np.uint16), "error": str(message)}
+        return {
+            "video": str(path),
+            "video_id": "",
+            "window": -1,
+            "num_windows": -1,
+            "start": 0,
+            "end": 0,
+            "num_frames": -1,
+            "fps": 0.0,
+            "width": 0,
+            "height": 0,
+            "source_width": 0,
+            "source_height": 0,
+            "resize": None,
+            "rate": 0.0,
+            "score": math.nan,
+            "kept": 0,
+            "t": 0,
+            "h": 0,
+            "w": 0,
+            "mask": b"",
+            "indices": np.zeros(0, np.uint16),
+            "error": str(message),
+        }
 
 
 # ------------------------------------------------- the first pass of --budget run (model actors)
@@ -331,16 +428,28 @@ class WindowMeasurer(WindowTokenizer):
             try:
                 stats = window_statistics(self.model, _stack_windows(batch, idx, shape), self.settings)
             except Exception as exc:  # as WindowTokenizer: these videos fail, the rest go on
-                rows += [(str(batch["video"][i]), -1, 0, [], False,
-                          f"{batch['video'][i]}: measuring failed ({_one_line(exc)})") for i in idx]
+                rows += [
+                    (
+                        str(batch["video"][i]),
+                        -1,
+                        0,
+                        [],
+                        False,
+                        f"{batch['video'][i]}: measuring failed ({_one_line(exc)})",
+                    )
+                    for i in idx
+                ]
                 continue
             tokens = math.prod(self.model.geometry.latent_shape(*shape))
-            rows += [(str(batch["video"][i]), int(batch["window"][i]), tokens, stat, bool(batch["last"][i]), "")
-                     for i, stat in zip(idx, stats)]
+            rows += [
+                (str(batch["video"][i]), int(batch["window"][i]), tokens, stat, bool(batch["last"][i]), "")
+                for i, stat in zip(idx, stats)
+            ]
         types = (pa.string(), pa.int32(), pa.int64(), pa.list_(pa.float32()), pa.bool_(), pa.string())
         columns = list(zip(*rows)) if rows else [()] * len(types)
-        return pa.table({name: pa.array(list(column), kind)
-                         for name, column, kind in zip(self.COLUMNS, columns, types)})
+        return pa.table(
+            {name: pa.array(list(column), kind) for name, column, kind in zip(self.COLUMNS, columns, types)}
+        )
 
 
 class _Measured:
@@ -391,8 +500,10 @@ def _statistics_file(folder: Path, path: str) -> Path:
 def save_statistics(folder: Path, path: str, key: str, tokens: np.ndarray, stats: np.ndarray) -> None:
     """Store one video's first-pass statistics (each window's token count and statistic) atomically,
     with the video's path and `key`, what they were measured with."""
-    atomic_write(_statistics_file(folder, path),
-                 lambda f: np.savez(f, video=np.array(path), key=np.array(key), tokens=tokens, stats=stats))
+    atomic_write(
+        _statistics_file(folder, path),
+        lambda f: np.savez(f, video=np.array(path), key=np.array(key), tokens=tokens, stats=stats),
+    )
 
 
 def load_statistics(folder: Path, path: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -418,9 +529,14 @@ class Allocation:
     settings: dict
 
 
-def budget_rates(videos: list[str], folder: Path, settings: dict, key: str,
-                 measure: Callable[[list[str]], Iterable],
-                 progress: Callable[["DatasetProgress"], None] | None = None) -> Allocation:
+def budget_rates(
+    videos: list[str],
+    folder: Path,
+    settings: dict,
+    key: str,
+    measure: Callable[[list[str]], Iterable],
+    progress: Callable[["DatasetProgress"], None] | None = None,
+) -> Allocation:
     """Each window's rate for `--budget run`: the statistics of every video (stored ones from
     `folder`, the others through `measure(paths)`, which yields `WindowMeasurer` tables), then one
     shared threshold (hold: `router.shared_hold_counts`) or slope (mask: `router.shared_curve_counts`)
@@ -457,23 +573,26 @@ def budget_rates(videos: list[str], folder: Path, settings: dict, key: str,
         counts, shared = shared_curve_counts(measures, tokens, settings["rate"])
     rates = [k / n for k, n in zip(counts, tokens.tolist())]
     bounds = np.cumsum([0] + [len(stats[p][0]) for p in order]).tolist()
-    return Allocation({p: rates[a:b] for p, a, b in zip(order, bounds[:-1], bounds[1:])}, failures,
-                      {shared_key: shared})
+    return Allocation(
+        {p: rates[a:b] for p, a, b in zip(order, bounds[:-1], bounds[1:])}, failures, {shared_key: shared}
+    )
 
 
 def statistics_key(identity: dict, settings: dict, grid: list[float] | None) -> str:
     """What stored statistics depend on (the model's weights, how videos are cut into windows, the
     fill and the grid of thresholds), as text: stored ones with another key are measured again."""
     cut = {k: settings[k] for k in ("window", "overlap", "size", "max_size", "start", "max_frames")}
-    return json.dumps(cut | {"weights_hash": identity["weights_hash"], "fill": settings["fill"], "grid": grid},
-                      sort_keys=True)
+    return json.dumps(
+        cut | {"weights_hash": identity["weights_hash"], "fill": settings["fill"], "grid": grid}, sort_keys=True
+    )
 
 
 def _resume_view(settings: dict) -> dict:
     """The settings a resumed run must repeat before any pass: all but the allocation's result, the
     budget named even where it is not recorded (calibrated)."""
     return {k: v for k, v in settings.items() if k not in SHARED_KEYS.values()} | {
-        "budget": settings.get("budget", "calibrated")}
+        "budget": settings.get("budget", "calibrated")
+    }
 
 
 def _check_resumable(root: Path, settings: dict) -> None:
@@ -485,10 +604,15 @@ def _check_resumable(root: Path, settings: dict) -> None:
         return
     theirs, ours = _resume_view(read_manifest(root).get("settings", {})), _resume_view(settings)
     if theirs != ours:
-        diff = ", ".join(f"{k} {theirs.get(k)!r} (now {ours.get(k)!r})" for k in dict.fromkeys([*ours, *theirs])
-                         if theirs.get(k) != ours.get(k))
-        raise ShardError(f"{root} was begun with other settings {diff}; use the same ones to resume, another output "
-                         "folder, or --overwrite")
+        diff = ", ".join(
+            f"{k} {theirs.get(k)!r} (now {ours.get(k)!r})"
+            for k in dict.fromkeys([*ours, *theirs])
+            if theirs.get(k) != ours.get(k)
+        )
+        raise ShardError(
+            f"{root} was begun with other settings {diff}; use the same ones to resume, another output "
+            "folder, or --overwrite"
+        )
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -567,27 +691,34 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
     else:
         here = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}}, **quiet)
+        ray.init(
+            num_cpus=num_cpus,
+            object_store_memory=object_store_memory,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+            **quiet,
+        )
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _check_resources(concurrency: int, cpus_per_worker: float, num_gpus_per_worker: float,
-                     decode_cpus: float) -> None:
+def _check_resources(concurrency: int, cpus_per_worker: float, num_gpus_per_worker: float, decode_cpus: float) -> None:
     import ray
 
     have = ray.cluster_resources()
     cpus, gpus = have.get("CPU", 0), have.get("GPU", 0)
     if concurrency * cpus_per_worker + decode_cpus > cpus:
-        raise ValueError(f"{concurrency} model workers x {cpus_per_worker:g} CPUs + {decode_cpus:g} for reading "
-                         f"videos need {concurrency * cpus_per_worker + decode_cpus:g} CPUs; the Ray cluster has "
-                         f"{cpus:g} (lower --concurrency or --cpus-per-worker, or give Ray more with --num-cpus)")
+        raise ValueError(
+            f"{concurrency} model workers x {cpus_per_worker:g} CPUs + {decode_cpus:g} for reading "
+            f"videos need {concurrency * cpus_per_worker + decode_cpus:g} CPUs; the Ray cluster has "
+            f"{cpus:g} (lower --concurrency or --cpus-per-worker, or give Ray more with --num-cpus)"
+        )
     if concurrency * num_gpus_per_worker > gpus:
-        raise ValueError(f"{concurrency} model workers x {num_gpus_per_worker:g} GPUs need "
-                         f"{concurrency * num_gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}")
+        raise ValueError(
+            f"{concurrency} model workers x {num_gpus_per_worker:g} GPUs need "
+            f"{concurrency * num_gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}"
+        )
 
 
 class _Collector:
@@ -605,8 +736,9 @@ class _Collector:
         import pyarrow.compute as pc
 
         peaks = self.peaks
-        for pid, rss, dpid, drss, gpu, ready, busy in zip(*(table.column(k).to_pylist() for k in (
-                "_pid", "_rss", "_dpid", "_drss", "_gpu", "_ready", "_busy"))):
+        for pid, rss, dpid, drss, gpu, ready, busy in zip(
+            *(table.column(k).to_pylist() for k in ("_pid", "_rss", "_dpid", "_drss", "_gpu", "_ready", "_busy"))
+        ):
             self.ready = min(self.ready, ready)
             peaks["busy"][pid] = peaks["busy"].get(pid, 0.0) + busy
             peaks["tokenizer"][pid] = max(rss, peaks["tokenizer"].get(pid, 0))
@@ -665,27 +797,62 @@ def _ray_stages(ray_data, items: list[dict], actor: type, settings: dict, worker
     (`WindowTokenizer` or `WindowMeasurer`; `workers`: their keyword arguments and resources);
     yields the actors' Arrow tables as they arrive."""
     ds = ray_data.from_items(items, override_num_blocks=min(len(items), 10_000))
-    ds = ds.map_batches(cut_windows, fn_kwargs={"settings": settings}, batch_size=1, batch_format="numpy",
-                        num_cpus=workers["decode_cpus"], memory=CUT_TASK_MEMORY)
-    ds = ds.map_batches(actor, batch_size=workers["batch_size"], batch_format="numpy",
-                        fn_constructor_kwargs={"checkpoint": workers["checkpoint"], "device": workers["device"],
-                                               "settings": settings, "weights_hash": workers["weights_hash"]},
-                        compute=ray_data.ActorPoolStrategy(size=workers["concurrency"]),
-                        num_cpus=workers["cpus_per_worker"], num_gpus=workers["num_gpus_per_worker"] or None)
+    ds = ds.map_batches(
+        cut_windows,
+        fn_kwargs={"settings": settings},
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=workers["decode_cpus"],
+        memory=CUT_TASK_MEMORY,
+    )
+    ds = ds.map_batches(
+        actor,
+        batch_size=workers["batch_size"],
+        batch_format="numpy",
+        fn_constructor_kwargs={
+            "checkpoint": workers["checkpoint"],
+            "device": workers["device"],
+            "settings": settings,
+            "weights_hash": workers["weights_hash"],
+        },
+        compute=ray_data.ActorPoolStrategy(size=workers["concurrency"]),
+        num_cpus=workers["cpus_per_worker"],
+        num_gpus=workers["num_gpus_per_worker"] or None,
+    )
     return ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                   *, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
-                   fill: str | None = None, window: int = 33,
-                   overlap: int = 5, size: int | None = None, max_size: int | None = None, seed: int = 0,
-                   start: int = 0, max_frames: int | None = None, budget: str = "calibrated", batch_size: int = 8,
-                   concurrency: int = 1,
-                   num_gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, decode_cpus: float = 1.0,
-                   device: str | None = None, windows_per_shard: int = 2048, ray_address: str | None = None,
-                   num_cpus: int | None = None, object_store_memory: int | None = None, overwrite: bool = False,
-                   progress: Callable[[DatasetProgress], None] | None = None,
-                   on_shard: Callable[[dict], None] | None = None) -> DatasetRun:
+def encode_dataset(
+    sources: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    rate: float = 0.5,
+    strategy: str | None = None,
+    selection: str | None = None,
+    fill: str | None = None,
+    window: int = 33,
+    overlap: int = 5,
+    size: int | None = None,
+    max_size: int | None = None,
+    seed: int = 0,
+    start: int = 0,
+    max_frames: int | None = None,
+    budget: str = "calibrated",
+    batch_size: int = 8,
+    concurrency: int = 1,
+    num_gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    decode_cpus: float = 1.0,
+    device: str | None = None,
+    windows_per_shard: int = 2048,
+    ray_address: str | None = None,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[DatasetProgress], None] | None = None,
+    on_shard: Callable[[dict], None] | None = None,
+) -> DatasetRun:
     """Tokenize every video of `sources` (see `list_sources`) into Parquet shards in `out`.
 
     Settings as for `infotok encode` (`pipeline.TokenStream`); videos complete in `out`'s manifest
@@ -706,9 +873,14 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     from .model import InfoTok
     from .shards import ShardWriter, model_identity
 
-    settings = tokenize_settings(rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames,
-                                 fill, budget)
-    for name, value in (("batch_size", batch_size), ("concurrency", concurrency), ("windows_per_shard", windows_per_shard)):
+    settings = tokenize_settings(
+        rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames, fill, budget
+    )
+    for name, value in (
+        ("batch_size", batch_size),
+        ("concurrency", concurrency),
+        ("windows_per_shard", windows_per_shard),
+    ):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if cpus_per_worker < 0 or num_gpus_per_worker < 0 or decode_cpus <= 0:
@@ -723,13 +895,15 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     identity = model_identity(probe_model)
     probe_model.check_rates(settings["rate"])
     settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
-        settings["strategy"], settings["selection"], settings["fill"])
+        settings["strategy"], settings["selection"], settings["fill"]
+    )
     check_windowing(window, overlap, probe_model.geometry)
     root = Path(out)
     if budget == "run":
         if settings["strategy"] != "rd":
-            raise ValueError(f"budget run shares one budget by rate-distortion: use it with strategy rd "
-                             f"(not {settings['strategy']})")
+            raise ValueError(
+                f"budget run shares one budget by rate-distortion: use it with strategy rd (not {settings['strategy']})"
+            )
         if settings["fill"] != "hold":
             probe_model.check_predictor("a run budget under the mask fill")
         grid = hold_grid(probe_model.code_range()).tolist() if settings["fill"] == "hold" else None
@@ -739,13 +913,34 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
     del probe_model
     if not overwrite:
         _check_resumable(root, settings)
-    workers = dict(checkpoint=checkpoint, device=device, weights_hash=identity["weights_hash"], batch_size=batch_size,
-                   concurrency=concurrency, cpus_per_worker=cpus_per_worker,
-                   num_gpus_per_worker=num_gpus_per_worker, decode_cpus=decode_cpus)
-    run = DatasetRun(out=root, inputs=len(videos), skipped=0, completed=0, failures=[], windows=0, frames=0,
-                     tokens_kept=0, tokens_total=0, shards=[], elapsed=0.0, rate=settings["rate"], budget=budget)
+    workers = dict(
+        checkpoint=checkpoint,
+        device=device,
+        weights_hash=identity["weights_hash"],
+        batch_size=batch_size,
+        concurrency=concurrency,
+        cpus_per_worker=cpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker,
+        decode_cpus=decode_cpus,
+    )
+    run = DatasetRun(
+        out=root,
+        inputs=len(videos),
+        skipped=0,
+        completed=0,
+        failures=[],
+        windows=0,
+        frames=0,
+        tokens_kept=0,
+        tokens_total=0,
+        shards=[],
+        elapsed=0.0,
+        rate=settings["rate"],
+        budget=budget,
+    )
 
     with ExitStack() as stack:
+
         @functools.cache
         def ray_data():
             """Ray Data, Ray started (or joined) and checked on first use: a run with nothing to do never starts it."""
@@ -762,9 +957,11 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
 
         allocation = Allocation({}, {}, {})
         if budget == "run":
+
             def measure(paths: list[str]) -> Iterable:
-                return _ray_stages(ray_data(), [{"video": p} for p in paths], WindowMeasurer, settings | {"grid": grid},
-                                   workers)
+                return _ray_stages(
+                    ray_data(), [{"video": p} for p in paths], WindowMeasurer, settings | {"grid": grid}, workers
+                )
 
             t0 = time.time()
             allocation = budget_rates(videos, root / BUDGET_DIR, settings, key, measure, progress)
@@ -811,9 +1008,18 @@ def encode_dataset(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
 
 
 # ------------------------------------------------------------------------------- throughput
-def measure_throughput(videos: Iterable[str | os.PathLike], checkpoint: str | os.PathLike | None, workers: int,
-                       *, batch_size: int = 8, device: str | None = None, num_gpus_per_worker: float = 0.0,
-                       cpus_per_worker: float = 1.0, out: str | os.PathLike | None = None, **settings) -> dict:
+def measure_throughput(
+    videos: Iterable[str | os.PathLike],
+    checkpoint: str | os.PathLike | None,
+    workers: int,
+    *,
+    batch_size: int = 8,
+    device: str | None = None,
+    num_gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    out: str | os.PathLike | None = None,
+    **settings,
+) -> dict:
     """Tokenize `videos` into a fresh shard folder with `workers` model actors and report the speed.
 
     Starts its own local Ray (with workers x cpus_per_worker + 1 CPUs) unless this process already has
@@ -828,9 +1034,19 @@ def measure_throughput(videos: Iterable[str | os.PathLike], checkpoint: str | os
 
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="infotok-throughput-"))
     try:
-        run = encode_dataset(videos, folder, checkpoint, batch_size=batch_size, concurrency=workers,
-                             num_gpus_per_worker=num_gpus_per_worker, cpus_per_worker=cpus_per_worker, device=device,
-                             num_cpus=math.ceil(workers * cpus_per_worker + 1), overwrite=True, **settings)
+        run = encode_dataset(
+            videos,
+            folder,
+            checkpoint,
+            batch_size=batch_size,
+            concurrency=workers,
+            num_gpus_per_worker=num_gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+            device=device,
+            num_cpus=math.ceil(workers * cpus_per_worker + 1),
+            overwrite=True,
+            **settings,
+        )
         itok_bytes = 0
         with tempfile.TemporaryDirectory() as d:
             for i, (_, tokens) in enumerate(iter_video_tokens(folder)):
@@ -842,17 +1058,28 @@ def measure_throughput(videos: Iterable[str | os.PathLike], checkpoint: str | os
             return n / seconds if seconds > 0 else None
 
         return {
-            "workers": workers, "batch_size": batch_size, "device": device or ("cuda" if num_gpus_per_worker else "cpu"),
-            "videos": run.completed, "failed": len(run.failures), "windows": run.windows, "frames": run.frames,
-            "elapsed_s": run.elapsed, "pipeline_s": run.pipeline_s, "model_load_s": run.ready_s,
-            "frames_per_s": per_s(run.frames, run.pipeline_s), "windows_per_s": per_s(run.windows, run.pipeline_s),
+            "workers": workers,
+            "batch_size": batch_size,
+            "device": device or ("cuda" if num_gpus_per_worker else "cpu"),
+            "videos": run.completed,
+            "failed": len(run.failures),
+            "windows": run.windows,
+            "frames": run.frames,
+            "elapsed_s": run.elapsed,
+            "pipeline_s": run.pipeline_s,
+            "model_load_s": run.ready_s,
+            "frames_per_s": per_s(run.frames, run.pipeline_s),
+            "windows_per_s": per_s(run.windows, run.pipeline_s),
             "frames_per_s_after_load": per_s(run.frames, loaded_s),
             "windows_per_s_after_load": per_s(run.windows, loaded_s),
             "busy_s": {str(pid): round(v, 2) for pid, v in run.workers["busy"].items()},
-            "peak_rss_mib": {kind: {str(pid): round(v / mib, 1) for pid, v in run.workers[kind].items()}
-                             for kind in ("tokenizer", "decoder")},
+            "peak_rss_mib": {
+                kind: {str(pid): round(v / mib, 1) for pid, v in run.workers[kind].items()}
+                for kind in ("tokenizer", "decoder")
+            },
             "peak_gpu_mib": {str(pid): round(v / mib, 1) for pid, v in run.workers["gpu"].items()},
-            "shard_bytes": run.shard_bytes, "itok_bytes": itok_bytes,
+            "shard_bytes": run.shard_bytes,
+            "itok_bytes": itok_bytes,
             "shard_bytes_per_window": run.shard_bytes / run.windows if run.windows else None,
             "itok_bytes_per_window": itok_bytes / run.windows if run.windows else None,
         }

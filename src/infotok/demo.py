@@ -1,5 +1,6 @@
 """`infotok demo`: the built-in procedural sample tokenized at a few rates, with everything a first
 look needs (reconstructions, side-by-side visualizations, PNG strips, a JSON report)."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,23 @@ from .viz import layout, render, strip
 SAMPLE_FPS = 24.0
 
 
-def run_demo(model, out: str | Path, rates: list[float], frames: int = 33, height: int = 128, width: int = 192,
-             seed: int = 0, on_rate=None) -> dict:
+def run_demo(
+    model,
+    out: str | Path,
+    rates: list[float],
+    frames: int = 33,
+    height: int = 128,
+    width: int = 192,
+    seed: int = 0,
+    on_rate=None,
+) -> dict:
     """Writes into `out` and returns the report (also saved as report.json)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     video = synthetic_video(frames, height, width, seed=seed)
     write_video(out / "sample.mp4", video, fps=SAMPLE_FPS)
     report = {"checkpoint": model.name, "sample": {"frames": frames, "size": f"{width}x{height}"}, "runs": []}
-    for rate in ([1.0] if not model.adaptive else rates):
+    for rate in [1.0] if not model.adaptive else rates:
         tokens = model.tokenize(video, rate=rate, strategy="static", window=frames, overlap=0, fps=SAMPLE_FPS)
         tag = f"rate{rate:g}"
         tokens.save(out / f"sample_{tag}.itok", overwrite=True)
@@ -28,8 +37,12 @@ def run_demo(model, out: str | Path, rates: list[float], frames: int = 33, heigh
         write_video(out / f"reconstruction_{tag}.mp4", recon, fps=SAMPLE_FPS)
         panels = list(render(video, recon, tokens))
         write_video(out / f"viz_{tag}.mp4", panels, fps=SAMPLE_FPS)
-        strip(panels, out / f"viz_{tag}.png", header=layout(height).header,
-              title=f"built-in sample, rate {rate:g}: original | reconstruction | kept tokens")
+        strip(
+            panels,
+            out / f"viz_{tag}.png",
+            header=layout(height).header,
+            title=f"built-in sample, rate {rate:g}: original | reconstruction | kept tokens",
+        )
         run = {"rate": rate, "psnr": psnr(video, recon)}
         run |= tokens.ledger(file_bytes=(out / f"sample_{tag}.itok").stat().st_size).to_dict()
         report["runs"].append(run)

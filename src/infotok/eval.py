@@ -6,6 +6,7 @@ video from the MSE over all its frames in uint8 range, then averaged over videos
 then decoded once per (strategy, selection, rate); the metrics live in `metrics`. LPIPS and FVD
 (module `perceptual`) only with user-supplied network weights.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,14 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batch import TokenBatch
 from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
-from .router import (OBJECTIVES, balanced_rates, calibrate_margins, calibrate_slopes, calibrate_thresholds, check_rate,
-                     hold_rates, rd_rates, shared_budget_rates, shared_hold_rates, slope_for, threshold_for,
-                     uniform_rate)
-from .batch import TokenBatch
+from .router import (
+    OBJECTIVES,
+    balanced_rates,
+    calibrate_margins,
+    calibrate_slopes,
+    calibrate_thresholds,
+    check_rate,
+    hold_rates,
+    rd_rates,
+    shared_budget_rates,
+    shared_hold_rates,
+    slope_for,
+    threshold_for,
+    uniform_rate,
+)
 from .tokens import TokenHeader, Tokens
 from .video import from_model, read_video, resize_and_crop, resize_short_side
 
@@ -64,8 +77,9 @@ def make_clip(model: InfoTok, name: str, frames: np.ndarray) -> Clip:
     return Clip(name, frames, model.encode(frames[None], rate=1.0, strategy="static", keep_scores=True))
 
 
-def clip_at(model: InfoTok, clip: Clip, rate: float, selection: str = "error", seed: int = 0,
-            fill: str = "mask") -> TokenBatch:
+def clip_at(
+    model: InfoTok, clip: Clip, rate: float, selection: str = "error", seed: int = 0, fill: str = "mask"
+) -> TokenBatch:
     """The clip's tokens at `rate`, decoded with `fill` (no new encoder or router pass)."""
     return model.reselect(clip.batch, [rate], selection, seed, fill)
 
@@ -82,26 +96,50 @@ def decode_clip(model: InfoTok, batch: TokenBatch) -> np.ndarray:
 def clip_ledger(model: InfoTok, clip: Clip, batch: TokenBatch) -> Ledger:
     """The ledger of this clip at this keep-mask, with the bytes of the real `.itok` file holding it."""
     t, h, w = clip.frames.shape[:3]
-    header = TokenHeader(model=model.name, model_hash=model.model_hash, config_hash=model.config_hash,
-                         levels=list(model.base.levels), temporal_factor=model.geometry.temporal_factor,
-                         spatial_factor=model.geometry.spatial_factor, width=w, height=h, source_width=w,
-                         source_height=h, fps=25.0, num_frames=t, window=t, overlap=0, strategy="", selection="",
-                         avg_rate=float(batch.rate[0]), score_mean=float(model.score_mean))
+    header = TokenHeader(
+        model=model.name,
+        model_hash=model.model_hash,
+        config_hash=model.config_hash,
+        levels=list(model.base.levels),
+        temporal_factor=model.geometry.temporal_factor,
+        spatial_factor=model.geometry.spatial_factor,
+        width=w,
+        height=h,
+        source_width=w,
+        source_height=h,
+        fps=25.0,
+        num_frames=t,
+        window=t,
+        overlap=0,
+        strategy="",
+        selection="",
+        avg_rate=float(batch.rate[0]),
+        score_mean=float(model.score_mean),
+    )
     tokens = Tokens(header, [batch.window(0, 0, t)])
     with tempfile.TemporaryDirectory() as d:
         path = tokens.save(Path(d, "clip.itok"))
         return tokens.ledger(file_bytes=os.path.getsize(path))
 
 
-def measure_clip(model: InfoTok, clip: Clip, batch: TokenBatch, quality: bool = True, with_vmaf: bool = False,
-                 perceptual: Perceptual | None = None) -> dict:
+def measure_clip(
+    model: InfoTok,
+    clip: Clip,
+    batch: TokenBatch,
+    quality: bool = True,
+    with_vmaf: bool = False,
+    perceptual: Perceptual | None = None,
+) -> dict:
     """Decode one clip's tokens and score them: PSNR always; SSIM and real file BPP16 with
     `quality`; VMAF on request; LPIPS, and the FVD features (key `_fvd`, reduced over a run by
     `fvd_of`), with `perceptual`."""
     recon = decode_clip(model, batch)
     mask = batch.mask[0]
-    row = {"video": clip.name, "realized_rate": Ledger(int(mask.sum()), mask.numel()).realized_rate,
-           "psnr": psnr(clip.frames, recon)}
+    row = {
+        "video": clip.name,
+        "realized_rate": Ledger(int(mask.sum()), mask.numel()).realized_rate,
+        "psnr": psnr(clip.frames, recon),
+    }
     if quality:
         row["ssim"] = ssim(clip.frames, recon)
         row["bpp16_file"] = clip_ledger(model, clip, batch).file_bpp16
@@ -157,8 +195,15 @@ def calibrated_rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hol
     return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
 
 
-def clip_rates(model: InfoTok, strategy: str, avg_rate: float, clips: list[Clip], seed: int = 0,
-               fill: str = "mask", budget: str = "run") -> list[float]:
+def clip_rates(
+    model: InfoTok,
+    strategy: str,
+    avg_rate: float,
+    clips: list[Clip],
+    seed: int = 0,
+    fill: str = "mask",
+    budget: str = "run",
+) -> list[float]:
     """Per-clip rates for one run: global_elbo is balanced; rd spends a shared budget (on the
     predicted curves, or under `hold` on the codes' drift) so that the run's mean rate is avg_rate
     (`budget` "run"), or gives each clip what `infotok encode` gives it alone ("calibrated")."""
@@ -178,10 +223,23 @@ def clip_rates(model: InfoTok, strategy: str, avg_rate: float, clips: list[Clip]
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: list[str] | None = None,
-             selections: list[str] | None = None, size: int = 256, frames: int = 33, with_vmaf: bool = False,
-             seed: int = 0, progress=None, clips: list[Clip] | None = None, perceptual: Perceptual | None = None,
-             crop: bool = True, fill: str | None = None, budget: str = "calibrated") -> dict:
+def evaluate(
+    model: InfoTok,
+    paths: list[Path],
+    rates: list[float],
+    strategies: list[str] | None = None,
+    selections: list[str] | None = None,
+    size: int = 256,
+    frames: int = 33,
+    with_vmaf: bool = False,
+    seed: int = 0,
+    progress=None,
+    clips: list[Clip] | None = None,
+    perceptual: Perceptual | None = None,
+    crop: bool = True,
+    fill: str | None = None,
+    budget: str = "calibrated",
+) -> dict:
     """Run every (strategy, selection, rate) over the clips, decoding with `fill`; returns the JSON
     report. Strategy, selection and fill left out are the checkpoint's defaults (`InfoTok.choices`),
     and `rd` gives each clip its calibrated rate (`budget` "calibrated"), so that no options measure
@@ -208,21 +266,43 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill, budget)
                 rows = []
                 for clip, r in zip(clips, r_list):
-                    rows.append({"strategy": strategy, "selection": selection, "fill": fill, "rate": avg_rate,
-                                 "clip_rate": r, "score": clip.score, "width": clip.frames.shape[2],
-                                 "height": clip.frames.shape[1]}
-                                | measure_clip(model, clip, clip_at(model, clip, r, selection, seed, fill),
-                                               with_vmaf=with_vmaf, perceptual=perceptual))
+                    rows.append(
+                        {
+                            "strategy": strategy,
+                            "selection": selection,
+                            "fill": fill,
+                            "rate": avg_rate,
+                            "clip_rate": r,
+                            "score": clip.score,
+                            "width": clip.frames.shape[2],
+                            "height": clip.frames.shape[1],
+                        }
+                        | measure_clip(
+                            model,
+                            clip,
+                            clip_at(model, clip, r, selection, seed, fill),
+                            with_vmaf=with_vmaf,
+                            perceptual=perceptual,
+                        )
+                    )
                 fvd = fvd_of(rows, clips)
                 realized = float(np.mean([r["realized_rate"] for r in rows]))
-                summary = {"strategy": strategy, "selection": selection, "fill": fill, "rate": avg_rate,
-                           "realized_rate": realized, "bpp16": realized + (MASK_BPP16 if model.adaptive else 0.0),
-                           "bpp16_file": float(np.mean([r["bpp16_file"] for r in rows])),
-                           "psnr": float(np.mean([r["psnr"] for r in rows])),
-                           "ssim": float(np.mean([r["ssim"] for r in rows])),
-                           "videos": len(rows),
-                           "nfe": 2 if (strategy == "global_elbo" or (selection == "error" and avg_rate < 1)) else 1,
-                           "seconds": time.time() - t1 + encode_seconds / max(1, len(rates) * len(strategies) * len(selections))}
+                summary = {
+                    "strategy": strategy,
+                    "selection": selection,
+                    "fill": fill,
+                    "rate": avg_rate,
+                    "realized_rate": realized,
+                    "bpp16": realized + (MASK_BPP16 if model.adaptive else 0.0),
+                    "bpp16_file": float(np.mean([r["bpp16_file"] for r in rows])),
+                    "psnr": float(np.mean([r["psnr"] for r in rows])),
+                    "ssim": float(np.mean([r["ssim"] for r in rows])),
+                    "videos": len(rows),
+                    "nfe": 2 if (strategy == "global_elbo" or (selection == "error" and avg_rate < 1)) else 1,
+                    "seconds": time.time()
+                    - t1
+                    + encode_seconds / max(1, len(rates) * len(strategies) * len(selections)),
+                }
                 if with_vmaf:
                     summary["vmaf"] = float(np.mean([r["vmaf"] for r in rows]))
                 if perceptual and perceptual.lpips:
@@ -233,8 +313,14 @@ def evaluate(model: InfoTok, paths: list[Path], rates: list[float], strategies: 
                 per_video += rows
                 if progress:
                     progress(f"{strategy}/{selection} rate {avg_rate:g}: PSNR {summary['psnr']:.2f} dB")
-    return {"checkpoint": model.name, "size": size, "frames": frames, "crop": crop, "results": results,
-            "per_video": per_video}
+    return {
+        "checkpoint": model.name,
+        "size": size,
+        "frames": frames,
+        "crop": crop,
+        "results": results,
+        "per_video": per_video,
+    }
 
 
 def write_report(report: dict, json_path: str | os.PathLike) -> None:
@@ -269,7 +355,7 @@ def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tupl
             if c > budget:
                 continue
             cand = np.full(budget + 1, -np.inf)
-            cand[c:] = best[:budget + 1 - c] + q[i, j]
+            cand[c:] = best[: budget + 1 - c] + q[i, j]
             better = cand > nxt
             nxt[better], choice[i, better] = cand[better], j
         best = nxt
@@ -300,13 +386,23 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
         if clip.batch.curve is not None:
             curve = clip.batch.curve[0].cpu().numpy()
             curves.append(curve)
-            measured.append([psnr(clip.frames, decode_clip(model, clip_at(model, clip, (k + 1) / len(curve), "value")))
-                             for k in range(len(curve))])
+            measured.append(
+                [
+                    psnr(clip.frames, decode_clip(model, clip_at(model, clip, (k + 1) / len(curve), "value")))
+                    for k in range(len(curve))
+                ]
+            )
         if progress:
             progress(f"{p.name}: score {scores[p.name]:.5f}")
-    result = {"score_mean": float(np.mean(list(scores.values()))), "previous": float(model.score_mean),
-              "videos": len(scores), "scores": scores, "size": size, "frames": frames,
-              "rd_thresholds": calibrate_thresholds(codes)}
+    result = {
+        "score_mean": float(np.mean(list(scores.values()))),
+        "previous": float(model.score_mean),
+        "videos": len(scores),
+        "scores": scores,
+        "size": size,
+        "frames": frames,
+        "rd_thresholds": calibrate_thresholds(codes),
+    }
     if curves:
         result["rd_slopes"] = {objective: calibrate_slopes(np.stack(curves), objective) for objective in OBJECTIVES}
         result["target_margins"] = calibrate_margins(np.stack(curves), np.array(measured))

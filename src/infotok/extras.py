@@ -4,12 +4,20 @@ The core install (encode, decode, reconstruct, info, convert, demo, viz) needs n
 feature that does imports its dependency where it is used, so infotok itself always imports, and a
 missing one is reported as the extra to install.
 """
+
 from __future__ import annotations
 
 import importlib
 
-EXTRAS = {"accelerate": "train", "torchmetrics": "eval", "matplotlib": "eval", "imageio_ffmpeg": "eval",
-          "huggingface_hub": "hub", "ray": "scale", "pyarrow": "scale"}
+EXTRAS = {
+    "accelerate": "train",
+    "torchmetrics": "eval",
+    "matplotlib": "eval",
+    "imageio_ffmpeg": "eval",
+    "huggingface_hub": "hub",
+    "ray": "scale",
+    "pyarrow": "scale",
+}
 
 
 class MissingExtra(ModuleNotFoundError):

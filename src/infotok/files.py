@@ -4,6 +4,7 @@ beside it for atomic writes.
 Shared by the token writer and the video writer so both refuse the same paths the same way and
 their results get the same permissions; free of torch and PyAV, so `infotok info` starts quickly.
 """
+
 from __future__ import annotations
 
 import glob

@@ -13,6 +13,7 @@
 
 Both rules use only the kept tokens and the keep-mask, so a decoder reproduces them exactly.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ of `temporal_factor` frames is one more; `spatial_factor` x `spatial_factor` pix
 Inputs off that grid are padded by edge replication and cropped back after decoding. Window spans
 are the one rule that the streaming pipeline, the token format and progress totals all share.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,11 @@ class Geometry:
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """Token grid (t, h, w) of a clip of any size (it is padded to the model grid first)."""
-        return (self.latent_frames(num_frames), _ceil_div(height, self.spatial_factor),
-                _ceil_div(width, self.spatial_factor))
+        return (
+            self.latent_frames(num_frames),
+            _ceil_div(height, self.spatial_factor),
+            _ceil_div(width, self.spatial_factor),
+        )
 
     def padded_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """Smallest (T, H, W) >= the input with T = 1 + temporal_factor * k and H, W multiples of spatial_factor."""
@@ -56,6 +60,7 @@ class Geometry:
         if (tt, hh, ww) == (t, h, w):
             return x
         import torch.nn.functional as F
+
         return F.pad(x, (0, ww - w, 0, hh - h, 0, tt - t), mode="replicate")
 
     @staticmethod
@@ -71,8 +76,11 @@ class Geometry:
 def check_windowing(window: int, overlap: int, geometry: Geometry | None = None) -> None:
     minimum = geometry.min_window if geometry else 1
     if window < minimum:
-        raise ValueError(f"window must be at least {minimum} frames"
-                         + (" (frame 0 plus one latent step)" if geometry else "") + f", got {window}")
+        raise ValueError(
+            f"window must be at least {minimum} frames"
+            + (" (frame 0 plus one latent step)" if geometry else "")
+            + f", got {window}"
+        )
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be at least 0 and smaller than window ({window}), got {overlap}")
 

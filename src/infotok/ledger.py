@@ -5,6 +5,7 @@ one frame; since a token covers spatial_factor^2 = 64 pixels of temporal_factor 
 `kept / total + 1/16` for a keep-masked tokenizer and `kept / total` for a fixed-rate one (no
 mask). `file_bpp16` is the same ledger from the bytes a `.itok` file really takes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,12 +37,21 @@ class Ledger:
 
     def __add__(self, other: "Ledger") -> "Ledger":
         files = None if self.file_bytes is None or other.file_bytes is None else self.file_bytes + other.file_bytes
-        return Ledger(self.kept + other.kept, self.total + other.total, self.pixels + other.pixels, files,
-                      self.masked or other.masked)
+        return Ledger(
+            self.kept + other.kept,
+            self.total + other.total,
+            self.pixels + other.pixels,
+            files,
+            self.masked or other.masked,
+        )
 
     def to_dict(self) -> dict:
-        out = {"tokens_kept": self.kept, "tokens_total": self.total, "realized_rate": self.realized_rate,
-               "nominal_bpp16": self.nominal_bpp16}
+        out = {
+            "tokens_kept": self.kept,
+            "tokens_total": self.total,
+            "realized_rate": self.realized_rate,
+            "nominal_bpp16": self.nominal_bpp16,
+        }
         if self.file_bytes is not None:
             out |= {"file_bytes": self.file_bytes, "file_bpp16": self.file_bpp16}
         return out

@@ -2,6 +2,7 @@
 
 One home for each, so the CLI, evaluation, benchmarks and the training log report the same numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ def ssim(reference: np.ndarray, distorted: np.ndarray) -> float:
     a = torch.from_numpy(np.ascontiguousarray(reference)).permute(0, 3, 1, 2).float()
     b = torch.from_numpy(np.ascontiguousarray(distorted)).permute(0, 3, 1, 2).float()
     # frame by frame: one batched call over a whole clip is several times slower on a CPU
-    values = [structural_similarity_index_measure(b[i:i + 1], a[i:i + 1], data_range=255.0) for i in range(len(a))]
+    values = [structural_similarity_index_measure(b[i : i + 1], a[i : i + 1], data_range=255.0) for i in range(len(a))]
     return float(torch.stack(values).mean())
 
 
@@ -67,10 +68,24 @@ def vmaf(reference: np.ndarray, distorted: np.ndarray, fps: float = 25.0) -> flo
         ref.write_bytes(np.ascontiguousarray(reference).tobytes())
         dis.write_bytes(np.ascontiguousarray(distorted).tobytes())
         raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps}"]
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", *raw, "-i", str(dis), *raw,
-               "-i", str(ref), "-lavfi",
-               f"[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf=model=version=vmaf_v0.6.1"
-               f":log_fmt=json:log_path={log}:n_threads=2", "-f", "null", "-"]
+        cmd = [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *raw,
+            "-i",
+            str(dis),
+            *raw,
+            "-i",
+            str(ref),
+            "-lavfi",
+            f"[0:v]format=yuv420p[d];[1:v]format=yuv420p[r];[d][r]libvmaf=model=version=vmaf_v0.6.1"
+            f":log_fmt=json:log_path={log}:n_threads=2",
+            "-f",
+            "null",
+            "-",
+        ]
         subprocess.run(cmd, check=True, capture_output=True, timeout=600)
         return float(json.loads(log.read_text())["pooled_metrics"]["vmaf"]["mean"])
 
@@ -125,6 +140,7 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 def spearman(a, b) -> float:
     """Spearman rank correlation, ties given their mean rank."""
+
     def ranks(v):
         v = np.asarray(v, float)
         order = np.argsort(v, kind="stable")
@@ -133,6 +149,7 @@ def spearman(a, b) -> float:
         for value in np.unique(v):
             r[v == value] = r[v == value].mean()
         return r
+
     ra, rb = ranks(a), ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")

@@ -7,6 +7,7 @@ stages it is made of (`encode_codes`, `router_scores`, `select`). Long videos ar
 `pipeline`, checkpoint folders by `checkpoint`. Without a compressor the model is the fixed-rate
 base tokenizer (only rate 1 is possible).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,16 +23,28 @@ import torch.nn as nn
 
 from . import checkpoint, pipeline
 from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
+from .batch import TokenBatch
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
 from .fill import check_fill, hold_last_kept
 from .geometry import Geometry
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
-from .router import (check_objective, check_rate, check_strategy, check_target, choose_rate, hold_rates, rd_rates,
-                     score_map, slope_for, target_rates, threshold_for, warn_unreachable)
+from .router import (
+    check_objective,
+    check_rate,
+    check_strategy,
+    check_target,
+    choose_rate,
+    hold_rates,
+    rd_rates,
+    score_map,
+    slope_for,
+    target_rates,
+    threshold_for,
+    warn_unreachable,
+)
 from .selection import check_selection, drift_masks, keep_masks
-from .batch import TokenBatch
 from .video import to_model
 
 
@@ -42,22 +55,27 @@ def as_model_input(x: torch.Tensor | np.ndarray, keep_uint8: bool = False) -> to
     if x.dtype == torch.uint8 and x.dim() == 5:
         return x.permute(0, 4, 1, 2, 3) if keep_uint8 and x.shape[-1] == 3 else to_model(x)
     if not x.is_floating_point() or x.dim() != 5 or x.shape[1] != 3:
-        raise ValueError(f"windows must be float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3], "
-                         f"got {x.dtype} {list(x.shape)}")
+        raise ValueError(
+            f"windows must be float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3], got {x.dtype} {list(x.shape)}"
+        )
     return x
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """A device this machine has, or one line saying which ones it does have."""
-    have = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else [])
+    have = ["cpu"] + (
+        ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; this machine has: {', '.join(have)}") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device {device!r} is not available (torch {torch.__version__} sees "
-                         f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA devices); "
-                         f"this machine has: {', '.join(have)}")
+        raise ValueError(
+            f"device {device!r} is not available (torch {torch.__version__} sees "
+            f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA devices); "
+            f"this machine has: {', '.join(have)}"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r} is not supported; this machine has: {', '.join(have)}")
     return dev
@@ -73,7 +91,9 @@ def build_base(config: BaseConfig | CosmosConfig) -> BaseTokenizer:
     return CosmosTokenizer(config) if isinstance(config, CosmosConfig) else CausalConvTokenizer(config)
 
 
-def build_stacks(config: CompressorConfig | ReleaseCompressorConfig, base: BaseTokenizer) -> tuple[nn.Module, nn.Module]:
+def build_stacks(
+    config: CompressorConfig | ReleaseCompressorConfig, base: BaseTokenizer
+) -> tuple[nn.Module, nn.Module]:
     """(compressor, decompressor) around the quantizer: ours, or the release's (which share a time embedding)."""
     if isinstance(config, ReleaseCompressorConfig):
         return release_stacks(config)
@@ -100,6 +120,7 @@ COMPRESSOR_KINDS = {"block-causal": CompressorConfig, "release": ReleaseCompress
 try:  # Hugging Face conventions (push_to_hub, model-card metadata) where huggingface_hub is installed
     from huggingface_hub import ModelHubMixin as HubMixin
 except ImportError:
+
     class HubMixin:
         """Without huggingface_hub: takes ModelHubMixin's class keywords and adds nothing."""
 
@@ -111,10 +132,17 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     """The network. `from_pretrained` / `save_pretrained` keep infotok's own folder format (model.safetensors
     + config.json, checked key by key) and replace ModelHubMixin's, whose `push_to_hub` saves through them."""
 
-    def __init__(self, base: BaseConfig | CosmosConfig | None = None,
-                 compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
-                 score_mean: float = 0.0, name: str = "infotok", dropped: str = "embedding",
-                 predictor: PredictorConfig | None = None, fill: str = "mask", held: bool = False):
+    def __init__(
+        self,
+        base: BaseConfig | CosmosConfig | None = None,
+        compressor: CompressorConfig | ReleaseCompressorConfig | None = None,
+        score_mean: float = 0.0,
+        name: str = "infotok",
+        dropped: str = "embedding",
+        predictor: PredictorConfig | None = None,
+        fill: str = "mask",
+        held: bool = False,
+    ):
         super().__init__()
         if dropped not in DROPPED_MODES:
             raise ValueError(f"dropped must be one of {', '.join(DROPPED_MODES)}, got {dropped!r}")
@@ -151,8 +179,13 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
     def adaptive(self) -> bool:
         return self.compressor_config is not None
 
-    def choices(self, strategy: str | None = None, selection: str | None = None, fill: str | None = None,
-                target_psnr: float | None = None) -> tuple[str, str, str]:
+    def choices(
+        self,
+        strategy: str | None = None,
+        selection: str | None = None,
+        fill: str | None = None,
+        target_psnr: float | None = None,
+    ) -> tuple[str, str, str]:
         """The (strategy, selection, fill) a tokenization uses: what was asked, else the defaults.
         The fill defaults to the checkpoint's (`hold` in ours, `mask` in converted release weights),
         except under a PSNR target, whose predicted curves describe masked value selection. The
@@ -174,7 +207,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     def config_dict(self) -> dict:
         config = {
-            "format": CHECKPOINT_FORMAT, "version": 1, "name": self.name,
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "name": self.name,
             "base": self.base.config.to_dict(),
             "compressor": self.compressor_config.to_dict() if self.adaptive else None,
             "score_mean": float(self.score_mean),
@@ -194,14 +229,18 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     def encoding_modules(self) -> list[nn.Module]:
         """What turns pixels into codes, masks and rates: the base encoder, the compressor, the predictor."""
-        return [*self.base.encoder_modules(), *([self.compressor] if self.adaptive else []),
-                *([self.predictor] if self.predictor_config else [])]
+        return [
+            *self.base.encoder_modules(),
+            *([self.compressor] if self.adaptive else []),
+            *([self.predictor] if self.predictor_config else []),
+        ]
 
     def decoding_hash(self) -> str:
         """Identifies the weights that decode tokens: all but the encoding modules and the calibration."""
         encoding = {id(t) for m in self.encoding_modules() for t in [*m.parameters(), *m.buffers()]}
-        return checkpoint.tensor_hash({k: v for k, v in self.state_dict(keep_vars=True).items()
-                                       if id(v) not in encoding and k != "score_mean"})
+        return checkpoint.tensor_hash(
+            {k: v for k, v in self.state_dict(keep_vars=True).items() if id(v) not in encoding and k != "score_mean"}
+        )
 
     @property
     def config_hash(self) -> str:
@@ -219,15 +258,17 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """video [B, 3, T, H, W] on the grid -> (codes [B, 6, t, h, w], indices [B, t, h, w]); differentiable."""
         return self.base.quantize(self.features(x))
 
-    def decode_codes(self, codes: torch.Tensor, mask: torch.Tensor | None = None,
-                     fill: str | Sequence[str] = "mask") -> torch.Tensor:
+    def decode_codes(
+        self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str | Sequence[str] = "mask"
+    ) -> torch.Tensor:
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
         are decoded from the learned "dropped" embedding (or, with fill `hold`, from the code last kept
         at their position), never from their own code. `fill` is one rule or one per window."""
         return self.base.decode_features(self.decoder_features(codes, mask, fill))
 
-    def decoder_features(self, codes: torch.Tensor, mask: torch.Tensor | None = None,
-                         fill: str | Sequence[str] = "mask") -> torch.Tensor:
+    def decoder_features(
+        self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str | Sequence[str] = "mask"
+    ) -> torch.Tensor:
         """What the base decoder decodes: codes (+ keep-mask, fill per window) -> features after the
         decompressor. Held positions (hold fill, an older code) carry the held-code embedding."""
         held = None
@@ -260,8 +301,10 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if not isinstance(self.base, CausalConvTokenizer):
             return score_map(x, self.decode_codes(codes), self.geometry)
         pooled = []
-        for start, frames in self.base.decoded_windows(self.decoder_features(codes)):  # one frame, then groups of 4, as a window
-            scores = score_map(x[:, :, start:start + frames.shape[2]], frames, self.geometry)
+        for start, frames in self.base.decoded_windows(
+            self.decoder_features(codes)
+        ):  # one frame, then groups of 4, as a window
+            scores = score_map(x[:, :, start : start + frames.shape[2]], frames, self.geometry)
             pooled.append(scores[:, 1:] if pooled else scores)  # a later chunk's first frame is the previous one's
         return torch.cat(pooled, dim=1)
 
@@ -269,11 +312,18 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if not self.adaptive and any(r < 1 for r in rates):
             raise ValueError(f"checkpoint {self.name!r} is a fixed-rate base tokenizer: only rate 1 is possible")
 
-    def select(self, score_map: torch.Tensor, rate: float = 0.5, strategy: str = "global_elbo",
-               selection: str = "error", generator: np.random.Generator | None = None,
-               rates: Sequence[float] | None = None, score_mean: float | None = None,
-               priority: torch.Tensor | None = None, codes: torch.Tensor | None = None
-               ) -> tuple[list[float], list[float], torch.Tensor]:
+    def select(
+        self,
+        score_map: torch.Tensor,
+        rate: float = 0.5,
+        strategy: str = "global_elbo",
+        selection: str = "error",
+        generator: np.random.Generator | None = None,
+        rates: Sequence[float] | None = None,
+        score_mean: float | None = None,
+        priority: torch.Tensor | None = None,
+        codes: torch.Tensor | None = None,
+    ) -> tuple[list[float], list[float], torch.Tensor]:
         """Each window's rate and keep-mask -> (rates, clip scores, masks [B, t, h, w]).
 
         `score_map` is the router's [B, t, h, w] (zeros where neither the strategy nor the selection
@@ -293,7 +343,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 chosen.append(check_rate(rates[i]))
             else:
                 chosen.append(choose_rate(strategy, rate, scores[i], mean, generator))
-            seeds.append(torch.Generator().manual_seed(int(generator.integers(2**62))) if generator is not None else None)
+            seeds.append(
+                torch.Generator().manual_seed(int(generator.integers(2**62))) if generator is not None else None
+            )
         if selection == "drift":
             return chosen, scores, drift_masks(codes, chosen)
         ranked = priority if priority is not None else score_map
@@ -310,15 +362,25 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     # ----------------------------------------------------------------------- the batched core
     @staticmethod
-    def reads_predictor(strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None,
-                        fill: str = "mask") -> bool:
+    def reads_predictor(
+        strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None, fill: str = "mask"
+    ) -> bool:
         """Whether tokenizing with these settings runs the value predictor (given `rates`, no strategy
         runs; `rd` under `hold` reads the codes' drift instead)."""
-        return selection == "value" or (rates is None and ((strategy == "rd" and fill != "hold") or target_psnr is not None))
+        return selection == "value" or (
+            rates is None and ((strategy == "rd" and fill != "hold") or target_psnr is not None)
+        )
 
-    def settings(self, rate: float, strategy: str | None = None, selection: str | None = None, fill: str | None = None,
-                 rates: Sequence[float] | None = None, target_psnr: float | None = None,
-                 objective: str = "psnr") -> tuple[float, str, str, str, float | None]:
+    def settings(
+        self,
+        rate: float,
+        strategy: str | None = None,
+        selection: str | None = None,
+        fill: str | None = None,
+        rates: Sequence[float] | None = None,
+        target_psnr: float | None = None,
+        objective: str = "psnr",
+    ) -> tuple[float, str, str, str, float | None]:
         """A tokenization's (rate, strategy, selection, fill, target PSNR), checked and with the
         defaults of `choices` filled in. Refuses bad values, and a checkpoint without the predictor or
         the calibration these settings need, before any video is read (`TokenStream` asks up front)."""
@@ -326,8 +388,10 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         target_psnr = None if target_psnr is None else check_target(target_psnr)
         strategy, selection, fill = self.choices(strategy, selection, fill, target_psnr)
         if target_psnr is not None and fill == "hold":
-            raise ValueError("--target-psnr plans on the value predictor's curves, which describe the mask fill; "
-                             "it cannot be combined with --fill hold (use --rate, or drop --fill)")
+            raise ValueError(
+                "--target-psnr plans on the value predictor's curves, which describe the mask fill; "
+                "it cannot be combined with --fill hold (use --rate, or drop --fill)"
+            )
         check_objective(objective)
         self.check_rates(rate, *(rates or []))
         if self.reads_predictor(strategy, selection, rates, target_psnr, fill):
@@ -341,8 +405,10 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
 
     def check_predictor(self, why: str) -> None:
         if self.predictor_config is None:
-            raise ValueError(f"checkpoint {self.name!r} has no value predictor, which {why} needs (train one with "
-                             f"`infotok train infotok --init CHECKPOINT --train-selection value`)")
+            raise ValueError(
+                f"checkpoint {self.name!r} has no value predictor, which {why} needs (train one with "
+                f"`infotok train infotok --init CHECKPOINT --train-selection value`)"
+            )
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -357,10 +423,19 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return self.encode_codes(self.geometry.pad(as_model_input(x).to(self.device)))[0]
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor | np.ndarray, rate: float = 0.5, strategy: str | None = None,
-               selection: str | None = None, generator: np.random.Generator | int | None = None,
-               rates: Sequence[float] | None = None, keep_scores: bool = False,
-               target_psnr: float | None = None, objective: str = "psnr", fill: str | None = None) -> TokenBatch:
+    def encode(
+        self,
+        x: torch.Tensor | np.ndarray,
+        rate: float = 0.5,
+        strategy: str | None = None,
+        selection: str | None = None,
+        generator: np.random.Generator | int | None = None,
+        rates: Sequence[float] | None = None,
+        keep_scores: bool = False,
+        target_psnr: float | None = None,
+        objective: str = "psnr",
+        fill: str | None = None,
+    ) -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
         any size (padded to the model grid here), on the model's device.
 
@@ -372,8 +447,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         default as `choices` says. `keep_scores` keeps the score maps in the batch so `reselect` can
         try other rates cheaply.
         """
-        rate, strategy, selection, fill, target_psnr = self.settings(rate, strategy, selection, fill, rates, target_psnr,
-                                                                     objective)
+        rate, strategy, selection, fill, target_psnr = self.settings(
+            rate, strategy, selection, fill, rates, target_psnr, objective
+        )
         holding = rates is None and target_psnr is None and strategy == "rd" and fill == "hold"
         predicting = self.reads_predictor(strategy, selection, rates, target_psnr, fill)
         if isinstance(generator, int) or generator is None:
@@ -399,20 +475,33 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
         ranked = {"temporal": change, "value": value}.get(selection)
-        chosen, scores, masks = self.select(smap, rate, strategy, selection, generator, rates, priority=ranked,
-                                            codes=codes)
+        chosen, scores, masks = self.select(
+            smap, rate, strategy, selection, generator, rates, priority=ranked, codes=codes
+        )
         f64 = dict(dtype=torch.float64, device=indices.device)
         predicted = None
         if curve is not None:
             predicted = curve.gather(1, curve_index(chosen, curve.shape[1], curve.device)[:, None])[:, 0].double()
-        return TokenBatch(indices.long().masked_fill(~masks, 0), masks, torch.tensor(chosen, **f64),
-                          torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
-                          frames, height, width, smap if keep_scores else None, 2 if routed else 1,
-                          change if keep_scores else None, value if keep_scores else None,
-                          curve if keep_scores else None, predicted, fill)
+        return TokenBatch(
+            indices.long().masked_fill(~masks, 0),
+            masks,
+            torch.tensor(chosen, **f64),
+            torch.tensor(scores if routed else [float("nan")] * len(scores), **f64),
+            frames,
+            height,
+            width,
+            smap if keep_scores else None,
+            2 if routed else 1,
+            change if keep_scores else None,
+            value if keep_scores else None,
+            curve if keep_scores else None,
+            predicted,
+            fill,
+        )
 
-    def reselect(self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0,
-                 fill: str = "mask") -> TokenBatch:
+    def reselect(
+        self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0, fill: str = "mask"
+    ) -> TokenBatch:
         """The same windows at other rates (decoded with `fill`), from the scores kept by
         `encode(..., keep_scores=True)`: evaluation and the oracle try many rates without encoding
         again. Only kept tokens' indices survive in a batch, so the source batch must be at full
@@ -425,13 +514,20 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.check_predictor("value selection")
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
         if selection == "drift":
-            masks = drift_masks(self.base.codes_from_indices(batch.indices.to(self.device)), rates).to(batch.mask.device)
+            masks = drift_masks(self.base.codes_from_indices(batch.indices.to(self.device)), rates).to(
+                batch.mask.device
+            )
         else:
             ranked = {"temporal": batch.latent_change, "value": batch.value}.get(selection, batch.score_map)
             masks = keep_masks(ranked, rates, selection, generators)
-        return replace(batch, indices=batch.indices.masked_fill(~masks, 0), mask=masks,
-                       rate=torch.tensor(rates, dtype=torch.float64, device=masks.device), predicted=None,
-                       fill=check_fill(fill))
+        return replace(
+            batch,
+            indices=batch.indices.masked_fill(~masks, 0),
+            mask=masks,
+            rate=torch.tensor(rates, dtype=torch.float64, device=masks.device),
+            predicted=None,
+            fill=check_fill(fill),
+        )
 
     @torch.no_grad()
     def decode(self, batch: TokenBatch) -> torch.Tensor:
@@ -441,10 +537,15 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         x = self.decode_codes(codes, batch.mask.to(self.device), batch.fill)
         return self.geometry.crop(x, batch.frames, batch.height, batch.width).clamp_(-1, 1)
 
-    def forward(self, x: torch.Tensor, rates: Sequence[float] | Sequence[Sequence[float]] | None = None,
-                selection: str | Sequence[str] = "error", score_mean: float | None = None,
-                predictor_only: bool = False, train_predictor: bool = False
-                ) -> tuple[torch.Tensor, list[float], torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rates: Sequence[float] | Sequence[Sequence[float]] | None = None,
+        selection: str | Sequence[str] = "error",
+        score_mean: float | None = None,
+        predictor_only: bool = False,
+        train_predictor: bool = False,
+    ) -> tuple[torch.Tensor, list[float], torch.Tensor | None, torch.Tensor | None]:
         """Training pass on windows on the grid: encode once, route (no gradient), decode the kept tokens.
 
         `rates` (one per window, None = full rate) are averages turned into global_elbo rates when
@@ -453,8 +554,8 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         others under mask. With `train_predictor`, this decode also trains
         the value predictor (on detached features: it never changes the tokens): token values on
         every window, the curve on windows selected by `value` (it describes that selection); it runs
-        on every step, so that distributed runs use every parameter. Returns (reconstruction, the rates used, the score map or None
-        where no router pass ran, the predictor's loss or None). With `predictor_only`, see
+        on every step, so that distributed runs use every parameter. Returns (reconstruction, the rates
+        used, the score map or None where no router pass ran, the predictor's loss or None). With `predictor_only`, see
         `_predictor_forward`.
         """
         if predictor_only:
@@ -483,19 +584,32 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 value = self.predictor(feats.detach())[0]
         change = self.latent_change(codes.detach()) if "temporal" in selections else None
         ranked = {"error": smap, "temporal": change, "value": value.detach() if value is not None else None}
-        masks = torch.cat([drift_masks(codes[i:i + 1].detach(), [r]) if s == "drift" else
-                           keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i:i + 1], [r], s)
-                           for i, (s, r) in enumerate(zip(selections, rates))])
+        masks = torch.cat(
+            [
+                drift_masks(codes[i : i + 1].detach(), [r])
+                if s == "drift"
+                else keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i : i + 1], [r], s)
+                for i, (s, r) in enumerate(zip(selections, rates))
+            ]
+        )
         y = self.decode_codes(codes, masks, ["hold" if s == "drift" else "mask" for s in selections])
         loss = None
         if predicting:
             on_curve = torch.tensor([s == "value" for s in selections], device=x.device)
-            loss = predictor_loss(value, curve, value_targets(x, full, y.detach(), self.geometry), masks,
-                                  curve_targets(x, y.detach()), curve_index(rates, curve.shape[1], x.device), on_curve)
+            loss = predictor_loss(
+                value,
+                curve,
+                value_targets(x, full, y.detach(), self.geometry),
+                masks,
+                curve_targets(x, y.detach()),
+                curve_index(rates, curve.shape[1], x.device),
+                on_curve,
+            )
         return y, list(rates), smap if full is not None else None, loss
 
-    def _predictor_forward(self, x: torch.Tensor, rates: Sequence[Sequence[float]]
-                           ) -> tuple[torch.Tensor, list[float], None, torch.Tensor]:
+    def _predictor_forward(
+        self, x: torch.Tensor, rates: Sequence[Sequence[float]]
+    ) -> tuple[torch.Tensor, list[float], None, torch.Tensor]:
         """`infotok train predictor`: the value predictor learns from this model's own decodes while
         the model stays as it is (no gradient through it). Window i is decoded once per rate in
         `rates[i]` with value selection (the predictor's current ranking); each decode gives the
@@ -513,34 +627,100 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             with torch.no_grad():
                 masks = keep_masks(value.detach(), chosen, "value")
                 y = self.decode_codes(codes, masks)
-            losses.append(predictor_loss(value, curve, value_targets(x, full, y, self.geometry), masks, curve_targets(x, y),
-                                         curve_index(chosen, curve.shape[1], x.device),
-                                         torch.ones(len(chosen), dtype=torch.bool, device=x.device)))
+            losses.append(
+                predictor_loss(
+                    value,
+                    curve,
+                    value_targets(x, full, y, self.geometry),
+                    masks,
+                    curve_targets(x, y),
+                    curve_index(chosen, curve.shape[1], x.device),
+                    torch.ones(len(chosen), dtype=torch.bool, device=x.device),
+                )
+            )
         return y, [float(np.mean(r)) for r in rates], None, torch.stack(losses).mean()
 
     # ------------------------------------------------------------------- whole videos (pipeline)
-    def iter_tokenize(self, video, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
-                      window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
-                      rates: list[float] | None = None, fps: float | None = None, start: int = 0,
-                      max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
-                      objective: str = "psnr", fill: str | None = None) -> "pipeline.TokenStream":
+    def iter_tokenize(
+        self,
+        video,
+        rate: float = 0.5,
+        strategy: str | None = None,
+        selection: str | None = None,
+        window: int = 33,
+        overlap: int = 5,
+        size: int | None = None,
+        seed: int = 0,
+        rates: list[float] | None = None,
+        fps: float | None = None,
+        start: int = 0,
+        max_frames: int | None = None,
+        max_size: int | None = None,
+        target_psnr: float | None = None,
+        objective: str = "psnr",
+        fill: str | None = None,
+    ) -> "pipeline.TokenStream":
         """Stream a video's windows of tokens (see `pipeline.TokenStream`)."""
-        return pipeline.TokenStream(self, video, rate, strategy, selection, window, overlap, size, seed, rates, fps,
-                                    start, max_frames, max_size, target_psnr, objective, fill)
+        return pipeline.TokenStream(
+            self,
+            video,
+            rate,
+            strategy,
+            selection,
+            window,
+            overlap,
+            size,
+            seed,
+            rates,
+            fps,
+            start,
+            max_frames,
+            max_size,
+            target_psnr,
+            objective,
+            fill,
+        )
 
-    def tokenize(self, video, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
-                 window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
-                 fps: float | None = None, start: int = 0, max_frames: int | None = None,
-                 max_size: int | None = None, target_psnr: float | None = None, objective: str = "psnr",
-                 fill: str | None = None):
+    def tokenize(
+        self,
+        video,
+        rate: float = 0.5,
+        strategy: str | None = None,
+        selection: str | None = None,
+        window: int = 33,
+        overlap: int = 5,
+        size: int | None = None,
+        seed: int = 0,
+        fps: float | None = None,
+        start: int = 0,
+        max_frames: int | None = None,
+        max_size: int | None = None,
+        target_psnr: float | None = None,
+        objective: str = "psnr",
+        fill: str | None = None,
+    ):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
-        tokens predicted, less the calibrated margins, to reach it (instead of `rate`). `strategy`, `selection` and `fill`
-        default as `choices` says."""
-        return self.iter_tokenize(video, rate, strategy, selection, window, overlap, size, seed, fps=fps, start=start,
-                                  max_frames=max_frames, max_size=max_size, target_psnr=target_psnr,
-                                  objective=objective, fill=fill).collect()
+        tokens predicted, less the calibrated margins, to reach it (instead of `rate`). `strategy`,
+        `selection` and `fill` default as `choices` says."""
+        return self.iter_tokenize(
+            video,
+            rate,
+            strategy,
+            selection,
+            window,
+            overlap,
+            size,
+            seed,
+            fps=fps,
+            start=start,
+            max_frames=max_frames,
+            max_size=max_size,
+            target_psnr=target_psnr,
+            objective=objective,
+            fill=fill,
+        ).collect()
 
     def iter_detokenize(self, header, windows):
         """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""
@@ -558,17 +738,27 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """Tokens decode with the architecture and decoding weights that made them; files from before
         the decoding hash name the whole weights file, which is accepted too."""
         if header.config_hash != self.config_hash:
-            raise ValueError(f"these tokens were made by model {header.model!r} of another architecture (config "
-                             f"{header.config_hash}; {self.name!r} has {self.config_hash}): decode with the checkpoint "
-                             "that made them")
+            raise ValueError(
+                f"these tokens were made by model {header.model!r} of another architecture (config "
+                f"{header.config_hash}; {self.name!r} has {self.config_hash}): decode with the checkpoint "
+                "that made them"
+            )
         if self.model_hash and header.model_hash not in (self.model_hash, self.weights_hash):
-            raise ValueError(f"these tokens were made by model {header.model!r} with other decoding weights "
-                             f"({header.model_hash}; {self.name!r} decodes with {self.model_hash}): decode with the "
-                             "checkpoint that made them (a recalibrated copy of it decodes them too)")
+            raise ValueError(
+                f"these tokens were made by model {header.model!r} with other decoding weights "
+                f"({header.model_hash}; {self.name!r} decodes with {self.model_hash}): decode with the "
+                "checkpoint that made them (a recalibrated copy of it decodes them too)"
+            )
 
     # ---------------------------------------------------------------------------- checkpoints
-    def save_pretrained(self, save_directory: str | os.PathLike, extra: dict | None = None, *,
-                        config: dict | None = None, model_card_kwargs: dict | None = None) -> Path:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        extra: dict | None = None,
+        *,
+        config: dict | None = None,
+        model_card_kwargs: dict | None = None,
+    ) -> Path:
         """Write model.safetensors + config.json (+ `extra` config fields) atomically.
 
         `config` and `model_card_kwargs` are what huggingface_hub's `push_to_hub` passes: `config`
@@ -576,9 +766,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         return checkpoint.save(self, self.config_dict() | (config or {}) | (extra or {}), save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None,
-                        device: str | torch.device = "cpu", *, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None) -> "InfoTok":
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> "InfoTok":
         """Load a checkpoint folder, a Hugging Face repo id ("owner/name", from the local Hugging Face
         cache only: nothing is downloaded) or, with None, the default (`checkpoint.locate`), onto
         `device`. Config and weights are checked key by key."""
@@ -593,18 +788,30 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 if compressor.width % compressor.heads or (compressor.width // compressor.heads) % 4:
                     raise ValueError("compressor width / heads must be a multiple of 4")
             predictor = PredictorConfig.from_dict(config["predictor"]) if config.get("predictor") else None
-            model = cls(base, compressor, score_mean=float(config.get("score_mean", 0.0)),
-                        name=str(config.get("name", directory.name)), dropped=config.get("dropped") or "embedding",
-                        predictor=predictor, fill=config.get("fill") or "mask",
-                        held=bool(config.get("held_embedding", False)))
+            model = cls(
+                base,
+                compressor,
+                score_mean=float(config.get("score_mean", 0.0)),
+                name=str(config.get("name", directory.name)),
+                dropped=config.get("dropped") or "embedding",
+                predictor=predictor,
+                fill=config.get("fill") or "mask",
+                held=bool(config.get("held_embedding", False)),
+            )
             model.rd_thresholds = [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []]
             model.target_margins = [float(m) for m in config.get("target_margins") or []]
             if model.target_margins and len(model.target_margins) != (predictor.curve_points if predictor else -1):
-                raise ValueError(f"{len(model.target_margins)} target_margins need a value predictor of as many curve points")
-            model.rd_slopes = {check_objective(k): [[float(r), float(v)] for r, v in table]
-                               for k, table in (config.get("rd_slopes") or {}).items()}
+                raise ValueError(
+                    f"{len(model.target_margins)} target_margins need a value predictor of as many curve points"
+                )
+            model.rd_slopes = {
+                check_objective(k): [[float(r), float(v)] for r, v in table]
+                for k, table in (config.get("rd_slopes") or {}).items()
+            }
         except (TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{directory / checkpoint.CONFIG_FILE}: invalid model configuration ({exc})") from None
+            raise CheckpointError(
+                f"{directory / checkpoint.CONFIG_FILE}: invalid model configuration ({exc})"
+            ) from None
         model.weights_hash = checkpoint.load_weights(model, directory)
         model.model_hash = model.decoding_hash()
         return model.to(resolve_device(device)).eval()

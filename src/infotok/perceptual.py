@@ -14,6 +14,7 @@ Nothing is downloaded: both networks are read from local files and a missing or 
   resize=False, return_features=True`. FVD is the Frechet distance between the features of the
   original and reconstructed clips of a run, so it needs at least two clips and is noisy with few.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,10 +28,26 @@ from torch import nn
 
 # torchvision's `features` layouts: (in, out, kernel, stride, padding) per conv, "M" = 3x3/2 (AlexNet)
 # or 2x2/2 (VGG) max-pool; LPIPS taps the ReLU after the listed convolutions.
-_ALEX = [(3, 64, 11, 4, 2), "M", (64, 192, 5, 1, 2), "M", (192, 384, 3, 1, 1), (384, 256, 3, 1, 1),
-         (256, 256, 3, 1, 1)]
-_VGG16 = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), "M",
-          (256, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512)]
+_ALEX = [(3, 64, 11, 4, 2), "M", (64, 192, 5, 1, 2), "M", (192, 384, 3, 1, 1), (384, 256, 3, 1, 1), (256, 256, 3, 1, 1)]
+_VGG16 = [
+    (3, 64),
+    (64, 64),
+    "M",
+    (64, 128),
+    (128, 128),
+    "M",
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    "M",
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    "M",
+    (512, 512),
+    (512, 512),
+    (512, 512),
+]
 _TAPS = {"alex": (0, 1, 2, 3, 4), "vgg": (1, 3, 6, 9, 12)}  # indices of tapped convs
 _HEAD_KEYS = [f"lin{i}.model.1.weight" for i in range(5)]
 
@@ -46,6 +63,7 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a weights file"
@@ -93,9 +111,10 @@ class LPIPS(nn.Module):
         if first is None or first.dim() != 4 or tuple(first.shape[1:]) not in {(3, 11, 11), (3, 3, 3)}:
             raise PerceptualWeightsError(
                 f"{path}: not a torchvision AlexNet or VGG16 state dict (needs features.0.weight of shape "
-                f"[64, 3, 11, 11] or [64, 3, 3, 3])")
+                f"[64, 3, 11, 11] or [64, 3, 3, 3])"
+            )
         model = cls("alex" if first.shape[-1] == 11 else "vgg")
-        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         heads = {k: state[k] for k in _HEAD_KEYS if k in state} or _bundled_heads(model.kind)
         try:
             model.features.load_state_dict(features)
@@ -123,7 +142,7 @@ class LPIPS(nn.Module):
         device = self.shift.device
         values = []
         for i in range(0, len(reference), batch):
-            a, b = (_to_unit(v[i:i + batch]).to(device) for v in (reference, distorted))
+            a, b = (_to_unit(v[i : i + batch]).to(device) for v in (reference, distorted))
             values.append(self(a, b).cpu())
         return float(torch.cat(values).mean())
 
@@ -134,8 +153,10 @@ def _bundled_heads(kind: str) -> dict[str, torch.Tensor]:
 
     path = Path(tm_image.__file__).parent / "lpips_models" / f"{kind}.pth"
     if not path.is_file():
-        raise PerceptualWeightsError(f"the LPIPS heads are not in this torchmetrics install ({path}); "
-                                     f"pass a weights file that also holds {', '.join(_HEAD_KEYS)}")
+        raise PerceptualWeightsError(
+            f"the LPIPS heads are not in this torchmetrics install ({path}); "
+            f"pass a weights file that also holds {', '.join(_HEAD_KEYS)}"
+        )
     return _read_state_dict(path)
 
 
@@ -161,18 +182,24 @@ class VideoFeatures:
             raise PerceptualWeightsError(f"{path}: not a TorchScript module ({type(exc).__name__}: {exc})") from None
         self.path, self.device = path, device
         arguments = {a.name for a in self.net.forward.schema.arguments}
-        self.kwargs = ({"rescale": False, "resize": False, "return_features": True}
-                       if {"rescale", "resize", "return_features"} <= arguments else {})
+        self.kwargs = (
+            {"rescale": False, "resize": False, "return_features": True}
+            if {"rescale", "resize", "return_features"} <= arguments
+            else {}
+        )
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """uint8 [T, H, W, 3] -> feature vector [D]."""
-        x = F.interpolate(_to_unit(frames), size=(self.SIZE, self.SIZE), mode="bilinear", align_corners=False,
-                          antialias=True).clamp(-1, 1)
+        x = F.interpolate(
+            _to_unit(frames), size=(self.SIZE, self.SIZE), mode="bilinear", align_corners=False, antialias=True
+        ).clamp(-1, 1)
         out = self.net(x.permute(1, 0, 2, 3)[None].to(self.device), **self.kwargs)
         if not isinstance(out, torch.Tensor) or out.shape[0] != 1:
-            raise PerceptualWeightsError(f"{self.path}: expected a [1, D] feature tensor from the network, got "
-                                         f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+            raise PerceptualWeightsError(
+                f"{self.path}: expected a [1, D] feature tensor from the network, got "
+                f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
+            )
         return out.reshape(-1).float().cpu().numpy()
 
 
@@ -184,9 +211,12 @@ class Perceptual:
     fvd: VideoFeatures | None = None
 
     @classmethod
-    def from_paths(cls, lpips_weights: str | None, fvd_weights: str | None,
-                   device: str | torch.device = "cpu") -> "Perceptual | None":
+    def from_paths(
+        cls, lpips_weights: str | None, fvd_weights: str | None, device: str | torch.device = "cpu"
+    ) -> "Perceptual | None":
         if not lpips_weights and not fvd_weights:
             return None
-        return cls(LPIPS.from_file(lpips_weights, device) if lpips_weights else None,
-                   VideoFeatures(fvd_weights, device) if fvd_weights else None)
+        return cls(
+            LPIPS.from_file(lpips_weights, device) if lpips_weights else None,
+            VideoFeatures(fvd_weights, device) if fvd_weights else None,
+        )

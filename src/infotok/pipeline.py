@@ -3,6 +3,7 @@
 file -> frames (`video`) -> overlapping windows -> `model.encode` -> TokenWindow records, and back:
 records -> `model.decode` -> windows blended linearly over their overlaps -> frames.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,20 +15,22 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from .batch import TokenBatch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
 from .router import hold_counts, hold_grid, shared_curve_counts, shared_hold_counts
-from .batch import TokenBatch
 from .tokens import TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
 
 DEFAULT_FPS = 24.0  # frame rate assumed for arrays given without one
 
 
-def check_segment(start: int = 0, max_frames: int | None = None, size: int | None = None,
-                  max_size: int | None = None) -> None:
+def check_segment(
+    start: int = 0, max_frames: int | None = None, size: int | None = None, max_size: int | None = None
+) -> None:
     """Refuse a segment or size no video has (the CLI and the Python API refuse the same)."""
+
     def integer(value) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -38,8 +41,14 @@ def check_segment(start: int = 0, max_frames: int | None = None, size: int | Non
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def video_source(video, size: int | None = None, fps: float | None = None, start: int = 0,
-                 max_frames: int | None = None, max_size: int | None = None) -> tuple[Iterator[np.ndarray], VideoInfo, int | None]:
+def video_source(
+    video,
+    size: int | None = None,
+    fps: float | None = None,
+    start: int = 0,
+    max_frames: int | None = None,
+    max_size: int | None = None,
+) -> tuple[Iterator[np.ndarray], VideoInfo, int | None]:
     """A path or uint8 frames [T, H, W, 3] -> (frames from `start`, at most `max_frames`, resized;
     the source's size and fps; the short side they were resized to, or None).
 
@@ -65,8 +74,9 @@ def video_source(video, size: int | None = None, fps: float | None = None, start
     return resized_stream(frames, resize), info, resize
 
 
-def expected_windows(path: str | os.PathLike, window: int, overlap: int, start: int = 0,
-                     max_frames: int | None = None) -> int | None:
+def expected_windows(
+    path: str | os.PathLike, window: int, overlap: int, start: int = 0, max_frames: int | None = None
+) -> int | None:
     """How many windows a video file will give, from its header's frame count (None if unknown):
     a progress total, never a promise."""
     try:
@@ -86,14 +96,30 @@ class TokenStream:
     `nfe` counts the network passes spent so far.
     """
 
-    def __init__(self, model, video, rate: float = 0.5, strategy: str | None = None, selection: str | None = None,
-                 window: int = 33, overlap: int = 5, size: int | None = None, seed: int = 0,
-                 rates: list[float] | None = None, fps: float | None = None, start: int = 0,
-                 max_frames: int | None = None, max_size: int | None = None, target_psnr: float | None = None,
-                 objective: str = "psnr", fill: str | None = None):
+    def __init__(
+        self,
+        model,
+        video,
+        rate: float = 0.5,
+        strategy: str | None = None,
+        selection: str | None = None,
+        window: int = 33,
+        overlap: int = 5,
+        size: int | None = None,
+        seed: int = 0,
+        rates: list[float] | None = None,
+        fps: float | None = None,
+        start: int = 0,
+        max_frames: int | None = None,
+        max_size: int | None = None,
+        target_psnr: float | None = None,
+        objective: str = "psnr",
+        fill: str | None = None,
+    ):
         self.model, self.video = model, video
         self.rate, self.strategy, self.selection, self.fill, self.target_psnr = model.settings(
-            rate, strategy, selection, fill, rates, target_psnr, objective)
+            rate, strategy, selection, fill, rates, target_psnr, objective
+        )
         self.objective = objective
         check_windowing(window, overlap, model.geometry)
         check_segment(start, max_frames, size, max_size)
@@ -106,23 +132,47 @@ class TokenStream:
 
     def __iter__(self) -> Iterator[TokenWindow]:
         model = self.model
-        frames, source, resize = video_source(self.video, self.size, self.fps, self.start, self.max_frames, self.max_size)
+        frames, source, resize = video_source(
+            self.video, self.size, self.fps, self.start, self.max_frames, self.max_size
+        )
         rng = np.random.default_rng(self.seed)
         end = 0
         for i, (start, end, chunk) in enumerate(iter_windows(frames, self.window, self.overlap)):
             if self.header is None:
                 self.header = TokenHeader(
-                    model=model.name, model_hash=model.model_hash, config_hash=model.config_hash,
-                    levels=list(model.base.levels), temporal_factor=model.geometry.temporal_factor,
-                    spatial_factor=model.geometry.spatial_factor, width=chunk.shape[2], height=chunk.shape[1],
-                    source_width=source.width, source_height=source.height, fps=source.fps, num_frames=0,
-                    window=self.window, overlap=self.overlap,
-                    strategy="target" if self.target_psnr is not None else self.strategy, selection=self.selection,
-                    avg_rate=self.rate, score_mean=float(model.score_mean), resize=resize, target_psnr=self.target_psnr,
-                    fill=self.fill)
-            batch = model.encode(torch.from_numpy(chunk)[None], self.rate, self.strategy, self.selection, rng,
-                                 rates=[self.rates[i]] if self.rates is not None else None,
-                                 target_psnr=self.target_psnr, objective=self.objective, fill=self.fill)
+                    model=model.name,
+                    model_hash=model.model_hash,
+                    config_hash=model.config_hash,
+                    levels=list(model.base.levels),
+                    temporal_factor=model.geometry.temporal_factor,
+                    spatial_factor=model.geometry.spatial_factor,
+                    width=chunk.shape[2],
+                    height=chunk.shape[1],
+                    source_width=source.width,
+                    source_height=source.height,
+                    fps=source.fps,
+                    num_frames=0,
+                    window=self.window,
+                    overlap=self.overlap,
+                    strategy="target" if self.target_psnr is not None else self.strategy,
+                    selection=self.selection,
+                    avg_rate=self.rate,
+                    score_mean=float(model.score_mean),
+                    resize=resize,
+                    target_psnr=self.target_psnr,
+                    fill=self.fill,
+                )
+            batch = model.encode(
+                torch.from_numpy(chunk)[None],
+                self.rate,
+                self.strategy,
+                self.selection,
+                rng,
+                rates=[self.rates[i]] if self.rates is not None else None,
+                target_psnr=self.target_psnr,
+                objective=self.objective,
+                fill=self.fill,
+            )
             if batch.predicted is not None:
                 self.predicted.append(float(batch.predicted[0]))
             self.nfe += batch.nfe
@@ -165,14 +215,27 @@ class EncodeResult:
     window_psnr: list[float] | None = None
 
 
-def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", window: int = 33, overlap: int = 5,
-                     size: int | None = None, fps: float | None = None, start: int = 0, max_frames: int | None = None,
-                     max_size: int | None = None, fill: str | None = None, **_) -> list[list[float]]:
+def run_budget_rates(
+    model,
+    videos: list,
+    rate: float,
+    objective: str = "psnr",
+    window: int = 33,
+    overlap: int = 5,
+    size: int | None = None,
+    fps: float | None = None,
+    start: int = 0,
+    max_frames: int | None = None,
+    max_size: int | None = None,
+    fill: str | None = None,
+    **_,
+) -> list[list[float]]:
     """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
     pass over every window, encoder only (no decoder), then the budget is spent over them: under
     the `mask` fill on the predicted curves (`router.shared_curve_counts`), under `hold` on each
     window's kept count at a grid of drift thresholds (`router.shared_hold_counts`), round(rate *
-    tokens) tokens in all, as `encode-dataset --budget run` spends them. Returns the rates per video, for `TokenStream(rates=...)`."""
+    tokens) tokens in all, as `encode-dataset --budget run` spends them. Returns the rates per video,
+    for `TokenStream(rates=...)`."""
     holding = model.choices(fill=fill)[2] == "hold"
     if not holding:
         model.check_predictor("a shared budget")
@@ -183,20 +246,31 @@ def run_budget_rates(model, videos: list, rate: float, objective: str = "psnr", 
         before = len(measured)
         for _, _, chunk in iter_windows(frames, window, overlap):
             x = torch.from_numpy(chunk)[None]
-            measured.append(hold_counts(model.latent_codes(x), grid)[0] if holding else model.predict(x)[0].cpu().numpy())
+            measured.append(
+                hold_counts(model.latent_codes(x), grid)[0] if holding else model.predict(x)[0].cpu().numpy()
+            )
             sizes.append(int(np.prod(model.geometry.latent_shape(*chunk.shape[:3]))))
         counts.append(len(measured) - before)
     if not measured:
         raise ValueError("the videos have no frames")
-    kept, _ = shared_hold_counts(np.stack(measured), sizes, grid, rate) if holding else \
-        shared_curve_counts(np.stack(measured), sizes, rate, objective)
+    kept, _ = (
+        shared_hold_counts(np.stack(measured), sizes, grid, rate)
+        if holding
+        else shared_curve_counts(np.stack(measured), sizes, rate, objective)
+    )
     rates = [k / n for k, n in zip(kept, sizes)]
     bounds = np.cumsum([0] + counts)
     return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
-                on_window: Callable[[TokenWindow], None] | None = None, **settings) -> EncodeResult:
+def encode_file(
+    model,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    overwrite: bool = False,
+    on_window: Callable[[TokenWindow], None] | None = None,
+    **settings,
+) -> EncodeResult:
     """Stream one video into a `.itok` file (`settings` as for `TokenStream`); nothing is left at
     `dst` unless the whole video was tokenized."""
     stream = TokenStream(model, src, **settings)
@@ -221,9 +295,14 @@ def encode_file(model, src: str | os.PathLike, dst: str | os.PathLike, overwrite
     return EncodeResult(h, ledger, rates, stream.nfe, spans, stream.predicted)
 
 
-def decode_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless: bool = False,
-                on_window: Callable[[TokenWindow], None] | None = None,
-                reference: Iterable[np.ndarray] | None = None) -> tuple[TokenHeader, float | None]:
+def decode_file(
+    model,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    lossless: bool = False,
+    on_window: Callable[[TokenWindow], None] | None = None,
+    reference: Iterable[np.ndarray] | None = None,
+) -> tuple[TokenHeader, float | None]:
     """Decode a `.itok` file into a video file, streaming; with `reference` frames (the source at the
     tokenized size), also returns the meter of the TokenBench PSNR against them."""
     meter = PSNRMeter() if reference is not None else None
@@ -236,9 +315,15 @@ def decode_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless:
         return reader.header, meter
 
 
-def reconstruct_file(model, src: str | os.PathLike, dst: str | os.PathLike, lossless: bool = False,
-                     overwrite: bool = False, on_window: Callable[[TokenWindow], None] | None = None,
-                     **settings) -> tuple[EncodeResult, float]:
+def reconstruct_file(
+    model,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    lossless: bool = False,
+    overwrite: bool = False,
+    on_window: Callable[[TokenWindow], None] | None = None,
+    **settings,
+) -> tuple[EncodeResult, float]:
     """Video -> tokens (through a temporary `.itok`, exactly what a user would store) -> video, with
     the PSNR of the reconstruction against the source (and each window's, in the result)."""
     if Path(dst).exists() and not overwrite:
@@ -246,8 +331,14 @@ def reconstruct_file(model, src: str | os.PathLike, dst: str | os.PathLike, loss
     with tempfile.TemporaryDirectory() as d:
         tokens = Path(d, "tokens.itok")
         result = encode_file(model, src, tokens, on_window=on_window, **settings)
-        reference, _, _ = video_source(src, settings.get("size"), None, settings.get("start", 0),
-                                       settings.get("max_frames"), settings.get("max_size"))
+        reference, _, _ = video_source(
+            src,
+            settings.get("size"),
+            None,
+            settings.get("start", 0),
+            settings.get("max_frames"),
+            settings.get("max_size"),
+        )
         _, meter = decode_file(model, tokens, dst, lossless, on_window, reference)
     result.window_psnr = [meter.span(a, b) for a, b in result.window_spans]
     return result, meter.value

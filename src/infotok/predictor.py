@@ -14,6 +14,7 @@ Both are trained on the model's own decodes (`value_targets`, `curve_targets`) b
 `infotok train infotok --train-selection value`; the features are detached, so the heads never
 change what the tokenizer does.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -56,8 +57,9 @@ class ValuePredictor(nn.Module):
         self.embed = nn.Linear(2 * channels + 1, hid)
         self.spatial = nn.Conv2d(hid, hid, 3, padding=1)
         self.value_out = nn.Linear(hid, 1)
-        self.curve = nn.Sequential(nn.Linear(hid + config.quantiles, 2 * hid), nn.GELU(),
-                                   nn.Linear(2 * hid, config.curve_points))
+        self.curve = nn.Sequential(
+            nn.Linear(hid + config.quantiles, 2 * hid), nn.GELU(), nn.Linear(2 * hid, config.curve_points)
+        )
         with torch.no_grad():  # start near a plausible curve: 20 dB at 1/16, about +0.6 dB a step
             self.curve[-1].bias.copy_(torch.tensor([20.0] + [0.0] * (config.curve_points - 1)))
 
@@ -87,8 +89,7 @@ def curve_index(rates, points: int, device=None) -> torch.Tensor:
     return torch.tensor([round(float(r) * points) - 1 for r in rates], device=device).clamp(0, points - 1)
 
 
-def value_targets(x: torch.Tensor, full: torch.Tensor, dropped: torch.Tensor,
-                  geometry: Geometry) -> torch.Tensor:
+def value_targets(x: torch.Tensor, full: torch.Tensor, dropped: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """log(extra squared error of each token's block when it is dropped, over the full-rate decode)
     [B, t, h, w], from a decode `dropped` with a mask and the full-rate decode `full` of x."""
     extra = token_errors(x, dropped, geometry, power=2) - token_errors(x, full, geometry, power=2)
@@ -101,8 +102,15 @@ def curve_targets(x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
-def predictor_loss(value: torch.Tensor, curve: torch.Tensor, value_target: torch.Tensor, mask: torch.Tensor,
-                   psnr: torch.Tensor, points: torch.Tensor, on_curve: torch.Tensor) -> torch.Tensor:
+def predictor_loss(
+    value: torch.Tensor,
+    curve: torch.Tensor,
+    value_target: torch.Tensor,
+    mask: torch.Tensor,
+    psnr: torch.Tensor,
+    points: torch.Tensor,
+    on_curve: torch.Tensor,
+) -> torch.Tensor:
     """Squared error of the values at dropped positions (what dropping them cost) plus a Huber loss
     on the curve at the rate each window was decoded at (`points`: index k-1), for the windows whose
     mask came from value selection (`on_curve`): the curve describes that selection."""

@@ -19,6 +19,7 @@ is the mean of its map. Strategies turn scores into rates:
 threshold for all, found from each window's kept count on a grid of thresholds (a few numbers per
 window, so a whole dataset's windows fit in memory; `dataset` keeps them per video on disk).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,9 @@ def score_map(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometr
     return token_errors(x, x_hat, geometry)
 
 
-def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry(), power: int = 1,
-                 chunk_pixels: int = 1 << 22) -> torch.Tensor:
+def token_errors(
+    x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry(), power: int = 1, chunk_pixels: int = 1 << 22
+) -> torch.Tensor:
     """Mean |x - x_hat| ** power over each token's block of pixels: [B, 3, T, H, W] -> [B, t, h, w];
     x may be uint8 pixels (converted a chunk at a time as `unit_range` converts them).
 
@@ -80,8 +82,9 @@ def token_errors(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geom
     pooled = [F.avg_pool2d(err(0, 1), spatial)]  # frame 0 is its own latent frame
     step = temporal * max(1, chunk_pixels // (temporal * height * width))
     for a in range(1, x.shape[2], step):
-        pooled.append(F.avg_pool3d(err(a, min(x.shape[2], a + step)).unsqueeze(1),
-                                   (temporal, spatial, spatial)).squeeze(1))
+        pooled.append(
+            F.avg_pool3d(err(a, min(x.shape[2], a + step)).unsqueeze(1), (temporal, spatial, spatial)).squeeze(1)
+        )
     return torch.cat(pooled, dim=1)
 
 
@@ -117,8 +120,13 @@ def uniform_rate(avg_rate: float, generator: np.random.Generator) -> float:
     return float(generator.uniform(avg_rate - half, avg_rate + half))
 
 
-def choose_rate(strategy: str, avg_rate: float, score: float | None = None, score_mean: float | None = None,
-                generator: np.random.Generator | None = None) -> float:
+def choose_rate(
+    strategy: str,
+    avg_rate: float,
+    score: float | None = None,
+    score_mean: float | None = None,
+    generator: np.random.Generator | None = None,
+) -> float:
     """One window's rate under `strategy` (its score is only read by global_elbo)."""
     check_strategy(strategy)
     avg_rate = check_rate(avg_rate)
@@ -127,7 +135,9 @@ def choose_rate(strategy: str, avg_rate: float, score: float | None = None, scor
     if strategy == "global_elbo":
         return global_elbo_rate(avg_rate, score, score_mean)
     if strategy == "rd":
-        raise ValueError("rd chooses rates from the value predictor's curves (model.encode, rd_rates), not from a score")
+        raise ValueError(
+            "rd chooses rates from the value predictor's curves (model.encode, rd_rates), not from a score"
+        )
     return uniform_rate(avg_rate, generator or np.random.default_rng(0))
 
 
@@ -146,7 +156,7 @@ def check_target(target_psnr: float) -> float:
 def curve_gain(curves: np.ndarray, objective: str = "psnr") -> np.ndarray:
     """Predicted PSNR curves [n, K] -> what the objective gains at each point (higher is better)."""
     curves = np.asarray(curves, dtype=np.float64)
-    return curves if check_objective(objective) == "psnr" else -(255.0 ** 2) * 10 ** (-curves / 10)
+    return curves if check_objective(objective) == "psnr" else -(255.0**2) * 10 ** (-curves / 10)
 
 
 def rd_rates(curves: np.ndarray, slope: float, objective: str = "psnr") -> list[float]:
@@ -167,10 +177,10 @@ def calibrate_slopes(curves: np.ndarray, objective: str = "psnr") -> list[list[f
         lo, hi = -12.0, 12.0  # log10 of the slope
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if np.mean(rd_rates(curves, 10 ** mid, objective)) < target else (mid, hi)
+            lo, hi = (lo, mid) if np.mean(rd_rates(curves, 10**mid, objective)) < target else (mid, hi)
         # the mean rate moves in steps: keep the side of the step that lands closer to the target
-        best = min((lo, hi), key=lambda e: abs(np.mean(rd_rates(curves, 10 ** e, objective)) - target))
-        table.append([target, 10 ** best])
+        best = min((lo, hi), key=lambda e: abs(np.mean(rd_rates(curves, 10**e, objective)) - target))
+        table.append([target, 10**best])
     return table
 
 
@@ -191,8 +201,10 @@ def calibrate_margins(predicted: np.ndarray, measured: np.ndarray, coverage: flo
     """Per rate k/K, how far predicted PSNR [n, K] overshoots measured [n, K] on calibration windows:
     the `coverage` quantile of predicted - measured. A curve less these margins is a lower bound that
     about `coverage` of windows reach, so `--target-psnr` keeps its promise despite the predictor's bias."""
-    return [float(q) for q in np.quantile(np.asarray(predicted, np.float64) - np.asarray(measured, np.float64),
-                                          coverage, axis=0)]
+    return [
+        float(q)
+        for q in np.quantile(np.asarray(predicted, np.float64) - np.asarray(measured, np.float64), coverage, axis=0)
+    ]
 
 
 def target_rates(curves: np.ndarray, target_psnr: float, margins: Sequence[float] | None = None) -> list[float]:
@@ -214,9 +226,12 @@ def warn_unreachable(curves: np.ndarray, target_psnr: float, margins: Sequence[f
     full = np.asarray(curves, dtype=np.float64)[:, -1] - (margins[-1] if margins is not None and len(margins) else 0.0)
     short = full < target_psnr
     if short.any():
-        warnings.warn(f"target {target_psnr:g} dB is out of reach for {int(short.sum())} of {len(full)} windows "
-                      f"(predicted at full rate, less the calibrated margin: {full[short].max():.1f} dB at best); "
-                      "they get every token (rate 1)", stacklevel=2)
+        warnings.warn(
+            f"target {target_psnr:g} dB is out of reach for {int(short.sum())} of {len(full)} windows "
+            f"(predicted at full rate, less the calibrated margin: {full[short].max():.1f} dB at best); "
+            "they get every token (rate 1)",
+            stacklevel=2,
+        )
 
 
 # ------------------------------------------------------------- rate control under the hold fill
@@ -264,8 +279,10 @@ def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[li
     """[[rate, threshold], ...] for rates k/points: the drift threshold at which the mean of
     `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate."""
     top = _ceiling_of(codes)
-    return [[k / points, _bisect_threshold(lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, top)]
-            for k in range(1, points + 1)]
+    return [
+        [k / points, _bisect_threshold(lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, top)]
+        for k in range(1, points + 1)
+    ]
 
 
 def threshold_for(table: list[list[float]], avg_rate: float) -> float:
@@ -308,7 +325,7 @@ def exact_counts(real: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: int) 
             movable = order[::-1][k[order[::-1]] > lo[order[::-1]]]
         if not movable.size:
             raise ValueError(f"a budget of {budget} tokens lies outside [{int(lo.sum())}, {int(hi.sum())}]")
-        k[movable[:abs(left)]] += 1 if left > 0 else -1
+        k[movable[: abs(left)]] += 1 if left > 0 else -1
     return [int(v) for v in k]
 
 
@@ -333,8 +350,9 @@ def hold_counts(codes: torch.Tensor, thresholds: Sequence[float]) -> np.ndarray:
     return torch.stack(out).cpu().numpy()
 
 
-def shared_hold_counts(counts: np.ndarray, sizes: Sequence[int], thresholds: Sequence[float],
-                       avg_rate: float) -> tuple[list[int], float]:
+def shared_hold_counts(
+    counts: np.ndarray, sizes: Sequence[int], thresholds: Sequence[float], avg_rate: float
+) -> tuple[list[int], float]:
     """Kept tokens per window for a set of windows under `hold` that keep exactly `budget_count` in
     all, from their `hold_counts` alone: the one drift threshold at which they keep that many (each
     window's count taken as linear between the grid's thresholds, within [1/16, 1]), then each
@@ -357,8 +375,9 @@ def shared_hold_counts(counts: np.ndarray, sizes: Sequence[int], thresholds: Seq
     return exact_counts(real, lo, sizes, budget), float(th[g] + f * (th[g + 1] - th[g]))
 
 
-def shared_curve_counts(curves: np.ndarray, sizes: Sequence[int], avg_rate: float,
-                        objective: str = "psnr") -> tuple[list[int], float]:
+def shared_curve_counts(
+    curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr"
+) -> tuple[list[int], float]:
     """Kept tokens per window for a set of windows under `mask` that keep exactly `budget_count` in
     all, from their predicted curves [n, K] (PSNR at rates k/K) alone: each window's gain taken as
     linear in its tokens between the points of its curve's upper concave hull, the tokens go where
@@ -375,8 +394,14 @@ def shared_curve_counts(curves: np.ndarray, sizes: Sequence[int], avg_rate: floa
         x, g = np.concatenate([[lo[w]], x[keep]]), np.concatenate([g[:1], g[keep]])  # the first point at the floor
         hull: list[int] = []
         for i in range(len(x)):
-            while len(hull) >= 2 and ((x[hull[-1]] - x[hull[-2]]) * (g[i] - g[hull[-2]])
-                                      - (g[hull[-1]] - g[hull[-2]]) * (x[i] - x[hull[-2]])) >= 0:
+            while (
+                len(hull) >= 2
+                and (
+                    (x[hull[-1]] - x[hull[-2]]) * (g[i] - g[hull[-2]])
+                    - (g[hull[-1]] - g[hull[-2]]) * (x[i] - x[hull[-2]])
+                )
+                >= 0
+            ):
                 hull.pop()
             hull.append(i)
         segments += [((g[b] - g[a]) / (x[b] - x[a]), w, x[b] - x[a]) for a, b in zip(hull[:-1], hull[1:])]
@@ -393,7 +418,9 @@ def shared_curve_counts(curves: np.ndarray, sizes: Sequence[int], avg_rate: floa
     return exact_counts(real, lo, sizes, budget), float(slope)
 
 
-def shared_budget_rates(curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr") -> list[float]:
+def shared_budget_rates(
+    curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr"
+) -> list[float]:
     """`shared_curve_counts` as rates: windows of `sizes` tokens under `mask`, one exact budget."""
     counts, _ = shared_curve_counts(curves, sizes, avg_rate, objective)
     return [k / n for k, n in zip(counts, sizes)]

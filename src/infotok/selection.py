@@ -9,6 +9,7 @@ training-free temporal-redundancy baseline, arXiv 2606.06158; its ranking comes 
 held in their place (`drift_masks`). The top-k is one stable sort on the scores' device; ties are
 broken by position (earlier kept first), so masks are deterministic.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -16,8 +17,8 @@ from typing import Sequence
 import torch
 
 from .fill import drift, drift_ceiling
-
 from .names import SELECTIONS
+
 MIN_RATE = 1 / 16
 
 
@@ -32,8 +33,9 @@ def check_selection(method: str) -> str:
     return method
 
 
-def _priority(shape: tuple[int, int, int], scores: torch.Tensor, method: str,
-              generator: torch.Generator | None) -> torch.Tensor:
+def _priority(
+    shape: tuple[int, int, int], scores: torch.Tensor, method: str, generator: torch.Generator | None
+) -> torch.Tensor:
     """A priority per token [t, h, w] on the scores' device; higher is kept first."""
     t, h, w = shape
     if method == "drift":
@@ -47,8 +49,12 @@ def _priority(shape: tuple[int, int, int], scores: torch.Tensor, method: str,
     return torch.rand(t, h, w, generator=generator).to(scores.device)  # drawn on the CPU: same on any device
 
 
-def keep_masks(scores: torch.Tensor, rates: Sequence[float], method: str = "error",
-               generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+def keep_masks(
+    scores: torch.Tensor,
+    rates: Sequence[float],
+    method: str = "error",
+    generators: Sequence[torch.Generator | None] | None = None,
+) -> torch.Tensor:
     """scores [B, t, h, w] and one rate per window -> bool masks [B, t, h, w], exactly
     kept_count(rate, t*h*w) True in each. `generators` seed `random` selection per window."""
     check_selection(method)
@@ -62,8 +68,9 @@ def keep_masks(scores: torch.Tensor, rates: Sequence[float], method: str = "erro
     return torch.zeros_like(keep).scatter(1, order, keep).reshape(scores.shape)
 
 
-def keep_mask(scores: torch.Tensor, rate: float, method: str = "error",
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def keep_mask(
+    scores: torch.Tensor, rate: float, method: str = "error", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One window: scores [t, h, w] -> bool mask [t, h, w]."""
     return keep_masks(scores[None], [rate], method, [generator])[0]
 

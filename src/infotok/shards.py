@@ -12,6 +12,7 @@ workers and distributed ranks, each window is yielded once, as a padded grid or 
 sequence of kept tokens in raster order. `load_video_tokens` turns one video's rows back into
 `Tokens` (header + windows), which `InfoTok.detokenize` decodes exactly like an `.itok` file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,8 @@ pa = require("pyarrow", "infotok.shards")  # the optional extra `scale`
 pc = require("pyarrow.compute", "infotok.shards")
 pq = require("pyarrow.parquet", "infotok.shards")
 
-from .files import atomic_write
-from .tokens import TokenHeader, Tokens, TokenWindow
+from .files import atomic_write  # noqa: E402 (after the extra is checked, so its absence is one clear line)
+from .tokens import TokenHeader, Tokens, TokenWindow  # noqa: E402
 
 SHARD_FORMAT = "infotok-shards"
 SHARD_VERSION = 1
@@ -42,37 +43,53 @@ FAILURES = "failures.jsonl"
 SHARD_PREFIX, SHARD_SUFFIX = "shard-", ".parquet"
 ROW_GROUP_WINDOWS = 256  # windows per Parquet row group: the unit `TokenShards` hands to a reader
 
-SCHEMA = pa.schema([
-    ("video", pa.string()),            # path of the source video (absolute)
-    ("video_id", pa.string()),         # 16 hex digits of the SHA-256 of `video`
-    ("window", pa.int32()),            # index of the window in its video, from 0
-    ("num_windows", pa.int32()),       # windows of the video
-    ("start", pa.int32()),             # first frame of the window
-    ("end", pa.int32()),               # one past its last frame
-    ("num_frames", pa.int32()),        # frames of the tokenized video
-    ("fps", pa.float64()),
-    ("width", pa.int32()),             # size of the tokenized frames (after resize, before padding)
-    ("height", pa.int32()),
-    ("source_width", pa.int32()),      # size of the source video
-    ("source_height", pa.int32()),
-    ("resize", pa.int32()),            # short side the source was resized to, or null
-    ("rate", pa.float64()),            # the window's rate
-    ("score", pa.float64()),           # the router's clip score (NaN where no router pass ran)
-    ("kept", pa.int32()),              # kept tokens K
-    ("t", pa.int32()),                 # token grid of the window
-    ("h", pa.int32()),
-    ("w", pa.int32()),
-    ("mask", pa.binary()),             # keep-mask, t*h*w bits in raster order, np.packbits little bit order
-    ("indices", pa.list_(pa.uint16())),  # the K kept indices, raster order of the kept positions
-])
+SCHEMA = pa.schema(
+    [
+        ("video", pa.string()),  # path of the source video (absolute)
+        ("video_id", pa.string()),  # 16 hex digits of the SHA-256 of `video`
+        ("window", pa.int32()),  # index of the window in its video, from 0
+        ("num_windows", pa.int32()),  # windows of the video
+        ("start", pa.int32()),  # first frame of the window
+        ("end", pa.int32()),  # one past its last frame
+        ("num_frames", pa.int32()),  # frames of the tokenized video
+        ("fps", pa.float64()),
+        ("width", pa.int32()),  # size of the tokenized frames (after resize, before padding)
+        ("height", pa.int32()),
+        ("source_width", pa.int32()),  # size of the source video
+        ("source_height", pa.int32()),
+        ("resize", pa.int32()),  # short side the source was resized to, or null
+        ("rate", pa.float64()),  # the window's rate
+        ("score", pa.float64()),  # the router's clip score (NaN where no router pass ran)
+        ("kept", pa.int32()),  # kept tokens K
+        ("t", pa.int32()),  # token grid of the window
+        ("h", pa.int32()),
+        ("w", pa.int32()),
+        ("mask", pa.binary()),  # keep-mask, t*h*w bits in raster order, np.packbits little bit order
+        ("indices", pa.list_(pa.uint16())),  # the K kept indices, raster order of the kept positions
+    ]
+)
 # zstd 9; no dictionary for token columns (16-bit codes and mask bits do not repeat as whole values)
 # and no min/max statistics of the mask and indices (they would store blobs of them): 1.5-2x smaller
 # than pyarrow's defaults, about the size of the same windows' .itok files
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=9, use_dictionary=["video", "video_id"],
-                       write_statistics=[n for n in SCHEMA.names if n not in ("mask", "indices")])
+PARQUET_OPTIONS = dict(
+    compression="zstd",
+    compression_level=9,
+    use_dictionary=["video", "video_id"],
+    write_statistics=[n for n in SCHEMA.names if n not in ("mask", "indices")],
+)
 # what a shard row says about its video as a whole (the same on every row of it)
-VIDEO_FIELDS = ("video", "video_id", "num_windows", "num_frames", "fps", "width", "height", "source_width",
-                "source_height", "resize")
+VIDEO_FIELDS = (
+    "video",
+    "video_id",
+    "num_windows",
+    "num_frames",
+    "fps",
+    "width",
+    "height",
+    "source_width",
+    "source_height",
+    "resize",
+)
 
 
 class ShardError(ValueError):
@@ -103,10 +120,21 @@ def window_record(window: TokenWindow, index: int, video: dict) -> dict:
     less video_id, which follows from the path)."""
     mask = np.asarray(window.mask, dtype=bool)
     t, h, w = mask.shape
-    return {**{k: video.get(k) for k in VIDEO_FIELDS}, "video_id": video_id(video["video"]),
-            "window": index, "start": int(window.start), "end": int(window.end),
-            "rate": float(window.rate), "score": float(window.score), "kept": window.kept,
-            "t": t, "h": h, "w": w, "mask": pack_mask(mask), "indices": np.asarray(window.indices, np.uint16)}
+    return {
+        **{k: video.get(k) for k in VIDEO_FIELDS},
+        "video_id": video_id(video["video"]),
+        "window": index,
+        "start": int(window.start),
+        "end": int(window.end),
+        "rate": float(window.rate),
+        "score": float(window.score),
+        "kept": window.kept,
+        "t": t,
+        "h": h,
+        "w": w,
+        "mask": pack_mask(mask),
+        "indices": np.asarray(window.indices, np.uint16),
+    }
 
 
 def records_table(records: Sequence[dict], schema: pa.Schema = SCHEMA) -> pa.Table:
@@ -128,9 +156,17 @@ def records_table(records: Sequence[dict], schema: pa.Schema = SCHEMA) -> pa.Tab
 def tokens_table(path: str | os.PathLike, tokens: Tokens) -> pa.Table:
     """A whole video's `Tokens` (e.g. from `model.tokenize`) as shard rows; `path` as stored."""
     h = tokens.header
-    video = {"video": os.fspath(path), "num_windows": len(tokens.windows), "num_frames": h.num_frames, "fps": h.fps,
-             "width": h.width, "height": h.height, "source_width": h.source_width,
-             "source_height": h.source_height, "resize": h.resize}
+    video = {
+        "video": os.fspath(path),
+        "num_windows": len(tokens.windows),
+        "num_frames": h.num_frames,
+        "fps": h.fps,
+        "width": h.width,
+        "height": h.height,
+        "source_width": h.source_width,
+        "source_height": h.source_height,
+        "resize": h.resize,
+    }
     return records_table([window_record(w, i, video) for i, w in enumerate(tokens.windows)])
 
 
@@ -156,7 +192,7 @@ def _list_values(column: pa.ChunkedArray) -> list[np.ndarray]:
     for chunk in column.chunks:
         offsets = chunk.offsets.to_numpy()
         values = chunk.values.to_numpy(zero_copy_only=False)
-        out += [values[offsets[i]:offsets[i + 1]] for i in range(len(chunk))]
+        out += [values[offsets[i] : offsets[i + 1]] for i in range(len(chunk))]
     return out
 
 
@@ -170,28 +206,49 @@ def table_tokens(table: pa.Table, manifest: dict) -> Tokens:
     table = table.sort_by([("window", "ascending")])
     row = table.slice(0, 1).to_pylist()[0]
     if table.column("window").to_pylist() != list(range(row["num_windows"])):
-        raise ShardError(f"{row['video']}: the rows hold windows {table.column('window').to_pylist()} "
-                         f"of its {row['num_windows']}")
+        raise ShardError(
+            f"{row['video']}: the rows hold windows {table.column('window').to_pylist()} of its {row['num_windows']}"
+        )
     model, s = manifest["model"], manifest["settings"]
     header = TokenHeader(
-        model=model["name"], model_hash=model["model_hash"], config_hash=model["config_hash"],
-        levels=list(model["levels"]), temporal_factor=model["temporal_factor"],
-        spatial_factor=model["spatial_factor"], width=row["width"], height=row["height"],
-        source_width=row["source_width"], source_height=row["source_height"], fps=row["fps"],
-        num_frames=row["num_frames"], window=s["window"], overlap=s["overlap"], strategy=s["strategy"],
-        selection=s["selection"], avg_rate=s["rate"], score_mean=model["score_mean"], resize=row["resize"],
-        fill=s.get("fill", "mask"))  # manifests from before the fill are "mask"
+        model=model["name"],
+        model_hash=model["model_hash"],
+        config_hash=model["config_hash"],
+        levels=list(model["levels"]),
+        temporal_factor=model["temporal_factor"],
+        spatial_factor=model["spatial_factor"],
+        width=row["width"],
+        height=row["height"],
+        source_width=row["source_width"],
+        source_height=row["source_height"],
+        fps=row["fps"],
+        num_frames=row["num_frames"],
+        window=s["window"],
+        overlap=s["overlap"],
+        strategy=s["strategy"],
+        selection=s["selection"],
+        avg_rate=s["rate"],
+        score_mean=model["score_mean"],
+        resize=row["resize"],
+        fill=s.get("fill", "mask"),
+    )  # manifests from before the fill are "mask"
     return Tokens(header, table_windows(table))
 
 
 # --------------------------------------------------------------------------------- manifest
 def model_identity(model) -> dict:
     """What the manifest records of the model: name, hashes, config, and what a decoder needs."""
-    return {"name": model.name, "model_hash": model.model_hash, "weights_hash": model.weights_hash,
-            "config_hash": model.config_hash,
-            "levels": list(model.base.levels), "temporal_factor": model.geometry.temporal_factor,
-            "spatial_factor": model.geometry.spatial_factor, "score_mean": float(model.score_mean),
-            "config": model.config_dict()}
+    return {
+        "name": model.name,
+        "model_hash": model.model_hash,
+        "weights_hash": model.weights_hash,
+        "config_hash": model.config_hash,
+        "levels": list(model.base.levels),
+        "temporal_factor": model.geometry.temporal_factor,
+        "spatial_factor": model.geometry.spatial_factor,
+        "score_mean": float(model.score_mean),
+        "config": model.config_dict(),
+    }
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
@@ -205,8 +262,10 @@ def read_manifest(root: str | os.PathLike) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != SHARD_FORMAT:
         raise ShardError(f"{path}: not an infotok shard manifest")
     if manifest.get("version") != SHARD_VERSION:
-        raise ShardError(f"{path}: shard format version {manifest.get('version')} is not supported by this "
-                         f"infotok (reads version {SHARD_VERSION})")
+        raise ShardError(
+            f"{path}: shard format version {manifest.get('version')} is not supported by this "
+            f"infotok (reads version {SHARD_VERSION})"
+        )
     return manifest
 
 
@@ -267,8 +326,15 @@ class ShardWriter:
     and by `close`. `fail` records a video that could not be tokenized in failures.jsonl at once.
     """
 
-    def __init__(self, root: str | os.PathLike, identity: dict, settings: dict, windows_per_shard: int = 2048,
-                 overwrite: bool = False, row_group_windows: int = ROW_GROUP_WINDOWS):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        identity: dict,
+        settings: dict,
+        windows_per_shard: int = 2048,
+        overwrite: bool = False,
+        row_group_windows: int = ROW_GROUP_WINDOWS,
+    ):
         if windows_per_shard < 1 or row_group_windows < 1:
             raise ValueError("windows_per_shard and row_group_windows must be positive")
         self.root = Path(root)
@@ -291,15 +357,33 @@ class ShardWriter:
         self.written: list[dict] = []  # shards written by this writer
 
     def _own_files(self) -> list[Path]:
-        return [p for p in self.root.iterdir() if p.is_file() and (
-            p.name in (MANIFEST, FAILURES) or (p.name.startswith(SHARD_PREFIX) and p.name.endswith(SHARD_SUFFIX))
-            or (p.name.startswith(".") and p.name.endswith(".tmp")
-                and p.name[1:].startswith((SHARD_PREFIX, MANIFEST))))]
+        return [
+            p
+            for p in self.root.iterdir()
+            if p.is_file()
+            and (
+                p.name in (MANIFEST, FAILURES)
+                or (p.name.startswith(SHARD_PREFIX) and p.name.endswith(SHARD_SUFFIX))
+                or (
+                    p.name.startswith(".")
+                    and p.name.endswith(".tmp")
+                    and p.name[1:].startswith((SHARD_PREFIX, MANIFEST))
+                )
+            )
+        ]
 
     def _open(self) -> dict:
         if not (self.root / MANIFEST).exists():
-            return {"format": SHARD_FORMAT, "version": SHARD_VERSION, "model": self.identity,
-                    "settings": self.settings, "counts": {}, "shards": [], "videos": [], "failures": []}
+            return {
+                "format": SHARD_FORMAT,
+                "version": SHARD_VERSION,
+                "model": self.identity,
+                "settings": self.settings,
+                "counts": {},
+                "shards": [],
+                "videos": [],
+                "failures": [],
+            }
         manifest = read_manifest(self.root)
         # what encodes: the whole weights file (manifests from before weights_hash name it model_hash)
         theirs = manifest.get("model", {})
@@ -307,15 +391,22 @@ class ShardWriter:
         ours = self.identity
         for key in ("weights_hash", "config_hash"):
             if theirs.get(key) != ours.get(key):
-                raise ShardError(f"{self.root} holds tokens of model {theirs.get('name')!r} ({key} "
-                                 f"{theirs.get(key)}), not of {ours.get('name')!r} ({ours.get(key)}); "
-                                 "use another output folder, or --overwrite to start it afresh")
+                raise ShardError(
+                    f"{self.root} holds tokens of model {theirs.get('name')!r} ({key} "
+                    f"{theirs.get(key)}), not of {ours.get('name')!r} ({ours.get(key)}); "
+                    "use another output folder, or --overwrite to start it afresh"
+                )
         if manifest.get("settings") != self.settings:
-            diff = {k: (manifest.get("settings", {}).get(k), v) for k, v in self.settings.items()
-                    if manifest.get("settings", {}).get(k) != v}
-            raise ShardError(f"{self.root} was begun with other settings "
-                             + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
-                             + "; use the same ones to resume, another output folder, or --overwrite")
+            diff = {
+                k: (manifest.get("settings", {}).get(k), v)
+                for k, v in self.settings.items()
+                if manifest.get("settings", {}).get(k) != v
+            }
+            raise ShardError(
+                f"{self.root} was begun with other settings "
+                + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
+                + "; use the same ones to resume, another output folder, or --overwrite"
+            )
         return manifest
 
     def _clean(self) -> None:
@@ -353,8 +444,9 @@ class ShardWriter:
         num_frames = int(pc.max(table.column("end")).as_py())
         table = table.select(SCHEMA.names).cast(SCHEMA)
         table = table.set_column(SCHEMA.get_field_index("num_windows"), "num_windows", pa.array([n] * n, pa.int32()))
-        table = table.set_column(SCHEMA.get_field_index("num_frames"), "num_frames",
-                                 pa.array([num_frames] * n, pa.int32()))
+        table = table.set_column(
+            SCHEMA.get_field_index("num_frames"), "num_frames", pa.array([num_frames] * n, pa.int32())
+        )
         if path in self.complete:
             return None
         self.complete[path] = None  # claimed; the entry comes with its shard
@@ -371,28 +463,44 @@ class ShardWriter:
         if not self._buffer:
             return None
         table = pa.concat_tables(self._buffer).sort_by([("video", "ascending"), ("window", "ascending")])
-        number = 1 + max([int(s["file"][len(SHARD_PREFIX):-len(SHARD_SUFFIX)]) for s in self.manifest["shards"]],
-                         default=-1)
+        number = 1 + max(
+            [int(s["file"][len(SHARD_PREFIX) : -len(SHARD_SUFFIX)]) for s in self.manifest["shards"]], default=-1
+        )
         name = f"{SHARD_PREFIX}{number:05d}{SHARD_SUFFIX}"
         path = self.root / name
-        meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "model": {k: v for k, v in self.identity.items()
-                                                                           if k != "config"},
-                "settings": self.settings}
+        meta = {
+            "format": SHARD_FORMAT,
+            "version": SHARD_VERSION,
+            "model": {k: v for k, v in self.identity.items() if k != "config"},
+            "settings": self.settings,
+        }
         table = table.replace_schema_metadata({"infotok": json.dumps(meta, sort_keys=True)})
         atomic_write(path, lambda f: pq.write_table(table, f, row_group_size=self.row_group_windows, **PARQUET_OPTIONS))
         _sync_dir(self.root)
         entries = []
         for part in self._buffer:
             first = part.slice(0, 1).to_pylist()[0]
-            entry = {"video": first["video"], "video_id": first["video_id"], "shard": name,
-                     "windows": part.num_rows, "frames": first["num_frames"],
-                     "kept": int(pc.sum(part.column("kept")).as_py()),
-                     "tokens": int(pc.sum(pc.multiply(pc.multiply(part.column("t"), part.column("h")),
-                                                      part.column("w"))).as_py())}
+            entry = {
+                "video": first["video"],
+                "video_id": first["video_id"],
+                "shard": name,
+                "windows": part.num_rows,
+                "frames": first["num_frames"],
+                "kept": int(pc.sum(part.column("kept")).as_py()),
+                "tokens": int(
+                    pc.sum(pc.multiply(pc.multiply(part.column("t"), part.column("h")), part.column("w"))).as_py()
+                ),
+            }
             entries.append(entry)
             self.complete[entry["video"]] = entry
-        shard = {"file": name, "rows": table.num_rows, "row_groups": pq.ParquetFile(path).num_row_groups,
-                 "bytes": path.stat().st_size, "sha256": _sha256(path), "videos": [e["video_id"] for e in entries]}
+        shard = {
+            "file": name,
+            "rows": table.num_rows,
+            "row_groups": pq.ParquetFile(path).num_row_groups,
+            "bytes": path.stat().st_size,
+            "sha256": _sha256(path),
+            "videos": [e["video_id"] for e in entries],
+        }
         self.manifest["shards"].append(shard)
         self.manifest["videos"] += entries
         self._write_manifest()
@@ -421,10 +529,16 @@ class ShardWriter:
     def _write_manifest(self) -> None:
         m = self.manifest
         videos = m["videos"]
-        m["counts"] = {"videos": len(videos), "windows": sum(v["windows"] for v in videos),
-                       "frames": sum(v["frames"] for v in videos), "tokens_kept": sum(v["kept"] for v in videos),
-                       "tokens_total": sum(v["tokens"] for v in videos), "shards": len(m["shards"]),
-                       "shard_bytes": sum(s["bytes"] for s in m["shards"]), "failed": len(self.failures)}
+        m["counts"] = {
+            "videos": len(videos),
+            "windows": sum(v["windows"] for v in videos),
+            "frames": sum(v["frames"] for v in videos),
+            "tokens_kept": sum(v["kept"] for v in videos),
+            "tokens_total": sum(v["tokens"] for v in videos),
+            "shards": len(m["shards"]),
+            "shard_bytes": sum(s["bytes"] for s in m["shards"]),
+            "failed": len(self.failures),
+        }
         m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _atomic_write(self.root / MANIFEST, (json.dumps(m, indent=1) + "\n").encode())
 
@@ -455,7 +569,9 @@ def iter_video_tokens(root: str | os.PathLike) -> Iterator[tuple[str, Tokens]]:
             yield path, table_tokens(table.filter(pc.equal(table.column("video"), path)), manifest)
 
 
-def save_itok(root: str | os.PathLike, video: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_itok(
+    root: str | os.PathLike, video: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """One video of a shard folder as an `.itok` file (the same file `infotok encode` writes)."""
     return load_video_tokens(root, video).save(dst, overwrite=overwrite)
 
@@ -483,8 +599,16 @@ class TokenShards(torch.utils.data.IterableDataset):
     position stands for the code last kept at it in an earlier latent frame of its window.
     """
 
-    def __init__(self, root: str | os.PathLike, mode: str = "grid", pad_value: int | None = None,
-                 rank: int | None = None, world_size: int | None = None, shuffle: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        mode: str = "grid",
+        pad_value: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if (rank is None) != (world_size is None):
@@ -568,8 +692,11 @@ class TokenShards(torch.utils.data.IterableDataset):
                 grid[m] = tokens
                 item |= {"indices": grid, "mask": m}
             else:
-                item |= {"tokens": tokens, "positions": torch.from_numpy(np.argwhere(mask).astype(np.int64)),
-                         "grid": torch.tensor(mask.shape, dtype=torch.long)}
+                item |= {
+                    "tokens": tokens,
+                    "positions": torch.from_numpy(np.argwhere(mask).astype(np.int64)),
+                    "grid": torch.tensor(mask.shape, dtype=torch.long),
+                }
             yield item
 
     def collate(self, items: Sequence[dict]) -> dict:
@@ -610,6 +737,10 @@ def collate_tokens(items: Sequence[dict], pad_value: int) -> dict:
         k = it["tokens"].numel()
         tokens[i, :k] = it["tokens"]
         positions[i, :k] = it["positions"]
-    return out | {"tokens": tokens, "positions": positions, "lengths": lengths,
-                  "attention_mask": torch.arange(n)[None] < lengths[:, None],
-                  "grid": torch.stack([it["grid"] for it in items])}
+    return out | {
+        "tokens": tokens,
+        "positions": positions,
+        "lengths": lengths,
+        "attention_mask": torch.arange(n)[None] < lengths[:, None],
+        "grid": torch.stack([it["grid"] for it in items]),
+    }

@@ -7,6 +7,7 @@ field: every size is checked against the window's own geometry before anything i
 every window's frames and token grid against the header (its frame size, frame count, window and
 overlap), so whatever `TokenReader` accepts can be decoded. Every failure is a `TokenFormatError`.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,8 @@ import numpy as np
 from . import geometry
 from .files import output_path_problem, temp_beside
 from .geometry import Geometry
-from .names import FILLS
 from .ledger import Ledger
+from .names import FILLS
 
 if TYPE_CHECKING:  # the file format needs no torch: `infotok info` starts without it
     import torch
@@ -102,7 +103,9 @@ class TokenWindow:
         return int(self.mask.size)
 
     def __repr__(self) -> str:
-        return f"TokenWindow(frames {self.start}-{self.end - 1}, rate {self.rate:.4f}, kept {self.kept}/{self.num_tokens})"
+        return (
+            f"TokenWindow(frames {self.start}-{self.end - 1}, rate {self.rate:.4f}, kept {self.kept}/{self.num_tokens})"
+        )
 
 
 @dataclass
@@ -112,16 +115,20 @@ class Tokens:
 
     def __repr__(self) -> str:
         h, ledger = self.header, self.ledger()
-        return (f"Tokens(model {h.model!r}, {h.num_frames} frames {h.width}x{h.height}, {len(self.windows)} "
-                f"window{'s' if len(self.windows) != 1 else ''}, kept {ledger.kept}/{ledger.total} tokens "
-                f"(rate {ledger.realized_rate:.3f}), {h.strategy} + {h.selection} + {h.fill})")
+        return (
+            f"Tokens(model {h.model!r}, {h.num_frames} frames {h.width}x{h.height}, {len(self.windows)} "
+            f"window{'s' if len(self.windows) != 1 else ''}, kept {ledger.kept}/{ledger.total} tokens "
+            f"(rate {ledger.realized_rate:.3f}), {h.strategy} + {h.selection} + {h.fill})"
+        )
 
     def batch(self, index: int, device: torch.device | str = "cpu") -> TokenBatch:
         """Window `index` as tensors to compute with: int64 indices and a bool keep-mask [1, t, h, w]
         (uint16 is only the file's storage type)."""
         from .batch import TokenBatch
-        return TokenBatch.from_windows([self.windows[index]], self.header.height, self.header.width, device,
-                                       self.header.fill)
+
+        return TokenBatch.from_windows(
+            [self.windows[index]], self.header.height, self.header.width, device, self.header.fill
+        )
 
     def ledger(self, file_bytes: int | None = None) -> Ledger:
         """Kept and total tokens over the video (+ the real bits of its file, when given)."""
@@ -165,8 +172,16 @@ def check_header(h: TokenHeader) -> None:
         size *= v
         if size > 65536:
             raise ValueError("the codebook has more than 65536 codes")
-    for name in ("temporal_factor", "spatial_factor", "width", "height", "source_width", "source_height",
-                 "num_frames", "window"):
+    for name in (
+        "temporal_factor",
+        "spatial_factor",
+        "width",
+        "height",
+        "source_width",
+        "source_height",
+        "num_frames",
+        "window",
+    ):
         if not (_is_int(getattr(h, name)) and getattr(h, name) >= 1):
             raise ValueError(f"{name} must be a positive integer, got {getattr(h, name)!r}")
     if h.num_frames > 0xFFFFFFFF:
@@ -221,8 +236,9 @@ def encode_window(w: TokenWindow, codebook_size: int) -> bytes:
     mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes(), 9)
     index_bytes = zlib.compress(indices.astype("<u2").tobytes(), 9)
     t, h, wd = mask.shape
-    head = _WINDOW.pack(w.start, w.end, t, h, wd, float(w.rate), float(w.score), indices.size,
-                        len(mask_bytes), len(index_bytes))
+    head = _WINDOW.pack(
+        w.start, w.end, t, h, wd, float(w.rate), float(w.score), indices.size, len(mask_bytes), len(index_bytes)
+    )
     return head + mask_bytes + index_bytes
 
 
@@ -250,15 +266,19 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     if index is not None:
         span = window_span(header, index)
         if (start, end) != span:
-            raise TokenFormatError(f"{where}: holds frames {start}-{end} but the header's window/overlap/frame "
-                                   f"count place it at frames {span[0]}-{span[1]}")
+            raise TokenFormatError(
+                f"{where}: holds frames {start}-{end} but the header's window/overlap/frame "
+                f"count place it at frames {span[0]}-{span[1]}"
+            )
         grid = window_grid(header, start, end)
         if (t, h, w) != grid:
-            raise TokenFormatError(f"{where}: token grid {t}x{h}x{w} does not match the header's "
-                                   f"{header.width}x{header.height} frames (expected {grid[0]}x{grid[1]}x{grid[2]})")
+            raise TokenFormatError(
+                f"{where}: token grid {t}x{h}x{w} does not match the header's "
+                f"{header.width}x{header.height} frames (expected {grid[0]}x{grid[1]}x{grid[2]})"
+            )
     if _WINDOW.size + n_mask + n_idx != len(payload):
         raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
-    body = memoryview(payload)[_WINDOW.size:]
+    body = memoryview(payload)[_WINDOW.size :]
     bits = np.frombuffer(_inflate(bytes(body[:n_mask]), (n + 7) // 8, f"{where} mask"), np.uint8)
     mask = np.unpackbits(bits, count=n, bitorder="little").astype(bool).reshape(t, h, w)
     if int(mask.sum()) != kept:
@@ -297,8 +317,9 @@ class TokenWriter:
     def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False):
         self.path = check_token_output(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite on the command line) "
-                                  "to replace it")
+            raise FileExistsError(
+                f"{self.path} exists; pass overwrite=True (--overwrite on the command line) to replace it"
+            )
         self.header = header
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
@@ -310,15 +331,21 @@ class TokenWriter:
         check_header(replace(self.header, num_frames=1))  # the frame count is only final at close
         step = self.header.window - self.header.overlap
         if window.start != self.count * step or not 0 < window.end - window.start <= self.header.window:
-            raise ValueError(f"window {self.count} holds frames {window.start}-{window.end}; with window "
-                             f"{self.header.window} and overlap {self.header.overlap} it must start at {self.count * step}")
+            raise ValueError(
+                f"window {self.count} holds frames {window.start}-{window.end}; with window "
+                f"{self.header.window} and overlap {self.header.overlap} it must start at {self.count * step}"
+            )
         if self._last is not None and self._last[1] - self._last[0] != self.header.window:
-            raise ValueError(f"window {self.count - 1} (frames {self._last[0]}-{self._last[1]}) is shorter than "
-                             f"--window {self.header.window}, so it must be the last one")
+            raise ValueError(
+                f"window {self.count - 1} (frames {self._last[0]}-{self._last[1]}) is shorter than "
+                f"--window {self.header.window}, so it must be the last one"
+            )
         grid = window_grid(self.header, window.start, window.end)
         if np.shape(window.mask) != grid:
-            raise ValueError(f"window {self.count} has a token grid {np.shape(window.mask)}; "
-                             f"{self.header.width}x{self.header.height} frames need {grid}")
+            raise ValueError(
+                f"window {self.count} has a token grid {np.shape(window.mask)}; "
+                f"{self.header.width}x{self.header.height} frames need {grid}"
+            )
         payload = encode_window(window, self.header.codebook_size)
         self._body.write(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
         self._last = (int(window.start), int(window.end))
@@ -333,10 +360,12 @@ class TokenWriter:
             check_header(self.header)
             # starts, and full-length windows before the last, were checked by `write`
             if self.count != window_count(self.header) or self._last[1] != self.header.num_frames:
-                raise ValueError(f"{self.count} windows ending at frame {self._last and self._last[1]} were written, "
-                                 f"but {self.header.num_frames} frames with window {self.header.window} and overlap "
-                                 f"{self.header.overlap} need {window_count(self.header)} ending at frame "
-                                 f"{self.header.num_frames}")
+                raise ValueError(
+                    f"{self.count} windows ending at frame {self._last and self._last[1]} were written, "
+                    f"but {self.header.num_frames} frames with window {self.header.window} and overlap "
+                    f"{self.header.overlap} need {window_count(self.header)} ending at frame "
+                    f"{self.header.num_frames}"
+                )
         except ValueError:
             self._body.close()
             raise
@@ -404,8 +433,11 @@ class TokenReader:
         if magic != MAGIC:
             raise TokenFormatError(f"{self.name}: not an infotok token file (bad magic)")
         if version != FORMAT_VERSION:
-            raise TokenFormatError(f"{self.name}: format version {version} is not supported by this infotok "
-                                   f"(reads version {FORMAT_VERSION}); {'upgrade infotok' if version > FORMAT_VERSION else 're-encode the video'}")
+            raise TokenFormatError(
+                f"{self.name}: format version {version} is not supported by this infotok "
+                f"(reads version {FORMAT_VERSION}); "
+                f"{'upgrade infotok' if version > FORMAT_VERSION else 're-encode the video'}"
+            )
         if n > MAX_HEADER_BYTES:
             raise TokenFormatError(f"{self.name}: header length {n} is implausible")
         blob = self._read_exact(n, "the header")
@@ -432,8 +464,9 @@ class TokenReader:
             pos = self._f.tell()
             if self.size - pos == _TRAILER.size:
                 if self._f.read(4) == TRAILER_MAGIC:
-                    raise TokenFormatError(f"{where}: missing; the file ends after {index} of the {count} "
-                                           "windows its header calls for")
+                    raise TokenFormatError(
+                        f"{where}: missing; the file ends after {index} of the {count} windows its header calls for"
+                    )
                 self._f.seek(pos)
             length, crc = _RECORD.unpack(self._read_exact(_RECORD.size, f"window {index}"))
             if length > MAX_RECORD_BYTES:
@@ -446,12 +479,15 @@ class TokenReader:
         if left < _TRAILER.size:
             raise TokenFormatError(f"{self.name}: truncated in the trailer")
         if left > _TRAILER.size:
-            raise TokenFormatError(f"{self.name}: {left - _TRAILER.size} unexpected bytes after window {count - 1} "
-                                   f"(the header calls for {count} windows)")
+            raise TokenFormatError(
+                f"{self.name}: {left - _TRAILER.size} unexpected bytes after window {count - 1} "
+                f"(the header calls for {count} windows)"
+            )
         magic, n = _TRAILER.unpack(self._read_exact(_TRAILER.size, "the trailer"))
         if magic != TRAILER_MAGIC or n != count:
-            raise TokenFormatError(f"{self.name}: trailer corrupt or window count mismatch "
-                                   f"(read {count} windows, trailer says {n})")
+            raise TokenFormatError(
+                f"{self.name}: trailer corrupt or window count mismatch (read {count} windows, trailer says {n})"
+            )
 
     def close(self) -> None:
         self._f.close()
@@ -471,15 +507,39 @@ def describe(path: str | os.PathLike) -> dict:
     ledger = Tokens(h, windows).ledger(file_bytes=size)
     window_pixels = sum((w.end - w.start) * h.width * h.height for w in windows)
     return {
-        "file": str(path), "format_version": h.format_version, "model": h.model, "model_hash": h.model_hash,
-        "config_hash": h.config_hash, "levels": h.levels, "frames": h.num_frames, "fps": h.fps,
-        "size": f"{h.width}x{h.height}", "source_size": f"{h.source_width}x{h.source_height}",
-        "window": h.window, "overlap": h.overlap, "strategy": h.strategy, "selection": h.selection, "fill": h.fill,
-        "avg_rate": h.avg_rate, "score_mean": h.score_mean, "windows": len(windows),
-        **ledger.to_dict(), "header_bytes": header_bytes, "window_bytes": sum(w.nbytes for w in windows),
-        "trailer_bytes": _TRAILER.size, "file_bpp16_per_window_pixel": size * 8 * 16 / window_pixels,
-        "per_window": [{"frames": [w.start, w.end], "rate": round(w.rate, 5), "kept": w.kept,
-                        "tokens": w.num_tokens, "bytes": w.nbytes} for w in windows],
+        "file": str(path),
+        "format_version": h.format_version,
+        "model": h.model,
+        "model_hash": h.model_hash,
+        "config_hash": h.config_hash,
+        "levels": h.levels,
+        "frames": h.num_frames,
+        "fps": h.fps,
+        "size": f"{h.width}x{h.height}",
+        "source_size": f"{h.source_width}x{h.source_height}",
+        "window": h.window,
+        "overlap": h.overlap,
+        "strategy": h.strategy,
+        "selection": h.selection,
+        "fill": h.fill,
+        "avg_rate": h.avg_rate,
+        "score_mean": h.score_mean,
+        "windows": len(windows),
+        **ledger.to_dict(),
+        "header_bytes": header_bytes,
+        "window_bytes": sum(w.nbytes for w in windows),
+        "trailer_bytes": _TRAILER.size,
+        "file_bpp16_per_window_pixel": size * 8 * 16 / window_pixels,
+        "per_window": [
+            {
+                "frames": [w.start, w.end],
+                "rate": round(w.rate, 5),
+                "kept": w.kept,
+                "tokens": w.num_tokens,
+                "bytes": w.nbytes,
+            }
+            for w in windows
+        ],
     }
 
 
@@ -487,5 +547,6 @@ def __getattr__(name: str):
     """`infotok.tokens.TokenBatch`, where it lived before `infotok.batch`."""
     if name == "TokenBatch":
         from .batch import TokenBatch
+
         return TokenBatch
     raise AttributeError(f"module 'infotok.tokens' has no attribute {name!r}")

@@ -5,6 +5,7 @@ weights, EMA, AdamW moments, step, RNG); the data position is the step itself be
 item k is a pure function of (seed, k). Checkpoints are written atomically, so a run killed at any
 moment resumes from its last complete checkpoint.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,8 @@ from .base import BaseConfig
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .extras import require
-from .model import InfoTok
 from .metrics import psnr_from_mse
+from .model import InfoTok
 from .predictor import PredictorConfig
 from .selection import MIN_RATE
 from .train_config import TrainConfig
@@ -73,10 +74,18 @@ def build_model(cfg: TrainConfig) -> InfoTok:
         predictor = PredictorConfig.from_dict((predictor.to_dict() if predictor else {}) | cfg.predictor)
     drift = cfg.selection == "drift"
     if drift and not init.adaptive:
-        raise ValueError(f"{cfg.init} is a fixed-rate base tokenizer: --train-selection drift fine-tunes an InfoTok checkpoint")
-    model = InfoTok(init.base.config, compressor, score_mean=float(init.score_mean),
-                    name=cfg.name or (init.name if init.adaptive else "infotok-flex"), dropped=init.dropped_mode,
-                    predictor=predictor, held=drift or init.held is not None)
+        raise ValueError(
+            f"{cfg.init} is a fixed-rate base tokenizer: --train-selection drift fine-tunes an InfoTok checkpoint"
+        )
+    model = InfoTok(
+        init.base.config,
+        compressor,
+        score_mean=float(init.score_mean),
+        name=cfg.name or (init.name if init.adaptive else "infotok-flex"),
+        dropped=init.dropped_mode,
+        predictor=predictor,
+        held=drift or init.held is not None,
+    )
     unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
@@ -86,8 +95,10 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     frozen = {id(p) for m in encoding for p in m.parameters()}
     for name, p in model.named_parameters():  # what a run does not train has no gradient (distributed runs need that)
         predictor_part = name.startswith("predictor.")
-        p.requires_grad_(id(p) not in frozen and (predictor_part if cfg.kind == "predictor"
-                                                  else not predictor_part or cfg.selection == "value"))
+        p.requires_grad_(
+            id(p) not in frozen
+            and (predictor_part if cfg.kind == "predictor" else not predictor_part or cfg.selection == "value")
+        )
     return model
 
 
@@ -154,16 +165,23 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg)
         self.ema = EMA(self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                     weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
         self.step = 0
         self.trained_s = 0.0  # training seconds of earlier sessions of this run (for time_limit)
         self.score_ema = float(self.model.score_mean)
         self.progress = progress
 
     @classmethod
-    def open(cls, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
-             steps: int | None = None) -> tuple["Trainer", bool]:
+    def open(
+        cls,
+        cfg: TrainConfig,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        steps: int | None = None,
+    ) -> tuple["Trainer", bool]:
         """A trainer for `cfg.out`: with `resume`, the run saved there continues under its own saved
         settings (`steps` may set a new total); an existing run is never restarted without
         `overwrite`. Returns (trainer, whether a saved state was resumed)."""
@@ -172,7 +190,9 @@ class Trainer:
             cfg = TrainConfig(**json.loads(meta.read_text())["config"])
             cfg.steps = steps or cfg.steps
         elif meta.exists() and not overwrite:
-            raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --overwrite to restart")
+            raise FileExistsError(
+                f"{cfg.out} already holds a run; pass --resume to continue it or --overwrite to restart"
+            )
         trainer = cls(cfg, progress=progress)
         return trainer, resume and trainer.resume()
 
@@ -189,7 +209,12 @@ class Trainer:
         progress = {"step": str(self.step), "score_ema": repr(self.score_ema), "trained_s": repr(self._trained())}
         tmp = self.out / ".train_state.safetensors.tmp"
         save_file(tensors, str(tmp), metadata=progress)
-        meta = {"step": self.step, "score_ema": self.score_ema, "trained_s": self._trained(), "config": asdict(self.cfg)}
+        meta = {
+            "step": self.step,
+            "score_ema": self.score_ema,
+            "trained_s": self._trained(),
+            "config": asdict(self.cfg),
+        }
         tmp_json = self.out / ".train_state.json.tmp"
         tmp_json.write_text(json.dumps(meta, indent=2))
         # the tensors carry their own step, so a crash between the two renames cannot pair them with
@@ -286,7 +311,7 @@ class Trainer:
     def _this_process(self, drawn: list, batch: int) -> list:
         """This process's `batch` of values drawn for the whole global batch."""
         first = batch * self.accelerator.process_index
-        return list(drawn[first:first + batch])
+        return list(drawn[first : first + batch])
 
     def _selections(self, batch: int) -> str | list[str]:
         """The selection of each clip of this process's share: `value` runs mix VALUE_MIX and `drift` runs
@@ -313,14 +338,27 @@ class Trainer:
             with acc.main_process_first():  # one process encodes the cache, the others then reuse it
                 paths = prepare_cache(paths, Path(cfg.cache), cfg.cache_size)
         global_batch = cfg.batch * acc.num_processes
-        dataset = VideoClipDataset(paths, cfg.frames, cfg.crop, cfg.seed,
-                                   synthetic_fraction=cfg.synthetic_fraction if paths else 1.0,
-                                   border_fraction=cfg.border_fraction, still_fraction=cfg.still_fraction,
-                                   long_side=cfg.long_side,
-                                   long_fraction=cfg.long_fraction, batch=global_batch)
+        dataset = VideoClipDataset(
+            paths,
+            cfg.frames,
+            cfg.crop,
+            cfg.seed,
+            synthetic_fraction=cfg.synthetic_fraction if paths else 1.0,
+            border_fraction=cfg.border_fraction,
+            still_fraction=cfg.still_fraction,
+            long_side=cfg.long_side,
+            long_fraction=cfg.long_fraction,
+            batch=global_batch,
+        )
         sampler = ResumableSampler(self.step * global_batch)
-        loader = DataLoader(dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
-                            persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            persistent_workers=cfg.workers > 0,
+            prefetch_factor=2 if cfg.workers else None,
+        )
         model, opt, loader = acc.prepare(self.model, self.opt, loader)
         raw = acc.unwrap_model(model)
         self.ema.to(next(raw.parameters()).device)
@@ -334,6 +372,7 @@ class Trainer:
         bar = None
         if self.progress and acc.is_main_process:
             from tqdm import tqdm
+
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.kind}", dynamic_ncols=True)
         for x in loader:
             if self.step >= cfg.steps or time_fraction >= 1:
@@ -342,9 +381,14 @@ class Trainer:
                 g["lr"] = lr_at(self.step, cfg, time_fraction)
             elbo_mean = self.score_ema if cfg.rate_sampling == "elbo" and self.score_ema > 0 else None
             with acc.autocast():
-                y, rates, smap, predictor_loss = model(x, self._rates(x.shape[0]), self._selections(x.shape[0]),
-                                                       elbo_mean, predictor_only=cfg.kind == "predictor",
-                                                       train_predictor=cfg.selection == "value")
+                y, rates, smap, predictor_loss = model(
+                    x,
+                    self._rates(x.shape[0]),
+                    self._selections(x.shape[0]),
+                    elbo_mean,
+                    predictor_only=cfg.kind == "predictor",
+                    train_predictor=cfg.selection == "value",
+                )
             if cfg.kind == "predictor":
                 loss = predictor_loss.float()
             else:
@@ -358,26 +402,39 @@ class Trainer:
             self.ema.update(raw, min(cfg.ema, (1 + self.step) / (10 + self.step)))
             with torch.no_grad():  # logged figures are means over every process's share of the batch
                 zero = torch.zeros((), device=x.device)
-                stats = torch.stack([loss.detach().float(), ((y.float().clamp(-1, 1) - x) ** 2).mean(),
-                                     smap.mean().float() if smap is not None else zero,
-                                     torch.tensor(float(np.mean(rates)), device=x.device),
-                                     predictor_loss.detach().float() if predictor_loss is not None else zero,
-                                     torch.tensor(self._time_fraction(), device=x.device)])
+                stats = torch.stack(
+                    [
+                        loss.detach().float(),
+                        ((y.float().clamp(-1, 1) - x) ** 2).mean(),
+                        smap.mean().float() if smap is not None else zero,
+                        torch.tensor(float(np.mean(rates)), device=x.device),
+                        predictor_loss.detach().float() if predictor_loss is not None else zero,
+                        torch.tensor(self._time_fraction(), device=x.device),
+                    ]
+                )
                 loss_all, mse, clip_score, rate, pred_loss, time_fraction = acc.reduce(stats, "mean").tolist()
             if smap is not None:
-                self.score_ema = clip_score if self.score_ema <= 0 else \
-                    cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
+                self.score_ema = (
+                    clip_score
+                    if self.score_ema <= 0
+                    else cfg.score_ema * self.score_ema + (1 - cfg.score_ema) * clip_score
+                )
             self.step += 1
             frames_done += x.shape[0] * x.shape[2] * acc.num_processes
             window.append((loss_all, psnr_from_mse(mse, peak=2.0), rate, pred_loss))
             last = self.step == cfg.steps or time_fraction >= 1
             if self.step % cfg.log_every == 0 or last:
                 loss_m, psnr_m, rate_m, pred_m = np.mean(window, axis=0)
-                row = {"step": self.step, "loss": f"{loss_m:.5f}", "psnr": f"{psnr_m:.3f}",
-                       "lr": f"{opt.param_groups[0]['lr']:.3g}", "rate": f"{rate_m:.3f}",
-                       "score_ema": f"{self.score_ema:.5f}",
-                       "frames_per_s": f"{frames_done / (time.time() - t0):.1f}",
-                       "elapsed_s": f"{time.time() - t0:.1f}"}
+                row = {
+                    "step": self.step,
+                    "loss": f"{loss_m:.5f}",
+                    "psnr": f"{psnr_m:.3f}",
+                    "lr": f"{opt.param_groups[0]['lr']:.3g}",
+                    "rate": f"{rate_m:.3f}",
+                    "score_ema": f"{self.score_ema:.5f}",
+                    "frames_per_s": f"{frames_done / (time.time() - t0):.1f}",
+                    "elapsed_s": f"{time.time() - t0:.1f}",
+                }
                 if self._trains_predictor():
                     row["predictor_loss"] = f"{pred_m:.4f}"
                 window = []

@@ -1,5 +1,6 @@
 """`TrainConfig`: what `infotok train` runs with, checked before anything trains; importable without
 torch, so the command line's help can show its defaults quickly."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,11 +53,14 @@ class TrainConfig:
     predictor_points: int = 4  # kind=predictor: decodes per clip and step, each at a rate k/16 drawn uniformly
     name: str = ""
 
-
     def check(self) -> "TrainConfig":
         """Refuse settings that cannot train (the CLI and the Python API refuse the same things)."""
+
         def bad(field_name: str, rule: str) -> ValueError:
-            return ValueError(f"{field_name} (--{field_name.replace('_', '-')}) {rule}, got {getattr(self, field_name)!r}")
+            return ValueError(
+                f"{field_name} (--{field_name.replace('_', '-')}) {rule}, got {getattr(self, field_name)!r}"
+            )
+
         if self.kind not in ("base", "infotok", "predictor"):
             raise bad("kind", "must be 'base', 'infotok' or 'predictor'")
         if self.frames < 1 or (self.frames - 1) % 4:

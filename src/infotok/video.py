@@ -5,6 +5,7 @@ in [-1, 1]; `to_model` / `from_model` convert. Reading streams frame by frame so
 never held whole unless the caller asks for it, and always at a constant rate (a variable-rate file is
 resampled, see `iter_frames`). Writing picks the container from the extension (`write_video`).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -92,9 +93,11 @@ def _unreadable(path: str | os.PathLike, problem: str) -> VideoError:
     """The error for a video that gives no frame: `problem`, unless the file is an MP4 cut before the
     end of its index, where what FFmpeg made of the rest is beside the point."""
     if _mp4_index_missing(path):
-        problem = ("truncated MP4/MOV: its index (moov box) is missing or cut off, so no frame can be decoded "
-                   "(most MP4s keep the index at the end; a faststart copy, with the index at the front, keeps "
-                   "the frames written before a break)")
+        problem = (
+            "truncated MP4/MOV: its index (moov box) is missing or cut off, so no frame can be decoded "
+            "(most MP4s keep the index at the end; a faststart copy, with the index at the front, keeps "
+            "the frames written before a break)"
+        )
     return VideoError(f"{path}: {problem}")
 
 
@@ -233,8 +236,9 @@ def _packed_b_frames(container: av.container.InputContainer, stream: av.video.st
     return re.search(rb"DivX\d+(?:Build|b)\d+p", head) is not None
 
 
-def _decode_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: int,
-                 fps: Fraction) -> tuple[Iterator[tuple[av.VideoFrame, int | None]], int | None]:
+def _decode_from(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: int, fps: Fraction
+) -> tuple[Iterator[tuple[av.VideoFrame, int | None]], int | None]:
     """(frame, timestamp) pairs (`_in_time_order`) from the keyframe at or before output frame `start`,
     and frame 0's timestamp.
 
@@ -262,8 +266,9 @@ def _decode_from(container: av.container.InputContainer, stream: av.video.stream
     return _in_time_order(container.decode(stream)), origin
 
 
-def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
-                size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | os.PathLike, start: int = 0, max_frames: int | None = None, size: tuple[int, int] | None = None
+) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames [H, W, 3] at the constant rate `probe` reports, from frame `start` on.
 
     Frame k is the picture on show at time k / fps, counted from the decoded stream's timestamps (put
@@ -340,8 +345,10 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
                     if header_end is not None and origin is not None:
                         declared = header_end - origin * tb
                         if declared - end > max(longest, 2 / fps):
-                            _warn(f"{path}: stream ended at {float(end):.2f} s of the {float(declared):.2f} s "
-                                  "its header declares (truncated file?); using those")
+                            _warn(
+                                f"{path}: stream ended at {float(end):.2f} s of the {float(declared):.2f} s "
+                                "its header declares (truncated file?); using those"
+                            )
                         elif declared > end:
                             end = declared
                     yield from show(max(held[1] + 1, _slot(end, fps)))
@@ -363,12 +370,15 @@ def iter_frames(path: str | os.PathLike, start: int = 0, max_frames: int | None 
             raise _unreadable(path, "contains no decodable frames")
         raise VideoError(f"{path}: start {start} is past the end of the video ({pos} frames)")
     if duplicated or dropped:
-        _warn(f"{path}: variable frame rate; resampled to a constant {float(fps):g} fps "
-              f"({duplicated} frames duplicated, {dropped} dropped)")
+        _warn(
+            f"{path}: variable frame rate; resampled to a constant {float(fps):g} fps "
+            f"({duplicated} frames duplicated, {dropped} dropped)"
+        )
 
 
-def read_video(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
-               size: tuple[int, int] | None = None) -> tuple[np.ndarray, VideoInfo]:
+def read_video(
+    path: str | os.PathLike, start: int = 0, max_frames: int | None = None, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, VideoInfo]:
     """Read frames [T, H, W, 3] uint8 and the header info (holds the frames in memory).
 
     After a whole read, the info's `num_frames` is the exact count rather than probe's estimate.
@@ -388,8 +398,9 @@ def check_video_output(path: str | os.PathLike) -> Path:
     problem = output_path_problem(path)
     suffix = Path(path).suffix.lower()
     if problem is None and suffix not in OUTPUT_FORMATS:
-        problem = (f"cannot write {suffix} videos" if suffix else "has no extension") + \
-            f"; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
+        problem = (
+            f"cannot write {suffix} videos" if suffix else "has no extension"
+        ) + f"; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
     if problem:
         raise VideoError(f"{os.fspath(path)}: {problem}")
     return Path(path)
@@ -420,8 +431,9 @@ def _rgb_frame(path: Path, frame) -> np.ndarray:
     return frame
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 24.0, crf: int = 12,
-                lossless: bool = False) -> Path:
+def write_video(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 24.0, crf: int = 12, lossless: bool = False
+) -> Path:
     """Write RGB uint8 frames in the container the extension names, atomically (temporary name, renamed
     when complete; the file gets the mode a plain open() would give).
 
@@ -456,8 +468,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
             for frame in itertools.chain([first], frames):
                 frame = _rgb_frame(path, frame)
                 if frame.shape[:2] != (height, width):
-                    raise VideoError(f"{path}: frame size changed from {width}x{height} to "
-                                     f"{frame.shape[1]}x{frame.shape[0]}")
+                    raise VideoError(
+                        f"{path}: frame size changed from {width}x{height} to {frame.shape[1]}x{frame.shape[0]}"
+                    )
                 if pad_h or pad_w:
                     frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -518,7 +531,7 @@ def center_crop(frames: np.ndarray, height: int, width: int | None = None) -> np
     width = height if width is None else width
     _, h, w, _ = frames.shape
     top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
-    return frames[:, top:top + height, left:left + width]
+    return frames[:, top : top + height, left : left + width]
 
 
 def resize_and_crop(frames: np.ndarray, size: int) -> np.ndarray:
@@ -535,7 +548,7 @@ def blend_weights(length: int, overlap_before: int, overlap_after: int) -> np.nd
     if overlap_before:
         w[:overlap_before] = np.arange(1, overlap_before + 1, dtype=np.float32) / (overlap_before + 1)
     if overlap_after:
-        w[length - overlap_after:] = np.arange(overlap_after, 0, -1, dtype=np.float32) / (overlap_after + 1)
+        w[length - overlap_after :] = np.arange(overlap_after, 0, -1, dtype=np.float32) / (overlap_after + 1)
     return w
 
 
@@ -561,7 +574,7 @@ def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Ite
             if nxt is None:
                 return
             fresh = np.empty_like(win)  # the overlap is copied over: no view keeps the old array alive
-            fresh[:n - step] = win[step:n]
+            fresh[: n - step] = win[step:n]
             win, n, start = fresh, n - step, start + step
 
 
@@ -609,17 +622,19 @@ def synthetic_video(num_frames: int = 33, height: int = 128, width: int = 128, s
     phase = rng.uniform(0, 2 * np.pi, size=3)
     for c in range(3):  # smooth still background with a gentle gradient and low-frequency pattern
         base[..., c] = 110 + 60 * np.sin(freq[0] * xx + phase[c]) * np.cos(freq[1] * yy + phase[(c + 1) % 3])
-    base[:, :border] = base[:, width - border:] = rng.uniform(200, 255)  # flat pillarbox
+    base[:, :border] = base[:, width - border :] = rng.uniform(200, 255)  # flat pillarbox
     objects = []
     for _ in range(int(rng.integers(2, 4))):
-        objects.append(dict(
-            r=rng.uniform(0.1, 0.2) * min(height, width),
-            pos=rng.uniform([0.3 * height, 0.3 * width], [0.7 * height, 0.7 * width]),
-            vel=rng.uniform(-2.0, 2.0, size=2) * min(height, width) / 128,
-            color=rng.uniform(30, 255, size=3),
-            stripes=rng.uniform(0.2, 0.6),
-            square=bool(rng.integers(0, 2)),
-        ))
+        objects.append(
+            dict(
+                r=rng.uniform(0.1, 0.2) * min(height, width),
+                pos=rng.uniform([0.3 * height, 0.3 * width], [0.7 * height, 0.7 * width]),
+                vel=rng.uniform(-2.0, 2.0, size=2) * min(height, width) / 128,
+                color=rng.uniform(30, 255, size=3),
+                stripes=rng.uniform(0.2, 0.6),
+                square=bool(rng.integers(0, 2)),
+            )
+        )
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     for t in range(num_frames):
         img = base.copy()

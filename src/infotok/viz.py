@@ -5,6 +5,7 @@ of tokens kept in the latent frame that frame belongs to, with the frame number 
 reconstruction is shown as decoded (a tint would make it look worse than it is); the mask has its own
 column. `strip` lays a few such frames out as one PNG for READMEs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,6 +39,7 @@ COLUMNS = (("original", "orig."), ("reconstruction", "recon."), ("kept tokens", 
 class Layout:
     """Rows of a panel around a frame `height` rows tall: column labels above it, the usage bar and its
     legend under it. Text scales with the frame so it reads the same from thumbnails to 720p."""
+
     font: int
     header: int
     bar: int
@@ -85,7 +87,7 @@ def usage_bar(kept: float, width: int, lay: Layout, frame: int | None = None) ->
     bar = np.full((lay.bar, width, 3), BACKGROUND, np.uint8)
     inner = slice(lay.bar // 5, lay.bar - lay.bar // 5)
     bar[inner] = TRACK
-    bar[inner, :int(round(kept * width))] = KEPT
+    bar[inner, : int(round(kept * width))] = KEPT
     image = Image.new("RGB", (width, lay.legend), BACKGROUND)
     draw, font = ImageDraw.Draw(image), _font(lay.font)
     pad, swatch, middle = max(3, lay.font // 3), lay.font * 2 // 3, lay.legend / 2
@@ -95,8 +97,11 @@ def usage_bar(kept: float, width: int, lay: Layout, frame: int | None = None) ->
         draw.text((x, middle), label, fill=TEXT, font=font, anchor="lm")
         x += font.getlength(label) + 2 * pad
     share = f"{kept:.0%}"
-    legend = _fit(font, (f"tokens kept in this latent frame: {share}", f"tokens kept: {share}", f"kept {share}",
-                         share), width - x - swatch - 2 * pad)
+    legend = _fit(
+        font,
+        (f"tokens kept in this latent frame: {share}", f"tokens kept: {share}", f"kept {share}", share),
+        width - x - swatch - 2 * pad,
+    )
     if font.getlength(legend) <= width - x - swatch - 2 * pad:  # else too narrow: the frame number alone
         top = round(middle - swatch / 2)
         draw.rectangle((x, top, x + swatch - 1, top + swatch - 1), fill=KEPT)
@@ -128,16 +133,16 @@ def per_frame_masks(tokens: Tokens) -> list[np.ndarray]:
     return masks
 
 
-def compose(original: np.ndarray, recon: np.ndarray, mask: np.ndarray, spatial: int,
-            frame: int | None = None) -> np.ndarray:
+def compose(
+    original: np.ndarray, recon: np.ndarray, mask: np.ndarray, spatial: int, frame: int | None = None
+) -> np.ndarray:
     """One labelled visualization frame [layout(H).header + H + bar + legend, 3W, 3] uint8; `recon`
     appears pixel for pixel as decoded, `frame` (its number) labels the legend."""
     h, w = original.shape[:2]
     lay = layout(h)
     keep = np.kron(mask.astype(np.uint8), np.ones((spatial, spatial), np.uint8))[:h, :w].astype(bool)
     row = np.concatenate([original, recon, mask_view(original, keep)], axis=1)
-    return np.concatenate([column_header(h, w), row, usage_bar(float(mask.mean()), row.shape[1], lay, frame)],
-                          axis=0)
+    return np.concatenate([column_header(h, w), row, usage_bar(float(mask.mean()), row.shape[1], lay, frame)], axis=0)
 
 
 def render(originals: Iterable[np.ndarray], recons: Iterable[np.ndarray], tokens: Tokens) -> Iterator[np.ndarray]:
@@ -188,8 +193,9 @@ def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
 
     def panels() -> Iterator[np.ndarray]:
         nonlocal header
-        originals, _, _ = video_source(src, settings.get("size"), None, start, settings.get("max_frames"),
-                                       settings.get("max_size"))
+        originals, _, _ = video_source(
+            src, settings.get("size"), None, start, settings.get("max_frames"), settings.get("max_size")
+        )
         windows = recorded()
         first = next(windows)  # the header exists once the first window is out
         chained = itertools.chain([first], windows)
@@ -202,22 +208,26 @@ def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
     sampler = StripSampler()
     write_video(dst, panels(), fps=probe(src).fps)
     ledger = Ledger(kept, total)
-    strip(sampler.frames(), png, header=header,
-          title=f"{Path(src).name}: original | reconstruction | kept tokens "
-                f"(rate {ledger.realized_rate:.2f}, {settings.get('strategy') or 'default strategy'})")
+    strip(
+        sampler.frames(),
+        png,
+        header=header,
+        title=f"{Path(src).name}: original | reconstruction | kept tokens "
+        f"(rate {ledger.realized_rate:.2f}, {settings.get('strategy') or 'default strategy'})",
+    )
     return ledger
 
 
-def strip(frames: list[np.ndarray], path: str | Path, count: int = 4, title: str | None = None,
-          header: int = 0) -> Path:
+def strip(
+    frames: list[np.ndarray], path: str | Path, count: int = 4, title: str | None = None, header: int = 0
+) -> Path:
     """Save `count` evenly spaced visualization frames stacked vertically as a PNG, pixel for pixel;
     the column labels (each frame's top `header` rows) are kept over the first frame only.
 
     Encoded by PyAV (FFmpeg's PNG encoder), so `demo` and `viz` need no plotting library; `title`
     goes into the PNG's standard Title text field."""
     picks = sorted(set(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)))
-    image = np.ascontiguousarray(np.concatenate([frames[i][header if n else 0:] for n, i in enumerate(picks)],
-                                                axis=0))
+    image = np.ascontiguousarray(np.concatenate([frames[i][header if n else 0 :] for n, i in enumerate(picks)], axis=0))
     codec = av.CodecContext.create("png", "w")
     codec.width, codec.height, codec.pix_fmt = image.shape[1], image.shape[0], "rgb24"
     codec.sample_aspect_ratio = Fraction(1, 1)  # square pixels (unset, FFmpeg writes a 0:1 pHYs chunk)
@@ -225,8 +235,14 @@ def strip(frames: list[np.ndarray], path: str | Path, count: int = 4, title: str
     png += b"".join(bytes(p) for p in codec.encode(None))
     if title:  # an iTXt chunk (UTF-8) right after the 8-byte signature and the 25-byte IHDR chunk
         body = b"Title\0\0\0\0\0" + title.encode()
-        png = png[:33] + struct.pack(">I", len(body)) + b"iTXt" + body + \
-            struct.pack(">I", zlib.crc32(b"iTXt" + body)) + png[33:]
+        png = (
+            png[:33]
+            + struct.pack(">I", len(body))
+            + b"iTXt"
+            + body
+            + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+            + png[33:]
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)

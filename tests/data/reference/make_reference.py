@@ -8,6 +8,7 @@ byte-identical). `frames.npz` (the shipped model's decode of each `.itok`, uint8
 added when the test moved from digests to tolerances (issue 29): it was written on an AVX-512 machine,
 with the `.itok` files coming out byte-identical to those written before on an AVX2 one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,13 @@ def tokenize_settings(strategy: str, selection: str, rate: float, fill: str = "m
 def tokenize_case(model: InfoTok, name: str):
     """The case's tokens of the reference video, made now."""
     _, strategy, selection, rate, fill = next(c for c in CASES if c[0] == name)
-    return model.tokenize(synthetic_video(**VIDEO), **tokenize_settings(strategy, selection, rate, fill),
-                          window=WINDOW, overlap=OVERLAP, seed=SEED)
+    return model.tokenize(
+        synthetic_video(**VIDEO),
+        **tokenize_settings(strategy, selection, rate, fill),
+        window=WINDOW,
+        overlap=OVERLAP,
+        seed=SEED,
+    )
 
 
 def main() -> None:
