@@ -64,6 +64,15 @@ class BaseTokenizer(nn.Module):
         drift`), so that the tokens, and every ranking and calibration read from them, stay as they were."""
         raise NotImplementedError
 
+    # Whether `encode_features` takes uint8 pixels and converts them a chunk at a time (else the
+    # window is converted to floats in [-1, 1] first)
+    takes_uint8: bool = False
+
+    def decoded_windows(self, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """Inference: the decoded video in pieces laid out as windows, (start frame, frames), for the
+        router to score as they come. A base that decodes in one go gives the whole video."""
+        yield 0, self.decode_features(h)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantize(self.encode_features(x))[1]
 
@@ -155,6 +164,8 @@ class _Stage(nn.Module):
 
 
 class CausalConvTokenizer(BaseTokenizer):
+    takes_uint8 = True
+
     """Our CPU-friendly causal 4x8x8 tokenizer (see module docstring)."""
 
     def __init__(self, config: BaseConfig | None = None):

@@ -45,6 +45,7 @@ import resource
 import shutil
 import tempfile
 import time
+import warnings
 import zipfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -805,20 +806,25 @@ def _ray_stages(ray_data, items: list[dict], actor: type, settings: dict, worker
         num_cpus=workers["decode_cpus"],
         memory=CUT_TASK_MEMORY,
     )
-    ds = ds.map_batches(
-        actor,
-        batch_size=workers["batch_size"],
-        batch_format="numpy",
-        fn_constructor_kwargs={
-            "checkpoint": workers["checkpoint"],
-            "device": workers["device"],
-            "settings": settings,
-            "weights_hash": workers["weights_hash"],
-        },
-        compute=ray_data.ActorPoolStrategy(size=workers["concurrency"]),
-        num_cpus=workers["cpus_per_worker"],
-        num_gpus=workers["num_gpus_per_worker"] or None,
-    )
+    with warnings.catch_warnings():  # Ray 2.60 has no named parameter for max_restarts yet
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(
+            actor,
+            batch_size=workers["batch_size"],
+            batch_format="numpy",
+            fn_constructor_kwargs={
+                "checkpoint": workers["checkpoint"],
+                "device": workers["device"],
+                "settings": settings,
+                "weights_hash": workers["weights_hash"],
+            },
+            compute=ray_data.ActorPoolStrategy(size=workers["concurrency"]),
+            # no silent restarts: a dead worker fails the run, which a rerun resumes (and Ray's warning
+            # about restarting actors whose arguments live in the object store is not printed every run)
+            max_restarts=0,
+            num_cpus=workers["cpus_per_worker"],
+            num_gpus=workers["num_gpus_per_worker"] or None,
+        )
     return ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
 

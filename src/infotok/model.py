@@ -86,9 +86,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
 DROPPED_MODES = ("embedding", "zero_code")
 
 
+# Base tokenizers by the `kind` their config.json section names: (config dataclass, network). The
+# first is our own, whose configs carry no `kind` (see `config_from_dict`).
+BASES = {"causal-conv": (BaseConfig, CausalConvTokenizer), "cosmos": (CosmosConfig, CosmosTokenizer)}
+
+
 def build_base(config: BaseConfig | CosmosConfig) -> BaseTokenizer:
     """The base tokenizer a config describes: ours (causal conv) or the release's Cosmos DV4x8x8."""
-    return CosmosTokenizer(config) if isinstance(config, CosmosConfig) else CausalConvTokenizer(config)
+    return next(network for kind, network in BASES.values() if type(config) is kind)(config)
 
 
 def build_stacks(
@@ -113,7 +118,7 @@ def config_from_dict(section: dict, kinds: dict) -> object:
     return kinds[kind].from_dict(section)
 
 
-BASE_KINDS = {"causal-conv": BaseConfig, "cosmos": CosmosConfig}
+BASE_KINDS = {kind: config for kind, (config, _) in BASES.items()}
 COMPRESSOR_KINDS = {"block-causal": CompressorConfig, "release": ReleaseCompressorConfig}
 
 
@@ -297,9 +302,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         """The router pass: full-rate decode, per-token L1 error [B, t, h, w]. Our base tokenizer decodes
         a few latent frames at a time and each chunk is scored as it comes (`decoded_windows`), so the
         decoded window (365 MB at 720p) is never whole; other bases decode it whole. x: video [B, 3, T,
-        H, W] on the grid, float in [-1, 1] or (with our base) uint8 pixels, converted a chunk at a time."""
-        if not isinstance(self.base, CausalConvTokenizer):
-            return score_map(x, self.decode_codes(codes), self.geometry)
+        H, W] on the grid, float in [-1, 1] or (with a base that `takes_uint8`) uint8 pixels."""
         pooled = []
         for start, frames in self.base.decoded_windows(
             self.decoder_features(codes)
@@ -455,7 +458,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if isinstance(generator, int) or generator is None:
             generator = np.random.default_rng(generator or 0)
         # on the CPU our base and the router convert a uint8 window chunk by chunk (a quarter of float's memory)
-        x = as_model_input(x, keep_uint8=self.device.type == "cpu" and isinstance(self.base, CausalConvTokenizer))
+        x = as_model_input(x, keep_uint8=self.device.type == "cpu" and self.base.takes_uint8)
         x = x.to(self.device)
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
