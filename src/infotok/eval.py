@@ -217,9 +217,10 @@ def clip_rates(
         rng = np.random.default_rng(seed)
         return [uniform_rate(avg_rate, rng) for _ in clips]
     if strategy == "rd" and fill == "hold":
-        return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate)
+        return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate, per_window=True)
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
-        return shared_budget_rates(clip_curves(clips), [c.batch.mask[0].numel() for c in clips], avg_rate)
+        largest = max(c.batch.mask[0].numel() for c in clips)  # each clip weighs alike, as in the mean rate
+        return shared_budget_rates(clip_curves(clips), [largest] * len(clips), avg_rate)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 

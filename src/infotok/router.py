@@ -426,11 +426,15 @@ def shared_budget_rates(
     return [k / n for k, n in zip(counts, sizes)]
 
 
-def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float) -> list[float]:
+def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float, per_window: bool = False) -> list[float]:
     """`shared_hold_counts` as rates, for windows whose codes are at hand ([C, t, h, w] each) under
-    `hold`: sampled on the grid of thresholds up to their highest drift, one exact budget."""
+    `hold`: sampled on the grid of thresholds up to their highest drift, one exact budget of tokens;
+    with `per_window`, each window weighs alike (the mean of their rates is avg_rate, as the
+    evaluation protocol averages clips), whatever its size."""
     grid = hold_grid(_ceiling_of(codes))
+    sizes = np.array([c[0].numel() for c in codes])
     counts = np.concatenate([hold_counts(c[None], grid) for c in codes])
-    sizes = [c[0].numel() for c in codes]
+    if per_window:  # every window scaled to the largest one's tokens
+        counts, sizes = counts * (sizes.max() / sizes)[:, None], np.full_like(sizes, sizes.max())
     kept, _ = shared_hold_counts(counts, sizes, grid, avg_rate)
     return [k / n for k, n in zip(kept, sizes)]
