@@ -241,11 +241,14 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         ]
 
     def decoding_hash(self) -> str:
-        """Identifies the weights that decode tokens: all but the encoding modules and the calibration."""
-        encoding = {id(t) for m in self.encoding_modules() for t in [*m.parameters(), *m.buffers()]}
-        return checkpoint.tensor_hash(
-            {k: v for k, v in self.state_dict(keep_vars=True).items() if id(v) not in encoding and k != "score_mean"}
-        )
+        """Identifies the weights that decode tokens: every tensor a decoding module holds (one that an
+        encoding module shares with it too, as the release's stacks share a time embedding), not the
+        encoding modules' own nor the calibration."""
+        encoding = self.encoding_modules()
+        prefixes = tuple(f"{name}." for name, m in self.named_modules() if any(m is e for e in encoding))
+        state = self.state_dict(keep_vars=True)
+        decoding = {id(v) for k, v in state.items() if not k.startswith(prefixes) and k != "score_mean"}
+        return checkpoint.tensor_hash({k: v for k, v in state.items() if id(v) in decoding})
 
     @property
     def config_hash(self) -> str:
