@@ -1083,9 +1083,8 @@ def add_encode_dataset(sub) -> None:
     p.add_argument(
         "--batch-size",
         type=_positive,
-        default=8,
-        help="windows per model call (default 8); on a CPU the tokens are encode's whatever the batch, "
-        "on a GPU up to kernel rounding (1: exactly)",
+        help="windows per model call (default: 8 with GPUs, 1 on CPUs, where batching is slower and costs "
+        "memory); on a CPU the tokens are encode's whatever the batch, on a GPU up to kernel rounding (1: exactly)",
     )
     p.add_argument(
         "--concurrency", type=_positive, default=1, help="model workers (Ray actors, one model load each; default 1)"

@@ -845,7 +845,7 @@ def encode_dataset(
     start: int = 0,
     max_frames: int | None = None,
     budget: str = "calibrated",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     concurrency: int = 1,
     num_gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
@@ -867,11 +867,12 @@ def encode_dataset(
     its training clips, so the average differs from `rate` on other data; "run" (strategy rd only),
     exactly `rate` over all the inputs, still adaptive, from a first pass (`budget_rates`; its
     statistics stay in `out`/budget, so a rerun resumes without measuring again and allocates the
-    same). `batch_size` windows per model call, `concurrency` model actors of `cpus_per_worker` CPUs
-    and `num_gpus_per_worker` GPUs each (device: "cuda" when they have GPUs, else "cpu"), cutting
-    tasks of `decode_cpus` CPUs. `progress` is called as windows arrive, `on_shard` after each shard
-    enters the manifest. A video that fails is listed in `out`/failures.jsonl and in the result; the
-    others go on.
+    same). `batch_size` windows per model call (default: 8 on GPUs; 1 on CPUs, where batching saves
+    no time and costs memory), `concurrency` model actors of `cpus_per_worker` CPUs and
+    `num_gpus_per_worker` GPUs each (device: "cuda" when they have GPUs, else "cpu"), cutting tasks
+    of `decode_cpus` CPUs. `progress` is called as windows arrive, `on_shard` after each shard enters
+    the manifest. A video that fails is listed in `out`/failures.jsonl and in the result; the others
+    go on.
     """
     require_scale()
     began = time.time()
@@ -882,6 +883,8 @@ def encode_dataset(
     settings = tokenize_settings(
         rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames, fill, budget
     )
+    if batch_size is None:
+        batch_size = 8 if num_gpus_per_worker or str(device or "").startswith("cuda") else 1
     for name, value in (
         ("batch_size", batch_size),
         ("concurrency", concurrency),
