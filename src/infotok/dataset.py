@@ -72,7 +72,9 @@ from .selection import check_selection
 # memory each video-cutting task reserves (a scheduling hint to Ray). It also makes the cutting
 # stage's remote arguments differ from the model actors', which keeps Ray Data from fusing the two:
 # videos are read in CPU tasks, never on a model worker.
-CUT_TASK_MEMORY = 768 << 20  # `make bench` saw cutting tasks peak at 601-612 MiB (Ray warns above the reservation)
+# Cutting tasks peaked at 601-643 MiB on the evaluation clips at short side 256 (torch and PyAV
+# imported, one video's windows), and Ray warns past 80% of the reservation.
+CUT_TASK_MEMORY = 1 << 30
 LIST_SUFFIXES = {".txt", ".lst", ".list"}  # a SRC with one of these is a text file of paths
 # what `rate` means: each window on its own at the checkpoint's calibrated threshold (or slope), or
 # exactly `rate` over all the inputs of the run (`budget_rates`)
