@@ -32,11 +32,9 @@ import torch.nn.functional as F
 
 from .fill import drift, drift_ceiling
 from .geometry import Geometry
+from .names import OBJECTIVES, STRATEGIES
 from .selection import MIN_RATE
 from .video import unit_range
-
-STRATEGIES = ("global_elbo", "static", "uniform", "rd")
-OBJECTIVES = ("psnr", "mse")  # what rd maximises: the windows' mean PSNR (as TokenBench scores) or minus their MSE
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
