@@ -14,8 +14,8 @@ The pipeline, on this machine (Ray starts itself) or on a cluster (`ray_address`
 
 With `budget="run"` (`--budget run`: exactly `rate` over the whole dataset, still adaptive) a first
 pass runs the same stages with `WindowMeasurer` actors, which return a few numbers per window instead
-of tokens (`window_statistics`: the kept count on a fixed grid of drift thresholds under `hold`, the
-predicted curve under `mask`); the driver stores each video's in DIR/budget/ (written atomically, so
+of tokens (`pipeline.window_statistics`: the kept count on a fixed grid of drift thresholds under
+`hold`, the predicted curve under `mask`); the driver stores each video's in DIR/budget/ (written atomically, so
 a killed run resumes without measuring again), the allocation shares one threshold (or slope) over
 all windows of all videos and hands out whole kept counts that add up to round(rate * all tokens)
 (`budget_rates`), and the main pass tokenizes each window at its allocated rate.
@@ -58,15 +58,7 @@ from .extras import require
 from .files import atomic_write
 from .fill import check_fill
 from .geometry import check_windowing
-from .router import (
-    check_rate,
-    check_strategy,
-    hold_counts,
-    hold_grid,
-    shared_curve_counts,
-    shared_hold_counts,
-    uniform_rate,
-)
+from .router import check_rate, check_strategy, hold_grid, shared_rates, uniform_rate
 from .selection import check_selection
 
 # memory each video-cutting task reserves (a scheduling hint to Ray). It also makes the cutting
@@ -401,19 +393,6 @@ class WindowTokenizer:
 
 
 # ------------------------------------------------- the first pass of --budget run (model actors)
-def window_statistics(model, x: np.ndarray, settings: dict) -> np.ndarray:
-    """What the first pass of `--budget run` keeps of windows (uint8 [B, T, H, W, 3]), never their
-    codes (a dataset can have 1e5 windows): float32 [B, points], under `hold` each window's kept
-    tokens at the drift thresholds settings["grid"] (`router.hold_counts`), under `mask` its
-    predicted PSNR curve (`model.predict`). Encoder only, as `pipeline.run_budget_rates`."""
-    import torch
-
-    x = torch.from_numpy(x)
-    if settings["fill"] == "hold":
-        return hold_counts(model.latent_codes(x), settings["grid"]).astype(np.float32)
-    return model.predict(x).float().cpu().numpy()
-
-
 class WindowMeasurer(WindowTokenizer):
     """Ray Data callable class of the first pass of `--budget run`: like `WindowTokenizer` (one model
     load per actor, windows of one shape batched), but each window gives its token count and
@@ -429,7 +408,11 @@ class WindowMeasurer(WindowTokenizer):
         rows = [(str(batch["video"][i]), -1, 0, [], False, str(batch["error"][i])) for i in failed]
         for shape, idx in groups.items():
             try:
-                stats = window_statistics(self.model, _stack_windows(batch, idx, shape), self.settings)
+                from .pipeline import window_statistics
+
+                x = _stack_windows(batch, idx, shape)
+                stats = window_statistics(self.model, x, self.settings["fill"], self.settings["grid"])
+                stats = stats.astype(np.float32)
             except Exception as exc:  # as WindowTokenizer: these videos fail, the rest go on
                 rows += [
                     (
@@ -542,9 +525,9 @@ def budget_rates(
 ) -> Allocation:
     """Each window's rate for `--budget run`: the statistics of every video (stored ones from
     `folder`, the others through `measure(paths)`, which yields `WindowMeasurer` tables), then one
-    shared threshold (hold: `router.shared_hold_counts`) or slope (mask: `router.shared_curve_counts`)
-    over all windows of all videos, whole kept counts that add up to round(rate * all tokens), and
-    each window's rate kept / tokens (which `selection.kept_count` turns back into exactly kept).
+    shared threshold (hold) or slope (mask) over all windows of all videos (`router.shared_rates`),
+    whole kept counts that add up to round(rate * all tokens), and each window's rate kept / tokens
+    (which `selection.kept_count` turns back into exactly kept).
     The same statistics give the same allocation, however many videos are already tokenized.
     `progress` is called as the first pass's windows arrive."""
     stats = {p: s for p in videos if (s := load_statistics(folder, p, key)) is not None}
@@ -568,13 +551,9 @@ def budget_rates(
     shared_key = SHARED_KEYS[settings["fill"]]
     if not order:
         return Allocation({}, failures, {shared_key: None})
-    tokens = np.concatenate([stats[p][0] for p in order])
+    tokens = np.concatenate([stats[p][0] for p in order]).tolist()
     measures = np.concatenate([stats[p][1] for p in order])
-    if settings["fill"] == "hold":
-        counts, shared = shared_hold_counts(measures, tokens, json.loads(key)["grid"], settings["rate"])
-    else:
-        counts, shared = shared_curve_counts(measures, tokens, settings["rate"])
-    rates = [k / n for k, n in zip(counts, tokens.tolist())]
+    rates, shared = shared_rates(measures, tokens, settings["rate"], json.loads(key)["grid"])
     bounds = np.cumsum([0] + [len(stats[p][0]) for p in order]).tolist()
     return Allocation(
         {p: rates[a:b] for p, a, b in zip(order, bounds[:-1], bounds[1:])}, failures, {shared_key: shared}

@@ -6,6 +6,7 @@ records -> `model.decode` -> windows blended linearly over their overlaps -> fra
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from .batch import TokenBatch
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
-from .router import hold_counts, hold_grid, shared_curve_counts, shared_hold_counts
+from .router import hold_counts, hold_grid, shared_rates
 from .tokens import TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
 
@@ -215,6 +216,17 @@ class EncodeResult:
     window_psnr: list[float] | None = None
 
 
+def window_statistics(model, x: np.ndarray, fill: str, grid: list[float] | None) -> np.ndarray:
+    """What the first pass of `--budget run` keeps of windows (uint8 [B, T, H, W, 3]), never their
+    codes (a dataset can have 1e5 windows): [B, points], under `hold` each window's kept tokens at
+    the drift thresholds `grid` (`router.hold_counts`), under `mask` its predicted PSNR curve
+    (`model.predict`). Encoder only; `encode-dataset` stores them as float32."""
+    x = torch.from_numpy(x)
+    if fill == "hold":
+        return hold_counts(model.latent_codes(x), grid)
+    return model.predict(x).float().cpu().numpy()
+
+
 def run_budget_rates(
     model,
     videos: list,
@@ -232,33 +244,25 @@ def run_budget_rates(
 ) -> list[list[float]]:
     """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
     pass over every window, encoder only (no decoder), then the budget is spent over them: under
-    the `mask` fill on the predicted curves (`router.shared_curve_counts`), under `hold` on each
-    window's kept count at a grid of drift thresholds (`router.shared_hold_counts`), round(rate *
-    tokens) tokens in all, as `encode-dataset --budget run` spends them. Returns the rates per video,
+    the `mask` fill on the predicted curves, under `hold` on each window's kept count at a grid of
+    drift thresholds (`window_statistics`, `router.shared_rates`), round(rate * tokens) tokens in
+    all, as `encode-dataset --budget run` spends them. Returns the rates per video,
     for `TokenStream(rates=...)`."""
-    holding = model.choices(fill=fill)[2] == "hold"
-    if not holding:
+    fill = model.choices(fill=fill)[2]
+    if fill == "mask":
         model.check_predictor("a shared budget")
-    grid = hold_grid(model.code_range()) if holding else None
+    grid = hold_grid(model.code_range()).tolist() if fill == "hold" else None
     measured, sizes, counts = [], [], []
     for video in videos:
         frames, _, _ = video_source(video, size, fps, start, max_frames, max_size)
         before = len(measured)
         for _, _, chunk in iter_windows(frames, window, overlap):
-            x = torch.from_numpy(chunk)[None]
-            measured.append(
-                hold_counts(model.latent_codes(x), grid)[0] if holding else model.predict(x)[0].cpu().numpy()
-            )
-            sizes.append(int(np.prod(model.geometry.latent_shape(*chunk.shape[:3]))))
+            measured.append(window_statistics(model, chunk[None], fill, grid)[0])
+            sizes.append(math.prod(model.geometry.latent_shape(*chunk.shape[:3])))
         counts.append(len(measured) - before)
     if not measured:
         raise ValueError("the videos have no frames")
-    kept, _ = (
-        shared_hold_counts(np.stack(measured), sizes, grid, rate)
-        if holding
-        else shared_curve_counts(np.stack(measured), sizes, rate, objective)
-    )
-    rates = [k / n for k, n in zip(kept, sizes)]
+    rates, _ = shared_rates(np.stack(measured), sizes, rate, grid, objective)
     bounds = np.cumsum([0] + counts)
     return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 

@@ -416,12 +416,29 @@ def shared_curve_counts(
     return exact_counts(real, lo, sizes, budget), float(slope)
 
 
+def shared_rates(
+    statistics: np.ndarray,
+    sizes: Sequence[int],
+    avg_rate: float,
+    grid: Sequence[float] | None = None,
+    objective: str = "psnr",
+) -> tuple[list[float], float]:
+    """Each window's rate for one exact budget of round(avg_rate * all tokens), from the first pass's
+    statistics [n, points] (`pipeline.window_statistics`): kept counts at the drift thresholds `grid`
+    under `hold` (`shared_hold_counts`), predicted curves under `mask`, grid None
+    (`shared_curve_counts`). Returns (rates kept / tokens, the shared threshold or slope)."""
+    if grid is not None:
+        kept, shared = shared_hold_counts(statistics, sizes, grid, avg_rate)
+    else:
+        kept, shared = shared_curve_counts(statistics, sizes, avg_rate, objective)
+    return [k / n for k, n in zip(kept, sizes)], shared
+
+
 def shared_budget_rates(
     curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr"
 ) -> list[float]:
     """`shared_curve_counts` as rates: windows of `sizes` tokens under `mask`, one exact budget."""
-    counts, _ = shared_curve_counts(curves, sizes, avg_rate, objective)
-    return [k / n for k, n in zip(counts, sizes)]
+    return shared_rates(curves, sizes, avg_rate, objective=objective)[0]
 
 
 def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float, per_window: bool = False) -> list[float]:
@@ -434,5 +451,4 @@ def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float, per_window: bo
     counts = np.concatenate([hold_counts(c[None], grid) for c in codes])
     if per_window:  # every window scaled to the largest one's tokens
         counts, sizes = counts * (sizes.max() / sizes)[:, None], np.full_like(sizes, sizes.max())
-    kept, _ = shared_hold_counts(counts, sizes, grid, avg_rate)
-    return [k / n for k, n in zip(kept, sizes)]
+    return shared_rates(counts, sizes, avg_rate, grid)[0]
