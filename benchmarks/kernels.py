@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infotok.metrics import psnr
+
 from .experiments import list_clips, log
 
 SETTINGS = {"default": {}, "paper": {"strategy": "global_elbo", "selection": "error", "fill": "mask"}}
@@ -48,20 +50,19 @@ def child(out: Path, videos: list[Path], native: Path | None, size: int, frames:
     (out / "capability.txt").write_text(torch.backends.cpu.get_cpu_capability())
 
 
-def moved_share(a, b) -> tuple[int, int]:
-    """(positions whose keep bit or kept code differs, positions) between two token sets."""
+def moved_positions(a, b) -> tuple[int, int]:
+    """(positions whose keep bit or kept code differs, all positions) between two token sets of the
+    same windows (tests/test_reference.py counts with it too)."""
     moved = total = 0
     for wa, wb in zip(a.windows, b.windows, strict=True):
+        if (wa.start, wa.end, wa.mask.shape) != (wb.start, wb.end, wb.mask.shape):
+            raise ValueError(f"windows differ: frames {wa.start}-{wa.end} {wa.mask.shape} and "
+                             f"{wb.start}-{wb.end} {wb.mask.shape}")
         codes_a, codes_b = np.zeros(wa.mask.shape, np.int64), np.zeros(wb.mask.shape, np.int64)
         codes_a[wa.mask], codes_b[wb.mask] = wa.indices, wb.indices
         moved += int(((wa.mask != wb.mask) | (wa.mask & wb.mask & (codes_a != codes_b))).sum())
         total += wa.mask.size
     return moved, total
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b) ** 2).mean())
-    return 10 * np.log10(255**2 / mse) if mse else float("inf")
 
 
 def compare(native: Path, other: Path, videos: list[Path]) -> dict:
@@ -74,7 +75,7 @@ def compare(native: Path, other: Path, videos: list[Path]) -> dict:
         same_tokens, own_tokens, within = [], [], []
         for video in videos:
             key = f"{video.stem}-{name}"
-            m, t = moved_share(Tokens.load(native / f"{key}.itok"), Tokens.load(other / f"{key}.itok"))
+            m, t = moved_positions(Tokens.load(native / f"{key}.itok"), Tokens.load(other / f"{key}.itok"))
             moved, total = moved + m, total + t
             reference = ours[f"{key}/own"]
             same_tokens.append(psnr(theirs[f"{key}/native"], reference))

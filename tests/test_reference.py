@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks.kernels import moved_positions
 
 from infotok import InfoTok
+from infotok.metrics import psnr
 from infotok.tokens import Tokens
 from tests.data.reference.make_reference import CASES, FRAMES, tokenize_case
 
@@ -38,18 +40,6 @@ def test_the_format_writes_the_reference_bytes(name, tmp_path):
     """The `.itok` bytes of a fixed token set never change: a format guard, free of float kernels."""
     reference = REFERENCE / f"{name}.itok"
     assert Tokens.load(reference).save(tmp_path / "again.itok").read_bytes() == reference.read_bytes()
-
-
-def moved_positions(now: Tokens, reference: Tokens) -> tuple[int, int]:
-    """(positions whose keep bit or kept code differs, all positions) between two token sets."""
-    moved = total = 0
-    for a, b in zip(now.windows, reference.windows, strict=True):
-        assert (a.start, a.end, a.mask.shape) == (b.start, b.end, b.mask.shape)
-        codes_a, codes_b = np.zeros(a.mask.shape, np.int64), np.zeros(b.mask.shape, np.int64)
-        codes_a[a.mask], codes_b[b.mask] = a.indices, b.indices
-        moved += int(((a.mask != b.mask) | (a.mask & b.mask & (codes_a != codes_b))).sum())
-        total += a.mask.size
-    return moved, total
 
 
 def test_tokens_agree_with_the_reference(shipped):
@@ -75,9 +65,7 @@ def test_decoded_frames_agree_with_the_reference(name, shipped):
     frames = shipped.detokenize(Tokens.load(REFERENCE / f"{name}.itok")).astype(np.int16)
     assert frames.shape == reference.shape
     error = np.abs(frames - reference)
-    mse = float((error.astype(np.float64) ** 2).mean())
-    psnr = 10 * np.log10(255**2 / mse) if mse else float("inf")
-    within = float((error <= 1).mean())
-    assert within >= FRAME_AGREEMENT and psnr >= FRAME_PSNR, (
-        f"{within:.4%} of values within one level (largest error {error.max()}), {psnr:.1f} dB"
+    within, db = float((error <= 1).mean()), psnr(reference, frames)
+    assert within >= FRAME_AGREEMENT and db >= FRAME_PSNR, (
+        f"{within:.4%} of values within one level (largest error {error.max()}), {db:.1f} dB"
     )

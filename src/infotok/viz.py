@@ -71,7 +71,8 @@ def _fit(font, options: Iterable[str], width: float) -> str:
 def column_header(height: int, width: int) -> np.ndarray:
     """The column labels over frames `height` x `width`, each centred on (and clipped to) its column;
     the same for every frame of a video, so drawn once."""
-    lay, font = layout(height), _font(layout(height).font)
+    lay = layout(height)
+    font = _font(lay.font)
     columns = []
     for options in COLUMNS:
         image = Image.new("RGB", (width, lay.header), BACKGROUND)
