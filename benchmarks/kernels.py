@@ -56,8 +56,9 @@ def moved_positions(a, b) -> tuple[int, int]:
     moved = total = 0
     for wa, wb in zip(a.windows, b.windows, strict=True):
         if (wa.start, wa.end, wa.mask.shape) != (wb.start, wb.end, wb.mask.shape):
-            raise ValueError(f"windows differ: frames {wa.start}-{wa.end} {wa.mask.shape} and "
-                             f"{wb.start}-{wb.end} {wb.mask.shape}")
+            raise ValueError(
+                f"windows differ: frames {wa.start}-{wa.end} {wa.mask.shape} and {wb.start}-{wb.end} {wb.mask.shape}"
+            )
         codes_a, codes_b = np.zeros(wa.mask.shape, np.int64), np.zeros(wb.mask.shape, np.int64)
         codes_a[wa.mask], codes_b[wb.mask] = wa.indices, wb.indices
         moved += int(((wa.mask != wb.mask) | (wa.mask & wb.mask & (codes_a != codes_b))).sum())
