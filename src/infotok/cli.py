@@ -94,6 +94,8 @@ class Progress:
 
 # ------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
+    if args.kind in ("latents", "registers"):
+        return cmd_train_registers(args)
     from .train import TrainConfig, Trainer
 
     settings = {
@@ -159,6 +161,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_registers(args) -> int:
+    """`train latents` (the base's codes of the training clips) and `train registers` (the 1D layout)."""
+    from . import train_registers as tr
+
+    if args.kind == "latents":
+        from .data import training_videos
+
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"{out} exists; pass --overwrite to encode again")
+        print(json.dumps({"latents": str(tr.build_latents(training_videos(args.data), args.init, out))}))
+        return 0
+    settings = {
+        key: getattr(args, key)
+        for key in ("steps", "batch", "lr", "warmup", "ema", "checkpoint_every", "log_every", "time_limit")
+        if getattr(args, key) is not None
+    }
+    if args.mixed_precision:
+        settings["mixed_precision"] = args.mixed_precision
+    if args.register_config:
+        try:
+            settings["registers"] = json.loads(args.register_config)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--register-config is not valid JSON ({exc})") from None
+    cfg = tr.RegisterTrainConfig(
+        latents=args.latents, out=args.out, seed=args.seed, name=args.name or "infotok-1d", **settings
+    )
+    trainer = tr.RegisterTrainer(cfg, progress=(lambda line: None) if args.quiet else print)
+    if (Path(args.out) / "train_state.safetensors").exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{args.out} holds a run; pass --resume to continue it or --overwrite to restart")
+    if args.resume and not trainer.resume():
+        print(f"no saved state in {args.out}; starting fresh", file=sys.stderr)
+    trainer.run()
+    print(json.dumps({"out": args.out, "step": trainer.step, "model": str(trainer.export())}))
+    return 0
+
+
 def add_train(sub) -> None:
     from .train_config import TrainConfig
 
@@ -172,9 +211,11 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "kind",
-        choices=["base", "infotok", "predictor"],
+        choices=["base", "infotok", "predictor", "latents", "registers"],
         help="base: fixed-rate tokenizer; infotok: Flex fine-tuning; predictor: the value predictor alone "
-        "(token values and rate-distortion curves) on a frozen InfoTok checkpoint",
+        "(token values and rate-distortion curves) on a frozen InfoTok checkpoint; latents: the base codes of "
+        "--data's clips into the .npz --out (base from --init, default InfoTok-Flex); registers: the 1D "
+        "layout on --latents",
     )
     p.add_argument("--data", nargs="*", default=[], help="video files or folders (default: synthetic clips only)")
     p.add_argument("--out", required=True, help="run folder")
@@ -240,6 +281,8 @@ def add_train(sub) -> None:
         "e.g. '{\"window\": 8}' for tiled attention)",
     )
     p.add_argument("--predictor-config", help="JSON of PredictorConfig fields (the value predictor)")
+    p.add_argument("--latents", default="runs/latents.npz", help="registers: the file `train latents` wrote")
+    p.add_argument("--register-config", help="registers: JSON of RegisterConfig fields, e.g. '{\"registers\": 256}'")
     p.add_argument(
         "--train-selection",
         choices=["error", "order", "random", "value", "drift"],

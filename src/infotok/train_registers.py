@@ -1,0 +1,307 @@
+"""Training the 1D layout (`registers.RegisterTokenizer`) on the frozen base's codes.
+
+Two steps, both run by `infotok train`:
+1. `infotok train latents`: encode the training clips once with the base (short side 256, 33-frame
+   windows every 16 frames, and each clip mirrored) into one `.npz` of uint16 code indices per clip.
+   Small (tens of MB), so training needs no video decoding, and the codes are exactly what `infotok
+   encode` computes for such windows.
+2. `infotok train registers`: random 32x32-latent (256x256-pixel) crops of those windows, nested dropout
+   over the registers, regression + rectified-flow losses; resumable; logs a code-space PSNR curve at
+   several prefix lengths on windows of held-out training clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .registers import RegisterConfig, RegisterTokenizer
+
+MIRRORED = "~mirrored"  # suffix of a clip's mirrored copy in the latents file
+
+
+def code_windows(path: Path, base, size: int = 256, window: int = 33, stride: int = 16, device="cpu"):
+    """Base code indices [n, t, h, w] (uint16) of `path`'s windows of `window` frames every `stride` frames at
+    short side `size` (width cropped to a multiple of 8), and of the same windows mirrored."""
+    from .video import center_crop, iter_frames, probe
+
+    info = probe(path)
+    scale = size / min(info.width, info.height)
+    dims = (max(8, round(info.width * scale / 2) * 2), max(8, round(info.height * scale / 2) * 2))
+    frames = np.stack(list(iter_frames(path, size=dims)))
+    frames = center_crop(frames, frames.shape[1] // 8 * 8, frames.shape[2] // 8 * 8)
+    if len(frames) < window:  # hold the last frame, as the tokenizer pads a short clip
+        frames = np.concatenate([frames, np.repeat(frames[-1:], window - len(frames), axis=0)])
+    starts = range(0, len(frames) - window + 1, stride)
+    plain, mirrored = [], []
+    with torch.no_grad():
+        for s in starts:
+            x = torch.from_numpy(frames[s : s + window]).permute(3, 0, 1, 2)[None].to(device)
+            plain.append(base.encode(x)[0].to(torch.int32).cpu().numpy().astype(np.uint16))
+            mirrored.append(base.encode(x.flip(-1))[0].to(torch.int32).cpu().numpy().astype(np.uint16))
+    return np.stack(plain), np.stack(mirrored)
+
+
+def build_latents(videos: list[Path], checkpoint: str | None, out: Path, progress=print) -> Path:
+    """Encode `videos` with the base of `checkpoint` (default: the shipped InfoTok-Flex) into `out` (.npz)."""
+    from .files import atomic_write
+    from .model import InfoTok
+
+    model = InfoTok.from_pretrained(checkpoint)
+    arrays: dict[str, np.ndarray] = {"base_hash": np.array(model.decoding_hash())}
+    for path in videos:
+        plain, mirrored = code_windows(path, model.base)
+        arrays[path.stem], arrays[path.stem + MIRRORED] = plain, mirrored
+        progress(f"{path.name}: {len(plain)} windows of {tuple(plain.shape[1:])} latents")
+    atomic_write(out, lambda f: np.savez(f, **arrays))
+    return out
+
+
+@dataclass
+class RegisterTrainConfig:
+    latents: str = "runs/latents.npz"
+    out: str = "runs/registers"
+    steps: int = 20000
+    batch: int = 64
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.1
+    warmup: int = 500
+    weight_decay: float = 0.05
+    ema: float = 0.999
+    # seconds of training (over all resumes) after which the run ends with a checkpoint; the learning rate
+    # schedule follows whichever of steps and time is further along (0: steps only)
+    time_limit: float = 0.0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    held_out: int = 3  # clips (last by name) whose windows are the validation set, never trained on
+    seed: int = 0
+    mixed_precision: str = "no"  # "bf16" on CUDA
+    registers: dict = field(default_factory=dict)  # RegisterConfig fields
+    name: str = "infotok-1d"
+
+    def check(self) -> "RegisterTrainConfig":
+        if self.steps < 1 or self.batch < 1 or self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch, log_every and checkpoint_every must be positive")
+        if not (self.lr > 0 and 0 <= self.ema < 1 and self.time_limit >= 0):
+            raise ValueError(
+                f"need lr > 0, 0 <= ema < 1, time_limit >= 0, got {self.lr}, {self.ema}, {self.time_limit}"
+            )
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be no or bf16, got {self.mixed_precision!r}")
+        RegisterConfig.from_dict(self.registers)
+        return self
+
+
+class LatentWindows:
+    """The latents file's windows as tensors on `device`; draws random crops of the model's latent grid."""
+
+    def __init__(self, path: str | Path, config: RegisterConfig, held_out: int, device: torch.device):
+        with np.load(path) as data:
+            clips = sorted({k.removesuffix(MIRRORED) for k in data.files if k != "base_hash"})
+            self.base_hash = str(data["base_hash"]) if "base_hash" in data.files else ""
+            if len(clips) <= held_out:
+                raise ValueError(f"{path} holds {len(clips)} clips; need more than the {held_out} held out")
+            names = {"train": clips[: len(clips) - held_out], "validation": clips[len(clips) - held_out :]}
+            self.sets = {
+                split: [
+                    torch.from_numpy(data[k].astype(np.int32)).to(device) for n in chosen for k in (n, n + MIRRORED)
+                ]
+                for split, chosen in names.items()
+            }
+        self.config, self.device = config, device
+        grid = (config.frames, config.height, config.width_latent)
+        for windows in self.sets["train"] + self.sets["validation"]:
+            if windows.shape[1] != grid[0] or windows.shape[2] < grid[1] or windows.shape[3] < grid[2]:
+                raise ValueError(f"latents {tuple(windows.shape[1:])} do not hold the model's grid {grid}")
+        counts = torch.tensor([len(w) for w in self.sets["train"]], dtype=torch.float)
+        self.weights = counts / counts.sum()
+
+    def batch(self, size: int, generator: torch.Generator) -> torch.Tensor:
+        c, train = self.config, self.sets["train"]
+        clips = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
+        crops = []
+        for i in clips:
+            w = train[i]
+            j = int(torch.randint(len(w), (1,), generator=generator))
+            y = int(torch.randint(w.shape[2] - c.height + 1, (1,), generator=generator))
+            x = int(torch.randint(w.shape[3] - c.width_latent + 1, (1,), generator=generator))
+            crops.append(w[j, :, y : y + c.height, x : x + c.width_latent])
+        return torch.stack(crops)
+
+    def validation(self, limit: int = 64) -> torch.Tensor:
+        """Centre crops of the held-out windows (at most `limit`, evenly spaced)."""
+        c = self.config
+        crops = []
+        for w in self.sets["validation"]:
+            y, x = (w.shape[2] - c.height) // 2, (w.shape[3] - c.width_latent) // 2
+            crops.append(w[:, :, y : y + c.height, x : x + c.width_latent])
+        crops = torch.cat(crops)
+        return crops[torch.linspace(0, len(crops) - 1, min(limit, len(crops))).long()]
+
+
+def code_psnr(model: RegisterTokenizer, indices: torch.Tensor, prefixes: list[int]) -> dict[str, float]:
+    """PSNR of the regression's codes against the true codes (range 2) at each prefix length."""
+    codes = model.fsq.indices_to_codes(indices.long()).float()
+    tokens = model.encode(codes)
+    out = {}
+    for k in prefixes:
+        mse = torch.mean((model.decode(tokens[:, :k]) - codes) ** 2).item()
+        out[f"psnr@{k}"] = 10 * math.log10(4 / max(mse, 1e-12))
+    return out
+
+
+class RegisterTrainer:
+    def __init__(self, cfg: RegisterTrainConfig, device: str | None = None, progress=print):
+        self.cfg = cfg.check()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.manual_seed(cfg.seed)
+        self.model = RegisterTokenizer(RegisterConfig.from_dict(cfg.registers)).to(self.device)
+        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        decay, rest = [], []
+        for name, p in self.model.named_parameters():
+            (decay if p.dim() >= 2 and "position" not in name and "registers" not in name else rest).append(p)
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.95),
+        )
+        self.step, self.seconds, self.progress = 0, 0.0, progress
+        self.out = Path(cfg.out)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    # --------------------------------------------------------------------- state
+    def _state_file(self) -> Path:
+        return self.out / "train_state.safetensors"
+
+    def save(self) -> None:
+        from .files import atomic_write
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v.contiguous() for k, v in self.ema.items()}
+        for i, group in enumerate(self.opt.state_dict()["state"].values()):
+            for key, value in group.items():
+                tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).contiguous()
+        meta = {
+            "step": str(self.step),
+            "seconds": str(self.seconds),
+            "rng": json.dumps(self.generator.get_state().tolist()),
+        }
+        atomic_write(self._state_file(), lambda f: f.write(_safetensors_bytes(tensors, meta)))
+        (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+
+    def resume(self) -> bool:
+        path = self._state_file()
+        if not path.is_file():
+            return False
+        from safetensors import safe_open
+
+        tensors = load_file(path, device=str(self.device))
+        with safe_open(path, "pt") as f:
+            meta = f.metadata()
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        state = self.opt.state_dict()
+        for i, p in enumerate(state["param_groups"][0]["params"] + state["param_groups"][1]["params"]):
+            if f"opt.{i}.step" in tensors:
+                state["state"][p] = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        self.opt.load_state_dict(state)
+        self.step, self.seconds = int(meta["step"]), float(meta["seconds"])
+        self.generator.set_state(torch.tensor(json.loads(meta["rng"]), dtype=torch.uint8))
+        return True
+
+    def export(self, directory: Path | None = None) -> Path:
+        """The EMA weights in fp16 + config.json: the part of a 1D checkpoint that training produces."""
+        directory = Path(directory or self.out / "model")
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.half().contiguous() for k, v in self.ema.items()}, str(directory / "registers.safetensors"))
+        config = {
+            "registers": self.model.config.to_dict(),
+            "trained_steps": self.step,
+            "train_config": asdict(self.cfg),
+        }
+        (directory / "registers.json").write_text(json.dumps(config, indent=2))
+        return directory
+
+    # --------------------------------------------------------------------- loop
+    def _fraction(self) -> float:
+        by_time = self.seconds / self.cfg.time_limit if self.cfg.time_limit else 0.0
+        return max(self.step / self.cfg.steps, by_time)
+
+    def _lr(self) -> float:
+        cfg = self.cfg
+        if self.step < cfg.warmup:
+            return cfg.lr * (self.step + 1) / cfg.warmup
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, self._fraction())))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+    def _evaluate(self) -> dict[str, float]:
+        live = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            row = code_psnr(self.model, self.data.validation(), self._prefixes())
+        self.model.load_state_dict(live)
+        self.model.train()
+        return row
+
+    def _prefixes(self) -> list[int]:
+        """Prefix lengths the log follows: 16, 64, 256 and all registers (those the model has)."""
+        k = self.model.config.registers
+        return sorted({min(n, k) for n in (16, 64, 256, k)})
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16")
+
+    def run(self) -> None:
+        cfg = self.cfg
+        self.data = LatentWindows(cfg.latents, self.model.config, cfg.held_out, self.device)
+        log = self.out / "log.csv"
+        self.out.mkdir(parents=True, exist_ok=True)
+        fields = ["step", "seconds", "lr", "regression", "flow"] + [f"psnr@{k}" for k in self._prefixes()]
+        if not log.exists() or self.step == 0:
+            log.write_text(",".join(fields) + "\n")
+        self.model.train()
+        started = time.time() - self.seconds
+        while self.step < cfg.steps and not (cfg.time_limit and self.seconds >= cfg.time_limit):
+            for group in self.opt.param_groups:
+                group["lr"] = self._lr()
+            indices = self.data.batch(cfg.batch, self.generator)
+            codes = self.model.fsq.indices_to_codes(indices.long()).float()
+            keep = self.model.draw_keep(cfg.batch, self.generator).to(self.device)
+            with self._autocast():
+                losses = self.model.loss(codes, keep)
+            self.opt.zero_grad(set_to_none=True)
+            (losses["regression"] + losses["flow"]).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            with torch.no_grad():
+                decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
+                for k, v in self.model.state_dict().items():
+                    self.ema[k].lerp_(v.float(), 1 - decay) if v.is_floating_point() else self.ema[k].copy_(v)
+            self.step += 1
+            self.seconds = time.time() - started
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self._lr():.3g}"}
+                row |= {k: f"{losses[k].item():.5f}" for k in ("regression", "flow")}
+                row |= {k: f"{v:.2f}" for k, v in self._evaluate().items()}
+                with log.open("a", newline="") as f:
+                    csv.DictWriter(f, fields).writerow(row)
+                self.progress(" ".join(f"{k}={v}" for k, v in row.items()))
+            if self.step % cfg.checkpoint_every == 0:
+                self.save()
+        self.save()
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=metadata)

@@ -1,0 +1,77 @@
+"""The 1D layout's network: prefixes are real token sequences, every prefix decodes, sampling is seeded."""
+
+import pytest
+import torch
+
+from infotok.registers import RegisterConfig, RegisterTokenizer
+
+TINY = RegisterConfig(
+    registers=8, width=32, heads=2, encoder_depth=1, decoder_depth=1, flow_depth=1, frames=3, height=8
+)
+TINY = RegisterConfig(**{**TINY.to_dict(), "width_latent": 8})
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return RegisterTokenizer(TINY).eval()
+
+
+def codes(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    indices = torch.randint(0, 64000, (batch, TINY.frames, TINY.height, TINY.width_latent), generator=g)
+    return RegisterTokenizer(TINY).fsq.indices_to_codes(indices)
+
+
+def test_a_prefix_does_not_depend_on_later_registers(model):
+    x = codes()
+    with torch.no_grad():
+        tokens = model.encode(x)
+        changed = RegisterTokenizer(TINY).eval()
+        changed.load_state_dict(model.state_dict())
+        changed.registers.data[:, 4:] += 1.0  # only registers 4.. differ
+        again = changed.encode(x)
+    assert tokens.shape == (2, TINY.registers) and tokens.dtype == torch.int64
+    assert torch.equal(tokens[:, :4], again[:, :4])
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_every_prefix_decodes_to_base_codes(model, k):
+    with torch.no_grad():
+        tokens = model.encode(codes())
+        out = model.decode(tokens[:, :k])
+        drawn = model.sample(tokens[:, :k], steps=2, seed=1)
+    assert out.shape == drawn.shape == (2, 6, TINY.frames, TINY.height, TINY.width_latent)
+    assert torch.isfinite(out).all() and torch.isfinite(drawn).all()
+
+
+def test_sampling_is_deterministic_per_seed(model):
+    with torch.no_grad():
+        tokens = model.encode(codes())[:, :4]
+        a, b, c = model.sample(tokens, 3, seed=5), model.sample(tokens, 3, seed=5), model.sample(tokens, 3, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_training_losses_backpropagate_to_every_part():
+    torch.manual_seed(0)
+    model = RegisterTokenizer(TINY)
+    losses = model.loss(codes(), model.draw_keep(2))
+    (losses["regression"] + losses["flow"]).backward()
+    for part in (model.encoder, model.decoder, model.flow_out, model.to_code):  # flow_out starts at zero
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters()), part
+
+
+def test_nested_dropout_draws_powers_of_two():
+    keep = RegisterTokenizer(TINY).draw_keep(1000, torch.Generator().manual_seed(0))
+    assert set(keep.tolist()) == set(TINY.prefixes) == {1, 2, 4, 8}
+
+
+def test_bad_inputs_are_refused(model):
+    with pytest.raises(ValueError, match="shape"):
+        model.encode(torch.zeros(1, 6, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"1 <= k <= 8"):
+        model.decode(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="lie in"):
+        model.decode(torch.full((1, 2), 64000))
+    with pytest.raises(ValueError, match="power of two"):
+        RegisterConfig(registers=6)
