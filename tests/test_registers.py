@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from infotok.registers import RegisterConfig, RegisterTokenizer
+from infotok.registers import RegisterConfig, RegisterTokenizer, region_keeps
 
 TINY = RegisterConfig(
-    registers=8, width=32, heads=2, encoder_depth=1, decoder_depth=1, flow_depth=1, frames=3, height=8
+    registers=4, region=4, frames=3, width=32, heads=2, encoder_depth=1, decoder_depth=1, flow_depth=1
 )
-TINY = RegisterConfig(**{**TINY.to_dict(), "width_latent": 8})
+H, W = 4, 8  # two regions: 8 tokens a window
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def model():
 
 def codes(batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    indices = torch.randint(0, 64000, (batch, TINY.frames, TINY.height, TINY.width_latent), generator=g)
+    indices = torch.randint(0, 64000, (batch, TINY.frames, H, W), generator=g)
     return RegisterTokenizer(TINY).fsq.indices_to_codes(indices)
 
 
@@ -29,49 +29,58 @@ def test_a_prefix_does_not_depend_on_later_registers(model):
         tokens = model.encode(x)
         changed = RegisterTokenizer(TINY).eval()
         changed.load_state_dict(model.state_dict())
-        changed.registers.data[:, 4:] += 1.0  # only registers 4.. differ
+        changed.registers.data[:, 2:] = torch.randn(1, 2, 32)  # only each region's registers 2.. differ
         again = changed.encode(x)
-    assert tokens.shape == (2, TINY.registers) and tokens.dtype == torch.int64
-    assert torch.equal(tokens[:, :4], again[:, :4])
+    assert tokens.shape == (2, 8) and tokens.dtype == torch.int64
+    assert torch.equal(tokens[:, :4], again[:, :4])  # rank-major: ranks 0 and 1 of both regions
+    assert not torch.equal(tokens[:, 4:], again[:, 4:])
 
 
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_every_prefix_decodes_to_base_codes(model, k):
     with torch.no_grad():
         tokens = model.encode(codes())
-        out = model.decode(tokens[:, :k])
-        drawn = model.sample(tokens[:, :k], steps=2, seed=1)
-    assert out.shape == drawn.shape == (2, 6, TINY.frames, TINY.height, TINY.width_latent)
+        out = model.decode(tokens[:, :k], H, W)
+        drawn = model.sample(tokens[:, :k], H, W, steps=2, seed=1)
+    assert out.shape == drawn.shape == (2, 6, TINY.frames, H, W)
     assert torch.isfinite(out).all() and torch.isfinite(drawn).all()
 
 
 def test_sampling_is_deterministic_per_seed(model):
     with torch.no_grad():
         tokens = model.encode(codes())[:, :4]
-        a, b, c = model.sample(tokens, 3, seed=5), model.sample(tokens, 3, seed=5), model.sample(tokens, 3, seed=6)
+        a, b, c = (model.sample(tokens, H, W, 3, seed) for seed in (5, 5, 6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_training_losses_backpropagate_to_every_part():
     torch.manual_seed(0)
     model = RegisterTokenizer(TINY)
-    losses = model.loss(codes(), model.draw_keep(2))
+    losses = model.loss(codes(), model.draw_keep(4))
     (losses["regression"] + losses["flow"]).backward()
     for part in (model.encoder, model.decoder, model.flow_out, model.to_code):  # flow_out starts at zero
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters()), part
 
 
-def test_nested_dropout_draws_powers_of_two():
+def test_nested_dropout_draws_every_prefix_length():
     keep = RegisterTokenizer(TINY).draw_keep(1000, torch.Generator().manual_seed(0))
-    assert set(keep.tolist()) == set(TINY.prefixes) == {1, 2, 4, 8}
+    assert set(keep.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_a_prefix_keeps_the_first_registers_of_each_region():
+    assert (
+        region_keeps(3, 2, 4) == [2, 1] and region_keeps(1, 4, 8) == [1, 0, 0, 0] and region_keeps(99, 2, 4) == [4, 4]
+    )
 
 
 def test_bad_inputs_are_refused(model):
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="windows of 9 frames"):
         model.encode(torch.zeros(1, 6, 2, 8, 8))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model.encode(torch.zeros(1, 6, 3, 4, 6))
     with pytest.raises(ValueError, match=r"1 <= k <= 8"):
-        model.decode(torch.zeros(1, 9, dtype=torch.long))
+        model.decode(torch.zeros(1, 9, dtype=torch.long), H, W)
     with pytest.raises(ValueError, match="lie in"):
-        model.decode(torch.full((1, 2), 64000))
-    with pytest.raises(ValueError, match="power of two"):
-        RegisterConfig(registers=6)
+        model.decode(torch.full((1, 2), 64000), H, W)
+    with pytest.raises(ValueError, match="multiple of patch"):
+        RegisterConfig(region=5)

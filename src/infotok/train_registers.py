@@ -81,6 +81,7 @@ class RegisterTrainConfig:
     time_limit: float = 0.0
     log_every: int = 50
     checkpoint_every: int = 1000
+    crop: int = 32  # latents per side of a training crop (32: 256x256 pixels)
     held_out: int = 3  # clips (last by name) whose windows are the validation set, never trained on
     seed: int = 0
     mixed_precision: str = "no"  # "bf16" on CUDA
@@ -103,7 +104,7 @@ class RegisterTrainConfig:
 class LatentWindows:
     """The latents file's windows as tensors on `device`; draws random crops of the model's latent grid."""
 
-    def __init__(self, path: str | Path, config: RegisterConfig, held_out: int, device: torch.device):
+    def __init__(self, path: str | Path, frames: int, crop: int, held_out: int, device: torch.device):
         with np.load(path) as data:
             clips = sorted({k.removesuffix(MIRRORED) for k in data.files if k != "base_hash"})
             self.base_hash = str(data["base_hash"]) if "base_hash" in data.files else ""
@@ -116,33 +117,31 @@ class LatentWindows:
                 ]
                 for split, chosen in names.items()
             }
-        self.config, self.device = config, device
-        grid = (config.frames, config.height, config.width_latent)
+        self.crop, self.device = crop, device
         for windows in self.sets["train"] + self.sets["validation"]:
-            if windows.shape[1] != grid[0] or windows.shape[2] < grid[1] or windows.shape[3] < grid[2]:
-                raise ValueError(f"latents {tuple(windows.shape[1:])} do not hold the model's grid {grid}")
+            if windows.shape[1] != frames or min(windows.shape[2:]) < crop:
+                raise ValueError(f"latents {tuple(windows.shape[1:])} hold no {frames}x{crop}x{crop} crop")
         counts = torch.tensor([len(w) for w in self.sets["train"]], dtype=torch.float)
         self.weights = counts / counts.sum()
 
     def batch(self, size: int, generator: torch.Generator) -> torch.Tensor:
-        c, train = self.config, self.sets["train"]
+        c, train = self.crop, self.sets["train"]
         clips = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
         crops = []
         for i in clips:
             w = train[i]
             j = int(torch.randint(len(w), (1,), generator=generator))
-            y = int(torch.randint(w.shape[2] - c.height + 1, (1,), generator=generator))
-            x = int(torch.randint(w.shape[3] - c.width_latent + 1, (1,), generator=generator))
-            crops.append(w[j, :, y : y + c.height, x : x + c.width_latent])
+            y = int(torch.randint(w.shape[2] - c + 1, (1,), generator=generator))
+            x = int(torch.randint(w.shape[3] - c + 1, (1,), generator=generator))
+            crops.append(w[j, :, y : y + c, x : x + c])
         return torch.stack(crops)
 
     def validation(self, limit: int = 64) -> torch.Tensor:
         """Centre crops of the held-out windows (at most `limit`, evenly spaced)."""
-        c = self.config
-        crops = []
+        c, crops = self.crop, []
         for w in self.sets["validation"]:
-            y, x = (w.shape[2] - c.height) // 2, (w.shape[3] - c.width_latent) // 2
-            crops.append(w[:, :, y : y + c.height, x : x + c.width_latent])
+            y, x = (w.shape[2] - c) // 2, (w.shape[3] - c) // 2
+            crops.append(w[:, :, y : y + c, x : x + c])
         crops = torch.cat(crops)
         return crops[torch.linspace(0, len(crops) - 1, min(limit, len(crops))).long()]
 
@@ -153,7 +152,7 @@ def code_psnr(model: RegisterTokenizer, indices: torch.Tensor, prefixes: list[in
     tokens = model.encode(codes)
     out = {}
     for k in prefixes:
-        mse = torch.mean((model.decode(tokens[:, :k]) - codes) ** 2).item()
+        mse = torch.mean((model.decode(tokens[:, :k], *codes.shape[-2:]) - codes) ** 2).item()
         out[f"psnr@{k}"] = 10 * math.log10(4 / max(mse, 1e-12))
     return out
 
@@ -255,7 +254,7 @@ class RegisterTrainer:
 
     def _prefixes(self) -> list[int]:
         """Prefix lengths the log follows: 16, 64, 256 and all registers (those the model has)."""
-        k = self.model.config.registers
+        k = self.model.tokens_for(self.cfg.crop, self.cfg.crop)
         return sorted({min(n, k) for n in (16, 64, 256, k)})
 
     def _autocast(self):
@@ -263,7 +262,8 @@ class RegisterTrainer:
 
     def run(self) -> None:
         cfg = self.cfg
-        self.data = LatentWindows(cfg.latents, self.model.config, cfg.held_out, self.device)
+        self.data = LatentWindows(cfg.latents, self.model.config.frames, cfg.crop, cfg.held_out, self.device)
+        regions = self.model.regions(cfg.crop, cfg.crop)
         log = self.out / "log.csv"
         self.out.mkdir(parents=True, exist_ok=True)
         fields = ["step", "seconds", "lr", "regression", "flow"] + [f"psnr@{k}" for k in self._prefixes()]
@@ -276,7 +276,7 @@ class RegisterTrainer:
                 group["lr"] = self._lr()
             indices = self.data.batch(cfg.batch, self.generator)
             codes = self.model.fsq.indices_to_codes(indices.long()).float()
-            keep = self.model.draw_keep(cfg.batch, self.generator).to(self.device)
+            keep = self.model.draw_keep(cfg.batch * regions, self.generator).to(self.device)
             with self._autocast():
                 losses = self.model.loss(codes, keep)
             self.opt.zero_grad(set_to_none=True)
