@@ -578,9 +578,19 @@ def _check_windowing(args) -> None:
     check_windowing(args.window, args.overlap, Geometry())
 
 
+def _load_1d(args):
+    from .layout1d import InfoTok1D
+
+    return InfoTok1D.from_pretrained(args.checkpoint, device=args.device)
+
+
 def cmd_encode(args) -> int:
     from .pipeline import encode_file
 
+    if args.layout == "1d":
+        return cmd_encode_1d(args)
+    if args.tokens is not None:
+        raise UsageError("--tokens counts 1D tokens: pass --layout 1d (grid files take --rate)")
     _check_windowing(args)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
@@ -600,12 +610,39 @@ def cmd_encode(args) -> int:
     return _run_many(inputs, outputs, job, "encode")
 
 
+def cmd_encode_1d(args) -> int:
+    from . import layout1d
+
+    inputs = _inputs(args.inputs)
+    outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
+    model = _load_1d(args)
+    sizes = _settings(args)
+
+    def job(src: Path, dst: Path) -> None:
+        out = layout1d.encode_file(
+            model, src, dst, args.tokens, sizes["size"], sizes["max_size"], args.start, args.max_frames, args.overwrite
+        )
+        h, kept = out.header, out.ledger().kept
+        print(
+            f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height}, {plural(len(out.windows), 'window')} of "
+            f"{out.windows[0].kept} tokens (1D layout; {kept} tokens, rate {h.avg_rate:.4f} of the grid's)"
+        )
+
+    return _run_many(inputs, outputs, job, "encode")
+
+
 def cmd_decode(args) -> int:
     from .pipeline import decode_file
     from .tokens import TOKEN_SUFFIX, TokenReader, window_count
 
     inputs = _inputs(args.inputs, suffixes={TOKEN_SUFFIX})
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
+    with TokenReader(inputs[0]) as reader:
+        layout = reader.header.layout
+    if layout == "1d":
+        return cmd_decode_1d(args, inputs, outputs)
+    if args.tokens is not None or args.steps:
+        raise UsageError("--tokens and --steps decode 1D-layout files; this one is a grid file")
     model = _load_model(args)
 
     def job(src: Path, dst: Path) -> None:
@@ -627,6 +664,19 @@ def cmd_decode(args) -> int:
         print(
             f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps{padded}"
         )
+
+    return _run_many(inputs, outputs, job, "decode")
+
+
+def cmd_decode_1d(args, inputs: list[Path], outputs: list[Path]) -> int:
+    from . import layout1d
+
+    model = _load_1d(args)
+
+    def job(src: Path, dst: Path) -> None:
+        out = layout1d.decode_file(model, src, dst, args.tokens, args.steps, args.seed, args.lossless)
+        how = f"flow decoder, {args.steps} steps, seed {args.seed}" if args.steps else "regression decoder"
+        print(f"{src} -> {dst}: {out.header.num_frames} frames from {out.windows[0].kept} tokens a window ({how})")
 
     return _run_many(inputs, outputs, job, "decode")
 
@@ -853,6 +903,15 @@ def add_commands(sub) -> None:
     add_tokenize_options(p)
     add_rate_control_options(p)
     add_model_options(p)
+    layout = p.add_argument_group("1D layout: coarse-to-fine token sequences (docs/LAYOUT_1D.md)")
+    layout.add_argument(
+        "--layout",
+        choices=["grid", "1d"],
+        default="grid",
+        help="grid: InfoTok's keep-masked 4x8x8 grid (default); 1d: each window a coarse-to-fine sequence "
+        "from the 1D checkpoint (default: the installed infotok-1d), any prefix of which decodes",
+    )
+    layout.add_argument("--tokens", type=_positive, help="1d: tokens kept per window (default: all, 1024 at 256x256)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help=".itok token file(s) -> video")
@@ -860,6 +919,12 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="OUT.mp4 for one input, a folder for several")
     p.add_argument("--lossless", action="store_true", help="store the decoded frames exactly (large file)")
     add_model_options(p)
+    layout = p.add_argument_group("1D-layout files")
+    layout.add_argument("--tokens", type=_positive, help="decode each window's first N tokens only (no re-encoding)")
+    layout.add_argument(
+        "--steps", type=int, default=0, help="0: regression decoder (default); N: the flow decoder in N steps"
+    )
+    layout.add_argument("--seed", type=int, default=0, help="seed of the flow decoder's noise (default 0)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("reconstruct", help="video(s) -> tokens -> video, with PSNR against the input")

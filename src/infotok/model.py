@@ -779,12 +779,28 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         *,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        layout: str | None = None,
     ) -> "InfoTok":
         """Load a checkpoint folder, a Hugging Face repo id ("owner/name", from the local Hugging Face
         cache only: nothing is downloaded) or, with None, the default (`checkpoint.locate`), onto
-        `device`. Config and weights are checked key by key."""
+        `device`. Config and weights are checked key by key. A 1D-layout checkpoint (its config says
+        `"layout": "1d"`; `layout="1d"` with no path: the installed infotok-1d) gives a `layout1d.InfoTok1D`."""
+        if layout not in (None, "grid", "1d"):
+            raise ValueError(f"layout must be 'grid' or '1d', got {layout!r}")
+        if layout == "1d" and pretrained_model_name_or_path is None:
+            from .layout1d import InfoTok1D
+
+            return InfoTok1D.from_pretrained(None, device)
         directory = checkpoint.locate(pretrained_model_name_or_path or None, revision, cache_dir)
         config = checkpoint.read_config(directory)
+        if config.get("layout", "grid") != (layout or config.get("layout", "grid")):
+            raise checkpoint.CheckpointError(
+                f"{directory}: a {config.get('layout', 'grid')!r}-layout checkpoint, not {layout!r}"
+            )
+        if config.get("layout") == "1d":
+            from .layout1d import InfoTok1D
+
+            return InfoTok1D.from_pretrained(directory, device)
         try:
             base = config_from_dict(config["base"], BASE_KINDS)
             compressor = config_from_dict(config["compressor"], COMPRESSOR_KINDS) if config.get("compressor") else None

@@ -37,7 +37,10 @@ if TYPE_CHECKING:  # the file format needs no torch: `infotok info` starts witho
 TOKEN_SUFFIX = ".itok"
 MAGIC = b"ITOK"
 TRAILER_MAGIC = b"ITND"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # grid files (their bytes are unchanged since version 1)
+FORMAT_VERSION_1D = 2  # 1D-layout files (`layout`, `registers`, `region` in the header; prefix masks)
+READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D)
+LAYOUTS = ("grid", "1d")
 MAX_HEADER_BYTES = 1 << 20
 MAX_TOKENS_PER_WINDOW = 1 << 24
 MAX_RECORD_BYTES = 1 << 26  # a full window of 2**24 tokens codes to ~34 MB at worst
@@ -78,6 +81,13 @@ class TokenHeader:
     fill: str = "mask"  # how dropped tokens decode (`infotok.fill`); files from before it are "mask"
     codec: str = "zlib"
     format_version: int = FORMAT_VERSION
+    layout: str = "grid"  # "1d": each window a coarse-to-fine token sequence (`layout1d`), its mask a prefix
+    registers: int = 0  # 1d: registers per region of region x region latents
+    region: int = 0
+
+    def __post_init__(self):
+        if self.layout == "1d" and self.format_version == FORMAT_VERSION:
+            self.format_version = FORMAT_VERSION_1D
 
     @property
     def codebook_size(self) -> int:
@@ -115,6 +125,13 @@ class Tokens:
 
     def __repr__(self) -> str:
         h, ledger = self.header, self.ledger()
+        if h.layout == "1d":
+            kept = sorted({w.kept for w in self.windows})
+            return (
+                f"Tokens(model {h.model!r}, {h.num_frames} frames {h.width}x{h.height}, 1D layout, "
+                f"{len(self.windows)} window{'s' if len(self.windows) != 1 else ''} of {kept[0]}"
+                f"{'' if len(kept) == 1 else f'-{kept[-1]}'} tokens, {ledger.kept} in all)"
+            )
         return (
             f"Tokens(model {h.model!r}, {h.num_frames} frames {h.width}x{h.height}, {len(self.windows)} "
             f"window{'s' if len(self.windows) != 1 else ''}, kept {ledger.kept}/{ledger.total} tokens "
@@ -130,11 +147,34 @@ class Tokens:
             [self.windows[index]], self.header.height, self.header.width, device, self.header.fill
         )
 
+    def truncate(self, k: int) -> "Tokens":
+        """The same video with each window cut to its first `k` tokens (1D layout: any prefix decodes,
+        coarser; a window holding fewer keeps them all). No re-encoding."""
+        if self.header.layout != "1d":
+            raise ValueError("only 1D-layout tokens can be cut to a prefix; a grid file's tokens have no order")
+        if not (_is_int(k) and k >= 1):
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        windows = []
+        for w in self.windows:
+            n = min(k, w.kept)
+            mask = np.zeros_like(w.mask)
+            mask.reshape(-1)[:n] = True
+            windows.append(
+                TokenWindow(w.start, w.end, w.rate * n / max(w.kept, 1), w.score, mask, w.indices[:n].copy())
+            )
+        header = replace(self.header, avg_rate=float(np.mean([w.rate for w in windows])) if windows else 0.0)
+        return Tokens(header, windows)
+
     def ledger(self, file_bytes: int | None = None) -> Ledger:
-        """Kept and total tokens over the video (+ the real bits of its file, when given)."""
-        kept = sum(w.kept for w in self.windows)
-        total = sum(w.num_tokens for w in self.windows)
-        return Ledger(kept, total, self.header.num_frames * self.header.width * self.header.height, file_bytes)
+        """Kept and total tokens over the video (+ the real bits of its file, when given). A 1D file's total
+        is the grid's positions for its windows (so its rate compares with a grid file's) and it has no
+        mask: a window's prefix length is all it stores besides its tokens."""
+        h, kept = self.header, sum(w.kept for w in self.windows)
+        if h.layout == "1d":
+            total = len(self.windows) * math.prod(header_geometry(h).latent_shape(h.window, h.height, h.width))
+        else:
+            total = sum(w.num_tokens for w in self.windows)
+        return Ledger(kept, total, h.num_frames * h.width * h.height, file_bytes, masked=h.layout != "1d")
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite)."""
@@ -198,6 +238,18 @@ def check_header(h: TokenHeader) -> None:
         raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {h.fill!r}")
     if not _is_int(h.format_version):
         raise ValueError("format_version must be an integer")
+    if h.layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {h.layout!r}")
+    if h.layout == "1d":
+        if not all(_is_int(v) and 1 <= v <= 0xFFFF for v in (h.registers, h.region)):
+            raise ValueError("a 1D header needs registers and region, positive integers")
+        side = h.spatial_factor * h.region
+        if h.width % side or h.height % side:
+            raise ValueError(f"1D frames must be multiples of {side} pixels, got {h.width}x{h.height}")
+        if h.format_version != FORMAT_VERSION_1D:
+            raise ValueError(f"a 1D header is format version {FORMAT_VERSION_1D}, got {h.format_version}")
+    elif h.format_version != FORMAT_VERSION:
+        raise ValueError(f"a grid header is format version {FORMAT_VERSION}, got {h.format_version}")
 
 
 def header_geometry(h: TokenHeader) -> Geometry:
@@ -214,7 +266,11 @@ def window_count(h: TokenHeader) -> int:
 
 
 def window_grid(h: TokenHeader, start: int, end: int) -> tuple[int, int, int]:
-    """Latent (t, h, w) of frames [start, end): the padded model grid of the header's frame size."""
+    """Latent (t, h, w) of frames [start, end): the padded model grid of the header's frame size. A 1D
+    window is (1, 1, its token positions)."""
+    if h.layout == "1d":
+        side = h.spatial_factor * h.region
+        return 1, 1, h.registers * (h.height // side) * (h.width // side)
     return header_geometry(h).latent_shape(end - start, h.height, h.width)
 
 
@@ -283,6 +339,8 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     mask = np.unpackbits(bits, count=n, bitorder="little").astype(bool).reshape(t, h, w)
     if int(mask.sum()) != kept:
         raise TokenFormatError(f"{where}: mask keeps {int(mask.sum())} positions but the record says {kept}")
+    if header.layout == "1d" and not mask.reshape(-1)[:kept].all():
+        raise TokenFormatError(f"{where}: a 1D window must keep a prefix of its sequence")
     indices = np.frombuffer(_inflate(bytes(body[n_mask:]), 2 * kept, f"{where} indices"), "<u2").astype(np.uint16)
     if kept and int(indices.max()) >= header.codebook_size:
         raise TokenFormatError(f"{where}: token index out of range for {header.codebook_size} codes")
@@ -370,14 +428,16 @@ class TokenWriter:
             self._body.close()
             raise
         fields = asdict(self.header)
-        for name, absent in (("target_psnr", None), ("fill", "mask")):  # only files that use them carry them:
+        absent_fields = (("target_psnr", None), ("fill", "mask"), ("layout", "grid"), ("registers", 0), ("region", 0))
+        for name, absent in absent_fields:  # only files that use them carry them:
             if fields[name] == absent:  # other files stay byte-identical to before these fields
                 del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
         tmp = temp_beside(self.path)
         try:
             with open(tmp, "wb") as out:
-                out.write(_PRELUDE.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob)))
+                prelude = _PRELUDE.pack(MAGIC, self.header.format_version, len(blob))
+                out.write(prelude + blob + struct.pack("<I", zlib.crc32(blob)))
                 self._body.seek(0)
                 while chunk := self._body.read(1 << 20):
                     out.write(chunk)
@@ -432,11 +492,11 @@ class TokenReader:
         magic, version, n = _PRELUDE.unpack(self._read_exact(_PRELUDE.size, "the header"))
         if magic != MAGIC:
             raise TokenFormatError(f"{self.name}: not an infotok token file (bad magic)")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise TokenFormatError(
                 f"{self.name}: format version {version} is not supported by this infotok "
-                f"(reads version {FORMAT_VERSION}); "
-                f"{'upgrade infotok' if version > FORMAT_VERSION else 're-encode the video'}"
+                f"(reads versions {', '.join(map(str, READ_VERSIONS))}); "
+                f"{'upgrade infotok' if version > max(READ_VERSIONS) else 're-encode the video'}"
             )
         if n > MAX_HEADER_BYTES:
             raise TokenFormatError(f"{self.name}: header length {n} is implausible")
@@ -450,6 +510,8 @@ class TokenReader:
                 raise ValueError("not a JSON object")
             header = TokenHeader(**fields)
             check_header(header)
+            if header.format_version != version:
+                raise ValueError(f"format version {header.format_version} in a version {version} file")
         except RecursionError:
             raise TokenFormatError(f"{self.name}: header is not valid (nested too deeply)") from None
         except (ValueError, TypeError) as exc:
@@ -522,6 +584,7 @@ def describe(path: str | os.PathLike) -> dict:
         "strategy": h.strategy,
         "selection": h.selection,
         "fill": h.fill,
+        **({"layout": h.layout, "registers": h.registers, "region": h.region} if h.layout != "grid" else {}),
         "avg_rate": h.avg_rate,
         "score_mean": h.score_mean,
         "windows": len(windows),

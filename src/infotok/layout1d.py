@@ -1,0 +1,231 @@
+"""The 1D layout's tokenizer: a video as windows of coarse-to-fine token sequences (docs/LAYOUT_1D.md).
+
+`InfoTok1D` joins the frozen base of an InfoTok checkpoint (its codes in, its decoder out) and a
+`registers.RegisterTokenizer`. A checkpoint folder of this layout holds the register weights and a
+config naming the InfoTok checkpoint whose base it was trained on (`base_checkpoint`, a path relative to
+the folder) with that base's tensor hash, so a different base is refused instead of decoding noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import checkpoint, geometry
+from .registers import RegisterConfig, RegisterTokenizer
+from .tokens import TokenHeader, Tokens, TokenWindow
+
+LAYOUT = "1d"
+WINDOW, OVERLAP = 33, 1  # a window is 9 latent frames; neighbours share one frame, blended
+SHIPPED_1D = checkpoint.SHIPPED_CHECKPOINT.parent / "infotok-1d"
+
+
+def is_1d_checkpoint(directory: str | os.PathLike) -> bool:
+    config = Path(directory) / checkpoint.CONFIG_FILE
+    return config.is_file() and json.loads(config.read_text()).get("layout") == LAYOUT
+
+
+class InfoTok1D(nn.Module):
+    layout = LAYOUT
+
+    def __init__(self, base: nn.Module, registers: RegisterTokenizer, name: str = "infotok-1d", weights_hash: str = ""):
+        super().__init__()
+        self.base, self.registers, self.name, self.weights_hash = base, registers, name, weights_hash
+        self.align = base.spatial_factor * registers.config.region  # frame sides are multiples of this
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+        from .model import InfoTok
+
+        directory = Path(source or SHIPPED_1D)
+        config = checkpoint.read_config(directory)
+        if config.get("layout") != LAYOUT:
+            raise checkpoint.CheckpointError(f'{directory}: not a 1D-layout checkpoint (no "layout": "1d")')
+        base_dir = (directory / config["base_checkpoint"]).resolve()
+        base = InfoTok.from_pretrained(base_dir).base
+        found = checkpoint.tensor_hash(base.state_dict())
+        if found != config["base_hash"]:
+            raise checkpoint.CheckpointError(
+                f"{directory}: trained on a base with hash {config['base_hash']}, but {base_dir} holds {found}"
+            )
+        registers = RegisterTokenizer(RegisterConfig.from_dict(config["registers"]))
+        weights_hash = checkpoint.load_weights(registers, directory)
+        model = cls(base, registers.float(), str(config.get("name", directory.name)), weights_hash)
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ windows
+    @torch.no_grad()
+    def encode_window(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [T <= 33, H, W, 3] -> the window's whole token sequence [N] (coarse to fine). A shorter window
+        (a video's last) is padded with its last frame held."""
+        if len(frames) < WINDOW:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], WINDOW - len(frames), axis=0)])
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].to(self.device)
+        codes, _ = self.base.quantize(self.base.encode_features(x))
+        return self.registers.encode(codes)[0]
+
+    @torch.no_grad()
+    def decode_window(self, tokens: torch.Tensor, height: int, width: int, steps: int = 0, seed: int = 0):
+        """A prefix [k] of a window's sequence -> float frames [1, 3, 33, height, width] in [-1, 1]: the
+        regression with steps=0, else the flow decoder in `steps` steps from noise seeded by `seed`."""
+        f = self.base.spatial_factor
+        tokens = tokens.to(self.device)[None]
+        if steps:
+            codes = self.registers.sample(tokens, height // f, width // f, steps, seed)
+        else:
+            codes = self.registers.decode(tokens, height // f, width // f)
+        return self.base.decode_features(self.base.features_from_codes(codes))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def tokens_per_window(self, height: int, width: int) -> int:
+        return self.registers.tokens_for(height // self.base.spatial_factor, width // self.base.spatial_factor)
+
+    # ------------------------------------------------------------------ videos
+    def tokenize(self, frames: np.ndarray, tokens: int | None = None, fps: float = 30.0, **source) -> Tokens:
+        """uint8 frames [T, H, W, 3] (H, W multiples of `align`) -> `Tokens`, each window cut to its first
+        `tokens` (default: all). `source` may give source_width, source_height and resize for the header."""
+        t, h, w, _ = frames.shape
+        if h % self.align or w % self.align:
+            raise ValueError(f"the 1D layout takes frames whose sides are multiples of {self.align}, got {w}x{h}")
+        total = self.tokens_per_window(h, w)
+        keep = total if tokens is None else tokens
+        if not 1 <= keep <= total:
+            raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {keep}")
+        header = self.header(t, h, w, fps, **source)
+        out = Tokens(header)
+        for start, end in geometry.window_spans(t, WINDOW, OVERLAP):
+            sequence = self.encode_window(frames[start:end])[:keep].cpu().numpy().astype(np.uint16)
+            out.windows.append(prefix_window(start, end, sequence, total, self.grid_tokens(h, w)))
+        header.avg_rate = float(np.mean([win.rate for win in out.windows]))
+        return out
+
+    def grid_tokens(self, height: int, width: int) -> int:
+        """Tokens of the 4x8x8 grid for a window of this size: `rate` is kept / this, as for grid files."""
+        return int(np.prod(geometry.Geometry().latent_shape(WINDOW, height, width)))
+
+    def header(self, num_frames: int, height: int, width: int, fps: float, **source) -> TokenHeader:
+        c = self.registers.config
+        return TokenHeader(
+            model=self.name,
+            model_hash=self.weights_hash,
+            config_hash=hashlib.sha256(json.dumps(c.to_dict(), sort_keys=True).encode()).hexdigest()[:16],
+            levels=list(c.levels),
+            temporal_factor=self.base.temporal_factor,
+            spatial_factor=self.base.spatial_factor,
+            width=width,
+            height=height,
+            source_width=source.get("source_width", width),
+            source_height=source.get("source_height", height),
+            resize=source.get("resize"),
+            fps=float(fps),
+            num_frames=num_frames,
+            window=WINDOW,
+            overlap=OVERLAP,
+            strategy="tokens",
+            selection="prefix",
+            avg_rate=0.0,
+            score_mean=0.0,
+            layout=LAYOUT,
+            registers=c.registers,
+            region=c.region,
+        )
+
+    def detokenize(self, tokens: Tokens, steps: int = 0, seed: int = 0) -> np.ndarray:
+        """`Tokens` of this layout -> uint8 frames [T, H, W, 3]."""
+        from .video import WindowBlender, from_model
+
+        h = tokens.header
+        if h.layout != LAYOUT:
+            raise ValueError(f"these tokens are of the {h.layout!r} layout; decode them with InfoTok")
+        blender, out = WindowBlender(), []
+        for i, window in enumerate(tokens.windows):
+            video = self.decode_window(
+                torch.from_numpy(window.indices.astype(np.int64)), h.height, h.width, steps, seed
+            )
+            frames = from_model(video)[: window.end - window.start]
+            following = tokens.windows[i + 1].start if i + 1 < len(tokens.windows) else None
+            out.extend(blender.add(window.start, frames, following))
+        return np.stack(out)
+
+
+def prefix_window(start: int, end: int, sequence: np.ndarray, total: int, grid_tokens: int) -> TokenWindow:
+    """A 1D window record: the mask is the kept prefix of the window's `total` token positions."""
+    mask = np.zeros((1, 1, total), dtype=bool)
+    mask[..., : sequence.size] = True
+    return TokenWindow(start, end, sequence.size / grid_tokens, 0.0, mask, sequence)
+
+
+def fit_frames(frames: np.ndarray, size: int | None, align: int) -> np.ndarray:
+    """Resize (short side `size`, if given) and centre-crop to sides that are multiples of `align`."""
+    from .video import center_crop, resize_short_side
+
+    if size:
+        frames = resize_short_side(frames, size)
+    h, w = frames.shape[1] // align * align, frames.shape[2] // align * align
+    if not h or not w:
+        raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} are smaller than the 1D layout's {align}")
+    return center_crop(frames, h, w)
+
+
+def encode_file(
+    model: InfoTok1D,
+    src: Path,
+    dst: Path,
+    tokens: int | None = None,
+    size: int | None = None,
+    max_size: int | None = 256,
+    start: int = 0,
+    max_frames: int | None = None,
+    overwrite: bool = False,
+) -> Tokens:
+    """A video file -> a 1D `.itok` file (the video is held in memory). `size` resizes the short side to it;
+    else a short side over `max_size` is shrunk to it, as `infotok encode` does for grid files."""
+    from .video import read_video
+
+    raw, info = read_video(src, start=start, max_frames=max_frames)
+    if size is None and max_size and min(raw.shape[1:3]) > max_size:
+        size = max_size
+    frames = fit_frames(raw, size, model.align)
+    out = model.tokenize(
+        frames,
+        tokens,
+        fps=info.fps,
+        source_width=raw.shape[2],
+        source_height=raw.shape[1],
+        resize=size if size and size != min(raw.shape[1:3]) else None,
+    )
+    out.save(dst, overwrite=overwrite)
+    return out
+
+
+def decode_file(
+    model: InfoTok1D,
+    src: Path,
+    dst: Path,
+    tokens: int | None = None,
+    steps: int = 0,
+    seed: int = 0,
+    lossless: bool = False,
+) -> Tokens:
+    """A 1D `.itok` file -> a video, from each window's first `tokens` (default: all it holds)."""
+    from .tokens import TokenFormatError
+    from .video import write_video
+
+    stored = Tokens.load(src)
+    if stored.header.model_hash != model.weights_hash:
+        raise TokenFormatError(
+            f"{src}: written by model {stored.header.model!r} ({stored.header.model_hash}), not by the 1D checkpoint "
+            f"loaded ({model.name}, {model.weights_hash}); pass that model's --checkpoint"
+        )
+    cut = stored.truncate(tokens) if tokens else stored
+    write_video(dst, model.detokenize(cut, steps, seed), fps=stored.header.fps, lossless=lossless)
+    return cut

@@ -1,0 +1,143 @@
+"""The 1D layout end to end with the shipped infotok-1d checkpoint: tokens you can cut, v2 files, the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from infotok import InfoTok
+from infotok.cli import main
+from infotok.layout1d import InfoTok1D, fit_frames
+from infotok.metrics import psnr
+from infotok.tokens import FORMAT_VERSION_1D, TokenFormatError, TokenReader, Tokens
+from infotok.video import read_video, resize_and_crop, synthetic_video, write_video
+
+from .conftest import SHARED_VIDEOS
+
+EVAL_VIDEOS = sorted(SHARED_VIDEOS.glob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def model() -> InfoTok1D:
+    return InfoTok.from_pretrained(layout="1d")
+
+
+@pytest.fixture(scope="module")
+def video() -> np.ndarray:
+    return synthetic_video(40, 64, 128, seed=3)  # two windows (33 + 8 frames), two 64x64 regions
+
+
+@pytest.fixture(scope="module")
+def tokens(model, video) -> Tokens:
+    return model.tokenize(video, fps=25.0)
+
+
+def test_a_window_is_one_sequence_of_registers_times_regions(model, tokens):
+    assert [(w.start, w.end, w.kept) for w in tokens.windows] == [(0, 33, 128), (32, 40, 128)]
+    assert tokens.header.layout == "1d" and tokens.header.format_version == FORMAT_VERSION_1D
+    assert tokens.ledger().total == 2 * 9 * 8 * 16 and not tokens.ledger().masked
+    assert "1D layout" in repr(tokens)
+
+
+def test_a_cut_equals_encoding_fewer_tokens(model, video, tokens):
+    fewer = model.tokenize(video, tokens=5, fps=25.0)
+    cut = tokens.truncate(5)
+    for a, b in zip(fewer.windows, cut.windows):
+        assert np.array_equal(a.indices, b.indices) and np.array_equal(a.mask, b.mask)
+    assert cut.truncate(99).windows[0].kept == 5  # a window holding fewer keeps them all
+
+
+@pytest.mark.parametrize("k", [1, 2, 16, 128])
+def test_every_prefix_decodes(model, video, tokens, k):
+    frames = model.detokenize(tokens.truncate(k))
+    assert frames.shape == video.shape and frames.dtype == np.uint8
+
+
+def test_the_flow_decoder_is_seeded(model, tokens):
+    cut = tokens.truncate(8)
+    a, b, c = (model.detokenize(cut, steps=2, seed=s) for s in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_v2_files_round_trip_byte_for_byte(tmp_path, tokens):
+    first = tokens.truncate(7).save(tmp_path / "a.itok")
+    loaded = Tokens.load(first)
+    assert loaded.header == tokens.truncate(7).header
+    second = loaded.save(tmp_path / "b.itok")
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes()[4:6] == FORMAT_VERSION_1D.to_bytes(2, "little")
+
+
+def test_a_1d_record_must_keep_a_prefix(tmp_path, tokens):
+    broken = tokens.truncate(4)
+    broken.windows[0].mask.reshape(-1)[:4] = [True, False, True, True]
+    broken.windows[0].mask.reshape(-1)[4] = True
+    path = broken.save(tmp_path / "gap.itok")
+    with pytest.raises(TokenFormatError, match="prefix"):
+        Tokens.load(path)
+
+
+def test_grid_tokens_cannot_be_cut():
+    grid = InfoTok.from_pretrained().tokenize(synthetic_video(9, 64, 64), rate=0.5)
+    with pytest.raises(ValueError, match="only 1D-layout tokens"):
+        grid.truncate(4)
+
+
+def test_frames_off_the_64_pixel_grid_are_refused_or_fitted(model):
+    with pytest.raises(ValueError, match="multiples of 64"):
+        model.tokenize(synthetic_video(5, 64, 96))
+    assert fit_frames(synthetic_video(5, 100, 150), None, 64).shape == (5, 64, 128, 3)
+
+
+def test_psnr_rises_with_the_prefix_on_real_clips(model):
+    """Eval clips (never trained on): first 33 frames at 256x256, as the benchmark reads them."""
+    scores = {k: [] for k in (16, 256, 1024)}
+    for path in EVAL_VIDEOS[:3]:
+        frames = resize_and_crop(read_video(path, max_frames=33)[0], 256)
+        sequence = model.encode_window(frames)
+        for k in scores:
+            decoded = model.decode_window(sequence[:k], 256, 256)[0, :, : len(frames)]
+            scores[k].append(
+                psnr(frames, ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy())
+            )
+    means = [np.mean(scores[k]) for k in (16, 256, 1024)]
+    assert means[0] < means[1] < means[2], means
+
+
+def test_cli_encodes_cuts_and_decodes(tmp_path, capsys):
+    src = tmp_path / "clip.mp4"
+    write_video(src, synthetic_video(20, 64, 128, seed=1), fps=20.0)
+    assert main(["encode", str(src), "--layout", "1d", "--tokens", "16", "-o", str(tmp_path / "c.itok")]) == 0
+    with TokenReader(tmp_path / "c.itok") as reader:
+        assert [w.kept for w in reader] == [16] and reader.header.layout == "1d"
+    assert (
+        main(["decode", str(tmp_path / "c.itok"), "--tokens", "4", "--steps", "2", "-o", str(tmp_path / "c.mp4")]) == 0
+    )
+    assert "from 4 tokens a window (flow decoder, 2 steps, seed 0)" in capsys.readouterr().out
+    assert read_video(tmp_path / "c.mp4")[0].shape == (20, 64, 128, 3)
+
+
+def test_cli_refuses_1d_options_on_grid_files(tmp_path, capsys):
+    src = tmp_path / "clip.mp4"
+    write_video(src, synthetic_video(9, 64, 64), fps=20.0)
+    assert main(["encode", str(src), "--tokens", "16", "-o", str(tmp_path / "g.itok")]) != 0
+    assert "--layout 1d" in capsys.readouterr().err
+    assert main(["encode", str(src), "-o", str(tmp_path / "g.itok")]) == 0
+    assert main(["decode", str(tmp_path / "g.itok"), "--tokens", "4", "-o", str(tmp_path / "g.mp4")]) != 0
+
+
+def test_a_1d_checkpoint_refuses_another_base(tmp_path):
+    import json
+    import shutil
+
+    from infotok.checkpoint import CheckpointError
+    from infotok.layout1d import SHIPPED_1D
+
+    copy = tmp_path / "infotok-1d"
+    shutil.copytree(SHIPPED_1D, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(
+        json.dumps(config | {"base_hash": "0" * 16, "base_checkpoint": str(SHIPPED_1D.parent / "infotok-flex")})
+    )
+    with pytest.raises(CheckpointError, match="trained on a base"):
+        InfoTok1D.from_pretrained(copy)
+    assert torch.is_tensor(next(InfoTok1D.from_pretrained(SHIPPED_1D).parameters()))
