@@ -6,7 +6,7 @@ import torch
 
 from infotok import InfoTok
 from infotok.cli import main
-from infotok.layout1d import InfoTok1D, fit_frames
+from infotok.layout1d import InfoTok1D, fit_frames, share_tokens
 from infotok.metrics import psnr
 from infotok.tokens import FORMAT_VERSION_1D, TokenFormatError, TokenReader, Tokens
 from infotok.video import read_video, resize_and_crop, synthetic_video, write_video
@@ -141,3 +141,24 @@ def test_a_1d_checkpoint_refuses_another_base(tmp_path):
     with pytest.raises(CheckpointError, match="trained on a base"):
         InfoTok1D.from_pretrained(copy)
     assert torch.is_tensor(next(InfoTok1D.from_pretrained(SHIPPED_1D).parameters()))
+
+
+def test_shared_tokens_go_where_they_gain_most_and_spend_the_budget_exactly():
+    ladder = [16, 32, 64, 128]
+    still = [30.0, 30.1, 30.15, 30.2]  # saturates at once
+    busy = [20.0, 22.0, 24.0, 26.0]
+    keeps = share_tokens(ladder, [still, busy], 150)
+    assert keeps == [16 + 6, 128]  # the busy window to the top of its ladder, the rest to the still one
+    assert share_tokens(ladder, [still, busy], 1) == [1, 1]  # at least one token a window
+
+
+def test_rate_and_target_choose_each_windows_length(model):
+    video = synthetic_video(65, 64, 128, seed=5)
+    grid = model.grid_tokens(64, 128)
+    shared = model.tokenize(video, rate=100 / grid)
+    assert sum(w.kept for w in shared.windows) == 100 * len(shared.windows)
+    low, high = model.tokenize(video, target_psnr=5.0), model.tokenize(video, target_psnr=60.0)
+    assert [w.kept for w in low.windows] == [16, 16] and [w.kept for w in high.windows] == [128, 128]
+    assert high.header.target_psnr == 60.0
+    with pytest.raises(ValueError, match="at most one"):
+        model.tokenize(video, tokens=4, rate=0.01)

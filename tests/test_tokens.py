@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 from infotok.geometry import Geometry, window_spans
 from infotok.tokens import (
     FORMAT_VERSION,
+    FORMAT_VERSION_1D,
     MAGIC,
     MAX_HEADER_BYTES,
+    READ_VERSIONS,
     TRAILER_MAGIC,
     TokenFormatError,
     TokenHeader,
@@ -262,13 +264,19 @@ def test_round_trip_of_arbitrary_valid_windows(data):
 
 # --------------------------------------------------------------------------- version and magic
 @pytest.mark.parametrize(
-    "version,advice", [(FORMAT_VERSION + 1, "upgrade infotok"), (0, "re-encode"), (65535, "upgrade infotok")]
+    "version,advice", [(max(READ_VERSIONS) + 1, "upgrade infotok"), (0, "re-encode"), (65535, "upgrade infotok")]
 )
 def test_other_format_versions_are_refused_by_number(version, advice):
     data = bytearray(valid_bytes())
     struct.pack_into("<H", data, 4, version)
     message = format_error(bytes(data))
     assert f"format version {version} is not supported" in message and advice in message
+
+
+def test_a_grid_file_claiming_version_2_is_refused():
+    data = bytearray(valid_bytes())
+    struct.pack_into("<H", data, 4, FORMAT_VERSION_1D)
+    assert "format version 1 in a version 2 file" in format_error(bytes(data))
 
 
 @pytest.mark.parametrize("magic", [b"ITOX", b"\x00\x00\x00\x00", b"itok", b"\x89PNG"])

@@ -102,7 +102,9 @@ def read_config(directory: str | os.PathLike) -> dict:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: invalid JSON ({exc})") from None
-    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT or "base" not in config:
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: not an infotok checkpoint config")
+    if "base" not in config and config.get("layout") != "1d":  # a 1D checkpoint names its base checkpoint
         raise CheckpointError(f"{directory / CONFIG_FILE}: not an infotok checkpoint config")
     return config
 

@@ -620,12 +620,23 @@ def cmd_encode_1d(args) -> int:
 
     def job(src: Path, dst: Path) -> None:
         out = layout1d.encode_file(
-            model, src, dst, args.tokens, sizes["size"], sizes["max_size"], args.start, args.max_frames, args.overwrite
+            model,
+            src,
+            dst,
+            args.tokens,
+            args.rate if args.rate_given else None,
+            args.target_psnr,
+            sizes["size"],
+            sizes["max_size"],
+            args.start,
+            args.max_frames,
+            args.overwrite,
         )
         h, kept = out.header, out.ledger().kept
         print(
             f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height}, {plural(len(out.windows), 'window')} of "
-            f"{out.windows[0].kept} tokens (1D layout; {kept} tokens, rate {h.avg_rate:.4f} of the grid's)"
+            f"{'/'.join(str(k) for k in sorted({w.kept for w in out.windows}))} tokens (1D layout; {kept} tokens, "
+            f"rate {h.avg_rate:.4f} of the grid's)"
         )
 
     return _run_many(inputs, outputs, job, "encode")
@@ -857,23 +868,27 @@ def _print_calibration(calibration: dict, args) -> None:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .layout1d import InfoTok1D
 
     model = _load_model(args)
+    one_d = None if args.checkpoint or args.height % 64 or args.width % 64 else InfoTok1D.from_pretrained()
+
+    def show(r: dict) -> None:
+        if "1d" in r:
+            scores = ", ".join(f"{k} tokens {v:.2f} dB" for k, v in r["1d"]["psnr_by_prefix"].items())
+            print(f"1D layout ({r['1d']['tokens_per_window']} tokens a window): {scores}")
+        else:
+            print(
+                f"rate {r['rate']:g}: PSNR {r['psnr']:.2f} dB, kept {r['tokens_kept']}/"
+                f"{r['tokens_total']} tokens, {r['file_bytes']} bytes"
+            )
+
     report = run_demo(
-        model,
-        args.output,
-        args.rates,
-        args.frames,
-        args.height,
-        args.width,
-        args.seed,
-        on_rate=lambda r: print(
-            f"rate {r['rate']:g}: PSNR {r['psnr']:.2f} dB, kept {r['tokens_kept']}/"
-            f"{r['tokens_total']} tokens, {r['file_bytes']} bytes"
-        ),
+        model, args.output, args.rates, args.frames, args.height, args.width, args.seed, on_rate=show, one_d=one_d
     )
+    extra = ", prefixes_1d.mp4/.png" if one_d else ""
     print(
-        f"wrote {args.output}/ (sample.mp4, reconstruction_*.mp4, viz_*.mp4, viz_*.png, report.json) "
+        f"wrote {args.output}/ (sample.mp4, reconstruction_*.mp4, viz_*.mp4, viz_*.png{extra}, report.json) "
         f"with {report['checkpoint']}"
     )
     return 0
@@ -911,7 +926,12 @@ def add_commands(sub) -> None:
         help="grid: InfoTok's keep-masked 4x8x8 grid (default); 1d: each window a coarse-to-fine sequence "
         "from the 1D checkpoint (default: the installed infotok-1d), any prefix of which decodes",
     )
-    layout.add_argument("--tokens", type=_positive, help="1d: tokens kept per window (default: all, 1024 at 256x256)")
+    layout.add_argument(
+        "--tokens",
+        type=_positive,
+        help="1d: tokens kept per window (default: all, 1024 at 256x256); or --rate (tokens in all = rate x the grid's "
+        "positions, shared among windows by content) or --target-psnr (each window the fewest that reach it)",
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help=".itok token file(s) -> video")

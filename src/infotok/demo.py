@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .metrics import psnr
 from .video import synthetic_video, write_video
-from .viz import layout, render, strip
+from .viz import layout, render, side_by_side, strip
 
 SAMPLE_FPS = 24.0
 
@@ -22,8 +22,10 @@ def run_demo(
     width: int = 192,
     seed: int = 0,
     on_rate=None,
+    one_d=None,
 ) -> dict:
-    """Writes into `out` and returns the report (also saved as report.json)."""
+    """Writes into `out` and returns the report (also saved as report.json); with `one_d` (an
+    `InfoTok1D`), also the 1D layout's prefixes (`prefixes_1d`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     video = synthetic_video(frames, height, width, seed=seed)
@@ -48,5 +50,25 @@ def run_demo(
         report["runs"].append(run)
         if on_rate:
             on_rate(run)
+    if one_d is not None:
+        report["1d"] = prefixes_1d(one_d, video, out)
+        if on_rate:
+            on_rate({"1d": report["1d"]})
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def prefixes_1d(model, video, out: Path, prefixes: tuple[int, ...] = (16, 64, 256)) -> dict:
+    """The 1D layout's extra output: the sample encoded once, decoded from each window's first 16, 64 and
+    256 tokens, side by side with the source (prefixes_1d.mp4 / .png)."""
+    tokens = model.tokenize(video, fps=SAMPLE_FPS)
+    tokens.save(out / "sample_1d.itok", overwrite=True)
+    columns, psnrs = [("original", video)], {}
+    for k in prefixes:
+        decoded = model.detokenize(tokens.truncate(k))
+        columns.append((f"{k} tokens", decoded))
+        psnrs[k] = psnr(video, decoded)
+    panels = side_by_side(columns)
+    write_video(out / "prefixes_1d.mp4", panels, fps=SAMPLE_FPS)
+    strip(panels, out / "prefixes_1d.png", header=layout(video.shape[1]).header, title="1D layout: the same tokens cut")
+    return {"checkpoint": model.name, "tokens_per_window": tokens.windows[0].kept, "psnr_by_prefix": psnrs}

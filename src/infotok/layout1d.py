@@ -23,12 +23,14 @@ from .tokens import TokenHeader, Tokens, TokenWindow
 
 LAYOUT = "1d"
 WINDOW, OVERLAP = 33, 1  # a window is 9 latent frames; neighbours share one frame, blended
+LADDER = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]  # prefix lengths a window's PSNR curve is measured at
 SHIPPED_1D = checkpoint.SHIPPED_CHECKPOINT.parent / "infotok-1d"
 
 
-def is_1d_checkpoint(directory: str | os.PathLike) -> bool:
-    config = Path(directory) / checkpoint.CONFIG_FILE
-    return config.is_file() and json.loads(config.read_text()).get("layout") == LAYOUT
+def base_checkpoint(directory: Path, named: str | None) -> Path:
+    """The InfoTok checkpoint a 1D checkpoint's base comes from: None is the installed InfoTok-Flex, a
+    relative path is taken from the 1D checkpoint's folder."""
+    return checkpoint.SHIPPED_CHECKPOINT if named is None else (directory / named).resolve()
 
 
 class InfoTok1D(nn.Module):
@@ -47,7 +49,7 @@ class InfoTok1D(nn.Module):
         config = checkpoint.read_config(directory)
         if config.get("layout") != LAYOUT:
             raise checkpoint.CheckpointError(f'{directory}: not a 1D-layout checkpoint (no "layout": "1d")')
-        base_dir = (directory / config["base_checkpoint"]).resolve()
+        base_dir = base_checkpoint(directory, config.get("base_checkpoint"))
         base = InfoTok.from_pretrained(base_dir).base
         found = checkpoint.tensor_hash(base.state_dict())
         if found != config["base_hash"]:
@@ -90,23 +92,58 @@ class InfoTok1D(nn.Module):
         return self.registers.tokens_for(height // self.base.spatial_factor, width // self.base.spatial_factor)
 
     # ------------------------------------------------------------------ videos
-    def tokenize(self, frames: np.ndarray, tokens: int | None = None, fps: float = 30.0, **source) -> Tokens:
-        """uint8 frames [T, H, W, 3] (H, W multiples of `align`) -> `Tokens`, each window cut to its first
-        `tokens` (default: all). `source` may give source_width, source_height and resize for the header."""
+    def tokenize(
+        self,
+        frames: np.ndarray,
+        tokens: int | None = None,
+        rate: float | None = None,
+        target_psnr: float | None = None,
+        fps: float = 30.0,
+        **source,
+    ) -> Tokens:
+        """uint8 frames [T, H, W, 3] (H, W multiples of `align`) -> `Tokens`. At most one of: `tokens`, every
+        window's first `tokens`; `rate`, tokens in all = rate x the grid's positions, shared among the windows
+        where they gain most PSNR (`share_tokens`); `target_psnr`, each window the fewest tokens of the
+        ladder whose decode reaches it. None of them: every window's whole sequence. `source` may give
+        source_width, source_height and resize for the header."""
         t, h, w, _ = frames.shape
         if h % self.align or w % self.align:
             raise ValueError(f"the 1D layout takes frames whose sides are multiples of {self.align}, got {w}x{h}")
-        total = self.tokens_per_window(h, w)
-        keep = total if tokens is None else tokens
-        if not 1 <= keep <= total:
-            raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {keep}")
+        if sum(x is not None for x in (tokens, rate, target_psnr)) > 1:
+            raise ValueError("give at most one of tokens, rate and target_psnr")
+        total, grid = self.tokens_per_window(h, w), self.grid_tokens(h, w)
+        if tokens is not None and not 1 <= tokens <= total:
+            raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {tokens}")
+        if rate is not None and not 0 < rate * grid <= total:
+            raise ValueError(f"rate must be in (0, {total / grid:.4f}] (1D windows of {w}x{h} hold {total} tokens)")
+        spans = geometry.window_spans(t, WINDOW, OVERLAP)
+        sequences = [self.encode_window(frames[start:end]) for start, end in spans]
+        if rate is None and target_psnr is None:
+            keeps = [tokens or total] * len(spans)
+        else:
+            ladder = [k for k in LADDER if k < total] + [total]
+            curves = [self.psnr_curve(frames[a:b], seq, ladder) for (a, b), seq in zip(spans, sequences)]
+            if rate is not None:
+                keeps = share_tokens(ladder, curves, round(rate * grid * len(spans)))
+            else:
+                keeps = [next((k for k, p in zip(ladder, c) if p >= target_psnr), total) for c in curves]
         header = self.header(t, h, w, fps, **source)
         out = Tokens(header)
-        for start, end in geometry.window_spans(t, WINDOW, OVERLAP):
-            sequence = self.encode_window(frames[start:end])[:keep].cpu().numpy().astype(np.uint16)
-            out.windows.append(prefix_window(start, end, sequence, total, self.grid_tokens(h, w)))
+        for (start, end), sequence, keep in zip(spans, sequences, keeps):
+            kept = sequence[:keep].cpu().numpy().astype(np.uint16)
+            out.windows.append(prefix_window(start, end, kept, total, grid))
         header.avg_rate = float(np.mean([win.rate for win in out.windows]))
+        if target_psnr is not None:
+            header.target_psnr = float(target_psnr)
         return out
+
+    def psnr_curve(self, frames: np.ndarray, sequence: torch.Tensor, ladder: list[int]) -> list[float]:
+        """PSNR of a window's regression decode from each prefix length of `ladder` (its frames only)."""
+        from .metrics import psnr
+        from .video import from_model
+
+        h, w = frames.shape[1:3]
+        return [psnr(frames, from_model(self.decode_window(sequence[:k], h, w))[: len(frames)]) for k in ladder]
 
     def grid_tokens(self, height: int, width: int) -> int:
         """Tokens of the 4x8x8 grid for a window of this size: `rate` is kept / this, as for grid files."""
@@ -157,6 +194,45 @@ class InfoTok1D(nn.Module):
         return np.stack(out)
 
 
+def share_tokens(ladder: list[int], curves: list[list[float]], budget: int) -> list[int]:
+    """Tokens per window, `budget` in all (at least 1 each): every window starts at its first ladder point,
+    then the tokens go, a segment at a time, to the window whose next segment on the upper concave hull of
+    its PSNR curve gains most per token; the last segment is cut to spend the budget exactly (any prefix
+    of a 1D sequence decodes, so any count is a valid token set)."""
+    n = len(curves)
+    budget = max(budget, n)
+    hulls = []
+    for curve in curves:
+        hull = [0]
+        for i in range(1, len(ladder)):
+            while len(hull) >= 2 and (
+                (curve[i] - curve[hull[-2]]) * (ladder[hull[-1]] - ladder[hull[-2]])
+                >= (curve[hull[-1]] - curve[hull[-2]]) * (ladder[i] - ladder[hull[-2]])
+            ):
+                hull.pop()
+            hull.append(i)
+        hulls.append(hull)
+    keeps = [min(ladder[0], budget // n)] * n
+    position = [0] * n
+    left = budget - sum(keeps)
+    while left > 0:
+        slopes = [
+            (curves[w][hulls[w][position[w] + 1]] - curves[w][hulls[w][position[w]]])
+            / (ladder[hulls[w][position[w] + 1]] - ladder[hulls[w][position[w]]])
+            if position[w] + 1 < len(hulls[w])
+            else -np.inf
+            for w in range(n)
+        ]
+        w = int(np.argmax(slopes))
+        if slopes[w] == -np.inf:
+            break
+        step = min(left, ladder[hulls[w][position[w] + 1]] - keeps[w])
+        keeps[w] += step
+        left -= step
+        position[w] += 1
+    return keeps
+
+
 def prefix_window(start: int, end: int, sequence: np.ndarray, total: int, grid_tokens: int) -> TokenWindow:
     """A 1D window record: the mask is the kept prefix of the window's `total` token positions."""
     mask = np.zeros((1, 1, total), dtype=bool)
@@ -181,6 +257,8 @@ def encode_file(
     src: Path,
     dst: Path,
     tokens: int | None = None,
+    rate: float | None = None,
+    target_psnr: float | None = None,
     size: int | None = None,
     max_size: int | None = 256,
     start: int = 0,
@@ -198,6 +276,8 @@ def encode_file(
     out = model.tokenize(
         frames,
         tokens,
+        rate,
+        target_psnr,
         fps=info.fps,
         source_width=raw.shape[2],
         source_height=raw.shape[1],

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from .registers import RegisterConfig, RegisterTokenizer
 
 MIRRORED = "~mirrored"  # suffix of a clip's mirrored copy in the latents file
+BASE_FIELDS = ("base_hash", "base_checkpoint")  # the latents file's record of the base that made it
 
 
 def code_windows(path: Path, base, size: int = 256, window: int = 33, stride: int = 16, device="cpu"):
@@ -55,8 +56,12 @@ def build_latents(videos: list[Path], checkpoint: str | None, out: Path, progres
     from .files import atomic_write
     from .model import InfoTok
 
+    from .checkpoint import tensor_hash
+
     model = InfoTok.from_pretrained(checkpoint)
-    arrays: dict[str, np.ndarray] = {"base_hash": np.array(model.decoding_hash())}
+    # which base made these codes: a 1D checkpoint trained on them decodes through that base only
+    source = "" if checkpoint is None else str(Path(checkpoint).resolve())
+    arrays = {"base_hash": np.array(tensor_hash(model.base.state_dict())), "base_checkpoint": np.array(source)}
     for path in videos:
         plain, mirrored = code_windows(path, model.base)
         arrays[path.stem], arrays[path.stem + MIRRORED] = plain, mirrored
@@ -106,8 +111,8 @@ class LatentWindows:
 
     def __init__(self, path: str | Path, frames: int, crop: int, held_out: int, device: torch.device):
         with np.load(path) as data:
-            clips = sorted({k.removesuffix(MIRRORED) for k in data.files if k != "base_hash"})
-            self.base_hash = str(data["base_hash"]) if "base_hash" in data.files else ""
+            clips = sorted({k.removesuffix(MIRRORED) for k in data.files if k not in BASE_FIELDS})
+            self.base_hash, self.base_checkpoint = (str(data[k]) if k in data.files else "" for k in BASE_FIELDS)
             if len(clips) <= held_out:
                 raise ValueError(f"{path} holds {len(clips)} clips; need more than the {held_out} held out")
             names = {"train": clips[: len(clips) - held_out], "validation": clips[len(clips) - held_out :]}
@@ -218,16 +223,26 @@ class RegisterTrainer:
         return True
 
     def export(self, directory: Path | None = None) -> Path:
-        """The EMA weights in fp16 + config.json: the part of a 1D checkpoint that training produces."""
+        """A 1D checkpoint folder (`layout1d.InfoTok1D.from_pretrained` reads it): the EMA weights in fp16
+        and a config naming the base the latents came from (None: the installed InfoTok-Flex) with its hash."""
+        from .checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE
+
         directory = Path(directory or self.out / "model")
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.half().contiguous() for k, v in self.ema.items()}, str(directory / "registers.safetensors"))
+        weights = {k: v.half().contiguous() for k, v in sorted(self.ema.items())}
+        save_file(weights, str(directory / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
         config = {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "name": self.cfg.name,
+            "layout": "1d",
+            "base_checkpoint": self.data.base_checkpoint or None,
+            "base_hash": self.data.base_hash,
             "registers": self.model.config.to_dict(),
             "trained_steps": self.step,
             "train_config": asdict(self.cfg),
         }
-        (directory / "registers.json").write_text(json.dumps(config, indent=2))
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         return directory
 
     # --------------------------------------------------------------------- loop

@@ -68,13 +68,13 @@ def _fit(font, options: Iterable[str], width: float) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def column_header(height: int, width: int) -> np.ndarray:
-    """The column labels over frames `height` x `width`, each centred on (and clipped to) its column;
-    the same for every frame of a video, so drawn once."""
+def column_header(height: int, width: int, labels: tuple[tuple[str, ...], ...] = COLUMNS) -> np.ndarray:
+    """The column labels (each a tuple of wordings, longest first) over frames `height` x `width`, each
+    centred on (and clipped to) its column; the same for every frame of a video, so drawn once."""
     lay = layout(height)
     font = _font(lay.font)
     columns = []
-    for options in COLUMNS:
+    for options in labels:
         image = Image.new("RGB", (width, lay.header), BACKGROUND)
         text = _fit(font, options, width - 4)
         ImageDraw.Draw(image).text((width / 2, lay.header / 2), text, fill=TEXT, font=font, anchor="mm")
@@ -248,3 +248,11 @@ def strip(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     return path
+
+
+def side_by_side(columns: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+    """Videos [T, H, W, 3] of one size next to each other under their labels, frame by frame (the 1D
+    layout's demo: the source, then the same clip from ever longer token prefixes)."""
+    h, w = columns[0][1].shape[1:3]
+    header = column_header(h, w, tuple((label,) for label, _ in columns))
+    return [np.concatenate([header, np.concatenate(row, axis=1)], axis=0) for row in zip(*(v for _, v in columns))]

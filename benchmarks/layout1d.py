@@ -1,0 +1,198 @@
+"""`python -m benchmarks.layout1d`: the 1D layout (infotok-1d) on the evaluation clips; writes BENCHMARKS_1D.md.
+
+Protocol as `make bench`: every clip in ../shared/data/videos, first 33 frames, short side 256, centre crop
+256x256 (one window). Each clip is encoded once; every prefix is cut from that one sequence. Measured:
+PSNR, SSIM (and VMAF with --vmaf) of the regression and the flow decoder at each prefix; a sharpness ratio
+(high-frequency energy of the decode over the source's: below 1 is blur); the grid tokenizer (InfoTok-Flex)
+at the same token counts with its default settings and the paper's; seconds per window on this CPU; a
+picture of one clip at increasing prefixes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from infotok.layout1d import InfoTok1D
+from infotok.metrics import psnr, ssim, vmaf
+from infotok.model import InfoTok
+from infotok.video import from_model, read_video, resize_and_crop
+from infotok.viz import layout, side_by_side, strip
+
+from .experiments import list_clips, log
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIXES = [16, 32, 64, 128, 256, 512, 576, 1024]
+FLOW_STEPS = 8
+GRID_TOKENS = 9 * 32 * 32  # a 33x256x256 window's 4x8x8 grid
+GRID_SETTINGS = {
+    "default (rd, drift, hold)": {},
+    "paper (global_elbo, error, mask)": {"strategy": "global_elbo", "selection": "error", "fill": "mask"},
+    "static, error, mask": {"strategy": "static", "selection": "error", "fill": "mask"},
+    "static, value, mask": {"strategy": "static", "selection": "value", "fill": "mask"},
+}
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Mean squared high-frequency energy: the frames less their 5x5 box blur (luma, per frame)."""
+    x = torch.from_numpy(frames).float().mean(dim=-1)[:, None]
+    blurred = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    return float(((x - blurred) ** 2).mean())
+
+
+def scores(source: np.ndarray, decoded: np.ndarray, with_vmaf: bool) -> dict:
+    out = {
+        "psnr": psnr(source, decoded),
+        "ssim": ssim(source, decoded),
+        "sharpness": sharpness(decoded) / max(sharpness(source), 1e-9),
+    }
+    if with_vmaf:
+        out["vmaf"] = vmaf(source, decoded)
+    return out
+
+
+def mean_rows(rows: list[dict]) -> dict:
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def clip_frames(path: Path) -> np.ndarray:
+    return resize_and_crop(read_video(path, max_frames=33)[0], 256)
+
+
+def one_d_rows(model: InfoTok1D, clips: list[np.ndarray], with_vmaf: bool) -> dict:
+    table: dict[str, dict] = {}
+    for frames in clips:
+        sequence = model.encode_window(frames)
+        for k in PREFIXES:
+            for name, steps in (("regression", 0), (f"flow, {FLOW_STEPS} steps", FLOW_STEPS)):
+                decoded = from_model(model.decode_window(sequence[:k], 256, 256, steps=steps))[: len(frames)]
+                table.setdefault(f"{name}|{k}", []).append(scores(frames, decoded, with_vmaf))
+    return {key: mean_rows(rows) for key, rows in table.items()}
+
+
+def grid_rows(model: InfoTok, clips: list[np.ndarray], with_vmaf: bool) -> dict:
+    """The grid tokenizer at the 1D token counts it can reach (a window's grid has 9216 positions)."""
+    table: dict[str, dict] = {}
+    for frames in clips:
+        for k in (576, 1024, 2304):
+            for name, settings in GRID_SETTINGS.items():
+                try:
+                    tokens = model.tokenize(frames, rate=k / GRID_TOKENS, window=33, overlap=0, fps=24.0, **settings)
+                except ValueError as exc:  # a rate the setting cannot reach (hold keeps a whole first latent frame)
+                    log(f"grid {name} at {k} tokens: {exc}")
+                    continue
+                decoded = model.detokenize(tokens)
+                row = scores(frames, decoded, with_vmaf) | {"tokens": tokens.ledger().kept}
+                table.setdefault(f"{name}|{k}", []).append(row)
+    return {key: mean_rows(rows) for key, rows in table.items() if len(rows) == len(clips)}
+
+
+def seconds_per_window(one_d: InfoTok1D, grid: InfoTok, frames: np.ndarray, repeats: int = 3) -> dict:
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    sequence = one_d.encode_window(frames)
+    tokens = grid.tokenize(frames, rate=1024 / GRID_TOKENS, window=33, overlap=0, fps=24.0)
+    out = {
+        "1d encode": best(lambda: one_d.encode_window(frames)),
+        "grid encode (default, 1024 tokens)": best(
+            lambda: grid.tokenize(frames, rate=1024 / GRID_TOKENS, window=33, overlap=0, fps=24.0)
+        ),
+        "1d decode, regression": best(lambda: one_d.decode_window(sequence[:64], 256, 256)),
+        "grid decode (default, 1024 tokens)": best(lambda: grid.detokenize(tokens)),
+    }
+    for steps in (1, 4, 8):
+        out[f"1d decode, flow {steps} steps"] = best(lambda s=steps: one_d.decode_window(sequence[:64], 256, 256, s))
+    return out
+
+
+def picture(model: InfoTok1D, frames: np.ndarray, path: Path) -> None:
+    sequence = model.encode_window(frames)
+    columns = [("source", frames)]
+    for k in (16, 64, 256, 1024):
+        columns.append((f"{k} tokens", from_model(model.decode_window(sequence[:k], 256, 256))[: len(frames)]))
+    columns.append(
+        (f"64, flow {FLOW_STEPS}", from_model(model.decode_window(sequence[:64], 256, 256, 8))[: len(frames)])
+    )
+    strip(side_by_side(columns), path, count=3, header=layout(256).header, title=None)
+
+
+def report(result: dict) -> str:
+    lines = [
+        "# The 1D layout (infotok-1d) on the evaluation clips",
+        "",
+        "Generated by `python -m benchmarks.layout1d` (also run by `make bench`); every figure below is from that run.",
+        "",
+        f"Data: {result['clips']} clips of `../shared/data/videos` (never trained on), first 33 frames, short side "
+        "256, centre crop 256x256: one window of 9216 grid positions. Each clip is encoded once and each prefix "
+        "cut from that sequence. Sharpness: high-frequency energy of the decode over the source's (1 = as sharp).",
+        "",
+        "| decoder | tokens | share of the grid | PSNR | SSIM | sharpness |" + (" VMAF |" if result["vmaf"] else ""),
+        "|---|---|---|---|---|---|" + ("---|" if result["vmaf"] else ""),
+    ]
+    for key, row in result["1d"].items():
+        name, k = key.split("|")
+        vm = f" {row['vmaf']:.1f} |" if result["vmaf"] else ""
+        lines.append(
+            f"| 1D {name} | {k} | {int(k) / GRID_TOKENS:.4f} | {row['psnr']:.2f} | {row['ssim']:.4f} "
+            f"| {row['sharpness']:.2f} |{vm}"
+        )
+    for key, row in result["grid"].items():
+        name, k = key.split("|")
+        vm = f" {row['vmaf']:.1f} |" if result["vmaf"] else ""
+        lines.append(
+            f"| grid (InfoTok-Flex) {name} | {row['tokens']:.0f} | {row['tokens'] / GRID_TOKENS:.4f} "
+            f"| {row['psnr']:.2f} | {row['ssim']:.4f} | {row['sharpness']:.2f} |{vm}"
+        )
+    lines += ["", "Seconds per 33x256x256 window on this machine (best of 3, one window at a time):", ""]
+    lines += ["| step | seconds |", "|---|---|"]
+    lines += [f"| {name} | {sec:.3f} |" for name, sec in result["seconds"].items()]
+    lines += [
+        "",
+        "![one clip at increasing prefixes](docs/bench_1d.png)  ",
+        f"`docs/bench_1d.png`: {result['picture_clip']}, frames 0, 16 and 32; source, the regression from the "
+        f"first 16, 64, 256 and 1024 tokens, and the flow decoder ({FLOW_STEPS} steps) from 64.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.layout1d", description=__doc__.split("\n")[0])
+    p.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "videos"))
+    p.add_argument("--vmaf", action="store_true", help="also VMAF (slower)")
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS_1D.md"))
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    one_d, grid = InfoTok1D.from_pretrained(), InfoTok.from_pretrained()
+    paths = list_clips(args.videos)
+    clips = [clip_frames(p) for p in paths]
+    log(f"1D layout on {len(clips)} clips")
+    result = {"clips": len(clips), "vmaf": args.vmaf, "1d": one_d_rows(one_d, clips, args.vmaf)}
+    log("grid at the same token counts")
+    result["grid"] = grid_rows(grid, clips, args.vmaf)
+    log("seconds per window")
+    result["seconds"] = seconds_per_window(one_d, grid, clips[0])
+    result["picture_clip"] = paths[1].name if len(paths) > 1 else paths[0].name
+    picture(one_d, clips[1] if len(clips) > 1 else clips[0], ROOT / "docs" / "bench_1d.png")
+    (ROOT / "bench_out").mkdir(exist_ok=True)
+    (ROOT / "bench_out" / "bench_1d.json").write_text(json.dumps(result, indent=2))
+    Path(args.out).write_text(report(result))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
