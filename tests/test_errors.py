@@ -246,12 +246,18 @@ def test_tiny_and_odd_sizes_are_padded_then_cropped_back(capsys, tmp_path, tiny_
 
 
 # ------------------------------------------------------------------------------ bad options
-@pytest.mark.parametrize("rate", ["0", "1.5", "nan", "-1", "inf", "0.01"])
+@pytest.mark.parametrize("rate", ["0", "1.5", "nan", "-1", "inf", "x"])
 def test_rates_outside_the_range_are_refused(capsys, tmp_path, tiny_checkpoint, sample_video, rate):
     code, out, err = encode(capsys, sample_video, tmp_path / "o.itok", tiny_checkpoint, "--rate", rate)
     assert code == 2 and out == ""
-    assert "argument --rate: rate must lie in [1/16, 1]" in err.strip().splitlines()[-1]
+    assert "argument --rate: must be a share of the grid's tokens in (0, 1]" in err.strip().splitlines()[-1]
     assert "Traceback" not in err and not (tmp_path / "o.itok").exists()
+
+
+def test_a_grid_rate_under_one_sixteenth_points_to_the_1d_layout(capsys, tmp_path, tiny_checkpoint, sample_video):
+    code, out, err = encode(capsys, sample_video, tmp_path / "o.itok", tiny_checkpoint, "--rate", "0.01")
+    assert code == 2 and out == "" and not (tmp_path / "o.itok").exists()
+    assert "rate must lie in [1/16, 1]" in err and "--layout 1d" in err
 
 
 def test_bad_rates_in_other_commands(capsys, tmp_path, tiny_checkpoint, sample_video):

@@ -659,3 +659,11 @@ def test_cli_encode_is_deterministic(tmp_path, tiny_checkpoint, sample_video):
             == 0
         )
     assert (tmp_path / "a.itok").read_bytes() == (tmp_path / "b.itok").read_bytes()
+
+
+def test_the_old_path_of_token_batch_still_works_with_a_deprecation_warning():
+    from infotok.batch import TokenBatch
+
+    with pytest.warns(DeprecationWarning, match="infotok.batch.TokenBatch"):
+        from infotok.tokens import TokenBatch as old
+    assert old is TokenBatch

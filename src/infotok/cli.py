@@ -38,6 +38,18 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _share(text: str) -> float:
+    """A rate of the 1D layout: any share of the grid's positions in (0, 1] (checked against the
+    window's sequence length when the size is known)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share of the grid's tokens in (0, 1], got {text!r}")
+    return value
+
+
 def _rates(text: str) -> list[float]:
     return [_rate(t) for t in text.split(",") if t.strip()]
 
@@ -488,10 +500,10 @@ def add_preset_option(p) -> None:
     )
 
 
-def add_tokenize_options(p, rate_default: float = 0.5) -> None:
+def add_tokenize_options(p, rate_default: float = 0.5, rate_type=_rate) -> None:
     from .names import FILLS, SELECTIONS, STRATEGIES
 
-    p.add_argument("--rate", type=_rate, help=RATE_HELP.format(default=rate_default))
+    p.add_argument("--rate", type=rate_type, help=RATE_HELP.format(default=rate_default))
     add_preset_option(p)
     advanced = p.add_argument_group("advanced: how rates and tokens are chosen (a --preset sets these)")
     advanced.add_argument(
@@ -589,6 +601,13 @@ def cmd_encode(args) -> int:
 
     if args.layout == "1d":
         return cmd_encode_1d(args)
+    if args.rate_given:  # --rate was parsed as a 1D share; the grid's rates are [1/16, 1]
+        from .router import check_rate
+
+        try:
+            check_rate(args.rate)
+        except ValueError as exc:
+            raise UsageError(f"--rate: {exc} (1D files go lower: --layout 1d)") from None
     if args.tokens is not None:
         raise UsageError("--tokens counts 1D tokens: pass --layout 1d (grid files take --rate)")
     _check_windowing(args)
@@ -915,7 +934,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
     p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, help="FILE.itok for one input, a folder for several")
-    add_tokenize_options(p)
+    add_tokenize_options(p, rate_type=_share)
     add_rate_control_options(p)
     add_model_options(p)
     layout = p.add_argument_group("1D layout: coarse-to-fine token sequences (docs/LAYOUT_1D.md)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,12 @@ class InfoTok1D(nn.Module):
                 keeps = share_tokens(ladder, curves, round(rate * grid * len(spans)))
             else:
                 keeps = [next((k for k, p in zip(ladder, c) if p >= target_psnr), total) for c in curves]
+                short = [max(c) for c in curves if max(c) < target_psnr]
+                if short:
+                    warnings.warn(
+                        f"target {target_psnr:g} dB is out of reach for {len(short)} of {len(curves)} windows "
+                        f"({max(short):.1f} dB at best with every token); they keep every token"
+                    )
         header = self.header(t, h, w, fps, **source)
         out = Tokens(header)
         for (start, end), sequence, keep in zip(spans, sequences, keeps):

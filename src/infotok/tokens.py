@@ -607,9 +607,16 @@ def describe(path: str | os.PathLike) -> dict:
 
 
 def __getattr__(name: str):
-    """`infotok.tokens.TokenBatch`, where it lived before `infotok.batch`."""
+    """`infotok.tokens.TokenBatch`, where it lived before `infotok.batch`: works for one more release."""
     if name == "TokenBatch":
+        import warnings
+
         from .batch import TokenBatch
 
+        warnings.warn(
+            "infotok.tokens.TokenBatch moved to infotok.batch.TokenBatch; the old path goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return TokenBatch
     raise AttributeError(f"module 'infotok.tokens' has no attribute {name!r}")

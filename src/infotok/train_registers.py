@@ -53,10 +53,9 @@ def code_windows(path: Path, base, size: int = 256, window: int = 33, stride: in
 
 def build_latents(videos: list[Path], checkpoint: str | None, out: Path, progress=print) -> Path:
     """Encode `videos` with the base of `checkpoint` (default: the shipped InfoTok-Flex) into `out` (.npz)."""
+    from .checkpoint import tensor_hash
     from .files import atomic_write
     from .model import InfoTok
-
-    from .checkpoint import tensor_hash
 
     model = InfoTok.from_pretrained(checkpoint)
     # which base made these codes: a 1D checkpoint trained on them decodes through that base only
