@@ -32,6 +32,7 @@ def realized(model, video: Path, rate: float, rates: list[float] | None = None) 
 def main(argv: list[str] | None = None) -> int:
     from infotok.model import InfoTok
     from infotok.pipeline import run_budget_rates
+    from infotok.spec import TokenizeSpec, Windowing
     from infotok.video import probe
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.rates", description=__doc__.split("\n")[0])
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"rate {rate}: calibrated")
         calibrated = {v.name: realized(model, v, rate) for v in videos}
         log(f"rate {rate}: --budget run")
-        shared = run_budget_rates(model, videos, rate, max_size=MAX_SIZE)
+        shared = run_budget_rates(model, videos, TokenizeSpec(rate), Windowing(max_size=MAX_SIZE))
         run = {v.name: realized(model, v, rate, r) for v, r in zip(videos, shared)}
         per_clip = [k / n for k, n in calibrated.values()]
         rows.append(

@@ -418,12 +418,10 @@ def test_a_run_budget_stays_adaptive_a_still_clip_gets_fewer_tokens_than_moving_
 
 
 def test_run_budget_tokens_are_encodes_at_the_allocated_rates(budget_run, budget_data):
-    from infotok.pipeline import TokenStream
-
     model = budget_data["model"]
     for v, tokens in budget_tokens(budget_run["dir"], budget_data["videos"]).items():
         rates = [w.rate for w in tokens.windows]
-        reference = TokenStream(model, v, rates=rates, **RUN).collect()
+        reference = model.iter_tokenize(v, rates=rates, **RUN).collect()
         assert same_windows(tokens.windows, reference.windows) and tokens.header == reference.header
 
 

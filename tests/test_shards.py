@@ -27,6 +27,7 @@ from infotok.shards import (
     verify_shards,
     video_id,
 )
+from infotok.spec import TokenizeSpec, Windowing  # noqa: E402
 from infotok.video import synthetic_video, write_video  # noqa: E402
 
 from .conftest import tiny_model  # noqa: E402
@@ -78,7 +79,9 @@ def test_rows_give_back_the_tokens_and_the_itok_file_of_encode(tmp_path, folder,
         tokens = load_video_tokens(folder, os.path.abspath(v))
         assert load_video_tokens(folder, os.path.relpath(v)).header == tokens.header  # as given to encode-dataset
         # the same .itok file `infotok encode` writes, byte for byte, and the same frames decoded
-        encode_file(model, v, tmp_path / f"{v.stem}.itok", **SETTINGS)
+        encode_file(
+            model, v, tmp_path / f"{v.stem}.itok", spec=TokenizeSpec(0.5, "static", "error"), windowing=Windowing(9, 3)
+        )
         save_itok(folder, os.path.abspath(v), tmp_path / f"{v.stem}-shard.itok")
         assert (tmp_path / f"{v.stem}.itok").read_bytes() == (tmp_path / f"{v.stem}-shard.itok").read_bytes()
         assert np.array_equal(model.detokenize(tokens), model.reconstruct(v, **SETTINGS))

@@ -4,6 +4,7 @@ API refuses), when the stream is made: before any video is opened."""
 import pytest
 
 from infotok.pipeline import TokenStream
+from infotok.spec import TokenizeSpec, Windowing
 from tests.conftest import tiny_model
 
 
@@ -24,7 +25,7 @@ from tests.conftest import tiny_model
 )
 def test_token_stream_refuses_bad_options_before_reading_the_video(options, message):
     with pytest.raises(ValueError, match=message):
-        TokenStream(tiny_model(), "no/such/video.mp4", **options)
+        tiny_model().iter_tokenize("no/such/video.mp4", **options)
 
 
 def test_tokenize_refuses_them_too_and_takes_good_ones():
@@ -32,4 +33,15 @@ def test_tokenize_refuses_them_too_and_takes_good_ones():
     with pytest.raises(ValueError, match="max_frames"):
         model.tokenize("no/such/video.mp4", max_frames=0)
     stream = model.iter_tokenize("no/such/video.mp4", start=3, max_frames=9, size=64, max_size=None)
-    assert (stream.start, stream.max_frames, stream.size) == (3, 9, 64)
+    assert stream.windowing == Windowing(start=3, max_frames=9, size=64)
+
+
+def test_settings_objects_are_checked_when_made():
+    with pytest.raises(ValueError, match="rate must lie"):
+        TokenizeSpec(rate=2.0)
+    with pytest.raises(ValueError, match="fill must be one of"):
+        TokenizeSpec(fill="blur")
+    with pytest.raises(ValueError, match="overlap"):
+        Windowing(window=9, overlap=9)
+    with pytest.raises(ValueError, match="has no value predictor"):
+        TokenStream(tiny_model(), "no/such/video.mp4", TokenizeSpec(selection="value"))

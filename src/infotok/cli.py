@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -384,43 +385,41 @@ def _run_many(inputs: list[Path], outputs: list[Path], job, label: str) -> int:
     return 0
 
 
-def _settings(args) -> dict:
-    """The tokenization settings of encode / reconstruct / viz, as `pipeline.TokenStream` takes them."""
-    sizes = (
-        {"size": None, "max_size": None}
-        if args.size == "native"
-        else {"size": None, "max_size": DEFAULT_SIZE}
-        if args.size is None
-        else {"size": args.size, "max_size": None}
-    )
-    return dict(
-        rate=args.rate,
-        strategy=args.strategy,
-        selection=args.selection,
-        fill=args.fill,
-        window=args.window,
-        overlap=args.overlap,
-        seed=args.seed,
-        start=args.start,
-        max_frames=args.max_frames,
-        **sizes,
-    )
+def _specs(args):
+    """encode / reconstruct / viz / encode-dataset's options as the two settings objects, made (and so
+    checked) once: (`spec.TokenizeSpec`, `spec.Windowing`)."""
+    from .spec import TokenizeSpec, Windowing
+
+    if args.size == "native":
+        size, max_size = None, None
+    else:
+        size, max_size = (None, DEFAULT_SIZE) if args.size is None else (args.size, None)
+    try:
+        return (
+            TokenizeSpec(args.rate, args.strategy, args.selection, args.fill, seed=args.seed),
+            Windowing(args.window, args.overlap, size, max_size, args.start, args.max_frames),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _rate_control(args, inputs: list[Path], model) -> dict[Path, dict]:
-    """Each input's extra settings for --target-psnr / --objective / --budget run (a first pass over
-    all inputs predicts every window's curve, then one exact budget is shared among them)."""
+def _rate_control(args, inputs: list[Path], model, spec, windowing) -> dict:
+    """Each input's `TokenizeSpec` with --target-psnr / --objective / --budget run applied (a first pass
+    over all inputs measures every window, then one exact budget is shared among them)."""
     from .pipeline import run_budget_rates
 
-    extra = {"target_psnr": args.target_psnr, "objective": args.objective}
     if args.target_psnr is not None and (args.rate_given or args.strategy_given or args.budget == "run"):
         raise UsageError("--target-psnr chooses each window's rate itself: drop --rate, --strategy and --budget")
+    try:
+        spec = replace(spec, target_psnr=args.target_psnr, objective=args.objective)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.budget != "run":
-        return {p: extra for p in inputs}
+        return {p: spec for p in inputs}
     if model.choices(args.strategy, args.selection, args.fill)[0] != "rd":
         raise UsageError("--budget run shares one budget by rate-distortion: use it with --strategy rd")
-    rates = run_budget_rates(model, inputs, **_settings(args), objective=args.objective)
-    return {p: extra | {"rates": r} for p, r in zip(inputs, rates)}
+    rates = run_budget_rates(model, inputs, spec, windowing)
+    return {p: replace(spec, rates=r) for p, r in zip(inputs, rates)}
 
 
 def _target(text: str) -> float:
@@ -584,12 +583,6 @@ def add_model_options(p, outputs: bool = True) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
-def _check_windowing(args) -> None:
-    from .geometry import Geometry, check_windowing
-
-    check_windowing(args.window, args.overlap, Geometry())
-
-
 def _load_1d(args):
     from .layout1d import InfoTok1D
 
@@ -610,18 +603,16 @@ def cmd_encode(args) -> int:
             raise UsageError(f"--rate: {exc} (1D files go lower: --layout 1d)") from None
     if args.tokens is not None:
         raise UsageError("--tokens counts 1D tokens: pass --layout 1d (grid files take --rate)")
-    _check_windowing(args)
+    spec, windowing = _specs(args)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_model(args)
-    control = _rate_control(args, inputs, model)
+    specs = _rate_control(args, inputs, model, spec, windowing)
 
     def job(src: Path, dst: Path) -> None:
         bar = Progress(_expected_windows(src, args), f"encode {src.name}")
         try:
-            result = encode_file(
-                model, src, dst, args.overwrite, lambda w: bar.update(), **_settings(args), **control[src]
-            )
+            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), specs[src], windowing)
         finally:
             bar.close()
         _print_summary(src, dst, result, args)
@@ -635,7 +626,7 @@ def cmd_encode_1d(args) -> int:
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_1d(args)
-    sizes = _settings(args)
+    _, windowing = _specs(args)
 
     def job(src: Path, dst: Path) -> None:
         out = layout1d.encode_file(
@@ -645,8 +636,8 @@ def cmd_encode_1d(args) -> int:
             args.tokens,
             args.rate if args.rate_given else None,
             args.target_psnr,
-            sizes["size"],
-            sizes["max_size"],
+            windowing.size,
+            windowing.max_size,
             args.start,
             args.max_frames,
             args.overwrite,
@@ -714,11 +705,11 @@ def cmd_decode_1d(args, inputs: list[Path], outputs: list[Path]) -> int:
 def cmd_reconstruct(args) -> int:
     from .pipeline import reconstruct_file
 
-    _check_windowing(args)
+    spec, windowing = _specs(args)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
     model = _load_model(args)
-    control = _rate_control(args, inputs, model)
+    specs = _rate_control(args, inputs, model, spec, windowing)
 
     def job(src: Path, dst: Path) -> None:
         expected = _expected_windows(src, args)
@@ -731,8 +722,8 @@ def cmd_reconstruct(args) -> int:
                 args.lossless,
                 args.overwrite,
                 lambda w: bar.update(),
-                **_settings(args),
-                **control[src],
+                specs[src],
+                windowing,
             )
         finally:
             bar.close()
@@ -769,7 +760,7 @@ def cmd_info(args) -> int:
 def cmd_viz(args) -> int:
     from .viz import visualize_file
 
-    _check_windowing(args)
+    spec, windowing = _specs(args)
     src = _inputs([args.input])[0]
     dst = _outputs([src], args.output, ".mp4", args.overwrite)[0]
     png = Path(args.png) if args.png else dst.with_suffix(".png")
@@ -777,7 +768,7 @@ def cmd_viz(args) -> int:
     expected = _expected_windows(src, args)
     bar = Progress(expected, f"viz {src.name}")
     try:
-        ledger = visualize_file(model, src, dst, png, on_window=lambda w: bar.update(), **_settings(args))
+        ledger = visualize_file(model, src, dst, png, lambda w: bar.update(), spec, windowing)
     finally:
         bar.close()
     print(
@@ -1115,7 +1106,7 @@ def cmd_encode_dataset(args) -> int:
 
     from .dataset import encode_dataset
 
-    _check_windowing(args)
+    spec, windowing = _specs(args)
     bars: list[_DatasetBar] = []
 
     def progress(p) -> None:
@@ -1143,7 +1134,17 @@ def cmd_encode_dataset(args) -> int:
             args.inputs,
             args.out,
             args.checkpoint,
-            **_settings(args),
+            rate=spec.rate,
+            strategy=spec.strategy,
+            selection=spec.selection,
+            fill=spec.fill,
+            seed=spec.seed,
+            window=windowing.window,
+            overlap=windowing.overlap,
+            size=windowing.size,
+            max_size=windowing.max_size,
+            start=windowing.start,
+            max_frames=windowing.max_frames,
             budget=args.budget,
             batch_size=args.batch_size,
             concurrency=args.concurrency,

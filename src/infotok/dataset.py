@@ -190,15 +190,17 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
     strategy's draw, the run budget's allocation; else NaN); a video that cannot be read yields one
     row whose `error` says why (the windows it yielded before are then dropped by the driver)."""
     from .pipeline import video_source
+    from .spec import Windowing
     from .video import iter_windows
 
     for j, path in enumerate(batch["video"]):
         path = str(path)
         allocated = batch["rates"][j] if "rates" in batch else None
         try:
-            frames, info, resize = video_source(
-                path, settings["size"], None, settings["start"], settings["max_frames"], settings["max_size"]
+            windowing = Windowing(
+                **{k: settings[k] for k in ("window", "overlap", "size", "max_size", "start", "max_frames")}
             )
+            frames, info, resize = video_source(path, windowing)
             generator = np.random.default_rng(settings["seed"])
             held, count = None, 0
             for i, (start, end, chunk) in enumerate(iter_windows(frames, settings["window"], settings["overlap"])):

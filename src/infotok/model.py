@@ -45,6 +45,7 @@ from .router import (
     warn_unreachable,
 )
 from .selection import check_selection, drift_masks, keep_masks
+from .spec import TokenizeSpec, Windowing
 from .video import to_model
 
 
@@ -666,25 +667,11 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         objective: str = "psnr",
         fill: str | None = None,
     ) -> "pipeline.TokenStream":
-        """Stream a video's windows of tokens (see `pipeline.TokenStream`)."""
+        """Stream a video's windows of tokens (see `pipeline.TokenStream`; the keywords make its
+        `spec.TokenizeSpec` and `spec.Windowing`)."""
+        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, objective, seed)
         return pipeline.TokenStream(
-            self,
-            video,
-            rate,
-            strategy,
-            selection,
-            window,
-            overlap,
-            size,
-            seed,
-            rates,
-            fps,
-            start,
-            max_frames,
-            max_size,
-            target_psnr,
-            objective,
-            fill,
+            self, video, spec, Windowing(window, overlap, size, max_size, start, max_frames, fps)
         )
 
     def tokenize(

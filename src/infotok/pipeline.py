@@ -21,41 +21,20 @@ from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
 from .router import hold_counts, hold_grid, shared_rates
+from .spec import TokenizeSpec, Windowing
 from .tokens import TokenHeader, TokenReader, Tokens, TokenWindow, TokenWriter
 from .video import VideoInfo, WindowBlender, from_model, iter_frames, iter_windows, probe, resized_stream, write_video
 
 DEFAULT_FPS = 24.0  # frame rate assumed for arrays given without one
 
 
-def check_segment(
-    start: int = 0, max_frames: int | None = None, size: int | None = None, max_size: int | None = None
-) -> None:
-    """Refuse a segment or size no video has (the CLI and the Python API refuse the same)."""
-
-    def integer(value) -> bool:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-    if not (integer(start) and start >= 0):
-        raise ValueError(f"start must be a frame index >= 0, got {start!r}")
-    for name, value in (("max_frames", max_frames), ("size", size), ("max_size", max_size)):
-        if value is not None and not (integer(value) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def video_source(
-    video,
-    size: int | None = None,
-    fps: float | None = None,
-    start: int = 0,
-    max_frames: int | None = None,
-    max_size: int | None = None,
-) -> tuple[Iterator[np.ndarray], VideoInfo, int | None]:
+def video_source(video, windowing: Windowing = Windowing()) -> tuple[Iterator[np.ndarray], VideoInfo, int | None]:
     """A path or uint8 frames [T, H, W, 3] -> (frames from `start`, at most `max_frames`, resized;
     the source's size and fps; the short side they were resized to, or None).
 
     `size` resizes the short side to exactly that; without it, `max_size` only shrinks sources whose
     short side is larger (nothing is ever upscaled unless asked for)."""
-    check_segment(start, max_frames, size, max_size)
+    size, fps, start, max_frames, max_size = windowing.source
     if isinstance(video, (str, os.PathLike)):
         info = probe(video)
         frames = iter_frames(video, start, max_frames)
@@ -97,48 +76,21 @@ class TokenStream:
     `nfe` counts the network passes spent so far.
     """
 
-    def __init__(
-        self,
-        model,
-        video,
-        rate: float = 0.5,
-        strategy: str | None = None,
-        selection: str | None = None,
-        window: int = 33,
-        overlap: int = 5,
-        size: int | None = None,
-        seed: int = 0,
-        rates: list[float] | None = None,
-        fps: float | None = None,
-        start: int = 0,
-        max_frames: int | None = None,
-        max_size: int | None = None,
-        target_psnr: float | None = None,
-        objective: str = "psnr",
-        fill: str | None = None,
-    ):
+    def __init__(self, model, video, spec: TokenizeSpec = TokenizeSpec(), windowing: Windowing = Windowing()):
         self.model, self.video = model, video
-        self.rate, self.strategy, self.selection, self.fill, self.target_psnr = model.settings(
-            rate, strategy, selection, fill, rates, target_psnr, objective
-        )
-        self.objective = objective
-        check_windowing(window, overlap, model.geometry)
-        check_segment(start, max_frames, size, max_size)
-        self.window, self.overlap, self.size, self.seed, self.rates, self.fps = window, overlap, size, seed, rates, fps
-        self.start, self.max_frames, self.max_size = start, max_frames, max_size
+        self.spec, self.windowing = spec.resolved(model), windowing
+        check_windowing(windowing.window, windowing.overlap, model.geometry)
         self.header: TokenHeader | None = None
         self.nfe = 0
         self.predicted: list[float] = []  # each window's predicted PSNR, where the value predictor ran
         self.done = False
 
     def __iter__(self) -> Iterator[TokenWindow]:
-        model = self.model
-        frames, source, resize = video_source(
-            self.video, self.size, self.fps, self.start, self.max_frames, self.max_size
-        )
-        rng = np.random.default_rng(self.seed)
+        model, spec, windowing = self.model, self.spec, self.windowing
+        frames, source, resize = video_source(self.video, windowing)
+        rng = np.random.default_rng(spec.seed)
         end = 0
-        for i, (start, end, chunk) in enumerate(iter_windows(frames, self.window, self.overlap)):
+        for i, (start, end, chunk) in enumerate(iter_windows(frames, windowing.window, windowing.overlap)):
             if self.header is None:
                 self.header = TokenHeader(
                     model=model.name,
@@ -153,26 +105,26 @@ class TokenStream:
                     source_height=source.height,
                     fps=source.fps,
                     num_frames=0,
-                    window=self.window,
-                    overlap=self.overlap,
-                    strategy="target" if self.target_psnr is not None else self.strategy,
-                    selection=self.selection,
-                    avg_rate=self.rate,
+                    window=windowing.window,
+                    overlap=windowing.overlap,
+                    strategy="target" if spec.target_psnr is not None else spec.strategy,
+                    selection=spec.selection,
+                    avg_rate=spec.rate,
                     score_mean=float(model.score_mean),
                     resize=resize,
-                    target_psnr=self.target_psnr,
-                    fill=self.fill,
+                    target_psnr=spec.target_psnr,
+                    fill=spec.fill,
                 )
             batch = model.encode(
                 torch.from_numpy(chunk)[None],
-                self.rate,
-                self.strategy,
-                self.selection,
+                spec.rate,
+                spec.strategy,
+                spec.selection,
                 rng,
-                rates=[self.rates[i]] if self.rates is not None else None,
-                target_psnr=self.target_psnr,
-                objective=self.objective,
-                fill=self.fill,
+                rates=[spec.rates[i]] if spec.rates is not None else None,
+                target_psnr=spec.target_psnr,
+                objective=spec.objective,
+                fill=spec.fill,
             )
             if batch.predicted is not None:
                 self.predicted.append(float(batch.predicted[0]))
@@ -227,42 +179,28 @@ def window_statistics(model, x: np.ndarray, fill: str, grid: list[float] | None)
     return model.predict(x).float().cpu().numpy()
 
 
-def run_budget_rates(
-    model,
-    videos: list,
-    rate: float,
-    objective: str = "psnr",
-    window: int = 33,
-    overlap: int = 5,
-    size: int | None = None,
-    fps: float | None = None,
-    start: int = 0,
-    max_frames: int | None = None,
-    max_size: int | None = None,
-    fill: str | None = None,
-    **_,
-) -> list[list[float]]:
+def run_budget_rates(model, videos: list, spec: TokenizeSpec, windowing: Windowing = Windowing()) -> list[list[float]]:
     """Each window's rate for a set of videos that share one exact budget (`--budget run`): a first
     pass over every window, encoder only (no decoder), then the budget is spent over them: under
     the `mask` fill on the predicted curves, under `hold` on each window's kept count at a grid of
     drift thresholds (`window_statistics`, `router.shared_rates`), round(rate * tokens) tokens in
     all, as `encode-dataset --budget run` spends them. Returns the rates per video,
-    for `TokenStream(rates=...)`."""
-    fill = model.choices(fill=fill)[2]
+    for `TokenizeSpec(rates=...)`."""
+    fill = model.choices(fill=spec.fill)[2]
     if fill == "mask":
         model.check_predictor("a shared budget")
     grid = hold_grid(model.code_range()).tolist() if fill == "hold" else None
     measured, sizes, counts = [], [], []
     for video in videos:
-        frames, _, _ = video_source(video, size, fps, start, max_frames, max_size)
+        frames, _, _ = video_source(video, windowing)
         before = len(measured)
-        for _, _, chunk in iter_windows(frames, window, overlap):
+        for _, _, chunk in iter_windows(frames, windowing.window, windowing.overlap):
             measured.append(window_statistics(model, chunk[None], fill, grid)[0])
             sizes.append(math.prod(model.geometry.latent_shape(*chunk.shape[:3])))
         counts.append(len(measured) - before)
     if not measured:
         raise ValueError("the videos have no frames")
-    rates, _ = shared_rates(np.stack(measured), sizes, rate, grid, objective)
+    rates, _ = shared_rates(np.stack(measured), sizes, spec.rate, grid, spec.objective)
     bounds = np.cumsum([0] + counts)
     return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -273,11 +211,11 @@ def encode_file(
     dst: str | os.PathLike,
     overwrite: bool = False,
     on_window: Callable[[TokenWindow], None] | None = None,
-    **settings,
+    spec: TokenizeSpec = TokenizeSpec(),
+    windowing: Windowing = Windowing(),
 ) -> EncodeResult:
-    """Stream one video into a `.itok` file (`settings` as for `TokenStream`); nothing is left at
-    `dst` unless the whole video was tokenized."""
-    stream = TokenStream(model, src, **settings)
+    """Stream one video into a `.itok` file; nothing is left at `dst` unless the whole video was tokenized."""
+    stream = TokenStream(model, src, spec, windowing)
     writer, kept, total, rates, spans = None, 0, 0, [], []
     try:
         for w in stream:
@@ -326,7 +264,8 @@ def reconstruct_file(
     lossless: bool = False,
     overwrite: bool = False,
     on_window: Callable[[TokenWindow], None] | None = None,
-    **settings,
+    spec: TokenizeSpec = TokenizeSpec(),
+    windowing: Windowing = Windowing(),
 ) -> tuple[EncodeResult, float]:
     """Video -> tokens (through a temporary `.itok`, exactly what a user would store) -> video, with
     the PSNR of the reconstruction against the source (and each window's, in the result)."""
@@ -334,15 +273,8 @@ def reconstruct_file(
         raise FileExistsError(f"{dst} exists; pass --overwrite to replace it")
     with tempfile.TemporaryDirectory() as d:
         tokens = Path(d, "tokens.itok")
-        result = encode_file(model, src, tokens, on_window=on_window, **settings)
-        reference, _, _ = video_source(
-            src,
-            settings.get("size"),
-            None,
-            settings.get("start", 0),
-            settings.get("max_frames"),
-            settings.get("max_size"),
-        )
+        result = encode_file(model, src, tokens, on_window=on_window, spec=spec, windowing=windowing)
+        reference, _, _ = video_source(src, replace(windowing, fps=None))
         _, meter = decode_file(model, tokens, dst, lossless, on_window, reference)
     result.window_psnr = [meter.span(a, b) for a, b in result.window_spans]
     return result, meter.value

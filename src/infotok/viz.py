@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .geometry import Geometry
 from .ledger import Ledger
-from .pipeline import iter_detokenize, video_source
+from .pipeline import TokenStream, iter_detokenize, video_source
+from .spec import TokenizeSpec, Windowing
 from .tokens import Tokens, TokenWindow, header_geometry
 from .video import probe, write_video
 
@@ -174,13 +175,15 @@ class StripSampler:
         return [self.kept[indices[p]] for p in sorted(set(picks))]
 
 
-def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
+def visualize_file(
+    model, src, dst, png, on_window=None, spec: TokenizeSpec = TokenizeSpec(), windowing: Windowing = Windowing()
+) -> Ledger:
     """`infotok viz`: tokenize `src` and write original | reconstruction | kept tokens as a video and a
     PNG strip, streaming: memory holds about two windows of frames, whatever the video's length."""
-    stream = model.iter_tokenize(src, **settings)
+    stream = TokenStream(model, src, spec, windowing)
     masks: dict[int, np.ndarray] = {}
     kept = total = header = 0
-    start = settings.get("start") or 0
+    start = windowing.start
 
     def recorded() -> Iterator[TokenWindow]:
         nonlocal kept, total
@@ -194,9 +197,7 @@ def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
 
     def panels() -> Iterator[np.ndarray]:
         nonlocal header
-        originals, _, _ = video_source(
-            src, settings.get("size"), None, start, settings.get("max_frames"), settings.get("max_size")
-        )
+        originals, _, _ = video_source(src, windowing)
         windows = recorded()
         first = next(windows)  # the header exists once the first window is out
         chained = itertools.chain([first], windows)
@@ -214,7 +215,7 @@ def visualize_file(model, src, dst, png, on_window=None, **settings) -> Ledger:
         png,
         header=header,
         title=f"{Path(src).name}: original | reconstruction | kept tokens "
-        f"(rate {ledger.realized_rate:.2f}, {settings.get('strategy') or 'default strategy'})",
+        f"(rate {ledger.realized_rate:.2f}, {stream.spec.strategy})",
     )
     return ledger
 

@@ -1,0 +1,84 @@
+"""What a grid tokenization is asked for, in two settings objects checked once, when they are made.
+
+`TokenizeSpec` says how many tokens and which (rate or per-window rates or a target PSNR; strategy,
+selection, fill, seed); `Windowing` says which frames and at what size (window, overlap, size or
+max_size, start, max_frames, fps). The command line builds both once from its options; `InfoTok.tokenize`
+builds them from its keywords; `pipeline.TokenStream`, `encode_file`, `reconstruct_file`, `viz` and
+`run_budget_rates` take them. `TokenizeSpec.resolved(model)` fills in the checkpoint's defaults (None:
+what `InfoTok.choices` picks) in the one place they are decided, and refuses what that checkpoint cannot
+do before any video is read.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, replace
+
+from .geometry import Geometry, check_windowing
+from .names import FILLS, OBJECTIVES, SELECTIONS, STRATEGIES
+
+
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Windowing:
+    window: int = 33
+    overlap: int = 5
+    size: int | None = None  # resize the short side to exactly this
+    max_size: int | None = None  # or only shrink a short side over this
+    start: int = 0
+    max_frames: int | None = None
+    fps: float | None = None  # of uint8 frames given as an array (files carry their own)
+
+    def __post_init__(self):
+        check_windowing(self.window, self.overlap, Geometry())
+        if not (_integer(self.start) and self.start >= 0):
+            raise ValueError(f"start must be a frame index >= 0, got {self.start!r}")
+        for name in ("max_frames", "size", "max_size"):
+            value = getattr(self, name)
+            if value is not None and not (_integer(value) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps!r}")
+
+    @property
+    def source(self) -> tuple:
+        """`pipeline.video_source`'s arguments after the video: (size, fps, start, max_frames, max_size)."""
+        return self.size, self.fps, self.start, self.max_frames, self.max_size
+
+
+@dataclass(frozen=True)
+class TokenizeSpec:
+    rate: float = 0.5
+    strategy: str | None = None  # None: the checkpoint's default (`InfoTok.choices`)
+    selection: str | None = None
+    fill: str | None = None
+    rates: tuple[float, ...] | None = None  # one rate per window (a shared budget decided elsewhere)
+    target_psnr: float | None = None
+    objective: str = "psnr"
+    seed: int = 0
+
+    def __post_init__(self):
+        from .router import check_rate, check_target
+
+        check_rate(self.rate)
+        if self.target_psnr is not None:
+            check_target(self.target_psnr)
+        for name, allowed in (("strategy", STRATEGIES), ("selection", SELECTIONS), ("fill", FILLS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.rates is not None:
+            object.__setattr__(self, "rates", tuple(float(check_rate(r)) for r in self.rates))
+
+    def resolved(self, model) -> "TokenizeSpec":
+        """This spec with `model`'s defaults filled in, checked against what `model` can do."""
+        rate, strategy, selection, fill, target = model.settings(
+            self.rate, self.strategy, self.selection, self.fill, self.rates, self.target_psnr, self.objective
+        )
+        return replace(self, rate=rate, strategy=strategy, selection=selection, fill=fill, target_psnr=target)
