@@ -129,6 +129,14 @@ def picture(model: InfoTok1D, frames: np.ndarray, path: Path) -> None:
     strip(side_by_side(columns), path, count=3, header=layout(256).header, title=None)
 
 
+def table_row(label: str, tokens: float, row: dict, with_vmaf: bool) -> str:
+    vmaf_cell = f" {row['vmaf']:.1f} |" if with_vmaf else ""
+    return (
+        f"| {label} | {tokens:.0f} | {tokens / GRID_TOKENS:.4f} | {row['psnr']:.2f} | {row['ssim']:.4f} "
+        f"| {row['sharpness']:.2f} |{vmaf_cell}"
+    )
+
+
 def report(result: dict) -> str:
     lines = [
         "# The 1D layout (infotok-1d) on the evaluation clips",
@@ -139,23 +147,16 @@ def report(result: dict) -> str:
         "256, centre crop 256x256: one window of 9216 grid positions. Each clip is encoded once and each prefix "
         "cut from that sequence. Sharpness: high-frequency energy of the decode over the source's (1 = as sharp).",
         "",
-        "| decoder | tokens | share of the grid | PSNR | SSIM | sharpness |" + (" VMAF |" if result["vmaf"] else ""),
+        "| decoder | tokens kept (mean) | share of the grid | PSNR | SSIM | sharpness |"
+        + (" VMAF |" if result["vmaf"] else ""),
         "|---|---|---|---|---|---|" + ("---|" if result["vmaf"] else ""),
     ]
     for key, row in result["1d"].items():
         name, k = key.split("|")
-        vm = f" {row['vmaf']:.1f} |" if result["vmaf"] else ""
-        lines.append(
-            f"| 1D {name} | {k} | {int(k) / GRID_TOKENS:.4f} | {row['psnr']:.2f} | {row['ssim']:.4f} "
-            f"| {row['sharpness']:.2f} |{vm}"
-        )
+        lines.append(table_row(f"1D {name}", int(k), row, result["vmaf"]))
     for key, row in result["grid"].items():
         name, k = key.split("|")
-        vm = f" {row['vmaf']:.1f} |" if result["vmaf"] else ""
-        lines.append(
-            f"| grid (InfoTok-Flex) {name} | {row['tokens']:.0f} | {row['tokens'] / GRID_TOKENS:.4f} "
-            f"| {row['psnr']:.2f} | {row['ssim']:.4f} | {row['sharpness']:.2f} |{vm}"
-        )
+        lines.append(table_row(f"grid (InfoTok-Flex) {name}, asked {k}", row["tokens"], row, result["vmaf"]))
     lines += ["", "Seconds per 33x256x256 window on this machine (best of 3, one window at a time):", ""]
     lines += ["| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {sec:.3f} |" for name, sec in result["seconds"].items()]
@@ -174,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "videos"))
     p.add_argument("--vmaf", action="store_true", help="also VMAF (slower)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS_1D.md"))
+    p.add_argument("--report-only", metavar="JSON", help="only write the report of an earlier run's bench_1d.json")
     args = p.parse_args(argv)
+    if args.report_only:
+        Path(args.out).write_text(report(json.loads(Path(args.report_only).read_text())))
+        return 0
     torch.set_grad_enabled(False)
     one_d, grid = InfoTok1D.from_pretrained(), InfoTok.from_pretrained()
     paths = list_clips(args.videos)

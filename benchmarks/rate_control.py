@@ -67,7 +67,7 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
             for c, r in zip(clips, clip_rates(model, "rd", rate, clips))
         ]
         curves.add("InfoTok-Flex rd", rate, rows, clips)
-        slope = slope_for(model.rd_slopes["psnr"], rate)
+        slope = slope_for(model.calibration.rd_slopes["psnr"], rate)
         rows = [measure(model, c, r, "value") | {"clip_rate": r} for c, r in zip(clips, rd_rates(predicted, slope))]
         curves.add("InfoTok-Flex rd, calibrated slope", rate, rows, clips)
 
@@ -153,7 +153,7 @@ def target_mode(model: InfoTok, windows: Windows, curves_static: list[dict]) -> 
         target = round(next(p for p in curves_static if abs(p["rate"] - rate) < 1e-9)["psnr"] * 2) / 2
         need = target - HIT_MARGIN
         row = {"target": target}
-        for key, margins in (("calibrated", model.target_margins), ("uncalibrated", None)):
+        for key, margins in (("calibrated", model.calibration.target_margins), ("uncalibrated", None)):
             k = (np.array(target_rates(predicted, target, margins)) * 16).round().astype(int)
             reached = windows.value[np.arange(len(k)), k - 1]
             row[key] = {

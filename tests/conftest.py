@@ -36,13 +36,13 @@ def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, pr
     )
     if predictor:
         curves = 15 + np.cumsum(np.linspace(2, 0.1, 16)[None] * np.linspace(0.5, 2, 12)[:, None], axis=1)
-        model.rd_slopes = {o: calibrate_slopes(curves, o) for o in OBJECTIVES}
+        model.calibration.rd_slopes = {o: calibrate_slopes(curves, o) for o in OBJECTIVES}
     if adaptive:  # random, non-identity transformers so causality tests are meaningful
         for stack in (model.compressor, model.decompressor):
             torch.nn.init.normal_(stack.proj_out.weight, std=0.1)
     if predictor:
         clips = torch.from_numpy(np.stack([synthetic_video(9, 32, 32, seed=s) for s in range(4)]))
-        model.rd_thresholds = calibrate_thresholds(list(model.eval().latent_codes(clips)))
+        model.calibration.rd_thresholds = calibrate_thresholds(list(model.eval().latent_codes(clips)))
     return model.eval()
 
 

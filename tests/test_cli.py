@@ -253,7 +253,7 @@ def test_calibrate_with_a_value_predictor_stores_target_margins(tmp_path, capsys
     )
     margins = json.loads(out)["target_margins"]
     assert code == 0 and len(margins) == 16 and all(np.isfinite(margins))
-    assert InfoTok.from_pretrained(tmp_path / "cal").target_margins == pytest.approx(margins)
+    assert InfoTok.from_pretrained(tmp_path / "cal").calibration.target_margins == pytest.approx(margins)
 
 
 def test_demo_writes_reconstructions_visualizations_and_report(tmp_path, capsys, tiny_checkpoint):

@@ -131,13 +131,13 @@ def test_rd_under_hold_needs_no_predictor_and_is_deterministic(tmp_path):
     model = tiny_model()
     assert model.predictor_config is None
     x = torch.from_numpy(np.stack([synthetic_video(9, 32, 48, seed=s) for s in range(3)]))
-    model.rd_thresholds = calibrate_thresholds(list(model.latent_codes(x)))
+    model.calibration.rd_thresholds = calibrate_thresholds(list(model.latent_codes(x)))
     a, b = model.encode(x, 0.5, "rd", fill="hold"), model.encode(x, 0.5, "rd", fill="hold")
     assert torch.equal(a.mask, b.mask) and a.nfe == 1 and a.fill == "hold"
     for i in range(3):
         assert int(a.mask[i].sum()) == kept_count(float(a.rate[i]), a.mask[i].numel())
     folder = model.save_pretrained(tmp_path / "m")
-    assert InfoTok.from_pretrained(folder).rd_thresholds == model.rd_thresholds
+    assert InfoTok.from_pretrained(folder).calibration.rd_thresholds == model.calibration.rd_thresholds
     video = write_video(tmp_path / "v.mp4", synthetic_video(9, 32, 48, seed=0), fps=12)
     assert (
         main(

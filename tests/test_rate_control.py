@@ -116,7 +116,7 @@ def test_rd_equal_slopes_follow_the_curves_and_the_calibrated_average():
 def predictor_model() -> InfoTok:
     torch.manual_seed(0)
     model = InfoTok(TINY_BASE, TINY_COMPRESSOR, score_mean=0.2, name="tiny-value", predictor=PredictorConfig(hidden=8))
-    model.rd_slopes = {"psnr": calibrate_slopes(CURVES), "mse": calibrate_slopes(CURVES, "mse")}
+    model.calibration.rd_slopes = {"psnr": calibrate_slopes(CURVES), "mse": calibrate_slopes(CURVES, "mse")}
     return model.eval()
 
 
@@ -267,7 +267,7 @@ def test_predictor_training_leaves_the_tokenizer_untouched_and_its_loss_falls(tm
     before, after = InfoTok.from_pretrained(init), InfoTok.from_pretrained(tmp_path / "run" / "model")
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
         assert name.startswith("predictor.") or torch.equal(a, b), name
-    assert after.rd_slopes == before.rd_slopes
+    assert after.calibration.rd_slopes == before.calibration.rd_slopes
     x = synthetic_video(9, 32, 48, seed=4)[None]
     assert torch.equal(
         before.encode(x, 0.5, "static", "error").indices, after.encode(x, 0.5, "static", "error").indices

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .calibration import Calibration
 from .extras import EXTRAS
 
 CHECKPOINT_FORMAT = "infotok-checkpoint"
@@ -196,9 +197,9 @@ def save_calibrated(
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     previous = read_config(locate(source))
     model.score_mean.fill_(calibration["score_mean"])
-    model.rd_slopes = calibration.get("rd_slopes", {})
-    model.rd_thresholds = calibration.get("rd_thresholds", [])
-    model.target_margins = calibration.get("target_margins", [])
+    model.calibration = Calibration(
+        calibration.get("rd_thresholds", []), calibration.get("rd_slopes", {}), calibration.get("target_margins", [])
+    )
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {
         "videos": sorted(calibration["scores"]),

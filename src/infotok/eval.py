@@ -191,8 +191,8 @@ def calibrated_rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hol
     """The rate `infotok encode --strategy rd` gives this clip alone: under hold by the calibrated
     threshold on its codes' drift, under mask by the calibrated slope on its predicted curve."""
     if fill == "hold":
-        return hold_rates(clip_codes(model, clip)[None], threshold_for(model.rd_thresholds, rate))[0]
-    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.rd_slopes["psnr"], rate))[0]
+        return hold_rates(clip_codes(model, clip)[None], threshold_for(model.calibration.rd_thresholds, rate))[0]
+    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.calibration.rd_slopes["psnr"], rate))[0]
 
 
 def clip_rates(

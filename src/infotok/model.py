@@ -24,6 +24,7 @@ import torch.nn as nn
 from . import checkpoint, pipeline
 from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
 from .batch import TokenBatch
+from .calibration import Calibration
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
@@ -172,9 +173,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 raise ValueError("a value predictor needs an adaptive model (a compressor)")
             self.predictor = ValuePredictor(self.base.feature_dim, predictor)
         self.register_buffer("score_mean", torch.tensor(float(score_mean)))
-        self.rd_slopes: dict[str, list[list[float]]] = {}  # objective -> [[avg rate, slope], ...], from calibrate
-        self.rd_thresholds: list[list[float]] = []  # [[avg rate, drift threshold], ...]: rd under hold
-        self.target_margins: list[float] = []  # dB the predicted curve overshoots at each rate k/16 (calibrate)
+        self.calibration = Calibration()  # set by from_pretrained and `infotok calibrate`
         self.default_fill = check_fill(fill)
         # set by from_pretrained: the decoding weights, which token files name (a recalibrated or
         # encoder-side change keeps it), and the weights file as a whole (what encodes)
@@ -204,7 +203,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if selection is None:
             selection = "drift" if fill == "hold" else ("value" if self.predictor_config else "error")
         if strategy is None:
-            strategy = "rd" if fill == "hold" and self.rd_thresholds else "global_elbo"
+            strategy = "rd" if fill == "hold" and self.calibration.rd_thresholds else "global_elbo"
         return check_strategy(strategy), check_selection(selection), fill
 
     @property
@@ -224,9 +223,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         config |= {"held_embedding": True} if self.held is not None else {}
         config |= {"predictor": self.predictor_config.to_dict()} if self.predictor_config else {}
         config |= {"fill": self.default_fill} if self.default_fill != "mask" else {}
-        config |= {"rd_thresholds": self.rd_thresholds} if self.rd_thresholds else {}
-        config |= {"target_margins": self.target_margins} if self.target_margins else {}
-        return config | ({"rd_slopes": self.rd_slopes} if self.rd_slopes else {})
+        return config | self.calibration.to_config()
 
     def code_range(self) -> float:
         """The spread of the codes' values, which bounds every drift (`router.hold_grid`)."""
@@ -405,9 +402,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             self.check_predictor("rd, --target-psnr and value selection")
         if strategy == "rd" and rates is None and target_psnr is None:  # the calibration rd reads
             if fill == "hold":
-                threshold_for(self.rd_thresholds, rate)
+                threshold_for(self.calibration.rd_thresholds, rate)
             else:
-                slope_for(self.rd_slopes.get(objective, []), rate)
+                slope_for(self.calibration.rd_slopes.get(objective, []), rate)
         return rate, strategy, selection, fill, target_psnr
 
     def check_predictor(self, why: str) -> None:
@@ -471,13 +468,15 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         value, curve = self.predictor(feats) if predicting or (keep_scores and self.predictor_config) else (None, None)
         del feats  # not kept through the router's decode (83 MB at 720p)
         if rates is None and target_psnr is not None:
-            rates = target_rates(curve.cpu().numpy(), target_psnr, self.target_margins)
-            warn_unreachable(curve.cpu().numpy(), target_psnr, self.target_margins)
+            rates = target_rates(curve.cpu().numpy(), target_psnr, self.calibration.target_margins)
+            warn_unreachable(curve.cpu().numpy(), target_psnr, self.calibration.target_margins)
         change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
         if holding:
-            rates = hold_rates(codes, threshold_for(self.rd_thresholds, rate))
+            rates = hold_rates(codes, threshold_for(self.calibration.rd_thresholds, rate))
         elif rates is None and strategy == "rd":
-            rates = rd_rates(curve.cpu().numpy(), slope_for(self.rd_slopes.get(objective, []), rate), objective)
+            rates = rd_rates(
+                curve.cpu().numpy(), slope_for(self.calibration.rd_slopes.get(objective, []), rate), objective
+            )
         lowest = min(rates) if rates is not None else rate
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
@@ -807,16 +806,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 fill=config.get("fill") or "mask",
                 held=bool(config.get("held_embedding", False)),
             )
-            model.rd_thresholds = [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []]
-            model.target_margins = [float(m) for m in config.get("target_margins") or []]
-            if model.target_margins and len(model.target_margins) != (predictor.curve_points if predictor else -1):
-                raise ValueError(
-                    f"{len(model.target_margins)} target_margins need a value predictor of as many curve points"
-                )
-            model.rd_slopes = {
-                check_objective(k): [[float(r), float(v)] for r, v in table]
-                for k, table in (config.get("rd_slopes") or {}).items()
-            }
+            model.calibration = Calibration.from_config(config, predictor.curve_points if predictor else None)
         except (TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
                 f"{directory / checkpoint.CONFIG_FILE}: invalid model configuration ({exc})"

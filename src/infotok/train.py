@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from .base import BaseConfig
+from .calibration import Calibration
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .extras import require
@@ -89,7 +90,7 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
-    model.rd_slopes = init.rd_slopes
+    model.calibration = Calibration(rd_slopes=init.calibration.rd_slopes)
     # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were
     encoding = model.encoding_modules() if drift else []
     frozen = {id(p) for m in encoding for p in m.parameters()}
