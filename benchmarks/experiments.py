@@ -18,7 +18,6 @@ import torch
 from infotok.batch import TokenBatch
 from infotok.eval import (
     Clip,
-    binary_search_rate,
     clip_at,
     clip_rates,
     decode_clip,
@@ -26,7 +25,6 @@ from infotok.eval import (
     load_clip,
     make_clip,
     measure_clip,
-    oracle_rates,
 )
 from infotok.files import VIDEO_SUFFIXES
 from infotok.ledger import MASK_BPP16
@@ -34,6 +32,8 @@ from infotok.model import InfoTok
 from infotok.perceptual import Perceptual
 from infotok.router import choose_rate
 from infotok.video import iter_frames, probe, write_video
+
+from .peers import binary_search_rate, oracle_rates
 
 RATES = [1.0, 0.75, 0.5, 0.25, 0.125]
 TABLE_RATES = [0.75, 0.5]  # BPP16 0.81 and 0.56, the paper's Table 1 operating points

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infotok.eval import Clip, binary_search_rate, calibrated_rd_rate, clip_curves, clip_rates, make_clip, oracle_rates
+from infotok.eval import Clip, calibrated_rd_rate, clip_curves, clip_rates, make_clip
 from infotok.ledger import MASK_BPP16
 from infotok.model import InfoTok
 from infotok.router import choose_rate, rd_rates, slope_for, target_rates
 from infotok.video import iter_windows, read_video, resize_and_crop, resize_short_side
 
 from .experiments import ORACLE_GRID, RATES, Curves, log, measure, psnr_grid
+from .peers import binary_search_rate, oracle_rates
 
 TARGET_RATES = (0.25, 0.5, 0.75)  # targets: the mean PSNR `static` reaches at these rates
 HIT_MARGIN = 0.5  # a window hits a target when its PSNR is at least target - 0.5 dB

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from benchmarks.peers import binary_search_rate, oracle_rates
 
-from infotok.eval import binary_search_rate, oracle_rates
 from infotok.metrics import bd_rate, frechet_distance, psnr, ssim
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import tempfile
 import time
@@ -161,23 +160,6 @@ def fvd_of(rows: list[dict], clips: list[Clip]) -> float | None:
     if any(f is None for f in feats) or len(feats) < 2:
         return None
     return frechet_distance(np.stack([c.fvd_reference for c in clips]), np.stack(feats))
-
-
-def binary_search_rate(mse_at, levels: int = 16, threshold: float = 0.003) -> tuple[int, int]:
-    """ElasticTok's search: the fewest tokens (k of `levels` steps) whose reconstruction meets an MSE
-    threshold, assuming quality grows with k. `mse_at(k)` decodes at rate k/levels (one pass each).
-
-    Returns (k, passes). If even k = levels misses the threshold, k = levels.
-    """
-    lo, hi, passes = 1, levels, 0
-    while lo < hi:
-        mid = (lo + hi) // 2
-        passes += 1
-        if mse_at(mid) <= threshold:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo, passes
 
 
 def clip_curves(clips: list[Clip]) -> np.ndarray:
@@ -334,42 +316,6 @@ def write_report(report: dict, json_path: str | os.PathLike) -> None:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-
-
-def oracle_rates(quality, candidate_rates: list[float], avg_rate: float) -> tuple[list[float], float]:
-    """The paper's "Optimal": per-clip rates from `candidate_rates` maximising mean quality at a mean rate.
-
-    quality[i][j] is clip i's PSNR at candidate_rates[j]. Exact by dynamic programming over the
-    total budget in units of the rate grid (a multiple-choice knapsack); mean rate <= avg_rate.
-    """
-    q = np.asarray(quality, float)
-    n, m = q.shape
-    unit = min(np.diff(sorted(candidate_rates))) if m > 1 else candidate_rates[0]
-    cost = [int(round(r / unit)) for r in candidate_rates]
-    budget = int(math.floor(avg_rate * n / unit + 1e-9))
-    best = np.full(budget + 1, -np.inf)
-    best[0] = 0.0
-    choice = np.zeros((n, budget + 1), dtype=int)
-    for i in range(n):
-        nxt = np.full(budget + 1, -np.inf)
-        for j, c in enumerate(cost):
-            if c > budget:
-                continue
-            cand = np.full(budget + 1, -np.inf)
-            cand[c:] = best[: budget + 1 - c] + q[i, j]
-            better = cand > nxt
-            nxt[better], choice[i, better] = cand[better], j
-        best = nxt
-    b = int(np.argmax(best))
-    if not np.isfinite(best[b]):
-        raise ValueError("no feasible assignment: the budget is below the smallest candidate rate")
-    picks = []
-    for i in range(n - 1, -1, -1):
-        j = choice[i, b]
-        picks.append(candidate_rates[j])
-        b -= cost[j]
-    picks.reverse()
-    return picks, float(best.max() / n)
 
 
 def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
