@@ -13,7 +13,7 @@ from infotok.checkpoint import default_checkpoint
 from infotok.compressor import CompressorConfig
 from infotok.model import InfoTok
 from infotok.predictor import PredictorConfig
-from infotok.router import OBJECTIVES, calibrate_slopes, calibrate_thresholds
+from infotok.router import calibrate_slopes, calibrate_thresholds
 from infotok.video import synthetic_video, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -36,7 +36,7 @@ def tiny_model(adaptive: bool = True, seed: int = 0, score_mean: float = 0.2, pr
     )
     if predictor:
         curves = 15 + np.cumsum(np.linspace(2, 0.1, 16)[None] * np.linspace(0.5, 2, 12)[:, None], axis=1)
-        model.calibration.rd_slopes = {o: calibrate_slopes(curves, o) for o in OBJECTIVES}
+        model.calibration.rd_slopes = calibrate_slopes(curves)
     if adaptive:  # random, non-identity transformers so causality tests are meaningful
         for stack in (model.compressor, model.decompressor):
             torch.nn.init.normal_(stack.proj_out.weight, std=0.1)

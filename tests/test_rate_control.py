@@ -14,7 +14,7 @@ from infotok.router import calibrate_margins, calibrate_slopes, rd_rates, shared
 from infotok.selection import kept_count
 from infotok.train import TrainConfig, Trainer
 from infotok.video import synthetic_video, write_video
-from tests.conftest import TINY_BASE, TINY_COMPRESSOR, shared_videos
+from tests.conftest import TINY_BASE, TINY_COMPRESSOR, shared_videos, tiny_model
 
 
 def randomized(stack: BlockCausalTransformer) -> BlockCausalTransformer:
@@ -116,7 +116,7 @@ def test_rd_equal_slopes_follow_the_curves_and_the_calibrated_average():
 def predictor_model() -> InfoTok:
     torch.manual_seed(0)
     model = InfoTok(TINY_BASE, TINY_COMPRESSOR, score_mean=0.2, name="tiny-value", predictor=PredictorConfig(hidden=8))
-    model.calibration.rd_slopes = {"psnr": calibrate_slopes(CURVES), "mse": calibrate_slopes(CURVES, "mse")}
+    model.calibration.rd_slopes = calibrate_slopes(CURVES)
     return model.eval()
 
 
@@ -288,3 +288,11 @@ def test_target_traps_are_refused_or_reported(tmp_path, capsys):
     from infotok.tokens import Tokens
 
     assert [w.rate for w in Tokens.load(tmp_path / "t.itok").windows] == [1.0]
+
+
+def test_the_objective_keyword_is_deprecated_and_mse_is_gone():
+    model = tiny_model()
+    with pytest.warns(DeprecationWarning, match="objective"):
+        model.tokenize(synthetic_video(9, 32, 32), rate=0.5, strategy="static", objective="psnr")
+    with pytest.raises(ValueError, match="no longer offered"):
+        model.tokenize(synthetic_video(9, 32, 32), rate=0.5, objective="mse")

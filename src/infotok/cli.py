@@ -404,14 +404,14 @@ def _specs(args):
 
 
 def _rate_control(args, inputs: list[Path], model, spec, windowing) -> dict:
-    """Each input's `TokenizeSpec` with --target-psnr / --objective / --budget run applied (a first pass
+    """Each input's `TokenizeSpec` with --target-psnr / --budget run applied (a first pass
     over all inputs measures every window, then one exact budget is shared among them)."""
     from .pipeline import run_budget_rates
 
     if args.target_psnr is not None and (args.rate_given or args.strategy_given or args.budget == "run"):
         raise UsageError("--target-psnr chooses each window's rate itself: drop --rate, --strategy and --budget")
     try:
-        spec = replace(spec, target_psnr=args.target_psnr, objective=args.objective)
+        spec = replace(spec, target_psnr=args.target_psnr)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.budget != "run":
@@ -543,8 +543,6 @@ def add_tokenize_options(p, rate_default: float = 0.5, rate_type=_rate) -> None:
 
 
 def add_rate_control_options(p) -> None:
-    from .names import OBJECTIVES
-
     p.add_argument(
         "--target-psnr",
         type=_target,
@@ -554,13 +552,6 @@ def add_rate_control_options(p) -> None:
         "on the value predictor's curves, which describe value selection with the mask fill, so it "
         "tokenizes that way (not with --fill hold, which on still content reaches a PSNR with far "
         "fewer tokens); windows the target is out of reach for get every token, with a warning",
-    )
-    advanced = next(g for g in p._action_groups if g.title.startswith("advanced"))
-    advanced.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default="psnr",
-        help="what --strategy rd maximises: mean PSNR of windows (default) or mean MSE",
     )
     p.add_argument(
         "--budget",

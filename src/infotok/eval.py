@@ -26,7 +26,6 @@ from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
 from .router import (
-    OBJECTIVES,
     balanced_rates,
     calibrate_margins,
     calibrate_slopes,
@@ -174,7 +173,7 @@ def calibrated_rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hol
     threshold on its codes' drift, under mask by the calibrated slope on its predicted curve."""
     if fill == "hold":
         return hold_rates(clip_codes(model, clip)[None], threshold_for(model.calibration.rd_thresholds, rate))[0]
-    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.calibration.rd_slopes["psnr"], rate))[0]
+    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.calibration.rd_slopes, rate))[0]
 
 
 def clip_rates(
@@ -351,6 +350,6 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
         "rd_thresholds": calibrate_thresholds(codes),
     }
     if curves:
-        result["rd_slopes"] = {objective: calibrate_slopes(np.stack(curves), objective) for objective in OBJECTIVES}
+        result["rd_slopes"] = calibrate_slopes(np.stack(curves))
         result["target_margins"] = calibrate_margins(np.stack(curves), np.array(measured))
     return result

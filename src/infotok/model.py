@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +33,6 @@ from .fill import check_fill, hold_last_kept
 from .geometry import Geometry
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
 from .router import (
-    check_objective,
     check_rate,
     check_strategy,
     check_target,
@@ -133,6 +133,16 @@ except ImportError:
 
         def __init_subclass__(cls, **hub_metadata):
             super().__init_subclass__()
+
+
+def deprecated_objective(objective: str | None) -> None:
+    """`objective=` (what rd maximised: "psnr" or "mse") is gone: rd maximises mean PSNR. One more
+    release accepts "psnr" with a warning."""
+    if objective is None:
+        return
+    if objective != "psnr":
+        raise ValueError(f"objective {objective!r} is no longer offered: rd maximises mean PSNR")
+    warnings.warn("objective= is deprecated (rd maximises mean PSNR); drop it", DeprecationWarning, stacklevel=3)
 
 
 class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0", tags=["video-tokenizer"]):
@@ -383,7 +393,6 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         fill: str | None = None,
         rates: Sequence[float] | None = None,
         target_psnr: float | None = None,
-        objective: str = "psnr",
     ) -> tuple[float, str, str, str, float | None]:
         """A tokenization's (rate, strategy, selection, fill, target PSNR), checked and with the
         defaults of `choices` filled in. Refuses bad values, and a checkpoint without the predictor or
@@ -396,7 +405,6 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 "--target-psnr plans on the value predictor's curves, which describe the mask fill; "
                 "it cannot be combined with --fill hold (use --rate, or drop --fill)"
             )
-        check_objective(objective)
         self.check_rates(rate, *(rates or []))
         if self.reads_predictor(strategy, selection, rates, target_psnr, fill):
             self.check_predictor("rd, --target-psnr and value selection")
@@ -404,7 +412,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
             if fill == "hold":
                 threshold_for(self.calibration.rd_thresholds, rate)
             else:
-                slope_for(self.calibration.rd_slopes.get(objective, []), rate)
+                slope_for(self.calibration.rd_slopes, rate)
         return rate, strategy, selection, fill, target_psnr
 
     def check_predictor(self, why: str) -> None:
@@ -437,7 +445,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         rates: Sequence[float] | None = None,
         keep_scores: bool = False,
         target_psnr: float | None = None,
-        objective: str = "psnr",
+        objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
     ) -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
@@ -451,8 +459,9 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         default as `choices` says. `keep_scores` keeps the score maps in the batch so `reselect` can
         try other rates cheaply.
         """
+        deprecated_objective(objective)
         rate, strategy, selection, fill, target_psnr = self.settings(
-            rate, strategy, selection, fill, rates, target_psnr, objective
+            rate, strategy, selection, fill, rates, target_psnr
         )
         holding = rates is None and target_psnr is None and strategy == "rd" and fill == "hold"
         predicting = self.reads_predictor(strategy, selection, rates, target_psnr, fill)
@@ -474,9 +483,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         if holding:
             rates = hold_rates(codes, threshold_for(self.calibration.rd_thresholds, rate))
         elif rates is None and strategy == "rd":
-            rates = rd_rates(
-                curve.cpu().numpy(), slope_for(self.calibration.rd_slopes.get(objective, []), rate), objective
-            )
+            rates = rd_rates(curve.cpu().numpy(), slope_for(self.calibration.rd_slopes, rate))
         lowest = min(rates) if rates is not None else rate
         routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
@@ -663,12 +670,13 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         max_frames: int | None = None,
         max_size: int | None = None,
         target_psnr: float | None = None,
-        objective: str = "psnr",
+        objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
     ) -> "pipeline.TokenStream":
         """Stream a video's windows of tokens (see `pipeline.TokenStream`; the keywords make its
         `spec.TokenizeSpec` and `spec.Windowing`)."""
-        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, objective, seed)
+        deprecated_objective(objective)
+        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, seed)
         return pipeline.TokenStream(
             self, video, spec, Windowing(window, overlap, size, max_size, start, max_frames, fps)
         )
@@ -688,7 +696,7 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
         max_frames: int | None = None,
         max_size: int | None = None,
         target_psnr: float | None = None,
-        objective: str = "psnr",
+        objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
     ):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`

@@ -1,13 +1,12 @@
 """The names a tokenization chooses among, importable without torch (so `infotok --help` is quick).
 
-Each module that implements a choice checks against its tuple here: `router` the strategies and
-objectives, `selection` the selections, `fill` the fills.
+Each module that implements a choice checks against its tuple here: `router` the strategies,
+`selection` the selections, `fill` the fills.
 """
 
 STRATEGIES = ("global_elbo", "static", "uniform", "rd")
 SELECTIONS = ("error", "order", "random", "temporal", "value", "drift")
 FILLS = ("mask", "hold")
-OBJECTIVES = ("psnr", "mse")  # what rd maximises: the windows' mean PSNR (as TokenBench scores) or minus their MSE
 
 # `--preset`: named choices of (strategy, selection, fill); an option given explicitly wins over its
 # preset. `default` is the checkpoint's own (the shipped one: rd + drift + hold); `paper` is InfoTok's

@@ -123,7 +123,6 @@ class TokenStream:
                 rng,
                 rates=[spec.rates[i]] if spec.rates is not None else None,
                 target_psnr=spec.target_psnr,
-                objective=spec.objective,
                 fill=spec.fill,
             )
             if batch.predicted is not None:
@@ -200,7 +199,7 @@ def run_budget_rates(model, videos: list, spec: TokenizeSpec, windowing: Windowi
         counts.append(len(measured) - before)
     if not measured:
         raise ValueError("the videos have no frames")
-    rates, _ = shared_rates(np.stack(measured), sizes, spec.rate, grid, spec.objective)
+    rates, _ = shared_rates(np.stack(measured), sizes, spec.rate, grid)
     bounds = np.cumsum([0] + counts)
     return [rates[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 

@@ -8,7 +8,7 @@ is the mean of its map. Strategies turn scores into rates:
 - `uniform`: a random rate in [1/16, 1] with mean avg_rate (the data-agnostic baseline);
 - `rd`: from each window's predicted rate-distortion curve (the value predictor's PSNR at rates
   k/16), the rate where the curve's slope equals a slope calibrated for avg_rate and stored in the
-  checkpoint (equal slopes maximise the objective under the average; one stored slope keeps a
+  checkpoint (equal slopes maximise the mean PSNR under the average; one stored slope keeps a
   video's tokens independent of the other videos of a run). `shared_curve_counts` instead spends an
   exact budget of tokens shared by a set of windows, and `target_rates` gives each window the fewest tokens
   whose predicted PSNR, less a calibrated margin, reaches a target. Under the `hold` fill
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .fill import drift, drift_ceiling
 from .geometry import Geometry
-from .names import OBJECTIVES, STRATEGIES
+from .names import STRATEGIES
 from .selection import MIN_RATE
 from .video import unit_range
 
@@ -140,10 +140,6 @@ def choose_rate(
 
 
 # ---------------------------------------------------------------- rate control on predicted curves
-def check_objective(objective: str) -> str:
-    return _check_choice(objective, OBJECTIVES, "objective")
-
-
 def check_target(target_psnr: float) -> float:
     target = float(target_psnr)
     if not (math.isfinite(target) and 0 < target < 100):
@@ -151,21 +147,15 @@ def check_target(target_psnr: float) -> float:
     return target
 
 
-def curve_gain(curves: np.ndarray, objective: str = "psnr") -> np.ndarray:
-    """Predicted PSNR curves [n, K] -> what the objective gains at each point (higher is better)."""
-    curves = np.asarray(curves, dtype=np.float64)
-    return curves if check_objective(objective) == "psnr" else -(255.0**2) * 10 ** (-curves / 10)
-
-
-def rd_rates(curves: np.ndarray, slope: float, objective: str = "psnr") -> list[float]:
-    """Each window's point k/K maximising gain(k) - slope * k/K: where its curve is as steep as `slope`."""
-    gain = curve_gain(curves, objective)
+def rd_rates(curves: np.ndarray, slope: float) -> list[float]:
+    """Each window's point k/K maximising PSNR(k) - slope * k/K: where its curve is as steep as `slope`."""
+    gain = np.asarray(curves, dtype=np.float64)
     points = gain.shape[1]
     k = np.argmax(gain - slope * np.arange(1, points + 1) / points, axis=1)
     return [float(r) for r in (k + 1) / points]
 
 
-def calibrate_slopes(curves: np.ndarray, objective: str = "psnr") -> list[list[float]]:
+def calibrate_slopes(curves: np.ndarray) -> list[list[float]]:
     """[[rate, slope], ...] for rates k/K: the slope at which rd's mean rate over these windows is
     closest to the rate (found by bisection on log slope, the mean rate falling as the slope grows)."""
     points = np.asarray(curves).shape[1]
@@ -175,9 +165,9 @@ def calibrate_slopes(curves: np.ndarray, objective: str = "psnr") -> list[list[f
         lo, hi = -12.0, 12.0  # log10 of the slope
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if np.mean(rd_rates(curves, 10**mid, objective)) < target else (mid, hi)
+            lo, hi = (lo, mid) if np.mean(rd_rates(curves, 10**mid)) < target else (mid, hi)
         # the mean rate moves in steps: keep the side of the step that lands closer to the target
-        best = min((lo, hi), key=lambda e: abs(np.mean(rd_rates(curves, 10**e, objective)) - target))
+        best = min((lo, hi), key=lambda e: abs(np.mean(rd_rates(curves, 10**e)) - target))
         table.append([target, 10**best])
     return table
 
@@ -373,15 +363,13 @@ def shared_hold_counts(
     return exact_counts(real, lo, sizes, budget), float(th[g] + f * (th[g + 1] - th[g]))
 
 
-def shared_curve_counts(
-    curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr"
-) -> tuple[list[int], float]:
+def shared_curve_counts(curves: np.ndarray, sizes: Sequence[int], avg_rate: float) -> tuple[list[int], float]:
     """Kept tokens per window for a set of windows under `mask` that keep exactly `budget_count` in
     all, from their predicted curves [n, K] (PSNR at rates k/K) alone: each window's gain taken as
     linear in its tokens between the points of its curve's upper concave hull, the tokens go where
     they gain most per token (one shared slope; ties: earlier windows first) until the budget is
     spent, then rounded (`exact_counts`). Returns (counts, the slope of the last tokens spent, gain per token)."""
-    gain = curve_gain(curves, objective)
+    gain = np.asarray(curves, dtype=np.float64)
     points = gain.shape[1]
     sizes = np.asarray(sizes, np.int64)
     lo = np.array([min_kept(n) for n in sizes], np.int64)
@@ -421,7 +409,6 @@ def shared_rates(
     sizes: Sequence[int],
     avg_rate: float,
     grid: Sequence[float] | None = None,
-    objective: str = "psnr",
 ) -> tuple[list[float], float]:
     """Each window's rate for one exact budget of round(avg_rate * all tokens), from the first pass's
     statistics [n, points] (`pipeline.window_statistics`): kept counts at the drift thresholds `grid`
@@ -430,15 +417,13 @@ def shared_rates(
     if grid is not None:
         kept, shared = shared_hold_counts(statistics, sizes, grid, avg_rate)
     else:
-        kept, shared = shared_curve_counts(statistics, sizes, avg_rate, objective)
+        kept, shared = shared_curve_counts(statistics, sizes, avg_rate)
     return [k / n for k, n in zip(kept, sizes)], shared
 
 
-def shared_budget_rates(
-    curves: np.ndarray, sizes: Sequence[int], avg_rate: float, objective: str = "psnr"
-) -> list[float]:
+def shared_budget_rates(curves: np.ndarray, sizes: Sequence[int], avg_rate: float) -> list[float]:
     """`shared_curve_counts` as rates: windows of `sizes` tokens under `mask`, one exact budget."""
-    return shared_rates(curves, sizes, avg_rate, objective=objective)[0]
+    return shared_rates(curves, sizes, avg_rate)[0]
 
 
 def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float, per_window: bool = False) -> list[float]:

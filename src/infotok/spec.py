@@ -16,7 +16,7 @@ import numbers
 from dataclasses import dataclass, replace
 
 from .geometry import Geometry, check_windowing
-from .names import FILLS, OBJECTIVES, SELECTIONS, STRATEGIES
+from .names import FILLS, SELECTIONS, STRATEGIES
 
 
 def _integer(value) -> bool:
@@ -58,7 +58,6 @@ class TokenizeSpec:
     fill: str | None = None
     rates: tuple[float, ...] | None = None  # one rate per window (a shared budget decided elsewhere)
     target_psnr: float | None = None
-    objective: str = "psnr"
     seed: int = 0
 
     def __post_init__(self):
@@ -71,14 +70,12 @@ class TokenizeSpec:
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.rates is not None:
             object.__setattr__(self, "rates", tuple(float(check_rate(r)) for r in self.rates))
 
     def resolved(self, model) -> "TokenizeSpec":
         """This spec with `model`'s defaults filled in, checked against what `model` can do."""
         rate, strategy, selection, fill, target = model.settings(
-            self.rate, self.strategy, self.selection, self.fill, self.rates, self.target_psnr, self.objective
+            self.rate, self.strategy, self.selection, self.fill, self.rates, self.target_psnr
         )
         return replace(self, rate=rate, strategy=strategy, selection=selection, fill=fill, target_psnr=target)
