@@ -68,7 +68,7 @@ def value_sweeps(model: InfoTok, clips: list[Clip], curves: Curves) -> None:
             for c, r in zip(clips, clip_rates(model, "rd", rate, clips))
         ]
         curves.add("InfoTok-Flex rd", rate, rows, clips)
-        slope = slope_for(model.calibration.rd_slopes["psnr"], rate)
+        slope = slope_for(model.calibration.rd_slopes, rate)
         rows = [measure(model, c, r, "value") | {"clip_rate": r} for c, r in zip(clips, rd_rates(predicted, slope))]
         curves.add("InfoTok-Flex rd, calibrated slope", rate, rows, clips)
 

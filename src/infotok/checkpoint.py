@@ -198,7 +198,7 @@ def save_calibrated(
     previous = read_config(locate(source))
     model.score_mean.fill_(calibration["score_mean"])
     model.calibration = Calibration(
-        calibration.get("rd_thresholds", []), calibration.get("rd_slopes", {}), calibration.get("target_margins", [])
+        calibration.get("rd_thresholds", []), calibration.get("rd_slopes", []), calibration.get("target_margins", [])
     )
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {

@@ -3,9 +3,9 @@
 `encode` is the one batched tokenization core: a batch of windows in, a `TokenBatch` (indices,
 keep-mask, rate and score per window) out, on the model's device. Everything that tokenizes (the
 long-video pipeline, evaluation, the oracle, training's masks) goes through it or through the
-stages it is made of (`encode_codes`, `router_scores`, `select`). Long videos are handled by
-`pipeline`, checkpoint folders by `checkpoint`. Without a compressor the model is the fixed-rate
-base tokenizer (only rate 1 is possible).
+stages it is made of (`encode_codes`, `router_scores`, `select`). Whole videos are handled by
+`frontend` (the keyword API) and `pipeline`, checkpoint folders by `checkpoint`. Without a compressor
+the model is the fixed-rate base tokenizer (only rate 1 is possible).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import checkpoint, pipeline
+from . import checkpoint
 from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
 from .batch import TokenBatch
 from .calibration import Calibration
@@ -30,6 +29,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import BlockCausalTransformer, CompressorConfig
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
 from .fill import check_fill, hold_last_kept
+from .frontend import VideoFrontEnd, deprecated_objective
 from .geometry import Geometry
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
 from .router import (
@@ -46,7 +46,6 @@ from .router import (
     warn_unreachable,
 )
 from .selection import check_selection, drift_masks, keep_masks
-from .spec import TokenizeSpec, Windowing
 from .video import to_model
 
 
@@ -135,19 +134,12 @@ except ImportError:
             super().__init_subclass__()
 
 
-def deprecated_objective(objective: str | None) -> None:
-    """`objective=` (what rd maximised: "psnr" or "mse") is gone: rd maximises mean PSNR. One more
-    release accepts "psnr" with a warning."""
-    if objective is None:
-        return
-    if objective != "psnr":
-        raise ValueError(f"objective {objective!r} is no longer offered: rd maximises mean PSNR")
-    warnings.warn("objective= is deprecated (rd maximises mean PSNR); drop it", DeprecationWarning, stacklevel=3)
-
-
-class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0", tags=["video-tokenizer"]):
-    """The network. `from_pretrained` / `save_pretrained` keep infotok's own folder format (model.safetensors
-    + config.json, checked key by key) and replace ModelHubMixin's, whose `push_to_hub` saves through them."""
+class InfoTok(
+    VideoFrontEnd, nn.Module, HubMixin, library_name="infotok", license="apache-2.0", tags=["video-tokenizer"]
+):
+    """The network (whole videos: `frontend.VideoFrontEnd`). `from_pretrained` / `save_pretrained` keep
+    infotok's own folder format (model.safetensors + config.json, checked key by key) and replace
+    ModelHubMixin's, whose `push_to_hub` saves through them."""
 
     def __init__(
         self,
@@ -652,87 +644,6 @@ class InfoTok(nn.Module, HubMixin, library_name="infotok", license="apache-2.0",
                 )
             )
         return y, [float(np.mean(r)) for r in rates], None, torch.stack(losses).mean()
-
-    # ------------------------------------------------------------------- whole videos (pipeline)
-    def iter_tokenize(
-        self,
-        video,
-        rate: float = 0.5,
-        strategy: str | None = None,
-        selection: str | None = None,
-        window: int = 33,
-        overlap: int = 5,
-        size: int | None = None,
-        seed: int = 0,
-        rates: list[float] | None = None,
-        fps: float | None = None,
-        start: int = 0,
-        max_frames: int | None = None,
-        max_size: int | None = None,
-        target_psnr: float | None = None,
-        objective: str | None = None,  # deprecated: rd maximises mean PSNR
-        fill: str | None = None,
-    ) -> "pipeline.TokenStream":
-        """Stream a video's windows of tokens (see `pipeline.TokenStream`; the keywords make its
-        `spec.TokenizeSpec` and `spec.Windowing`)."""
-        deprecated_objective(objective)
-        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, seed)
-        return pipeline.TokenStream(
-            self, video, spec, Windowing(window, overlap, size, max_size, start, max_frames, fps)
-        )
-
-    def tokenize(
-        self,
-        video,
-        rate: float = 0.5,
-        strategy: str | None = None,
-        selection: str | None = None,
-        window: int = 33,
-        overlap: int = 5,
-        size: int | None = None,
-        seed: int = 0,
-        fps: float | None = None,
-        start: int = 0,
-        max_frames: int | None = None,
-        max_size: int | None = None,
-        target_psnr: float | None = None,
-        objective: str | None = None,  # deprecated: rd maximises mean PSNR
-        fill: str | None = None,
-    ):
-        """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
-        (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
-        sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
-        tokens predicted, less the calibrated margins, to reach it (instead of `rate`). `strategy`,
-        `selection` and `fill` default as `choices` says."""
-        return self.iter_tokenize(
-            video,
-            rate,
-            strategy,
-            selection,
-            window,
-            overlap,
-            size,
-            seed,
-            fps=fps,
-            start=start,
-            max_frames=max_frames,
-            max_size=max_size,
-            target_psnr=target_psnr,
-            objective=objective,
-            fill=fill,
-        ).collect()
-
-    def iter_detokenize(self, header, windows):
-        """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""
-        return pipeline.iter_detokenize(self, header, windows)
-
-    def detokenize(self, tokens) -> np.ndarray:
-        """Tokens -> uint8 frames [T, H, W, 3]."""
-        return np.stack(list(self.iter_detokenize(tokens.header, tokens.windows)))
-
-    def reconstruct(self, video, **kwargs) -> np.ndarray:
-        """detokenize(tokenize(video)): what a user of the tokens would see."""
-        return self.detokenize(self.tokenize(video, **kwargs))
 
     def check_tokens(self, header) -> None:
         """Tokens decode with the architecture and decoding weights that made them; files from before
