@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 from . import checkpoint, geometry
+from .networks import BASE_KINDS, build_base, config_from_dict
 from .registers import RegisterConfig, RegisterTokenizer
 from .tokens import TokenHeader, Tokens, TokenWindow
 
@@ -34,6 +36,20 @@ def base_checkpoint(directory: Path, named: str | None) -> Path:
     return checkpoint.SHIPPED_CHECKPOINT if named is None else (directory / named).resolve()
 
 
+def load_base(directory: Path) -> nn.Module:
+    """The base tokenizer of an InfoTok checkpoint folder: its config's `base` section and `base.*` tensors."""
+    config = checkpoint.read_config(directory)
+    try:
+        base = build_base(config_from_dict(config["base"], BASE_KINDS))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{directory}: no usable base section ({exc})") from None
+    state = load_file(str(directory / checkpoint.WEIGHTS_FILE))
+    missing = base.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("base.")}, strict=False)
+    if missing.missing_keys:
+        raise checkpoint.CheckpointError(f"{directory}: its weights lack base tensors ({missing.missing_keys[0]}, ...)")
+    return base
+
+
 class InfoTok1D(nn.Module):
     layout = LAYOUT
 
@@ -44,14 +60,12 @@ class InfoTok1D(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-        from .model import InfoTok
-
         directory = Path(source or SHIPPED_1D)
         config = checkpoint.read_config(directory)
         if config.get("layout") != LAYOUT:
             raise checkpoint.CheckpointError(f'{directory}: not a 1D-layout checkpoint (no "layout": "1d")')
         base_dir = base_checkpoint(directory, config.get("base_checkpoint"))
-        base = InfoTok.from_pretrained(base_dir).base
+        base = load_base(base_dir)
         found = checkpoint.tensor_hash(base.state_dict())
         if found != config["base_hash"]:
             raise checkpoint.CheckpointError(

@@ -22,15 +22,16 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint
-from .base import BaseConfig, BaseTokenizer, CausalConvTokenizer
+from .base import BaseConfig
 from .batch import TokenBatch
 from .calibration import Calibration
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
-from .compressor import BlockCausalTransformer, CompressorConfig
-from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
+from .compressor import CompressorConfig
+from .cosmos import CosmosConfig, ReleaseCompressorConfig
 from .fill import check_fill, hold_last_kept
 from .frontend import VideoFrontEnd, deprecated_objective
 from .geometry import Geometry
+from .networks import BASE_KINDS, COMPRESSOR_KINDS, build_base, build_stacks, config_from_dict
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
 from .router import (
     check_rate,
@@ -85,42 +86,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
 # Dropped positions are decoded from a learned embedding (ours) or, in the InfoTok release's weights,
 # from the all-zero FSQ code
 DROPPED_MODES = ("embedding", "zero_code")
-
-
-# Base tokenizers by the `kind` their config.json section names: (config dataclass, network). The
-# first is our own, whose configs carry no `kind` (see `config_from_dict`).
-BASES = {"causal-conv": (BaseConfig, CausalConvTokenizer), "cosmos": (CosmosConfig, CosmosTokenizer)}
-
-
-def build_base(config: BaseConfig | CosmosConfig) -> BaseTokenizer:
-    """The base tokenizer a config describes: ours (causal conv) or the release's Cosmos DV4x8x8."""
-    return next(network for kind, network in BASES.values() if type(config) is kind)(config)
-
-
-def build_stacks(
-    config: CompressorConfig | ReleaseCompressorConfig, base: BaseTokenizer
-) -> tuple[nn.Module, nn.Module]:
-    """(compressor, decompressor) around the quantizer: ours, or the release's (which share a time embedding)."""
-    if isinstance(config, ReleaseCompressorConfig):
-        return release_stacks(config)
-    return BlockCausalTransformer(base.feature_dim, config), BlockCausalTransformer(base.decoder_dim, config)
-
-
-def config_from_dict(section: dict, kinds: dict) -> object:
-    """A config section of config.json -> its dataclass, by its `kind`. The first kind is our own,
-    whose configs carry no `kind` field (they predate the choice, and their hash must not change)."""
-    section = dict(section)
-    ours = next(iter(kinds))
-    kind = section.get("kind", ours)
-    if kind not in kinds:
-        raise ValueError(f"unknown kind {kind!r}; this infotok knows {', '.join(kinds)}")
-    if kind == ours:
-        section.pop("kind", None)
-    return kinds[kind].from_dict(section)
-
-
-BASE_KINDS = {kind: config for kind, (config, _) in BASES.items()}
-COMPRESSOR_KINDS = {"block-causal": CompressorConfig, "release": ReleaseCompressorConfig}
 
 
 try:  # Hugging Face conventions (push_to_hub, model-card metadata) where huggingface_hub is installed
