@@ -159,6 +159,6 @@ def test_rate_and_target_choose_each_windows_length(model):
     assert sum(w.kept for w in shared.windows) == 100 * len(shared.windows)
     low, high = model.tokenize(video, target_psnr=5.0), model.tokenize(video, target_psnr=60.0)
     assert [w.kept for w in low.windows] == [16, 16] and [w.kept for w in high.windows] == [128, 128]
-    assert high.header.target_psnr == 60.0
+    assert high.header.target_psnr == 60.0 and high.header.strategy == "target" and shared.header.strategy == "rate"
     with pytest.raises(ValueError, match="at most one"):
         model.tokenize(video, tokens=4, rate=0.01)

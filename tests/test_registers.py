@@ -84,3 +84,40 @@ def test_bad_inputs_are_refused(model):
         model.decode(torch.full((1, 2), 64000), H, W)
     with pytest.raises(ValueError, match="multiple of patch"):
         RegisterConfig(region=5)
+
+
+def test_train_registers_runs_resumes_and_exports_a_1d_checkpoint(tmp_path):
+    import json
+
+    import numpy as np
+
+    from infotok.cli import main
+
+    rng = np.random.default_rng(0)
+    clips = {f"clip{i}": rng.integers(0, 64000, (2, 9, 32, 36)).astype(np.uint16) for i in range(4)}
+    clips |= {f"{k}~mirrored": v[..., ::-1] for k, v in clips.items()}
+    np.savez(tmp_path / "latents.npz", base_hash=np.array("abc"), base_checkpoint=np.array(""), **clips)
+    argv = ["train", "registers", "--latents", str(tmp_path / "latents.npz"), "--out", str(tmp_path / "run")]
+    argv += ["--batch", "2", "--log-every", "1", "--checkpoint-every", "1"]
+    tiny = {
+        "registers": 4,
+        "region": 4,
+        "width": 32,
+        "heads": 2,
+        "encoder_depth": 1,
+        "decoder_depth": 1,
+        "flow_depth": 1,
+    }
+    argv += ["--register-config", json.dumps(tiny)]
+    assert main(argv + ["--steps", "2"]) == 0
+    assert main(argv + ["--steps", "3"]) != 0  # a run exists: resume or overwrite, said
+    assert main(argv + ["--steps", "3", "--resume"]) == 0
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,seconds,lr,regression,flow,psnr@") and [r.split(",")[0] for r in rows[1:]] == [
+        "1",
+        "2",
+        "3",
+    ]
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["layout"] == "1d" and config["base_hash"] == "abc" and config["base_checkpoint"] is None
+    assert config["trained_steps"] == 3 and (tmp_path / "run" / "model" / "model.safetensors").is_file()

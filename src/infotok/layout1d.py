@@ -2,8 +2,9 @@
 
 `InfoTok1D` joins the frozen base of an InfoTok checkpoint (its codes in, its decoder out) and a
 `registers.RegisterTokenizer`. A checkpoint folder of this layout holds the register weights and a
-config naming the InfoTok checkpoint whose base it was trained on (`base_checkpoint`, a path relative to
-the folder) with that base's tensor hash, so a different base is refused instead of decoding noise.
+config naming the InfoTok checkpoint whose base it was trained on (`base_checkpoint`: a path relative to
+the folder, or null for the installed InfoTok-Flex) with that base's tensor hash, so a different base is
+refused instead of decoding noise.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class InfoTok1D(nn.Module):
             kept = sequence[:keep].cpu().numpy().astype(np.uint16)
             out.windows.append(prefix_window(start, end, kept, total, grid))
         header.avg_rate = float(np.mean([win.rate for win in out.windows]))
+        header.strategy = "target" if target_psnr is not None else "rate" if rate is not None else "tokens"
         if target_psnr is not None:
             header.target_psnr = float(target_psnr)
         return out
