@@ -574,6 +574,19 @@ def add_model_options(p, outputs: bool = True) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def _check_grid_rate(args) -> None:
+    """--rate was parsed as a 1D share (any in (0, 1]); the grid's rates are [1/16, 1]."""
+    from .router import check_rate
+
+    if args.tokens is not None:
+        raise UsageError("--tokens counts 1D tokens: pass --layout 1d (grid files take --rate)")
+    if args.rate_given:
+        try:
+            check_rate(args.rate)
+        except ValueError as exc:
+            raise UsageError(f"--rate: {exc} (1D files go lower: --layout 1d)") from None
+
+
 def _load_1d(args):
     from .layout1d import InfoTok1D
 
@@ -585,15 +598,7 @@ def cmd_encode(args) -> int:
 
     if args.layout == "1d":
         return cmd_encode_1d(args)
-    if args.rate_given:  # --rate was parsed as a 1D share; the grid's rates are [1/16, 1]
-        from .router import check_rate
-
-        try:
-            check_rate(args.rate)
-        except ValueError as exc:
-            raise UsageError(f"--rate: {exc} (1D files go lower: --layout 1d)") from None
-    if args.tokens is not None:
-        raise UsageError("--tokens counts 1D tokens: pass --layout 1d (grid files take --rate)")
+    _check_grid_rate(args)
     spec, windowing = _specs(args)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
@@ -910,15 +915,7 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    from .names import FILLS
-
-    p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
-    p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
-    p.add_argument("-o", "--output", required=True, help="FILE.itok for one input, a folder for several")
-    add_tokenize_options(p, rate_type=_share)
-    add_rate_control_options(p)
-    add_model_options(p)
+def add_layout_options(p) -> None:
     layout = p.add_argument_group("1D layout: coarse-to-fine token sequences (docs/LAYOUT_1D.md)")
     layout.add_argument(
         "--layout",
@@ -933,6 +930,18 @@ def add_commands(sub) -> None:
         help="1d: tokens kept per window (default: all, 1024 at 256x256); or --rate (tokens in all = rate x the grid's "
         "positions, shared among windows by content) or --target-psnr (each window the fewest that reach it)",
     )
+
+
+def add_commands(sub) -> None:
+    from .names import FILLS
+
+    p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
+    p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="FILE.itok for one input, a folder for several")
+    add_tokenize_options(p, rate_type=_share)
+    add_rate_control_options(p)
+    add_model_options(p)
+    add_layout_options(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help=".itok token file(s) -> video")
@@ -1089,7 +1098,45 @@ class _DatasetBar(Progress):
         return super().status() + (f", {self.extra}" if self.extra else "")
 
 
+def cmd_encode_dataset_1d(args) -> int:
+    """encode-dataset --layout 1d: one video at a time in this process (no Ray), into the same shards."""
+    from . import layout1d
+    from .dataset import list_sources
+
+    _, windowing = _specs(args)
+    model = _load_1d(args)
+    videos = list_sources(args.inputs)
+    if not videos:
+        raise UsageError(f"no videos found in {' '.join(args.inputs)}")
+    bar = Progress(len(videos), "encode-dataset (1D layout)", unit="video")
+    try:
+        manifest = layout1d.encode_dataset(
+            model,
+            videos,
+            args.out,
+            args.tokens,
+            args.rate if args.rate_given else None,
+            None,
+            windowing.size,
+            windowing.max_size,
+            args.windows_per_shard,
+            args.overwrite,
+            progress=lambda path: bar.update(),
+        )
+    finally:
+        bar.close()
+    counts = manifest["counts"]
+    print(
+        f"{args.out}: {counts['videos']} videos, {counts['windows']} windows, {counts['tokens_kept']} tokens "
+        f"(1D layout) in {counts['shards']} shards" + (f"; {counts['failed']} failed" if counts["failed"] else "")
+    )
+    return EXIT_BAD_INPUT if counts["failed"] else 0
+
+
 def cmd_encode_dataset(args) -> int:
+    if args.layout == "1d":
+        return cmd_encode_dataset_1d(args)
+    _check_grid_rate(args)
     from .dataset import require_scale
 
     require_scale()  # before any work; main reports a missing extra in one line
@@ -1200,7 +1247,8 @@ def add_encode_dataset(sub) -> None:
         help="video files, folders, glob patterns, or text files (.txt/.lst/.list) of paths, one per line",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="shard folder (created; a rerun resumes it)")
-    add_tokenize_options(p)
+    add_tokenize_options(p, rate_type=_share)
+    add_layout_options(p)
     p.add_argument(
         "--budget",
         choices=["calibrated", "run"],

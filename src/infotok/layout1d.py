@@ -288,7 +288,24 @@ def encode_file(
     max_frames: int | None = None,
     overwrite: bool = False,
 ) -> Tokens:
-    """A video file -> a 1D `.itok` file (the video is held in memory). `size` resizes the short side to it;
+    """A video file -> a 1D `.itok` file (`tokenize_file`)."""
+    out = tokenize_file(model, src, tokens, rate, target_psnr, size, max_size, start, max_frames)
+    out.save(dst, overwrite=overwrite)
+    return out
+
+
+def tokenize_file(
+    model: InfoTok1D,
+    src: Path,
+    tokens: int | None = None,
+    rate: float | None = None,
+    target_psnr: float | None = None,
+    size: int | None = None,
+    max_size: int | None = 256,
+    start: int = 0,
+    max_frames: int | None = None,
+) -> Tokens:
+    """A video file -> its 1D `Tokens` (the video is held in memory). `size` resizes the short side to it;
     else a short side over `max_size` is shrunk to it, as `infotok encode` does for grid files."""
     from .video import read_video
 
@@ -296,7 +313,7 @@ def encode_file(
     if size is None and max_size and min(raw.shape[1:3]) > max_size:
         size = max_size
     frames = fit_frames(raw, size, model.align)
-    out = model.tokenize(
+    return model.tokenize(
         frames,
         tokens,
         rate,
@@ -306,8 +323,6 @@ def encode_file(
         source_height=raw.shape[1],
         resize=size if size and size != min(raw.shape[1:3]) else None,
     )
-    out.save(dst, overwrite=overwrite)
-    return out
 
 
 def decode_file(
@@ -332,3 +347,73 @@ def decode_file(
     cut = stored.truncate(tokens) if tokens else stored
     write_video(dst, model.detokenize(cut, steps, seed), fps=stored.header.fps, lossless=lossless)
     return cut
+
+
+def shard_identity(model: InfoTok1D) -> dict:
+    """What a shard folder's manifest records of a 1D model (`shards.model_identity`'s fields, and the layout)."""
+    c, header = model.registers.config, model.header(1, model.align, model.align, 1.0)
+    return {
+        "name": model.name,
+        "model_hash": model.weights_hash,
+        "weights_hash": model.weights_hash,
+        "config_hash": header.config_hash,
+        "levels": list(c.levels),
+        "temporal_factor": header.temporal_factor,
+        "spatial_factor": header.spatial_factor,
+        "score_mean": 0.0,
+        "config": {"layout": LAYOUT, "registers": c.to_dict()},
+        "layout": LAYOUT,
+        "registers": c.registers,
+        "region": c.region,
+    }
+
+
+def encode_dataset(
+    model: InfoTok1D,
+    videos: list[Path],
+    out: str | os.PathLike,
+    tokens: int | None = None,
+    rate: float | None = None,
+    target_psnr: float | None = None,
+    size: int | None = None,
+    max_size: int | None = 256,
+    windows_per_shard: int = 2048,
+    overwrite: bool = False,
+    progress=None,
+) -> dict:
+    """`infotok encode-dataset --layout 1d`: each video's 1D tokens into Parquet shards (`shards.ShardWriter`:
+    resumable, one video never split), one video at a time in this process. A video that cannot be read is
+    listed in failures.jsonl and the others go on. Returns the manifest."""
+    from .shards import ShardWriter
+    from .video import VideoError
+
+    strategy = "target" if target_psnr is not None else "rate" if rate is not None else "tokens"
+    settings = {
+        "layout": LAYOUT,
+        "tokens": tokens,
+        "rate": rate,
+        "target_psnr": target_psnr,
+        "size": size,
+        "max_size": max_size,
+        "window": WINDOW,
+        "overlap": OVERLAP,
+        "strategy": strategy,
+        "selection": "prefix",
+    }
+    writer = ShardWriter(out, shard_identity(model), settings, windows_per_shard, overwrite)
+    try:
+        for path in videos:
+            if writer.is_complete(path):
+                continue
+            try:
+                video_tokens = tokenize_file(model, path, tokens, rate, target_psnr, size, max_size)
+            except (VideoError, ValueError, OSError) as exc:
+                writer.fail(path, str(exc))
+            else:
+                writer.add_tokens(path, video_tokens)
+            if progress:
+                progress(path)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()

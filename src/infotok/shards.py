@@ -210,6 +210,8 @@ def table_tokens(table: pa.Table, manifest: dict) -> Tokens:
             f"{row['video']}: the rows hold windows {table.column('window').to_pylist()} of its {row['num_windows']}"
         )
     model, s = manifest["model"], manifest["settings"]
+    windows = table_windows(table)
+    one_d = {k: model[k] for k in ("layout", "registers", "region")} if model.get("layout") == "1d" else {}
     header = TokenHeader(
         model=model["name"],
         model_hash=model["model_hash"],
@@ -227,12 +229,15 @@ def table_tokens(table: pa.Table, manifest: dict) -> Tokens:
         overlap=s["overlap"],
         strategy=s["strategy"],
         selection=s["selection"],
-        avg_rate=s["rate"],
+        # a 1D run's rate is each video's own (its windows' mean), as in its .itok file
+        avg_rate=float(np.mean([w.rate for w in windows])) if one_d else s["rate"],
         score_mean=model["score_mean"],
         resize=row["resize"],
-        fill=s.get("fill", "mask"),
-    )  # manifests from before the fill are "mask"
-    return Tokens(header, table_windows(table))
+        fill=s.get("fill", "mask"),  # manifests from before the fill are "mask"
+        target_psnr=s.get("target_psnr"),
+        **one_d,
+    )
+    return Tokens(header, windows)
 
 
 # --------------------------------------------------------------------------------- manifest
@@ -592,7 +597,8 @@ class TokenShards(torch.utils.data.IterableDataset):
 
     `mode="grid"` yields {"indices": int64 [t, h, w] with dropped positions = `pad_value`,
     "mask": bool [t, h, w], ...}; `mode="sequence"` yields {"tokens": int64 [K] (the kept tokens in
-    raster order, the order an autoregressive model reads them), "positions": int64 [K, 3] (t, y, x),
+    raster order, the order an autoregressive model reads them; in 1D-layout shards the window's
+    coarse-to-fine sequence, its grid [1, 1, N]), "positions": int64 [K, 3] (t, y, x),
     "grid": int64 [3], ...}; both also carry the META_COLUMNS. `pad_value` defaults to the codebook
     size (one past the last code, usable as a "dropped" embedding). Batch with `self.collate`.
     `fill` says how a decoder fills dropped positions (`infotok.fill`): under `hold` a dropped
