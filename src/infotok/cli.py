@@ -629,14 +629,14 @@ def cmd_encode_1d(args) -> int:
             model,
             src,
             dst,
-            args.tokens,
-            args.rate if args.rate_given else None,
-            args.target_psnr,
-            windowing.size,
-            windowing.max_size,
-            args.start,
-            args.max_frames,
             args.overwrite,
+            tokens=args.tokens,
+            rate=args.rate if args.rate_given else None,
+            target_psnr=args.target_psnr,
+            size=windowing.size,
+            max_size=windowing.max_size,
+            start=windowing.start,
+            max_frames=windowing.max_frames,
         )
         h, kept = out.header, out.ledger().kept
         print(

@@ -275,21 +275,9 @@ def fit_frames(frames: np.ndarray, size: int | None, align: int) -> np.ndarray:
     return center_crop(frames, h, w)
 
 
-def encode_file(
-    model: InfoTok1D,
-    src: Path,
-    dst: Path,
-    tokens: int | None = None,
-    rate: float | None = None,
-    target_psnr: float | None = None,
-    size: int | None = None,
-    max_size: int | None = 256,
-    start: int = 0,
-    max_frames: int | None = None,
-    overwrite: bool = False,
-) -> Tokens:
-    """A video file -> a 1D `.itok` file (`tokenize_file`)."""
-    out = tokenize_file(model, src, tokens, rate, target_psnr, size, max_size, start, max_frames)
+def encode_file(model: InfoTok1D, src: Path, dst: Path, overwrite: bool = False, **options) -> Tokens:
+    """A video file -> a 1D `.itok` file (`options` as `tokenize_file` takes them)."""
+    out = tokenize_file(model, src, **options)
     out.save(dst, overwrite=overwrite)
     return out
 
