@@ -154,7 +154,7 @@ def test_shared_tokens_go_where_they_gain_most_and_spend_the_budget_exactly():
 
 def test_rate_and_target_choose_each_windows_length(model):
     video = synthetic_video(65, 64, 128, seed=5)
-    grid = model.grid_tokens(64, 128)
+    grid = 9 * 8 * 16  # a 33-frame 64x128 window's 4x8x8 grid
     shared = model.tokenize(video, rate=100 / grid)
     assert sum(w.kept for w in shared.windows) == 100 * len(shared.windows)
     low, high = model.tokenize(video, target_psnr=5.0), model.tokenize(video, target_psnr=60.0)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from . import checkpoint, geometry
 from .networks import BASE_KINDS, build_base, config_from_dict
 from .registers import RegisterConfig, RegisterTokenizer
-from .tokens import TokenHeader, Tokens, TokenWindow
+from .tokens import TokenHeader, Tokens, TokenWindow, grid_positions
 
 LAYOUT = "1d"
 WINDOW, OVERLAP = 33, 1  # a window is 9 latent frames; neighbours share one frame, blended
@@ -127,7 +127,8 @@ class InfoTok1D(nn.Module):
             raise ValueError(f"the 1D layout takes frames whose sides are multiples of {self.align}, got {w}x{h}")
         if sum(x is not None for x in (tokens, rate, target_psnr)) > 1:
             raise ValueError("give at most one of tokens, rate and target_psnr")
-        total, grid = self.tokens_per_window(h, w), self.grid_tokens(h, w)
+        header = self.header(t, h, w, fps, **source)
+        total, grid = self.tokens_per_window(h, w), grid_positions(header)
         if tokens is not None and not 1 <= tokens <= total:
             raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {tokens}")
         if rate is not None and not 0 < rate * grid <= total:
@@ -149,7 +150,6 @@ class InfoTok1D(nn.Module):
                         f"target {target_psnr:g} dB is out of reach for {len(short)} of {len(curves)} windows "
                         f"({max(short):.1f} dB at best with every token); they keep every token"
                     )
-        header = self.header(t, h, w, fps, **source)
         out = Tokens(header)
         for (start, end), sequence, keep in zip(spans, sequences, keeps):
             kept = sequence[:keep].cpu().numpy().astype(np.uint16)
@@ -168,16 +168,18 @@ class InfoTok1D(nn.Module):
         h, w = frames.shape[1:3]
         return [psnr(frames, from_model(self.decode_window(sequence[:k], h, w))[: len(frames)]) for k in ladder]
 
-    def grid_tokens(self, height: int, width: int) -> int:
-        """Tokens of the 4x8x8 grid for a window of this size: `rate` is kept / this, as for grid files."""
-        return int(np.prod(geometry.Geometry().latent_shape(WINDOW, height, width)))
+    @property
+    def config_hash(self) -> str:
+        """Identifies the register network's architecture in token files and shard manifests."""
+        config = json.dumps(self.registers.config.to_dict(), sort_keys=True)
+        return hashlib.sha256(config.encode()).hexdigest()[:16]
 
     def header(self, num_frames: int, height: int, width: int, fps: float, **source) -> TokenHeader:
         c = self.registers.config
         return TokenHeader(
             model=self.name,
             model_hash=self.weights_hash,
-            config_hash=hashlib.sha256(json.dumps(c.to_dict(), sort_keys=True).encode()).hexdigest()[:16],
+            config_hash=self.config_hash,
             levels=list(c.levels),
             temporal_factor=self.base.temporal_factor,
             spatial_factor=self.base.spatial_factor,
@@ -339,15 +341,15 @@ def decode_file(
 
 def shard_identity(model: InfoTok1D) -> dict:
     """What a shard folder's manifest records of a 1D model (`shards.model_identity`'s fields, and the layout)."""
-    c, header = model.registers.config, model.header(1, model.align, model.align, 1.0)
+    c = model.registers.config
     return {
         "name": model.name,
         "model_hash": model.weights_hash,
         "weights_hash": model.weights_hash,
-        "config_hash": header.config_hash,
+        "config_hash": model.config_hash,
         "levels": list(c.levels),
-        "temporal_factor": header.temporal_factor,
-        "spatial_factor": header.spatial_factor,
+        "temporal_factor": model.base.temporal_factor,
+        "spatial_factor": model.base.spatial_factor,
         "score_mean": 0.0,
         "config": {"layout": LAYOUT, "registers": c.to_dict()},
         "layout": LAYOUT,

@@ -171,7 +171,7 @@ class Tokens:
         mask: a window's prefix length is all it stores besides its tokens."""
         h, kept = self.header, sum(w.kept for w in self.windows)
         if h.layout == "1d":
-            total = len(self.windows) * math.prod(header_geometry(h).latent_shape(h.window, h.height, h.width))
+            total = len(self.windows) * grid_positions(h)
         else:
             total = sum(w.num_tokens for w in self.windows)
         return Ledger(kept, total, h.num_frames * h.width * h.height, file_bytes, masked=h.layout != "1d")
@@ -254,6 +254,12 @@ def check_header(h: TokenHeader) -> None:
 
 def header_geometry(h: TokenHeader) -> Geometry:
     return Geometry(h.temporal_factor, h.spatial_factor)
+
+
+def grid_positions(h: TokenHeader) -> int:
+    """Positions of the 4x8x8 token grid of one whole window of the header's frame size: what a 1D
+    window's rate counts its tokens against, so 1D and grid rates share one axis."""
+    return math.prod(header_geometry(h).latent_shape(h.window, h.height, h.width))
 
 
 def window_span(h: TokenHeader, index: int) -> tuple[int, int]:
