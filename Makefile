@@ -26,12 +26,12 @@ test: $(STAMP) lint
 
 # ruff, configured in pyproject.toml (line length 120); `make format` rewrites, `make lint` only checks
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts
 
 # LPIPS/FVD columns only with local weights: make bench LPIPS_WEIGHTS=alexnet.pth FVD_WEIGHTS=i3d_torchscript.pt
 bench: $(STAMP)

@@ -2,10 +2,13 @@
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from infotok.checkpoint import SHIPPED_CHECKPOINT
 from infotok.metrics import psnr
@@ -34,6 +37,16 @@ def test_each_shipped_checkpoint_has_weights_config_log_and_recipe(name):
     assert config["trained_steps"] == int(rows[-1]["step"]) > 0
     assert "infotok train" in (folder / "TRAINING.md").read_text()
     assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl")) and not list(folder.glob("*.bin"))
+
+
+def test_the_repository_fits_the_64_mib_a_gpu_machine_takes_and_peer_weights_are_half_precision():
+    root = CHECKPOINTS.parent
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    size = sum((root / name).stat().st_size for name in files.decode().split("\0") if name)
+    assert size < 64 * 2**20, f"tracked files hold {size / 2**20:.1f} MiB"
+    for name in ("base", "elastic-style"):
+        tensors = load_file(FOLDERS[name] / "model.safetensors")
+        assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
 
 
 def test_default_model_is_the_calibrated_infotok_flex():

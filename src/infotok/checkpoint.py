@@ -110,8 +110,9 @@ def read_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike) -> Path:
-    """Write the model's weights and `config` (temporary names, then rename)."""
+def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write the model's weights and `config` (temporary names, then rename). With `dtype`, floating
+    tensors are stored in it (float16 halves a folder's size; loading casts back to the model's)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state, seen = {}, set()
@@ -119,6 +120,8 @@ def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike) -> 
         v = v.detach().cpu().contiguous()  # is stored under each name, as its own copy
         state[k] = v.clone() if v.data_ptr() in seen else v
         seen.add(v.data_ptr())
+        if dtype is not None and v.is_floating_point():
+            state[k] = state[k].to(dtype)
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
     os.replace(tmp, directory / WEIGHTS_FILE)

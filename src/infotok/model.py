@@ -634,12 +634,14 @@ class InfoTok(
         *,
         config: dict | None = None,
         model_card_kwargs: dict | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Path:
-        """Write model.safetensors + config.json (+ `extra` config fields) atomically.
+        """Write model.safetensors + config.json (+ `extra` config fields) atomically; `dtype`
+        (e.g. torch.float16) stores the floating weights in it.
 
         `config` and `model_card_kwargs` are what huggingface_hub's `push_to_hub` passes: `config`
         adds fields as `extra` does; no model card is written, so a pushed repo is exactly this folder."""
-        return checkpoint.save(self, self.config_dict() | (config or {}) | (extra or {}), save_directory)
+        return checkpoint.save(self, self.config_dict() | (config or {}) | (extra or {}), save_directory, dtype)
 
     @classmethod
     def from_pretrained(
