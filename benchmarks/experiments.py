@@ -30,7 +30,7 @@ from infotok.files import VIDEO_SUFFIXES
 from infotok.ledger import MASK_BPP16
 from infotok.model import InfoTok
 from infotok.perceptual import Perceptual
-from infotok.router import choose_rate
+from infotok.router import global_elbo_rate
 from infotok.video import iter_frames, probe, write_video
 
 from .peers import binary_search_rate, oracle_rates
@@ -193,7 +193,7 @@ def still_versus_moving(model: InfoTok, clips: list[Clip], rate: float = 0.5) ->
         held = make_clip(model, c.name, np.repeat(c.frames[:1], len(c.frames), 0))
         row = {"held_score": held.score}
         for label, clip in (("moving", c), ("still", held)):
-            r = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
+            r = global_elbo_rate(rate, clip.score, float(model.score_mean))
             row[label] = {
                 "rate": r,
                 "kept": int(clip_at(model, clip, r).mask.sum()),

@@ -19,7 +19,7 @@ import torch
 from infotok.eval import Clip, calibrated_rd_rate, clip_curves, clip_rates, make_clip
 from infotok.ledger import MASK_BPP16
 from infotok.model import InfoTok
-from infotok.router import choose_rate, rd_rates, slope_for, target_rates
+from infotok.router import global_elbo_rate, rd_rates, slope_for, target_rates
 from infotok.video import iter_windows, read_video, resize_and_crop, resize_short_side
 
 from .experiments import ORACLE_GRID, RATES, Curves, log, measure, psnr_grid
@@ -218,7 +218,7 @@ def static_camera(model: InfoTok, video: Path, size: int, frames: int, rate: flo
         change[j - 1] = block[: h * s, : w * s].reshape(h, s, w, s).mean(axis=(1, 3))
     still = change < STILL_CHANGE
     out = {"video": video.name, "still_share": float(still.mean())}
-    elbo_rate = choose_rate("global_elbo", rate, clip.score, float(model.score_mean))
+    elbo_rate = global_elbo_rate(rate, clip.score, float(model.score_mean))
     for label, r, selection in (
         ("global_elbo, error", elbo_rate, "error"),
         ("rd, value", calibrated_rd_rate(model, clip, rate, "mask"), "value"),
@@ -275,7 +275,9 @@ def long_video(model: InfoTok, video: Path, size: int, frames: int) -> dict:
                 rates = [
                     calibrated_rd_rate(model, c, rate, fill)
                     if strategy == "rd"
-                    else choose_rate(strategy, rate, c.score, float(model.score_mean))
+                    else rate
+                    if strategy == "static"
+                    else global_elbo_rate(rate, c.score, float(model.score_mean))
                     for c in windows
                 ]
             rows = [measure(model, c, r, selection, quality=False, fill=fill) for c, r in zip(windows, rates)]

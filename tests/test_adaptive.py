@@ -6,7 +6,7 @@ import torch
 
 from infotok.compressor import BlockCausalTransformer, CompressorConfig
 from infotok.model import InfoTok
-from infotok.router import balanced_rates, check_rate, choose_rate, global_elbo_rate, score_map, uniform_rate
+from infotok.router import balanced_rates, check_rate, global_elbo_rate, score_map, uniform_rate
 from infotok.selection import keep_mask, kept_count
 from infotok.video import synthetic_video
 from tests.conftest import tiny_model
@@ -68,7 +68,6 @@ def test_uniform_rate_has_the_requested_mean_and_range():
     rng = np.random.default_rng(0)
     rates = [uniform_rate(0.5, rng) for _ in range(4000)]
     assert np.mean(rates) == pytest.approx(0.5, abs=0.02) and min(rates) >= 1 / 16 and max(rates) <= 1
-    assert choose_rate("static", 0.3) == 0.3
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -1.0, float("nan"), 0.05])

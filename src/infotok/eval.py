@@ -25,20 +25,18 @@ from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
+from .rate_policies import rate_policy_for
 from .router import (
     balanced_rates,
     calibrate_margins,
     calibrate_slopes,
     calibrate_thresholds,
     check_rate,
-    hold_rates,
-    rd_rates,
     shared_budget_rates,
     shared_hold_rates,
-    slope_for,
-    threshold_for,
     uniform_rate,
 )
+from .selection import Inputs
 from .tokens import TokenHeader, Tokens
 from .video import from_model, read_video, resize_and_crop, resize_short_side
 
@@ -169,11 +167,10 @@ def clip_curves(clips: list[Clip]) -> np.ndarray:
 
 
 def calibrated_rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hold") -> float:
-    """The rate `infotok encode --strategy rd` gives this clip alone: under hold by the calibrated
-    threshold on its codes' drift, under mask by the calibrated slope on its predicted curve."""
-    if fill == "hold":
-        return hold_rates(clip_codes(model, clip)[None], threshold_for(model.calibration.rd_thresholds, rate))[0]
-    return rd_rates(clip.batch.curve.cpu().numpy(), slope_for(model.calibration.rd_slopes, rate))[0]
+    """The rate `infotok encode --strategy rd` gives this clip alone (`rate_policies`: under hold the
+    calibrated threshold on its codes' drift, under mask the calibrated slope on its predicted curve)."""
+    codes = clip_codes(model, clip)[None] if fill == "hold" else None
+    return rate_policy_for(model, "rd", fill, rate).rates(Inputs(codes=codes, curve=clip.batch.curve), [None])[0]
 
 
 def clip_rates(

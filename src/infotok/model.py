@@ -33,20 +33,9 @@ from .frontend import VideoFrontEnd, deprecated_objective
 from .geometry import Geometry
 from .networks import BASE_KINDS, COMPRESSOR_KINDS, build_base, build_stacks, config_from_dict
 from .predictor import PredictorConfig, ValuePredictor, curve_index, curve_targets, predictor_loss, value_targets
-from .router import (
-    check_rate,
-    check_strategy,
-    check_target,
-    choose_rate,
-    hold_rates,
-    rd_rates,
-    score_map,
-    slope_for,
-    target_rates,
-    threshold_for,
-    warn_unreachable,
-)
-from .selection import check_selection, drift_masks, keep_masks
+from .rate_policies import rate_policy_for
+from .router import check_rate, check_strategy, check_target, global_elbo_rate, score_map
+from .selection import Inputs, check_selection, keep_masks, latent_change, ranking_for
 from .video import to_model
 
 
@@ -283,65 +272,10 @@ class InfoTok(
         if not self.adaptive and any(r < 1 for r in rates):
             raise ValueError(f"checkpoint {self.name!r} is a fixed-rate base tokenizer: only rate 1 is possible")
 
-    def select(
-        self,
-        score_map: torch.Tensor,
-        rate: float = 0.5,
-        strategy: str = "global_elbo",
-        selection: str = "error",
-        generator: np.random.Generator | None = None,
-        rates: Sequence[float] | None = None,
-        score_mean: float | None = None,
-        priority: torch.Tensor | None = None,
-        codes: torch.Tensor | None = None,
-    ) -> tuple[list[float], list[float], torch.Tensor]:
-        """Each window's rate and keep-mask -> (rates, clip scores, masks [B, t, h, w]).
-
-        `score_map` is the router's [B, t, h, w] (zeros where neither the strategy nor the selection
-        reads it); `priority` ranks the tokens instead of it (the latent change, for `temporal`);
-        `drift` selection reads the `codes` [B, C, t, h, w].
-        `rates` fixes the windows' rates (balanced across clips elsewhere, or sampled by training);
-        otherwise `strategy` picks them (global_elbo against `score_mean`, default the calibrated
-        one). `generator` draws, per window and in order, the uniform rate and the seed of random
-        selection.
-        """
-        b = score_map.shape[0]
-        scores = [float(score_map[i].mean()) for i in range(b)]
-        mean = float(self.score_mean) if score_mean is None else score_mean
-        chosen, seeds = [], []
-        for i in range(b):
-            if rates is not None:
-                chosen.append(check_rate(rates[i]))
-            else:
-                chosen.append(choose_rate(strategy, rate, scores[i], mean, generator))
-            seeds.append(
-                torch.Generator().manual_seed(int(generator.integers(2**62))) if generator is not None else None
-            )
-        if selection == "drift":
-            return chosen, scores, drift_masks(codes, chosen)
-        ranked = priority if priority is not None else score_map
-        return chosen, scores, keep_masks(ranked, chosen, selection, seeds)
-
-    @staticmethod
-    def latent_change(codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code moved since the previous
-        latent frame (mean |difference| over code channels), the temporal-redundancy baseline's ranking.
-        The first latent frame has nothing earlier to be filled from, so it ranks above every change."""
-        change = torch.full((codes.shape[0], *codes.shape[2:]), float("inf"), device=codes.device)
-        change[:, 1:] = (codes[:, :, 1:] - codes[:, :, :-1]).abs().float().mean(dim=1)
-        return change
+    # the temporal peer's ranking (`selection.latent_change`), where callers found it before the rankings moved
+    latent_change = staticmethod(latent_change)
 
     # ----------------------------------------------------------------------- the batched core
-    @staticmethod
-    def reads_predictor(
-        strategy: str, selection: str, rates: Sequence[float] | None, target_psnr: float | None, fill: str = "mask"
-    ) -> bool:
-        """Whether tokenizing with these settings runs the value predictor (given `rates`, no strategy
-        runs; `rd` under `hold` reads the codes' drift instead)."""
-        return selection == "value" or (
-            rates is None and ((strategy == "rd" and fill != "hold") or target_psnr is not None)
-        )
-
     def settings(
         self,
         rate: float,
@@ -363,13 +297,9 @@ class InfoTok(
                 "it cannot be combined with --fill hold (use --rate, or drop --fill)"
             )
         self.check_rates(rate, *(rates or []))
-        if self.reads_predictor(strategy, selection, rates, target_psnr, fill):
-            self.check_predictor("rd, --target-psnr and value selection")
-        if strategy == "rd" and rates is None and target_psnr is None:  # the calibration rd reads
-            if fill == "hold":
-                threshold_for(self.calibration.rd_thresholds, rate)
-            else:
-                slope_for(self.calibration.rd_slopes, rate)
+        ranking_for(selection).check(self)
+        if rates is None:
+            rate_policy_for(self, strategy, fill, rate, target_psnr).check()
         return rate, strategy, selection, fill, target_psnr
 
     def check_predictor(self, why: str) -> None:
@@ -420,8 +350,9 @@ class InfoTok(
         rate, strategy, selection, fill, target_psnr = self.settings(
             rate, strategy, selection, fill, rates, target_psnr
         )
-        holding = rates is None and target_psnr is None and strategy == "rd" and fill == "hold"
-        predicting = self.reads_predictor(strategy, selection, rates, target_psnr, fill)
+        policy = None if rates is not None else rate_policy_for(self, strategy, fill, rate, target_psnr)
+        ranking = ranking_for(selection)
+        reads = ranking.reads | (policy.reads if policy else frozenset())
         if isinstance(generator, int) or generator is None:
             generator = np.random.default_rng(generator or 0)
         # on the CPU our base and the router convert a uint8 window chunk by chunk (a quarter of float's memory)
@@ -431,23 +362,26 @@ class InfoTok(
         x = self.geometry.pad(x)
         feats = self.features(x)
         codes, indices = self.base.quantize(feats)
-        value, curve = self.predictor(feats) if predicting or (keep_scores and self.predictor_config) else (None, None)
+        inputs = Inputs(codes=codes)
+        if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
+            inputs.value, inputs.curve = self.predictor(feats)
         del feats  # not kept through the router's decode (83 MB at 720p)
-        if rates is None and target_psnr is not None:
-            rates = target_rates(curve.cpu().numpy(), target_psnr, self.calibration.target_margins)
-            warn_unreachable(curve.cpu().numpy(), target_psnr, self.calibration.target_margins)
-        change = self.latent_change(codes) if keep_scores or selection == "temporal" else None
-        if holding:
-            rates = hold_rates(codes, threshold_for(self.calibration.rd_thresholds, rate))
-        elif rates is None and strategy == "rd":
-            rates = rd_rates(curve.cpu().numpy(), slope_for(self.calibration.rd_slopes, rate))
-        lowest = min(rates) if rates is not None else rate
-        routed = keep_scores or (selection == "error" and lowest < 1) or (strategy == "global_elbo" and rates is None)
+        if keep_scores or "change" in reads:
+            inputs.change = latent_change(codes)
+        draws, seeds = [], []  # per window, in order: the policy's draw, then the seed of random selection
+        for _ in range(codes.shape[0]):
+            draws.append(policy.draw(generator) if policy else None)
+            seeds.append(torch.Generator().manual_seed(int(generator.integers(2**62))))
+        after_router = policy is not None and "scores" in policy.reads  # global_elbo's rates read the scores
+        chosen = None if after_router else (rates if policy is None else policy.rates(inputs, draws))
+        # the router's decoder pass runs only where the policy reads it, or the ranking at some rate below 1
+        routed = keep_scores or after_router or "scores" in ranking.reads_for(chosen)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
-        ranked = {"temporal": change, "value": value}.get(selection)
-        chosen, scores, masks = self.select(
-            smap, rate, strategy, selection, generator, rates, priority=ranked, codes=codes
-        )
+        inputs.scores = smap
+        chosen = [check_rate(r) for r in (policy.rates(inputs, draws) if after_router else chosen)]
+        masks = ranking.masks(inputs, chosen, seeds)
+        scores = [float(smap[i].mean()) for i in range(len(chosen))]
+        value, curve, change = inputs.value, inputs.curve, inputs.change
         f64 = dict(dtype=torch.float64, device=indices.device)
         predicted = None
         if curve is not None:
@@ -483,13 +417,9 @@ class InfoTok(
         if selection == "value" and batch.value is None:
             self.check_predictor("value selection")
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
-        if selection == "drift":
-            masks = drift_masks(self.base.codes_from_indices(batch.indices.to(self.device)), rates).to(
-                batch.mask.device
-            )
-        else:
-            ranked = {"temporal": batch.latent_change, "value": batch.value}.get(selection, batch.score_map)
-            masks = keep_masks(ranked, rates, selection, generators)
+        codes = self.base.codes_from_indices(batch.indices.to(self.device)) if selection == "drift" else None
+        inputs = Inputs(codes, batch.score_map, batch.value, None, batch.latent_change)
+        masks = ranking_for(selection).masks(inputs, rates, generators).to(batch.mask.device)
         return replace(
             batch,
             indices=batch.indices.masked_fill(~masks, 0),
@@ -546,21 +476,16 @@ class InfoTok(
             smap = torch.zeros(indices.shape, device=x.device)
         if score_mean is not None:
             scores = [float(smap[i].mean()) for i in range(b)]
-            rates = [choose_rate("global_elbo", r, s, score_mean) for r, s in zip(rates, scores)]
+            rates = [global_elbo_rate(r, s, score_mean) for r, s in zip(rates, scores)]
         value, curve = self.predictor(feats.detach()) if predicting else (None, None)
         if value is None and "value" in selections:
             self.check_predictor("value selection")
             with torch.no_grad():
                 value = self.predictor(feats.detach())[0]
         change = self.latent_change(codes.detach()) if "temporal" in selections else None
-        ranked = {"error": smap, "temporal": change, "value": value.detach() if value is not None else None}
+        inputs = Inputs(codes.detach(), smap, value.detach() if value is not None else None, None, change)
         masks = torch.cat(
-            [
-                drift_masks(codes[i : i + 1].detach(), [r])
-                if s == "drift"
-                else keep_masks((ranked.get(s) if ranked.get(s) is not None else smap)[i : i + 1], [r], s)
-                for i, (s, r) in enumerate(zip(selections, rates))
-            ]
+            [ranking_for(s).masks(inputs.window(i), [r]) for i, (s, r) in enumerate(zip(selections, rates))]
         )
         y = self.decode_codes(codes, masks, ["hold" if s == "drift" else "mask" for s in selections])
         loss = None

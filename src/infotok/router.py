@@ -2,7 +2,7 @@
 
 Score map (the released code's ELBO proxy): per-pixel L1 error averaged over channels, pooled over
 each token's receptive block (frame 0 alone, then groups of 4 frames; 8x8 pixels). A clip's score
-is the mean of its map. Strategies turn scores into rates:
+is the mean of its map. The rate algorithms (`rate_policies` names which one a tokenization runs):
 - `global_elbo`: rate = avg_rate * score / score_mean, clipped to [1/16, 1];
 - `static`: avg_rate for every clip;
 - `uniform`: a random rate in [1/16, 1] with mean avg_rate (the data-agnostic baseline);
@@ -116,27 +116,6 @@ def uniform_rate(avg_rate: float, generator: np.random.Generator) -> float:
     """A random rate with mean avg_rate: uniform on [lo, 2*avg - lo] within [1/16, 1]."""
     half = min(avg_rate - MIN_RATE, 1.0 - avg_rate)
     return float(generator.uniform(avg_rate - half, avg_rate + half))
-
-
-def choose_rate(
-    strategy: str,
-    avg_rate: float,
-    score: float | None = None,
-    score_mean: float | None = None,
-    generator: np.random.Generator | None = None,
-) -> float:
-    """One window's rate under `strategy` (its score is only read by global_elbo)."""
-    check_strategy(strategy)
-    avg_rate = check_rate(avg_rate)
-    if strategy == "static":
-        return avg_rate
-    if strategy == "global_elbo":
-        return global_elbo_rate(avg_rate, score, score_mean)
-    if strategy == "rd":
-        raise ValueError(
-            "rd chooses rates from the value predictor's curves (model.encode, rd_rates), not from a score"
-        )
-    return uniform_rate(avg_rate, generator or np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------- rate control on predicted curves

@@ -1,17 +1,22 @@
-"""Turning per-token scores and a rate into an exact keep-mask, for a batch of windows at once.
+"""Rankings: which tokens a window keeps at a rate, as small classes found by name in `RANKINGS`.
 
-`error` keeps the round(rate * N) highest-scoring tokens (InfoTok); `order` keeps a raster prefix of
-every latent frame (tail dropping, the ElasticTok-style ablation); `random` keeps a random subset;
-`temporal` keeps the tokens whose latent changed most since the previous latent frame (the
-training-free temporal-redundancy baseline, arXiv 2606.06158; its ranking comes from the codes);
-`value` keeps the tokens whose dropping would cost most, as the value predictor estimates it;
-`drift` (for the `hold` fill) keeps the tokens whose code drifted most from the code that would be
-held in their place (`drift_masks`). The top-k is one stable sort on the scores' device; ties are
-broken by position (earlier kept first), so masks are deterministic.
+A ranking orders a window's tokens; the top round(rate * N) are kept (`top_k_masks`: one stable sort on
+the device, ties broken by position, so masks are deterministic). Each declares what it reads from
+`Inputs` besides the codes, so `InfoTok.encode` computes only that:
+- `error` (InfoTok): the router's per-token error (a full-rate decoder pass);
+- `value`: the value predictor's estimate of what dropping each token costs;
+- `drift` (for the `hold` fill): how far each code drifted from the code held in its place (`drift_masks`);
+- `random`: a seeded random subset (training mixes it in; a benchmark peer);
+- `order`: a raster prefix of every latent frame (tail dropping, the ElasticTok-style peer);
+- `temporal`: how far each latent moved since the previous latent frame (the training-free
+  temporal-redundancy peer, arXiv 2606.06158).
+A new ranking is a subclass registered with `@ranking("name")` (its name in `names.SELECTIONS` for the
+command line and token headers).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
@@ -22,31 +27,153 @@ from .names import SELECTIONS
 MIN_RATE = 1 / 16
 
 
+@dataclass
+class Inputs:
+    """What a batch of windows offers its rate policy and ranking; None where nothing asked for it."""
+
+    codes: torch.Tensor | None = None  # [B, C, t, h, w]: the windows' codes
+    scores: torch.Tensor | None = None  # [B, t, h, w]: the router's per-token error (a decoder pass)
+    value: torch.Tensor | None = None  # [B, t, h, w]: the value predictor's per-token value
+    curve: torch.Tensor | None = None  # [B, 16]: the predicted PSNR at rates k/16
+    change: torch.Tensor | None = None  # [B, t, h, w]: `latent_change` of the codes
+
+    def window(self, i: int) -> "Inputs":
+        """Window i alone (a batch of one)."""
+        return Inputs(*(None if t is None else t[i : i + 1] for t in (getattr(self, f.name) for f in fields(self))))
+
+    @property
+    def grid(self) -> torch.Tensor:
+        """A [B, t, h, w] tensor with the windows' token layout and device."""
+        for ranked in (self.scores, self.value, self.change):
+            if ranked is not None:
+                return ranked
+        return self.codes[:, 0]
+
+
 def kept_count(rate: float, num_tokens: int) -> int:
     """Exactly round(rate * N), at least one token."""
     return max(1, min(num_tokens, int(round(rate * num_tokens))))
 
 
 def check_selection(method: str) -> str:
-    if method not in SELECTIONS:
+    if method not in RANKINGS:
         raise ValueError(f"unknown selection {method!r}; choose from {', '.join(SELECTIONS)}")
     return method
 
 
-def _priority(
-    shape: tuple[int, int, int], scores: torch.Tensor, method: str, generator: torch.Generator | None
-) -> torch.Tensor:
-    """A priority per token [t, h, w] on the scores' device; higher is kept first."""
-    t, h, w = shape
-    if method == "drift":
-        raise ValueError("drift selection ranks codes, not scores: use drift_masks")
-    if method in ("error", "temporal", "value"):  # the caller passes the ranking it means
-        return scores.float()
-    if method == "order":  # position p of every frame before position p+1 of any frame
+def latent_change(codes: torch.Tensor) -> torch.Tensor:
+    """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code moved since the previous
+    latent frame (mean |difference| over code channels). The first latent frame has nothing earlier to
+    be filled from, so it ranks above every change."""
+    change = torch.full((codes.shape[0], *codes.shape[2:]), float("inf"), device=codes.device)
+    change[:, 1:] = (codes[:, :, 1:] - codes[:, :, :-1]).abs().float().mean(dim=1)
+    return change
+
+
+def top_k_masks(priority: torch.Tensor, rates: Sequence[float]) -> torch.Tensor:
+    """priority [B, t, h, w] (higher kept first) and one rate per window -> bool masks [B, t, h, w] with
+    exactly kept_count(rate, t*h*w) True in each."""
+    flat = priority.flatten(1)
+    n = flat.shape[1]
+    k = torch.tensor([kept_count(float(r), n) for r in rates], device=flat.device)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    keep = torch.arange(n, device=flat.device)[None] < k[:, None]
+    return torch.zeros_like(keep).scatter(1, order, keep).reshape(priority.shape)
+
+
+RANKINGS: dict[str, type["Ranking"]] = {}
+
+
+def ranking(name: str):
+    """Class decorator: register a ranking under `name`."""
+
+    def register(cls: type[Ranking]) -> type[Ranking]:
+        cls.name = name
+        RANKINGS[name] = cls
+        return cls
+
+    return register
+
+
+def ranking_for(name: str) -> "Ranking":
+    return RANKINGS[check_selection(name)]()
+
+
+class Ranking:
+    """Orders each window's tokens by a priority [t, h, w] (higher kept first)."""
+
+    name = ""
+    reads: frozenset[str] = frozenset()  # the `Inputs` fields it needs besides the codes
+
+    def check(self, model) -> None:
+        """Refuse, before any video is read, a checkpoint that lacks what this ranking reads."""
+
+    def reads_for(self, rates: Sequence[float]) -> frozenset[str]:
+        """What it reads to keep these rates (a window kept whole needs no ranking)."""
+        return self.reads if min(rates) < 1 else frozenset()
+
+    def priority(self, inputs: Inputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def masks(
+        self, inputs: Inputs, rates: Sequence[float], generators: Sequence[torch.Generator | None] | None = None
+    ) -> torch.Tensor:
+        """One rate per window -> bool masks [B, t, h, w]; `generators` seed random choices per window."""
+        generators = generators if generators is not None else [None] * len(rates)
+        return top_k_masks(torch.stack([self.priority(inputs, i, g) for i, g in enumerate(generators)]), rates)
+
+
+class _ByInput(Ranking):
+    """Ranks by one of the inputs, as it is."""
+
+    def priority(self, inputs: Inputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
+        (field,) = self.reads
+        return getattr(inputs, field)[i].detach().float()
+
+
+@ranking("error")
+class ErrorRanking(_ByInput):
+    reads = frozenset({"scores"})
+
+
+@ranking("value")
+class ValueRanking(_ByInput):
+    reads = frozenset({"value"})
+
+    def check(self, model) -> None:
+        model.check_predictor("rd, --target-psnr and value selection")
+
+    def reads_for(self, rates: Sequence[float]) -> frozenset[str]:
+        return self.reads  # the predictor runs on the encoder's features: no saving at full rate
+
+
+@ranking("temporal")
+class TemporalRanking(_ByInput):
+    reads = frozenset({"change"})
+
+
+@ranking("order")
+class OrderRanking(Ranking):
+    def priority(self, inputs: Inputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
+        t, h, w = inputs.grid.shape[1:]  # position p of every frame before position p+1 of any frame
         pos = torch.arange(h * w, dtype=torch.float32).repeat(t)
         frame = torch.arange(t, dtype=torch.float32).repeat_interleave(h * w)
-        return -(pos * t + frame).reshape(t, h, w).to(scores.device)
-    return torch.rand(t, h, w, generator=generator).to(scores.device)  # drawn on the CPU: same on any device
+        return -(pos * t + frame).reshape(t, h, w).to(inputs.grid.device)
+
+
+@ranking("random")
+class RandomRanking(Ranking):
+    def priority(self, inputs: Inputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
+        shape = tuple(inputs.grid.shape[1:])  # drawn on the CPU: the same on any device
+        return torch.rand(shape, generator=generator).to(inputs.grid.device)
+
+
+@ranking("drift")
+class DriftRanking(Ranking):
+    """Reads the codes alone: held codes depend on what is kept, so it is no fixed priority (`drift_masks`)."""
+
+    def masks(self, inputs: Inputs, rates: Sequence[float], generators=None) -> torch.Tensor:
+        return drift_masks(inputs.codes, rates)
 
 
 def keep_masks(
@@ -55,17 +182,11 @@ def keep_masks(
     method: str = "error",
     generators: Sequence[torch.Generator | None] | None = None,
 ) -> torch.Tensor:
-    """scores [B, t, h, w] and one rate per window -> bool masks [B, t, h, w], exactly
-    kept_count(rate, t*h*w) True in each. `generators` seed `random` selection per window."""
-    check_selection(method)
-    b, shape = scores.shape[0], tuple(scores.shape[1:])
-    generators = generators if generators is not None else [None] * b
-    priority = torch.stack([_priority(shape, scores[i].detach(), method, generators[i]) for i in range(b)]).flatten(1)
-    n = priority.shape[1]
-    k = torch.tensor([kept_count(float(r), n) for r in rates], device=priority.device)
-    order = torch.sort(priority, dim=1, descending=True, stable=True).indices
-    keep = torch.arange(n, device=priority.device)[None] < k[:, None]
-    return torch.zeros_like(keep).scatter(1, order, keep).reshape(scores.shape)
+    """A ranking that reads one score per token (`error`, `value`, `temporal`; `order` and `random` read
+    none) on `scores` [B, t, h, w] -> bool masks [B, t, h, w]."""
+    if check_selection(method) == "drift":
+        raise ValueError("drift selection ranks codes, not scores: use drift_masks")
+    return ranking_for(method).masks(Inputs(scores=scores, value=scores, change=scores), rates, generators)
 
 
 def keep_mask(
@@ -92,6 +213,4 @@ def drift_masks(codes: torch.Tensor, rates: Sequence[float], steps: int = 40) ->
         lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
     d = drift(codes, lo).flatten(1)
     priority = torch.where(d > lo[:, None], d, torch.tensor(float("-inf"), device=codes.device))
-    order = torch.sort(priority, dim=1, descending=True, stable=True).indices
-    keep = torch.arange(n, device=codes.device)[None] < k[:, None]
-    return torch.zeros_like(keep).scatter(1, order, keep).reshape(b, t, h, w)
+    return top_k_masks(priority.reshape(b, t, h, w), rates)
