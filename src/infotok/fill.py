@@ -16,6 +16,8 @@ Both rules use only the kept tokens and the keep-mask, so a decoder reproduces t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .names import FILLS
@@ -36,6 +38,20 @@ def hold_last_kept(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
         codes[:, :, j] = torch.where(kept[:, None], codes[:, :, j], codes[:, :, j - 1])
         mask[:, j] = kept | mask[:, j - 1]
     return codes, mask
+
+
+def apply_fills(
+    codes: torch.Tensor, mask: torch.Tensor, fills: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Each window's fill on its codes [B, C, t, h, w] and keep-mask [B, t, h, w] -> (the codes and the mask
+    of positions with a code, as the decompressor sees them; the positions given an older code, or None
+    where no window holds). `mask` changes nothing: its dropped positions stay dropped."""
+    if "hold" not in fills:
+        return codes, mask, None
+    holding = torch.tensor([check_fill(f) == "hold" for f in fills], device=codes.device)[:, None, None, None]
+    held_codes, has_code = hold_last_kept(codes, mask)
+    codes = torch.where(holding[:, None], held_codes, codes)
+    return codes, torch.where(holding, has_code, mask), has_code & ~mask & holding
 
 
 def drift(codes: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .calibration import Calibration
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import CompressorConfig
 from .cosmos import CosmosConfig, ReleaseCompressorConfig
-from .fill import check_fill, hold_last_kept
+from .fill import apply_fills, check_fill
 from .frontend import VideoFrontEnd, deprecated_objective
 from .geometry import Geometry
 from .networks import BASE_KINDS, COMPRESSOR_KINDS, build_base, build_stacks, config_from_dict
@@ -234,12 +234,8 @@ class InfoTok(
         """What the base decoder decodes: codes (+ keep-mask, fill per window) -> features after the
         decompressor. Held positions (hold fill, an older code) carry the held-code embedding."""
         held = None
-        fills = [fill] * codes.shape[0] if isinstance(fill, str) else list(fill)
-        if mask is not None and "hold" in fills:
-            holding = torch.tensor([f == "hold" for f in fills], device=codes.device)[:, None, None, None]
-            held_codes, has_code = hold_last_kept(codes, mask)
-            codes = torch.where(holding[:, None], held_codes, codes)
-            held, mask = has_code & ~mask & holding, torch.where(holding, has_code, mask)
+        if mask is not None:
+            codes, mask, held = apply_fills(codes, mask, [fill] * codes.shape[0] if isinstance(fill, str) else fill)
         if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
             codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
