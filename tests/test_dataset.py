@@ -434,17 +434,18 @@ MEASURE_KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import ray
     import infotok.dataset as dataset
+    import infotok.dataset_budget as budget
 
     address, src, out, checkpoint, settings, *videos = sys.argv[1:]
     ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": src}}, log_to_driver=False,
              logging_level="ERROR")
-    real = dataset.save_statistics
+    real = budget.save_statistics
 
     def save_then_die(*args, **kwargs):  # the first video's statistics are stored: die before the others
         real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    dataset.save_statistics = save_then_die
+    budget.save_statistics = save_then_die
     dataset.encode_dataset(videos, out, checkpoint, budget="run", **json.loads(settings))
     sys.exit("not killed")
 """)

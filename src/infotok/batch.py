@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .tokens import TokenWindow
+from .token_header import TokenWindow
 
 
 @dataclass

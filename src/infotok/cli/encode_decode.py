@@ -1,0 +1,190 @@
+"""`infotok encode`, `decode` and `info`: videos to `.itok` files and back, and what a file holds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .common import (
+    EXIT_BAD_INPUT,
+    Progress,
+    UsageError,
+    _check_grid_rate,
+    _expected_windows,
+    _inputs,
+    _load_1d,
+    _load_model,
+    _outputs,
+    _positive,
+    _print_summary,
+    _rate_control,
+    _run_many,
+    _share,
+    _specs,
+    plural,
+)
+from .options import add_layout_options, add_model_options, add_rate_control_options, add_tokenize_options
+
+
+def cmd_encode(args) -> int:
+    from ..pipeline import encode_file
+
+    if args.layout == "1d":
+        return cmd_encode_1d(args)
+    _check_grid_rate(args)
+    spec, windowing = _specs(args)
+    inputs = _inputs(args.inputs)
+    outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
+    model = _load_model(args)
+    specs = _rate_control(args, inputs, model, spec, windowing)
+
+    def job(src: Path, dst: Path) -> None:
+        bar = Progress(_expected_windows(src, args), f"encode {src.name}")
+        try:
+            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), specs[src], windowing)
+        finally:
+            bar.close()
+        _print_summary(src, dst, result, args)
+
+    return _run_many(inputs, outputs, job, "encode")
+
+
+def cmd_encode_1d(args) -> int:
+    from .. import layout1d
+
+    inputs = _inputs(args.inputs)
+    outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
+    model = _load_1d(args)
+    _, windowing = _specs(args)
+
+    def job(src: Path, dst: Path) -> None:
+        out = layout1d.encode_file(
+            model,
+            src,
+            dst,
+            args.overwrite,
+            tokens=args.tokens,
+            rate=args.rate if args.rate_given else None,
+            target_psnr=args.target_psnr,
+            size=windowing.size,
+            max_size=windowing.max_size,
+            start=windowing.start,
+            max_frames=windowing.max_frames,
+        )
+        h, kept = out.header, out.ledger().kept
+        print(
+            f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height}, {plural(len(out.windows), 'window')} of "
+            f"{'/'.join(str(k) for k in sorted({w.kept for w in out.windows}))} tokens (1D layout; {kept} tokens, "
+            f"rate {h.avg_rate:.4f} of the grid's)"
+        )
+
+    return _run_many(inputs, outputs, job, "encode")
+
+
+def cmd_decode(args) -> int:
+    from ..pipeline import decode_file
+    from ..tokens import TOKEN_SUFFIX, TokenReader, window_count
+
+    inputs = _inputs(args.inputs, suffixes={TOKEN_SUFFIX})
+    outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
+    with TokenReader(inputs[0]) as reader:
+        layout = reader.header.layout
+    if layout == "1d":
+        return cmd_decode_1d(args, inputs, outputs)
+    if args.tokens is not None or args.steps:
+        raise UsageError("--tokens and --steps decode 1D-layout files; this one is a grid file")
+    model = _load_model(args)
+
+    def job(src: Path, dst: Path) -> None:
+        with TokenReader(src) as reader:
+            total = window_count(reader.header)
+        bar = Progress(total, f"decode {src.name}")
+        try:
+            header, _ = decode_file(model, src, dst, args.lossless, lambda w: bar.update())
+        finally:
+            bar.close()
+        padded = (
+            ""
+            if dst.suffix.lower() in (".webm", ".avi") or args.lossless or not (header.width % 2 or header.height % 2)
+            else (
+                f" (H.264 codes even sizes only: the file repeats its last {'column' if header.width % 2 else 'row'}, "
+                "which infotok crops off when it reads the file; .webm keeps odd sizes exactly)"
+            )
+        )
+        print(
+            f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps{padded}"
+        )
+
+    return _run_many(inputs, outputs, job, "decode")
+
+
+def cmd_decode_1d(args, inputs: list[Path], outputs: list[Path]) -> int:
+    from .. import layout1d
+
+    model = _load_1d(args)
+
+    def job(src: Path, dst: Path) -> None:
+        out = layout1d.decode_file(model, src, dst, args.tokens, args.steps, args.seed, args.lossless)
+        how = f"flow decoder, {args.steps} steps, seed {args.seed}" if args.steps else "regression decoder"
+        print(f"{src} -> {dst}: {out.header.num_frames} frames from {out.windows[0].kept} tokens a window ({how})")
+
+    return _run_many(inputs, outputs, job, "decode")
+
+
+def cmd_info(args) -> int:
+    from ..tokens import TOKEN_SUFFIX, TokenFormatError, describe
+
+    status = 0
+    for item in _inputs(args.inputs, suffixes={TOKEN_SUFFIX}):
+        try:
+            info = describe(item)
+        except TokenFormatError as exc:
+            print(f"infotok: error: {exc}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        if args.json:
+            print(json.dumps(info, indent=2))
+            continue
+        for key, value in info.items():
+            if key != "per_window":
+                print(f"{key:>28}: {value}")
+        for i, w in enumerate(info["per_window"]):
+            print(
+                f"{'window ' + str(i):>28}: frames {w['frames'][0]}-{w['frames'][1]}, rate {w['rate']:.4f}, "
+                f"kept {w['kept']}/{w['tokens']}, {w['bytes']} bytes"
+            )
+    return status
+
+
+def add_encode(sub) -> None:
+    p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
+    p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="FILE.itok for one input, a folder for several")
+    add_tokenize_options(p, rate_type=_share)
+    add_rate_control_options(p)
+    add_model_options(p)
+    add_layout_options(p)
+    p.set_defaults(func=cmd_encode)
+
+
+def add_decode(sub) -> None:
+    p = sub.add_parser("decode", help=".itok token file(s) -> video")
+    p.add_argument("inputs", nargs="+", help=".itok files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="OUT.mp4 for one input, a folder for several")
+    p.add_argument("--lossless", action="store_true", help="store the decoded frames exactly (large file)")
+    add_model_options(p)
+    layout = p.add_argument_group("1D-layout files")
+    layout.add_argument("--tokens", type=_positive, help="decode each window's first N tokens only (no re-encoding)")
+    layout.add_argument(
+        "--steps", type=int, default=0, help="0: regression decoder (default); N: the flow decoder in N steps"
+    )
+    layout.add_argument("--seed", type=int, default=0, help="seed of the flow decoder's noise (default 0)")
+    p.set_defaults(func=cmd_decode)
+
+
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="header, token counts and real vs nominal bits of .itok files")
+    p.add_argument("inputs", nargs="+", help=".itok files, folders or glob patterns")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file instead of a table")
+    p.set_defaults(func=cmd_info)

@@ -1,0 +1,172 @@
+"""What a tokenized video's header and window records hold (`TokenHeader`, `TokenWindow`), the header's
+checks, and the windows and token grids it implies. No torch, as the whole `.itok` format.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import geometry
+from .geometry import Geometry
+from .names import FILLS
+
+FORMAT_VERSION = 1  # grid files (their bytes are unchanged since version 1)
+FORMAT_VERSION_1D = 2  # 1D-layout files (`layout`, `registers`, `region` in the header; prefix masks)
+LAYOUTS = ("grid", "1d")
+
+
+@dataclass
+class TokenHeader:
+    """What a decoder needs besides the windows, and where the tokens came from."""
+
+    model: str
+    model_hash: str
+    config_hash: str
+    levels: list[int]
+    temporal_factor: int
+    spatial_factor: int
+    width: int  # size of the frames that were tokenized (after an optional resize, before padding)
+    height: int
+    source_width: int
+    source_height: int
+    fps: float
+    num_frames: int
+    window: int
+    overlap: int
+    strategy: str
+    selection: str
+    avg_rate: float
+    score_mean: float
+    resize: int | None = None  # short side the source was resized to, if any
+    target_psnr: float | None = None  # strategy "target": the PSNR each window's rate was chosen to reach
+    fill: str = "mask"  # how dropped tokens decode (`infotok.fill`); files from before it are "mask"
+    codec: str = "zlib"
+    format_version: int = FORMAT_VERSION
+    layout: str = "grid"  # "1d": each window a coarse-to-fine token sequence (`layout1d`), its mask a prefix
+    registers: int = 0  # 1d: registers per region of region x region latents
+    region: int = 0
+
+    def __post_init__(self):
+        if self.layout == "1d" and self.format_version == FORMAT_VERSION:
+            self.format_version = FORMAT_VERSION_1D
+
+    @property
+    def codebook_size(self) -> int:
+        return int(np.prod(self.levels))
+
+
+@dataclass
+class TokenWindow:
+    start: int  # frames [start, end) of the tokenized video
+    end: int
+    rate: float
+    score: float
+    mask: np.ndarray  # bool [t, h, w]
+    indices: np.ndarray  # uint16 [kept], raster order of the kept positions
+    nbytes: int = 0  # bytes of its record in a file (0 before it is written)
+
+    @property
+    def kept(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.size)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenWindow(frames {self.start}-{self.end - 1}, rate {self.rate:.4f}, kept {self.kept}/{self.num_tokens})"
+        )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_header(h: TokenHeader) -> None:
+    """Raise ValueError unless every field of `h` has a type and value a decoder can use."""
+    for name in ("model", "model_hash", "config_hash", "strategy", "selection", "codec"):
+        if not isinstance(getattr(h, name), str):
+            raise ValueError(f"{name} must be a string")
+    if h.codec != "zlib":
+        raise ValueError(f"unknown codec {h.codec!r}")
+    if not isinstance(h.levels, list) or not h.levels or not all(_is_int(v) and v >= 1 for v in h.levels):
+        raise ValueError("levels must be a list of positive integers")
+    size = 1
+    for v in h.levels:  # plain ints, stopping early: a forged list cannot overflow or blow up
+        size *= v
+        if size > 65536:
+            raise ValueError("the codebook has more than 65536 codes")
+    for name in (
+        "temporal_factor",
+        "spatial_factor",
+        "width",
+        "height",
+        "source_width",
+        "source_height",
+        "num_frames",
+        "window",
+    ):
+        if not (_is_int(getattr(h, name)) and getattr(h, name) >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {getattr(h, name)!r}")
+    if h.num_frames > 0xFFFFFFFF:
+        raise ValueError(f"num_frames {h.num_frames} is more than a file can hold")
+    if not (_is_int(h.overlap) and 0 <= h.overlap < h.window):
+        raise ValueError(f"overlap must be an integer in [0, window), got {h.overlap!r}")
+    if not (_is_number(h.fps) and math.isfinite(h.fps) and h.fps > 0):
+        raise ValueError(f"fps must be a positive number, got {h.fps!r}")
+    if not (_is_number(h.avg_rate) and _is_number(h.score_mean)):
+        raise ValueError("avg_rate and score_mean must be numbers")
+    if h.resize is not None and not (_is_int(h.resize) and h.resize >= 1):
+        raise ValueError(f"resize must be null or a positive integer, got {h.resize!r}")
+    if h.fill not in FILLS:
+        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {h.fill!r}")
+    if not _is_int(h.format_version):
+        raise ValueError("format_version must be an integer")
+    if h.layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {h.layout!r}")
+    if h.layout == "1d":
+        if not all(_is_int(v) and 1 <= v <= 0xFFFF for v in (h.registers, h.region)):
+            raise ValueError("a 1D header needs registers and region, positive integers")
+        side = h.spatial_factor * h.region
+        if h.width % side or h.height % side:
+            raise ValueError(f"1D frames must be multiples of {side} pixels, got {h.width}x{h.height}")
+        if h.format_version != FORMAT_VERSION_1D:
+            raise ValueError(f"a 1D header is format version {FORMAT_VERSION_1D}, got {h.format_version}")
+    elif h.format_version != FORMAT_VERSION:
+        raise ValueError(f"a grid header is format version {FORMAT_VERSION}, got {h.format_version}")
+
+
+def header_geometry(h: TokenHeader) -> Geometry:
+    return Geometry(h.temporal_factor, h.spatial_factor)
+
+
+def grid_positions(h: TokenHeader) -> int:
+    """Positions of the 4x8x8 token grid of one whole window of the header's frame size: what a 1D
+    window's rate counts its tokens against, so 1D and grid rates share one axis."""
+    return math.prod(header_geometry(h).latent_shape(h.window, h.height, h.width))
+
+
+def window_span(h: TokenHeader, index: int) -> tuple[int, int]:
+    """Frames [start, end) of window `index` (assumes a final num_frames)."""
+    return geometry.window_span(index, h.num_frames, h.window, h.overlap)
+
+
+def window_count(h: TokenHeader) -> int:
+    return geometry.window_count(h.num_frames, h.window, h.overlap)
+
+
+def window_grid(h: TokenHeader, start: int, end: int) -> tuple[int, int, int]:
+    """Latent (t, h, w) of frames [start, end): the padded model grid of the header's frame size. A 1D
+    window is (1, 1, its token positions)."""
+    if h.layout == "1d":
+        side = h.spatial_factor * h.region
+        return 1, 1, h.registers * (h.height // side) * (h.width // side)
+    return header_geometry(h).latent_shape(end - start, h.height, h.width)
