@@ -16,6 +16,7 @@ import pytest
 
 from infotok.cli import main
 from infotok.model import InfoTok
+from infotok.spec import TokenizeSpec, Windowing
 from infotok.video import synthetic_video, write_video
 
 from .conftest import tiny_model
@@ -286,8 +287,12 @@ def test_resume_after_a_killed_run_keeps_finished_shards_and_redoes_only_the_res
     for v in data["videos"]:
         assert same_windows(load_video_tokens(out, str(v)).windows, model.tokenize(v, **STATIC).windows)
 
-    again = encode_dataset(data["videos"], out, data["checkpoint"], rate=0.5, strategy="static", window=9, overlap=3)
+    # the same settings as objects: a rerun that finds every video done (settings differing would be refused)
+    spec, windowing = TokenizeSpec(rate=0.5, strategy="static"), Windowing(window=9, overlap=3)
+    again = encode_dataset(data["videos"], out, data["checkpoint"], spec=spec, windowing=windowing)
     assert (again.skipped, again.completed, again.shards) == (3, 0, [])
+    with pytest.raises(TypeError, match="unexpected keyword.*windw"):
+        encode_dataset(data["videos"], out, data["checkpoint"], spec=spec, windw=9)
 
 
 def test_more_workers_than_the_cluster_has_cpus_is_refused_before_any_work(ray_address, data, tmp_path):

@@ -82,6 +82,7 @@ from .dataset_run import (  # noqa: F401 (re-exported)
 )
 from .geometry import check_windowing
 from .router import hold_grid
+from .spec import TokenizeSpec, Windowing, with_keywords
 
 
 class _Collector:
@@ -159,17 +160,8 @@ def encode_dataset(
     out: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
     *,
-    rate: float = 0.5,
-    strategy: str | None = None,
-    selection: str | None = None,
-    fill: str | None = None,
-    window: int = 33,
-    overlap: int = 5,
-    size: int | None = None,
-    max_size: int | None = None,
-    seed: int = 0,
-    start: int = 0,
-    max_frames: int | None = None,
+    spec: TokenizeSpec = TokenizeSpec(),
+    windowing: Windowing = Windowing(),
     budget: str = "calibrated",
     batch_size: int | None = None,
     concurrency: int = 1,
@@ -184,11 +176,14 @@ def encode_dataset(
     overwrite: bool = False,
     progress: Callable[[DatasetProgress], None] | None = None,
     on_shard: Callable[[dict], None] | None = None,
+    **settings,
 ) -> DatasetRun:
     """Tokenize every video of `sources` (see `list_sources`) into Parquet shards in `out`.
 
-    Settings as for `infotok encode` (`pipeline.TokenStream`); videos complete in `out`'s manifest
-    are skipped (a rerun resumes), `overwrite` starts `out` afresh. `budget` says what `rate` means:
+    `spec` and `windowing` as for `infotok encode` (`pipeline.TokenStream`; their fields may also be
+    given as keywords, `rate=0.5, window=17`; not per-window rates, a target PSNR or fps). Videos
+    complete in `out`'s manifest are skipped (a rerun resumes), `overwrite` starts `out` afresh.
+    `budget` says what `rate` means:
     "calibrated", each window on its own at the threshold (or slope) calibrated in the checkpoint on
     its training clips, so the average differs from `rate` on other data; "run" (strategy rd only),
     exactly `rate` over all the inputs, still adaptive, from a first pass (`budget_rates`; its
@@ -206,9 +201,14 @@ def encode_dataset(
     from .model import InfoTok
     from .shards import ShardWriter, model_identity
 
+    spec, windowing = with_keywords(spec, windowing, settings)
+    if spec.rates is not None or spec.target_psnr is not None or windowing.fps is not None:
+        raise ValueError("encode_dataset takes a rate (per-window rates, a target PSNR and fps are not offered)")
+    w = windowing
     settings = tokenize_settings(
-        rate, strategy, selection, window, overlap, size, max_size, seed, start, max_frames, fill, budget
-    )
+        spec.rate, spec.strategy, spec.selection, w.window, w.overlap, w.size, w.max_size, spec.seed, w.start,
+        w.max_frames, spec.fill, budget,
+    )  # fmt: skip
     if batch_size is None:
         batch_size = 8 if num_gpus_per_worker or str(device or "").startswith("cuda") else 1
     for name, value in (
@@ -232,7 +232,7 @@ def encode_dataset(
     settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
         settings["strategy"], settings["selection"], settings["fill"]
     )
-    check_windowing(window, overlap, probe_model.geometry)
+    check_windowing(w.window, w.overlap, probe_model.geometry)
     root = Path(out)
     if budget == "run":
         if settings["strategy"] != "rd":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from .geometry import Geometry, check_windowing
 from .names import FILLS, SELECTIONS, STRATEGIES
@@ -79,3 +79,16 @@ class TokenizeSpec:
             self.rate, self.strategy, self.selection, self.fill, self.rates, self.target_psnr
         )
         return replace(self, rate=rate, strategy=strategy, selection=selection, fill=fill, target_psnr=target)
+
+
+def with_keywords(spec: TokenizeSpec, windowing: Windowing, keywords: dict) -> tuple[TokenizeSpec, Windowing]:
+    """`spec` and `windowing` with the fields `keywords` names replaced (the keyword form a function may
+    also take); a keyword that is neither's field is refused by name."""
+    names = {"spec": {f.name for f in fields(TokenizeSpec)}, "windowing": {f.name for f in fields(Windowing)}}
+    unknown = sorted(set(keywords) - names["spec"] - names["windowing"])
+    if unknown:
+        raise TypeError(f"unexpected keyword(s) {', '.join(unknown)}: not a TokenizeSpec or Windowing field")
+    return (
+        replace(spec, **{k: v for k, v in keywords.items() if k in names["spec"]}),
+        replace(windowing, **{k: v for k, v in keywords.items() if k in names["windowing"]}),
+    )
