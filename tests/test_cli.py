@@ -77,6 +77,10 @@ def test_info_reports_real_and_nominal_bits_that_add_up(tmp_path, capsys, tiny_c
     assert info["header_bytes"] + info["window_bytes"] + info["trailer_bytes"] == info["file_bytes"]
     assert info["nominal_bpp16"] == pytest.approx(info["realized_rate"] + 1 / 16)
     assert info["file_bpp16"] > 0 and info["model"] == "tiny-infotok"
+    # per second of video (the sample is 21 frames at 12 fps): the figures long videos are judged by
+    assert info["seconds"] == pytest.approx(21 / 12)
+    assert info["tokens_per_second"] == pytest.approx(info["tokens_kept"] / info["seconds"])
+    assert info["file_bits_per_second"] == pytest.approx(info["file_bytes"] * 8 / info["seconds"])
 
 
 def test_many_inputs_go_to_a_folder_with_one_output_each(tmp_path, capsys, tiny_checkpoint):

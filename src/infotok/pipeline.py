@@ -232,7 +232,7 @@ def encode_file(
         raise
     writer.close()
     h = writer.header
-    ledger = Ledger(kept, total, h.num_frames * h.width * h.height, os.path.getsize(dst))
+    ledger = Ledger(kept, total, h.num_frames * h.width * h.height, os.path.getsize(dst), seconds=h.num_frames / h.fps)
     return EncodeResult(h, ledger, rates, stream.nfe, spans, stream.predicted)
 
 

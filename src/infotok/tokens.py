@@ -107,7 +107,9 @@ class Tokens:
             total = len(self.windows) * grid_positions(h)
         else:
             total = sum(w.num_tokens for w in self.windows)
-        return Ledger(kept, total, h.num_frames * h.width * h.height, file_bytes, masked=h.layout != "1d")
+        return Ledger(
+            kept, total, h.num_frames * h.width * h.height, file_bytes, h.layout != "1d", h.num_frames / h.fps
+        )
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite)."""

@@ -259,7 +259,8 @@ def _print_summary(src, dst, result, args, psnr: float | None = None) -> None:
         f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height} at {h.fps:g} fps, "
         f"{plural(len(result.window_rates), 'window')}, kept {ledger.kept}/{ledger.total} tokens "
         f"(rate {ledger.realized_rate:.3f}, {asked_rate(args, h.strategy)}; per window {shown}), "
-        f"{ledger.file_bytes} bytes = {ledger.file_bpp16:.3f} BPP16 real vs {ledger.nominal_bpp16:.3f} nominal"
+        f"{ledger.file_bytes} bytes = {ledger.file_bpp16:.3f} BPP16 real vs {ledger.nominal_bpp16:.3f} nominal; "
+        f"{ledger.tokens_per_second:.0f} tokens and {ledger.file_bits_per_second / 1000:.1f} kbit per second of video"
     )
     if psnr is not None:
         line += f", PSNR {psnr:.2f} dB"

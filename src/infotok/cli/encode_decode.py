@@ -72,11 +72,12 @@ def cmd_encode_1d(args) -> int:
             start=windowing.start,
             max_frames=windowing.max_frames,
         )
-        h, kept = out.header, out.ledger().kept
+        h, ledger = out.header, out.ledger(file_bytes=dst.stat().st_size)
         print(
             f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height}, {plural(len(out.windows), 'window')} of "
-            f"{'/'.join(str(k) for k in sorted({w.kept for w in out.windows}))} tokens (1D layout; {kept} tokens, "
-            f"rate {h.avg_rate:.4f} of the grid's)"
+            f"{'/'.join(str(k) for k in sorted({w.kept for w in out.windows}))} tokens (1D layout; {ledger.kept} "
+            f"tokens, rate {h.avg_rate:.4f} of the grid's; {ledger.tokens_per_second:.0f} tokens and "
+            f"{ledger.file_bits_per_second / 1000:.1f} kbit per second of video)"
         )
 
     return _run_many(inputs, outputs, job, "encode")
