@@ -4,6 +4,10 @@ Each module that implements a choice checks against its tuple here: `router` the
 `selection` the selections, `fill` the fills.
 """
 
+# Each name is one registered class (`rate_policies.RATE_POLICIES`, `selection.RANKINGS`). The peers
+# (`uniform`; `order`, `temporal`, `random`) stay registered in the package, not only in the
+# benchmarks: `infotok train --train-selection order` re-trains the ElasticTok-style checkpoint, training
+# mixes `random` masks in, and files that name them must keep decoding and re-encoding alike.
 STRATEGIES = ("global_elbo", "static", "uniform", "rd")
 SELECTIONS = ("error", "order", "random", "temporal", "value", "drift")
 FILLS = ("mask", "hold")

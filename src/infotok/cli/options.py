@@ -36,14 +36,16 @@ def add_tokenize_options(p, rate_default: float = 0.5, rate_type=_rate) -> None:
         choices=STRATEGIES,
         help="how each window's rate is chosen (default: rd under --fill hold where the checkpoint is "
         "calibrated for it, as the shipped one is, else global_elbo; rd: equal rate-distortion slopes, "
-        "on the codes' drift under hold, on the value predictor's curves under mask)",
+        "on the codes' drift under hold, on the value predictor's curves under mask; uniform: the "
+        "data-agnostic peer, for comparisons)",
     )
     p.set_defaults(rate_default=rate_default)
     advanced.add_argument(
         "--selection",
         choices=SELECTIONS,
         help="which tokens are kept (default: drift under --fill hold; under mask, value where the "
-        "checkpoint has a value predictor, else error)",
+        "checkpoint has a value predictor, else error; order (ElasticTok's tail dropping), temporal and "
+        "random: peers, for comparisons)",
     )
     advanced.add_argument(
         "--fill",
