@@ -79,3 +79,12 @@ def test_a_ranking_added_in_one_place_tokenizes_by_its_own_rule():
         assert mask[:, 3:5, 3:5].all() and not mask[:, 0, 0].any()
     finally:
         del RANKINGS["centre_first"]
+
+
+def test_the_old_choose_rate_still_works_for_one_release_with_a_warning():
+    from infotok.router import choose_rate
+
+    with pytest.warns(DeprecationWarning, match="rate_policy_for"):
+        assert choose_rate("static", 0.3) == 0.3
+    with pytest.warns(DeprecationWarning):
+        assert choose_rate("global_elbo", 0.5, score=0.2, score_mean=0.1) == 1.0

@@ -118,6 +118,30 @@ def uniform_rate(avg_rate: float, generator: np.random.Generator) -> float:
     return float(generator.uniform(avg_rate - half, avg_rate + half))
 
 
+def choose_rate(
+    strategy: str,
+    avg_rate: float,
+    score: float | None = None,
+    score_mean: float | None = None,
+    generator: np.random.Generator | None = None,
+) -> float:
+    """Deprecated (one release): one window's rate under static, global_elbo or uniform; the rate policies
+    (`rate_policies`) decide rates now."""
+    warnings.warn(
+        "router.choose_rate is deprecated: use rate_policies.rate_policy_for, or global_elbo_rate / uniform_rate",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    avg_rate = check_rate(avg_rate)
+    if check_strategy(strategy) == "rd":
+        raise ValueError("rd chooses rates from curves or drifts (rate_policies), not from a score")
+    if strategy == "static":
+        return avg_rate
+    if strategy == "global_elbo":
+        return global_elbo_rate(avg_rate, score, score_mean)
+    return uniform_rate(avg_rate, generator or np.random.default_rng(0))
+
+
 # ---------------------------------------------------------------- rate control on predicted curves
 def check_target(target_psnr: float) -> float:
     target = float(target_psnr)
