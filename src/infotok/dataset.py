@@ -29,7 +29,7 @@ nothing until the whole dataset is done. Only tokens reach the driver: a window 
 Tokens are the same as `infotok encode`'s, bit for bit on a CPU: windows are batched across videos
 only where their shape agrees, and what the per-video random generator of `pipeline.TokenStream`
 decides (the uniform strategy's rates, the seeds of random selection) is drawn per video in step 2,
-in the order `InfoTok.select` draws it, and handed to the batched call explicitly. On a GPU, kernels
+in the order `InfoTok.encode` draws it, and handed to the batched call explicitly. On a GPU, kernels
 may round differently for different batch sizes: `batch_size=1` gives `infotok encode --device cuda`'s
 tokens exactly, larger batches the same up to such rounding.
 

@@ -37,7 +37,7 @@ def _peak_rss() -> int:
 
 
 def window_draws(settings: dict, generator: np.random.Generator) -> tuple[float, int]:
-    """What `InfoTok.select` draws from a video's generator for its next window, in its order: the
+    """What `InfoTok.encode` draws from a video's generator for its next window, in its order: the
     uniform strategy's rate (NaN for the other strategies, which draw none), then the seed of random
     selection (drawn whatever the selection)."""
     rate = uniform_rate(settings["rate"], generator) if settings["strategy"] == "uniform" else math.nan
@@ -140,7 +140,7 @@ def _stack_windows(batch: dict, rows: list[int], shape: tuple[int, int, int]) ->
 
 
 class _SeedReplay:
-    """Stands in for the per-video generators inside `InfoTok.select`, which draws each window's
+    """Stands in for the per-video generators inside `InfoTok.encode`, which draws each window's
     seed of random selection with `integers(2**62)`, window by window: hands out the seeds that
     `window_draws` drew from each window's own video generator."""
 
