@@ -82,7 +82,7 @@ from .dataset_run import (  # noqa: F401 (re-exported)
 )
 from .geometry import check_windowing
 from .router import hold_grid
-from .spec import TokenizeSpec, Windowing, with_keywords
+from .spec import TokenizeSpec, Windowing
 
 
 class _Collector:
@@ -201,14 +201,7 @@ def encode_dataset(
     from .model import InfoTok
     from .shards import ShardWriter, model_identity
 
-    spec, windowing = with_keywords(spec, windowing, settings)
-    if spec.rates is not None or spec.target_psnr is not None or windowing.fps is not None:
-        raise ValueError("encode_dataset takes a rate (per-window rates, a target PSNR and fps are not offered)")
-    w = windowing
-    settings = tokenize_settings(
-        spec.rate, spec.strategy, spec.selection, w.window, w.overlap, w.size, w.max_size, spec.seed, w.start,
-        w.max_frames, spec.fill, budget,
-    )  # fmt: skip
+    settings = tokenize_settings(spec, windowing, budget, **settings)
     if batch_size is None:
         batch_size = 8 if num_gpus_per_worker or str(device or "").startswith("cuda") else 1
     for name, value in (
@@ -232,7 +225,7 @@ def encode_dataset(
     settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
         settings["strategy"], settings["selection"], settings["fill"]
     )
-    check_windowing(w.window, w.overlap, probe_model.geometry)
+    check_windowing(settings["window"], settings["overlap"], probe_model.geometry)
     root = Path(out)
     if budget == "run":
         if settings["strategy"] != "rd":

@@ -10,10 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .extras import require
-from .fill import check_fill
-from .geometry import check_windowing
-from .router import check_rate, check_strategy
-from .selection import check_selection
+from .spec import TokenizeSpec, Windowing, with_keywords
 
 LIST_SUFFIXES = {".txt", ".lst", ".list"}  # a SRC with one of these is a text file of paths
 # what `rate` means: each window on its own at the checkpoint's calibrated threshold (or slope), or
@@ -53,39 +50,28 @@ def list_sources(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def tokenize_settings(
-    rate: float = 0.5,
-    strategy: str | None = None,
-    selection: str | None = None,
-    window: int = 33,
-    overlap: int = 5,
-    size: int | None = None,
-    max_size: int | None = None,
-    seed: int = 0,
-    start: int = 0,
-    max_frames: int | None = None,
-    fill: str | None = None,
-    budget: str = "calibrated",
+    spec: TokenizeSpec = TokenizeSpec(), windowing: Windowing = Windowing(), budget: str = "calibrated", **keywords
 ) -> dict:
-    """The settings of a dataset run (those of `pipeline.TokenStream`), checked; the manifest records
-    them and a resumed run must give the same. `budget` is recorded only when it is "run", so that
-    folders begun before it existed resume."""
-    check_windowing(window, overlap)
-    if start < 0:
-        raise ValueError(f"start must be a frame index >= 0, got {start}")
+    """The settings of a dataset run (`spec` and `windowing`, whose fields `keywords` may also give), as the
+    manifest records them; a resumed run must give the same. `budget` is recorded only when it is "run",
+    so that folders begun before it existed resume."""
+    spec, w = with_keywords(spec, windowing, keywords)
+    if spec.rates is not None or spec.target_psnr is not None or w.fps is not None:
+        raise ValueError("a dataset run takes a rate (per-window rates, a target PSNR and fps are not offered)")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     return {
-        "rate": check_rate(rate),
-        "strategy": check_strategy(strategy) if strategy is not None else None,
-        "selection": check_selection(selection) if selection is not None else None,  # None: the checkpoint's default
-        "fill": check_fill(fill) if fill is not None else None,  # likewise
-        "window": int(window),
-        "overlap": int(overlap),
-        "size": size,
-        "max_size": max_size,
-        "seed": int(seed),
-        "start": int(start),
-        "max_frames": max_frames,
+        "rate": spec.rate,
+        "strategy": spec.strategy,
+        "selection": spec.selection,  # None: the checkpoint's default
+        "fill": spec.fill,  # likewise
+        "window": w.window,
+        "overlap": w.overlap,
+        "size": w.size,
+        "max_size": w.max_size,
+        "seed": spec.seed,
+        "start": w.start,
+        "max_frames": w.max_frames,
     } | ({"budget": budget} if budget == "run" else {})
 
 
