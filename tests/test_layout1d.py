@@ -116,6 +116,18 @@ def test_cli_encodes_cuts_and_decodes(tmp_path, capsys):
     assert read_video(tmp_path / "c.mp4")[0].shape == (20, 64, 128, 3)
 
 
+def test_cli_reconstructs_in_the_1d_layout_and_its_psnr_is_the_decode_against_the_input(tmp_path, capsys):
+    src, out = tmp_path / "clip.mp4", tmp_path / "r.mp4"
+    write_video(src, synthetic_video(20, 64, 128, seed=2), fps=20.0, lossless=True)
+    assert main(["reconstruct", str(src), "--layout", "1d", "--tokens", "64", "--lossless", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "64 tokens (1D layout, regression decoder; 64 tokens per second of video)" in said
+    printed = float(said.rsplit("PSNR ", 1)[1].split()[0])
+    assert printed == pytest.approx(psnr(read_video(src)[0], read_video(out)[0]), abs=0.01)
+    assert main(["reconstruct", str(src), "--steps", "2", "-o", str(tmp_path / "g.mp4")]) != 0  # grid: no flow
+    assert "--layout 1d" in capsys.readouterr().err
+
+
 def test_cli_refuses_1d_options_on_grid_files(tmp_path, capsys):
     src = tmp_path / "clip.mp4"
     write_video(src, synthetic_video(9, 64, 64), fps=20.0)

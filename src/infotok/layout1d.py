@@ -284,35 +284,62 @@ def encode_file(model: InfoTok1D, src: Path, dst: Path, overwrite: bool = False,
     return out
 
 
+def source_frames(
+    model: InfoTok1D,
+    src: Path,
+    size: int | None = None,
+    max_size: int | None = 256,
+    start: int = 0,
+    max_frames: int | None = None,
+) -> tuple[np.ndarray, dict]:
+    """A video file's frames as the 1D layout tokenizes them, and what its header records of the source (the
+    video is held in memory). `size` resizes the short side to it; else a short side over `max_size` is
+    shrunk to it, as `infotok encode` does for grid files."""
+    from .video import read_video
+
+    raw, info = read_video(src, start=start, max_frames=max_frames)
+    if size is None and max_size and min(raw.shape[1:3]) > max_size:
+        size = max_size
+    source = {"fps": info.fps, "source_width": raw.shape[2], "source_height": raw.shape[1]}
+    source["resize"] = size if size and size != min(raw.shape[1:3]) else None
+    return fit_frames(raw, size, model.align), source
+
+
 def tokenize_file(
     model: InfoTok1D,
     src: Path,
     tokens: int | None = None,
     rate: float | None = None,
     target_psnr: float | None = None,
-    size: int | None = None,
-    max_size: int | None = 256,
-    start: int = 0,
-    max_frames: int | None = None,
+    **source,
 ) -> Tokens:
-    """A video file -> its 1D `Tokens` (the video is held in memory). `size` resizes the short side to it;
-    else a short side over `max_size` is shrunk to it, as `infotok encode` does for grid files."""
-    from .video import read_video
+    """A video file -> its 1D `Tokens`; `source` (size, max_size, start, max_frames) as `source_frames` takes it."""
+    frames, fields = source_frames(model, src, **source)
+    return model.tokenize(frames, tokens, rate, target_psnr, **fields)
 
-    raw, info = read_video(src, start=start, max_frames=max_frames)
-    if size is None and max_size and min(raw.shape[1:3]) > max_size:
-        size = max_size
-    frames = fit_frames(raw, size, model.align)
-    return model.tokenize(
-        frames,
-        tokens,
-        rate,
-        target_psnr,
-        fps=info.fps,
-        source_width=raw.shape[2],
-        source_height=raw.shape[1],
-        resize=size if size and size != min(raw.shape[1:3]) else None,
-    )
+
+def reconstruct_file(
+    model: InfoTok1D,
+    src: Path,
+    dst: Path,
+    steps: int = 0,
+    seed: int = 0,
+    lossless: bool = False,
+    tokens: int | None = None,
+    rate: float | None = None,
+    target_psnr: float | None = None,
+    **source,
+) -> tuple[Tokens, float]:
+    """A video file -> 1D tokens -> a video (regression decoder, or the flow decoder in `steps` steps) and
+    the PSNR against the frames that were tokenized; nothing is written to disk but the video."""
+    from .metrics import psnr
+    from .video import write_video
+
+    frames, fields = source_frames(model, src, **source)
+    out = model.tokenize(frames, tokens, rate, target_psnr, **fields)
+    decoded = model.detokenize(out, steps, seed)
+    write_video(dst, decoded, fps=fields["fps"], lossless=lossless)
+    return out, psnr(frames, decoded)
 
 
 def decode_file(

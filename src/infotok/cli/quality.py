@@ -14,6 +14,7 @@ from .common import (
     UsageError,
     _expected_windows,
     _inputs,
+    _load_1d,
     _load_model,
     _outputs,
     _positive,
@@ -23,13 +24,24 @@ from .common import (
     _run_many,
     _specs,
     asked_rate,
+    plural,
 )
-from .options import add_model_options, add_preset_option, add_rate_control_options, add_tokenize_options
+from .options import (
+    add_layout_options,
+    add_model_options,
+    add_preset_option,
+    add_rate_control_options,
+    add_tokenize_options,
+)
 
 
 def cmd_reconstruct(args) -> int:
     from ..pipeline import reconstruct_file
 
+    if args.layout == "1d":
+        return cmd_reconstruct_1d(args)
+    if args.steps:
+        raise UsageError("--steps picks the 1D layout's decoder: pass --layout 1d")
     spec, windowing = _specs(args)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
@@ -53,6 +65,41 @@ def cmd_reconstruct(args) -> int:
         finally:
             bar.close()
         _print_summary(src, dst, result, args, psnr)
+
+    return _run_many(inputs, outputs, job, "reconstruct")
+
+
+def cmd_reconstruct_1d(args) -> int:
+    from .. import layout1d
+
+    inputs = _inputs(args.inputs)
+    outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
+    model = _load_1d(args)
+    _, windowing = _specs(args)
+
+    def job(src: Path, dst: Path) -> None:
+        out, psnr = layout1d.reconstruct_file(
+            model,
+            src,
+            dst,
+            args.steps,
+            args.seed,
+            args.lossless,
+            tokens=args.tokens,
+            rate=args.rate if args.rate_given else None,
+            target_psnr=args.target_psnr,
+            size=windowing.size,
+            max_size=windowing.max_size,
+            start=windowing.start,
+            max_frames=windowing.max_frames,
+        )
+        ledger = out.ledger()
+        how = f"flow decoder, {args.steps} steps" if args.steps else "regression decoder"
+        print(
+            f"{src} -> {dst}: {out.header.num_frames} frames {out.header.width}x{out.header.height}, "
+            f"{plural(len(out.windows), 'window')}, {ledger.kept} tokens (1D layout, {how}; "
+            f"{ledger.tokens_per_second:.0f} tokens per second of video), PSNR {psnr:.2f} dB"
+        )
 
     return _run_many(inputs, outputs, job, "reconstruct")
 
@@ -212,6 +259,11 @@ def add_reconstruct(sub) -> None:
     add_tokenize_options(p)
     add_rate_control_options(p)
     add_model_options(p)
+    add_layout_options(p)
+    p.add_argument_group("1D layout").add_argument(
+        "--steps", type=int, default=0, help="1d: 0, the regression decoder (default); N: the flow decoder in "
+        "N steps, its noise seeded by --seed",
+    )  # fmt: skip
     p.set_defaults(func=cmd_reconstruct)
 
 
