@@ -6,7 +6,7 @@ import torch
 
 from infotok import InfoTok
 from infotok.cli import main
-from infotok.layout1d import InfoTok1D, fit_frames, share_tokens
+from infotok.layout1d import InfoTok1D, share_tokens, source_stream
 from infotok.metrics import psnr
 from infotok.tokens import FORMAT_VERSION_1D, TokenFormatError, TokenReader, Tokens
 from infotok.video import read_video, resize_and_crop, synthetic_video, write_video
@@ -82,10 +82,14 @@ def test_grid_tokens_cannot_be_cut():
         grid.truncate(4)
 
 
-def test_frames_off_the_64_pixel_grid_are_refused_or_fitted(model):
+def test_frames_off_the_64_pixel_grid_are_refused_or_fitted(model, tmp_path):
     with pytest.raises(ValueError, match="multiples of 64"):
         model.tokenize(synthetic_video(5, 64, 96))
-    assert fit_frames(synthetic_video(5, 100, 150), None, 64).shape == (5, 64, 128, 3)
+    video = synthetic_video(5, 100, 150)
+    write_video(tmp_path / "v.mp4", video, fps=10, lossless=True)
+    frames, h, w, source = source_stream(model, tmp_path / "v.mp4")
+    assert (h, w, source["source_width"], source["source_height"], source["resize"]) == (64, 128, 150, 100, None)
+    assert np.array_equal(np.stack(list(frames)), video[:, 18:82, 11:139])  # the centre crop
 
 
 def test_psnr_rises_with_the_prefix_on_real_clips(model):

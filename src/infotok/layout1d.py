@@ -10,20 +10,23 @@ refused instead of decoding noise.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import warnings
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from . import checkpoint, geometry
+from . import checkpoint
 from .networks import BASE_KINDS, build_base, config_from_dict
 from .registers import RegisterConfig, RegisterTokenizer
 from .tokens import TokenHeader, Tokens, TokenWindow, grid_positions
+from .video_windows import iter_windows
 
 LAYOUT = "1d"
 WINDOW, OVERLAP = 33, 1  # a window is 9 latent frames; neighbours share one frame, blended
@@ -122,34 +125,57 @@ class InfoTok1D(nn.Module):
         where they gain most PSNR (`share_tokens`); `target_psnr`, each window the fewest tokens of the
         ladder whose decode reaches it. None of them: every window's whole sequence. `source` may give
         source_width, source_height and resize for the header."""
-        t, h, w, _ = frames.shape
+        _, h, w, _ = frames.shape
+        windows = iter_windows(frames, WINDOW, OVERLAP)
+        return self.tokenize_windows(windows, h, w, tokens, rate, target_psnr, fps, **source)
+
+    def tokenize_windows(
+        self,
+        windows: Iterable[tuple[int, int, np.ndarray]],
+        height: int,
+        width: int,
+        tokens: int | None = None,
+        rate: float | None = None,
+        target_psnr: float | None = None,
+        fps: float = 30.0,
+        **source,
+    ) -> Tokens:
+        """`tokenize` on a stream of windows (start, end, frames) of `height` x `width`, as `iter_windows` cuts
+        them: one window's frames are held at a time, and each window's sequence (and, to share a rate or
+        reach a target, its PSNR curve) until every window is in."""
+        h, w = height, width
         if h % self.align or w % self.align:
             raise ValueError(f"the 1D layout takes frames whose sides are multiples of {self.align}, got {w}x{h}")
         if sum(x is not None for x in (tokens, rate, target_psnr)) > 1:
             raise ValueError("give at most one of tokens, rate and target_psnr")
-        header = self.header(t, h, w, fps, **source)
+        header = self.header(1, h, w, fps, **source)  # its frame count once the windows are in
         total, grid = self.tokens_per_window(h, w), grid_positions(header)
         if tokens is not None and not 1 <= tokens <= total:
             raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {tokens}")
         if rate is not None and not 0 < rate * grid <= total:
             raise ValueError(f"rate must be in (0, {total / grid:.4f}] (1D windows of {w}x{h} hold {total} tokens)")
-        spans = geometry.window_spans(t, WINDOW, OVERLAP)
-        sequences = [self.encode_window(frames[start:end]) for start, end in spans]
-        if rate is None and target_psnr is None:
-            keeps = [tokens or total] * len(spans)
+        ladder = [k for k in LADDER if k < total] + [total]
+        spans, sequences, curves = [], [], []
+        for start, end, clip in windows:
+            spans.append((start, end))
+            sequences.append(self.encode_window(clip))
+            if rate is not None or target_psnr is not None:
+                curves.append(self.psnr_curve(clip, sequences[-1], ladder))
+        if not spans:
+            raise ValueError("no frames to tokenize")
+        header.num_frames = spans[-1][1]
+        if rate is not None:
+            keeps = share_tokens(ladder, curves, round(rate * grid * len(spans)))
+        elif target_psnr is not None:
+            keeps = [next((k for k, p in zip(ladder, c) if p >= target_psnr), total) for c in curves]
+            short = [max(c) for c in curves if max(c) < target_psnr]
+            if short:
+                warnings.warn(
+                    f"target {target_psnr:g} dB is out of reach for {len(short)} of {len(curves)} windows "
+                    f"({max(short):.1f} dB at best with every token); they keep every token"
+                )
         else:
-            ladder = [k for k in LADDER if k < total] + [total]
-            curves = [self.psnr_curve(frames[a:b], seq, ladder) for (a, b), seq in zip(spans, sequences)]
-            if rate is not None:
-                keeps = share_tokens(ladder, curves, round(rate * grid * len(spans)))
-            else:
-                keeps = [next((k for k, p in zip(ladder, c) if p >= target_psnr), total) for c in curves]
-                short = [max(c) for c in curves if max(c) < target_psnr]
-                if short:
-                    warnings.warn(
-                        f"target {target_psnr:g} dB is out of reach for {len(short)} of {len(curves)} windows "
-                        f"({max(short):.1f} dB at best with every token); they keep every token"
-                    )
+            keeps = [tokens or total] * len(spans)
         out = Tokens(header)
         for (start, end), sequence, keep in zip(spans, sequences, keeps):
             kept = sequence[:keep].cpu().numpy().astype(np.uint16)
@@ -265,18 +291,6 @@ def prefix_window(start: int, end: int, sequence: np.ndarray, total: int, grid_t
     return TokenWindow(start, end, sequence.size / grid_tokens, 0.0, mask, sequence)
 
 
-def fit_frames(frames: np.ndarray, size: int | None, align: int) -> np.ndarray:
-    """Resize (short side `size`, if given) and centre-crop to sides that are multiples of `align`."""
-    from .video import center_crop, resize_short_side
-
-    if size:
-        frames = resize_short_side(frames, size)
-    h, w = frames.shape[1] // align * align, frames.shape[2] // align * align
-    if not h or not w:
-        raise ValueError(f"frames of {frames.shape[2]}x{frames.shape[1]} are smaller than the 1D layout's {align}")
-    return center_crop(frames, h, w)
-
-
 def encode_file(model: InfoTok1D, src: Path, dst: Path, overwrite: bool = False, **options) -> Tokens:
     """A video file -> a 1D `.itok` file (`options` as `tokenize_file` takes them)."""
     out = tokenize_file(model, src, **options)
@@ -284,25 +298,34 @@ def encode_file(model: InfoTok1D, src: Path, dst: Path, overwrite: bool = False,
     return out
 
 
-def source_frames(
+def source_stream(
     model: InfoTok1D,
     src: Path,
     size: int | None = None,
     max_size: int | None = 256,
     start: int = 0,
     max_frames: int | None = None,
-) -> tuple[np.ndarray, dict]:
-    """A video file's frames as the 1D layout tokenizes them, and what its header records of the source (the
-    video is held in memory). `size` resizes the short side to it; else a short side over `max_size` is
-    shrunk to it, as `infotok encode` does for grid files."""
-    from .video import read_video
+) -> tuple[Iterator[np.ndarray], int, int, dict]:
+    """A video file's frames as the 1D layout tokenizes them, streamed: (frames, their height and width, what
+    the header records of the source). `size` resizes the short side to it; else a short side over
+    `max_size` is shrunk to it, as `infotok encode` does for grid files; frames are centre-cropped to
+    multiples of the layout's `align`."""
+    from .pipeline import video_source
+    from .spec import Windowing
 
-    raw, info = read_video(src, start=start, max_frames=max_frames)
-    if size is None and max_size and min(raw.shape[1:3]) > max_size:
-        size = max_size
-    source = {"fps": info.fps, "source_width": raw.shape[2], "source_height": raw.shape[1]}
-    source["resize"] = size if size and size != min(raw.shape[1:3]) else None
-    return fit_frames(raw, size, model.align), source
+    stream, info, resize = video_source(src, Windowing(WINDOW, OVERLAP, size, max_size, start, max_frames))
+    first = next(stream, None)
+    if first is None:
+        raise ValueError(f"{src}: no frames from frame {start}")
+    a = model.align
+    h, w = first.shape[0] // a * a, first.shape[1] // a * a
+    if not h or not w:
+        raise ValueError(f"frames of {first.shape[1]}x{first.shape[0]} are smaller than the 1D layout's {a}")
+    top, left = (first.shape[0] - h) // 2, (first.shape[1] - w) // 2
+    frames = (f[top : top + h, left : left + w] for f in itertools.chain([first], stream))
+    source = {"fps": info.fps, "source_width": info.width, "source_height": info.height}
+    source["resize"] = resize if resize and resize != min(info.width, info.height) else None
+    return frames, h, w, source
 
 
 def tokenize_file(
@@ -313,9 +336,10 @@ def tokenize_file(
     target_psnr: float | None = None,
     **source,
 ) -> Tokens:
-    """A video file -> its 1D `Tokens`; `source` (size, max_size, start, max_frames) as `source_frames` takes it."""
-    frames, fields = source_frames(model, src, **source)
-    return model.tokenize(frames, tokens, rate, target_psnr, **fields)
+    """A video file -> its 1D `Tokens`, one window in memory at a time; `source` (size, max_size, start,
+    max_frames) as `source_stream` takes it."""
+    frames, h, w, fields = source_stream(model, src, **source)
+    return model.tokenize_windows(iter_windows(frames, WINDOW, OVERLAP), h, w, tokens, rate, target_psnr, **fields)
 
 
 def reconstruct_file(
@@ -331,15 +355,17 @@ def reconstruct_file(
     **source,
 ) -> tuple[Tokens, float]:
     """A video file -> 1D tokens -> a video (regression decoder, or the flow decoder in `steps` steps) and
-    the PSNR against the frames that were tokenized; nothing is written to disk but the video."""
-    from .metrics import psnr
+    its PSNR against the frames that were tokenized (read again as a stream)."""
+    from .metrics import PSNRMeter
     from .video import write_video
 
-    frames, fields = source_frames(model, src, **source)
-    out = model.tokenize(frames, tokens, rate, target_psnr, **fields)
+    out = tokenize_file(model, src, tokens, rate, target_psnr, **source)
     decoded = model.detokenize(out, steps, seed)
-    write_video(dst, decoded, fps=fields["fps"], lossless=lossless)
-    return out, psnr(frames, decoded)
+    write_video(dst, decoded, fps=out.header.fps, lossless=lossless)
+    meter = PSNRMeter()
+    for reference, frame in zip(source_stream(model, src, **source)[0], decoded):
+        meter.add(reference, frame)
+    return out, meter.value
 
 
 def decode_file(
@@ -423,7 +449,7 @@ def encode_dataset(
             if writer.is_complete(path):
                 continue
             try:
-                video_tokens = tokenize_file(model, path, tokens, rate, target_psnr, size, max_size)
+                video_tokens = tokenize_file(model, path, tokens, rate, target_psnr, size=size, max_size=max_size)
             except (VideoError, ValueError, OSError) as exc:
                 writer.fail(path, str(exc))
             else:
