@@ -78,6 +78,10 @@ def test_bench_writes_every_section_with_learned_metrics(tmp_path):
     assert "lpips" in flex[0.5] and "fvd" in flex[0.5] and "lpips" not in flex[0.25]  # table points only
     assert set(result["resources"]["cli"]) == {"60", "600"}  # frame counts, as JSON keys
     assert set(result["resources"]["cli"]["600"]) == {"encode", "decode", "viz", "file_bytes"}
+    # the report is a function of bench.json alone: rendered again from it, it says the same
+    again = tmp_path / "again" / "BENCHMARKS.md"
+    assert main(["--report-only", str(tmp_path / "out" / "bench.json"), "--markdown", str(again)]) == 0
+    assert again.read_text() == text
     assert result["resources"]["release"]["encode"]["peak_rss_mib"] > 0 and "| decode |" in text
     assert "Refusing a `.itok` file with a forged length field" in text
     assert set(result["resources"]["dataset"]) == {"1", "2"} and "`infotok encode-dataset` (Ray Data" in text
