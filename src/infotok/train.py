@@ -122,6 +122,36 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict(sd)
 
 
+def step_rates(cfg: TrainConfig, step: int, total: int) -> list:
+    """Algorithm 1's rate per clip of a step's global batch of `total` clips, drawn from (seed, step), so a
+    run on N processes trains on the same rates as one process with an N times larger batch. Under
+    `elbo` they are averages that the model's forward turns into each clip's global_elbo rate."""
+    rng = np.random.default_rng([cfg.seed, 7, step])
+    if cfg.kind == "predictor":
+        return [[int(k) / 16 for k in rng.integers(1, 17, cfg.predictor_points)] for _ in range(total)]
+    if cfg.rate_sampling == "uniform":
+        return [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(total)]
+    if cfg.rate_sampling == "grid":
+        return [int(rng.integers(1, 17)) / 16 for _ in range(total)]
+    return [float(rng.choice(FLEX_RATES)) for _ in range(total)]
+
+
+def step_selections(cfg: TrainConfig, step: int, total: int, predictor: bool) -> str | list[str]:
+    """The selection of each clip of a step's global batch: `value` runs mix VALUE_MIX and `drift` runs
+    DRIFT_MIX, drawn from (seed, step) like the rates (value becomes random without a predictor)."""
+    if cfg.selection not in ("value", "drift"):
+        return cfg.selection
+    mix = VALUE_MIX if cfg.selection == "value" else DRIFT_MIX
+    drawn = np.random.default_rng([cfg.seed, 11, step]).choice(list(mix), size=total, p=list(mix.values()))
+    return [str(s) for s in (drawn if predictor else np.where(drawn == "value", "random", drawn))]
+
+
+def this_process(drawn: list, accelerator, batch: int) -> list:
+    """This process's `batch` of values drawn for the whole global batch."""
+    first = batch * accelerator.process_index
+    return list(drawn[first : first + batch])
+
+
 class EMA:
     """Exponential moving average of a model's parameters, in fp32 on the parameters' device.
 
@@ -288,45 +318,17 @@ class Trainer:
             writer.writerows(rows)
 
     def _rates(self, batch: int) -> list[float] | None:
-        """Algorithm 1's rate per clip of this process's share of the global batch (None: full rate).
-
-        Drawn for the whole global batch from (seed, step), so a run on N processes trains on the
-        same rates as one process with an N times larger batch. Under `elbo` they are averages that
-        the model's forward turns into each clip's global_elbo rate.
-        """
-        cfg = self.cfg
+        """This process's share of the step's rates (`step_rates`); None for a fixed-rate base."""
         if not self.accelerator.unwrap_model(self.model).adaptive:
             return None
-        rng = np.random.default_rng([cfg.seed, 7, self.step])
-        total = batch * self.accelerator.num_processes
-        if cfg.kind == "predictor":
-            rates = [[int(k) / 16 for k in rng.integers(1, 17, cfg.predictor_points)] for _ in range(total)]
-        elif cfg.rate_sampling == "uniform":
-            rates = [float(rng.uniform(MIN_RATE, 1.0)) for _ in range(total)]
-        elif cfg.rate_sampling == "grid":
-            rates = [int(rng.integers(1, 17)) / 16 for _ in range(total)]
-        else:
-            rates = [float(rng.choice(FLEX_RATES)) for _ in range(total)]
-        return self._this_process(rates, batch)
-
-    def _this_process(self, drawn: list, batch: int) -> list:
-        """This process's `batch` of values drawn for the whole global batch."""
-        first = batch * self.accelerator.process_index
-        return list(drawn[first : first + batch])
+        drawn = step_rates(self.cfg, self.step, batch * self.accelerator.num_processes)
+        return this_process(drawn, self.accelerator, batch)
 
     def _selections(self, batch: int) -> str | list[str]:
-        """The selection of each clip of this process's share: `value` runs mix VALUE_MIX and `drift` runs
-        DRIFT_MIX, drawn for the global batch from (seed, step) like the rates."""
-        cfg = self.cfg
-        if cfg.selection not in ("value", "drift"):
-            return cfg.selection
-        mix = VALUE_MIX if cfg.selection == "value" else DRIFT_MIX
-        rng = np.random.default_rng([cfg.seed, 11, self.step])
-        total = batch * self.accelerator.num_processes
-        drawn = rng.choice(list(mix), size=total, p=list(mix.values()))
-        if self.accelerator.unwrap_model(self.model).predictor_config is None:
-            drawn = np.where(drawn == "value", "random", drawn)
-        return [str(s) for s in self._this_process(drawn, batch)]
+        """This process's share of the step's selections (`step_selections`)."""
+        predictor = self.accelerator.unwrap_model(self.model).predictor_config is not None
+        drawn = step_selections(self.cfg, self.step, batch * self.accelerator.num_processes, predictor)
+        return drawn if isinstance(drawn, str) else this_process(drawn, self.accelerator, batch)
 
     def run(self, on_step=None) -> None:
         """Train to cfg.steps. On N processes, step k's global batch is dataset items
