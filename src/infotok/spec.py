@@ -26,7 +26,7 @@ def _integer(value) -> bool:
 @dataclass(frozen=True)
 class Windowing:
     window: int = 33
-    overlap: int = 5
+    overlap: int = 1  # each window starts on the last frame of the one before (BENCHMARKS_LONG.md)
     size: int | None = None  # resize the short side to exactly this
     max_size: int | None = None  # or only shrink a short side over this
     start: int = 0
