@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .router import uniform_rate
+from .rate_policies import RATE_POLICIES
 
 # memory each video-cutting task reserves (a scheduling hint to Ray). It also makes the cutting
 # stage's remote arguments differ from the model actors', which keeps Ray Data from fusing the two:
@@ -40,8 +40,9 @@ def window_draws(settings: dict, generator: np.random.Generator) -> tuple[float,
     """What `InfoTok.encode` draws from a video's generator for its next window, in its order: the
     uniform strategy's rate (NaN for the other strategies, which draw none), then the seed of random
     selection (drawn whatever the selection)."""
-    rate = uniform_rate(settings["rate"], generator) if settings["strategy"] == "uniform" else math.nan
-    return rate, int(generator.integers(2**62))
+    policy = RATE_POLICIES.get((settings["strategy"], None))  # `uniform` draws; static, global_elbo and rd do not
+    draw = policy(None, settings["rate"]).draw(generator) if policy else None
+    return (math.nan if draw is None else draw), int(generator.integers(2**62))
 
 
 def _row(video: str, **fields) -> dict:

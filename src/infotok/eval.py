@@ -34,7 +34,6 @@ from .router import (
     check_rate,
     shared_budget_rates,
     shared_hold_rates,
-    uniform_rate,
 )
 from .selection import Inputs
 from .tokens import TokenHeader, Tokens
@@ -187,19 +186,18 @@ def clip_rates(
     (`budget` "run"), or gives each clip what `infotok encode` gives it alone ("calibrated")."""
     if strategy == "rd" and budget == "calibrated":
         return [calibrated_rd_rate(model, c, avg_rate, fill) for c in clips]
-    if strategy == "static":
-        return [avg_rate] * len(clips)
     if strategy == "global_elbo":
         return balanced_rates(avg_rate, [c.score for c in clips], float(model.score_mean))
-    if strategy == "uniform":
-        rng = np.random.default_rng(seed)
-        return [uniform_rate(avg_rate, rng) for _ in clips]
     if strategy == "rd" and fill == "hold":
         return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate, per_window=True)
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
         largest = max(c.batch.mask[0].numel() for c in clips)  # each clip weighs alike, as in the mean rate
         return shared_budget_rates(clip_curves(clips), [largest] * len(clips), avg_rate)
-    raise ValueError(f"unknown strategy {strategy!r}")
+    policy = rate_policy_for(model, strategy, fill, avg_rate)  # static, uniform: rates from draws alone
+    if policy.reads:
+        raise ValueError(f"{strategy} reads per-clip inputs: evaluate it with budget 'calibrated'")
+    rng = np.random.default_rng(seed)
+    return policy.rates(Inputs(), [policy.draw(rng) for _ in clips])
 
 
 def evaluate(
