@@ -1,5 +1,7 @@
 """The 1D layout end to end with the shipped infotok-1d checkpoint: tokens you can cut, v2 files, the CLI."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,22 @@ def test_cli_reconstructs_in_the_1d_layout_and_its_psnr_is_the_decode_against_th
     assert printed == pytest.approx(psnr(read_video(src)[0], read_video(out)[0]), abs=0.01)
     assert main(["reconstruct", str(src), "--steps", "2", "-o", str(tmp_path / "g.mp4")]) != 0  # grid: no flow
     assert "--layout 1d" in capsys.readouterr().err
+
+
+def test_cli_eval_in_the_1d_layout_reports_each_prefix_as_the_api_decodes_it(tmp_path, capsys, model):
+    src = tmp_path / "clip.mp4"
+    write_video(src, synthetic_video(20, 64, 128, seed=3), fps=20.0, lossless=True)
+    argv = ["eval", str(src), "--layout", "1d", "--tokens", "4,32", "--size", "64", "--json", str(tmp_path / "e.json")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    clip = resize_and_crop(read_video(src)[0], 64)
+    whole = model.tokenize(clip)
+    for row, k in zip(report["results"], (4, 32)):
+        assert row["tokens"] == k and row["videos"] == 1
+        assert row["psnr"] == pytest.approx(psnr(clip, model.detokenize(whole.truncate(k))), abs=1e-6)
+    assert f"PSNR {report['results'][1]['psnr']:.2f} dB" in capsys.readouterr().out
+    assert main(["eval", str(src), "--layout", "1d", "--tokens", "5000", "--size", "64"]) != 0  # more than it holds
+    assert "more than a 64x64 window holds" in capsys.readouterr().err
 
 
 def test_cli_refuses_1d_options_on_grid_files(tmp_path, capsys):

@@ -37,7 +37,7 @@ from .router import (
 )
 from .selection import Inputs
 from .tokens import TokenHeader, Tokens
-from .video import from_model, read_video, resize_and_crop, resize_short_side
+from .video import center_crop, from_model, read_video, resize_and_crop, resize_short_side
 
 
 # ---------------------------------------------------------------------------------- clips
@@ -310,6 +310,54 @@ def write_report(report: dict, json_path: str | os.PathLike) -> None:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def evaluate_1d(
+    model,
+    paths: list[Path],
+    counts: list[int],
+    size: int = 256,
+    frames: int = 33,
+    crop: bool = True,
+    steps: int = 0,
+    seed: int = 0,
+    with_vmaf: bool = False,
+    progress=None,
+) -> dict:
+    """`infotok eval --layout 1d`: each clip (its first `frames` frames, short side `size`, centre-cropped to
+    `size` x `size`, or with `crop=False` to the largest multiples of the layout's `align`) tokenized once,
+    then decoded from each window's first `counts` tokens. Returns the report: per count the mean PSNR,
+    SSIM (and VMAF) over the clips and the share of the grid's positions those tokens are; per clip its rows."""
+    from .layout1d import LAYOUT
+
+    per_video = []
+    for path in paths:
+        raw = read_video(path, max_frames=frames)[0]
+        clip = resize_and_crop(raw, size) if crop else resize_short_side(raw, size)
+        clip = center_crop(clip, clip.shape[1] // model.align * model.align, clip.shape[2] // model.align * model.align)
+        whole = model.tokenize(clip)
+        total = whole.windows[0].kept  # every window's whole sequence
+        if max(counts) > total:
+            size_text = f"{clip.shape[2]}x{clip.shape[1]}"
+            raise ValueError(f"{max(counts)} tokens is more than a {size_text} window holds ({total})")
+        for k in counts:
+            cut = whole.truncate(k)
+            decoded = model.detokenize(cut, steps, seed)
+            row = {"video": Path(path).name, "tokens": k, "rate": cut.ledger().realized_rate}
+            row |= {"psnr": psnr(clip, decoded), "ssim": ssim(clip, decoded)}
+            if with_vmaf:
+                row["vmaf"] = vmaf(clip, decoded)
+            per_video.append(row)
+        if progress:
+            progress(f"evaluated {Path(path).name}")
+    results = []
+    for k in counts:
+        rows = [r for r in per_video if r["tokens"] == k]
+        metrics = [m for m in ("rate", "psnr", "ssim", "vmaf") if m in rows[0]]
+        results.append({"tokens": k, **{m: float(np.mean([r[m] for r in rows])) for m in metrics}, "videos": len(rows)})
+    decoder = f"flow, {steps} steps, seed {seed}" if steps else "regression"
+    return {"checkpoint": model.name, "layout": LAYOUT, "decoder": decoder, "size": size, "frames": frames,
+            "crop": crop, "results": results, "per_video": per_video}  # fmt: skip
 
 
 def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:

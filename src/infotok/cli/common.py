@@ -50,6 +50,10 @@ def _rates(text: str) -> list[float]:
     return [_rate(t) for t in text.split(",") if t.strip()]
 
 
+def _counts(text: str) -> list[int]:
+    return [_positive(t) for t in text.split(",") if t.strip()]
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -12,6 +12,7 @@ from .common import (
     DEFAULT_SIZE,
     Progress,
     UsageError,
+    _counts,
     _expected_windows,
     _inputs,
     _load_1d,
@@ -133,6 +134,10 @@ def cmd_eval(args) -> int:
     require("torchmetrics", "`infotok eval` (SSIM)")  # before any work, not after the first clip
     if args.vmaf:
         require("imageio_ffmpeg", "`infotok eval --vmaf`")
+    if args.layout == "1d":
+        return cmd_eval_1d(args)
+    if args.tokens or args.steps:
+        raise UsageError("--tokens and --steps evaluate the 1D layout: pass --layout 1d")
     inputs = _inputs(args.inputs)
     model = _load_model(args)
     perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights, model.device)
@@ -332,9 +337,44 @@ def add_eval(sub) -> None:
         help="also compute FVD with this TorchScript feature network, e.g. i3d_torchscript.pt",
     )
     p.add_argument("--json", help="write the report here (and a per-video CSV beside it)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the uniform strategy and random selection (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the uniform strategy and random selection; 1d: of the flow decoder"
+    )
     add_model_options(p, outputs=False)
+    layout = p.add_argument_group("1D layout (docs/LAYOUT_1D.md)")
+    layout.add_argument("--layout", choices=["grid", "1d"], default="grid", help="1d: evaluate the 1D checkpoint")
+    layout.add_argument(
+        "--tokens", type=_counts, help="1d: comma-separated tokens per window to decode from (default 16,64,256,1024)"
+    )
+    layout.add_argument("--steps", type=int, default=0, help="1d: 0, the regression decoder; N, the flow in N steps")
     p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval_1d(args) -> int:
+    from ..eval import evaluate_1d, write_report
+
+    if args.lpips_weights or args.fvd_weights:
+        raise UsageError("--lpips-weights and --fvd-weights evaluate grid checkpoints (the 1D one: PSNR, SSIM, VMAF)")
+    inputs = _inputs(args.inputs)
+    model = _load_1d(args)
+    counts = args.tokens or [16, 64, 256, 1024]
+    bar = Progress(len(inputs), "eval (1D layout)", unit="video")
+    try:
+        report = evaluate_1d(
+            model, inputs, counts, args.size, args.frames, not args.whole_frame, args.steps, args.seed, args.vmaf,
+            lambda message: bar.update(),
+        )  # fmt: skip
+    finally:
+        bar.close()
+    if args.json:
+        write_report(report, args.json)
+    for r in report["results"]:
+        vmaf = f", VMAF {r['vmaf']:.4g}" if "vmaf" in r else ""
+        print(
+            f"1D {report['decoder']:>10} {r['tokens']:>5} tokens a window (rate {r['rate']:.4f} of the grid's): "
+            f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}{vmaf}, {r['videos']} videos"
+        )
+    return 0
 
 
 def add_calibrate(sub) -> None:
