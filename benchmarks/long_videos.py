@@ -53,8 +53,13 @@ def measure(model: InfoTok, frames: np.ndarray, fps: float, rate: float, overlap
     tokens = model.tokenize(frames, rate=rate, overlap=overlap, fps=fps)
     with tempfile.TemporaryDirectory() as tmp:
         file_bytes = tokens.save(Path(tmp) / "video.itok").stat().st_size
+    decoding = time.time()
     decoded = model.detokenize(tokens)
-    seconds = time.time() - started
+    seconds, decode_seconds = time.time() - started, time.time() - decoding
+    middle = tokens.windows[len(tokens.windows) // 2]  # random access: that window's frames alone
+    decoding = time.time()
+    model.detokenize(tokens, middle.start + overlap, middle.end - overlap)
+    middle_seconds = time.time() - decoding
     ledger = tokens.ledger(file_bytes)
     per_frame = np.array([psnr(a, b) for a, b in zip(frames, decoded)])
     edges = edge_frames(frames, overlap)
@@ -71,6 +76,8 @@ def measure(model: InfoTok, frames: np.ndarray, fps: float, rate: float, overlap
         "worst_edge_below_mean": float(psnr(frames, decoded) - per_frame[edges].min()) if edges else None,
         "worst_frame_below_mean": float(psnr(frames, decoded) - per_frame.min()),
         "cpu_seconds": seconds,
+        "decode_seconds": decode_seconds,
+        "middle_window_decode_seconds": middle_seconds,
     }
 
 
@@ -118,14 +125,16 @@ def report(result: dict, command: str) -> str:
         "a frame differs from the one before by 4x the clip's median change: a new shot is hard wherever it",
         "falls); worst edge / worst frame: how far the worst such frame / the worst frame of all falls below",
         "the clip's PSNR. BD-rate: against overlap 5, in tokens at equal PSNR (negative: fewer tokens).",
+        "Decode seconds: the whole video, and the frames of the middle window alone (`detokenize(tokens, start,",
+        "stop)`, `infotok decode --start`: windows are independent, so random access costs one window).",
         "",
     ]
     for name, entry in result["clips"].items():
         lines += [f"## {name}: {entry['frames']} frames at {entry['fps']:.2f} fps", ""]
         lines += [
             "| overlap | asked rate | windows | realized rate | tokens/s | kbit/s (file) | PSNR dB | edge PSNR dB "
-            "| worst edge below mean dB | worst frame below mean dB | CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| worst edge below mean dB | worst frame below mean dB | CPU s | decode s: whole / middle window |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in entry["rows"]:
             edge = "-" if r["edge_psnr"] is None else f"{r['edge_psnr']:.2f}"
@@ -133,7 +142,8 @@ def report(result: dict, command: str) -> str:
             lines.append(
                 f"| {r['overlap']} | {r['rate']} | {r['windows']} | {r['realized_rate']:.3f} | "
                 f"{r['tokens_per_second']:.0f} | {r['kbit_per_second']:.1f} | {r['psnr']:.2f} | {edge} | {worst} | "
-                f"{r['worst_frame_below_mean']:.2f} | {r['cpu_seconds']:.0f} |"
+                f"{r['worst_frame_below_mean']:.2f} | {r['cpu_seconds']:.0f} | {r['decode_seconds']:.1f} / "
+                f"{r['middle_window_decode_seconds']:.2f} |"
             )
         if "bd_rate_vs_overlap_5" in entry:
             bd = ", ".join(f"overlap {o}: {v:+.1f}%" for o, v in entry["bd_rate_vs_overlap_5"].items())

@@ -150,6 +150,13 @@ def test_cli_eval_in_the_1d_layout_reports_each_prefix_as_the_api_decodes_it(tmp
     assert "more than a 64x64 window holds" in capsys.readouterr().err
 
 
+def test_a_segment_of_1d_tokens_decodes_as_the_whole_video_does_there(model):
+    tokens = model.tokenize(synthetic_video(40, 64, 64, seed=5), tokens=64)  # windows 0-33 and 32-40
+    whole = model.detokenize(tokens)
+    for start, stop in [(30, 36), (33, 40), (0, 5)]:
+        assert np.array_equal(model.detokenize(tokens, start=start, stop=stop), whole[start:stop])
+
+
 def test_cli_refuses_1d_options_on_grid_files(tmp_path, capsys):
     src = tmp_path / "clip.mp4"
     write_video(src, synthetic_video(9, 64, 64), fps=20.0)
@@ -160,7 +167,6 @@ def test_cli_refuses_1d_options_on_grid_files(tmp_path, capsys):
 
 
 def test_a_1d_checkpoint_refuses_another_base(tmp_path):
-    import json
     import shutil
 
     from infotok.checkpoint import CheckpointError

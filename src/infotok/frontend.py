@@ -95,13 +95,14 @@ class VideoFrontEnd:
             fill=fill,
         ).collect()
 
-    def iter_detokenize(self, header, windows):
-        """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""
-        return pipeline.iter_detokenize(self, header, windows)
+    def iter_detokenize(self, header, windows, start: int = 0, stop: int | None = None):
+        """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming; frames
+        [start, stop) only decode the windows that hold them."""
+        return pipeline.iter_detokenize(self, header, windows, start, stop)
 
-    def detokenize(self, tokens) -> np.ndarray:
-        """Tokens -> uint8 frames [T, H, W, 3]."""
-        return np.stack(list(self.iter_detokenize(tokens.header, tokens.windows)))
+    def detokenize(self, tokens, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Tokens -> uint8 frames [T, H, W, 3] (frames [start, stop) of the video)."""
+        return np.stack(list(self.iter_detokenize(tokens.header, tokens.windows, start, stop)))
 
     def reconstruct(self, video, **kwargs) -> np.ndarray:
         """detokenize(tokenize(video)): what a user of the tokens would see."""

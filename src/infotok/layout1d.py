@@ -227,22 +227,30 @@ class InfoTok1D(nn.Module):
             region=c.region,
         )
 
-    def detokenize(self, tokens: Tokens, steps: int = 0, seed: int = 0) -> np.ndarray:
-        """`Tokens` of this layout -> uint8 frames [T, H, W, 3]."""
+    def detokenize(
+        self, tokens: Tokens, steps: int = 0, seed: int = 0, start: int = 0, stop: int | None = None
+    ) -> np.ndarray:
+        """`Tokens` of this layout -> uint8 frames [T, H, W, 3] (frames [start, stop) of the video, decoded
+        from the windows that hold them alone)."""
+        from .pipeline import segment_windows
         from .video import WindowBlender, from_model
 
         h = tokens.header
         if h.layout != LAYOUT:
             raise ValueError(f"these tokens are of the {h.layout!r} layout; decode them with InfoTok")
-        blender, out = WindowBlender(), []
-        for i, window in enumerate(tokens.windows):
+        windows = list(segment_windows(tokens.windows, start, stop))
+        if not windows:
+            raise ValueError(f"no frame of [{start}, {stop}) in a video of {h.num_frames} frames")
+        first = windows[0].start
+        blender, out = WindowBlender(first), []
+        for i, window in enumerate(windows):
             video = self.decode_window(
                 torch.from_numpy(window.indices.astype(np.int64)), h.height, h.width, steps, seed
             )
             frames = from_model(video)[: window.end - window.start]
-            following = tokens.windows[i + 1].start if i + 1 < len(tokens.windows) else None
+            following = windows[i + 1].start if i + 1 < len(windows) else None
             out.extend(blender.add(window.start, frames, following))
-        return np.stack(out)
+        return np.stack(out)[start - first : None if stop is None else stop - first]
 
 
 def share_tokens(ladder: list[int], curves: list[list[float]], budget: int) -> list[int]:
@@ -376,8 +384,11 @@ def decode_file(
     steps: int = 0,
     seed: int = 0,
     lossless: bool = False,
+    start: int = 0,
+    max_frames: int | None = None,
 ) -> Tokens:
-    """A 1D `.itok` file -> a video, from each window's first `tokens` (default: all it holds)."""
+    """A 1D `.itok` file -> a video, from each window's first `tokens` (default: all it holds); `start` /
+    `max_frames` decode a segment, from the windows that hold it alone."""
     from .tokens import TokenFormatError
     from .video import write_video
 
@@ -388,7 +399,10 @@ def decode_file(
             f"loaded ({model.name}, {model.weights_hash}); pass that model's --checkpoint"
         )
     cut = stored.truncate(tokens) if tokens else stored
-    write_video(dst, model.detokenize(cut, steps, seed), fps=stored.header.fps, lossless=lossless)
+    if not 0 <= start < stored.header.num_frames:
+        raise ValueError(f"--start {start} is outside the video's {stored.header.num_frames} frames")
+    stop = None if max_frames is None else start + max_frames
+    write_video(dst, model.detokenize(cut, steps, seed, start, stop), fps=stored.header.fps, lossless=lossless)
     return cut
 
 

@@ -139,17 +139,32 @@ class TokenStream:
         return Tokens(self.header, windows)
 
 
-def iter_detokenize(model, header: TokenHeader, windows: Iterable[TokenWindow]) -> Iterator[np.ndarray]:
-    """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming."""
+def iter_detokenize(
+    model, header: TokenHeader, windows: Iterable[TokenWindow], start: int = 0, stop: int | None = None
+) -> Iterator[np.ndarray]:
+    """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming; with `start` /
+    `stop`, frames [start, stop) only, decoding just the windows that hold them (windows are independent, so
+    a frame in the middle of a long video costs one or two windows' decodes)."""
     model.check_tokens(header)
-    blender = WindowBlender()
-    it = iter(windows)
+    it = segment_windows(windows, start, stop)
     current = next(it, None)
+    blender, frame = WindowBlender(current.start if current else 0), current.start if current else 0
     while current is not None:
         following = next(it, None)
         x = model.decode(TokenBatch.from_windows([current], header.height, header.width, model.device, header.fill))
-        yield from blender.add(current.start, from_model(x), following.start if following else None)
+        for blended in blender.add(current.start, from_model(x), following.start if following else None):
+            if stop is not None and frame >= stop:
+                return
+            if frame >= start:
+                yield blended
+            frame += 1
         current = following
+
+
+def segment_windows(windows: Iterable[TokenWindow], start: int = 0, stop: int | None = None) -> Iterator[TokenWindow]:
+    """The windows that hold a frame of [start, stop) (every frame they share with a neighbour is blended
+    from windows that are both in)."""
+    return (w for w in windows if w.end > start and (stop is None or w.start < stop))
 
 
 @dataclass
@@ -243,13 +258,19 @@ def decode_file(
     lossless: bool = False,
     on_window: Callable[[TokenWindow], None] | None = None,
     reference: Iterable[np.ndarray] | None = None,
+    start: int = 0,
+    max_frames: int | None = None,
 ) -> tuple[TokenHeader, float | None]:
     """Decode a `.itok` file into a video file, streaming; with `reference` frames (the source at the
-    tokenized size), also returns the meter of the TokenBench PSNR against them."""
+    tokenized size), also returns the meter of the TokenBench PSNR against them. `start` / `max_frames`
+    decode a segment, from the windows that hold it alone."""
     meter = PSNRMeter() if reference is not None else None
     with TokenReader(src) as reader:
+        if not 0 <= start < reader.header.num_frames:
+            raise ValueError(f"--start {start} is outside the video's {reader.header.num_frames} frames")
         windows = _observed(reader, on_window)
-        frames = iter_detokenize(model, reader.header, windows)
+        stop = None if max_frames is None else start + max_frames
+        frames = iter_detokenize(model, reader.header, windows, start, stop)
         if meter is not None:
             frames = _measured(frames, reference, meter)
         write_video(dst, frames, fps=reader.header.fps, lossless=lossless)

@@ -52,13 +52,14 @@ class WindowBlender:
     """Blends decoded windows linearly over their overlaps and emits finished frames in order.
 
     Holds at most one window of frames. `add` gets the start of the next window (None for the last)
-    so it knows which frames are final.
+    so it knows which frames are final. `first` is the frame the first window added starts at (a
+    segment decoded from the middle of a video).
     """
 
-    def __init__(self):
+    def __init__(self, first: int = 0):
         self._acc: dict[int, np.ndarray] = {}
-        self._next = 0
-        self._prev_end = 0
+        self._next = first
+        self._prev_end = first
 
     def add(self, start: int, frames: np.ndarray, next_start: int | None) -> list[np.ndarray]:
         end = start + len(frames)

@@ -102,7 +102,9 @@ def cmd_decode(args) -> int:
             total = window_count(reader.header)
         bar = Progress(total, f"decode {src.name}")
         try:
-            header, _ = decode_file(model, src, dst, args.lossless, lambda w: bar.update())
+            header, _ = decode_file(
+                model, src, dst, args.lossless, lambda w: bar.update(), start=args.start, max_frames=args.max_frames
+            )
         finally:
             bar.close()
         padded = (
@@ -113,9 +115,10 @@ def cmd_decode(args) -> int:
                 "which infotok crops off when it reads the file; .webm keeps odd sizes exactly)"
             )
         )
-        print(
-            f"{src} -> {dst}: {header.num_frames} frames {header.width}x{header.height} at {header.fps:g} fps{padded}"
-        )
+        frames = min(args.max_frames or header.num_frames, header.num_frames - args.start)
+        last = args.start + frames - 1
+        segment = f" (frames {args.start}-{last} of {header.num_frames})" if frames < header.num_frames else ""
+        print(f"{src} -> {dst}: {frames} frames{segment} {header.width}x{header.height} at {header.fps:g} fps{padded}")
 
     return _run_many(inputs, outputs, job, "decode")
 
@@ -126,7 +129,9 @@ def cmd_decode_1d(args, inputs: list[Path], outputs: list[Path]) -> int:
     model = _load_1d(args)
 
     def job(src: Path, dst: Path) -> None:
-        out = layout1d.decode_file(model, src, dst, args.tokens, args.steps, args.seed, args.lossless)
+        out = layout1d.decode_file(
+            model, src, dst, args.tokens, args.steps, args.seed, args.lossless, args.start, args.max_frames
+        )
         how = f"flow decoder, {args.steps} steps, seed {args.seed}" if args.steps else "regression decoder"
         print(f"{src} -> {dst}: {out.header.num_frames} frames from {out.windows[0].kept} tokens a window ({how})")
 
@@ -174,6 +179,11 @@ def add_decode(sub) -> None:
     p.add_argument("inputs", nargs="+", help=".itok files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, help="OUT.mp4 for one input, a folder for several")
     p.add_argument("--lossless", action="store_true", help="store the decoded frames exactly (large file)")
+    p.add_argument(
+        "--start", type=int, default=0, help="first frame to decode (default 0): only the windows that hold the "
+        "segment are decoded",
+    )  # fmt: skip
+    p.add_argument("--max-frames", type=_positive, help="decode at most this many frames (default: to the end)")
     add_model_options(p)
     layout = p.add_argument_group("1D-layout files")
     layout.add_argument("--tokens", type=_positive, help="decode each window's first N tokens only (no re-encoding)")
