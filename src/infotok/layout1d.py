@@ -389,6 +389,7 @@ def decode_file(
 ) -> Tokens:
     """A 1D `.itok` file -> a video, from each window's first `tokens` (default: all it holds); `start` /
     `max_frames` decode a segment, from the windows that hold it alone."""
+    from .pipeline import segment_stop
     from .tokens import TokenFormatError
     from .video import write_video
 
@@ -399,9 +400,7 @@ def decode_file(
             f"loaded ({model.name}, {model.weights_hash}); pass that model's --checkpoint"
         )
     cut = stored.truncate(tokens) if tokens else stored
-    if not 0 <= start < stored.header.num_frames:
-        raise ValueError(f"--start {start} is outside the video's {stored.header.num_frames} frames")
-    stop = None if max_frames is None else start + max_frames
+    stop = segment_stop(stored.header.num_frames, start, max_frames)
     write_video(dst, model.detokenize(cut, steps, seed, start, stop), fps=stored.header.fps, lossless=lossless)
     return cut
 

@@ -161,6 +161,14 @@ def iter_detokenize(
         current = following
 
 
+def segment_stop(num_frames: int, start: int, max_frames: int | None) -> int | None:
+    """The end of the segment `infotok decode --start --max-frames` asks for (None: to the last frame),
+    refusing a start outside the video."""
+    if not 0 <= start < num_frames:
+        raise ValueError(f"--start {start} is outside the video's {num_frames} frames")
+    return None if max_frames is None else start + max_frames
+
+
 def segment_windows(windows: Iterable[TokenWindow], start: int = 0, stop: int | None = None) -> Iterator[TokenWindow]:
     """The windows that hold a frame of [start, stop) (every frame they share with a neighbour is blended
     from windows that are both in)."""
@@ -266,10 +274,8 @@ def decode_file(
     decode a segment, from the windows that hold it alone."""
     meter = PSNRMeter() if reference is not None else None
     with TokenReader(src) as reader:
-        if not 0 <= start < reader.header.num_frames:
-            raise ValueError(f"--start {start} is outside the video's {reader.header.num_frames} frames")
+        stop = segment_stop(reader.header.num_frames, start, max_frames)
         windows = _observed(reader, on_window)
-        stop = None if max_frames is None else start + max_frames
         frames = iter_detokenize(model, reader.header, windows, start, stop)
         if meter is not None:
             frames = _measured(frames, reference, meter)
