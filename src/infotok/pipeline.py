@@ -235,14 +235,16 @@ def encode_file(
     on_window: Callable[[TokenWindow], None] | None = None,
     spec: TokenizeSpec = TokenizeSpec(),
     windowing: Windowing = Windowing(),
+    prior=None,
 ) -> EncodeResult:
-    """Stream one video into a `.itok` file; nothing is left at `dst` unless the whole video was tokenized."""
+    """Stream one video into a `.itok` file (range-coded with `prior`, if given); nothing is left at `dst` unless
+    the whole video was tokenized."""
     stream = TokenStream(model, src, spec, windowing)
     writer, kept, total, rates, spans = None, 0, 0, [], []
     try:
         for w in stream:
             if writer is None:
-                writer = TokenWriter(dst, stream.header, overwrite=overwrite)
+                writer = TokenWriter(dst, stream.header, overwrite=overwrite, prior=prior)
             writer.write(w)
             kept, total = kept + w.kept, total + w.num_tokens
             rates.append(w.rate)
@@ -268,12 +270,14 @@ def decode_file(
     reference: Iterable[np.ndarray] | None = None,
     start: int = 0,
     max_frames: int | None = None,
+    prior=None,
 ) -> tuple[TokenHeader, float | None]:
     """Decode a `.itok` file into a video file, streaming; with `reference` frames (the source at the
     tokenized size), also returns the meter of the TokenBench PSNR against them. `start` / `max_frames`
-    decode a segment, from the windows that hold it alone."""
+    decode a segment, from the windows that hold it alone. A prior-coded file decodes with `prior`, or the installed
+    prior it names."""
     meter = PSNRMeter() if reference is not None else None
-    with TokenReader(src) as reader:
+    with TokenReader(src, prior) as reader:
         stop = segment_stop(reader.header.num_frames, start, max_frames)
         windows = _observed(reader, on_window)
         frames = iter_detokenize(model, reader.header, windows, start, stop)

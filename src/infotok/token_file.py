@@ -52,7 +52,8 @@ class TokenFormatError(ValueError):
     """A `.itok` file that is truncated, corrupt, from another format version or another model."""
 
 
-def encode_window(w: TokenWindow, codebook_size: int) -> bytes:
+def encode_window(w: TokenWindow, codebook_size: int, coder=None) -> bytes:
+    """A window's record; with an `entropy.PriorCoder`, its mask and indices range-coded in one section."""
     mask = np.asarray(w.mask, dtype=bool)
     if mask.ndim != 3:
         raise ValueError("window mask must be [t, h, w]")
@@ -67,8 +68,11 @@ def encode_window(w: TokenWindow, codebook_size: int) -> bytes:
         raise ValueError(f"window has {int(mask.sum())} kept positions but {indices.size} indices")
     if indices.size and (indices.min() < 0 or indices.max() >= codebook_size):
         raise ValueError(f"token indices must lie in [0, {codebook_size})")
-    mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes(), 9)
-    index_bytes = zlib.compress(indices.astype("<u2").tobytes(), 9)
+    if coder is not None:
+        mask_bytes, index_bytes = b"", coder.encode(mask, indices)
+    else:
+        mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes(), 9)
+        index_bytes = zlib.compress(indices.astype("<u2").tobytes(), 9)
     t, h, wd = mask.shape
     head = _WINDOW.pack(
         w.start, w.end, t, h, wd, float(w.rate), float(w.score), indices.size, len(mask_bytes), len(index_bytes)
@@ -89,8 +93,9 @@ def _inflate(data: bytes, expected: int, what: str) -> bytes:
     return out
 
 
-def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None) -> TokenWindow:
-    """Parse one record; with `index`, also check its frames and grid against the header's geometry."""
+def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None, coder=None) -> TokenWindow:
+    """Parse one record; with `index`, also check its frames and grid against the header's geometry. A prior-coded
+    file's records need the `entropy.PriorCoder` that decoded the windows before it."""
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
     start, end, t, h, w, rate, score, kept, n_mask, n_idx = _WINDOW.unpack_from(payload)
@@ -113,6 +118,18 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     if _WINDOW.size + n_mask + n_idx != len(payload):
         raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
     body = memoryview(payload)[_WINDOW.size :]
+    if header.codec == "prior":
+        if n_mask:
+            raise TokenFormatError(f"{where}: a prior-coded record has no separate mask section")
+        try:
+            mask, indices = coder.decode(bytes(body), (t, h, w))
+        except (ValueError, RuntimeError) as exc:
+            raise TokenFormatError(f"{where}: corrupt prior-coded data ({exc})") from None
+        if int(mask.sum()) != kept:
+            raise TokenFormatError(f"{where}: decodes to {int(mask.sum())} kept positions but the record says {kept}")
+        if not (np.isfinite(rate) and 0 < rate <= 1):
+            raise TokenFormatError(f"{where}: invalid rate {rate}")
+        return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
     bits = np.frombuffer(_inflate(bytes(body[:n_mask]), (n + 7) // 8, f"{where} mask"), np.uint8)
     mask = np.unpackbits(bits, count=n, bitorder="little").astype(bool).reshape(t, h, w)
     if int(mask.sum()) != kept:
@@ -150,13 +167,19 @@ class TokenWriter:
     `close`.
     """
 
-    def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False):
+    def __init__(self, path: str | os.PathLike, header: TokenHeader, overwrite: bool = False, prior=None):
         self.path = check_token_output(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(
                 f"{self.path} exists; pass overwrite=True (--overwrite on the command line) to replace it"
             )
-        self.header = header
+        self.header, self._coder = header, None
+        if prior is not None:  # entropy-coded windows: the header names the prior a reader needs
+            from .entropy import PriorCoder
+
+            if header.layout != "grid":
+                raise ValueError("the prior codes grid files only; 1D files are stored with zlib")
+            self.header, self._coder = replace(header, codec="prior", prior_hash=prior.hash), PriorCoder(prior)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
         self.count = 0
@@ -182,7 +205,7 @@ class TokenWriter:
                 f"window {self.count} has a token grid {np.shape(window.mask)}; "
                 f"{self.header.width}x{self.header.height} frames need {grid}"
             )
-        payload = encode_window(window, self.header.codebook_size)
+        payload = encode_window(window, self.header.codebook_size, self._coder)
         self._body.write(_RECORD.pack(len(payload), zlib.crc32(payload)) + payload)
         self._last = (int(window.start), int(window.end))
         self.count += 1
@@ -206,7 +229,14 @@ class TokenWriter:
             self._body.close()
             raise
         fields = asdict(self.header)
-        absent_fields = (("target_psnr", None), ("fill", "mask"), ("layout", "grid"), ("registers", 0), ("region", 0))
+        absent_fields = (
+            ("target_psnr", None),
+            ("fill", "mask"),
+            ("layout", "grid"),
+            ("registers", 0),
+            ("region", 0),
+            ("prior_hash", ""),
+        )
         for name, absent in absent_fields:  # only files that use them carry them:
             if fields[name] == absent:  # other files stay byte-identical to before these fields
                 del fields[name]
@@ -239,9 +269,10 @@ class TokenWriter:
 
 
 class TokenReader:
-    """Reads the header at once and the windows one at a time; every failure is a TokenFormatError."""
+    """Reads the header at once and the windows one at a time; every failure is a TokenFormatError. A prior-coded
+    file needs its prior: `prior` (a `prior.TokenPrior`), else an installed one with the hash its header names."""
 
-    def __init__(self, source: str | os.PathLike | bytes):
+    def __init__(self, source: str | os.PathLike | bytes, prior=None):
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.name, self._f, self.size = "<bytes>", io.BytesIO(bytes(source)), len(source)
         else:
@@ -254,6 +285,11 @@ class TokenReader:
                 raise TokenFormatError(f"{p}: cannot read the token file ({exc.strerror or exc})") from None
         try:
             self.header, self.header_bytes = self._read_header()
+            self.prior = None
+            if self.header.codec == "prior":
+                from .entropy import find_prior
+
+                self.prior = find_prior(self.header.prior_hash, prior, self.name)
         except BaseException:
             self._f.close()
             raise
@@ -299,6 +335,11 @@ class TokenReader:
     def __iter__(self) -> Iterator[TokenWindow]:
         self._f.seek(self.header_bytes)
         count = window_count(self.header)
+        coder = None
+        if self.prior is not None:
+            from .entropy import PriorCoder
+
+            coder = PriorCoder(self.prior)
         for index in range(count):
             where = f"{self.name}: window {index}"
             pos = self._f.tell()
@@ -314,7 +355,7 @@ class TokenReader:
             payload = self._read_exact(length, f"window {index}")
             if zlib.crc32(payload) != crc:
                 raise TokenFormatError(f"{where}: checksum mismatch (file corrupt)")
-            yield decode_window(payload, self.header, where, index)
+            yield decode_window(payload, self.header, where, index, coder)
         left = self.size - self._f.tell()
         if left < _TRAILER.size:
             raise TokenFormatError(f"{self.name}: truncated in the trailer")

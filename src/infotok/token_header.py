@@ -16,6 +16,7 @@ from .names import FILLS
 FORMAT_VERSION = 1  # grid files (their bytes are unchanged since version 1)
 FORMAT_VERSION_1D = 2  # 1D-layout files (`layout`, `registers`, `region` in the header; prefix masks)
 LAYOUTS = ("grid", "1d")
+CODECS = ("zlib", "prior")  # how window records store tokens: zlib-packed, or range-coded with a learned prior
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TokenHeader:
     target_psnr: float | None = None  # strategy "target": the PSNR each window's rate was chosen to reach
     fill: str = "mask"  # how dropped tokens decode (`infotok.fill`); files from before it are "mask"
     codec: str = "zlib"
+    prior_hash: str = ""  # codec "prior": the hash of the `prior.TokenPrior` the windows were coded with
     format_version: int = FORMAT_VERSION
     layout: str = "grid"  # "1d": each window a coarse-to-fine token sequence (`layout1d`), its mask a prefix
     registers: int = 0  # 1d: registers per region of region x region latents
@@ -95,8 +97,12 @@ def check_header(h: TokenHeader) -> None:
     for name in ("model", "model_hash", "config_hash", "strategy", "selection", "codec"):
         if not isinstance(getattr(h, name), str):
             raise ValueError(f"{name} must be a string")
-    if h.codec != "zlib":
+    if h.codec not in CODECS:
         raise ValueError(f"unknown codec {h.codec!r}")
+    if not isinstance(h.prior_hash, str) or bool(h.prior_hash) != (h.codec == "prior"):
+        raise ValueError("a prior-coded file names its prior's hash (prior_hash), and only such a file does")
+    if h.codec == "prior" and h.layout != "grid":
+        raise ValueError("the prior codes grid files only")
     if not isinstance(h.levels, list) or not h.levels or not all(_is_int(v) and v >= 1 for v in h.levels):
         raise ValueError("levels must be a list of positive integers")
     size = 1

@@ -111,23 +111,25 @@ class Tokens:
             kept, total, h.num_frames * h.width * h.height, file_bytes, h.layout != "1d", h.num_frames / h.fps
         )
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite)."""
-        with TokenWriter(path, self.header, overwrite=overwrite) as writer:
+    def save(self, path: str | os.PathLike, overwrite: bool = False, prior=None) -> Path:
+        """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite).
+        With a `prior.TokenPrior` (`entropy.load_prior()`), the windows are range-coded with it (grid files)."""
+        with TokenWriter(path, self.header, overwrite=overwrite, prior=prior) as writer:
             for w in self.windows:
                 writer.write(w)
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokens":
-        reader = TokenReader(path)
+    def load(cls, path: str | os.PathLike, prior=None) -> "Tokens":
+        """Read an `.itok` file (a prior-coded one with `prior`, or the installed prior its header names)."""
+        reader = TokenReader(path, prior)
         with reader:
             return cls(reader.header, list(reader))
 
 
-def describe(path: str | os.PathLike) -> dict:
+def describe(path: str | os.PathLike, prior=None) -> dict:
     """Everything `infotok info` shows about a token file: header, ledger, per-window records."""
-    with TokenReader(path) as reader:
+    with TokenReader(path, prior) as reader:
         h, windows, header_bytes = reader.header, list(reader), reader.header_bytes
     size = Path(path).stat().st_size
     ledger = Tokens(h, windows).ledger(file_bytes=size)
@@ -148,6 +150,8 @@ def describe(path: str | os.PathLike) -> dict:
         "strategy": h.strategy,
         "selection": h.selection,
         "fill": h.fill,
+        "codec": h.codec,
+        **({"prior_hash": h.prior_hash} if h.codec == "prior" else {}),
         **({"layout": h.layout, "registers": h.registers, "region": h.region} if h.layout != "grid" else {}),
         "avg_rate": h.avg_rate,
         "score_mean": h.score_mean,

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .registers import RegisterConfig, RegisterTokenizer
+from .train_ema import EmaTrainer
 
 MIRRORED = "~mirrored"  # suffix of a clip's mirrored copy in the latents file
 BASE_FIELDS = ("base_hash", "base_checkpoint")  # the latents file's record of the base that made it
@@ -161,65 +162,14 @@ def code_psnr(model: RegisterTokenizer, indices: torch.Tensor, prefixes: list[in
     return out
 
 
-class RegisterTrainer:
+class RegisterTrainer(EmaTrainer):
+    no_decay = ("position", "registers")
+
     def __init__(self, cfg: RegisterTrainConfig, device: str | None = None, progress=print):
-        self.cfg = cfg.check()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cfg.check()
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(cfg.seed)
-        self.model = RegisterTokenizer(RegisterConfig.from_dict(cfg.registers)).to(self.device)
-        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
-        decay, rest = [], []
-        for name, p in self.model.named_parameters():
-            (decay if p.dim() >= 2 and "position" not in name and "registers" not in name else rest).append(p)
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=(0.9, 0.95),
-        )
-        self.step, self.seconds, self.progress = 0, 0.0, progress
-        self.out = Path(cfg.out)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-
-    # --------------------------------------------------------------------- state
-    def _state_file(self) -> Path:
-        return self.out / "train_state.safetensors"
-
-    def save(self) -> None:
-        from .files import atomic_write
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
-        tensors |= {f"ema.{k}": v.contiguous() for k, v in self.ema.items()}
-        for i, group in enumerate(self.opt.state_dict()["state"].values()):
-            for key, value in group.items():
-                tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).contiguous()
-        meta = {
-            "step": str(self.step),
-            "seconds": str(self.seconds),
-            "rng": json.dumps(self.generator.get_state().tolist()),
-        }
-        atomic_write(self._state_file(), lambda f: f.write(_safetensors_bytes(tensors, meta)))
-        (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-
-    def resume(self) -> bool:
-        path = self._state_file()
-        if not path.is_file():
-            return False
-        from safetensors import safe_open
-
-        tensors = load_file(path, device=str(self.device))
-        with safe_open(path, "pt") as f:
-            meta = f.metadata()
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-        state = self.opt.state_dict()
-        for i, p in enumerate(state["param_groups"][0]["params"] + state["param_groups"][1]["params"]):
-            if f"opt.{i}.step" in tensors:
-                state["state"][p] = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
-        self.opt.load_state_dict(state)
-        self.step, self.seconds = int(meta["step"]), float(meta["seconds"])
-        self.generator.set_state(torch.tensor(json.loads(meta["rng"]), dtype=torch.uint8))
-        return True
+        self.setup(cfg, RegisterTokenizer(RegisterConfig.from_dict(cfg.registers)), device, progress)
 
     def export(self, directory: Path | None = None) -> Path:
         """A 1D checkpoint folder (`layout1d.InfoTok1D.from_pretrained` reads it): the EMA weights in fp16
@@ -245,26 +195,9 @@ class RegisterTrainer:
         return directory
 
     # --------------------------------------------------------------------- loop
-    def _fraction(self) -> float:
-        by_time = self.seconds / self.cfg.time_limit if self.cfg.time_limit else 0.0
-        return max(self.step / self.cfg.steps, by_time)
-
-    def _lr(self) -> float:
-        cfg = self.cfg
-        if self.step < cfg.warmup:
-            return cfg.lr * (self.step + 1) / cfg.warmup
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, self._fraction())))
-        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
     def _evaluate(self) -> dict[str, float]:
-        live = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self.ema)
-        self.model.eval()
-        with torch.no_grad(), self._autocast():
-            row = code_psnr(self.model, self.data.validation(), self._prefixes())
-        self.model.load_state_dict(live)
-        self.model.train()
-        return row
+        with self._autocast():
+            return self.with_ema(lambda: code_psnr(self.model, self.data.validation(), self._prefixes()))
 
     def _prefixes(self) -> list[int]:
         """Prefix lengths the log follows: 16, 64, 256 and all registers (those the model has)."""
@@ -285,26 +218,16 @@ class RegisterTrainer:
             log.write_text(",".join(fields) + "\n")
         self.model.train()
         started = time.time() - self.seconds
-        while self.step < cfg.steps and not (cfg.time_limit and self.seconds >= cfg.time_limit):
-            for group in self.opt.param_groups:
-                group["lr"] = self._lr()
+        while not self.done():
             indices = self.data.batch(cfg.batch, self.generator)
             codes = self.model.fsq.indices_to_codes(indices.long()).float()
             keep = self.model.draw_keep(cfg.batch * regions, self.generator).to(self.device)
             with self._autocast():
                 losses = self.model.loss(codes, keep)
-            self.opt.zero_grad(set_to_none=True)
-            (losses["regression"] + losses["flow"]).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
-            with torch.no_grad():
-                decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
-                for k, v in self.model.state_dict().items():
-                    self.ema[k].lerp_(v.float(), 1 - decay) if v.is_floating_point() else self.ema[k].copy_(v)
-            self.step += 1
+            self.optimizer_step(losses["regression"] + losses["flow"])
             self.seconds = time.time() - started
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self._lr():.3g}"}
+                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"}
                 row |= {k: f"{losses[k].item():.5f}" for k in ("regression", "flow")}
                 row |= {k: f"{v:.2f}" for k, v in self._evaluate().items()}
                 with log.open("a", newline="") as f:
@@ -313,9 +236,3 @@ class RegisterTrainer:
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
         self.save()
-
-
-def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors, metadata=metadata)

@@ -124,6 +124,15 @@ def _load_1d(args):
     return InfoTok1D.from_pretrained(args.checkpoint, device=args.device)
 
 
+def _load_prior(args):
+    from ..entropy import load_prior
+
+    try:
+        return load_prior(args.prior)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"--prior: {exc}") from None
+
+
 def _outputs(inputs: list[Path], out: str, suffix: str, overwrite: bool) -> list[Path]:
     """One output per input: `out` is the file for one input, the folder for several."""
     out_path = Path(out)

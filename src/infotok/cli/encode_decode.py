@@ -15,6 +15,7 @@ from .common import (
     _inputs,
     _load_1d,
     _load_model,
+    _load_prior,
     _outputs,
     _positive,
     _print_summary,
@@ -24,7 +25,13 @@ from .common import (
     _specs,
     plural,
 )
-from .options import add_layout_options, add_model_options, add_rate_control_options, add_tokenize_options
+from .options import (
+    add_layout_options,
+    add_model_options,
+    add_prior_option,
+    add_rate_control_options,
+    add_tokenize_options,
+)
 
 
 def cmd_encode(args) -> int:
@@ -37,12 +44,13 @@ def cmd_encode(args) -> int:
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_model(args)
+    prior = _load_prior(args) if args.entropy == "prior" else None
     specs = _rate_control(args, inputs, model, spec, windowing)
 
     def job(src: Path, dst: Path) -> None:
         bar = Progress(_expected_windows(src, args), f"encode {src.name}")
         try:
-            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), specs[src], windowing)
+            result = encode_file(model, src, dst, args.overwrite, lambda w: bar.update(), specs[src], windowing, prior)
         finally:
             bar.close()
         _print_summary(src, dst, result, args)
@@ -53,6 +61,8 @@ def cmd_encode(args) -> int:
 def cmd_encode_1d(args) -> int:
     from .. import layout1d
 
+    if args.entropy != "zlib":
+        raise UsageError("--entropy prior codes grid files; 1D files are stored with zlib")
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_1d(args)
@@ -89,7 +99,8 @@ def cmd_decode(args) -> int:
 
     inputs = _inputs(args.inputs, suffixes={TOKEN_SUFFIX})
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
-    with TokenReader(inputs[0]) as reader:
+    prior = _load_prior(args) if args.prior else None
+    with TokenReader(inputs[0], prior) as reader:
         layout = reader.header.layout
     if layout == "1d":
         return cmd_decode_1d(args, inputs, outputs)
@@ -98,12 +109,19 @@ def cmd_decode(args) -> int:
     model = _load_model(args)
 
     def job(src: Path, dst: Path) -> None:
-        with TokenReader(src) as reader:
+        with TokenReader(src, prior) as reader:
             total = window_count(reader.header)
         bar = Progress(total, f"decode {src.name}")
         try:
             header, _ = decode_file(
-                model, src, dst, args.lossless, lambda w: bar.update(), start=args.start, max_frames=args.max_frames
+                model,
+                src,
+                dst,
+                args.lossless,
+                lambda w: bar.update(),
+                start=args.start,
+                max_frames=args.max_frames,
+                prior=prior,
             )
         finally:
             bar.close()
@@ -142,9 +160,10 @@ def cmd_info(args) -> int:
     from ..tokens import TOKEN_SUFFIX, TokenFormatError, describe
 
     status = 0
+    prior = _load_prior(args) if args.prior else None
     for item in _inputs(args.inputs, suffixes={TOKEN_SUFFIX}):
         try:
-            info = describe(item)
+            info = describe(item, prior)
         except TokenFormatError as exc:
             print(f"infotok: error: {exc}", file=sys.stderr)
             status = EXIT_BAD_INPUT
@@ -171,6 +190,15 @@ def add_encode(sub) -> None:
     add_rate_control_options(p)
     add_model_options(p)
     add_layout_options(p)
+    entropy = p.add_argument_group("entropy coding")
+    entropy.add_argument(
+        "--entropy",
+        choices=["zlib", "prior"],
+        default="zlib",
+        help="how the file stores the kept tokens: zlib (16 bits a code, zlib-packed; default) or prior "
+        "(range-coded with a learned prior over the tokens, lossless; the file names the prior it needs)",
+    )
+    add_prior_option(entropy)
     p.set_defaults(func=cmd_encode)
 
 
@@ -191,6 +219,7 @@ def add_decode(sub) -> None:
         "--steps", type=int, default=0, help="0: regression decoder (default); N: the flow decoder in N steps"
     )
     layout.add_argument("--seed", type=int, default=0, help="seed of the flow decoder's noise (default 0)")
+    add_prior_option(p)
     p.set_defaults(func=cmd_decode)
 
 
@@ -198,4 +227,5 @@ def add_info(sub) -> None:
     p = sub.add_parser("info", help="header, token counts and real vs nominal bits of .itok files")
     p.add_argument("inputs", nargs="+", help=".itok files, folders or glob patterns")
     p.add_argument("--json", action="store_true", help="print one JSON object per file instead of a table")
+    add_prior_option(p)
     p.set_defaults(func=cmd_info)

@@ -123,3 +123,12 @@ def add_layout_options(p) -> None:
         help="1d: tokens kept per window (default: all, 1024 at 256x256); or --rate (tokens in all = rate x the grid's "
         "positions, shared among windows by content) or --target-psnr (each window the fewest that reach it)",
     )
+
+
+def add_prior_option(p) -> None:
+    p.add_argument(
+        "--prior",
+        metavar="DIR",
+        help="token prior folder (`infotok train prior`) of prior-coded files (default: the installed prior, "
+        "trained on the shipped checkpoint's tokens)",
+    )

@@ -12,6 +12,8 @@ from .common import UsageError, _positive
 def cmd_train(args) -> int:
     if args.kind in ("latents", "registers"):
         return cmd_train_registers(args)
+    if args.kind == "prior":
+        return cmd_train_prior(args)
     from ..train import TrainConfig, Trainer
 
     settings = {
@@ -89,22 +91,48 @@ def cmd_train_registers(args) -> int:
             raise UsageError(f"{out} exists; pass --overwrite to encode again")
         print(json.dumps({"latents": str(tr.build_latents(training_videos(args.data), args.init, out))}))
         return 0
+    settings = _small_run_settings(args, "register_config", "registers")
+    if args.mixed_precision:
+        settings["mixed_precision"] = args.mixed_precision
+    cfg = tr.RegisterTrainConfig(
+        latents=args.latents, out=args.out, seed=args.seed, name=args.name or "infotok-1d", **settings
+    )
+    return _run_small(tr.RegisterTrainer(cfg, progress=(lambda line: None) if args.quiet else print), args)
+
+
+def cmd_train_prior(args) -> int:
+    """`train prior`: the token prior on shard folders of tokenized training videos."""
+    from .. import train_prior as tp
+
+    if not args.shards:
+        raise UsageError("train prior needs --shards: folders written by `infotok encode-dataset`")
+    settings = _small_run_settings(args, "prior_config", "prior")
+    try:
+        cfg = tp.PriorTrainConfig(
+            shards=args.shards, out=args.out, seed=args.seed, name=args.name or "infotok-prior", **settings
+        ).check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _run_small(tp.PriorTrainer(cfg, progress=(lambda line: None) if args.quiet else print), args)
+
+
+def _small_run_settings(args, json_option: str, field: str) -> dict:
+    """The options a small trainer's config takes (`train registers` / `train prior`), as its fields."""
     settings = {
         key: getattr(args, key)
         for key in ("steps", "batch", "lr", "warmup", "ema", "checkpoint_every", "log_every", "time_limit")
         if getattr(args, key) is not None
     }
-    if args.mixed_precision:
-        settings["mixed_precision"] = args.mixed_precision
-    if args.register_config:
+    if getattr(args, json_option):
         try:
-            settings["registers"] = json.loads(args.register_config)
+            settings[field] = json.loads(getattr(args, json_option))
         except json.JSONDecodeError as exc:
-            raise UsageError(f"--register-config is not valid JSON ({exc})") from None
-    cfg = tr.RegisterTrainConfig(
-        latents=args.latents, out=args.out, seed=args.seed, name=args.name or "infotok-1d", **settings
-    )
-    trainer = tr.RegisterTrainer(cfg, progress=(lambda line: None) if args.quiet else print)
+            raise UsageError(f"--{json_option.replace('_', '-')} is not valid JSON ({exc})") from None
+    return settings
+
+
+def _run_small(trainer, args) -> int:
+    """Run (or resume) a small trainer in --out and export its model folder."""
     if (Path(args.out) / "train_state.safetensors").exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{args.out} holds a run; pass --resume to continue it or --overwrite to restart")
     if args.resume and not trainer.resume():
@@ -127,11 +155,11 @@ def add_train(sub) -> None:
     )
     p.add_argument(
         "kind",
-        choices=["base", "infotok", "predictor", "latents", "registers"],
+        choices=["base", "infotok", "predictor", "latents", "registers", "prior"],
         help="base: fixed-rate tokenizer; infotok: Flex fine-tuning; predictor: the value predictor alone "
         "(token values and rate-distortion curves) on a frozen InfoTok checkpoint; latents: the base codes of "
         "--data's clips into the .npz --out (base from --init, default InfoTok-Flex); registers: the 1D "
-        "layout on --latents",
+        "layout on --latents; prior: the token prior (entropy coding, `infotok encode --entropy prior`) on --shards",
     )
     p.add_argument("--data", nargs="*", default=[], help="video files or folders (default: synthetic clips only)")
     p.add_argument("--out", required=True, help="run folder")
@@ -199,6 +227,8 @@ def add_train(sub) -> None:
     p.add_argument("--predictor-config", help="JSON of PredictorConfig fields (the value predictor)")
     p.add_argument("--latents", default="runs/latents.npz", help="registers: the file `train latents` wrote")
     p.add_argument("--register-config", help="registers: JSON of RegisterConfig fields, e.g. '{\"registers\": 256}'")
+    p.add_argument("--shards", nargs="*", default=[], help="prior: shard folders of `infotok encode-dataset`")
+    p.add_argument("--prior-config", help="prior: JSON of PriorConfig fields, e.g. '{\"channels\": 64}'")
     p.add_argument(
         "--train-selection",
         choices=["error", "order", "random", "value", "drift"],

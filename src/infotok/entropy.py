@@ -1,0 +1,157 @@
+"""Entropy coding of grid windows with a `prior.TokenPrior` (range coding by `constriction`, a maintained library).
+
+A window is coded given the state the previous window of the same video left (the code last kept at each
+position, and its age), so `PriorCoder` keeps that state from one window to the next: a file's windows are coded,
+and must be decoded, in order. The encoder knows every symbol, so it computes all passes of a window in one batched
+network call; the decoder makes the calls one pass at a time (4 per latent frame), each on what it decoded so far.
+Both see the same integer probabilities (`prior`'s fixed point), so decoding is lossless on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .prior import (
+    PASSES,
+    PRIOR_CONFIG,
+    TokenPrior,
+    advance,
+    checkerboard,
+    code_digits,
+    coded_here,
+    digits_code,
+    pass_context,
+    window_states,
+)
+
+
+def _constriction():
+    import constriction
+
+    return constriction
+
+
+class PriorCoder:
+    """Codes the windows of one video in order (a new video: a new coder). `bits` tallies what was coded."""
+
+    def __init__(self, prior: TokenPrior):
+        self.prior = prior
+        self.held: torch.Tensor | None = None  # [h, w] code last kept (-1 none), from the previous window
+        self.age: torch.Tensor | None = None
+        self.model = _constriction().stream.model.Categorical(perfect=False)
+
+    # ------------------------------------------------------------------ state
+    def _start(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.held is None or tuple(self.held.shape) != (h, w):
+            return torch.full((h, w), -1, dtype=torch.long), torch.zeros((h, w), dtype=torch.long)
+        return self.held.clone(), self.age.clone()
+
+    # ------------------------------------------------------------------ coding
+    def encode(self, mask: np.ndarray, indices: np.ndarray) -> bytes:
+        """A window's keep-mask [t, h, w] and kept indices (raster order) -> coded bytes."""
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
+        t, h, w = mask_t.shape
+        codes = torch.zeros((t, h, w), dtype=torch.long)
+        codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        helds, ages, held, age = window_states(mask_t, codes, *self._start(h, w))
+        n = len(PASSES)
+        frame = torch.arange(t).repeat_interleave(n)
+        step = torch.arange(n).repeat(t)
+        # each frame's four passes see the same state and truth (`pass_context` shows each only its part)
+        mask_b, codes_b = mask_t[frame], codes[frame]
+        logits = self.prior.logits(pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step))
+        encoder = _constriction().stream.queue.RangeEncoder()
+        for b in range(t * n):  # the decoder's order: frame by frame, pass by pass
+            for symbols, probs in self._symbols(
+                logits[b : b + 1], step[b : b + 1], mask_b[b : b + 1], codes_b[b : b + 1]
+            ):
+                encoder.encode(symbols, self.model, probs)
+        self.held, self.age = held, age
+        return encoder.get_compressed().astype("<u4").tobytes()
+
+    def _symbols(self, logits, step, mask, codes):
+        """(symbols int32, probabilities [n, k]) of each group pass `step` codes, in the coding order."""
+        levels = self.prior.config.levels
+        mask_here, code_here = coded_here(step, mask)
+        parts = torch.split(logits, [2, *levels], dim=1)
+        if int(step[0]) < 2:
+            yield mask[mask_here].numpy().astype(np.int32), self._probs(parts[0], mask_here)
+            return
+        if not code_here.any():
+            return
+        digits = code_digits(codes[code_here], levels)
+        for j, part in enumerate(parts[1:]):
+            yield digits[:, j].numpy().astype(np.int32), self._probs(part, code_here)
+
+    def _probs(self, part: torch.Tensor, where: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(self.prior.probabilities(part.permute(0, 2, 3, 1)[where]))
+
+    def decode(self, data: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Coded bytes of a window of token grid `shape` -> (keep-mask [t, h, w], kept indices uint16)."""
+        if len(data) % 4:
+            raise ValueError("coded window is not a whole number of 32-bit words")
+        decoder = _constriction().stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+        t, h, w = shape
+        levels = self.prior.config.levels
+        held, age = self._start(h, w)
+        mask = torch.zeros((t, h, w), dtype=torch.bool)
+        codes = torch.zeros((t, h, w), dtype=torch.long)
+        odd = checkerboard(h, w).bool()
+        for i in range(t):
+            for s in range(len(PASSES)):
+                frame, step = torch.tensor([i]), torch.tensor([s])
+                ctx = pass_context(held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step)
+                logits = self.prior.logits(ctx)
+                parts = torch.split(logits, [2, *levels], dim=1)
+                colour = odd if s % 2 else ~odd
+                if s < 2:
+                    bits = decoder.decode(self.model, self._probs(parts[0], colour[None]))
+                    mask[i][colour] = torch.from_numpy(bits.astype(bool))
+                    continue
+                where = colour & mask[i]
+                if not where.any():
+                    continue
+                digits = [
+                    torch.from_numpy(decoder.decode(self.model, self._probs(p, where[None])).astype(np.int64))
+                    for p in parts[1:]
+                ]
+                codes[i][where] = digits_code(torch.stack(digits, -1), levels)
+            held, age = advance(held, age, mask[i], codes[i])
+        self.held, self.age = held, age
+        return mask.numpy(), codes[mask].numpy().astype(np.uint16)
+
+
+SHIPPED_PRIOR = Path(__file__).resolve().parent / "weights" / "prior-flex"  # for the shipped InfoTok-Flex's tokens
+
+
+def load_prior(directory: str | os.PathLike | None = None) -> TokenPrior:
+    """The prior in `directory`, or the installed one (trained on the shipped checkpoint's tokens)."""
+    return TokenPrior.from_pretrained(directory or SHIPPED_PRIOR)
+
+
+def find_prior(needed: str, given: TokenPrior | None, name: str) -> TokenPrior:
+    """The prior a file coded with prior `needed` (its hash) decodes with: `given`, if it is that prior, else the
+    installed one with that hash; anything else is a TokenFormatError naming what is needed."""
+    from .token_file import TokenFormatError
+
+    if given is not None:
+        if given.hash != needed:
+            raise TokenFormatError(
+                f"{name}: coded with prior {needed}, but the prior given is {given.hash}; "
+                "a file decodes with the prior that coded it only"
+            )
+        return given
+    config = SHIPPED_PRIOR / PRIOR_CONFIG
+    if config.is_file() and json.loads(config.read_text()).get("hash") == needed:
+        prior = load_prior()
+        if prior.hash == needed:
+            return prior
+    raise TokenFormatError(
+        f"{name}: coded with prior {needed}, which is not installed; pass the prior's folder "
+        "(--prior DIR, or prior=infotok.entropy.load_prior(DIR))"
+    )

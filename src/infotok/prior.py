@@ -1,0 +1,332 @@
+"""A learned prior over grid tokens: the probability of each window's keep-mask and kept codes given what a
+decoder already has, so that `-log2 p` is a token's real cost and files can be entropy-coded (`entropy`).
+
+What is coded, and in which order (the decoder's order): a window latent frame by latent frame; in a frame four
+passes over a checkerboard of its positions: the mask of the even squares, the mask of the odd squares, the
+codes kept on even squares, the codes kept on odd squares. Each pass is one call of a small convolutional
+network over the whole frame that sees
+- the state: at every position the code last kept there and its age in latent frames (from this window's
+  earlier frames, or, for a window that continues a video, from the window before it; the hold fill's view);
+- what the frame's earlier passes revealed (its mask, then its even codes);
+- the pass, the latent frame's index in the window, and each square's colour.
+A code's six FSQ digits get one softmax each (given the context, not each other).
+
+Exact on any machine: `TokenPrior` runs the trained network in fixed point. Weights are integers with a
+power-of-two scale per layer, activations integers in units of 2**-ACT_BITS, and every sum is an integer held
+exactly in float64 (well under 2**53), so matrix kernels of any CPU or GPU, summing in any order, give the same
+numbers; the softmax reads a stored table of integers. Encoder and decoder therefore agree bit for bit on the
+probabilities (tests/test_prior.py runs them in two processes under different ATEN_CPU_CAPABILITY).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PASSES = ("mask_even", "mask_odd", "codes_even", "codes_odd")
+ACT_BITS = 8  # activations in units of 2**-8
+WEIGHT_BITS = 11  # weights rounded to at most 11 bits of magnitude (scaled per layer by a power of two)
+ACT_LIMIT = 1 << 20  # activations clamped to +-2**20 units: products < 2**31, sums of <= 2**12 products < 2**43
+LOGIT_RANGE = 24  # nats: a symbol this far below the likeliest gets the table's smallest weight
+EXP_BITS = 30  # the softmax table: round(2**30 * exp(-z / 2**ACT_BITS))
+PRIOR_FILE, PRIOR_CONFIG = "prior.safetensors", "config.json"
+PRIOR_FORMAT = "infotok-prior"
+
+
+@dataclass
+class PriorConfig:
+    levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
+    channels: int = 48
+    blocks: int = 3  # residual blocks of (3x3 conv, ReLU, 1x1 conv): receptive field 2 * blocks + 1
+    max_age: int = 8  # ages of held codes beyond this share one embedding
+    max_frames: int = 16  # latent frame indices beyond this share one embedding
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown PriorConfig fields: {', '.join(sorted(unknown))}")
+        cfg = cls(**d)
+        if not (cfg.levels and all(isinstance(v, int) and v >= 2 for v in cfg.levels)):
+            raise ValueError(f"levels must be integers >= 2, got {cfg.levels}")
+        if min(cfg.channels, cfg.blocks, cfg.max_age, cfg.max_frames) < 1:
+            raise ValueError("channels, blocks, max_age and max_frames must be positive")
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def code_digits(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    """FSQ code indices [...] -> their digits [..., len(levels)] (digit j counts in units of prod(levels[:j]))."""
+    digits, rest = [], indices.long()
+    for n in levels:
+        digits.append(rest % n)
+        rest = rest // n
+    return torch.stack(digits, -1)
+
+
+def digits_code(digits: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    index, unit = torch.zeros_like(digits[..., 0]), 1
+    for j, n in enumerate(levels):
+        index = index + digits[..., j] * unit
+        unit *= n
+    return index
+
+
+def checkerboard(h: int, w: int) -> torch.Tensor:
+    """[h, w] long, 0 on even squares ((y + x) even), 1 on odd ones."""
+    return (torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2
+
+
+@dataclass
+class Context:
+    """What one pass over one latent frame may see, as integer maps [B, h, w] (one frame per batch row).
+
+    held: code last kept at each position (-1: none yet); age: latent frames since then; known_mask: 0 unknown,
+    1 dropped, 2 kept; known_code: the frame's codes revealed by earlier passes (-1: not yet or not kept);
+    frame: the latent frame's index in its window; step: the pass (index into PASSES)."""
+
+    held: torch.Tensor
+    age: torch.Tensor
+    known_mask: torch.Tensor
+    known_code: torch.Tensor
+    frame: torch.Tensor  # [B]
+    step: torch.Tensor  # [B]
+
+
+def pass_context(
+    held: torch.Tensor,
+    age: torch.Tensor,
+    mask: torch.Tensor,
+    codes: torch.Tensor,
+    frame: torch.Tensor,
+    step: torch.Tensor,
+) -> Context:
+    """The context of pass `step` [B] given the frame's full mask [B, h, w] (bool) and codes [B, h, w]: only
+    what the earlier passes coded is shown."""
+    odd = checkerboard(*mask.shape[-2:]).to(mask.device).bool()
+    s = step[:, None, None]
+    shown = torch.where(s == 0, torch.zeros_like(mask), torch.where(s == 1, ~odd.expand_as(mask), True))
+    known_mask = torch.where(shown, 1 + mask.long(), 0)
+    code_shown = (s == 3) & ~odd & mask
+    known_code = torch.where(code_shown, codes.long(), -1)
+    return Context(held.long(), age.long(), known_mask, known_code, frame.long(), step.long())
+
+
+def coded_here(step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which positions pass `step` [B] codes a mask bit at, and which it codes a code at ([B, h, w] bool each)."""
+    odd = checkerboard(*mask.shape[-2:]).to(mask.device).bool()
+    s = step[:, None, None]
+    square = torch.where(s % 2 == 0, ~odd, odd)
+    return square & (s < 2), square & (s >= 2) & mask
+
+
+def advance(held: torch.Tensor, age: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor):
+    """The state after a latent frame that kept `codes` where `mask` ([h, w] each)."""
+    return torch.where(mask, codes, held), torch.where(mask, 0, age + 1)
+
+
+def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, age: torch.Tensor):
+    """The states before each latent frame of a window ([t, h, w] held codes and ages), given the state before
+    the window, and the state after it."""
+    helds, ages = [], []
+    for m, c in zip(mask, codes):
+        helds.append(held)
+        ages.append(age)
+        held, age = advance(held, age, m, c)
+    return torch.stack(helds), torch.stack(ages), held, age
+
+
+class PriorNet(nn.Module):
+    """The float network trained by `infotok train prior`; `TokenPrior` is its exact integer twin."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.config = cfg
+        c = cfg.channels
+        self.held = nn.ModuleList(nn.Embedding(n + 1, c) for n in cfg.levels)  # + none
+        self.known = nn.ModuleList(nn.Embedding(n + 1, c) for n in cfg.levels)  # + not yet
+        self.age = nn.Embedding(cfg.max_age + 2, c)  # + none
+        self.known_mask = nn.Embedding(3, c)
+        self.frame = nn.Embedding(cfg.max_frames, c)
+        self.step_colour = nn.Embedding(2 * len(PASSES), c)  # the pass, and the square's colour
+        self.convs_a = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(cfg.blocks))
+        self.convs_b = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(cfg.blocks))
+        self.head = nn.Conv2d(c, 2 + sum(cfg.levels), 1)
+        for conv in self.convs_b:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        for table in [*self.held, *self.known, self.age, self.known_mask, self.frame, self.step_colour]:
+            nn.init.normal_(table.weight, std=0.5)
+
+    def embed_indices(self, ctx: Context) -> dict[str, torch.Tensor]:
+        """Row of each embedding table at each position ([B, h, w] long each)."""
+        cfg = self.config
+        levels = torch.tensor(cfg.levels, device=ctx.held.device)
+        held = torch.where(ctx.held[..., None] >= 0, code_digits(ctx.held.clamp(min=0), cfg.levels), levels)
+        known = torch.where(
+            ctx.known_code[..., None] >= 0, code_digits(ctx.known_code.clamp(min=0), cfg.levels), levels
+        )
+        age = torch.where(ctx.held >= 0, ctx.age.clamp(0, cfg.max_age), cfg.max_age + 1)
+        h, w = ctx.held.shape[-2:]
+        colour = checkerboard(h, w).to(ctx.held.device)
+        rows = {f"held.{j}": held[..., j] for j in range(len(cfg.levels))}
+        rows |= {f"known.{j}": known[..., j] for j in range(len(cfg.levels))}
+        rows |= {
+            "age": age,
+            "known_mask": ctx.known_mask,
+            "frame": ctx.frame.clamp(max=cfg.max_frames - 1)[:, None, None].expand_as(age),
+            "step_colour": (2 * ctx.step[:, None, None] + colour).expand_as(age),
+        }
+        return rows
+
+    def tables(self) -> dict[str, nn.Embedding]:
+        out = {f"held.{j}": t for j, t in enumerate(self.held)} | {f"known.{j}": t for j, t in enumerate(self.known)}
+        return out | {
+            "age": self.age,
+            "known_mask": self.known_mask,
+            "frame": self.frame,
+            "step_colour": self.step_colour,
+        }
+
+    def forward(self, ctx: Context) -> torch.Tensor:
+        """Logits [B, 2 + sum(levels), h, w]: the mask's two, then each digit's."""
+        tables = self.tables()
+        x = sum(tables[name](rows) for name, rows in self.embed_indices(ctx).items()).permute(0, 3, 1, 2).contiguous()
+        for a, b in zip(self.convs_a, self.convs_b):
+            x = x + b(F.relu(a(F.relu(x))))
+        return self.head(F.relu(x))
+
+
+def split_logits(logits: torch.Tensor, levels: list[int]) -> list[torch.Tensor]:
+    """[B, 2 + sum(levels), h, w] -> [mask logits [B, h, w, 2], digit 0's [B, h, w, levels[0]], ...]."""
+    parts = torch.split(logits, [2, *levels], dim=1)
+    return [p.permute(0, 2, 3, 1) for p in parts]
+
+
+def context_bits(logits: torch.Tensor, ctx_mask: torch.Tensor, codes: torch.Tensor, step: torch.Tensor, levels):
+    """Bits of the symbols each pass codes, under the float network: (mask bits, code bits), summed."""
+    mask_here, code_here = coded_here(step, ctx_mask)
+    parts = split_logits(logits.float(), levels)
+    mask_nll = F.cross_entropy(parts[0][mask_here], ctx_mask[mask_here].long(), reduction="sum")
+    digits = code_digits(codes[code_here], levels)
+    code_nll = sum(F.cross_entropy(p[code_here], digits[:, j], reduction="sum") for j, p in enumerate(parts[1:]))
+    return mask_nll / math.log(2), code_nll / math.log(2)
+
+
+# ----------------------------------------------------------------------------- exact integer inference
+def _weight_shift(weight: torch.Tensor) -> int:
+    """The power of two that scales `weight`'s largest magnitude to at most 2**WEIGHT_BITS - 1."""
+    top = float(weight.abs().max())
+    if top == 0:
+        return 0
+    mantissa, exponent = math.frexp(top)  # top = mantissa * 2**exponent, 0.5 <= mantissa < 1: exact
+    return WEIGHT_BITS - exponent
+
+
+def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
+    """The integer weights of `net` (what a prior checkpoint stores): tables at the activation scale, each conv's
+    weight and bias at its own power-of-two scale (`shift.*`), and the softmax table."""
+    out = {}
+    for name, table in net.tables().items():
+        out[f"table.{name}"] = torch.round(table.weight.detach().double() * 2**ACT_BITS).long()
+    convs = {f"a.{i}": c for i, c in enumerate(net.convs_a)} | {f"b.{i}": c for i, c in enumerate(net.convs_b)}
+    for name, conv in (convs | {"head": net.head}).items():
+        shift = _weight_shift(conv.weight.detach())
+        out[f"weight.{name}"] = torch.round(conv.weight.detach().double() * 2.0**shift).long()
+        out[f"bias.{name}"] = torch.round(conv.bias.detach().double() * 2.0 ** (shift + ACT_BITS)).long()
+        out[f"shift.{name}"] = torch.tensor(shift)
+    z = np.arange(LOGIT_RANGE * 2**ACT_BITS + 1, dtype=np.float64)
+    out["exp_table"] = torch.from_numpy(
+        np.maximum(np.round(2.0**EXP_BITS * np.exp(-z / 2**ACT_BITS)), 1).astype(np.int64)
+    )
+    return out
+
+
+class TokenPrior:
+    """A trained prior in exact integer arithmetic: `probabilities` are the same numbers on every machine.
+
+    `hash` names the weights; an entropy-coded file records it and refuses another prior."""
+
+    def __init__(self, config: PriorConfig, weights: dict[str, torch.Tensor], info: dict | None = None):
+        self.config, self.info = config, dict(info or {})
+        self.weights = {k: v.to(torch.float64) if k != "exp_table" else v.long() for k, v in weights.items()}
+        self.shapes_ok()
+        from .checkpoint import tensor_hash
+
+        self.hash = tensor_hash({k: v.long() for k, v in sorted(weights.items())})
+        self._net = PriorNet(config)  # for embed_indices only; its float weights are never used
+
+    def shapes_ok(self) -> None:
+        expected = {k: tuple(v.shape) for k, v in quantize(PriorNet(self.config)).items()}
+        got = {k: tuple(v.shape) for k, v in self.weights.items()}
+        if expected != got:
+            missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+            wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+            raise ValueError(
+                f"prior weights do not match its config (missing {missing[:3]}, unexpected {extra[:3]}, "
+                f"wrong shape {wrong[:3]})"
+            )
+
+    @classmethod
+    def from_net(cls, net: PriorNet, info: dict | None = None) -> "TokenPrior":
+        return cls(net.config, quantize(net), info)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "TokenPrior":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_file, weights_file = directory / PRIOR_CONFIG, directory / PRIOR_FILE
+        if not config_file.is_file() or not weights_file.is_file():
+            raise FileNotFoundError(f"{directory}: not a prior folder (needs {PRIOR_CONFIG} and {PRIOR_FILE})")
+        info = json.loads(config_file.read_text())
+        if not isinstance(info, dict) or info.get("format") != PRIOR_FORMAT:
+            raise ValueError(f"{config_file}: not an infotok prior config (format {PRIOR_FORMAT!r} expected)")
+        try:
+            weights = load_file(str(weights_file))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{weights_file}: unreadable prior weights ({exc})") from None
+        return cls(PriorConfig.from_dict(info["prior"]), weights, info)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.long().contiguous() for k, v in sorted(self.weights.items())}
+        save_file(weights, str(directory / PRIOR_FILE), metadata={"format": PRIOR_FORMAT})
+        info = self.info | {"format": PRIOR_FORMAT, "prior": self.config.to_dict(), "hash": self.hash}
+        (directory / PRIOR_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        return directory
+
+    def logits(self, ctx: Context) -> torch.Tensor:
+        """Integer logits [B, 2 + sum(levels), h, w] in units of 2**-ACT_BITS nats (float64 holding integers)."""
+        w = self.weights
+        rows = self._net.embed_indices(ctx)
+        x = sum(F.embedding(r.cpu(), w[f"table.{name}"]) for name, r in rows.items()).permute(0, 3, 1, 2).contiguous()
+        for i in range(self.config.blocks):
+            y = self._conv(x.clamp(min=0), f"a.{i}", padding=1)
+            x = (x + self._conv(y.clamp(min=0), f"b.{i}", padding=0)).clamp(-ACT_LIMIT, ACT_LIMIT)
+        return self._conv(x.clamp(min=0), "head", padding=0)
+
+    def _conv(self, x: torch.Tensor, name: str, padding: int) -> torch.Tensor:
+        w = self.weights
+        acc = F.conv2d(x, w[f"weight.{name}"], w[f"bias.{name}"], padding=padding)  # exact: integers < 2**53
+        scale = 2.0 ** -int(w[f"shift.{name}"])
+        return torch.floor(acc * scale + 0.5).clamp(-ACT_LIMIT, ACT_LIMIT)
+
+    def probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        """Integer logits [..., n] -> probabilities [..., n] (float64, rows summing to 1), from the stored table."""
+        z = (logits.max(-1, keepdim=True).values - logits).clamp(max=len(self.weights["exp_table"]) - 1).long()
+        weight = self.weights["exp_table"][z].numpy()
+        return weight / weight.sum(-1, keepdims=True)

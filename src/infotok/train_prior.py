@@ -1,0 +1,176 @@
+"""`infotok train prior`: the token prior (`prior.PriorNet`) on tokenized videos (shard folders of `infotok
+encode-dataset`), exported as the exact integer `prior.TokenPrior`.
+
+A training example is one pass over one latent frame of one window, cropped to `crop` x `crop` latents: its
+context (the state the hold fill would have there, from the window's earlier frames and the previous window of the
+same video, and what the frame's earlier passes coded) and the symbols the pass codes. The loss is their bits.
+The log follows the held-out videos' bits per kept code and per mask bit, and bytes per window, under the EMA
+weights (float; the exported integer prior codes within a fraction of a percent of it, `benchmarks.prior`).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .prior import PASSES, PriorConfig, PriorNet, TokenPrior, coded_here, context_bits, pass_context, window_states
+from .train_ema import EmaTrainer
+
+
+@dataclass
+class PriorTrainConfig:
+    shards: list[str] = field(default_factory=list)  # shard folders of tokenized training videos
+    out: str = "runs/prior"
+    steps: int = 4000
+    batch: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema: float = 0.995
+    time_limit: float = 0.0  # seconds over all resumes; the schedule follows steps or time, whichever is further
+    log_every: int = 50
+    checkpoint_every: int = 500
+    crop: int = 32
+    held_out: int = 3  # videos (last by path) held out for the log, never trained on
+    fresh_fraction: float = 0.2  # windows trained as if they started a video (no previous window's state)
+    seed: int = 0
+    prior: dict = field(default_factory=dict)  # PriorConfig fields
+    name: str = "infotok-prior"
+
+    def check(self) -> "PriorTrainConfig":
+        if not self.shards:
+            raise ValueError("no shard folders to train on")
+        if min(self.steps, self.batch, self.log_every, self.checkpoint_every, self.crop) < 1:
+            raise ValueError("steps, batch, log_every, checkpoint_every and crop must be positive")
+        if not (self.lr > 0 and 0 <= self.ema < 1 and self.time_limit >= 0 and 0 <= self.fresh_fraction <= 1):
+            raise ValueError("need lr > 0, 0 <= ema < 1, time_limit >= 0 and 0 <= fresh_fraction <= 1")
+        PriorConfig.from_dict(self.prior)
+        return self
+
+
+class TokenWindows:
+    """Every window of the tokenized videos as tensors, with the states a decoder would have before each frame
+    (continuing the video's previous window, and `fresh`: as if the window started the video)."""
+
+    def __init__(self, shards: list[str], held_out: int, crop: int):
+        from .shard_reader import iter_video_tokens
+
+        videos = sorted((path, tokens) for root in shards for path, tokens in iter_video_tokens(root))
+        if len(videos) <= held_out:
+            raise ValueError(f"{len(videos)} videos in {shards}; need more than the {held_out} held out")
+        levels = videos[0][1].header.levels
+        self.levels, self.crop, self.sets = levels, crop, {"train": [], "validation": []}
+        for n, (path, tokens) in enumerate(videos):
+            if tokens.header.layout != "grid" or tokens.header.levels != levels:
+                raise ValueError(f"{path}: the prior models grid tokens of levels {levels}")
+            split = "train" if n < len(videos) - held_out else "validation"
+            held = age = None
+            for w in tokens.windows:
+                mask = torch.from_numpy(w.mask.astype(bool))
+                codes = torch.zeros(mask.shape, dtype=torch.long)
+                codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
+                none = torch.full(mask.shape[1:], -1, dtype=torch.long), torch.zeros(mask.shape[1:], dtype=torch.long)
+                fresh = window_states(mask, codes, *none)[:2]
+                if held is None or held.shape != mask.shape[1:]:
+                    held, age = none
+                before_held, before_age, held, age = window_states(mask, codes, held, age)
+                self.sets[split].append(
+                    {"mask": mask, "codes": codes, "held": before_held, "age": before_age, "fresh": fresh}
+                )
+        # a video smaller than the crop lowers it for all (the network is convolutional: any size will do)
+        self.crop = min([crop] + [min(w["mask"].shape[1:]) for w in self.sets["train"]])
+        frames = torch.tensor([len(w["mask"]) for w in self.sets["train"]], dtype=torch.float)
+        self.weights = frames / frames.sum()
+
+    def batch(self, size: int, fresh_fraction: float, generator: torch.Generator):
+        """`size` random (window, frame, pass, crop) examples: (context, mask, codes, step)."""
+        c, windows = self.crop, self.sets["train"]
+        picks = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
+        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame")}
+        for i in picks:
+            w = windows[i]
+            t = int(torch.randint(len(w["mask"]), (1,), generator=generator))
+            y = int(torch.randint(w["mask"].shape[1] - c + 1, (1,), generator=generator))
+            x = int(torch.randint(w["mask"].shape[2] - c + 1, (1,), generator=generator))
+            fresh = float(torch.rand((), generator=generator)) < fresh_fraction
+            held, age = w["fresh"] if fresh else (w["held"], w["age"])
+            for key, value in (("held", held), ("age", age), ("mask", w["mask"]), ("codes", w["codes"])):
+                rows[key].append(value[t, y : y + c, x : x + c])
+            rows["frame"].append(t)
+        step = torch.randint(len(PASSES), (size,), generator=generator)
+        frame = torch.tensor(rows.pop("frame"))
+        held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
+        return pass_context(held, age, mask, codes, frame, step), mask, codes, step
+
+
+def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
+    """(mask bits, code bits) of a whole window under the float network: all its passes in one batch."""
+    t, n = len(w["mask"]), len(PASSES)
+    frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
+    mask, codes = w["mask"][frame], w["codes"][frame]
+    ctx = pass_context(w["held"][frame], w["age"][frame], mask, codes, frame, step)
+    mask_bits, code_bits = context_bits(net(ctx), mask, codes, step, net.config.levels)
+    return float(mask_bits), float(code_bits)
+
+
+class PriorTrainer(EmaTrainer):
+    def __init__(self, cfg: PriorTrainConfig, progress=print):
+        cfg.check()
+        torch.manual_seed(cfg.seed)
+        self.setup(cfg, PriorNet(PriorConfig.from_dict(cfg.prior)), torch.device("cpu"), progress)
+
+    def validation(self) -> dict[str, float]:
+        mask_bits = code_bits = positions = kept = 0.0
+        windows = self.data.sets["validation"]
+        for w in windows:
+            m, c = window_bits(self.model, w)
+            mask_bits, code_bits = mask_bits + m, code_bits + c
+            positions, kept = positions + w["mask"].numel(), kept + float(w["mask"].sum())
+        return {
+            "bits_per_code": code_bits / max(kept, 1),
+            "bits_per_mask_position": mask_bits / max(positions, 1),
+            "kbytes_per_window": (mask_bits + code_bits) / 8 / 1024 / max(len(windows), 1),
+        }
+
+    def export(self, directory: Path | None = None) -> Path:
+        """The EMA weights as an integer prior folder (`TokenPrior.from_pretrained` reads it)."""
+        net = PriorNet(self.model.config)
+        net.load_state_dict(self.ema)
+        info = {"name": self.cfg.name, "trained_steps": self.step, "train_config": asdict(self.cfg)}
+        return TokenPrior.from_net(net, info).save_pretrained(directory or self.out / "model")
+
+    def run(self) -> None:
+        cfg = self.cfg
+        self.data = TokenWindows(cfg.shards, cfg.held_out, cfg.crop)
+        log = self.out / "log.csv"
+        self.out.mkdir(parents=True, exist_ok=True)
+        fields = ["step", "seconds", "lr", "train_bits_per_symbol"]
+        fields += ["bits_per_code", "bits_per_mask_position", "kbytes_per_window"]
+        if not log.exists() or self.step == 0:
+            log.write_text(",".join(fields) + "\n")
+        self.model.train()
+        started = time.time() - self.seconds
+        while not self.done():
+            ctx, mask, codes, step = self.data.batch(cfg.batch, cfg.fresh_fraction, self.generator)
+            mask_bits, code_bits = context_bits(self.model(ctx), mask, codes, step, self.data.levels)
+            mask_here, code_here = coded_here(step, mask)
+            symbols = float(mask_here.sum()) + float(code_here.sum()) * len(self.data.levels)
+            loss = (mask_bits + code_bits) / max(symbols, 1)
+            self.optimizer_step(loss)
+            self.seconds = time.time() - started
+            if self.step % cfg.log_every == 0 or self.done():
+                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"}
+                row["train_bits_per_symbol"] = f"{loss.item():.4f}"
+                row |= {k: f"{v:.4f}" for k, v in self.with_ema(self.validation).items()}
+                with log.open("a", newline="") as f:
+                    csv.DictWriter(f, fields).writerow(row)
+                self.progress(" ".join(f"{k}={v}" for k, v in row.items()))
+            if self.step % cfg.checkpoint_every == 0:
+                self.save()
+        self.save()

@@ -1,0 +1,214 @@
+"""The token prior and prior-coded `.itok` files: lossless, identical on every CPU kernel, refusing another prior,
+and `infotok train prior` (resumable) on shard folders."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from infotok import entropy
+from infotok.entropy import PriorCoder
+from infotok.prior import PriorConfig, PriorNet, TokenPrior, context_bits, pass_context, window_states
+from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, check_header
+from infotok.video import synthetic_video, write_video
+
+from .conftest import tiny_model
+
+SMALL = dict(channels=8, blocks=1)
+
+
+def random_prior(levels, seed=0) -> TokenPrior:
+    torch.manual_seed(seed)
+    net = PriorNet(PriorConfig(levels=list(levels), **SMALL))
+    for p in net.parameters():  # a prior that is far from uniform, so coding is exercised
+        torch.nn.init.normal_(p, std=0.3)
+    return TokenPrior.from_net(net)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def tokens(model, tmp_path_factory) -> Tokens:
+    clip = write_video(tmp_path_factory.mktemp("v") / "clip.mp4", synthetic_video(29, 40, 56, seed=4), fps=8)
+    return model.tokenize(clip, rate=0.4, window=9, overlap=1)
+
+
+def same(a: Tokens, b: Tokens) -> bool:
+    return len(a.windows) == len(b.windows) and all(
+        np.array_equal(x.mask, y.mask) and np.array_equal(x.indices, y.indices) for x, y in zip(a.windows, b.windows)
+    )
+
+
+def test_a_prior_coded_file_decodes_to_the_same_tokens(tmp_path, tokens):
+    prior = random_prior(tokens.header.levels)
+    path = tokens.save(tmp_path / "a.itok", prior=prior)
+    back = Tokens.load(path, prior)
+    assert back.header.codec == "prior" and back.header.prior_hash == prior.hash
+    assert len(tokens.windows) >= 3 and same(tokens, back)  # windows chained through the previous one's state
+    assert back.header.num_frames == tokens.header.num_frames
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 4, 4), (5, 6, 3)])
+def test_any_window_shape_and_mask_round_trips(shape):
+    prior = random_prior([8, 5, 3], seed=1)
+    rng = np.random.default_rng(sum(shape))
+    enc, dec = PriorCoder(prior), PriorCoder(prior)
+    for fill in (0.0, 1.0, 0.3, 0.7):  # no token kept, all kept, some: each window continues the last
+        mask = rng.random(shape) < fill
+        indices = rng.integers(0, 120, int(mask.sum())).astype(np.uint16)
+        got_mask, got_indices = dec.decode(enc.encode(mask, indices), shape)
+        assert np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices)
+
+
+def test_windows_must_be_decoded_in_order():
+    """A window is coded given the state the one before left: decoding it alone gives other tokens (hence the
+    reader decodes a file's windows in order)."""
+    prior = random_prior([8, 5, 3], seed=2)
+    rng = np.random.default_rng(0)
+    mask = rng.random((3, 6, 6)) < 0.5
+    indices = rng.integers(0, 120, int(mask.sum())).astype(np.uint16)
+    enc = PriorCoder(prior)
+    enc.encode(mask, indices)
+    second = enc.encode(mask, indices)
+    try:
+        got_mask, got_indices = PriorCoder(prior).decode(second, mask.shape)
+        assert not (np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices))
+    except ValueError:
+        pass  # or the data runs out: either way not the window that was coded
+
+
+CODE = """
+import hashlib, sys
+import numpy as np, torch
+from infotok.entropy import PriorCoder, load_prior
+prior = load_prior(sys.argv[1])
+rng = np.random.default_rng(7)
+mask = rng.random((4, 12, 20)) < 0.4
+indices = rng.integers(0, 120, int(mask.sum())).astype(np.uint16)
+data = PriorCoder(prior).encode(mask, indices)
+other = bytes.fromhex(sys.argv[2]) if len(sys.argv) > 2 else data
+m, i = PriorCoder(prior).decode(other, mask.shape)
+assert np.array_equal(m, mask) and np.array_equal(i, indices)
+print(data.hex())
+"""
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_coding_is_identical_across_processes_and_cpu_kernels(tmp_path, capability):
+    """Encoder and decoder agree bit for bit whatever float kernels the machine has: another process under
+    another ATEN_CPU_CAPABILITY writes the same bytes and decodes this process's."""
+    folder = random_prior([8, 5, 3], seed=3).save_pretrained(tmp_path / "prior")
+    here = subprocess.run([sys.executable, "-c", CODE, str(folder)], capture_output=True, text=True, check=True)
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="1")
+    there = subprocess.run(
+        [sys.executable, "-c", CODE, str(folder), here.stdout.strip()], capture_output=True, text=True, env=env
+    )
+    assert there.returncode == 0, there.stderr[-2000:]
+    assert there.stdout == here.stdout
+
+
+def test_a_file_refuses_another_prior(tmp_path, tokens, monkeypatch):
+    prior, other = random_prior(tokens.header.levels, 0), random_prior(tokens.header.levels, 5)
+    path = tokens.save(tmp_path / "a.itok", prior=prior)
+    with pytest.raises(TokenFormatError, match=f"coded with prior {prior.hash}, but the prior given is {other.hash}"):
+        Tokens.load(path, other)
+    monkeypatch.setattr(entropy, "SHIPPED_PRIOR", tmp_path / "absent")
+    with pytest.raises(TokenFormatError, match=f"prior {prior.hash}, which is not installed; pass"):
+        Tokens.load(path)
+    other_folder = other.save_pretrained(tmp_path / "installed")
+    monkeypatch.setattr(entropy, "SHIPPED_PRIOR", other_folder)  # an installed prior with another hash
+    with pytest.raises(TokenFormatError, match="which is not installed"):
+        Tokens.load(path)
+
+
+def test_a_damaged_prior_coded_file_is_refused(tmp_path, tokens):
+    prior = random_prior(tokens.header.levels)
+    path = tokens.save(tmp_path / "a.itok", prior=prior)
+    data = path.read_bytes()
+    for broken in (data[:-20], data[: len(data) // 2], data[:600] + bytes([data[600] ^ 1]) + data[601:]):
+        (tmp_path / "b.itok").write_bytes(broken)
+        with pytest.raises(TokenFormatError):
+            Tokens.load(tmp_path / "b.itok", prior)
+
+
+def test_the_header_names_a_prior_exactly_when_the_codec_is_prior(tokens):
+    check_header(tokens.header)
+    for fields in ({"codec": "prior"}, {"prior_hash": "0123456789abcdef"}, {"codec": "brotli"}):
+        bad = TokenHeader(**{**tokens.header.__dict__, **fields})
+        with pytest.raises(ValueError):
+            check_header(bad)
+
+
+def test_a_1d_file_cannot_be_prior_coded(tmp_path, tokens):
+    header = TokenHeader(**{**tokens.header.__dict__, "layout": "1d", "registers": 4, "region": 1})
+    one = Tokens(header, [TokenWindow(0, 9, 1.0, 0.0, np.ones((1, 1, 4), bool), np.arange(4, dtype=np.uint16))])
+    with pytest.raises(ValueError, match="grid files only"):
+        one.save(tmp_path / "x.itok", prior=random_prior(tokens.header.levels))
+
+
+def test_the_integer_prior_costs_what_the_float_network_estimates():
+    """The fixed-point twin codes within 1% of the float network's bits (what `train prior` logs)."""
+    levels = [8, 5, 3]
+    torch.manual_seed(0)
+    net = PriorNet(PriorConfig(levels=levels, **SMALL))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    prior = TokenPrior.from_net(net)
+    rng = np.random.default_rng(1)
+    mask = torch.from_numpy(rng.random((4, 16, 16)) < 0.5)
+    codes = torch.from_numpy(rng.integers(0, 120, (4, 16, 16)))
+    held, age, _, _ = window_states(mask, codes, torch.full((16, 16), -1), torch.zeros((16, 16), dtype=torch.long))
+    frame, step = torch.arange(4).repeat_interleave(4), torch.arange(4).repeat(4)
+    with torch.no_grad():
+        float_bits = sum(
+            context_bits(net(pass_context(held[frame], age[frame], mask[frame], codes[frame], frame, step)),
+                         mask[frame], codes[frame], step, levels)
+        )  # fmt: skip
+    coded = len(PriorCoder(prior).encode(mask.numpy(), codes[mask].numpy().astype(np.uint16))) * 8
+    assert abs(coded - float(float_bits)) < 0.01 * float(float_bits) + 64
+
+
+def test_train_prior_on_shards_resumes_and_exports_a_prior_that_codes(tmp_path, model):
+    from infotok.cli import main
+    from infotok.shards import ShardWriter, model_identity
+
+    settings = dict(rate=0.4, strategy="static", selection="error", window=9, overlap=1)
+    record = settings | {"size": None, "max_size": None, "seed": 0, "start": 0, "max_frames": None}
+    writer = ShardWriter(tmp_path / "shards", model_identity(model), record)
+    clips = []
+    for seed in range(5):
+        clip = write_video(tmp_path / f"c{seed}.mp4", synthetic_video(17, 40, 48, seed=seed), fps=8)
+        clips.append(model.tokenize(clip, **settings))
+        writer.add_tokens(str(clip), clips[-1])
+    writer.close()
+    args = ["train", "prior", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "run"), "--quiet"]
+    args += ["--prior-config", json.dumps(SMALL), "--log-every", "2", "--batch", "4"]
+    assert main(args + ["--steps", "3"]) == 0
+    assert main(args + ["--steps", "5", "--resume"]) == 0
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,seconds,lr,train_bits_per_symbol,bits_per_code")
+    assert [row.split(",")[0] for row in log[1:]] == ["2", "3", "4", "5"]
+    info = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert info["trained_steps"] == 5 and info["format"] == "infotok-prior"
+    prior = entropy.load_prior(tmp_path / "run" / "model")
+    assert prior.hash == info["hash"]
+    assert same(clips[0], Tokens.load(clips[0].save(tmp_path / "x.itok", prior=prior), prior))
+    assert main(args + ["--steps", "6"]) == 2  # the run exists: neither --resume nor --overwrite
+
+
+def test_prior_folder_problems_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a prior folder"):
+        entropy.load_prior(tmp_path)
+    folder = random_prior([8, 5, 3]).save_pretrained(tmp_path / "p")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"prior": config["prior"] | {"channels": 9}}))
+    with pytest.raises(ValueError, match="do not match its config"):
+        entropy.load_prior(folder)
