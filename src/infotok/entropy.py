@@ -3,7 +3,7 @@
 A window is coded given the state the previous window of the same video left (the code last kept at each
 position, and its age), so `PriorCoder` keeps that state from one window to the next: a file's windows are coded,
 and must be decoded, in order. The encoder knows every symbol, so it computes all passes of a window in one batched
-network call; the decoder makes the calls one pass at a time (4 per latent frame), each on what it decoded so far.
+network call; the decoder makes the calls one pass at a time (6 per latent frame), each on what it decoded so far.
 Both see the same integer probabilities (`prior`'s fixed point), so decoding is lossless on any machine.
 """
 
@@ -17,14 +17,17 @@ import numpy as np
 import torch
 
 from .prior import (
+    MASK_PASSES,
     PASSES,
     PRIOR_CONFIG,
     TokenPrior,
     advance,
-    checkerboard,
     code_digits,
     coded_here,
+    digit_logits,
     digits_code,
+    features,
+    mask_logits,
     pass_context,
     window_states,
 )
@@ -60,67 +63,70 @@ class PriorCoder:
         codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         helds, ages, held, age = window_states(mask_t, codes, *self._start(h, w))
         n = len(PASSES)
-        frame = torch.arange(t).repeat_interleave(n)
-        step = torch.arange(n).repeat(t)
+        frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
         # each frame's four passes see the same state and truth (`pass_context` shows each only its part)
         mask_b, codes_b = mask_t[frame], codes[frame]
-        logits = self.prior.logits(pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step))
+        feats = features(self.prior, pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step))
+        mask_here, code_here = coded_here(step, mask_b)
         encoder = _constriction().stream.queue.RangeEncoder()
         for b in range(t * n):  # the decoder's order: frame by frame, pass by pass
-            for symbols, probs in self._symbols(
-                logits[b : b + 1], step[b : b + 1], mask_b[b : b + 1], codes_b[b : b + 1]
-            ):
-                encoder.encode(symbols, self.model, probs)
+            if b % n < MASK_PASSES:
+                probs = self._probs(mask_logits(self.prior, feats[b : b + 1])[mask_here[b : b + 1]])
+                encoder.encode(mask_b[b][mask_here[b]].numpy().astype(np.int32), self.model, probs)
+                continue
+            vectors = feats[b].permute(1, 2, 0)[code_here[b]]
+            digits = code_digits(codes_b[b][code_here[b]], self.prior.config.levels)
+            for j in range(digits.shape[1] if len(vectors) else 0):
+                probs = self._probs(digit_logits(self.prior, vectors, digits, j))
+                encoder.encode(digits[:, j].numpy().astype(np.int32), self.model, probs)
         self.held, self.age = held, age
         return encoder.get_compressed().astype("<u4").tobytes()
 
-    def _symbols(self, logits, step, mask, codes):
-        """(symbols int32, probabilities [n, k]) of each group pass `step` codes, in the coding order."""
-        levels = self.prior.config.levels
-        mask_here, code_here = coded_here(step, mask)
-        parts = torch.split(logits, [2, *levels], dim=1)
-        if int(step[0]) < 2:
-            yield mask[mask_here].numpy().astype(np.int32), self._probs(parts[0], mask_here)
-            return
-        if not code_here.any():
-            return
-        digits = code_digits(codes[code_here], levels)
-        for j, part in enumerate(parts[1:]):
-            yield digits[:, j].numpy().astype(np.int32), self._probs(part, code_here)
-
-    def _probs(self, part: torch.Tensor, where: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(self.prior.probabilities(part.permute(0, 2, 3, 1)[where]))
+    def _probs(self, logits: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(self.prior.probabilities(logits))
 
     def decode(self, data: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Coded bytes of a window of token grid `shape` -> (keep-mask [t, h, w], kept indices uint16)."""
         if len(data) % 4:
             raise ValueError("coded window is not a whole number of 32-bit words")
         decoder = _constriction().stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+        return self._draw_window(shape, lambda probs: decoder.decode(self.model, probs))
+
+    def sample(self, shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A window of token grid `shape` drawn from the prior (given the windows coded or drawn before)."""
+
+        def draw(probs: np.ndarray) -> np.ndarray:
+            return (np.cumsum(probs, axis=1) < rng.random((len(probs), 1))).sum(axis=1).clip(max=probs.shape[1] - 1)
+
+        return self._draw_window(shape, draw)
+
+    def _draw_window(self, shape: tuple[int, int, int], draw) -> tuple[np.ndarray, np.ndarray]:
+        """A window's symbols in coding order, each group from `draw(probabilities [n, k]) -> n symbols`."""
         t, h, w = shape
         levels = self.prior.config.levels
         held, age = self._start(h, w)
         mask = torch.zeros((t, h, w), dtype=torch.bool)
         codes = torch.zeros((t, h, w), dtype=torch.long)
-        odd = checkerboard(h, w).bool()
+        everywhere = torch.ones((1, h, w), dtype=torch.bool)
         for i in range(t):
             for s in range(len(PASSES)):
                 frame, step = torch.tensor([i]), torch.tensor([s])
                 ctx = pass_context(held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step)
-                logits = self.prior.logits(ctx)
-                parts = torch.split(logits, [2, *levels], dim=1)
-                colour = odd if s % 2 else ~odd
-                if s < 2:
-                    bits = decoder.decode(self.model, self._probs(parts[0], colour[None]))
-                    mask[i][colour] = torch.from_numpy(bits.astype(bool))
+                feats = features(self.prior, ctx)[0]
+                if s < MASK_PASSES:
+                    where = coded_here(step, everywhere)[0][0]
+                    probs = self._probs(mask_logits(self.prior, feats[None])[0][where])
+                    mask[i][where] = torch.from_numpy(np.asarray(draw(probs)).astype(bool))
                     continue
-                where = colour & mask[i]
+                where = coded_here(step, mask[i : i + 1])[1][0]
                 if not where.any():
                     continue
-                digits = [
-                    torch.from_numpy(decoder.decode(self.model, self._probs(p, where[None])).astype(np.int64))
-                    for p in parts[1:]
-                ]
-                codes[i][where] = digits_code(torch.stack(digits, -1), levels)
+                vectors = feats.permute(1, 2, 0)[where]
+                digits = torch.zeros((len(vectors), len(levels)), dtype=torch.long)
+                for j in range(len(levels)):
+                    probs = self._probs(digit_logits(self.prior, vectors, digits, j))
+                    digits[:, j] = torch.from_numpy(np.asarray(draw(probs)).astype(np.int64))
+                codes[i][where] = digits_code(digits, levels)
             held, age = advance(held, age, mask[i], codes[i])
         self.held, self.age = held, age
         return mask.numpy(), codes[mask].numpy().astype(np.uint16)

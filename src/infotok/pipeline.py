@@ -68,6 +68,34 @@ def expected_windows(
     return window_count(n, window, overlap) if n else None
 
 
+def new_header(model, spec, windowing: Windowing, width: int, height: int, fps: float, source=None, resize=None):
+    """The header of a stream of `model`'s tokens of `width` x `height` frames (its frame count 0: not known yet);
+    `source` (with .width, .height) is the input video's size, if it was resized."""
+    return TokenHeader(
+        model=model.name,
+        model_hash=model.model_hash,
+        config_hash=model.config_hash,
+        levels=list(model.base.levels),
+        temporal_factor=model.geometry.temporal_factor,
+        spatial_factor=model.geometry.spatial_factor,
+        width=width,
+        height=height,
+        source_width=source.width if source else width,
+        source_height=source.height if source else height,
+        fps=fps,
+        num_frames=0,
+        window=windowing.window,
+        overlap=windowing.overlap,
+        strategy="target" if spec.target_psnr is not None else spec.strategy,
+        selection=spec.selection,
+        avg_rate=spec.rate,
+        score_mean=float(model.score_mean),
+        resize=resize,
+        target_psnr=spec.target_psnr,
+        fill=spec.fill,
+    )
+
+
 class TokenStream:
     """Iterating yields one `TokenWindow` per window of the video, tokenized as it is read.
 
@@ -92,28 +120,8 @@ class TokenStream:
         end = 0
         for i, (start, end, chunk) in enumerate(iter_windows(frames, windowing.window, windowing.overlap)):
             if self.header is None:
-                self.header = TokenHeader(
-                    model=model.name,
-                    model_hash=model.model_hash,
-                    config_hash=model.config_hash,
-                    levels=list(model.base.levels),
-                    temporal_factor=model.geometry.temporal_factor,
-                    spatial_factor=model.geometry.spatial_factor,
-                    width=chunk.shape[2],
-                    height=chunk.shape[1],
-                    source_width=source.width,
-                    source_height=source.height,
-                    fps=source.fps,
-                    num_frames=0,
-                    window=windowing.window,
-                    overlap=windowing.overlap,
-                    strategy="target" if spec.target_psnr is not None else spec.strategy,
-                    selection=spec.selection,
-                    avg_rate=spec.rate,
-                    score_mean=float(model.score_mean),
-                    resize=resize,
-                    target_psnr=spec.target_psnr,
-                    fill=spec.fill,
+                self.header = new_header(
+                    model, spec, windowing, chunk.shape[2], chunk.shape[1], source.fps, source, resize
                 )
             batch = model.encode(
                 torch.from_numpy(chunk)[None],

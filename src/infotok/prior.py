@@ -1,15 +1,16 @@
 """A learned prior over grid tokens: the probability of each window's keep-mask and kept codes given what a
 decoder already has, so that `-log2 p` is a token's real cost and files can be entropy-coded (`entropy`).
 
-What is coded, and in which order (the decoder's order): a window latent frame by latent frame; in a frame four
-passes over a checkerboard of its positions: the mask of the even squares, the mask of the odd squares, the
-codes kept on even squares, the codes kept on odd squares. Each pass is one call of a small convolutional
-network over the whole frame that sees
+What is coded, and in which order (the decoder's order): a window latent frame by latent frame; in a frame six
+passes over the four phases of its positions (phase 0: even row and column, 1: odd both, 2: even row odd column,
+3: odd row even column): the mask on phases 0 and 1 (a checkerboard's even squares), the mask on phases 2 and 3,
+then the codes kept on phase 0, 1, 2 and 3 in turn, so most codes see decoded neighbours. Each pass is one call of a
+small convolutional network (dilated, to follow motion several latents away) over the whole frame that sees
 - the state: at every position the code last kept there and its age in latent frames (from this window's
   earlier frames, or, for a window that continues a video, from the window before it; the hold fill's view);
-- what the frame's earlier passes revealed (its mask, then its even codes);
-- the pass, the latent frame's index in the window, and each square's colour.
-A code's six FSQ digits get one softmax each (given the context, not each other).
+- what the frame's earlier passes revealed (its mask, then its codes phase by phase);
+- the pass, the latent frame's index in the window, and each position's phase.
+A code's six FSQ digits are coded one after another, each given the ones before.
 
 Exact on any machine: `TokenPrior` runs the trained network in fixed point. Weights are integers with a
 power-of-two scale per layer, activations integers in units of 2**-ACT_BITS, and every sum is an integer held
@@ -30,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PASSES = ("mask_even", "mask_odd", "codes_even", "codes_odd")
+PASSES = ("mask_even", "mask_odd", "codes_0", "codes_1", "codes_2", "codes_3")
+MASK_PASSES = 2  # passes 0 and 1 code mask bits; pass s >= 2 codes the codes kept on phase s - 2
 ACT_BITS = 8  # activations in units of 2**-8
 WEIGHT_BITS = 11  # weights rounded to at most 11 bits of magnitude (scaled per layer by a power of two)
 ACT_LIMIT = 1 << 20  # activations clamped to +-2**20 units: products < 2**31, sums of <= 2**12 products < 2**43
@@ -44,7 +46,8 @@ PRIOR_FORMAT = "infotok-prior"
 class PriorConfig:
     levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
     channels: int = 48
-    blocks: int = 3  # residual blocks of (3x3 conv, ReLU, 1x1 conv): receptive field 2 * blocks + 1
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4])  # a residual block of (3x3 conv, ReLU, 1x1
+    # conv) each, its 3x3 conv dilated so: receptive field 1 + 2 * sum(dilations) latents
     max_age: int = 8  # ages of held codes beyond this share one embedding
     max_frames: int = 16  # latent frame indices beyond this share one embedding
 
@@ -56,8 +59,10 @@ class PriorConfig:
         cfg = cls(**d)
         if not (cfg.levels and all(isinstance(v, int) and v >= 2 for v in cfg.levels)):
             raise ValueError(f"levels must be integers >= 2, got {cfg.levels}")
-        if min(cfg.channels, cfg.blocks, cfg.max_age, cfg.max_frames) < 1:
-            raise ValueError("channels, blocks, max_age and max_frames must be positive")
+        if not (cfg.dilations and all(isinstance(d, int) and d >= 1 for d in cfg.dilations)):
+            raise ValueError(f"dilations must be positive integers, got {cfg.dilations}")
+        if min(cfg.channels, cfg.max_age, cfg.max_frames) < 1:
+            raise ValueError("channels, max_age and max_frames must be positive")
         return cfg
 
     def to_dict(self) -> dict:
@@ -81,9 +86,11 @@ def digits_code(digits: torch.Tensor, levels: list[int]) -> torch.Tensor:
     return index
 
 
-def checkerboard(h: int, w: int) -> torch.Tensor:
-    """[h, w] long, 0 on even squares ((y + x) even), 1 on odd ones."""
-    return (torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2
+def phases(h: int, w: int) -> torch.Tensor:
+    """[h, w] long: 0 where row and column are even, 1 where both are odd, 2 even row odd column, 3 the rest.
+    Phases 0 and 1 are a checkerboard's even squares."""
+    y, x = torch.arange(h)[:, None] % 2, torch.arange(w)[None, :] % 2
+    return torch.where(y == x, y, 2 + y)
 
 
 @dataclass
@@ -112,21 +119,20 @@ def pass_context(
 ) -> Context:
     """The context of pass `step` [B] given the frame's full mask [B, h, w] (bool) and codes [B, h, w]: only
     what the earlier passes coded is shown."""
-    odd = checkerboard(*mask.shape[-2:]).to(mask.device).bool()
+    phase = phases(*mask.shape[-2:]).to(mask.device)
     s = step[:, None, None]
-    shown = torch.where(s == 0, torch.zeros_like(mask), torch.where(s == 1, ~odd.expand_as(mask), True))
-    known_mask = torch.where(shown, 1 + mask.long(), 0)
-    code_shown = (s == 3) & ~odd & mask
-    known_code = torch.where(code_shown, codes.long(), -1)
+    known_mask = torch.where((s >= MASK_PASSES) | ((s == 1) & (phase < 2)), 1 + mask.long(), 0)
+    known_code = torch.where((phase < s - MASK_PASSES) & mask, codes.long(), -1)
     return Context(held.long(), age.long(), known_mask, known_code, frame.long(), step.long())
 
 
 def coded_here(step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Which positions pass `step` [B] codes a mask bit at, and which it codes a code at ([B, h, w] bool each)."""
-    odd = checkerboard(*mask.shape[-2:]).to(mask.device).bool()
+    phase = phases(*mask.shape[-2:]).to(mask.device)
     s = step[:, None, None]
-    square = torch.where(s % 2 == 0, ~odd, odd)
-    return square & (s < 2), square & (s >= 2) & mask
+    mask_pass = s < MASK_PASSES
+    square = torch.where(mask_pass, (phase < 2) == (s == 0), phase == s - MASK_PASSES)
+    return square & mask_pass, square & ~mask_pass & mask
 
 
 def advance(held: torch.Tensor, age: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor):
@@ -146,79 +152,94 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
 
 
 class PriorNet(nn.Module):
-    """The float network trained by `infotok train prior`; `TokenPrior` is its exact integer twin."""
+    """The float network trained by `infotok train prior`; `TokenPrior` runs the same functions (`features`,
+    `mask_logits`, `digit_logits`) on its integer weights. A code's digits are coded one after another, each
+    given the position's features and the digits before it (FSQ's digits are far from independent)."""
 
     def __init__(self, cfg: PriorConfig):
         super().__init__()
         self.config = cfg
-        c = cfg.channels
-        self.held = nn.ModuleList(nn.Embedding(n + 1, c) for n in cfg.levels)  # + none
-        self.known = nn.ModuleList(nn.Embedding(n + 1, c) for n in cfg.levels)  # + not yet
-        self.age = nn.Embedding(cfg.max_age + 2, c)  # + none
-        self.known_mask = nn.Embedding(3, c)
-        self.frame = nn.Embedding(cfg.max_frames, c)
-        self.step_colour = nn.Embedding(2 * len(PASSES), c)  # the pass, and the square's colour
-        self.convs_a = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(cfg.blocks))
-        self.convs_b = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(cfg.blocks))
-        self.head = nn.Conv2d(c, 2 + sum(cfg.levels), 1)
-        for conv in self.convs_b:
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
-        for table in [*self.held, *self.known, self.age, self.known_mask, self.frame, self.step_colour]:
+        c, levels = cfg.channels, cfg.levels
+        tables = {f"held{j}": nn.Embedding(n + 1, c) for j, n in enumerate(levels)}  # + none
+        tables |= {f"known{j}": nn.Embedding(n + 1, c) for j, n in enumerate(levels)}  # + not yet
+        tables |= {f"digit{j}": nn.Embedding(n, c) for j, n in enumerate(levels[:-1])}  # the digits before
+        tables |= {
+            "age": nn.Embedding(cfg.max_age + 2, c),  # + none
+            "known_mask": nn.Embedding(3, c),
+            "frame": nn.Embedding(cfg.max_frames, c),
+            "step_phase": nn.Embedding(4 * len(PASSES), c),  # the pass, and the position's phase
+        }
+        self.tables = nn.ModuleDict(tables)
+        layers = {f"a{i}": nn.Conv2d(c, c, 3, padding=d, dilation=d) for i, d in enumerate(cfg.dilations)}
+        layers |= {f"b{i}": nn.Conv2d(c, c, 1) for i in range(len(cfg.dilations))}
+        layers["mask"] = nn.Conv2d(c, 2, 1)
+        layers |= {f"hidden{j}": nn.Linear(c, c) for j in range(len(levels))}
+        layers |= {f"out{j}": nn.Linear(c, n) for j, n in enumerate(levels)}
+        self.layers = nn.ModuleDict(layers)
+        for i in range(len(cfg.dilations)):  # residual blocks start as the identity
+            nn.init.zeros_(self.layers[f"b{i}"].weight)
+            nn.init.zeros_(self.layers[f"b{i}"].bias)
+        for table in self.tables.values():
             nn.init.normal_(table.weight, std=0.5)
 
-    def embed_indices(self, ctx: Context) -> dict[str, torch.Tensor]:
-        """Row of each embedding table at each position ([B, h, w] long each)."""
-        cfg = self.config
-        levels = torch.tensor(cfg.levels, device=ctx.held.device)
-        held = torch.where(ctx.held[..., None] >= 0, code_digits(ctx.held.clamp(min=0), cfg.levels), levels)
-        known = torch.where(
-            ctx.known_code[..., None] >= 0, code_digits(ctx.known_code.clamp(min=0), cfg.levels), levels
-        )
-        age = torch.where(ctx.held >= 0, ctx.age.clamp(0, cfg.max_age), cfg.max_age + 1)
-        h, w = ctx.held.shape[-2:]
-        colour = checkerboard(h, w).to(ctx.held.device)
-        rows = {f"held.{j}": held[..., j] for j in range(len(cfg.levels))}
-        rows |= {f"known.{j}": known[..., j] for j in range(len(cfg.levels))}
-        rows |= {
-            "age": age,
-            "known_mask": ctx.known_mask,
-            "frame": ctx.frame.clamp(max=cfg.max_frames - 1)[:, None, None].expand_as(age),
-            "step_colour": (2 * ctx.step[:, None, None] + colour).expand_as(age),
-        }
-        return rows
+    def embed(self, name: str, rows: torch.Tensor) -> torch.Tensor:
+        return self.tables[name](rows)
 
-    def tables(self) -> dict[str, nn.Embedding]:
-        out = {f"held.{j}": t for j, t in enumerate(self.held)} | {f"known.{j}": t for j, t in enumerate(self.known)}
-        return out | {
-            "age": self.age,
-            "known_mask": self.known_mask,
-            "frame": self.frame,
-            "step_colour": self.step_colour,
-        }
-
-    def forward(self, ctx: Context) -> torch.Tensor:
-        """Logits [B, 2 + sum(levels), h, w]: the mask's two, then each digit's."""
-        tables = self.tables()
-        x = sum(tables[name](rows) for name, rows in self.embed_indices(ctx).items()).permute(0, 3, 1, 2).contiguous()
-        for a, b in zip(self.convs_a, self.convs_b):
-            x = x + b(F.relu(a(F.relu(x))))
-        return self.head(F.relu(x))
+    def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[name](x)
 
 
-def split_logits(logits: torch.Tensor, levels: list[int]) -> list[torch.Tensor]:
-    """[B, 2 + sum(levels), h, w] -> [mask logits [B, h, w, 2], digit 0's [B, h, w, levels[0]], ...]."""
-    parts = torch.split(logits, [2, *levels], dim=1)
-    return [p.permute(0, 2, 3, 1) for p in parts]
+def embed_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
+    """Row of each context table at each position ([B, h, w] long each)."""
+    levels = torch.tensor(cfg.levels, device=ctx.held.device)
+    held = torch.where(ctx.held[..., None] >= 0, code_digits(ctx.held.clamp(min=0), cfg.levels), levels)
+    known = torch.where(ctx.known_code[..., None] >= 0, code_digits(ctx.known_code.clamp(min=0), cfg.levels), levels)
+    age = torch.where(ctx.held >= 0, ctx.age.clamp(0, cfg.max_age), cfg.max_age + 1)
+    phase = phases(*ctx.held.shape[-2:]).to(ctx.held.device)
+    rows = {f"held{j}": held[..., j] for j in range(len(cfg.levels))}
+    rows |= {f"known{j}": known[..., j] for j in range(len(cfg.levels))}
+    return rows | {
+        "age": age,
+        "known_mask": ctx.known_mask,
+        "frame": ctx.frame.clamp(max=cfg.max_frames - 1)[:, None, None].expand_as(age),
+        "step_phase": (4 * ctx.step[:, None, None] + phase).expand_as(age),
+    }
 
 
-def context_bits(logits: torch.Tensor, ctx_mask: torch.Tensor, codes: torch.Tensor, step: torch.Tensor, levels):
+def features(net, ctx: Context) -> torch.Tensor:
+    """[B, channels, h, w]: what the network knows at each position of a pass."""
+    rows = embed_rows(net.config, ctx)
+    x = sum(net.embed(name, r) for name, r in rows.items()).permute(0, 3, 1, 2).contiguous()
+    for i in range(len(net.config.dilations)):
+        x = x + net.layer(f"b{i}", F.relu(net.layer(f"a{i}", F.relu(x))))
+    return x
+
+
+def mask_logits(net, feats: torch.Tensor) -> torch.Tensor:
+    """[B, h, w, 2]."""
+    return net.layer("mask", F.relu(feats)).permute(0, 2, 3, 1)
+
+
+def digit_logits(net, vectors: torch.Tensor, digits: torch.Tensor, j: int) -> torch.Tensor:
+    """Logits [N, levels[j]] of digit `j` of N codes, given their positions' features [N, channels] and their
+    digits before j (`digits[:, :j]`)."""
+    x = vectors
+    for i in range(j):
+        x = x + net.embed(f"digit{i}", digits[:, i])
+    return net.layer(f"out{j}", F.relu(net.layer(f"hidden{j}", F.relu(x))))
+
+
+def context_bits(net: PriorNet, ctx: Context, mask: torch.Tensor, codes: torch.Tensor) -> tuple:
     """Bits of the symbols each pass codes, under the float network: (mask bits, code bits), summed."""
-    mask_here, code_here = coded_here(step, ctx_mask)
-    parts = split_logits(logits.float(), levels)
-    mask_nll = F.cross_entropy(parts[0][mask_here], ctx_mask[mask_here].long(), reduction="sum")
-    digits = code_digits(codes[code_here], levels)
-    code_nll = sum(F.cross_entropy(p[code_here], digits[:, j], reduction="sum") for j, p in enumerate(parts[1:]))
+    mask_here, code_here = coded_here(ctx.step, mask)
+    feats = features(net, ctx)
+    mask_nll = F.cross_entropy(mask_logits(net, feats)[mask_here].float(), mask[mask_here].long(), reduction="sum")
+    vectors = feats.permute(0, 2, 3, 1)[code_here]
+    digits = code_digits(codes[code_here], net.config.levels)
+    code_nll = sum(
+        F.cross_entropy(digit_logits(net, vectors, digits, j).float(), digits[:, j], reduction="sum")
+        for j in range(len(net.config.levels))
+    )
     return mask_nll / math.log(2), code_nll / math.log(2)
 
 
@@ -233,16 +254,15 @@ def _weight_shift(weight: torch.Tensor) -> int:
 
 
 def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
-    """The integer weights of `net` (what a prior checkpoint stores): tables at the activation scale, each conv's
+    """The integer weights of `net` (what a prior checkpoint stores): tables at the activation scale, each layer's
     weight and bias at its own power-of-two scale (`shift.*`), and the softmax table."""
     out = {}
-    for name, table in net.tables().items():
+    for name, table in net.tables.items():
         out[f"table.{name}"] = torch.round(table.weight.detach().double() * 2**ACT_BITS).long()
-    convs = {f"a.{i}": c for i, c in enumerate(net.convs_a)} | {f"b.{i}": c for i, c in enumerate(net.convs_b)}
-    for name, conv in (convs | {"head": net.head}).items():
-        shift = _weight_shift(conv.weight.detach())
-        out[f"weight.{name}"] = torch.round(conv.weight.detach().double() * 2.0**shift).long()
-        out[f"bias.{name}"] = torch.round(conv.bias.detach().double() * 2.0 ** (shift + ACT_BITS)).long()
+    for name, layer in net.layers.items():
+        shift = _weight_shift(layer.weight.detach())
+        out[f"weight.{name}"] = torch.round(layer.weight.detach().double() * 2.0**shift).long()
+        out[f"bias.{name}"] = torch.round(layer.bias.detach().double() * 2.0 ** (shift + ACT_BITS)).long()
         out[f"shift.{name}"] = torch.tensor(shift)
     z = np.arange(LOGIT_RANGE * 2**ACT_BITS + 1, dtype=np.float64)
     out["exp_table"] = torch.from_numpy(
@@ -263,7 +283,6 @@ class TokenPrior:
         from .checkpoint import tensor_hash
 
         self.hash = tensor_hash({k: v.long() for k, v in sorted(weights.items())})
-        self._net = PriorNet(config)  # for embed_indices only; its float weights are never used
 
     def shapes_ok(self) -> None:
         expected = {k: tuple(v.shape) for k, v in quantize(PriorNet(self.config)).items()}
@@ -309,21 +328,20 @@ class TokenPrior:
         (directory / PRIOR_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
         return directory
 
-    def logits(self, ctx: Context) -> torch.Tensor:
-        """Integer logits [B, 2 + sum(levels), h, w] in units of 2**-ACT_BITS nats (float64 holding integers)."""
-        w = self.weights
-        rows = self._net.embed_indices(ctx)
-        x = sum(F.embedding(r.cpu(), w[f"table.{name}"]) for name, r in rows.items()).permute(0, 3, 1, 2).contiguous()
-        for i in range(self.config.blocks):
-            y = self._conv(x.clamp(min=0), f"a.{i}", padding=1)
-            x = (x + self._conv(y.clamp(min=0), f"b.{i}", padding=0)).clamp(-ACT_LIMIT, ACT_LIMIT)
-        return self._conv(x.clamp(min=0), "head", padding=0)
+    def embed(self, name: str, rows: torch.Tensor) -> torch.Tensor:
+        return F.embedding(rows.cpu(), self.weights[f"table.{name}"])
 
-    def _conv(self, x: torch.Tensor, name: str, padding: int) -> torch.Tensor:
+    def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """A conv or linear layer in fixed point: exact integer sums (< 2**53 in float64), then the power-of-two
+        rescale rounded half up, so any kernel, summing in any order, gives the same integers."""
         w = self.weights
-        acc = F.conv2d(x, w[f"weight.{name}"], w[f"bias.{name}"], padding=padding)  # exact: integers < 2**53
-        scale = 2.0 ** -int(w[f"shift.{name}"])
-        return torch.floor(acc * scale + 0.5).clamp(-ACT_LIMIT, ACT_LIMIT)
+        weight, bias = w[f"weight.{name}"], w[f"bias.{name}"]
+        if weight.dim() == 4:
+            dilation = self.config.dilations[int(name[1:])] if name.startswith("a") else 1
+            acc = F.conv2d(x, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
+        else:
+            acc = F.linear(x, weight, bias)
+        return torch.floor(acc * 2.0 ** -int(w[f"shift.{name}"]) + 0.5).clamp(-ACT_LIMIT, ACT_LIMIT)
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
         """Integer logits [..., n] -> probabilities [..., n] (float64, rows summing to 1), from the stored table."""

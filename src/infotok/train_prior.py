@@ -61,15 +61,17 @@ class TokenWindows:
     def __init__(self, shards: list[str], held_out: int, crop: int):
         from .shard_reader import iter_video_tokens
 
-        videos = sorted((path, tokens) for root in shards for path, tokens in iter_video_tokens(root))
-        if len(videos) <= held_out:
-            raise ValueError(f"{len(videos)} videos in {shards}; need more than the {held_out} held out")
+        videos = [(path, tokens) for root in shards for path, tokens in iter_video_tokens(root)]
+        paths = sorted({path for path, _ in videos})  # a video in several folders (rates) is held out from all
+        if len(paths) <= held_out:
+            raise ValueError(f"{len(paths)} videos in {shards}; need more than the {held_out} held out")
+        validation = set(paths[len(paths) - held_out :])
         levels = videos[0][1].header.levels
         self.levels, self.crop, self.sets = levels, crop, {"train": [], "validation": []}
-        for n, (path, tokens) in enumerate(videos):
+        for path, tokens in videos:
             if tokens.header.layout != "grid" or tokens.header.levels != levels:
                 raise ValueError(f"{path}: the prior models grid tokens of levels {levels}")
-            split = "train" if n < len(videos) - held_out else "validation"
+            split = "validation" if path in validation else "train"
             held = age = None
             for w in tokens.windows:
                 mask = torch.from_numpy(w.mask.astype(bool))
@@ -115,7 +117,7 @@ def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
     frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
     mask, codes = w["mask"][frame], w["codes"][frame]
     ctx = pass_context(w["held"][frame], w["age"][frame], mask, codes, frame, step)
-    mask_bits, code_bits = context_bits(net(ctx), mask, codes, step, net.config.levels)
+    mask_bits, code_bits = context_bits(net, ctx, mask, codes)
     return float(mask_bits), float(code_bits)
 
 
@@ -158,7 +160,7 @@ class PriorTrainer(EmaTrainer):
         started = time.time() - self.seconds
         while not self.done():
             ctx, mask, codes, step = self.data.batch(cfg.batch, cfg.fresh_fraction, self.generator)
-            mask_bits, code_bits = context_bits(self.model(ctx), mask, codes, step, self.data.levels)
+            mask_bits, code_bits = context_bits(self.model, ctx, mask, codes)
             mask_here, code_here = coded_here(step, mask)
             symbols = float(mask_here.sum()) + float(code_here.sum()) * len(self.data.levels)
             loss = (mask_bits + code_bits) / max(symbols, 1)

@@ -26,11 +26,13 @@ from .encode_decode import (  # noqa: F401 (re-exported)
     add_decode,
     add_encode,
     add_info,
+    add_sample,
     cmd_decode,
     cmd_decode_1d,
     cmd_encode,
     cmd_encode_1d,
     cmd_info,
+    cmd_sample,
 )
 from .options import (  # noqa: F401 (re-exported)
     RATE_HELP,
@@ -63,6 +65,7 @@ def add_commands(sub) -> None:
         add_reconstruct,
         add_viz,
         add_info,
+        add_sample,
         add_eval,
         add_calibrate,
         add_convert,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -182,6 +183,31 @@ def cmd_info(args) -> int:
     return status
 
 
+def cmd_sample(args) -> int:
+    from ..sample import sample_tokens
+    from ..video import check_video_output, write_video
+
+    out = check_video_output(args.output)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    model, prior = _load_model(args), _load_prior(args)
+    prompt = None
+    if args.video:
+        prompt = model.tokenize(args.video, max_frames=model.geometry.temporal_factor * 8 + 1)
+    width, height = args.size
+    tokens = sample_tokens(model, prior, args.windows, prompt, (width, height), seed=args.seed)
+    write_video(out, model.iter_detokenize(tokens.header, tokens.windows), fps=tokens.header.fps)
+    if args.tokens:
+        tokens.save(args.tokens, overwrite=args.overwrite)
+    h, drawn = tokens.header, len(tokens.windows) - (1 if prompt else 0)
+    print(
+        f"{out}: {h.num_frames} frames {h.width}x{h.height}, {plural(drawn, 'window')} drawn from prior {prior.hash} "
+        f"(seed {args.seed}){' after the first window of ' + str(args.video) if prompt else ''}; "
+        f"{tokens.ledger().kept} tokens"
+    )
+    return 0
+
+
 def add_encode(sub) -> None:
     p = sub.add_parser("encode", help="video(s) -> .itok token file(s)")
     p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
@@ -221,6 +247,36 @@ def add_decode(sub) -> None:
     layout.add_argument("--seed", type=int, default=0, help="seed of the flow decoder's noise (default 0)")
     add_prior_option(p)
     p.set_defaults(func=cmd_decode)
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="a new video drawn from the token prior, decoded by the tokenizer",
+        description="Windows of tokens drawn one after another from a token prior (`infotok train prior`), "
+        "decoded with the checkpoint: unconditional, or continuing the first window of --video.",
+    )
+    p.add_argument("-o", "--output", required=True, help="OUT.mp4")
+    p.add_argument("--windows", type=_positive, default=2, help="windows of 33 frames in all (default 2)")
+    p.add_argument("--video", help="continue this video's first window (tokenized at short side 256)")
+    p.add_argument(
+        "--size", type=_frame_size, default=(256, 256), help="WIDTHxHEIGHT without --video (default 256x256)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--tokens", help="also save the drawn tokens as this .itok")
+    add_prior_option(p)
+    add_model_options(p)
+    p.set_defaults(func=cmd_sample)
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 256x256, got {text!r}") from None
+    if width < 8 or height < 8 or width % 8 or height % 8:
+        raise argparse.ArgumentTypeError(f"width and height must be multiples of 8, at least 8, got {text!r}")
+    return width, height
 
 
 def add_info(sub) -> None:

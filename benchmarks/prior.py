@@ -1,0 +1,256 @@
+"""`python -m benchmarks.prior`: what the learned token prior saves, and where infotok stands against x264/x265 at
+equal real bytes (issue #34); writes BENCHMARKS_PRIOR.md.
+
+Protocol: every evaluation clip, its first 97 frames (3 windows of 33 frames overlapping by 1; shorter clips whole),
+short side 256, centre crop 256x256. The shipped InfoTok-Flex with its defaults (rd, drift, hold) at each asked
+rate; each clip's tokens are written as today's `.itok` (zlib) and as a prior-coded one (`infotok encode --entropy
+prior`, the shipped prior), which is read back and compared token for token. Seconds: the tokenizer's round trip
+(tokenize + detokenize) and the prior's coding (save) and decoding (load) of the same tokens, on this CPU.
+Codecs: the same frames through FFmpeg's libx264 and libx265 (imageio-ffmpeg's FFmpeg, preset medium, yuv420p,
+a CRF sweep), counted as elementary-stream bytes (raw .h264 / .hevc, no container), decoded by FFmpeg.
+PSNR: over all frames of a clip in uint8 range, then averaged over clips; BPP16: real bytes x 8 x 16 per pixel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infotok.entropy import load_prior
+from infotok.metrics import psnr
+from infotok.model import InfoTok
+from infotok.tokens import Tokens
+from infotok.video import read_video, resize_and_crop
+
+from .experiments import list_clips, log
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES, SIZE = 97, 256
+RATES = (0.125, 0.25, 0.5, 1.0)
+CRFS = (24, 30, 36, 42, 48)
+CODECS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def codec_round_trip(frames: np.ndarray, fps: float, codec: str, crf: int) -> tuple[int, np.ndarray]:
+    """(elementary-stream bytes, decoded frames) of `frames` through `codec` at `crf`."""
+    encoder, raw = CODECS[codec]
+    n, h, w, _ = frames.shape
+    quiet = ["-x265-params", "log-level=error"] if codec == "x265" else []
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = Path(tmp) / f"clip.{raw}"
+        subprocess.run(
+            [ffmpeg(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}",
+             "-i", "-", "-c:v", encoder, "-preset", "medium", "-crf", str(crf), "-pix_fmt", "yuv420p", *quiet,
+             "-f", raw, str(stream)],
+            input=frames.tobytes(), check=True,
+        )  # fmt: skip
+        decoded = subprocess.run(
+            [ffmpeg(), "-v", "error", "-i", str(stream), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        size = stream.stat().st_size
+    return size, np.frombuffer(decoded, np.uint8).reshape(-1, h, w, 3)[:n]
+
+
+def tokenizer_rows(model: InfoTok, prior, clips: dict) -> list[dict]:
+    rows = []
+    for rate in RATES:
+        for name, (frames, fps) in clips.items():
+            started = time.time()
+            tokens = model.tokenize(frames, rate=rate, fps=fps)
+            decoded = model.detokenize(tokens)
+            round_trip = time.time() - started
+            with tempfile.TemporaryDirectory() as tmp:
+                zlib_bytes = tokens.save(Path(tmp) / "zlib.itok").stat().st_size
+                started = time.time()
+                prior_bytes = tokens.save(Path(tmp) / "prior.itok", prior=prior).stat().st_size
+                coding = time.time() - started
+                started = time.time()
+                back = Tokens.load(Path(tmp) / "prior.itok", prior)
+                decoding = time.time() - started
+            lossless = len(back.windows) == len(tokens.windows) and all(
+                np.array_equal(a.mask, b.mask) and np.array_equal(a.indices, b.indices)
+                for a, b in zip(tokens.windows, back.windows)
+            )
+            ledger = tokens.ledger()
+            rows.append(
+                {
+                    "clip": name,
+                    "rate": rate,
+                    "frames": len(frames),
+                    "windows": len(tokens.windows),
+                    "kept": ledger.kept,
+                    "realized_rate": ledger.realized_rate,
+                    "nominal_bits": ledger.kept * 16 + ledger.total,  # 16 bits a code + 1 a position (the mask)
+                    "zlib_bytes": zlib_bytes,
+                    "prior_bytes": prior_bytes,
+                    "lossless": lossless,
+                    "psnr": psnr(frames, decoded),
+                    "round_trip_seconds": round_trip,
+                    "prior_encode_seconds": coding,
+                    "prior_decode_seconds": decoding,
+                }
+            )
+            log(f"{name} rate {rate}: {zlib_bytes} -> {prior_bytes} bytes, lossless {lossless}")
+    return rows
+
+
+def codec_rows(clips: dict) -> list[dict]:
+    rows = []
+    for codec in CODECS:
+        for crf in CRFS:
+            for name, (frames, fps) in clips.items():
+                size, decoded = codec_round_trip(frames, fps, codec, crf)
+                rows.append({"codec": codec, "crf": crf, "clip": name, "bytes": size, "psnr": psnr(frames, decoded)})
+            log(f"{codec} crf {crf}: done")
+    return rows
+
+
+def run(videos: Path) -> dict:
+    model, prior = InfoTok.from_pretrained(), load_prior()
+    clips = {}
+    for video in list_clips(videos):
+        frames, info = read_video(video, max_frames=FRAMES)
+        clips[video.name] = (resize_and_crop(frames, SIZE), info.fps)
+    return {
+        "protocol": {"frames": FRAMES, "size": SIZE, "rates": RATES, "crfs": CRFS, "clips": len(clips)},
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "prior": {"hash": prior.hash, "name": prior.info.get("name"), "steps": prior.info.get("trained_steps")},
+        "pixels": {name: int(np.prod(f.shape[:3])) for name, (f, _) in clips.items()},
+        "tokenizer": tokenizer_rows(model, prior, clips),
+        "codecs": codec_rows(clips),
+    }
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def summary(result: dict) -> dict:
+    """Per rate: sums over clips (bytes, bits, seconds) and mean PSNR; per codec and CRF: BPP16 and PSNR."""
+    pixels = sum(result["pixels"].values())
+    tok = {}
+    for rate in result["protocol"]["rates"]:
+        rows = [r for r in result["tokenizer"] if r["rate"] == rate]
+        zlib_b, prior_b, kept = (sum(r[k] for r in rows) for k in ("zlib_bytes", "prior_bytes", "kept"))
+        tok[rate] = {
+            "realized_rate": sum(r["realized_rate"] * r["frames"] for r in rows) / sum(r["frames"] for r in rows),
+            "kept": kept,
+            "nominal_bpp16": sum(r["nominal_bits"] for r in rows) * 16 / pixels,
+            "zlib_bpp16": zlib_b * 8 * 16 / pixels,
+            "prior_bpp16": prior_b * 8 * 16 / pixels,
+            "ratio": prior_b / zlib_b,
+            "zlib_bits_per_token": zlib_b * 8 / kept,
+            "prior_bits_per_token": prior_b * 8 / kept,
+            "lossless": all(r["lossless"] for r in rows),
+            "psnr": _mean(rows, "psnr"),
+            "overhead": sum(
+                r["round_trip_seconds"] + r["prior_encode_seconds"] + r["prior_decode_seconds"] for r in rows
+            )
+            / sum(r["round_trip_seconds"] for r in rows),
+            "prior_seconds_per_window": sum(r["prior_encode_seconds"] + r["prior_decode_seconds"] for r in rows)
+            / sum(r["windows"] for r in rows),
+        }
+    codecs = {}
+    for codec in CODECS:
+        codecs[codec] = []
+        for crf in result["protocol"]["crfs"]:
+            rows = [r for r in result["codecs"] if r["codec"] == codec and r["crf"] == crf]
+            codecs[codec].append(
+                {"crf": crf, "bpp16": sum(r["bytes"] for r in rows) * 8 * 16 / pixels, "psnr": _mean(rows, "psnr")}
+            )
+    return {"tokenizer": tok, "codecs": codecs}
+
+
+def psnr_at(curve: list[dict], bpp16: float) -> float | None:
+    """A codec's PSNR at `bpp16`, interpolated linearly in log BPP between its CRF points (None outside them)."""
+    points = sorted((np.log(p["bpp16"]), p["psnr"]) for p in curve)
+    x, y = zip(*points)
+    return float(np.interp(np.log(bpp16), x, y)) if x[0] <= np.log(bpp16) <= x[-1] else None
+
+
+def report(result: dict, command: str) -> str:
+    s = summary(result)
+    p = result["prior"]
+    lines = [
+        "# The token prior: entropy-coded token files, and infotok against x264/x265 at equal bytes",
+        "",
+        f"Regenerate: `{command}` (part of `make bench`), on {result['machine']}.",
+        "",
+        __doc__.split("\n\n", 1)[1].strip(),
+        "",
+        f"Prior: `src/infotok/weights/prior-flex` ({p['name']}, hash {p['hash']}, {p['steps']} training steps on the"
+        " training clips' tokens; how: its TRAINING.md).",
+        "",
+        "## File size at the same tokens",
+        "",
+        "| asked rate | realized rate | tokens | PSNR dB | nominal BPP16 | zlib BPP16 | prior BPP16 | prior / zlib "
+        "| bits per token: zlib / prior | lossless | round trip + prior, x round trip | prior s per window |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rate, t in s["tokenizer"].items():
+        lines.append(
+            f"| {rate} | {t['realized_rate']:.3f} | {t['kept']} | {t['psnr']:.2f} | {t['nominal_bpp16']:.3f} | "
+            f"{t['zlib_bpp16']:.3f} | {t['prior_bpp16']:.3f} | {t['ratio']:.2f} | "
+            f"{t['zlib_bits_per_token']:.1f} / {t['prior_bits_per_token']:.1f} | "
+            f"{'yes' if t['lossless'] else 'NO'} | {t['overhead']:.2f} | {t['prior_seconds_per_window']:.2f} |"
+        )
+    lines += [
+        "",
+        "Nominal BPP16: 16 bits a kept code and 1 bit a grid position (the mask), the paper's ledger. Issue #34's "
+        "goals: prior / zlib at most 0.6, lossless, overhead at most 1.5x.",
+        "",
+        "## Rate-distortion against classical codecs (real bytes)",
+        "",
+        "| method | setting | BPP16 (real bytes) | PSNR dB | x264 at that BPP16 | x265 at that BPP16 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rate, t in s["tokenizer"].items():
+        for label, key in (("infotok (zlib)", "zlib_bpp16"), ("infotok + prior", "prior_bpp16")):
+            at = [psnr_at(s["codecs"][c], t[key]) for c in CODECS]
+            shown = ["below the sweep" if v is None else f"{v:.2f} ({t['psnr'] - v:+.2f})" for v in at]
+            lines.append(f"| {label} | rate {rate} | {t[key]:.3f} | {t['psnr']:.2f} | {shown[0]} | {shown[1]} |")
+    for codec, curve in s["codecs"].items():
+        for point in curve:
+            lines.append(f"| {codec} | CRF {point['crf']} | {point['bpp16']:.3f} | {point['psnr']:.2f} | | |")
+    lines += [
+        "",
+        "The codec columns: the codec's PSNR at infotok's real BPP16 (linear in log BPP between CRF points), and in "
+        "brackets infotok's PSNR minus it (negative: infotok is that many dB behind at equal bytes).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=Path, default=ROOT.parent / "shared" / "data" / "videos")
+    p.add_argument("--json", type=Path, default=ROOT / "bench_out" / "prior.json")
+    p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS_PRIOR.md")
+    p.add_argument("--report-only", type=Path, help="re-render the report from this JSON")
+    args = p.parse_args(argv)
+    result = json.loads(args.report_only.read_text()) if args.report_only else run(args.videos)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    args.markdown.write_text(report(result, "python -m benchmarks.prior"))
+    print(args.markdown.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

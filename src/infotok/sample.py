@@ -1,0 +1,51 @@
+"""New videos from the token prior (`infotok sample`): windows of tokens drawn from `prior.TokenPrior`, decoded by the
+tokenizer. Unconditional, or continuing the first window of a given video (the prior then starts from the state
+that window leaves, as when it codes a file). The prior is small and CPU-trained: this shows the loop works end to
+end (and how far the prior is from a generator), not a generator's quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .entropy import PriorCoder
+from .geometry import window_span
+from .spec import TokenizeSpec, Windowing
+from .tokens import Tokens, TokenWindow
+
+
+def sample_tokens(
+    model,
+    prior,
+    windows: int = 2,
+    prompt: Tokens | None = None,
+    size: tuple[int, int] = (256, 256),
+    fps: float = 24.0,
+    seed: int = 0,
+) -> Tokens:
+    """`windows` windows of tokens: the prompt's windows (if any), then windows drawn from `prior` one after another
+    (seeded: the same seed draws the same tokens). Without a prompt the frames are `size` (width, height)."""
+    if windows < 1:
+        raise ValueError(f"windows must be at least 1, got {windows}")
+    if prompt is None:
+        from .pipeline import new_header
+
+        spec = TokenizeSpec().resolved(model)
+        header = new_header(model, spec, Windowing(), size[0], size[1], fps)
+        prompt = Tokens(header, [])
+    if prompt.header.layout != "grid" or prompt.header.levels != prior.config.levels:
+        raise ValueError(f"the prior draws grid tokens of levels {prior.config.levels}")
+    coder, rng = PriorCoder(prior), np.random.default_rng(seed)
+    out = list(prompt.windows[:windows])
+    for w in out:  # the state the prompt leaves
+        coder.encode(w.mask, w.indices)
+    h = prompt.header
+    total = window_span(windows - 1, 1 << 30, h.window, h.overlap)[1]
+    for i in range(len(out), windows):
+        start, end = window_span(i, total, h.window, h.overlap)
+        shape = model.geometry.latent_shape(end - start, h.height, h.width)
+        mask, indices = coder.sample(shape, rng)
+        out.append(TokenWindow(start, end, max(int(mask.sum()), 1) / mask.size, 0.0, mask, indices))
+    return Tokens(replace(h, num_frames=out[-1].end, strategy="sample", selection="prior"), out)
