@@ -209,3 +209,57 @@ def test_prior_folder_problems_are_named(tmp_path):
     (folder / "config.json").write_text(json.dumps(config | {"prior": config["prior"] | {"channels": 9}}))
     with pytest.raises(ValueError, match="do not match its config"):
         entropy.load_prior(folder)
+
+
+def test_the_command_line_encodes_decodes_and_describes_prior_coded_files(
+    tmp_path, tiny_checkpoint, sample_video, capsys
+):
+    from infotok.cli import main
+
+    prior = random_prior(tiny_model().base.levels).save_pretrained(tmp_path / "prior")
+    common = ["--checkpoint", str(tiny_checkpoint), "--rate", "0.5", "--window", "9"]
+    assert main(["encode", str(sample_video), "-o", str(tmp_path / "z.itok"), *common]) == 0
+    coded = ["encode", str(sample_video), "-o", str(tmp_path / "p.itok"), *common, "--entropy", "prior"]
+    assert main([*coded, "--prior", str(prior)]) == 0
+    assert same(Tokens.load(tmp_path / "z.itok"), Tokens.load(tmp_path / "p.itok", entropy.load_prior(prior)))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "z.itok"), "--prior", str(prior), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["codec"] == "zlib" and info["prior_coded_token_bytes"] > 0 and info["prior_bpp16"] > 0
+    assert main(["info", str(tmp_path / "p.itok"), "--prior", str(prior), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["codec"] == "prior" and info["prior_hash"] == entropy.load_prior(prior).hash
+    assert main(["decode", str(tmp_path / "p.itok"), "-o", str(tmp_path / "p.mp4"), "--checkpoint",
+                 str(tiny_checkpoint), "--prior", str(prior)]) == 0  # fmt: skip
+    assert main(["decode", str(tmp_path / "p.itok"), "-o", str(tmp_path / "q.mp4"), "--checkpoint",
+                 str(tiny_checkpoint)]) == 2  # fmt: skip
+    assert "which is not installed" in capsys.readouterr().err
+    assert main([*coded, "--overwrite", "--prior", str(tmp_path)]) == 2  # not a prior folder
+    assert "not a prior folder" in capsys.readouterr().err
+
+
+def test_sample_draws_seeded_windows_and_continues_a_video(tmp_path, tiny_checkpoint, sample_video, capsys):
+    from infotok.cli import main
+    from infotok.sample import sample_tokens
+    from infotok.video import read_video
+
+    model = tiny_model()
+    prior = random_prior(model.base.levels)
+    a, b = (sample_tokens(model, prior, windows=2, size=(32, 24), seed=3) for _ in range(2))
+    assert same(a, b) and len(a.windows) == 2 and a.header.num_frames == 65
+    assert not same(a, sample_tokens(model, prior, windows=2, size=(32, 24), seed=4))
+    prompt = model.tokenize(sample_video, max_frames=9, window=9)
+    both = sample_tokens(model, prior, windows=3, prompt=prompt, seed=0)
+    assert same(Tokens(both.header, both.windows[:1]), prompt) and len(both.windows) == 3
+    folder = prior.save_pretrained(tmp_path / "prior")
+    args = ["sample", "-o", str(tmp_path / "s.mp4"), "--checkpoint", str(tiny_checkpoint), "--prior", str(folder)]
+    assert main([*args, "--size", "32x24", "--tokens", str(tmp_path / "s.itok")]) == 0
+    frames, _ = read_video(tmp_path / "s.mp4")
+    assert frames.shape[:3] == (65, 24, 32) and len(Tokens.load(tmp_path / "s.itok", prior).windows) == 2
+    assert main([*args, "--overwrite", "--video", str(sample_video)]) == 2  # 21 frames: no whole window
+    assert "a continuation needs a whole window of 33" in capsys.readouterr().err
+    longer = write_video(tmp_path / "long.mp4", synthetic_video(40, 24, 32, seed=2), fps=8)
+    assert main([*args, "--overwrite", "--video", str(longer)]) == 0
+    assert "after the first window of" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "--overwrite", "--size", "30x24"])

@@ -39,6 +39,11 @@ def sample_tokens(
         raise ValueError(f"the prior draws grid tokens of levels {prior.config.levels}")
     coder, rng = PriorCoder(prior), np.random.default_rng(seed)
     out = list(prompt.windows[:windows])
+    if out and out[-1].end - out[-1].start != prompt.header.window:
+        raise ValueError(
+            f"the prompt's last window holds {out[-1].end - out[-1].start} frames; a continuation needs "
+            f"a whole window of {prompt.header.window}"
+        )
     for w in out:  # the state the prompt leaves
         coder.encode(w.mask, w.indices)
     h = prompt.header

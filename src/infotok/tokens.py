@@ -128,7 +128,8 @@ class Tokens:
 
 
 def describe(path: str | os.PathLike, prior=None) -> dict:
-    """Everything `infotok info` shows about a token file: header, ledger, per-window records."""
+    """Everything `infotok info` shows about a token file: header, ledger, per-window records; with a `prior`, a
+    zlib file's tokens are also coded with it (`prior_bpp16`, to set beside the real and nominal BPP16)."""
     with TokenReader(path, prior) as reader:
         h, windows, header_bytes = reader.header, list(reader), reader.header_bytes
     size = Path(path).stat().st_size
@@ -161,6 +162,7 @@ def describe(path: str | os.PathLike, prior=None) -> dict:
         "window_bytes": sum(w.nbytes for w in windows),
         "trailer_bytes": _TRAILER.size,
         "file_bpp16_per_window_pixel": size * 8 * 16 / window_pixels,
+        **(_prior_estimate(h, windows, prior) if prior is not None and h.codec == "zlib" else {}),
         "per_window": [
             {
                 "frames": [w.start, w.end],
@@ -171,6 +173,22 @@ def describe(path: str | os.PathLike, prior=None) -> dict:
             }
             for w in windows
         ],
+    }
+
+
+def _prior_estimate(h: TokenHeader, windows: list[TokenWindow], prior) -> dict:
+    """What a zlib file's windows would take coded with `prior` (`infotok info --prior`): the prior's own count
+    of their bits, beside the file's real and nominal ones."""
+    if h.layout != "grid":
+        return {}
+    from .entropy import PriorCoder
+
+    coder = PriorCoder(prior)
+    coded = sum(len(coder.encode(w.mask, w.indices)) for w in windows)
+    return {
+        "prior_hash": prior.hash,
+        "prior_coded_token_bytes": coded,
+        "prior_bpp16": coded * 8 * 16 / (h.num_frames * h.width * h.height),
     }
 
 

@@ -283,5 +283,6 @@ def add_info(sub) -> None:
     p = sub.add_parser("info", help="header, token counts and real vs nominal bits of .itok files")
     p.add_argument("inputs", nargs="+", help=".itok files, folders or glob patterns")
     p.add_argument("--json", action="store_true", help="print one JSON object per file instead of a table")
-    add_prior_option(p)
+    add_prior_option(p, "; given for a zlib file, its tokens are coded with it to show what --entropy prior "
+                     "would take (prior_bpp16, beside the real and nominal BPP16)")  # fmt: skip
     p.set_defaults(func=cmd_info)

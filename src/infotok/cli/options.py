@@ -125,10 +125,10 @@ def add_layout_options(p) -> None:
     )
 
 
-def add_prior_option(p) -> None:
+def add_prior_option(p, more: str = "") -> None:
     p.add_argument(
         "--prior",
         metavar="DIR",
         help="token prior folder (`infotok train prior`) of prior-coded files (default: the installed prior, "
-        "trained on the shipped checkpoint's tokens)",
+        f"trained on the shipped checkpoint's tokens){more}",
     )
