@@ -39,6 +39,7 @@ bench: $(STAMP)
 	  $(if $(LPIPS_WEIGHTS),--lpips-weights $(LPIPS_WEIGHTS)) $(if $(FVD_WEIGHTS),--fvd-weights $(FVD_WEIGHTS))
 	$(BIN)/python -m benchmarks.layout1d --videos $(SHARED)/videos --vmaf
 	$(BIN)/python -m benchmarks.long_videos --videos $(SHARED)/videos
+	$(BIN)/python -m benchmarks.prior --videos $(SHARED)/videos
 
 # the package as users get it
 wheel: $(STAMP)

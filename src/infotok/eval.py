@@ -25,6 +25,7 @@ from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
 from .perceptual import Perceptual
+from .pipeline import new_header
 from .rate_policies import rate_policy_for
 from .router import (
     balanced_rates,
@@ -36,7 +37,7 @@ from .router import (
     shared_hold_rates,
 )
 from .selection import Inputs
-from .tokens import TokenHeader, Tokens
+from .tokens import Tokens
 from .video import center_crop, from_model, read_video, resize_and_crop, resize_short_side
 
 
@@ -91,26 +92,7 @@ def decode_clip(model: InfoTok, batch: TokenBatch) -> np.ndarray:
 def clip_ledger(model: InfoTok, clip: Clip, batch: TokenBatch) -> Ledger:
     """The ledger of this clip at this keep-mask, with the bytes of the real `.itok` file holding it."""
     t, h, w = clip.frames.shape[:3]
-    header = TokenHeader(
-        model=model.name,
-        model_hash=model.model_hash,
-        config_hash=model.config_hash,
-        levels=list(model.base.levels),
-        temporal_factor=model.geometry.temporal_factor,
-        spatial_factor=model.geometry.spatial_factor,
-        width=w,
-        height=h,
-        source_width=w,
-        source_height=h,
-        fps=25.0,
-        num_frames=t,
-        window=t,
-        overlap=0,
-        strategy="",
-        selection="",
-        avg_rate=float(batch.rate[0]),
-        score_mean=float(model.score_mean),
-    )
+    header = new_header(model, w, h, 25.0, t, 0, num_frames=t, strategy="", selection="", avg_rate=float(batch.rate[0]))
     tokens = Tokens(header, [batch.window(0, 0, t)])
     with tempfile.TemporaryDirectory() as d:
         path = tokens.save(Path(d, "clip.itok"))

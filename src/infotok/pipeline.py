@@ -68,9 +68,10 @@ def expected_windows(
     return window_count(n, window, overlap) if n else None
 
 
-def new_header(model, spec, windowing: Windowing, width: int, height: int, fps: float, source=None, resize=None):
-    """The header of a stream of `model`'s tokens of `width` x `height` frames (its frame count 0: not known yet);
-    `source` (with .width, .height) is the input video's size, if it was resized."""
+def new_header(model, width: int, height: int, fps: float, window: int, overlap: int, **fields) -> TokenHeader:
+    """A header of `model`'s tokens of `width` x `height` frames; `fields` are the rest of `TokenHeader`'s
+    (strategy, selection and avg_rate at least; num_frames 0, not known yet, and the source's size the frames'
+    unless given)."""
     return TokenHeader(
         model=model.name,
         model_hash=model.model_hash,
@@ -80,19 +81,11 @@ def new_header(model, spec, windowing: Windowing, width: int, height: int, fps: 
         spatial_factor=model.geometry.spatial_factor,
         width=width,
         height=height,
-        source_width=source.width if source else width,
-        source_height=source.height if source else height,
         fps=fps,
-        num_frames=0,
-        window=windowing.window,
-        overlap=windowing.overlap,
-        strategy="target" if spec.target_psnr is not None else spec.strategy,
-        selection=spec.selection,
-        avg_rate=spec.rate,
+        window=window,
+        overlap=overlap,
         score_mean=float(model.score_mean),
-        resize=resize,
-        target_psnr=spec.target_psnr,
-        fill=spec.fill,
+        **{"source_width": width, "source_height": height, "num_frames": 0} | fields,
     )
 
 
@@ -121,8 +114,11 @@ class TokenStream:
         for i, (start, end, chunk) in enumerate(iter_windows(frames, windowing.window, windowing.overlap)):
             if self.header is None:
                 self.header = new_header(
-                    model, spec, windowing, chunk.shape[2], chunk.shape[1], source.fps, source, resize
-                )
+                    model, chunk.shape[2], chunk.shape[1], source.fps, windowing.window, windowing.overlap,
+                    source_width=source.width, source_height=source.height, resize=resize, fill=spec.fill,
+                    strategy="target" if spec.target_psnr is not None else spec.strategy,
+                    selection=spec.selection, avg_rate=spec.rate, target_psnr=spec.target_psnr,
+                )  # fmt: skip
             batch = model.encode(
                 torch.from_numpy(chunk)[None],
                 spec.rate,

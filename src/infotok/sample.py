@@ -32,8 +32,11 @@ def sample_tokens(
     if prompt is None:
         from .pipeline import new_header
 
-        spec = TokenizeSpec().resolved(model)
-        header = new_header(model, spec, Windowing(), size[0], size[1], fps)
+        spec, windowing = TokenizeSpec().resolved(model), Windowing()
+        header = new_header(
+            model, *size, fps, windowing.window, windowing.overlap,
+            strategy=spec.strategy, selection=spec.selection, avg_rate=spec.rate, fill=spec.fill,
+        )  # fmt: skip
         prompt = Tokens(header, [])
     if prompt.header.layout != "grid" or prompt.header.levels != prior.config.levels:
         raise ValueError(f"the prior draws grid tokens of levels {prior.config.levels}")
