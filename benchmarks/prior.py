@@ -13,6 +13,7 @@ PSNR: over all frames of a clip in uint8 range, then averaged over clips; BPP16:
 
 from __future__ import annotations
 
+import argparse
 import platform
 import subprocess
 import tempfile
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from infotok.entropy import load_prior
-from infotok.metrics import psnr
+from infotok.metrics import bd_rate, psnr
 from infotok.model import InfoTok
+from infotok.names import PRESETS
 from infotok.tokens import Tokens
 from infotok.video import read_video, resize_and_crop
 
-from .experiments import list_clips, log, report_main
+from .experiments import ROOT, list_clips, log, report_main
 
 FRAMES, SIZE = 97, 256
 RATES = (0.125, 0.25, 0.5, 1.0)
@@ -64,12 +66,12 @@ def codec_round_trip(frames: np.ndarray, fps: float, codec: str, crf: int) -> tu
     return size, np.frombuffer(decoded, np.uint8).reshape(-1, h, w, 3)[:n]
 
 
-def tokenizer_rows(model: InfoTok, prior, clips: dict) -> list[dict]:
+def tokenizer_rows(model: InfoTok, prior, clips: dict, preset: str = "default") -> list[dict]:
     rows = []
     for rate in RATES:
         for name, (frames, fps) in clips.items():
             started = time.time()
-            tokens = model.tokenize(frames, rate=rate, fps=fps)
+            tokens = model.tokenize(frames, rate=rate, fps=fps, **PRESETS[preset])
             decoded = model.detokenize(tokens)
             round_trip = time.time() - started
             with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +89,7 @@ def tokenizer_rows(model: InfoTok, prior, clips: dict) -> list[dict]:
             ledger = tokens.ledger()
             rows.append(
                 {
+                    "preset": preset,
                     "clip": name,
                     "rate": rate,
                     "frames": len(frames),
@@ -103,8 +106,32 @@ def tokenizer_rows(model: InfoTok, prior, clips: dict) -> list[dict]:
                     "prior_decode_seconds": decoding,
                 }
             )
-            log(f"{name} rate {rate}: {zlib_bytes} -> {prior_bytes} bytes, lossless {lossless}")
+            log(f"{preset} {name} rate {rate}: {zlib_bytes} -> {prior_bytes} bytes, lossless {lossless}")
     return rows
+
+
+SAMPLE_FRAMES = (0, 16, 32, 40, 48, 56, 64)  # columns of the samples picture: the prompt window's, then drawn ones
+SAMPLE_CLIP = "bdd_e5cd93c4.mp4"
+
+
+def sample_picture(model: InfoTok, prior, clips: dict, path: Path) -> dict:
+    """Two-window samples (seed 0): one continuing the first window of SAMPLE_CLIP, one unconditional; a PNG of
+    frames SAMPLE_FRAMES: the clip, the continuation, the unconditional sample."""
+    from PIL import Image
+
+    from infotok.sample import sample_tokens
+
+    frames, fps = clips.get(SAMPLE_CLIP, next(iter(clips.values())))
+    started = time.time()
+    prompt = model.tokenize(frames[:33], fps=fps)
+    continued = model.detokenize(sample_tokens(model, prior, 2, prompt=prompt, seed=0))
+    drawn = model.detokenize(sample_tokens(model, prior, 2, size=(SIZE, SIZE), fps=fps, seed=0))
+    seconds = time.time() - started
+    source = np.concatenate([frames, np.repeat(frames[-1:], 65, axis=0)])[:65]
+    rows = [np.concatenate([v[i] for i in SAMPLE_FRAMES], axis=1) for v in (source, continued, drawn)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return {"picture": str(path.relative_to(ROOT)), "clip": SAMPLE_CLIP, "seconds": seconds}
 
 
 def codec_rows(clips: dict) -> list[dict]:
@@ -118,7 +145,7 @@ def codec_rows(clips: dict) -> list[dict]:
     return rows
 
 
-def run(videos: Path) -> dict:
+def run(videos: Path, mask_prior: Path | None = None) -> dict:
     model, prior = InfoTok.from_pretrained(), load_prior()
     clips = {}
     for video in list_clips(videos):
@@ -131,38 +158,51 @@ def run(videos: Path) -> dict:
         "pixels": {name: int(np.prod(f.shape[:3])) for name, (f, _) in clips.items()},
         "tokenizer": tokenizer_rows(model, prior, clips),
         "codecs": codec_rows(clips),
+        "samples": sample_picture(model, prior, clips, ROOT / "docs" / "prior_samples.png"),
+        **({"mask_prior": mask_prior_rows(model, mask_prior, clips)} if mask_prior else {}),
     }
+
+
+def mask_prior_rows(model: InfoTok, folder: Path, clips: dict) -> dict:
+    """The paper's tokens (global_elbo, error, mask) coded with a prior trained on such tokens (`--mask-prior`)."""
+    prior = load_prior(folder)
+    info = {"hash": prior.hash, "name": prior.info.get("name"), "steps": prior.info.get("trained_steps")}
+    return {"prior": info, "rows": tokenizer_rows(model, prior, clips, preset="paper")}
 
 
 def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
 
 
-def summary(result: dict) -> dict:
-    """Per rate: sums over clips (bytes, bits, seconds) and mean PSNR; per codec and CRF: BPP16 and PSNR."""
-    pixels = sum(result["pixels"].values())
-    tok = {}
-    for rate in result["protocol"]["rates"]:
-        rows = [r for r in result["tokenizer"] if r["rate"] == rate]
-        zlib_b, prior_b, kept = (sum(r[k] for r in rows) for k in ("zlib_bytes", "prior_bytes", "kept"))
-        tok[rate] = {
-            "realized_rate": sum(r["realized_rate"] * r["frames"] for r in rows) / sum(r["frames"] for r in rows),
+def rate_summary(rows: list[dict], rates, pixels: int) -> dict:
+    """Per asked rate: sums over clips (bytes, bits, seconds) and mean PSNR."""
+    out = {}
+    for rate in rates:
+        at = [r for r in rows if r["rate"] == rate]
+        zlib_b, prior_b, kept = (sum(r[k] for r in at) for k in ("zlib_bytes", "prior_bytes", "kept"))
+        round_trip = sum(r["round_trip_seconds"] for r in at)
+        prior_seconds = sum(r["prior_encode_seconds"] + r["prior_decode_seconds"] for r in at)
+        out[rate] = {
+            "realized_rate": sum(r["realized_rate"] * r["frames"] for r in at) / sum(r["frames"] for r in at),
             "kept": kept,
-            "nominal_bpp16": sum(r["nominal_bits"] for r in rows) * 16 / pixels,
+            "nominal_bpp16": sum(r["nominal_bits"] for r in at) * 16 / pixels,
             "zlib_bpp16": zlib_b * 8 * 16 / pixels,
             "prior_bpp16": prior_b * 8 * 16 / pixels,
             "ratio": prior_b / zlib_b,
             "zlib_bits_per_token": zlib_b * 8 / kept,
             "prior_bits_per_token": prior_b * 8 / kept,
-            "lossless": all(r["lossless"] for r in rows),
-            "psnr": _mean(rows, "psnr"),
-            "overhead": sum(
-                r["round_trip_seconds"] + r["prior_encode_seconds"] + r["prior_decode_seconds"] for r in rows
-            )
-            / sum(r["round_trip_seconds"] for r in rows),
-            "prior_seconds_per_window": sum(r["prior_encode_seconds"] + r["prior_decode_seconds"] for r in rows)
-            / sum(r["windows"] for r in rows),
+            "prior_kbit_per_clip": prior_b * 8 / 1000 / len(at),
+            "lossless": all(r["lossless"] for r in at),
+            "psnr": _mean(at, "psnr"),
+            "overhead": (round_trip + prior_seconds) / round_trip,
+            "prior_seconds_per_window": prior_seconds / sum(r["windows"] for r in at),
         }
+    return out
+
+
+def summary(result: dict) -> dict:
+    """Per rate (`rate_summary`), per codec and CRF: BPP16 and PSNR."""
+    pixels, rates = sum(result["pixels"].values()), result["protocol"]["rates"]
     codecs = {}
     for codec in CODECS:
         codecs[codec] = []
@@ -171,7 +211,10 @@ def summary(result: dict) -> dict:
             codecs[codec].append(
                 {"crf": crf, "bpp16": sum(r["bytes"] for r in rows) * 8 * 16 / pixels, "psnr": _mean(rows, "psnr")}
             )
-    return {"tokenizer": tok, "codecs": codecs}
+    out = {"tokenizer": rate_summary(result["tokenizer"], rates, pixels), "codecs": codecs}
+    if "mask_prior" in result:
+        out["mask"] = rate_summary(result["mask_prior"]["rows"], rates, pixels)
+    return out
 
 
 def psnr_at(curve: list[dict], bpp16: float) -> float | None:
@@ -231,11 +274,61 @@ def report(result: dict, command: str) -> str:
         "brackets infotok's PSNR minus it (negative: infotok is that many dB behind at equal bytes).",
         "",
     ]
-    return "\n".join(lines)
+    sample = result["samples"]
+    lines += [
+        "## Samples",
+        "",
+        f"![samples]({sample['picture']})",
+        "",
+        f"Frames {', '.join(map(str, SAMPLE_FRAMES))} of: {sample['clip']} (top; its first window, frames 0-32, is the "
+        "prompt), two windows continuing that window's tokens (middle), two windows drawn unconditionally (bottom); "
+        f"seed 0, `infotok sample --windows 2 [--video ...]`, {sample['seconds']:.0f} s for both on this CPU.",
+        "",
+    ]
+    return "\n".join(lines + layout_section(result, s))
+
+
+def layout_section(result: dict, s: dict) -> list[str]:
+    """Which tokens are cheaper for a model: each layout and fill's prior bits per clip at equal PSNR."""
+    lines = ["## Which tokens are easier to model", ""]
+    if "mask" not in s:
+        return lines + [
+            "Not measured in this run: it needs a prior trained on the paper's tokens (`--mask-prior`).",
+            "",
+        ]
+    m = result["mask_prior"]["prior"]
+    lines += [
+        f"Each layout and fill's tokens coded by a prior of the same design trained on such tokens of the training "
+        f"clips: grid/hold (the defaults) with the shipped prior, grid/mask (the paper's global_elbo + error + mask) "
+        f"with {m['name']} ({m['steps']} steps, hash {m['hash']}). The prior's bits are what a model trained on "
+        f"these tokens would pay (kbit per clip, the mean over clips).",
+        "",
+        "| tokens | asked rate | realized rate | PSNR dB | prior kbit per clip | prior bits per token |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, key in (("grid/hold (default)", "tokenizer"), ("grid/mask (paper)", "mask")):
+        for rate, t in s[key].items():
+            lines.append(
+                f"| {label} | {rate} | {t['realized_rate']:.3f} | {t['psnr']:.2f} | {t['prior_kbit_per_clip']:.1f} | "
+                f"{t['prior_bits_per_token']:.2f} |"
+            )
+    hold, mask = (list(s[k].values()) for k in ("tokenizer", "mask"))
+    try:
+        bd = bd_rate(
+            [t["prior_kbit_per_clip"] for t in mask], [t["psnr"] for t in mask],
+            [t["prior_kbit_per_clip"] for t in hold], [t["psnr"] for t in hold], fit="linear",
+        )  # fmt: skip
+        lines += ["", f"BD-rate of grid/hold against grid/mask in prior bits at equal PSNR: {bd:+.1f}%."]
+    except ValueError as exc:
+        lines += ["", f"No BD-rate: {exc}."]
+    return lines + ["", "The 1D layout is not in this table: its sequences need a prior of their own (not yet).", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return report_main(argv, __doc__, "prior", "BENCHMARKS_PRIOR.md", run, report)
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--mask-prior", type=Path, help="a prior trained on the paper's tokens (the layout table)")
+    known, rest = extra.parse_known_args(argv)
+    return report_main(rest, __doc__, "prior", "BENCHMARKS_PRIOR.md", lambda v: run(v, known.mask_prior), report)
 
 
 if __name__ == "__main__":

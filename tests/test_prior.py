@@ -153,6 +153,12 @@ def test_a_1d_file_cannot_be_prior_coded(tmp_path, tokens):
         one.save(tmp_path / "x.itok", prior=random_prior(tokens.header.levels))
 
 
+def test_a_prior_of_other_levels_is_refused(tmp_path, tokens):
+    with pytest.raises(ValueError, match="FSQ levels"):
+        tokens.save(tmp_path / "x.itok", prior=random_prior([8, 5, 3]))
+    assert not (tmp_path / "x.itok").exists()
+
+
 def test_the_integer_prior_costs_what_the_float_network_estimates():
     """The fixed-point twin codes within 1% of the float network's bits (what `train prior` logs)."""
     levels = [8, 5, 3]

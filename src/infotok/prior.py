@@ -35,6 +35,7 @@ PASSES = ("mask_even", "mask_odd", "codes_0", "codes_1", "codes_2", "codes_3")
 MASK_PASSES = 2  # passes 0 and 1 code mask bits; pass s >= 2 codes the codes kept on phase s - 2
 ACT_BITS = 8  # activations in units of 2**-8
 WEIGHT_BITS = 11  # weights rounded to at most 11 bits of magnitude (scaled per layer by a power of two)
+MAX_SHIFT = 16  # a layer of tiny weights keeps fewer bits rather than a bias scaled past 31 bits
 ACT_LIMIT = 1 << 20  # activations clamped to +-2**20 units: products < 2**31, sums of <= 2**12 products < 2**43
 LOGIT_RANGE = 24  # nats: a symbol this far below the likeliest gets the table's smallest weight
 EXP_BITS = 30  # the softmax table: round(2**30 * exp(-z / 2**ACT_BITS))
@@ -250,7 +251,7 @@ def _weight_shift(weight: torch.Tensor) -> int:
     if top == 0:
         return 0
     mantissa, exponent = math.frexp(top)  # top = mantissa * 2**exponent, 0.5 <= mantissa < 1: exact
-    return WEIGHT_BITS - exponent
+    return min(WEIGHT_BITS - exponent, MAX_SHIFT)
 
 
 def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
@@ -268,6 +269,9 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
     out["exp_table"] = torch.from_numpy(
         np.maximum(np.round(2.0**EXP_BITS * np.exp(-z / 2**ACT_BITS)), 1).astype(np.int64)
     )
+    too_big = [k for k, v in out.items() if int(v.abs().max()) >= 2**31]
+    if too_big:
+        raise ValueError(f"prior weights {too_big[:3]} do not fit the checkpoint's 32-bit integers")
     return out
 
 
@@ -322,7 +326,7 @@ class TokenPrior:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        weights = {k: v.long().contiguous() for k, v in sorted(self.weights.items())}
+        weights = {k: v.to(torch.int32).contiguous() for k, v in sorted(self.weights.items())}  # all fit in 31 bits
         save_file(weights, str(directory / PRIOR_FILE), metadata={"format": PRIOR_FORMAT})
         info = self.info | {"format": PRIOR_FORMAT, "prior": self.config.to_dict(), "hash": self.hash}
         (directory / PRIOR_CONFIG).write_text(json.dumps(info, indent=2) + "\n")

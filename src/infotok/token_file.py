@@ -179,6 +179,8 @@ class TokenWriter:
 
             if header.layout != "grid":
                 raise ValueError("the prior codes grid files only; 1D files are stored with zlib")
+            if list(prior.config.levels) != list(header.levels):
+                raise ValueError(f"the prior models codes of FSQ levels {prior.config.levels}, not {header.levels}")
             self.header, self._coder = replace(header, codec="prior", prior_hash=prior.hash), PriorCoder(prior)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
@@ -290,6 +292,8 @@ class TokenReader:
                 from .entropy import find_prior
 
                 self.prior = find_prior(self.header.prior_hash, prior, self.name)
+                if list(self.prior.config.levels) != self.header.levels:
+                    raise TokenFormatError(f"{self.name}: its prior models other FSQ levels than the header's")
         except BaseException:
             self._f.close()
             raise
