@@ -12,7 +12,16 @@ import torch
 
 from infotok import entropy
 from infotok.entropy import PriorCoder
-from infotok.prior import PASSES, PriorConfig, PriorNet, TokenPrior, context_bits, pass_context, window_states
+from infotok.prior import (
+    PASSES,
+    PriorConfig,
+    PriorNet,
+    TokenPrior,
+    context_bits,
+    kept_bucket,
+    pass_context,
+    window_states,
+)
 from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, check_header
 from infotok.video import synthetic_video, write_video
 
@@ -63,8 +72,13 @@ def test_any_window_shape_and_mask_round_trips(shape):
     for fill in (0.0, 1.0, 0.3, 0.7):  # no token kept, all kept, some: each window continues the last
         mask = rng.random(shape) < fill
         indices = rng.integers(0, 120, int(mask.sum())).astype(np.uint16)
-        got_mask, got_indices = dec.decode(enc.encode(mask, indices), shape)
+        got_mask, got_indices = dec.decode(enc.encode(mask, indices), shape, int(mask.sum()))
         assert np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices)
+
+
+def test_kept_bucket_is_exact_integer_arithmetic():
+    assert [kept_bucket(k, 9216) for k in (9216, 4608, 4607, 2304, 1, 0)] == [0, 4, 4, 8, 40, 41]
+    assert kept_bucket(6518, 9216) == 1  # 9216 / 6518 = 1.41392 > 2 ** 0.25 = 1.18921, < 2 ** 0.5 = 1.41421
 
 
 def test_windows_must_be_decoded_in_order():
@@ -78,7 +92,7 @@ def test_windows_must_be_decoded_in_order():
     enc.encode(mask, indices)
     second = enc.encode(mask, indices)
     try:
-        got_mask, got_indices = PriorCoder(prior).decode(second, mask.shape)
+        got_mask, got_indices = PriorCoder(prior).decode(second, mask.shape, int(mask.sum()))
         assert not (np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices))
     except ValueError:
         pass  # or the data runs out: either way not the window that was coded
@@ -94,7 +108,7 @@ mask = rng.random((4, 12, 20)) < 0.4
 indices = rng.integers(0, 120, int(mask.sum())).astype(np.uint16)
 data = PriorCoder(prior).encode(mask, indices)
 other = bytes.fromhex(sys.argv[2]) if len(sys.argv) > 2 else data
-m, i = PriorCoder(prior).decode(other, mask.shape)
+m, i = PriorCoder(prior).decode(other, mask.shape, int(mask.sum()))
 assert np.array_equal(m, mask) and np.array_equal(i, indices)
 print(data.hex())
 """
@@ -173,7 +187,8 @@ def test_the_integer_prior_costs_what_the_float_network_estimates():
     held, age, _, _ = window_states(mask, codes, torch.full((16, 16), -1), torch.zeros((16, 16), dtype=torch.long))
     frame, step = torch.arange(4).repeat_interleave(len(PASSES)), torch.arange(len(PASSES)).repeat(4)
     with torch.no_grad():
-        ctx = pass_context(held[frame], age[frame], mask[frame], codes[frame], frame, step)
+        kept = torch.full_like(frame, kept_bucket(int(mask.sum()), mask.numel()))
+        ctx = pass_context(held[frame], age[frame], mask[frame], codes[frame], frame, step, kept)
         float_bits = sum(context_bits(net, ctx, mask[frame], codes[frame]))
     coded = len(PriorCoder(prior).encode(mask.numpy(), codes[mask].numpy().astype(np.uint16))) * 8
     assert abs(coded - float(float_bits)) < 0.01 * float(float_bits) + 64
@@ -269,3 +284,30 @@ def test_sample_draws_seeded_windows_and_continues_a_video(tmp_path, tiny_checkp
     assert "after the first window of" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*args, "--overwrite", "--size", "30x24"])
+
+
+def test_the_shipped_prior_has_its_log_recipe_and_codes_the_shipped_models_tokens_tightly(tmp_path):
+    """The installed prior: trained (log and recipe beside it), named by the hash in its config, lossless on the
+    shipped checkpoint's tokens of a clip none of them saw, and well under the zlib file at the same tokens."""
+    import csv
+
+    from infotok.model import InfoTok
+    from infotok.video import read_video, resize_and_crop
+
+    from .conftest import shared_videos
+
+    folder = entropy.SHIPPED_PRIOR
+    info = json.loads((folder / "config.json").read_text())
+    with open(folder / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert (
+        info["trained_steps"] == int(rows[-1]["step"]) > 0
+        and "infotok train prior" in (folder / "TRAINING.md").read_text()
+    )
+    prior = entropy.load_prior()
+    assert prior.hash == info["hash"]
+    frames, _ = read_video(shared_videos()[0], max_frames=65)
+    tokens = InfoTok.from_pretrained().tokenize(resize_and_crop(frames, 128), rate=0.5)
+    zlib_bytes = tokens.save(tmp_path / "z.itok").stat().st_size
+    prior_bytes = tokens.save(tmp_path / "p.itok", prior=prior).stat().st_size
+    assert same(tokens, Tokens.load(tmp_path / "p.itok")) and prior_bytes < 0.8 * zlib_bytes

@@ -27,6 +27,7 @@ from .prior import (
     digit_logits,
     digits_code,
     features,
+    kept_bucket,
     mask_logits,
     pass_context,
     window_states,
@@ -66,7 +67,8 @@ class PriorCoder:
         frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
         # each frame's four passes see the same state and truth (`pass_context` shows each only its part)
         mask_b, codes_b = mask_t[frame], codes[frame]
-        feats = features(self.prior, pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step))
+        kept = torch.full_like(frame, kept_bucket(int(mask_t.sum()), mask_t.numel()))
+        feats = features(self.prior, pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept))
         mask_here, code_here = coded_here(step, mask_b)
         encoder = _constriction().stream.queue.RangeEncoder()
         for b in range(t * n):  # the decoder's order: frame by frame, pass by pass
@@ -85,22 +87,24 @@ class PriorCoder:
     def _probs(self, logits: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(self.prior.probabilities(logits))
 
-    def decode(self, data: bytes, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Coded bytes of a window of token grid `shape` -> (keep-mask [t, h, w], kept indices uint16)."""
+    def decode(self, data: bytes, shape: tuple[int, int, int], kept: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coded bytes of a window of token grid `shape` that keeps `kept` tokens (its record says) -> (keep-mask
+        [t, h, w], kept indices uint16)."""
         if len(data) % 4:
             raise ValueError("coded window is not a whole number of 32-bit words")
         decoder = _constriction().stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-        return self._draw_window(shape, lambda probs: decoder.decode(self.model, probs))
+        return self._draw_window(shape, kept, lambda probs: decoder.decode(self.model, probs))
 
-    def sample(self, shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A window of token grid `shape` drawn from the prior (given the windows coded or drawn before)."""
+    def sample(self, shape: tuple[int, int, int], kept: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A window of token grid `shape` drawn from the prior (given the windows coded or drawn before), as one that
+        keeps about `kept` tokens."""
 
         def draw(probs: np.ndarray) -> np.ndarray:
             return (np.cumsum(probs, axis=1) < rng.random((len(probs), 1))).sum(axis=1).clip(max=probs.shape[1] - 1)
 
-        return self._draw_window(shape, draw)
+        return self._draw_window(shape, kept, draw)
 
-    def _draw_window(self, shape: tuple[int, int, int], draw) -> tuple[np.ndarray, np.ndarray]:
+    def _draw_window(self, shape: tuple[int, int, int], kept: int, draw) -> tuple[np.ndarray, np.ndarray]:
         """A window's symbols in coding order, each group from `draw(probabilities [n, k]) -> n symbols`."""
         t, h, w = shape
         levels = self.prior.config.levels
@@ -108,10 +112,11 @@ class PriorCoder:
         mask = torch.zeros((t, h, w), dtype=torch.bool)
         codes = torch.zeros((t, h, w), dtype=torch.long)
         everywhere = torch.ones((1, h, w), dtype=torch.bool)
+        bucket = torch.tensor([kept_bucket(kept, t * h * w)])
         for i in range(t):
             for s in range(len(PASSES)):
                 frame, step = torch.tensor([i]), torch.tensor([s])
-                ctx = pass_context(held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step)
+                ctx = pass_context(held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket)
                 feats = features(self.prior, ctx)[0]
                 if s < MASK_PASSES:
                     where = coded_here(step, everywhere)[0][0]

@@ -9,7 +9,8 @@ small convolutional network (dilated, to follow motion several latents away) ove
 - the state: at every position the code last kept there and its age in latent frames (from this window's
   earlier frames, or, for a window that continues a video, from the window before it; the hold fill's view);
 - what the frame's earlier passes revealed (its mask, then its codes phase by phase);
-- the pass, the latent frame's index in the window, and each position's phase.
+- the pass, the latent frame's index in the window, each position's phase, and the window's kept fraction
+  (its record states the kept count before the coded bytes; `kept_bucket`).
 A code's six FSQ digits are coded one after another, each given the ones before.
 
 Exact on any machine: `TokenPrior` runs the trained network in fixed point. Weights are integers with a
@@ -39,6 +40,7 @@ MAX_SHIFT = 16  # a layer of tiny weights keeps fewer bits rather than a bias sc
 ACT_LIMIT = 1 << 20  # activations clamped to +-2**20 units: products < 2**31, sums of <= 2**12 products < 2**43
 LOGIT_RANGE = 24  # nats: a symbol this far below the likeliest gets the table's smallest weight
 EXP_BITS = 30  # the softmax table: round(2**30 * exp(-z / 2**ACT_BITS))
+KEPT_BUCKETS = 40  # the window's kept fraction in quarter octaves below 1 (bucket 40: 2**-10 or less; 41: none)
 PRIOR_FILE, PRIOR_CONFIG = "prior.safetensors", "config.json"
 PRIOR_FORMAT = "infotok-prior"
 
@@ -94,13 +96,25 @@ def phases(h: int, w: int) -> torch.Tensor:
     return torch.where(y == x, y, 2 + y)
 
 
+def kept_bucket(kept: int, positions: int) -> int:
+    """The largest b <= KEPT_BUCKETS with kept * 2**(b / 4) <= positions (KEPT_BUCKETS + 1 when nothing is kept):
+    integer arithmetic, so every machine puts a window in the same bucket."""
+    if kept <= 0:
+        return KEPT_BUCKETS + 1
+    b = 0
+    while b < KEPT_BUCKETS and kept**4 * 2 ** (b + 1) <= positions**4:
+        b += 1
+    return b
+
+
 @dataclass
 class Context:
     """What one pass over one latent frame may see, as integer maps [B, h, w] (one frame per batch row).
 
     held: code last kept at each position (-1: none yet); age: latent frames since then; known_mask: 0 unknown,
     1 dropped, 2 kept; known_code: the frame's codes revealed by earlier passes (-1: not yet or not kept);
-    frame: the latent frame's index in its window; step: the pass (index into PASSES)."""
+    frame: the latent frame's index in its window; step: the pass (index into PASSES); kept: the window's
+    `kept_bucket`."""
 
     held: torch.Tensor
     age: torch.Tensor
@@ -108,6 +122,7 @@ class Context:
     known_code: torch.Tensor
     frame: torch.Tensor  # [B]
     step: torch.Tensor  # [B]
+    kept: torch.Tensor  # [B]
 
 
 def pass_context(
@@ -117,6 +132,7 @@ def pass_context(
     codes: torch.Tensor,
     frame: torch.Tensor,
     step: torch.Tensor,
+    kept: torch.Tensor,
 ) -> Context:
     """The context of pass `step` [B] given the frame's full mask [B, h, w] (bool) and codes [B, h, w]: only
     what the earlier passes coded is shown."""
@@ -124,7 +140,7 @@ def pass_context(
     s = step[:, None, None]
     known_mask = torch.where((s >= MASK_PASSES) | ((s == 1) & (phase < 2)), 1 + mask.long(), 0)
     known_code = torch.where((phase < s - MASK_PASSES) & mask, codes.long(), -1)
-    return Context(held.long(), age.long(), known_mask, known_code, frame.long(), step.long())
+    return Context(held.long(), age.long(), known_mask, known_code, frame.long(), step.long(), kept.long())
 
 
 def coded_here(step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,6 +185,7 @@ class PriorNet(nn.Module):
             "known_mask": nn.Embedding(3, c),
             "frame": nn.Embedding(cfg.max_frames, c),
             "step_phase": nn.Embedding(4 * len(PASSES), c),  # the pass, and the position's phase
+            "kept": nn.Embedding(KEPT_BUCKETS + 2, c),
         }
         self.tables = nn.ModuleDict(tables)
         layers = {f"a{i}": nn.Conv2d(c, c, 3, padding=d, dilation=d) for i, d in enumerate(cfg.dilations)}
@@ -204,6 +221,7 @@ def embed_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
         "known_mask": ctx.known_mask,
         "frame": ctx.frame.clamp(max=cfg.max_frames - 1)[:, None, None].expand_as(age),
         "step_phase": (4 * ctx.step[:, None, None] + phase).expand_as(age),
+        "kept": ctx.kept[:, None, None].expand_as(age),
     }
 
 

@@ -6,6 +6,7 @@ end (and how far the prior is from a generator), not a generator's quality.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -51,9 +52,11 @@ def sample_tokens(
         coder.encode(w.mask, w.indices)
     h = prompt.header
     total = window_span(windows - 1, 1 << 30, h.window, h.overlap)[1]
+    # drawn windows keep about the prompt's last window's share of tokens (without a prompt: 0.4, the default's)
+    share = out[-1].kept / out[-1].num_tokens if out else 0.4
     for i in range(len(out), windows):
         start, end = window_span(i, total, h.window, h.overlap)
         shape = model.geometry.latent_shape(end - start, h.height, h.width)
-        mask, indices = coder.sample(shape, rng)
+        mask, indices = coder.sample(shape, round(share * math.prod(shape)), rng)
         out.append(TokenWindow(start, end, max(int(mask.sum()), 1) / mask.size, 0.0, mask, indices))
     return Tokens(replace(h, num_frames=out[-1].end, strategy="sample", selection="prior"), out)

@@ -122,7 +122,7 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
         if n_mask:
             raise TokenFormatError(f"{where}: a prior-coded record has no separate mask section")
         try:
-            mask, indices = coder.decode(bytes(body), (t, h, w))
+            mask, indices = coder.decode(bytes(body), (t, h, w), kept)
         except (ValueError, RuntimeError) as exc:
             raise TokenFormatError(f"{where}: corrupt prior-coded data ({exc})") from None
         if int(mask.sum()) != kept:

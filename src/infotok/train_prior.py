@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .prior import PASSES, PriorConfig, PriorNet, TokenPrior, coded_here, context_bits, pass_context, window_states
+from .prior import (
+    PASSES,
+    PriorConfig,
+    PriorNet,
+    TokenPrior,
+    coded_here,
+    context_bits,
+    kept_bucket,
+    pass_context,
+    window_states,
+)
 from .train_ema import EmaTrainer
 
 
@@ -83,7 +93,14 @@ class TokenWindows:
                     held, age = none
                 before_held, before_age, held, age = window_states(mask, codes, held, age)
                 self.sets[split].append(
-                    {"mask": mask, "codes": codes, "held": before_held, "age": before_age, "fresh": fresh}
+                    {
+                        "mask": mask,
+                        "codes": codes,
+                        "held": before_held,
+                        "age": before_age,
+                        "fresh": fresh,
+                        "kept": kept_bucket(w.kept, mask.numel()),
+                    }
                 )
         # a video smaller than the crop lowers it for all (the network is convolutional: any size will do)
         self.crop = min([crop] + [min(w["mask"].shape[1:]) for w in self.sets["train"]])
@@ -94,7 +111,7 @@ class TokenWindows:
         """`size` random (window, frame, pass, crop) examples: (context, mask, codes, step)."""
         c, windows = self.crop, self.sets["train"]
         picks = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
-        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame")}
+        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame", "kept")}
         for i in picks:
             w = windows[i]
             t = int(torch.randint(len(w["mask"]), (1,), generator=generator))
@@ -105,10 +122,11 @@ class TokenWindows:
             for key, value in (("held", held), ("age", age), ("mask", w["mask"]), ("codes", w["codes"])):
                 rows[key].append(value[t, y : y + c, x : x + c])
             rows["frame"].append(t)
+            rows["kept"].append(w["kept"])
         step = torch.randint(len(PASSES), (size,), generator=generator)
-        frame = torch.tensor(rows.pop("frame"))
+        frame, kept = torch.tensor(rows.pop("frame")), torch.tensor(rows.pop("kept"))
         held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
-        return pass_context(held, age, mask, codes, frame, step), mask, codes, step
+        return pass_context(held, age, mask, codes, frame, step, kept), mask, codes, step
 
 
 def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
@@ -116,7 +134,8 @@ def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
     t, n = len(w["mask"]), len(PASSES)
     frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
     mask, codes = w["mask"][frame], w["codes"][frame]
-    ctx = pass_context(w["held"][frame], w["age"][frame], mask, codes, frame, step)
+    kept = torch.full_like(frame, w["kept"])
+    ctx = pass_context(w["held"][frame], w["age"][frame], mask, codes, frame, step, kept)
     mask_bits, code_bits = context_bits(net, ctx, mask, codes)
     return float(mask_bits), float(code_bits)
 
