@@ -41,7 +41,7 @@ def _constriction():
 
 
 class PriorCoder:
-    """Codes the windows of one video in order (a new video: a new coder). `bits` tallies what was coded."""
+    """Codes the windows of one video in order (a new video: a new coder)."""
 
     def __init__(self, prior: TokenPrior):
         self.prior = prior
@@ -65,7 +65,7 @@ class PriorCoder:
         helds, ages, held, age = window_states(mask_t, codes, *self._start(h, w))
         n = len(PASSES)
         frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
-        # each frame's four passes see the same state and truth (`pass_context` shows each only its part)
+        # each frame's passes see the same state and truth (`pass_context` shows each only its part)
         mask_b, codes_b = mask_t[frame], codes[frame]
         kept = torch.full_like(frame, kept_bucket(int(mask_t.sum()), mask_t.numel()))
         feats = features(self.prior, pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept))

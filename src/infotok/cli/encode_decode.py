@@ -224,7 +224,7 @@ def add_encode(sub) -> None:
         help="how the file stores the kept tokens: zlib (16 bits a code, zlib-packed; default) or prior "
         "(range-coded with a learned prior over the tokens, lossless; the file names the prior it needs)",
     )
-    add_prior_option(entropy)
+    add_prior_option(entropy, "codes the file with --entropy prior")
     p.set_defaults(func=cmd_encode)
 
 
@@ -245,7 +245,7 @@ def add_decode(sub) -> None:
         "--steps", type=int, default=0, help="0: regression decoder (default); N: the flow decoder in N steps"
     )
     layout.add_argument("--seed", type=int, default=0, help="seed of the flow decoder's noise (default 0)")
-    add_prior_option(p)
+    add_prior_option(p, "decodes prior-coded files")
     p.set_defaults(func=cmd_decode)
 
 
@@ -264,7 +264,7 @@ def add_sample(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--tokens", help="also save the drawn tokens as this .itok")
-    add_prior_option(p)
+    add_prior_option(p, "draws the windows")
     add_model_options(p)
     p.set_defaults(func=cmd_sample)
 
@@ -283,6 +283,6 @@ def add_info(sub) -> None:
     p = sub.add_parser("info", help="header, token counts and real vs nominal bits of .itok files")
     p.add_argument("inputs", nargs="+", help=".itok files, folders or glob patterns")
     p.add_argument("--json", action="store_true", help="print one JSON object per file instead of a table")
-    add_prior_option(p, "; given for a zlib file, its tokens are coded with it to show what --entropy prior "
-                     "would take (prior_bpp16, beside the real and nominal BPP16)")  # fmt: skip
+    add_prior_option(p, "decodes prior-coded files; given for a zlib file, it codes its tokens to show what "
+                     "--entropy prior would take (prior_bpp16, beside the real and nominal BPP16)")  # fmt: skip
     p.set_defaults(func=cmd_info)

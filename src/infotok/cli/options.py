@@ -125,10 +125,10 @@ def add_layout_options(p) -> None:
     )
 
 
-def add_prior_option(p, more: str = "") -> None:
+def add_prior_option(p, what: str) -> None:
     p.add_argument(
         "--prior",
         metavar="DIR",
-        help="token prior folder (`infotok train prior`) of prior-coded files (default: the installed prior, "
-        f"trained on the shipped checkpoint's tokens){more}",
+        help=f"token prior folder (`infotok train prior`) that {what} (default: the installed prior, trained on "
+        "the shipped checkpoint's tokens)",
     )
