@@ -34,7 +34,7 @@ from .experiments import ROOT, list_clips, log, report_main
 
 FRAMES, SIZE = 97, 256
 RATES = (0.125, 0.25, 0.5, 1.0)
-CRFS = (24, 30, 36, 42, 48)
+CRFS = (24, 30, 36, 42, 48, 51)
 CODECS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}
 
 

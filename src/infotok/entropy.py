@@ -20,6 +20,7 @@ from .prior import (
     MASK_PASSES,
     PASSES,
     PRIOR_CONFIG,
+    Context,
     TokenPrior,
     advance,
     code_digits,
@@ -32,6 +33,8 @@ from .prior import (
     pass_context,
     window_states,
 )
+
+CONTEXT_FIELDS = tuple(Context.__dataclass_fields__)
 
 
 def _constriction():
@@ -68,15 +71,18 @@ class PriorCoder:
         # each frame's passes see the same state and truth (`pass_context` shows each only its part)
         mask_b, codes_b = mask_t[frame], codes[frame]
         kept = torch.full_like(frame, kept_bucket(int(mask_t.sum()), mask_t.numel()))
-        feats = features(self.prior, pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept))
+        context = pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept)
         mask_here, code_here = coded_here(step, mask_b)
         encoder = _constriction().stream.queue.RangeEncoder()
         for b in range(t * n):  # the decoder's order: frame by frame, pass by pass
+            if b % n == 0:  # a latent frame's passes at once (float64 convolutions are slower in larger batches)
+                feats = features(self.prior, Context(*(getattr(context, f)[b : b + n] for f in CONTEXT_FIELDS)))
+            here = feats[b % n]
             if b % n < MASK_PASSES:
-                probs = self._probs(mask_logits(self.prior, feats[b : b + 1])[mask_here[b : b + 1]])
+                probs = self._probs(mask_logits(self.prior, here[None])[0][mask_here[b]])
                 encoder.encode(mask_b[b][mask_here[b]].numpy().astype(np.int32), self.model, probs)
                 continue
-            vectors = feats[b].permute(1, 2, 0)[code_here[b]]
+            vectors = here.permute(1, 2, 0)[code_here[b]]
             digits = code_digits(codes_b[b][code_here[b]], self.prior.config.levels)
             for j in range(digits.shape[1] if len(vectors) else 0):
                 probs = self._probs(digit_logits(self.prior, vectors, digits, j))
