@@ -23,7 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
     from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = {"torch", "av", "numpy", "safetensors", "einops", "vector-quantize-pytorch", "tqdm", "pillow"}
+CORE = {"torch", "av", "numpy", "safetensors", "einops", "vector-quantize-pytorch", "tqdm", "pillow", "constriction"}
 OPTIONAL = {"accelerate", "torchmetrics", "matplotlib", "imageio-ffmpeg", "huggingface-hub"}
 
 
