@@ -115,7 +115,7 @@ SAMPLE_CLIP = "bdd_e5cd93c4.mp4"
 
 
 def sample_picture(model: InfoTok, prior, clips: dict, path: Path) -> dict:
-    """Two-window samples (seed 0): one continuing the first window of SAMPLE_CLIP, one unconditional; a PNG of
+    """Two-window samples (seed 0): one continuing the first window of SAMPLE_CLIP, one unconditional; a picture of
     frames SAMPLE_FRAMES: the clip, the continuation, the unconditional sample."""
     from PIL import Image
 
@@ -130,7 +130,7 @@ def sample_picture(model: InfoTok, prior, clips: dict, path: Path) -> dict:
     source = np.concatenate([frames, np.repeat(frames[-1:], 65, axis=0)])[:65]
     rows = [np.concatenate([v[i] for i in SAMPLE_FRAMES], axis=1) for v in (source, continued, drawn)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path, quality=85)  # JPEG: the repository stays small
     return {"picture": str(path.relative_to(ROOT)), "clip": SAMPLE_CLIP, "seconds": seconds}
 
 
@@ -158,7 +158,7 @@ def run(videos: Path, mask_prior: Path | None = None) -> dict:
         "pixels": {name: int(np.prod(f.shape[:3])) for name, (f, _) in clips.items()},
         "tokenizer": tokenizer_rows(model, prior, clips),
         "codecs": codec_rows(clips),
-        "samples": sample_picture(model, prior, clips, ROOT / "docs" / "prior_samples.png"),
+        "samples": sample_picture(model, prior, clips, ROOT / "docs" / "prior_samples.jpg"),
         **({"mask_prior": mask_prior_rows(model, mask_prior, clips)} if mask_prior else {}),
     }
 

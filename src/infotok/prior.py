@@ -293,6 +293,12 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
     return out
 
 
+def _smallest_int(values: torch.Tensor) -> torch.Tensor:
+    """int16 where every value fits (most weights: 12 bits), else int32 (`quantize` checked they fit)."""
+    fits = int(values.abs().max()) < 2**15 if values.numel() else True
+    return values.to(torch.int16 if fits else torch.int32).contiguous()
+
+
 class TokenPrior:
     """A trained prior in exact integer arithmetic: `probabilities` are the same numbers on every machine.
 
@@ -344,7 +350,7 @@ class TokenPrior:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        weights = {k: v.to(torch.int32).contiguous() for k, v in sorted(self.weights.items())}  # all fit in 31 bits
+        weights = {k: _smallest_int(v) for k, v in sorted(self.weights.items())}
         save_file(weights, str(directory / PRIOR_FILE), metadata={"format": PRIOR_FORMAT})
         info = self.info | {"format": PRIOR_FORMAT, "prior": self.config.to_dict(), "hash": self.hash}
         (directory / PRIOR_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
