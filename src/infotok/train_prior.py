@@ -5,7 +5,7 @@ A training example is one pass over one latent frame of one window, cropped to `
 context (the state the hold fill would have there, from the window's earlier frames and the previous window of the
 same video, and what the frame's earlier passes coded) and the symbols the pass codes. The loss is their bits.
 The log follows the held-out videos' bits per kept code and per mask bit, and bytes per window, under the EMA
-weights (float; the exported integer prior codes within a fraction of a percent of it, `benchmarks.prior`).
+weights (float; the exported integer prior's coded size is within a fraction of a percent of it, docs/PRIOR.md).
 """
 
 from __future__ import annotations
