@@ -153,12 +153,10 @@ def load_prior(directory: str | os.PathLike | None = None) -> TokenPrior:
 
 def find_prior(needed: str, given: TokenPrior | None, name: str) -> TokenPrior:
     """The prior a file coded with prior `needed` (its hash) decodes with: `given`, if it is that prior, else the
-    installed one with that hash; anything else is a TokenFormatError naming what is needed."""
-    from .token_file import TokenFormatError
-
+    installed one with that hash; anything else is a ValueError naming what is needed."""
     if given is not None:
         if given.hash != needed:
-            raise TokenFormatError(
+            raise ValueError(
                 f"{name}: coded with prior {needed}, but the prior given is {given.hash}; "
                 "a file decodes with the prior that coded it only"
             )
@@ -168,7 +166,7 @@ def find_prior(needed: str, given: TokenPrior | None, name: str) -> TokenPrior:
         prior = load_prior()
         if prior.hash == needed:
             return prior
-    raise TokenFormatError(
+    raise ValueError(
         f"{name}: coded with prior {needed}, which is not installed; pass the prior's folder "
         "(--prior DIR, or prior=infotok.entropy.load_prior(DIR))"
     )

@@ -291,7 +291,10 @@ class TokenReader:
             if self.header.codec == "prior":
                 from .entropy import find_prior
 
-                self.prior = find_prior(self.header.prior_hash, prior, self.name)
+                try:
+                    self.prior = find_prior(self.header.prior_hash, prior, self.name)
+                except ValueError as exc:
+                    raise TokenFormatError(str(exc)) from None
                 if list(self.prior.config.levels) != self.header.levels:
                     raise TokenFormatError(f"{self.name}: its prior models other FSQ levels than the header's")
         except BaseException:
