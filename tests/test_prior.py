@@ -13,13 +13,12 @@ import torch
 from infotok import entropy
 from infotok.entropy import PriorCoder
 from infotok.prior import (
-    PASSES,
     PriorConfig,
     PriorNet,
     TokenPrior,
     context_bits,
     kept_bucket,
-    pass_context,
+    window_passes,
     window_states,
 )
 from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, check_header
@@ -185,11 +184,9 @@ def test_the_integer_prior_costs_what_the_float_network_estimates():
     mask = torch.from_numpy(rng.random((4, 16, 16)) < 0.5)
     codes = torch.from_numpy(rng.integers(0, 120, (4, 16, 16)))
     held, age, _, _ = window_states(mask, codes, torch.full((16, 16), -1), torch.zeros((16, 16), dtype=torch.long))
-    frame, step = torch.arange(4).repeat_interleave(len(PASSES)), torch.arange(len(PASSES)).repeat(4)
     with torch.no_grad():
-        kept = torch.full_like(frame, kept_bucket(int(mask.sum()), mask.numel()))
-        ctx = pass_context(held[frame], age[frame], mask[frame], codes[frame], frame, step, kept)
-        float_bits = sum(context_bits(net, ctx, mask[frame], codes[frame]))
+        ctx, pass_mask, pass_codes, _ = window_passes(mask, codes, held, age)
+        float_bits = sum(context_bits(net, ctx, pass_mask, pass_codes))
     coded = len(PriorCoder(prior).encode(mask.numpy(), codes[mask].numpy().astype(np.uint16))) * 8
     assert abs(coded - float(float_bits)) < 0.01 * float(float_bits) + 64
 

@@ -31,6 +31,7 @@ from .prior import (
     kept_bucket,
     mask_logits,
     pass_context,
+    window_passes,
     window_states,
 )
 
@@ -67,11 +68,7 @@ class PriorCoder:
         codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         helds, ages, held, age = window_states(mask_t, codes, *self._start(h, w))
         n = len(PASSES)
-        frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
-        # each frame's passes see the same state and truth (`pass_context` shows each only its part)
-        mask_b, codes_b = mask_t[frame], codes[frame]
-        kept = torch.full_like(frame, kept_bucket(int(mask_t.sum()), mask_t.numel()))
-        context = pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept)
+        context, mask_b, codes_b, step = window_passes(mask_t, codes, helds, ages)
         mask_here, code_here = coded_here(step, mask_b)
         encoder = _constriction().stream.queue.RangeEncoder()
         for b in range(t * n):  # the decoder's order: frame by frame, pass by pass

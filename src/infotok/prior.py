@@ -168,6 +168,22 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
     return torch.stack(helds), torch.stack(ages), held, age
 
 
+def window_passes(mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, ages: torch.Tensor):
+    """Every pass of a window at once, when all its symbols are known (the encoder's and the trainer's view):
+    (contexts [t * passes], the mask and the codes each pass belongs to, its step), from the window's mask and
+    codes [t, h, w] and the states before each latent frame (`window_states`)."""
+    t, n = len(mask), len(PASSES)
+    frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
+    kept = torch.full_like(frame, kept_bucket(int(mask.sum()), mask.numel()))
+    mask_b, codes_b = mask[frame], codes[frame]  # `pass_context` shows each pass only its part
+    return pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept), mask_b, codes_b, step
+
+
+def conv_dilations(cfg: PriorConfig) -> dict[str, int]:
+    """The dilation of each 3x3 convolution, by layer name (the other layers are 1x1)."""
+    return {f"a{i}": d for i, d in enumerate(cfg.dilations)}
+
+
 class PriorNet(nn.Module):
     """The float network trained by `infotok train prior`; `TokenPrior` runs the same functions (`features`,
     `mask_logits`, `digit_logits`) on its integer weights. A code's digits are coded one after another, each
@@ -188,7 +204,7 @@ class PriorNet(nn.Module):
             "kept": nn.Embedding(KEPT_BUCKETS + 2, c),
         }
         self.tables = nn.ModuleDict(tables)
-        layers = {f"a{i}": nn.Conv2d(c, c, 3, padding=d, dilation=d) for i, d in enumerate(cfg.dilations)}
+        layers = {name: nn.Conv2d(c, c, 3, padding=d, dilation=d) for name, d in conv_dilations(cfg).items()}
         layers |= {f"b{i}": nn.Conv2d(c, c, 1) for i in range(len(cfg.dilations))}
         layers["mask"] = nn.Conv2d(c, 2, 1)
         layers |= {f"hidden{j}": nn.Linear(c, c) for j in range(len(levels))}
@@ -365,7 +381,7 @@ class TokenPrior:
         w = self.weights
         weight, bias = w[f"weight.{name}"], w[f"bias.{name}"]
         if weight.dim() == 4:
-            dilation = self.config.dilations[int(name[1:])] if name.startswith("a") else 1
+            dilation = conv_dilations(self.config).get(name, 1)
             acc = F.conv2d(x, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
         else:
             acc = F.linear(x, weight, bias)

@@ -117,31 +117,45 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
             )
     if _WINDOW.size + n_mask + n_idx != len(payload):
         raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
-    body = memoryview(payload)[_WINDOW.size :]
+    body = bytes(memoryview(payload)[_WINDOW.size :])
     if header.codec == "prior":
-        if n_mask:
-            raise TokenFormatError(f"{where}: a prior-coded record has no separate mask section")
-        try:
-            mask, indices = coder.decode(bytes(body), (t, h, w), kept)
-        except (ValueError, RuntimeError) as exc:
-            raise TokenFormatError(f"{where}: corrupt prior-coded data ({exc})") from None
-        if int(mask.sum()) != kept:
-            raise TokenFormatError(f"{where}: decodes to {int(mask.sum())} kept positions but the record says {kept}")
-        if not (np.isfinite(rate) and 0 < rate <= 1):
-            raise TokenFormatError(f"{where}: invalid rate {rate}")
-        return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
-    bits = np.frombuffer(_inflate(bytes(body[:n_mask]), (n + 7) // 8, f"{where} mask"), np.uint8)
-    mask = np.unpackbits(bits, count=n, bitorder="little").astype(bool).reshape(t, h, w)
-    if int(mask.sum()) != kept:
-        raise TokenFormatError(f"{where}: mask keeps {int(mask.sum())} positions but the record says {kept}")
+        mask, indices = _prior_sections(body, n_mask, (t, h, w), kept, coder, where)
+    else:
+        mask, indices = _zlib_sections(body, n_mask, (t, h, w), kept, where)
     if header.layout == "1d" and not mask.reshape(-1)[:kept].all():
         raise TokenFormatError(f"{where}: a 1D window must keep a prefix of its sequence")
-    indices = np.frombuffer(_inflate(bytes(body[n_mask:]), 2 * kept, f"{where} indices"), "<u2").astype(np.uint16)
     if kept and int(indices.max()) >= header.codebook_size:
         raise TokenFormatError(f"{where}: token index out of range for {header.codebook_size} codes")
     if not (np.isfinite(rate) and 0 < rate <= 1):
         raise TokenFormatError(f"{where}: invalid rate {rate}")
     return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
+
+
+def _zlib_sections(body: bytes, n_mask: int, shape: tuple, kept: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The zlib-coded mask, checked against `kept` before the indices are inflated, then the indices."""
+    n = math.prod(shape)
+    bits = np.frombuffer(_inflate(body[:n_mask], (n + 7) // 8, f"{where} mask"), np.uint8)
+    mask = np.unpackbits(bits, count=n, bitorder="little").astype(bool).reshape(shape)
+    _check_kept(mask, kept, where)
+    indices = np.frombuffer(_inflate(body[n_mask:], 2 * kept, f"{where} indices"), "<u2").astype(np.uint16)
+    return mask, indices
+
+
+def _prior_sections(body: bytes, n_mask: int, shape: tuple, kept: int, coder, where: str):
+    """The range-coded mask and indices, decoded by `coder` (an `entropy.PriorCoder`, in file order)."""
+    if n_mask:
+        raise TokenFormatError(f"{where}: a prior-coded record has no separate mask section")
+    try:
+        mask, indices = coder.decode(body, shape, kept)
+    except (ValueError, RuntimeError) as exc:
+        raise TokenFormatError(f"{where}: corrupt prior-coded data ({exc})") from None
+    _check_kept(mask, kept, where)
+    return mask, indices
+
+
+def _check_kept(mask: np.ndarray, kept: int, where: str) -> None:
+    if int(mask.sum()) != kept:
+        raise TokenFormatError(f"{where}: mask keeps {int(mask.sum())} positions but the record says {kept}")
 
 
 def check_token_output(path: str | os.PathLike) -> Path:

@@ -27,6 +27,7 @@ from .prior import (
     context_bits,
     kept_bucket,
     pass_context,
+    window_passes,
     window_states,
 )
 from .train_ema import EmaTrainer
@@ -131,11 +132,7 @@ class TokenWindows:
 
 def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
     """(mask bits, code bits) of a whole window under the float network: all its passes in one batch."""
-    t, n = len(w["mask"]), len(PASSES)
-    frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
-    mask, codes = w["mask"][frame], w["codes"][frame]
-    kept = torch.full_like(frame, w["kept"])
-    ctx = pass_context(w["held"][frame], w["age"][frame], mask, codes, frame, step, kept)
+    ctx, mask, codes, _ = window_passes(w["mask"], w["codes"], w["held"], w["age"])
     mask_bits, code_bits = context_bits(net, ctx, mask, codes)
     return float(mask_bits), float(code_bits)
 

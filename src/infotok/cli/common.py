@@ -124,6 +124,19 @@ def _load_1d(args):
     return InfoTok1D.from_pretrained(args.checkpoint, device=args.device)
 
 
+def _one_d_options(args, windowing) -> dict:
+    """What a 1D encode takes from the command line: its budget (--tokens, --rate, --target-psnr) and source."""
+    return dict(
+        tokens=args.tokens,
+        rate=args.rate if args.rate_given else None,
+        target_psnr=args.target_psnr,
+        size=windowing.size,
+        max_size=windowing.max_size,
+        start=windowing.start,
+        max_frames=windowing.max_frames,
+    )
+
+
 def _load_prior(args):
     from ..entropy import load_prior
 

@@ -17,6 +17,7 @@ from .common import (
     _load_1d,
     _load_model,
     _load_prior,
+    _one_d_options,
     _outputs,
     _positive,
     _print_summary,
@@ -70,19 +71,7 @@ def cmd_encode_1d(args) -> int:
     _, windowing = _specs(args)
 
     def job(src: Path, dst: Path) -> None:
-        out = layout1d.encode_file(
-            model,
-            src,
-            dst,
-            args.overwrite,
-            tokens=args.tokens,
-            rate=args.rate if args.rate_given else None,
-            target_psnr=args.target_psnr,
-            size=windowing.size,
-            max_size=windowing.max_size,
-            start=windowing.start,
-            max_frames=windowing.max_frames,
-        )
+        out = layout1d.encode_file(model, src, dst, args.overwrite, **_one_d_options(args, windowing))
         h, ledger = out.header, out.ledger(file_bytes=dst.stat().st_size)
         print(
             f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height}, {plural(len(out.windows), 'window')} of "
@@ -185,6 +174,7 @@ def cmd_info(args) -> int:
 
 def cmd_sample(args) -> int:
     from ..sample import sample_tokens
+    from ..spec import Windowing
     from ..video import check_video_output, write_video
 
     out = check_video_output(args.output)
@@ -193,7 +183,7 @@ def cmd_sample(args) -> int:
     model, prior = _load_model(args), _load_prior(args)
     prompt = None
     if args.video:
-        prompt = model.tokenize(args.video, max_frames=model.geometry.temporal_factor * 8 + 1)
+        prompt = model.tokenize(args.video, max_frames=Windowing().window)  # its first window
     width, height = args.size
     tokens = sample_tokens(model, prior, args.windows, prompt, (width, height), seed=args.seed)
     write_video(out, model.iter_detokenize(tokens.header, tokens.windows), fps=tokens.header.fps)

@@ -17,6 +17,7 @@ from .common import (
     _inputs,
     _load_1d,
     _load_model,
+    _one_d_options,
     _outputs,
     _positive,
     _print_summary,
@@ -80,19 +81,7 @@ def cmd_reconstruct_1d(args) -> int:
 
     def job(src: Path, dst: Path) -> None:
         out, psnr = layout1d.reconstruct_file(
-            model,
-            src,
-            dst,
-            args.steps,
-            args.seed,
-            args.lossless,
-            tokens=args.tokens,
-            rate=args.rate if args.rate_given else None,
-            target_psnr=args.target_psnr,
-            size=windowing.size,
-            max_size=windowing.max_size,
-            start=windowing.start,
-            max_frames=windowing.max_frames,
+            model, src, dst, args.steps, args.seed, args.lossless, **_one_d_options(args, windowing)
         )
         ledger = out.ledger()
         how = f"flow decoder, {args.steps} steps" if args.steps else "regression decoder"

@@ -133,7 +133,9 @@ def _small_run_settings(args, json_option: str, field: str) -> dict:
 
 def _run_small(trainer, args) -> int:
     """Run (or resume) a small trainer in --out and export its model folder."""
-    if (Path(args.out) / "train_state.safetensors").exists() and not (args.resume or args.overwrite):
+    from ..train_ema import STATE_FILE
+
+    if (Path(args.out) / STATE_FILE).exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{args.out} holds a run; pass --resume to continue it or --overwrite to restart")
     if args.resume and not trainer.resume():
         print(f"no saved state in {args.out}; starting fresh", file=sys.stderr)
