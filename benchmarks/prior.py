@@ -27,6 +27,7 @@ from infotok.entropy import load_prior
 from infotok.metrics import bd_rate, psnr
 from infotok.model import InfoTok
 from infotok.names import PRESETS
+from infotok.sequence_prior import SequencePriorNet, window_prefix_bits
 from infotok.tokens import Tokens
 from infotok.video import read_video, resize_and_crop
 
@@ -36,6 +37,8 @@ FRAMES, SIZE = 97, 256
 RATES = (0.125, 0.25, 0.5, 1.0)
 CRFS = (24, 30, 36, 42, 48, 51)
 CODECS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}
+PREFIXES = (16, 32, 64, 128, 256, 512, 1024)  # 1D layout: tokens a window
+LAYOUT_PRIORS = ROOT / "benchmarks" / "priors"  # the layout comparison's priors (recipes beside them)
 
 
 def ffmpeg() -> str:
@@ -145,7 +148,7 @@ def codec_rows(clips: dict) -> list[dict]:
     return rows
 
 
-def run(videos: Path, mask_prior: Path | None = None) -> dict:
+def run(videos: Path, mask_prior: Path | None, sequence_prior: Path | None) -> dict:
     model, prior = InfoTok.from_pretrained(), load_prior()
     clips = {}
     for video in list_clips(videos):
@@ -160,6 +163,7 @@ def run(videos: Path, mask_prior: Path | None = None) -> dict:
         "codecs": codec_rows(clips),
         "samples": sample_picture(model, prior, clips, ROOT / "docs" / "prior_samples.jpg"),
         **({"mask_prior": mask_prior_rows(model, mask_prior, clips)} if mask_prior else {}),
+        **({"sequence_prior": sequence_prior_rows(sequence_prior, clips)} if sequence_prior else {}),
     }
 
 
@@ -168,6 +172,31 @@ def mask_prior_rows(model: InfoTok, folder: Path, clips: dict) -> dict:
     prior = load_prior(folder)
     info = {"hash": prior.hash, "name": prior.info.get("name"), "steps": prior.info.get("trained_steps")}
     return {"prior": info, "rows": tokenizer_rows(model, prior, clips, preset="paper")}
+
+
+def sequence_prior_rows(folder: Path, clips: dict) -> dict:
+    """The 1D layout's tokens (infotok-1d, every window's first k tokens) and their bits under a sequence prior
+    trained on such tokens (`--sequence-prior`)."""
+    net = SequencePriorNet.from_pretrained(folder)
+    one_d = InfoTok.from_pretrained(layout="1d")
+    rows = []
+    for name, (frames, fps) in clips.items():
+        tokens = one_d.tokenize(frames, fps=fps)
+        bits = window_prefix_bits(net, tokens, list(PREFIXES))
+        for k in PREFIXES:
+            cut = tokens.truncate(k)
+            rows.append(
+                {
+                    "clip": name,
+                    "tokens_per_window": k,
+                    "kept": sum(w.kept for w in cut.windows),
+                    "grid_positions": tokens.ledger().total,  # the grid layout's positions for the same frames
+                    "prior_bits": bits[k],
+                    "psnr": psnr(frames, one_d.detokenize(cut)),
+                }
+            )
+            log(f"1d {name} {k} tokens a window: {bits[k] / 1000:.1f} kbit")
+    return {"prior": {"name": net.info.get("name"), "steps": net.info.get("trained_steps")}, "rows": rows}
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -214,6 +243,19 @@ def summary(result: dict) -> dict:
     out = {"tokenizer": rate_summary(result["tokenizer"], rates, pixels), "codecs": codecs}
     if "mask_prior" in result:
         out["mask"] = rate_summary(result["mask_prior"]["rows"], rates, pixels)
+    if "sequence_prior" in result:
+        rows = result["sequence_prior"]["rows"]
+        out["1d"] = {}
+        for k in sorted({r["tokens_per_window"] for r in rows}):
+            at = [r for r in rows if r["tokens_per_window"] == k]
+            kept, bits = sum(r["kept"] for r in at), sum(r["prior_bits"] for r in at)
+            out["1d"][k] = {
+                "kept": kept,
+                "realized_rate": kept / sum(r["grid_positions"] for r in at),
+                "psnr": _mean(at, "psnr"),
+                "prior_kbit_per_clip": bits / 1000 / len(at),
+                "prior_bits_per_token": bits / kept,
+            }
     return out
 
 
@@ -288,47 +330,93 @@ def report(result: dict, command: str) -> str:
     return "\n".join(lines + layout_section(result, s))
 
 
+LAYOUTS = {"tokenizer": "grid/hold (default)", "mask": "grid/mask (paper)", "1d": "1D (infotok-1d)"}
+
+
 def layout_section(result: dict, s: dict) -> list[str]:
     """Which tokens are cheaper for a model: each layout and fill's prior bits per clip at equal PSNR."""
     lines = ["## Which tokens are easier to model", ""]
-    if "mask" not in s:
-        return lines + [
-            "Not measured in this run: it needs a prior trained on the paper's tokens (`--mask-prior`).",
-            "",
-        ]
-    m = result["mask_prior"]["prior"]
+    curves = {key: list(s[key].values()) for key in LAYOUTS if key in s}
+    if len(curves) < 2:
+        return lines + ["Not measured in this run: it needs the layout priors of benchmarks/priors.", ""]
+    described = ["grid/hold (the defaults) with the shipped prior"]
+    if "mask" in s:
+        m = result["mask_prior"]["prior"]
+        described.append(
+            f"grid/mask (the paper's global_elbo + error + mask) with {m['name']} ({m['steps']} steps, "
+            f"hash {m['hash']})"
+        )
+    if "1d" in s:
+        q = result["sequence_prior"]["prior"]
+        described.append(
+            f"the 1D layout (infotok-1d, every window's first k tokens) with {q['name']} ({q['steps']} steps), a "
+            "sequence prior (each token given the earlier ranks and the previous window's first k tokens; its "
+            "bits are the float network's estimate, 1D files are not entropy-coded)"
+        )
     lines += [
-        f"Each layout and fill's tokens coded by a prior of the same design trained on such tokens of the training "
-        f"clips: grid/hold (the defaults) with the shipped prior, grid/mask (the paper's global_elbo + error + mask) "
-        f"with {m['name']} ({m['steps']} steps, hash {m['hash']}). The prior's bits are what a model trained on "
-        f"these tokens would pay (kbit per clip, the mean over clips).",
+        "Each layout's tokens of the evaluation clips, measured by a prior of its own trained on such tokens of the "
+        f"training clips only: {'; '.join(described)}. The prior's bits are what a model trained on these tokens "
+        "would pay (kbit per clip, the mean over clips); `benchmarks/priors/*/TRAINING.md` says how each was trained.",
         "",
-        "| tokens | asked rate | realized rate | PSNR dB | prior kbit per clip | prior bits per token |",
+        f"![prior bits against PSNR]({plot_layouts(curves)})",
+        "",
+        "| tokens | setting | realized rate | PSNR dB | prior kbit per clip | prior bits per token |",
         "|---|---|---|---|---|---|",
     ]
-    for label, key in (("grid/hold (default)", "tokenizer"), ("grid/mask (paper)", "mask")):
-        for rate, t in s[key].items():
+    for key, label in LAYOUTS.items():
+        for setting, t in s.get(key, {}).items():
+            shown = f"{setting} tokens a window" if key == "1d" else f"rate {setting}"
             lines.append(
-                f"| {label} | {rate} | {t['realized_rate']:.3f} | {t['psnr']:.2f} | {t['prior_kbit_per_clip']:.1f} | "
+                f"| {label} | {shown} | {t['realized_rate']:.3f} | {t['psnr']:.2f} | {t['prior_kbit_per_clip']:.1f} | "
                 f"{t['prior_bits_per_token']:.2f} |"
             )
-    hold, mask = (list(s[k].values()) for k in ("tokenizer", "mask"))
-    try:
-        bd = bd_rate(
-            [t["prior_kbit_per_clip"] for t in mask], [t["psnr"] for t in mask],
-            [t["prior_kbit_per_clip"] for t in hold], [t["psnr"] for t in hold], fit="linear",
-        )  # fmt: skip
-        lines += ["", f"BD-rate of grid/hold against grid/mask in prior bits at equal PSNR: {bd:+.1f}%."]
-    except ValueError as exc:
-        lines += ["", f"No BD-rate: {exc}."]
-    return lines + ["", "The 1D layout is not in this table: its sequences need a prior of their own (not yet).", ""]
+    lines.append("")
+    for key in ("mask", "1d"):
+        if key not in curves:
+            continue
+        a, b = curves[key], curves["tokenizer"]
+        try:
+            bd = bd_rate(
+                [t["prior_kbit_per_clip"] for t in a], [t["psnr"] for t in a],
+                [t["prior_kbit_per_clip"] for t in b], [t["psnr"] for t in b], fit="linear",
+            )  # fmt: skip
+            lines.append(f"- BD-rate of grid/hold against {LAYOUTS[key]}, in prior bits at equal PSNR: {bd:+.1f}%.")
+        except ValueError as exc:
+            lines.append(f"- No BD-rate of grid/hold against {LAYOUTS[key]}: {exc}.")
+    return lines + [""]
+
+
+def plot_layouts(curves: dict) -> str:
+    """docs/prior_layouts.png: PSNR against prior kbit per clip, a curve per layout; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key, points in curves.items():
+        ax.plot([t["prior_kbit_per_clip"] for t in points], [t["psnr"] for t in points], "o-", label=LAYOUTS[key])
+    ax.set(xscale="log", xlabel="prior kbit per clip (97 frames, 256x256)", ylabel="PSNR dB")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = "docs/prior_layouts.png"
+    fig.savefig(ROOT / path)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--mask-prior", type=Path, help="a prior trained on the paper's tokens (the layout table)")
+    extra.add_argument(
+        "--mask-prior", type=Path, default=LAYOUT_PRIORS / "paper", help="a prior of the paper's tokens (layouts)"
+    )
+    extra.add_argument(
+        "--sequence-prior", type=Path, default=LAYOUT_PRIORS / "1d", help="a prior of 1D tokens (layouts)"
+    )
     known, rest = extra.parse_known_args(argv)
-    return report_main(rest, __doc__, "prior", "BENCHMARKS_PRIOR.md", lambda v: run(v, known.mask_prior), report)
+    priors = [p if p.is_dir() else None for p in (known.mask_prior, known.sequence_prior)]
+    return report_main(rest, __doc__, "prior", "BENCHMARKS_PRIOR.md", lambda v: run(v, *priors), report)
 
 
 if __name__ == "__main__":

@@ -368,6 +368,11 @@ def markdown(result: dict, seconds: float | None) -> str:
         + ". How each was trained, and how this file's figures moved across "
         "training stages, is in `checkpoints/*/TRAINING.md` and docs/BENCHMARK_HISTORY.md.",
         "",
+        "`make bench` also writes [BENCHMARKS_1D.md](BENCHMARKS_1D.md) (the coarse-to-fine 1D layout), "
+        "[BENCHMARKS_LONG.md](BENCHMARKS_LONG.md) (long videos) and [BENCHMARKS_PRIOR.md](BENCHMARKS_PRIOR.md) "
+        "(the token prior: entropy-coded files, infotok against x264/x265 at equal bytes, and which layout's tokens "
+        "a model pays fewest bits for at equal PSNR, with its plot).",
+        "",
         "![rate-distortion](docs/bench_rd.png)",
         "",
         "## Rate-distortion",

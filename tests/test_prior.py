@@ -13,6 +13,7 @@ import torch
 from infotok import entropy
 from infotok.entropy import PriorCoder
 from infotok.prior import (
+    PRIOR_FORMAT,
     PriorConfig,
     PriorNet,
     TokenPrior,
@@ -26,7 +27,7 @@ from infotok.video import synthetic_video, write_video
 
 from .conftest import tiny_model
 
-SMALL = dict(channels=8, dilations=[1, 2])
+SMALL = dict(channels=8, dilations=[1, 2], pass_dilations=[1])
 
 
 def random_prior(levels, seed=0) -> TokenPrior:
@@ -212,7 +213,7 @@ def test_train_prior_on_shards_resumes_and_exports_a_prior_that_codes(tmp_path, 
     assert log[0].startswith("step,seconds,lr,train_bits_per_symbol,bits_per_code")
     assert [row.split(",")[0] for row in log[1:]] == ["2", "3", "4", "5"]
     info = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
-    assert info["trained_steps"] == 5 and info["format"] == "infotok-prior"
+    assert info["trained_steps"] == 5 and info["format"] == PRIOR_FORMAT
     prior = entropy.load_prior(tmp_path / "run" / "model")
     assert prior.hash == info["hash"]
     assert same(clips[0], Tokens.load(clips[0].save(tmp_path / "x.itok", prior=prior), prior))

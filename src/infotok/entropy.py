@@ -2,9 +2,10 @@
 
 A window is coded given the state the previous window of the same video left (the code last kept at each
 position, and its age), so `PriorCoder` keeps that state from one window to the next: a file's windows are coded,
-and must be decoded, in order. The encoder knows every symbol, so it computes all passes of a window in one batched
-network call; the decoder makes the calls one pass at a time (6 per latent frame), each on what it decoded so far.
-Both see the same integer probabilities (`prior`'s fixed point), so decoding is lossless on any machine.
+and must be decoded, in order. Encoder, decoder and sampler walk a window the same way (`_walk_window`): the
+prior's trunk once a latent frame, its pass blocks once a pass (6 a latent frame, none for a phase that keeps no
+code), each on what was coded so far. Both see the same integer probabilities (`prior`'s fixed point), so
+decoding is lossless on any machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from .prior import (
     MASK_PASSES,
     PASSES,
     PRIOR_CONFIG,
-    Context,
     TokenPrior,
     advance,
     code_digits,
@@ -28,14 +28,11 @@ from .prior import (
     digit_logits,
     digits_code,
     features,
+    frame_features,
     kept_bucket,
     mask_logits,
     pass_context,
-    window_passes,
-    window_states,
 )
-
-CONTEXT_FIELDS = tuple(Context.__dataclass_fields__)
 
 
 def _constriction():
@@ -63,28 +60,15 @@ class PriorCoder:
     def encode(self, mask: np.ndarray, indices: np.ndarray) -> bytes:
         """A window's keep-mask [t, h, w] and kept indices (raster order) -> coded bytes."""
         mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
-        t, h, w = mask_t.shape
-        codes = torch.zeros((t, h, w), dtype=torch.long)
+        codes = torch.zeros(mask_t.shape, dtype=torch.long)
         codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        helds, ages, held, age = window_states(mask_t, codes, *self._start(h, w))
-        n = len(PASSES)
-        context, mask_b, codes_b, step = window_passes(mask_t, codes, helds, ages)
-        mask_here, code_here = coded_here(step, mask_b)
         encoder = _constriction().stream.queue.RangeEncoder()
-        for b in range(t * n):  # the decoder's order: frame by frame, pass by pass
-            if b % n == 0:  # a latent frame's passes at once (float64 convolutions are slower in larger batches)
-                feats = features(self.prior, Context(*(getattr(context, f)[b : b + n] for f in CONTEXT_FIELDS)))
-            here = feats[b % n]
-            if b % n < MASK_PASSES:
-                probs = self._probs(mask_logits(self.prior, here[None])[0][mask_here[b]])
-                encoder.encode(mask_b[b][mask_here[b]].numpy().astype(np.int32), self.model, probs)
-                continue
-            vectors = here.permute(1, 2, 0)[code_here[b]]
-            digits = code_digits(codes_b[b][code_here[b]], self.prior.config.levels)
-            for j in range(digits.shape[1] if len(vectors) else 0):
-                probs = self._probs(digit_logits(self.prior, vectors, digits, j))
-                encoder.encode(digits[:, j].numpy().astype(np.int32), self.model, probs)
-        self.held, self.age = held, age
+
+        def code(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+            encoder.encode(symbols.astype(np.int32), self.model, probs)
+            return symbols
+
+        self._walk_window(tuple(mask_t.shape), int(mask_t.sum()), code, (mask_t, codes))
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def _probs(self, logits: torch.Tensor) -> np.ndarray:
@@ -96,19 +80,21 @@ class PriorCoder:
         if len(data) % 4:
             raise ValueError("coded window is not a whole number of 32-bit words")
         decoder = _constriction().stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-        return self._draw_window(shape, kept, lambda probs: decoder.decode(self.model, probs))
+        return self._walk_window(shape, kept, lambda probs, _: decoder.decode(self.model, probs))
 
     def sample(self, shape: tuple[int, int, int], kept: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A window of token grid `shape` drawn from the prior (given the windows coded or drawn before), as one that
         keeps about `kept` tokens."""
 
-        def draw(probs: np.ndarray) -> np.ndarray:
+        def draw(probs: np.ndarray, _) -> np.ndarray:
             return (np.cumsum(probs, axis=1) < rng.random((len(probs), 1))).sum(axis=1).clip(max=probs.shape[1] - 1)
 
-        return self._draw_window(shape, kept, draw)
+        return self._walk_window(shape, kept, draw)
 
-    def _draw_window(self, shape: tuple[int, int, int], kept: int, draw) -> tuple[np.ndarray, np.ndarray]:
-        """A window's symbols in coding order, each group from `draw(probabilities [n, k]) -> n symbols`."""
+    def _walk_window(self, shape: tuple[int, int, int], kept: int, choose, truth=None) -> tuple[np.ndarray, np.ndarray]:
+        """A window's symbols in coding order (encoder, decoder and sampler walk the same way): each group's
+        symbols are `choose(probabilities [n, k], the true symbols [n] or None) -> n symbols`; `truth` is the
+        window's (mask, codes) when the encoder knows them."""
         t, h, w = shape
         levels = self.prior.config.levels
         held, age = self._start(h, w)
@@ -116,25 +102,33 @@ class PriorCoder:
         codes = torch.zeros((t, h, w), dtype=torch.long)
         everywhere = torch.ones((1, h, w), dtype=torch.bool)
         bucket = torch.tensor([kept_bucket(kept, t * h * w)])
+
+        def pick(probs: np.ndarray, true: torch.Tensor | None) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(choose(probs, None if true is None else true.numpy())).astype(np.int64))
+
         for i in range(t):
             for s in range(len(PASSES)):
                 frame, step = torch.tensor([i]), torch.tensor([s])
+                mask_here, code_here = (
+                    where[0] for where in coded_here(step, everywhere if s < MASK_PASSES else mask[i : i + 1])
+                )
+                if s >= MASK_PASSES and not code_here.any():
+                    continue  # no code kept on this phase: nothing to code, no network call
                 ctx = pass_context(held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket)
-                feats = features(self.prior, ctx)[0]
+                if s == 0:  # the trunk reads the state before the frame only: once a frame
+                    trunk = frame_features(self.prior, ctx)
+                feats = features(self.prior, ctx, trunk)[0]
                 if s < MASK_PASSES:
-                    where = coded_here(step, everywhere)[0][0]
-                    probs = self._probs(mask_logits(self.prior, feats[None])[0][where])
-                    mask[i][where] = torch.from_numpy(np.asarray(draw(probs)).astype(bool))
+                    probs = self._probs(mask_logits(self.prior, feats[None])[0][mask_here])
+                    mask[i][mask_here] = pick(probs, None if truth is None else truth[0][i][mask_here]).bool()
                     continue
-                where = coded_here(step, mask[i : i + 1])[1][0]
-                if not where.any():
-                    continue
-                vectors = feats.permute(1, 2, 0)[where]
+                vectors = feats.permute(1, 2, 0)[code_here]
+                true = None if truth is None else code_digits(truth[1][i][code_here], levels)
                 digits = torch.zeros((len(vectors), len(levels)), dtype=torch.long)
                 for j in range(len(levels)):
                     probs = self._probs(digit_logits(self.prior, vectors, digits, j))
-                    digits[:, j] = torch.from_numpy(np.asarray(draw(probs)).astype(np.int64))
-                codes[i][where] = digits_code(digits, levels)
+                    digits[:, j] = pick(probs, None if true is None else true[:, j])
+                codes[i][code_here] = digits_code(digits, levels)
             held, age = advance(held, age, mask[i], codes[i])
         self.held, self.age = held, age
         return mask.numpy(), codes[mask].numpy().astype(np.uint16)

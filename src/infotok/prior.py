@@ -4,13 +4,16 @@ decoder already has, so that `-log2 p` is a token's real cost and files can be e
 What is coded, and in which order (the decoder's order): a window latent frame by latent frame; in a frame six
 passes over the four phases of its positions (phase 0: even row and column, 1: odd both, 2: even row odd column,
 3: odd row even column): the mask on phases 0 and 1 (a checkerboard's even squares), the mask on phases 2 and 3,
-then the codes kept on phase 0, 1, 2 and 3 in turn, so most codes see decoded neighbours. Each pass is one call of a
-small convolutional network (dilated, to follow motion several latents away) over the whole frame that sees
+then the codes kept on phase 0, 1, 2 and 3 in turn, so most codes see decoded neighbours. A small convolutional
+network over the whole frame (dilated, to follow motion several latents away) sees, in its trunk (run once a
+frame; the shipped prior's is its embeddings alone):
 - the state: at every position the code last kept there and its age in latent frames (from this window's
   earlier frames, or, for a window that continues a video, from the window before it; the hold fill's view);
+- the latent frame's index in the window and the window's kept fraction (its record states the kept count
+  before the coded bytes; `kept_bucket`);
+and in residual blocks run each pass on the trunk's output:
 - what the frame's earlier passes revealed (its mask, then its codes phase by phase);
-- the pass, the latent frame's index in the window, each position's phase, and the window's kept fraction
-  (its record states the kept count before the coded bytes; `kept_bucket`).
+- the pass, and each position's phase.
 A code's six FSQ digits are coded one after another, each given the ones before.
 
 Exact on any machine: `TokenPrior` runs the trained network in fixed point. Weights are integers with a
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +45,17 @@ LOGIT_RANGE = 24  # nats: a symbol this far below the likeliest gets the table's
 EXP_BITS = 30  # the softmax table: round(2**30 * exp(-z / 2**ACT_BITS))
 KEPT_BUCKETS = 40  # the window's kept fraction in quarter octaves below 1 (bucket 40: 2**-10 or less; 41: none)
 PRIOR_FILE, PRIOR_CONFIG = "prior.safetensors", "config.json"
-PRIOR_FORMAT = "infotok-prior"
+PRIOR_FORMAT = "infotok-prior-2"  # 2: the frame trunk and pass blocks
 
 
 @dataclass
 class PriorConfig:
     levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
     channels: int = 48
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 4])  # a residual block of (3x3 conv, ReLU, 1x1
-    # conv) each, its 3x3 conv dilated so: receptive field 1 + 2 * sum(dilations) latents
+    dilations: list[int] = field(default_factory=list)  # the frame trunk (run once a latent frame): a residual
+    # block of (3x3 conv, ReLU, 1x1 conv) each, its 3x3 conv dilated so; none: the trunk is its embeddings alone
+    pass_dilations: list[int] = field(default_factory=lambda: [1, 2, 4])  # the blocks each pass runs on the
+    # trunk's output plus what the frame's earlier passes revealed; receptive field 1 + 2 * sum(all dilations)
     max_age: int = 8  # ages of held codes beyond this share one embedding
     max_frames: int = 16  # latent frame indices beyond this share one embedding
 
@@ -62,8 +67,12 @@ class PriorConfig:
         cfg = cls(**d)
         if not (cfg.levels and all(isinstance(v, int) and v >= 2 for v in cfg.levels)):
             raise ValueError(f"levels must be integers >= 2, got {cfg.levels}")
-        if not (cfg.dilations and all(isinstance(d, int) and d >= 1 for d in cfg.dilations)):
-            raise ValueError(f"dilations must be positive integers, got {cfg.dilations}")
+        for name in ("dilations", "pass_dilations"):
+            values = getattr(cfg, name)
+            if not all(isinstance(d, int) and d >= 1 for d in values):
+                raise ValueError(f"{name} must be positive integers, got {values}")
+        if not cfg.pass_dilations:
+            raise ValueError("pass_dilations must name at least one block (a pass must see its neighbours)")
         if min(cfg.channels, cfg.max_age, cfg.max_frames) < 1:
             raise ValueError("channels, max_age and max_frames must be positive")
         return cfg
@@ -124,6 +133,10 @@ class Context:
     step: torch.Tensor  # [B]
     kept: torch.Tensor  # [B]
 
+    def select(self, rows) -> "Context":
+        """The contexts of batch rows `rows` (an index or a slice)."""
+        return Context(*(getattr(self, f.name)[rows] for f in fields(self)))
+
 
 def pass_context(
     held: torch.Tensor,
@@ -180,13 +193,17 @@ def window_passes(mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, 
 
 
 def conv_dilations(cfg: PriorConfig) -> dict[str, int]:
-    """The dilation of each 3x3 convolution, by layer name (the other layers are 1x1)."""
-    return {f"a{i}": d for i, d in enumerate(cfg.dilations)}
+    """The dilation of each 3x3 convolution, by layer name (the other layers are 1x1): the frame trunk's `a{i}` and
+    the pass blocks' `pass_a{i}`."""
+    trunk = {f"a{i}": d for i, d in enumerate(cfg.dilations)}
+    return trunk | {f"pass_a{i}": d for i, d in enumerate(cfg.pass_dilations)}
 
 
 class PriorNet(nn.Module):
-    """The float network trained by `infotok train prior`; `TokenPrior` runs the same functions (`features`,
-    `mask_logits`, `digit_logits`) on its integer weights. A code's digits are coded one after another, each
+    """The float network trained by `infotok train prior`; `TokenPrior` runs the same functions (`frame_features`,
+    `features`, `mask_logits`, `digit_logits`) on its integer weights. Two stages: a trunk over what the state
+    before the frame says (blocks run once a frame, so a decoder's six passes share them), then blocks a pass, over
+    the trunk plus what the frame's earlier passes revealed. A code's digits are coded one after another, each
     given the position's features and the digits before it (FSQ's digits are far from independent)."""
 
     def __init__(self, cfg: PriorConfig):
@@ -205,14 +222,15 @@ class PriorNet(nn.Module):
         }
         self.tables = nn.ModuleDict(tables)
         layers = {name: nn.Conv2d(c, c, 3, padding=d, dilation=d) for name, d in conv_dilations(cfg).items()}
-        layers |= {f"b{i}": nn.Conv2d(c, c, 1) for i in range(len(cfg.dilations))}
+        second = [f"b{i}" for i in range(len(cfg.dilations))] + [f"pass_b{i}" for i in range(len(cfg.pass_dilations))]
+        layers |= {name: nn.Conv2d(c, c, 1) for name in second}
         layers["mask"] = nn.Conv2d(c, 2, 1)
         layers |= {f"hidden{j}": nn.Linear(c, c) for j in range(len(levels))}
         layers |= {f"out{j}": nn.Linear(c, n) for j, n in enumerate(levels)}
         self.layers = nn.ModuleDict(layers)
-        for i in range(len(cfg.dilations)):  # residual blocks start as the identity
-            nn.init.zeros_(self.layers[f"b{i}"].weight)
-            nn.init.zeros_(self.layers[f"b{i}"].bias)
+        for name in second:  # residual blocks start as the identity
+            nn.init.zeros_(self.layers[name].weight)
+            nn.init.zeros_(self.layers[name].bias)
         for table in self.tables.values():
             nn.init.normal_(table.weight, std=0.5)
 
@@ -223,31 +241,66 @@ class PriorNet(nn.Module):
         return self.layers[name](x)
 
 
-def embed_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
-    """Row of each context table at each position ([B, h, w] long each)."""
-    levels = torch.tensor(cfg.levels, device=ctx.held.device)
-    held = torch.where(ctx.held[..., None] >= 0, code_digits(ctx.held.clamp(min=0), cfg.levels), levels)
-    known = torch.where(ctx.known_code[..., None] >= 0, code_digits(ctx.known_code.clamp(min=0), cfg.levels), levels)
+def digit_rows(prefix: str, codes: torch.Tensor, levels: list[int]) -> dict[str, torch.Tensor]:
+    """Rows `{prefix}{j}` of the codes' digits, row levels[j] where there is no code (-1)."""
+    none = torch.tensor(levels, device=codes.device)
+    digits = torch.where(codes[..., None] >= 0, code_digits(codes.clamp(min=0), levels), none)
+    return {f"{prefix}{j}": digits[..., j] for j in range(len(levels))}
+
+
+def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
+    """Row of each trunk table at each position ([B, h, w] long each): the state before the frame."""
     age = torch.where(ctx.held >= 0, ctx.age.clamp(0, cfg.max_age), cfg.max_age + 1)
-    phase = phases(*ctx.held.shape[-2:]).to(ctx.held.device)
-    rows = {f"held{j}": held[..., j] for j in range(len(cfg.levels))}
-    rows |= {f"known{j}": known[..., j] for j in range(len(cfg.levels))}
-    return rows | {
+    return digit_rows("held", ctx.held, cfg.levels) | {
         "age": age,
-        "known_mask": ctx.known_mask,
         "frame": ctx.frame.clamp(max=cfg.max_frames - 1)[:, None, None].expand_as(age),
-        "step_phase": (4 * ctx.step[:, None, None] + phase).expand_as(age),
         "kept": ctx.kept[:, None, None].expand_as(age),
     }
 
 
-def features(net, ctx: Context) -> torch.Tensor:
-    """[B, channels, h, w]: what the network knows at each position of a pass."""
-    rows = embed_rows(net.config, ctx)
-    x = sum(net.embed(name, r) for name, r in rows.items()).permute(0, 3, 1, 2).contiguous()
-    for i in range(len(net.config.dilations)):
-        x = x + net.layer(f"b{i}", F.relu(net.layer(f"a{i}", F.relu(x))))
+def pass_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
+    """Row of each pass table at each position: what the frame's earlier passes revealed, the pass and phase."""
+    phase = phases(*ctx.held.shape[-2:]).to(ctx.held.device)
+    return digit_rows("known", ctx.known_code, cfg.levels) | {
+        "known_mask": ctx.known_mask,
+        "step_phase": (4 * ctx.step[:, None, None] + phase).expand_as(ctx.known_mask),
+    }
+
+
+def _embedded(net, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, channels, h, w]: the sum of the tables' rows, channels last in memory (CPU convolutions in float64, the
+    integer prior's, run twice as fast so)."""
+    x = sum(net.embed(name, r) for name, r in rows.items()).permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _blocks(net, x: torch.Tensor, prefix: str, count: int) -> torch.Tensor:
+    for i in range(count):
+        x = x + net.layer(f"{prefix}b{i}", F.relu(net.layer(f"{prefix}a{i}", F.relu(x))))
     return x
+
+
+def frame_features(net, ctx: Context) -> torch.Tensor:
+    """[B, channels, h, w]: the trunk, what the state before a latent frame says at each position (the same for all
+    the frame's passes: a decoder runs it once a frame)."""
+    return _blocks(net, _embedded(net, frame_rows(net.config, ctx)), "", len(net.config.dilations))
+
+
+def features(net, ctx: Context, trunk: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, channels, h, w]: what the network knows at each position of a pass: the frame's trunk (`trunk`, or
+    computed) plus what the frame's earlier passes revealed."""
+    trunk = frame_features(net, ctx) if trunk is None else trunk
+    return _blocks(net, trunk + _embedded(net, pass_rows(net.config, ctx)), "pass_", len(net.config.pass_dilations))
+
+
+def features_by_frame(net, ctx: Context) -> torch.Tensor:
+    """`features` of passes that come as whole latent frames, each frame's len(PASSES) passes in order (as
+    `window_passes` and the trainer's batches give them): the trunk runs once a frame."""
+    n = len(PASSES)
+    if len(ctx.step) % n or not torch.equal(ctx.step.cpu(), torch.arange(n).repeat(len(ctx.step) // n)):
+        raise ValueError(f"passes must come as whole frames, each frame's {n} passes in order")
+    trunk = frame_features(net, ctx.select(slice(None, None, n)))
+    return features(net, ctx, trunk.repeat_interleave(n, 0))
 
 
 def mask_logits(net, feats: torch.Tensor) -> torch.Tensor:
@@ -265,9 +318,10 @@ def digit_logits(net, vectors: torch.Tensor, digits: torch.Tensor, j: int) -> to
 
 
 def context_bits(net: PriorNet, ctx: Context, mask: torch.Tensor, codes: torch.Tensor) -> tuple:
-    """Bits of the symbols each pass codes, under the float network: (mask bits, code bits), summed."""
+    """Bits of the symbols each pass codes, under the float network: (mask bits, code bits), summed. The passes
+    come as whole frames (`features_by_frame`)."""
     mask_here, code_here = coded_here(ctx.step, mask)
-    feats = features(net, ctx)
+    feats = features_by_frame(net, ctx)
     mask_nll = F.cross_entropy(mask_logits(net, feats)[mask_here].float(), mask[mask_here].long(), reduction="sum")
     vectors = feats.permute(0, 2, 3, 1)[code_here]
     digits = code_digits(codes[code_here], net.config.levels)
@@ -324,6 +378,8 @@ class TokenPrior:
         self.config, self.info = config, dict(info or {})
         self.weights = {k: v.to(torch.float64) if k != "exp_table" else v.long() for k, v in weights.items()}
         self.shapes_ok()
+        self.dilations = conv_dilations(config)
+        self.scales = {k[len("shift.") :]: 2.0 ** -int(v) for k, v in self.weights.items() if k.startswith("shift.")}
         from .checkpoint import tensor_hash
 
         self.hash = tensor_hash({k: v.long() for k, v in sorted(weights.items())})
@@ -381,11 +437,11 @@ class TokenPrior:
         w = self.weights
         weight, bias = w[f"weight.{name}"], w[f"bias.{name}"]
         if weight.dim() == 4:
-            dilation = conv_dilations(self.config).get(name, 1)
+            dilation = self.dilations.get(name, 1)
             acc = F.conv2d(x, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
         else:
             acc = F.linear(x, weight, bias)
-        return torch.floor(acc * 2.0 ** -int(w[f"shift.{name}"]) + 0.5).clamp(-ACT_LIMIT, ACT_LIMIT)
+        return acc.mul_(self.scales[name]).add_(0.5).floor_().clamp_(-ACT_LIMIT, ACT_LIMIT)
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
         """Integer logits [..., n] -> probabilities [..., n] (float64, rows summing to 1), from the stored table."""

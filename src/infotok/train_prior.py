@@ -1,5 +1,6 @@
 """`infotok train prior`: the token prior (`prior.PriorNet`) on tokenized videos (shard folders of `infotok
-encode-dataset`), exported as the exact integer `prior.TokenPrior`.
+encode-dataset`), exported as the exact integer `prior.TokenPrior`; on 1D-layout shards, the sequence prior
+(`sequence_prior.SequencePriorNet`, at the end of this file).
 
 A training example is one pass over one latent frame of one window, cropped to `crop` x `crop` latents: its
 context (the state the hold fill would have there, from the window's earlier frames and the previous window of the
@@ -30,6 +31,7 @@ from .prior import (
     window_passes,
     window_states,
 )
+from .sequence_prior import SequencePriorConfig, SequencePriorNet, rank_grid, region_grid
 from .train_ema import EmaTrainer
 
 
@@ -38,7 +40,7 @@ class PriorTrainConfig:
     shards: list[str] = field(default_factory=list)  # shard folders of tokenized training videos
     out: str = "runs/prior"
     steps: int = 4000
-    batch: int = 32
+    batch: int = 8  # latent frames a step, each with all its passes
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
     warmup: int = 200
@@ -53,6 +55,7 @@ class PriorTrainConfig:
     seed: int = 0
     prior: dict = field(default_factory=dict)  # PriorConfig fields
     name: str = "infotok-prior"
+    network = PriorConfig  # the network config `prior` holds the fields of (a class attribute, not a field)
 
     def check(self) -> "PriorTrainConfig":
         if not self.shards:
@@ -61,7 +64,7 @@ class PriorTrainConfig:
             raise ValueError("steps, batch, log_every, checkpoint_every and crop must be positive")
         if not (self.lr > 0 and 0 <= self.ema < 1 and self.time_limit >= 0 and 0 <= self.fresh_fraction <= 1):
             raise ValueError("need lr > 0, 0 <= ema < 1, time_limit >= 0 and 0 <= fresh_fraction <= 1")
-        PriorConfig.from_dict(self.prior)
+        self.network.from_dict(self.prior)
         return self
 
 
@@ -109,7 +112,8 @@ class TokenWindows:
         self.weights = frames / frames.sum()
 
     def batch(self, size: int, fresh_fraction: float, generator: torch.Generator):
-        """`size` random (window, frame, pass, crop) examples: (context, mask, codes, step)."""
+        """`size` random (window, latent frame, crop) examples, each as its len(PASSES) passes in order (the prior's
+        trunk runs once a frame): (context, mask, codes, step)."""
         c, windows = self.crop, self.sets["train"]
         picks = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
         rows = {k: [] for k in ("held", "age", "mask", "codes", "frame", "kept")}
@@ -124,9 +128,11 @@ class TokenWindows:
                 rows[key].append(value[t, y : y + c, x : x + c])
             rows["frame"].append(t)
             rows["kept"].append(w["kept"])
-        step = torch.randint(len(PASSES), (size,), generator=generator)
+        n = len(PASSES)
+        step = torch.arange(n).repeat(size)
         frame, kept = torch.tensor(rows.pop("frame")), torch.tensor(rows.pop("kept"))
         held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
+        held, age, mask, codes, frame, kept = (v.repeat_interleave(n, 0) for v in (held, age, mask, codes, frame, kept))
         return pass_context(held, age, mask, codes, frame, step, kept), mask, codes, step
 
 
@@ -138,6 +144,8 @@ def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
 
 
 class PriorTrainer(EmaTrainer):
+    validation_fields = ("bits_per_code", "bits_per_mask_position", "kbytes_per_window")
+
     def __init__(self, cfg: PriorTrainConfig, progress=print):
         cfg.check()
         torch.manual_seed(cfg.seed)
@@ -163,23 +171,29 @@ class PriorTrainer(EmaTrainer):
         info = {"name": self.cfg.name, "trained_steps": self.step, "train_config": asdict(self.cfg)}
         return TokenPrior.from_net(net, info).save_pretrained(directory or self.out / "model")
 
+    def load_data(self) -> None:
+        self.data = TokenWindows(self.cfg.shards, self.cfg.held_out, self.cfg.crop)
+
+    def batch_loss(self) -> torch.Tensor:
+        """Bits per coded symbol of a random batch."""
+        ctx, mask, codes, step = self.data.batch(self.cfg.batch, self.cfg.fresh_fraction, self.generator)
+        mask_bits, code_bits = context_bits(self.model, ctx, mask, codes)
+        mask_here, code_here = coded_here(step, mask)
+        symbols = float(mask_here.sum()) + float(code_here.sum()) * len(self.data.levels)
+        return (mask_bits + code_bits) / max(symbols, 1)
+
     def run(self) -> None:
         cfg = self.cfg
-        self.data = TokenWindows(cfg.shards, cfg.held_out, cfg.crop)
+        self.load_data()
         log = self.out / "log.csv"
         self.out.mkdir(parents=True, exist_ok=True)
-        fields = ["step", "seconds", "lr", "train_bits_per_symbol"]
-        fields += ["bits_per_code", "bits_per_mask_position", "kbytes_per_window"]
+        fields = ["step", "seconds", "lr", "train_bits_per_symbol", *self.validation_fields]
         if not log.exists() or self.step == 0:
             log.write_text(",".join(fields) + "\n")
         self.model.train()
         started = time.time() - self.seconds
         while not self.done():
-            ctx, mask, codes, step = self.data.batch(cfg.batch, cfg.fresh_fraction, self.generator)
-            mask_bits, code_bits = context_bits(self.model, ctx, mask, codes)
-            mask_here, code_here = coded_here(step, mask)
-            symbols = float(mask_here.sum()) + float(code_here.sum()) * len(self.data.levels)
-            loss = (mask_bits + code_bits) / max(symbols, 1)
+            loss = self.batch_loss()
             self.optimizer_step(loss)
             self.seconds = time.time() - started
             if self.step % cfg.log_every == 0 or self.done():
@@ -192,3 +206,106 @@ class PriorTrainer(EmaTrainer):
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
         self.save()
+
+
+# ----------------------------------------------------------------------------- the 1D layout's sequence prior
+def shards_layout(shards: list[str]) -> str:
+    """The token layout of shard folders ("grid" or "1d"); folders of both are refused."""
+    from .shard_format import read_manifest
+
+    layouts = {read_manifest(root)["model"].get("layout", "grid") for root in shards}
+    if len(layouts) > 1:
+        raise ValueError(f"shard folders of different layouts ({', '.join(sorted(layouts))}): train one prior each")
+    return layouts.pop()
+
+
+@dataclass
+class SequencePriorTrainConfig(PriorTrainConfig):
+    batch: int = 16  # windows a step
+    crop: int = 4  # regions (64 pixels each at the shipped sizes) a side
+    name: str = "infotok-sequence-prior"
+
+    network = SequencePriorConfig
+
+
+class SequenceWindows:
+    """Every window of 1D-tokenized videos as a rank grid [ranks, region rows, region cols], with the window before
+    it in its video."""
+
+    def __init__(self, shards: list[str], held_out: int, crop: int):
+        from .shard_reader import iter_video_tokens
+
+        videos = [(path, tokens) for root in shards for path, tokens in iter_video_tokens(root)]
+        paths = sorted({path for path, _ in videos})
+        if len(paths) <= held_out:
+            raise ValueError(f"{len(paths)} videos in {shards}; need more than the {held_out} held out")
+        validation = set(paths[len(paths) - held_out :])
+        self.sets = {"train": [], "validation": []}
+        for path, tokens in videos:
+            header = tokens.header
+            if header.layout != "1d":
+                raise ValueError(f"{path}: the sequence prior models 1D-layout tokens")
+            rows, cols = region_grid(header)
+            previous = None
+            for w in tokens.windows:
+                grid = rank_grid(w.indices, w.kept, header.registers, rows, cols)
+                self.sets["validation" if path in validation else "train"].append((grid, previous))
+                previous = grid
+        self.levels = videos[0][1].header.levels
+        self.crop = min([crop] + [min(g.shape[1:]) for g, _ in self.sets["train"]])
+
+    def batch(self, size: int, fresh_fraction: float, generator: torch.Generator):
+        """`size` random windows cropped to `crop` x `crop` regions: (tokens, previous). The previous window is
+        what a decoder would have of it: a fifth of the time none, else its first k tokens, k uniform."""
+        c, windows = self.crop, self.sets["train"]
+        tokens, previous = [], []
+        for i in torch.randint(len(windows), (size,), generator=generator).tolist():
+            grid, before = windows[i]
+            y = int(torch.randint(grid.shape[1] - c + 1, (1,), generator=generator))
+            x = int(torch.randint(grid.shape[2] - c + 1, (1,), generator=generator))
+            if before is None or float(torch.rand((), generator=generator)) < fresh_fraction:
+                before = torch.full_like(grid, -1)
+            else:
+                k = int(torch.randint(before.numel() + 1, (1,), generator=generator))
+                before = torch.where(torch.arange(before.numel()).view(before.shape) < k, before, -1)
+            tokens.append(grid[:, y : y + c, x : x + c])
+            previous.append(before[:, y : y + c, x : x + c])
+        return torch.stack(tokens), torch.stack(previous)
+
+
+class SequencePriorTrainer(PriorTrainer):
+    validation_fields = ("bits_per_token", "bits_per_token_first_64", "kbytes_per_window")
+
+    def __init__(self, cfg: SequencePriorTrainConfig, progress=print):
+        cfg.check()
+        torch.manual_seed(cfg.seed)
+        self.setup(cfg, SequencePriorNet(SequencePriorConfig.from_dict(cfg.prior)), torch.device("cpu"), progress)
+
+    def load_data(self) -> None:
+        self.data = SequenceWindows(self.cfg.shards, self.cfg.held_out, self.cfg.crop)
+
+    def batch_loss(self) -> torch.Tensor:
+        tokens, previous = self.data.batch(self.cfg.batch, self.cfg.fresh_fraction, self.generator)
+        return self.model.token_bits(tokens, previous).mean() / len(self.data.levels)
+
+    def validation(self) -> dict[str, float]:
+        bits = first = tokens = 0.0
+        windows = self.data.sets["validation"]
+        for grid, before in windows:
+            before = torch.full_like(grid, -1) if before is None else before
+            bits += float(self.model.token_bits(grid[None], before[None]).sum())
+            head = torch.arange(grid.numel()).view(grid.shape) < 64  # both windows cut to 64 tokens
+            cut = (torch.where(head, g, -1)[None] for g in (grid, before))
+            first += float(self.model.token_bits(*cut).sum())
+            tokens += grid.numel()
+        return {
+            "bits_per_token": bits / max(tokens, 1),
+            "bits_per_token_first_64": first / max(64 * len(windows), 1),
+            "kbytes_per_window": bits / 8 / 1024 / max(len(windows), 1),
+        }
+
+    def export(self, directory: Path | None = None) -> Path:
+        net = SequencePriorNet(self.model.config)
+        net.load_state_dict(self.ema)
+        info = {"name": self.cfg.name, "trained_steps": self.step, "train_config": asdict(self.cfg)}
+        return net.save_pretrained(directory or self.out / "model", info)

@@ -101,19 +101,24 @@ def cmd_train_registers(args) -> int:
 
 
 def cmd_train_prior(args) -> int:
-    """`train prior`: the token prior on shard folders of tokenized training videos."""
+    """`train prior`: the token prior on shard folders of tokenized training videos (grid tokens: the prior that
+    codes files; 1D tokens: the sequence prior that measures them)."""
     from .. import train_prior as tp
 
     if not args.shards:
         raise UsageError("train prior needs --shards: folders written by `infotok encode-dataset`")
     settings = _small_run_settings(args, "prior_config", "prior")
     try:
-        cfg = tp.PriorTrainConfig(
-            shards=args.shards, out=args.out, seed=args.seed, name=args.name or "infotok-prior", **settings
-        ).check()
-    except ValueError as exc:
+        one_d = tp.shards_layout(args.shards) == "1d"
+        config, trainer = (
+            (tp.SequencePriorTrainConfig, tp.SequencePriorTrainer) if one_d else (tp.PriorTrainConfig, tp.PriorTrainer)
+        )
+        cfg = config(shards=args.shards, out=args.out, seed=args.seed, **settings)
+        cfg.name = args.name or cfg.name
+        cfg.check()
+    except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    return _run_small(tp.PriorTrainer(cfg, progress=(lambda line: None) if args.quiet else print), args)
+    return _run_small(trainer(cfg, progress=(lambda line: None) if args.quiet else print), args)
 
 
 def _small_run_settings(args, json_option: str, field: str) -> dict:
