@@ -356,7 +356,8 @@ def layout_section(result: dict, s: dict) -> list[str]:
     lines += [
         "Each layout's tokens of the evaluation clips, measured by a prior of its own trained on such tokens of the "
         f"training clips only: {'; '.join(described)}. The prior's bits are what a model trained on these tokens "
-        "would pay (kbit per clip, the mean over clips); `benchmarks/priors/*/TRAINING.md` says how each was trained.",
+        "would pay (kbit per clip, the mean over clips); `benchmarks/priors/*/TRAINING.md` says how each was trained "
+        "and what that means for the comparison.",
         "",
         f"![prior bits against PSNR]({plot_layouts(curves)})",
         "",
@@ -382,7 +383,12 @@ def layout_section(result: dict, s: dict) -> list[str]:
             )  # fmt: skip
             lines.append(f"- BD-rate of grid/hold against {LAYOUTS[key]}, in prior bits at equal PSNR: {bd:+.1f}%.")
         except ValueError as exc:
-            lines.append(f"- No BD-rate of grid/hold against {LAYOUTS[key]}: {exc}.")
+            top, low = max(a, key=lambda t: t["psnr"]), min(b, key=lambda t: t["psnr"])
+            lines.append(
+                f"- No BD-rate of grid/hold against {LAYOUTS[key]}: {exc}. Their nearest points: {LAYOUTS[key]} "
+                f"at its best, {top['psnr']:.2f} dB for {top['prior_kbit_per_clip']:.1f} kbit a clip; grid/hold at its "
+                f"lowest rate, {low['psnr']:.2f} dB for {low['prior_kbit_per_clip']:.1f} kbit."
+            )
     return lines + [""]
 
 
