@@ -61,16 +61,7 @@ class PriorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PriorConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown PriorConfig fields: {', '.join(sorted(unknown))}")
-        cfg = cls(**d)
-        if not (cfg.levels and all(isinstance(v, int) and v >= 2 for v in cfg.levels)):
-            raise ValueError(f"levels must be integers >= 2, got {cfg.levels}")
-        for name in ("dilations", "pass_dilations"):
-            values = getattr(cfg, name)
-            if not all(isinstance(d, int) and d >= 1 for d in values):
-                raise ValueError(f"{name} must be positive integers, got {values}")
+        cfg = checked_config(cls, d, ("dilations", "pass_dilations"))
         if not cfg.pass_dilations:
             raise ValueError("pass_dilations must name at least one block (a pass must see its neighbours)")
         if min(cfg.channels, cfg.max_age, cfg.max_frames) < 1:
@@ -79,6 +70,21 @@ class PriorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def checked_config(cls, d: dict, dilation_fields: tuple[str, ...]):
+    """`cls(**d)` for a prior's config dataclass, refusing unknown fields, levels below 2 and dilations below 1."""
+    unknown = set(d) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    cfg = cls(**d)
+    if not (cfg.levels and all(isinstance(v, int) and v >= 2 for v in cfg.levels)):
+        raise ValueError(f"levels must be integers >= 2, got {cfg.levels}")
+    for name in dilation_fields:
+        values = getattr(cfg, name)
+        if not all(isinstance(v, int) and v >= 1 for v in values):
+            raise ValueError(f"{name} must be positive integers, got {values}")
+    return cfg
 
 
 def code_digits(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .prior import code_digits, digit_logits, digit_rows
+from .prior import checked_config, code_digits, digit_logits, digit_rows
 
 SEQUENCE_PRIOR_FILE, SEQUENCE_PRIOR_CONFIG = "sequence_prior.safetensors", "config.json"
 SEQUENCE_PRIOR_FORMAT = "infotok-sequence-prior"
@@ -38,14 +38,7 @@ class SequencePriorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SequencePriorConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown SequencePriorConfig fields: {', '.join(sorted(unknown))}")
-        cfg = cls(**d)
-        if not (cfg.levels and all(isinstance(v, int) and v >= 2 for v in cfg.levels)):
-            raise ValueError(f"levels must be integers >= 2, got {cfg.levels}")
-        if not (cfg.dilations and all(isinstance(v, int) and v >= 1 for v in cfg.dilations)):
-            raise ValueError(f"dilations must be positive integers, got {cfg.dilations}")
+        cfg = checked_config(cls, d, ("dilations",))
         if min(cfg.registers, cfg.channels) < 1:
             raise ValueError("registers and channels must be positive")
         return cfg

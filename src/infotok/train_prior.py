@@ -144,12 +144,13 @@ def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
 
 
 class PriorTrainer(EmaTrainer):
+    network = PriorNet
     validation_fields = ("bits_per_code", "bits_per_mask_position", "kbytes_per_window")
 
     def __init__(self, cfg: PriorTrainConfig, progress=print):
         cfg.check()
         torch.manual_seed(cfg.seed)
-        self.setup(cfg, PriorNet(PriorConfig.from_dict(cfg.prior)), torch.device("cpu"), progress)
+        self.setup(cfg, self.network(cfg.network.from_dict(cfg.prior)), torch.device("cpu"), progress)
 
     def validation(self) -> dict[str, float]:
         mask_bits = code_bits = positions = kept = 0.0
@@ -274,12 +275,8 @@ class SequenceWindows:
 
 
 class SequencePriorTrainer(PriorTrainer):
+    network = SequencePriorNet
     validation_fields = ("bits_per_token", "bits_per_token_first_64", "kbytes_per_window")
-
-    def __init__(self, cfg: SequencePriorTrainConfig, progress=print):
-        cfg.check()
-        torch.manual_seed(cfg.seed)
-        self.setup(cfg, SequencePriorNet(SequencePriorConfig.from_dict(cfg.prior)), torch.device("cpu"), progress)
 
     def load_data(self) -> None:
         self.data = SequenceWindows(self.cfg.shards, self.cfg.held_out, self.cfg.crop)
