@@ -9,6 +9,8 @@ prior`, the shipped prior), which is read back and compared token for token. Sec
 Codecs: the same frames through FFmpeg's libx264 and libx265 (imageio-ffmpeg's FFmpeg, preset medium, yuv420p,
 a CRF sweep), counted as elementary-stream bytes (raw .h264 / .hevc, no container), decoded by FFmpeg.
 PSNR: over all frames of a clip in uint8 range, then averaged over clips; BPP16: real bytes x 8 x 16 per pixel.
+Layouts: the same frames as the paper's tokens (`--preset paper`, same rates) and as infotok-1d's (every window's
+first k tokens), each measured by a prior of its kind from benchmarks/priors (`--mask-prior`, `--sequence-prior`).
 """
 
 from __future__ import annotations
