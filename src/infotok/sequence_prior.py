@@ -62,6 +62,10 @@ def region_grid(header) -> tuple[int, int]:
 
 
 class SequencePriorNet(nn.Module):
+    """The sequence prior (float): `token_bits` gives each token's `-log2 p` given the earlier ranks of its window
+    and what a decoder has of the window before; `layer`/`embed` have the grid prior's names, so its digit heads
+    (`prior.digit_logits`) run on this network too."""
+
     def __init__(self, cfg: SequencePriorConfig):
         super().__init__()
         self.config = cfg
