@@ -185,6 +185,7 @@ def sequence_prior_rows(folder: Path, clips: dict) -> dict:
     for name, (frames, fps) in clips.items():
         tokens = one_d.tokenize(frames, fps=fps)
         bits = window_prefix_bits(net, tokens, list(PREFIXES))
+        grid_positions = tokens.ledger().total  # the grid layout's positions for the same frames
         for k in PREFIXES:
             cut = tokens.truncate(k)
             rows.append(
@@ -192,7 +193,7 @@ def sequence_prior_rows(folder: Path, clips: dict) -> dict:
                     "clip": name,
                     "tokens_per_window": k,
                     "kept": sum(w.kept for w in cut.windows),
-                    "grid_positions": tokens.ledger().total,  # the grid layout's positions for the same frames
+                    "grid_positions": grid_positions,
                     "prior_bits": bits[k],
                     "psnr": psnr(frames, one_d.detokenize(cut)),
                 }
@@ -385,11 +386,14 @@ def layout_section(result: dict, s: dict) -> list[str]:
             )  # fmt: skip
             lines.append(f"- BD-rate of grid/hold against {LAYOUTS[key]}, in prior bits at equal PSNR: {bd:+.1f}%.")
         except ValueError as exc:
-            top, low = max(a, key=lambda t: t["psnr"]), min(b, key=lambda t: t["psnr"])
+            (below, lower), (above, upper) = sorted(
+                ((LAYOUTS[key], a), (LAYOUTS["tokenizer"], b)), key=lambda c: max(t["psnr"] for t in c[1])
+            )
+            top, low = max(lower, key=lambda t: t["psnr"]), min(upper, key=lambda t: t["psnr"])
             lines.append(
-                f"- No BD-rate of grid/hold against {LAYOUTS[key]}: {exc}. Their nearest points: {LAYOUTS[key]} "
-                f"at its best, {top['psnr']:.2f} dB for {top['prior_kbit_per_clip']:.1f} kbit a clip; grid/hold at its "
-                f"lowest rate, {low['psnr']:.2f} dB for {low['prior_kbit_per_clip']:.1f} kbit."
+                f"- No BD-rate of grid/hold against {LAYOUTS[key]}: {exc}. Their nearest points: {below} at its "
+                f"highest PSNR, {top['psnr']:.2f} dB for {top['prior_kbit_per_clip']:.1f} kbit a clip; {above} at "
+                f"its lowest, {low['psnr']:.2f} dB for {low['prior_kbit_per_clip']:.1f} kbit."
             )
     return lines + [""]
 

@@ -188,7 +188,7 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
 
 
 def window_passes(mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, ages: torch.Tensor):
-    """Every pass of a window at once, when all its symbols are known (the encoder's and the trainer's view):
+    """Every pass of a window at once, when all its symbols are known (the trainer's and the tests' view):
     (contexts [t * passes], the mask and the codes each pass belongs to, its step), from the window's mask and
     codes [t, h, w] and the states before each latent frame (`window_states`)."""
     t, n = len(mask), len(PASSES)
@@ -292,10 +292,9 @@ def frame_features(net, ctx: Context) -> torch.Tensor:
     return _blocks(net, _embedded(net, frame_rows(net.config, ctx)), "", len(net.config.dilations))
 
 
-def features(net, ctx: Context, trunk: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, channels, h, w]: what the network knows at each position of a pass: the frame's trunk (`trunk`, or
-    computed) plus what the frame's earlier passes revealed."""
-    trunk = frame_features(net, ctx) if trunk is None else trunk
+def features(net, ctx: Context, trunk: torch.Tensor) -> torch.Tensor:
+    """[B, channels, h, w]: what the network knows at each position of a pass: the frame's `trunk`
+    (`frame_features`) plus what the frame's earlier passes revealed."""
     return _blocks(net, trunk + _embedded(net, pass_rows(net.config, ctx)), "pass_", len(net.config.pass_dilations))
 
 

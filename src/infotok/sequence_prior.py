@@ -55,6 +55,11 @@ def rank_grid(sequence: np.ndarray, known: int, registers: int, rows: int, cols:
     return grid.view(registers, rows, cols)
 
 
+def keep_prefix(grid: torch.Tensor, known: int) -> torch.Tensor:
+    """A rank grid with the tokens past its sequence's first `known` set to -1 (what a decoder of that prefix has)."""
+    return torch.where(torch.arange(grid.numel(), device=grid.device).view(grid.shape) < known, grid, -1)
+
+
 def region_grid(header) -> tuple[int, int]:
     """(rows, cols) of a 1D file's regions (`header`: its TokenHeader)."""
     side = header.spatial_factor * header.region

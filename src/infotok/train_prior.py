@@ -31,7 +31,7 @@ from .prior import (
     window_passes,
     window_states,
 )
-from .sequence_prior import SequencePriorConfig, SequencePriorNet, rank_grid, region_grid
+from .sequence_prior import SequencePriorConfig, SequencePriorNet, keep_prefix, rank_grid, region_grid
 from .train_ema import EmaTrainer
 
 
@@ -68,18 +68,24 @@ class PriorTrainConfig:
         return self
 
 
+def videos_and_held_out(shards: list[str], held_out: int) -> tuple[list, set]:
+    """Every (path, Tokens) of the shard folders, and the paths held out: the last `held_out` by path (a video in
+    several folders, rates, is held out from all)."""
+    from .shard_reader import iter_video_tokens
+
+    videos = [(path, tokens) for root in shards for path, tokens in iter_video_tokens(root)]
+    paths = sorted({path for path, _ in videos})
+    if len(paths) <= held_out:
+        raise ValueError(f"{len(paths)} videos in {shards}; need more than the {held_out} held out")
+    return videos, set(paths[len(paths) - held_out :])
+
+
 class TokenWindows:
     """Every window of the tokenized videos as tensors, with the states a decoder would have before each frame
     (continuing the video's previous window, and `fresh`: as if the window started the video)."""
 
     def __init__(self, shards: list[str], held_out: int, crop: int):
-        from .shard_reader import iter_video_tokens
-
-        videos = [(path, tokens) for root in shards for path, tokens in iter_video_tokens(root)]
-        paths = sorted({path for path, _ in videos})  # a video in several folders (rates) is held out from all
-        if len(paths) <= held_out:
-            raise ValueError(f"{len(paths)} videos in {shards}; need more than the {held_out} held out")
-        validation = set(paths[len(paths) - held_out :])
+        videos, validation = videos_and_held_out(shards, held_out)
         levels = videos[0][1].header.levels
         self.levels, self.crop, self.sets = levels, crop, {"train": [], "validation": []}
         for path, tokens in videos:
@@ -234,13 +240,7 @@ class SequenceWindows:
     it in its video."""
 
     def __init__(self, shards: list[str], held_out: int, crop: int):
-        from .shard_reader import iter_video_tokens
-
-        videos = [(path, tokens) for root in shards for path, tokens in iter_video_tokens(root)]
-        paths = sorted({path for path, _ in videos})
-        if len(paths) <= held_out:
-            raise ValueError(f"{len(paths)} videos in {shards}; need more than the {held_out} held out")
-        validation = set(paths[len(paths) - held_out :])
+        videos, validation = videos_and_held_out(shards, held_out)
         self.sets = {"train": [], "validation": []}
         for path, tokens in videos:
             header = tokens.header
@@ -257,7 +257,7 @@ class SequenceWindows:
 
     def batch(self, size: int, fresh_fraction: float, generator: torch.Generator):
         """`size` random windows cropped to `crop` x `crop` regions: (tokens, previous). The previous window is
-        what a decoder would have of it: a fifth of the time none, else its first k tokens, k uniform."""
+        what a decoder would have of it: none for a `fresh_fraction` of them, else its first k tokens, k uniform."""
         c, windows = self.crop, self.sets["train"]
         tokens, previous = [], []
         for i in torch.randint(len(windows), (size,), generator=generator).tolist():
@@ -267,8 +267,7 @@ class SequenceWindows:
             if before is None or float(torch.rand((), generator=generator)) < fresh_fraction:
                 before = torch.full_like(grid, -1)
             else:
-                k = int(torch.randint(before.numel() + 1, (1,), generator=generator))
-                before = torch.where(torch.arange(before.numel()).view(before.shape) < k, before, -1)
+                before = keep_prefix(before, int(torch.randint(before.numel() + 1, (1,), generator=generator)))
             tokens.append(grid[:, y : y + c, x : x + c])
             previous.append(before[:, y : y + c, x : x + c])
         return torch.stack(tokens), torch.stack(previous)
@@ -291,8 +290,7 @@ class SequencePriorTrainer(PriorTrainer):
         for grid, before in windows:
             before = torch.full_like(grid, -1) if before is None else before
             bits += float(self.model.token_bits(grid[None], before[None]).sum())
-            head = torch.arange(grid.numel()).view(grid.shape) < 64  # both windows cut to 64 tokens
-            cut = (torch.where(head, g, -1)[None] for g in (grid, before))
+            cut = (keep_prefix(g, 64)[None] for g in (grid, before))  # both windows cut to 64 tokens
             first += float(self.model.token_bits(*cut).sum())
             tokens += grid.numel()
         return {
