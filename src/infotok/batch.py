@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .token_header import TokenWindow
+from .fill import Carry, carry_after
+from .token_header import TokenHeader, TokenWindow
 
 
 @dataclass
@@ -35,9 +36,14 @@ class TokenBatch:
     curve: torch.Tensor | None = None  # [B, 16] its predicted PSNR at rates k/16, likewise
     predicted: torch.Tensor | None = None  # [B] predicted PSNR at each window's rate, where the predictor ran
     fill: str = "mask"  # how dropped tokens decode (`infotok.fill`)
+    carry: Carry | None = None  # what these windows continue from (None: each starts afresh)
 
     def __len__(self) -> int:
         return self.indices.shape[0]
+
+    def carry_after(self) -> Carry:
+        """What the windows that continue these start from."""
+        return carry_after(self.indices, self.mask, self.carry)
 
     def window(self, i: int, start: int, end: int) -> TokenWindow:
         """Window i as a file record covering frames [start, end) of its video."""
@@ -59,8 +65,9 @@ class TokenBatch:
         width: int,
         device: torch.device | str = "cpu",
         fill: str = "mask",
+        carry: Carry | None = None,
     ) -> "TokenBatch":
-        """File records of equal length -> a batch to decode."""
+        """File records of equal length (+ what they continue from) -> a batch to decode."""
         masks, grids = [], []
         for w in windows:
             mask = torch.from_numpy(np.asarray(w.mask, dtype=bool))
@@ -82,4 +89,27 @@ class TokenBatch:
             height,
             width,
             fill=fill,
+            carry=None if carry is None else carry.to(device),
         )
+
+
+def window_batches(
+    header: TokenHeader,
+    windows: Iterable[TokenWindow],
+    device: torch.device | str = "cpu",
+    wanted: Callable[[TokenWindow], bool] = lambda w: True,
+) -> Iterator[tuple[TokenWindow, TokenBatch]]:
+    """A file's windows in order -> (window, a batch of it to decode) for each `wanted` one. Where windows
+    continue each other (`header.refresh` > 1), each batch carries what its window continues from,
+    worked out from the records since the last fresh window alone (no frame is decoded for it)."""
+    carry = None
+    for i, w in enumerate(windows):
+        if header.refresh == 1 and not wanted(w):
+            continue
+        batch = TokenBatch.from_windows(
+            [w], header.height, header.width, device, header.fill, carry if header.continues(i) else None
+        )
+        if wanted(w):
+            yield w, batch
+        if header.refresh > 1 and header.continues(i + 1):
+            carry = batch.carry_after()

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
-from .fill import check_fill
+from .fill import Carry, check_fill
 from .frontend import deprecated_objective
 from .predictor import curve_index
 from .rate_policies import rate_policy_for
 from .router import check_rate, check_strategy, check_target
-from .selection import Inputs, check_selection, latent_change, ranking_for
+from .selection import MIN_RATE, Inputs, check_selection, latent_change, ranking_for
 from .video import to_model
 
 
@@ -120,6 +120,7 @@ class TokenizerCore:
         target_psnr: float | None = None,
         objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
+        carry: Carry | None = None,
     ) -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
         any size (padded to the model grid here), on the model's device.
@@ -130,7 +131,9 @@ class TokenizerCore:
         gives each window the fewest tokens predicted to reach it, less the checkpoint's calibrated
         margins (`target_rates`; instead of `rate` and `strategy`). `strategy`, `selection` and `fill`
         default as `choices` says. `keep_scores` keeps the score maps in the batch so `reselect` can
-        try other rates cheaply.
+        try other rates cheaply. With a `carry` (`fill.Carry`, from the previous windows' `carry_after`)
+        the windows continue those: the first latent frame keeps only what drifted from the carried codes,
+        and a window may keep fewer than 1/16 of its tokens (at least one); `hold` and `drift` only.
         """
         deprecated_objective(objective)
         rate, strategy, selection, fill, target_psnr = self.settings(
@@ -149,6 +152,17 @@ class TokenizerCore:
         feats = self.features(x)
         codes, indices = self.base.quantize(feats)
         inputs = Inputs(codes=codes)
+        floor = MIN_RATE
+        if carry is not None:
+            if fill != "hold" or selection != "drift":
+                raise ValueError(
+                    f"continuing windows need the hold fill and drift selection, not {fill} and {selection} "
+                    "(use refresh 1: windows that start afresh)"
+                )
+            carry = carry.to(codes.device)
+            inputs.carried = self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].to(codes.dtype)
+            inputs.present = carry.present
+            floor = 1 / indices[0].numel()
         if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
             inputs.value, inputs.curve = self.predictor(feats)
         del feats  # not kept through the router's decode (83 MB at 720p)
@@ -164,7 +178,7 @@ class TokenizerCore:
         routed = keep_scores or after_router or "scores" in ranking.reads_for(chosen)
         smap = self.router_scores(x, codes) if routed else torch.zeros(indices.shape, device=indices.device)
         inputs.scores = smap
-        chosen = [check_rate(r) for r in (policy.rates(inputs, draws) if after_router else chosen)]
+        chosen = [check_rate(r, floor) for r in (policy.rates(inputs, draws) if after_router else chosen)]
         masks = ranking.masks(inputs, chosen, seeds)
         scores = [float(smap[i].mean()) for i in range(len(chosen))]
         value, curve, change = inputs.value, inputs.curve, inputs.change
@@ -187,6 +201,7 @@ class TokenizerCore:
             curve if keep_scores else None,
             predicted,
             fill,
+            carry,
         )
 
     def reselect(
@@ -219,8 +234,10 @@ class TokenizerCore:
     def decode(self, batch: TokenBatch) -> torch.Tensor:
         """TokenBatch -> video [B, 3, T, H, W] in [-1, 1] (the decoder's overshoot clipped, as pixels
         clip it), cropped to the windows' size."""
-        codes = self.base.codes_from_indices(batch.indices.to(self.device))
-        x = self.decode_codes(codes, batch.mask.to(self.device), batch.fill)
+        indices, mask = batch.indices.to(self.device), batch.mask.to(self.device)
+        if batch.carry is not None:
+            indices, mask = batch.carry.into(indices, mask)
+        x = self.decode_codes(self.base.codes_from_indices(indices), mask, batch.fill)
         return self.geometry.crop(x, batch.frames, batch.height, batch.width).clamp_(-1, 1)
 
     def check_tokens(self, header) -> None:

@@ -58,6 +58,8 @@ def tokenize_settings(
     spec, w = with_keywords(spec, windowing, keywords)
     if spec.rates is not None or spec.target_psnr is not None or w.fps is not None:
         raise ValueError("a dataset run takes a rate (per-window rates, a target PSNR and fps are not offered)")
+    if (spec.refresh or 1) > 1:
+        raise ValueError("a dataset's windows start afresh, each a row that decodes alone (refresh 1)")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     return {

@@ -12,11 +12,18 @@
   `drift` selection, and `rd` under `hold` spends tokens by drift (`router.hold_rates`).
 
 Both rules use only the kept tokens and the keep-mask, so a decoder reproduces them exactly.
+
+Continuing windows (`Carry`, a file's `refresh` > 1) extend `hold` across windows: a window starts
+from the codes the previous one showed at its last latent frame, so its first latent frame keeps only
+the positions that drifted from them, and a still shot costs its first window alone. A causal base
+codes a window's last latent frame and the next window's first (one frame, coded alone) alike
+(docs/LONG_VIDEOS.md), so a carried code decodes as a kept one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -40,6 +47,41 @@ def hold_last_kept(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
     return codes, mask
 
 
+@dataclass
+class Carry:
+    """What continuing windows start from: per window, the code index `hold` showed at each position of
+    the previous window's last latent frame, and where there was one (all positions, unless nothing
+    was ever kept there)."""
+
+    indices: torch.Tensor  # long [B, h, w]
+    present: torch.Tensor  # bool [B, h, w]
+
+    def to(self, device: torch.device | str) -> "Carry":
+        return Carry(self.indices.to(device), self.present.to(device))
+
+    def window(self, i: int) -> "Carry":
+        return Carry(self.indices[i : i + 1], self.present[i : i + 1])
+
+    def into(self, indices: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows' indices and keep-mask [B, t, h, w] -> the same with each dropped position of the
+        first latent frame given the carried code, as if kept: what the decoder decodes."""
+        indices, mask = indices.clone(), mask.clone()
+        carried = ~mask[:, 0] & self.present.to(mask.device)
+        indices[:, 0] = torch.where(carried, self.indices.to(indices.device), indices[:, 0])
+        mask[:, 0] |= carried
+        return indices, mask
+
+
+def carry_after(indices: torch.Tensor, mask: torch.Tensor, carry: Carry | None = None) -> Carry:
+    """What the next windows continue from, after windows with these indices and keep-mask [B, t, h, w]
+    (as stored) that continued `carry` (None: that started afresh): the code each position shows at
+    their last latent frame. Indices alone: a decoder gets it without decoding a frame."""
+    if carry is not None:
+        indices, mask = carry.into(indices, mask)
+    held, present = hold_last_kept(indices[:, None], mask)
+    return Carry(held[:, 0, -1], present[:, -1])
+
+
 def apply_fills(
     codes: torch.Tensor, mask: torch.Tensor, fills: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -54,23 +96,34 @@ def apply_fills(
     return codes, torch.where(holding, has_code, mask), has_code & ~mask & holding
 
 
-def drift(codes: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+def drift(
+    codes: torch.Tensor,
+    threshold: float | torch.Tensor,
+    carried: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
     """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code is (mean |difference| over
     code channels) from the code `hold` would show there if it were dropped, when every position that
     drifts more than `threshold` (one per window, or shared) is kept and the rest are held. The first
-    latent frame has nothing to hold and ranks above every drift (inf). Below 0 every token is kept,
-    and the drift is the change since the previous latent frame (the `temporal` ranking)."""
+    latent frame has nothing to hold and ranks above every drift (inf), except where a continuing
+    window carries a code (`carried` codes [B, C, h, w] where `present` [B, h, w]). Below 0 every token
+    is kept, and the drift is the change since the previous latent frame (the `temporal` ranking)."""
     b, _, t, h, w = codes.shape
     threshold = torch.as_tensor(threshold, dtype=torch.float32, device=codes.device).expand(b)[:, None, None]
     out = torch.full((b, t, h, w), float("inf"), device=codes.device)
     held = codes[:, :, 0]
+    if present is not None:
+        out[:, 0] = torch.where(present, (codes[:, :, 0] - carried).abs().float().mean(dim=1), out[:, 0])
+        held = torch.where((out[:, 0] > threshold)[:, None], codes[:, :, 0], carried)
     for j in range(1, t):
         out[:, j] = (codes[:, :, j] - held).abs().float().mean(dim=1)
         held = torch.where((out[:, j] > threshold)[:, None], codes[:, :, j], held)
     return out
 
 
-def drift_ceiling(codes: torch.Tensor) -> torch.Tensor:
-    """codes [B, C, t, h, w] -> [B]: a drift threshold above every drift of each window (it keeps only
-    the first latent frame)."""
+def drift_ceiling(codes: torch.Tensor, carried: torch.Tensor | None = None) -> torch.Tensor:
+    """codes [B, C, t, h, w] (+ carried codes [B, C, h, w]) -> [B]: a drift threshold above every drift of
+    each window (it keeps only the positions of the first latent frame that carry no code)."""
+    if carried is not None:
+        codes = torch.cat([codes, carried[:, :, None]], dim=2)
     return (codes.amax(dim=(1, 2, 3, 4)) - codes.amin(dim=(1, 2, 3, 4))).float() + 1

@@ -45,11 +45,12 @@ class VideoFrontEnd:
         target_psnr: float | None = None,
         objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
+        refresh: int | None = None,
     ) -> "pipeline.TokenStream":
         """Stream a video's windows of tokens (see `pipeline.TokenStream`; the keywords make its
         `spec.TokenizeSpec` and `spec.Windowing`)."""
         deprecated_objective(objective)
-        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, seed)
+        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, seed, refresh)
         return pipeline.TokenStream(
             self, video, spec, Windowing(window, overlap, size, max_size, start, max_frames, fps)
         )
@@ -71,12 +72,14 @@ class VideoFrontEnd:
         target_psnr: float | None = None,
         objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
+        refresh: int | None = None,
     ):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
         tokens predicted, less the calibrated margins, to reach it (instead of `rate`). `strategy`,
-        `selection` and `fill` default as `choices` says."""
+        `selection` and `fill` default as `choices` says. Under `hold` and `drift` every window but each
+        `refresh`-th continues the one before (default `spec.DEFAULT_REFRESH`; 1: independent windows)."""
         return self.iter_tokenize(
             video,
             rate,
@@ -93,6 +96,7 @@ class VideoFrontEnd:
             target_psnr=target_psnr,
             objective=objective,
             fill=fill,
+            refresh=refresh,
         ).collect()
 
     def iter_detokenize(self, header, windows, start: int = 0, stop: int | None = None):

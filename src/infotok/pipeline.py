@@ -1,7 +1,8 @@
 """Long videos through the batched core, one window at a time, in memory bounded by one window.
 
 file -> frames (`video`) -> overlapping windows -> `model.encode` -> TokenWindow records, and back:
-records -> `model.decode` -> windows blended linearly over their overlaps -> frames.
+records -> `model.decode` -> windows blended linearly over their overlaps -> frames. Under the hold fill
+each window continues the one before (`fill.Carry`) except every `refresh`-th, which starts afresh.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from .batch import TokenBatch
+from .batch import window_batches
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
@@ -110,7 +112,7 @@ class TokenStream:
         model, spec, windowing = self.model, self.spec, self.windowing
         frames, source, resize = video_source(self.video, windowing)
         rng = np.random.default_rng(spec.seed)
-        end = 0
+        end, carry = 0, None
         for i, (start, end, chunk) in enumerate(iter_windows(frames, windowing.window, windowing.overlap)):
             if self.header is None:
                 self.header = new_header(
@@ -118,6 +120,7 @@ class TokenStream:
                     source_width=source.width, source_height=source.height, resize=resize, fill=spec.fill,
                     strategy="target" if spec.target_psnr is not None else spec.strategy,
                     selection=spec.selection, avg_rate=spec.rate, target_psnr=spec.target_psnr,
+                    refresh=spec.refresh,
                 )  # fmt: skip
             batch = model.encode(
                 torch.from_numpy(chunk)[None],
@@ -128,7 +131,9 @@ class TokenStream:
                 rates=[spec.rates[i]] if spec.rates is not None else None,
                 target_psnr=spec.target_psnr,
                 fill=spec.fill,
+                carry=carry if self.header.continues(i) else None,
             )
+            carry = batch.carry_after() if self.header.refresh > 1 else None
             if batch.predicted is not None:
                 self.predicted.append(float(batch.predicted[0]))
             self.nfe += batch.nfe
@@ -147,22 +152,39 @@ def iter_detokenize(
     model, header: TokenHeader, windows: Iterable[TokenWindow], start: int = 0, stop: int | None = None
 ) -> Iterator[np.ndarray]:
     """Decode windows (any iterable, e.g. a TokenReader) into blended uint8 frames, streaming; with `start` /
-    `stop`, frames [start, stop) only, decoding just the windows that hold them (windows are independent, so
-    a frame in the middle of a long video costs one or two windows' decodes)."""
+    `stop`, frames [start, stop) only, decoding just the windows that hold them (a frame in the middle of
+    a long video costs one or two windows' decodes; continuing windows read the records back to the
+    last fresh window, without decoding them)."""
     model.check_tokens(header)
-    it = segment_windows(windows, start, stop)
+    wanted = partial(in_segment, start=start, stop=stop)
+    it = window_batches(header, _until(windows, stop), model.device, wanted)
     current = next(it, None)
-    blender, frame = WindowBlender(current.start if current else 0), current.start if current else 0
+    first = current[0].start if current else 0
+    blender, frame = WindowBlender(first), first
     while current is not None:
         following = next(it, None)
-        x = model.decode(TokenBatch.from_windows([current], header.height, header.width, model.device, header.fill))
-        for blended in blender.add(current.start, from_model(x), following.start if following else None):
+        window, batch = current
+        x = model.decode(batch)
+        for blended in blender.add(window.start, from_model(x), following[0].start if following else None):
             if stop is not None and frame >= stop:
                 return
             if frame >= start:
                 yield blended
             frame += 1
         current = following
+
+
+def in_segment(window: TokenWindow, start: int = 0, stop: int | None = None) -> bool:
+    """Whether `window` holds a frame of [start, stop)."""
+    return window.end > start and (stop is None or window.start < stop)
+
+
+def _until(windows: Iterable[TokenWindow], stop: int | None) -> Iterator[TokenWindow]:
+    """The windows up to the last that starts before `stop` (the rest of a stream is not read)."""
+    for w in windows:
+        if stop is not None and w.start >= stop:
+            return
+        yield w
 
 
 def segment_stop(num_frames: int, start: int, max_frames: int | None) -> int | None:
@@ -176,7 +198,7 @@ def segment_stop(num_frames: int, start: int, max_frames: int | None) -> int | N
 def segment_windows(windows: Iterable[TokenWindow], start: int = 0, stop: int | None = None) -> Iterator[TokenWindow]:
     """The windows that hold a frame of [start, stop) (every frame they share with a neighbour is blended
     from windows that are both in)."""
-    return (w for w in windows if w.end > start and (stop is None or w.start < stop))
+    return (w for w in windows if in_segment(w, start, stop))
 
 
 @dataclass

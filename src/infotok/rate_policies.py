@@ -105,7 +105,8 @@ class DriftThresholdRates(RatePolicy):
         threshold_for(self.model.calibration.rd_thresholds, self.rate)
 
     def rates(self, inputs: Inputs, draws: list) -> list[float]:
-        return hold_rates(inputs.codes, threshold_for(self.model.calibration.rd_thresholds, self.rate))
+        threshold = threshold_for(self.model.calibration.rd_thresholds, self.rate)
+        return hold_rates(inputs.codes, threshold, inputs.carried, inputs.present)
 
 
 @rate_policy("rd", fill="mask")

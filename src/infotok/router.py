@@ -47,11 +47,13 @@ def check_strategy(strategy: str) -> str:
     return _check_choice(strategy, STRATEGIES, "strategy")
 
 
-def check_rate(rate: float) -> float:
+def check_rate(rate: float, floor: float = MIN_RATE) -> float:
+    """A rate in [1/16, 1]; a window that continues another may keep fewer (`floor`, `hold_rates`)."""
     rate = float(rate)
-    if math.isnan(rate) or not MIN_RATE - 1e-9 <= rate <= 1.0 + 1e-9:
-        raise ValueError(f"rate must lie in [1/16, 1] (0.0625 to 1), got {rate}")
-    return min(1.0, max(MIN_RATE, rate))
+    if math.isnan(rate) or not floor - 1e-9 <= rate <= 1.0 + 1e-9:
+        span = "[1/16, 1] (0.0625 to 1)" if floor == MIN_RATE else f"[{floor:.6f}, 1]"
+        raise ValueError(f"rate must lie in {span}, got {rate}")
+    return min(1.0, max(floor, rate))
 
 
 def score_map(x: torch.Tensor, x_hat: torch.Tensor, geometry: Geometry = Geometry()) -> torch.Tensor:
@@ -229,14 +231,21 @@ def warn_unreachable(curves: np.ndarray, target_psnr: float, margins: Sequence[f
 HOLD_RAMP = 0.1  # drift (mean |code difference|; levels are 0.05 to 0.08 apart) over which a token's share ramps
 
 
-def hold_rates(codes: torch.Tensor, threshold: float) -> list[float]:
+def hold_rates(
+    codes: torch.Tensor, threshold: float, carried: torch.Tensor | None = None, present: torch.Tensor | None = None
+) -> list[float]:
     """Each window's rate under `hold`: the share of its tokens that drift more than `threshold` from
-    the code held in their place (`fill.drift`; the first latent frame always counts), within
-    [1/16, 1]. codes [B, C, t, h, w]. Drifts take few distinct values, so a token within HOLD_RAMP / 2
-    of the threshold counts in part: the rate moves smoothly with the threshold and calibration can
-    hit any average."""
-    share = ((drift(codes, threshold).flatten(1).double() - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
-    return [float(r) for r in share.clamp(MIN_RATE, 1.0).cpu()]
+    the code held in their place (`fill.drift`; the first latent frame always counts, except where a
+    continuing window carries `carried` codes [B, C, h, w] where `present`), within [1/16, 1] (a
+    continuing window: [one token, 1]). codes [B, C, t, h, w]. Drifts take few distinct values, so a
+    token within HOLD_RAMP / 2 of the threshold counts in part: the rate moves smoothly with the
+    threshold and calibration can hit any average."""
+    d = drift(codes, threshold, carried, present).flatten(1).double()
+    share = ((d - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
+    floor = torch.full_like(share, MIN_RATE)
+    if present is not None:
+        floor = torch.where(present.flatten(1).any(dim=1), 1 / d.shape[1], floor)
+    return [float(r) for r in torch.maximum(share, floor).clamp(max=1.0).cpu()]
 
 
 def _hold_rates_of(codes: list[torch.Tensor], threshold: float) -> list[float]:

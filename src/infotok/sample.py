@@ -43,6 +43,8 @@ def sample_tokens(
         raise ValueError(f"the prior draws grid tokens of levels {prior.config.levels}")
     coder, rng = PriorCoder(prior), np.random.default_rng(seed)
     out = list(prompt.windows[:windows])
+    if len(out) > 1 and prompt.header.refresh > 1:
+        raise ValueError("the prior draws windows that start afresh: give a prompt of one window, or of refresh 1")
     if out and out[-1].end - out[-1].start != prompt.header.window:
         raise ValueError(
             f"the prompt's last window holds {out[-1].end - out[-1].start} frames; a continuation needs "
@@ -59,4 +61,4 @@ def sample_tokens(
         shape = model.geometry.latent_shape(end - start, h.height, h.width)
         mask, indices = coder.sample(shape, round(share * math.prod(shape)), rng)
         out.append(TokenWindow(start, end, max(int(mask.sum()), 1) / mask.size, 0.0, mask, indices))
-    return Tokens(replace(h, num_frames=out[-1].end, strategy="sample", selection="prior"), out)
+    return Tokens(replace(h, num_frames=out[-1].end, strategy="sample", selection="prior", refresh=1), out)

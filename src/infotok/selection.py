@@ -36,6 +36,8 @@ class Inputs:
     value: torch.Tensor | None = None  # [B, t, h, w]: the value predictor's per-token value
     curve: torch.Tensor | None = None  # [B, 16]: the predicted PSNR at rates k/16
     change: torch.Tensor | None = None  # [B, t, h, w]: `latent_change` of the codes
+    carried: torch.Tensor | None = None  # [B, C, h, w]: continuing windows' carried codes (`fill.Carry`)
+    present: torch.Tensor | None = None  # [B, h, w]: where they carry one
 
     def window(self, i: int) -> "Inputs":
         """Window i alone (a batch of one)."""
@@ -173,7 +175,7 @@ class DriftRanking(Ranking):
     """Reads the codes alone: held codes depend on what is kept, so it is no fixed priority (`drift_masks`)."""
 
     def masks(self, inputs: Inputs, rates: Sequence[float], generators=None) -> torch.Tensor:
-        return drift_masks(inputs.codes, rates)
+        return drift_masks(inputs.codes, rates, carried=inputs.carried, present=inputs.present)
 
 
 def keep_masks(
@@ -196,21 +198,28 @@ def keep_mask(
     return keep_masks(scores[None], [rate], method, [generator])[0]
 
 
-def drift_masks(codes: torch.Tensor, rates: Sequence[float], steps: int = 40) -> torch.Tensor:
+def drift_masks(
+    codes: torch.Tensor,
+    rates: Sequence[float],
+    steps: int = 40,
+    carried: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
     """codes [B, C, t, h, w] and one rate per window -> bool masks [B, t, h, w], exactly
     kept_count(rate, t*h*w) True in each: the tokens that drift most from the code `hold` would show
-    in their place (`fill.drift`). Held codes depend on what is kept, so each window's drift
+    in their place (`fill.drift`; continuing windows: from `carried` codes [B, C, h, w] where `present`
+    in their first latent frame). Held codes depend on what is kept, so each window's drift
     threshold is found by bisection (the lowest tried that keeps at least its count), and the
     tokens it keeps with the least drift are dropped down to the count."""
     b, _, t, h, w = codes.shape
     n = t * h * w
     k = torch.tensor([kept_count(float(r), n) for r in rates], device=codes.device)
     lo = torch.full((b,), -1.0, device=codes.device)  # keeps every token
-    hi = drift_ceiling(codes)  # keeps only frame 0
+    hi = drift_ceiling(codes, carried)  # keeps only the first latent frame's positions that carry nothing
     for _ in range(steps):
         mid = (lo + hi) / 2
-        enough = (drift(codes, mid).flatten(1) > mid[:, None]).sum(dim=1) >= k
+        enough = (drift(codes, mid, carried, present).flatten(1) > mid[:, None]).sum(dim=1) >= k
         lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
-    d = drift(codes, lo).flatten(1)
+    d = drift(codes, lo, carried, present).flatten(1)
     priority = torch.where(d > lo[:, None], d, torch.tensor(float("-inf"), device=codes.device))
     return top_k_masks(priority.reshape(b, t, h, w), rates)

@@ -1,12 +1,12 @@
 """What a grid tokenization is asked for, in two settings objects checked once, when they are made.
 
 `TokenizeSpec` says how many tokens and which (rate or per-window rates or a target PSNR; strategy,
-selection, fill, seed); `Windowing` says which frames and at what size (window, overlap, size or
-max_size, start, max_frames, fps). The command line builds both once from its options; `InfoTok.tokenize`
-builds them from its keywords; `pipeline.TokenStream`, `encode_file`, `reconstruct_file`, `viz` and
-`run_budget_rates` take them. `TokenizeSpec.resolved(model)` fills in the checkpoint's defaults (None:
-what `InfoTok.choices` picks) in the one place they are decided, and refuses what that checkpoint cannot
-do before any video is read.
+selection, fill, seed; how often windows start afresh, refresh); `Windowing` says which frames and at
+what size (window, overlap, size or max_size, start, max_frames, fps). The command line builds both
+once from its options; `InfoTok.tokenize` builds them from its keywords; `pipeline.TokenStream`,
+`encode_file`, `reconstruct_file`, `viz` and `run_budget_rates` take them. `TokenizeSpec.resolved(model)`
+fills in the checkpoint's defaults (None: what `InfoTok.choices` picks) in the one place they are
+decided, and refuses what that checkpoint cannot do before any video is read.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from dataclasses import dataclass, fields, replace
 
 from .geometry import Geometry, check_windowing
 from .names import FILLS, SELECTIONS, STRATEGIES
+
+# Windows per refresh under the hold fill and drift selection: every tenth window starts afresh and
+# the nine after it continue the one before (`fill.Carry`; docs/LONG_VIDEOS.md says why ten)
+DEFAULT_REFRESH = 10
 
 
 def _integer(value) -> bool:
@@ -59,6 +63,7 @@ class TokenizeSpec:
     rates: tuple[float, ...] | None = None  # one rate per window (a shared budget decided elsewhere)
     target_psnr: float | None = None
     seed: int = 0
+    refresh: int | None = None  # windows per fresh start (1: independent); None: DEFAULT_REFRESH where it applies
 
     def __post_init__(self):
         from .router import check_rate, check_target
@@ -72,13 +77,29 @@ class TokenizeSpec:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.rates is not None:
             object.__setattr__(self, "rates", tuple(float(check_rate(r)) for r in self.rates))
+        if self.refresh is not None and not (_integer(self.refresh) and 1 <= self.refresh <= 0xFFFFFFFF):
+            raise ValueError(f"refresh must be a positive number of windows, got {self.refresh!r}")
 
     def resolved(self, model) -> "TokenizeSpec":
-        """This spec with `model`'s defaults filled in, checked against what `model` can do."""
+        """This spec with `model`'s defaults filled in, checked against what `model` can do. Windows
+        continue each other (refresh > 1) only under the hold fill and drift selection, with rates
+        chosen window by window (not `rates` shared out beforehand, which assume independent windows)."""
         rate, strategy, selection, fill, target = model.settings(
             self.rate, self.strategy, self.selection, self.fill, self.rates, self.target_psnr
         )
-        return replace(self, rate=rate, strategy=strategy, selection=selection, fill=fill, target_psnr=target)
+        can_continue = fill == "hold" and selection == "drift" and self.rates is None
+        refresh = self.refresh
+        if refresh is None:
+            refresh = DEFAULT_REFRESH if can_continue else 1
+        elif refresh > 1 and not can_continue:
+            raise ValueError(
+                f"refresh {refresh} (windows that continue each other) needs the hold fill and drift selection, "
+                f"with rates chosen window by window; this asks for {fill} and {selection}"
+                f"{' with a shared budget' if self.rates is not None else ''} (use refresh 1)"
+            )
+        return replace(
+            self, rate=rate, strategy=strategy, selection=selection, fill=fill, target_psnr=target, refresh=refresh
+        )
 
 
 def with_keywords(spec: TokenizeSpec, windowing: Windowing, keywords: dict) -> tuple[TokenizeSpec, Windowing]:

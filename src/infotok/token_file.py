@@ -27,6 +27,7 @@ from .files import output_path_problem, temp_beside
 from .token_header import (
     FORMAT_VERSION,
     FORMAT_VERSION_1D,
+    FORMAT_VERSION_CONTINUED,
     TokenHeader,
     TokenWindow,
     check_header,
@@ -38,7 +39,7 @@ from .token_header import (
 TOKEN_SUFFIX = ".itok"
 MAGIC = b"ITOK"
 TRAILER_MAGIC = b"ITND"
-READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D)
+READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D, FORMAT_VERSION_CONTINUED)
 MAX_HEADER_BYTES = 1 << 20
 MAX_TOKENS_PER_WINDOW = 1 << 24
 MAX_RECORD_BYTES = 1 << 26  # a full window of 2**24 tokens codes to ~34 MB at worst
@@ -252,6 +253,7 @@ class TokenWriter:
             ("registers", 0),
             ("region", 0),
             ("prior_hash", ""),
+            ("refresh", 1),
         )
         for name, absent in absent_fields:  # only files that use them carry them:
             if fields[name] == absent:  # other files stay byte-identical to before these fields

@@ -15,6 +15,7 @@ from .names import FILLS
 
 FORMAT_VERSION = 1  # grid files (their bytes are unchanged since version 1)
 FORMAT_VERSION_1D = 2  # 1D-layout files (`layout`, `registers`, `region` in the header; prefix masks)
+FORMAT_VERSION_CONTINUED = 3  # grid files whose windows continue each other (`refresh` > 1 in the header)
 LAYOUTS = ("grid", "1d")
 CODECS = ("zlib", "prior")  # how window records store tokens: zlib-packed, or range-coded with a learned prior
 
@@ -50,10 +51,21 @@ class TokenHeader:
     layout: str = "grid"  # "1d": each window a coarse-to-fine token sequence (`layout1d`), its mask a prefix
     registers: int = 0  # 1d: registers per region of region x region latents
     region: int = 0
+    # windows 0, refresh, 2 refresh, ... start afresh and each other window continues the one before
+    # (`fill.Carry`): a decode of window i starts at window i - i % refresh. 1: independent windows
+    refresh: int = 1
 
     def __post_init__(self):
+        """The format version follows the layout and refresh (a reader still checks it against the file's)."""
         if self.layout == "1d" and self.format_version == FORMAT_VERSION:
             self.format_version = FORMAT_VERSION_1D
+        elif self.layout == "grid" and self.format_version in (FORMAT_VERSION, FORMAT_VERSION_CONTINUED):
+            continued = _is_int(self.refresh) and self.refresh > 1
+            self.format_version = FORMAT_VERSION_CONTINUED if continued else FORMAT_VERSION
+
+    def continues(self, index: int) -> bool:
+        """Whether window `index` continues the one before (and a decoder must carry its state in)."""
+        return index % self.refresh != 0
 
     @property
     def codebook_size(self) -> int:
@@ -146,8 +158,16 @@ def check_header(h: TokenHeader) -> None:
             raise ValueError(f"1D frames must be multiples of {side} pixels, got {h.width}x{h.height}")
         if h.format_version != FORMAT_VERSION_1D:
             raise ValueError(f"a 1D header is format version {FORMAT_VERSION_1D}, got {h.format_version}")
-    elif h.format_version != FORMAT_VERSION:
-        raise ValueError(f"a grid header is format version {FORMAT_VERSION}, got {h.format_version}")
+    if not (_is_int(h.refresh) and 1 <= h.refresh <= 0xFFFFFFFF):
+        raise ValueError(f"refresh must be a positive integer, got {h.refresh!r}")
+    if h.refresh > 1 and (h.layout != "grid" or h.fill != "hold"):
+        raise ValueError("only grid windows under the hold fill continue each other (refresh > 1)")
+    if h.layout == "grid":
+        version = FORMAT_VERSION_CONTINUED if h.refresh > 1 else FORMAT_VERSION
+        if h.format_version != version:
+            raise ValueError(
+                f"a grid header of refresh {h.refresh} is format version {version}, got {h.format_version}"
+            )
 
 
 def header_geometry(h: TokenHeader) -> Geometry:

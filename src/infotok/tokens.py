@@ -73,12 +73,13 @@ class Tokens:
 
     def batch(self, index: int, device: torch.device | str = "cpu") -> TokenBatch:
         """Window `index` as tensors to compute with: int64 indices and a bool keep-mask [1, t, h, w]
-        (uint16 is only the file's storage type)."""
-        from .batch import TokenBatch
+        (uint16 is only the file's storage type), and what it continues from where windows continue
+        each other (worked out from the windows since the last fresh one)."""
+        from .batch import window_batches
 
-        return TokenBatch.from_windows(
-            [self.windows[index]], self.header.height, self.header.width, device, self.header.fill
-        )
+        first = index - index % self.header.refresh
+        batches = window_batches(self.header, self.windows[first : index + 1], device)
+        return [b for _, b in batches][-1]
 
     def truncate(self, k: int) -> "Tokens":
         """The same video with each window cut to its first `k` tokens (1D layout: any prefix decodes,
@@ -148,6 +149,7 @@ def describe(path: str | os.PathLike, prior=None) -> dict:
         "source_size": f"{h.source_width}x{h.source_height}",
         "window": h.window,
         "overlap": h.overlap,
+        "refresh": h.refresh,
         "strategy": h.strategy,
         "selection": h.selection,
         "fill": h.fill,

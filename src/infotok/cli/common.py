@@ -217,7 +217,7 @@ def _specs(args):
         size, max_size = (None, DEFAULT_SIZE) if args.size is None else (args.size, None)
     try:
         return (
-            TokenizeSpec(args.rate, args.strategy, args.selection, args.fill, seed=args.seed),
+            TokenizeSpec(args.rate, args.strategy, args.selection, args.fill, seed=args.seed, refresh=args.refresh),
             Windowing(args.window, args.overlap, size, max_size, args.start, args.max_frames),
         )
     except ValueError as exc:
@@ -281,9 +281,10 @@ def asked_rate(args, strategy: str) -> str:
 def _print_summary(src, dst, result, args, psnr: float | None = None) -> None:
     h, ledger = result.header, result.ledger
     shown = ", ".join(f"{r:.3f}" for r in result.window_rates[:8]) + (" ..." if len(result.window_rates) > 8 else "")
+    continuing = f" (continuing, refresh {h.refresh})" if h.refresh > 1 else ""
     line = (
         f"{src} -> {dst}: {h.num_frames} frames {h.width}x{h.height} at {h.fps:g} fps, "
-        f"{plural(len(result.window_rates), 'window')}, kept {ledger.kept}/{ledger.total} tokens "
+        f"{plural(len(result.window_rates), 'window')}{continuing}, kept {ledger.kept}/{ledger.total} tokens "
         f"(rate {ledger.realized_rate:.3f}, {asked_rate(args, h.strategy)}; per window {shown}), "
         f"{ledger.file_bytes} bytes = {ledger.file_bpp16:.3f} BPP16 real vs {ledger.nominal_bpp16:.3f} nominal; "
         f"{ledger.tokens_per_second:.0f} tokens and {ledger.file_bits_per_second / 1000:.1f} kbit per second of video"

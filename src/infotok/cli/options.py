@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..spec import DEFAULT_REFRESH
 from .common import DEFAULT_SIZE, _positive, _rate, _size, _target
 
 RATE_HELP = (
@@ -61,6 +62,15 @@ def add_tokenize_options(p, rate_default: float = 0.5, rate_type=_rate) -> None:
         default=1,
         help="frames shared by neighbouring windows (default 1: each window starts on the last frame of the one "
         "before; 5 costs about 10%% more tokens at equal PSNR on long clips, BENCHMARKS_LONG.md)",
+    )
+    p.add_argument(
+        "--refresh",
+        type=_positive,
+        metavar="N",
+        help="under --fill hold and drift selection (the defaults), windows continue each other: a position "
+        "that does not change costs no token after the first window, and every Nth window starts afresh "
+        "(like a codec's key frame: a decode of any window starts at most N-1 windows back; default "
+        f"{DEFAULT_REFRESH}, BENCHMARKS_LONG.md); 1: independent windows",
     )
     p.add_argument(
         "--size",
