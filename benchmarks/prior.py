@@ -76,7 +76,8 @@ def tokenizer_rows(model: InfoTok, prior, clips: dict, preset: str = "default") 
     for rate in RATES:
         for name, (frames, fps) in clips.items():
             started = time.time()
-            tokens = model.tokenize(frames, rate=rate, fps=fps, **PRESETS[preset])
+            # refresh 1: the priors were trained on (and model) windows that start afresh
+            tokens = model.tokenize(frames, rate=rate, fps=fps, refresh=1, **PRESETS[preset])
             decoded = model.detokenize(tokens)
             round_trip = time.time() - started
             with tempfile.TemporaryDirectory() as tmp:

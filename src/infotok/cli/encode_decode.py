@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .common import (
@@ -43,6 +44,8 @@ def cmd_encode(args) -> int:
         return cmd_encode_1d(args)
     _check_grid_rate(args)
     spec, windowing = _specs(args)
+    if args.entropy == "prior" and args.refresh is None:  # the shipped prior models windows that start afresh
+        spec = replace(spec, refresh=1)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_model(args)
@@ -212,7 +215,8 @@ def add_encode(sub) -> None:
         choices=["zlib", "prior"],
         default="zlib",
         help="how the file stores the kept tokens: zlib (16 bits a code, zlib-packed; default) or prior "
-        "(range-coded with a learned prior over the tokens, lossless; the file names the prior it needs)",
+        "(range-coded with a learned prior over the tokens, lossless; the file names the prior it needs; "
+        "windows start afresh unless --refresh says otherwise: the shipped prior was trained on such windows)",
     )
     add_prior_option(entropy, "codes the file with --entropy prior")
     p.set_defaults(func=cmd_encode)

@@ -4,9 +4,11 @@ Run from the repository root: `python tests/data/reference/make_reference.py`. H
 five cases were written by commit f123d6f (before the batched core); all were written again when the
 shipped weights changed (tiled attention and the value predictor, stage 5-6 of its TRAINING.md; stage
 7, a new decoder), the `hold` and `drift` cases when those were added (the other files came out
-byte-identical). `frames.npz` (the shipped model's decode of each `.itok`, uint8 [frames, H, W, 3]) was
-added when the test moved from digests to tolerances (issue 29): it was written on an AVX-512 machine,
-with the `.itok` files coming out byte-identical to those written before on an AVX2 one.
+byte-identical), and `rd-drift-hold-0.5-continuing` when windows began to continue each other (the
+other cases pinned to refresh 1 came out byte-identical). `frames.npz` (the shipped model's decode of
+each `.itok`, uint8 [frames, H, W, 3]) was added when the test moved from digests to tolerances (issue
+29): it was written on an AVX-512 machine, with the `.itok` files coming out byte-identical to those
+written before on an AVX2 one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from infotok.video import synthetic_video
 
 HERE = Path(__file__).resolve().parent
 FRAMES = HERE / "frames.npz"
-# (name, strategy, selection, rate, fill): the paper's baselines, the peers' selections, rate control
+# (name, strategy, selection, rate, fill[, refresh]): the paper's baselines, the peers' selections, rate
+# control; windows start afresh (refresh 1) unless a case says otherwise (None: the default)
 CASES = [
     ("elbo-error-0.5", "global_elbo", "error", 0.5, "mask"),
     ("static-error-0.25", "static", "error", 0.25, "mask"),
@@ -34,24 +37,25 @@ CASES = [
     ("static-temporal-hold-0.25", "static", "temporal", 0.25, "hold"),
     ("static-drift-hold-0.25", "static", "drift", 0.25, "hold"),
     ("rd-drift-hold-0.5", "rd", "drift", 0.5, "hold"),
+    ("rd-drift-hold-0.5-continuing", "rd", "drift", 0.5, "hold", None),
 ]
 VIDEO = dict(num_frames=45, height=48, width=72, seed=3)  # three windows of 17 frames overlapping by 3
 WINDOW, OVERLAP, SEED = 17, 3, 5
 
 
-def tokenize_settings(strategy: str, selection: str, rate: float, fill: str = "mask") -> dict:
+def tokenize_settings(strategy: str, selection: str, rate: float, fill: str = "mask", refresh: int | None = 1) -> dict:
     """A case's arguments for `tokenize`: a target case's `rate` is its target PSNR."""
     if strategy == "target":
         return {"target_psnr": rate, "selection": selection, "fill": fill}
-    return {"rate": rate, "strategy": strategy, "selection": selection, "fill": fill}
+    return {"rate": rate, "strategy": strategy, "selection": selection, "fill": fill, "refresh": refresh}
 
 
 def tokenize_case(model: InfoTok, name: str):
     """The case's tokens of the reference video, made now."""
-    _, strategy, selection, rate, fill = next(c for c in CASES if c[0] == name)
+    _, *case = next(c for c in CASES if c[0] == name)
     return model.tokenize(
         synthetic_video(**VIDEO),
-        **tokenize_settings(strategy, selection, rate, fill),
+        **tokenize_settings(*case),
         window=WINDOW,
         overlap=OVERLAP,
         seed=SEED,
@@ -62,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = InfoTok.from_pretrained()
     frames = {}
-    for name, strategy, selection, rate, fill in CASES:
+    for name, *_ in CASES:
         tokens = tokenize_case(model, name)
         tokens.save(HERE / f"{name}.itok", overwrite=True)
         frames[name] = model.detokenize(tokens)
