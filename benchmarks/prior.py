@@ -3,7 +3,8 @@ equal real bytes (issue #34); writes BENCHMARKS_PRIOR.md.
 
 Protocol: every evaluation clip, its first 97 frames (3 windows of 33 frames overlapping by 1; shorter clips whole),
 short side 256, centre crop 256x256. The shipped InfoTok-Flex with its defaults (rd, drift, hold) at each asked
-rate; each clip's tokens are written as today's `.itok` (zlib) and as a prior-coded one (`infotok encode --entropy
+rate, windows independent (refresh 1, as `--entropy prior` keeps them: the priors were trained on such windows);
+each clip's tokens are written as today's `.itok` (zlib) and as a prior-coded one (`infotok encode --entropy
 prior`, the shipped prior), which is read back and compared token for token. Seconds: the tokenizer's round trip
 (tokenize + detokenize) and the prior's coding (save) and decoding (load) of the same tokens, on this CPU.
 Codecs: the same frames through FFmpeg's libx264 and libx265 (imageio-ffmpeg's FFmpeg, preset medium, yuv420p,

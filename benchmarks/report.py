@@ -302,8 +302,9 @@ def rate_control_sections(result: dict) -> list[str]:
         "short side 256)",
         "",
         "Mean PSNR of the windows at each asked rate (the mean rate the windows came to), each window alone as "
-        "`infotok encode` treats it, except `one budget` (`--budget run`: the asked mean rate exactly, over the "
-        "video's windows) and the oracle (per window, the hold-decoded rate k/16 that maximises the mean PSNR at "
+        "`infotok encode --refresh 1` treats it (windows that continue each other: BENCHMARKS_LONG.md), except "
+        "`one budget` (`--budget run`: the asked mean rate exactly, over the video's windows) and the oracle "
+        "(per window, the hold-decoded rate k/16 that maximises the mean PSNR at "
         "that mean rate; held to k/16, it can be beaten by a budget spent token by token). BD-rate (BPP16, "
         "linear as above) against the paper's `static` and against `static` under hold; every curve includes "
         "rate 1, where every method keeps every token "
