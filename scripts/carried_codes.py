@@ -4,7 +4,9 @@
 `python scripts/carried_codes.py [CLIP]` (default: the evaluation dashcam clip, first 161 frames, short side
 256, windows of 33 frames overlapping by 1) prints, for each pair of neighbouring windows, the mean |difference|
 per code channel between window n's last latent frame and window n+1's first (what a carry stands for), and
-between their first latent frames (what an independent window pays again).
+between their first latent frames (what an independent window pays again). Then, for the clip's first frame held
+for one window (a still shot), the share of positions whose code differs from the first latent frame's in each
+later latent frame, as the base codes them alone and after the compressor: what a continuing still window pays.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from infotok.core import as_model_input
 from infotok.geometry import window_spans
 from infotok.model import InfoTok
 from infotok.video import read_video, resize_short_side
@@ -31,6 +35,12 @@ def main(argv: list[str]) -> None:
         carried = float((after[:, 0] - before[:, -1]).abs().mean())
         first = float((after[:, 0] - before[:, 0]).abs().mean())
         print(f"windows {n}->{n + 1}: last latent frame vs next first {carried:.3f}; first vs first {first:.3f}")
+    still = model.geometry.pad(as_model_input(np.repeat(frames[:1], 33, axis=0)[None]))
+    features = model.base.encode_features(still)
+    for name, codes in (("base alone", features), ("after the compressor", model.compressor(features))):
+        codes = model.base.quantize(codes)[0]
+        moved = [float((codes[:, :, j] != codes[:, :, 0]).any(dim=1).float().mean()) for j in range(1, codes.shape[2])]
+        print(f"still shot, {name}: share of codes unlike latent frame 0's in frames 1-8: {np.round(moved, 4)}")
 
 
 if __name__ == "__main__":
