@@ -15,9 +15,9 @@ Both rules use only the kept tokens and the keep-mask, so a decoder reproduces t
 
 Continuing windows (`Carry`, a file's `refresh` > 1) extend `hold` across windows: a window starts
 from the codes the previous one showed at its last latent frame, so its first latent frame keeps only
-the positions that drifted from them, and a still shot costs its first window alone. A causal base
-codes a window's last latent frame and the next window's first (one frame, coded alone) alike
-(docs/LONG_VIDEOS.md), so a carried code decodes as a kept one.
+the positions that drifted from them, and a still shot costs little more than its first window. A
+causal base codes a window's last latent frame and the next window's first (one frame, coded alone)
+alike (docs/LONG_VIDEOS.md), so a carried code decodes as a kept one.
 """
 
 from __future__ import annotations
@@ -58,9 +58,6 @@ class Carry:
 
     def to(self, device: torch.device | str) -> "Carry":
         return Carry(self.indices.to(device), self.present.to(device))
-
-    def window(self, i: int) -> "Carry":
-        return Carry(self.indices[i : i + 1], self.present[i : i + 1])
 
     def into(self, indices: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows' indices and keep-mask [B, t, h, w] -> the same with each dropped position of the

@@ -77,6 +77,7 @@ class Tokens:
         each other (worked out from the windows since the last fresh one)."""
         from .batch import window_batches
 
+        index = range(len(self.windows))[index]  # a negative index counts from the end
         first = index - index % self.header.refresh
         batches = window_batches(self.header, self.windows[first : index + 1], device)
         return [b for _, b in batches][-1]
