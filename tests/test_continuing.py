@@ -127,3 +127,22 @@ def test_encode_takes_refresh_and_info_and_the_summary_say_it(tmp_path, capsys, 
     bad = ["encode-dataset", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "ds"), "--refresh", "2", *argv]
     assert main(bad) != 0
     assert "decodes alone (refresh 1)" in capsys.readouterr().err
+
+
+def test_a_slice_of_continuing_windows_decodes_alone_as_the_whole_video_does_there(model, tmp_path):
+    tokens = model.tokenize(MOVING, rate=0.5, refresh=4, **HOLD)  # windows 1-3 continue, 4 starts afresh
+    whole = model.detokenize(tokens)
+    part = Tokens.load(tokens[2:5].save(tmp_path / "part.itok"))
+    first = tokens.windows[2]
+    assert part.header.num_frames == tokens.windows[4].end - first.start and part.windows[0].start == 0
+    assert part.windows[0].mask[0].all() and not tokens.windows[2].mask[0].all()  # given what it continued from
+    assert np.array_equal(model.detokenize(part)[1:], whole[first.start + 1 :])  # frame 0 was blended with window 1
+    assert np.array_equal(model.detokenize(tokens[4:])[1:], whole[tokens.windows[4].start + 1 :])
+    with pytest.raises(TypeError, match="slice Tokens by windows"):
+        tokens[2]
+    with pytest.raises(ValueError, match="hold no window"):
+        tokens[3:3]
+    # at a static rate under 1/9 a fresh window keeps part of its first latent frame
+    static = model.tokenize(MOVING, rate=0.07, strategy="static", refresh=2, **HOLD)
+    with pytest.raises(ValueError, match="only start at a multiple of the refresh"):
+        static[1:4]

@@ -82,6 +82,37 @@ class Tokens:
         batches = window_batches(self.header, self.windows[first : index + 1], device)
         return [b for _, b in batches][-1]
 
+    def __getitem__(self, windows: slice) -> "Tokens":
+        """`tokens[i:j]`: windows i to j-1 as a video of their own (frames numbered from their first).
+        Where windows continue each other, the first is given the codes it continues from as kept
+        ones (worked out from the windows since the last fresh one), so the slice decodes alone and
+        its frames are the whole decode's, but for the first window's frames shared with the window
+        before it (they are no longer blended with that one)."""
+        if not isinstance(windows, slice) or windows.step not in (None, 1):
+            raise TypeError("slice Tokens by windows, tokens[i:j] (one window's record: tokens.windows[i])")
+        i, j, _ = windows.indices(len(self.windows))
+        if i >= j:
+            raise ValueError(f"windows {windows.start}:{windows.stop} of {len(self.windows)} hold no window")
+        h, out = self.header, list(self.windows[i:j])
+        if h.continues(i):
+            misaligned = [k for k in range(i + 1, j) if not h.continues(k) and (k - i) % h.refresh]
+            if any(not self.windows[k].mask[0].all() for k in misaligned):
+                raise ValueError(
+                    f"window {misaligned[0]} starts afresh without its whole first latent frame, so a slice can "
+                    f"only start at a multiple of the refresh ({h.refresh}) here"
+                )
+            batch = self.batch(i)
+            indices, mask = batch.carry.into(batch.indices, batch.mask)
+            mask, indices = mask[0].cpu(), indices[0].cpu()
+            first = out[0]
+            out[0] = TokenWindow(
+                first.start, first.end, int(mask.sum()) / mask.numel(), first.score, mask.numpy(),
+                indices[mask].numpy().astype(np.uint16),
+            )  # fmt: skip
+        shift = out[0].start
+        out = [replace(w, start=w.start - shift, end=w.end - shift, nbytes=0) for w in out]
+        return Tokens(replace(h, num_frames=out[-1].end), out)
+
     def truncate(self, k: int) -> "Tokens":
         """The same video with each window cut to its first `k` tokens (1D layout: any prefix decodes,
         coarser; a window holding fewer keeps them all). No re-encoding."""
