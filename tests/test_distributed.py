@@ -205,3 +205,37 @@ def test_bf16_autocast_keeps_fsq_in_fp32_and_a_training_step_stays_finite(tmp_pa
     assert device == "cpu" or next(trainer.model.parameters()).device.type == "cuda"  # accelerate's pick
     assert all(s.device.type == p.device.type for s, p in zip(trainer.ema.shadow, trainer.model.parameters()))
     assert all(np.isfinite(r["loss"]) for r in read_log(tmp_path / "run" / "log.csv"))
+
+
+def test_the_prior_trains_on_two_processes_in_step_and_resumes(tmp_path):
+    """`train prior` (the small trainers' loop) under `accelerate launch`: each process draws its own batches,
+    the gradients are averaged, the weights agree at every checkpoint (checked there), one log, and a resume."""
+    from infotok.shards import ShardWriter, model_identity
+    from infotok.video import synthetic_video, write_video
+    from tests.test_prior import SMALL
+
+    model = tiny_model()
+    settings = dict(rate=0.4, strategy="static", selection="error", window=9, overlap=1)
+    record = settings | {"size": None, "max_size": None, "seed": 0, "start": 0, "max_frames": None}
+    writer = ShardWriter(tmp_path / "shards", model_identity(model), record)
+    for seed in range(5):
+        clip = write_video(tmp_path / f"c{seed}.mp4", synthetic_video(17, 40, 48, seed=seed), fps=8)
+        writer.add_tokens(str(clip), model.tokenize(clip, **settings))
+    writer.close()
+    run = tmp_path / "run"
+    args = ["train", "prior", "--shards", str(tmp_path / "shards"), "--out", str(run), "--quiet", "--batch", "2"]
+    args += ["--prior-config", json.dumps(SMALL), "--log-every", "1", "--checkpoint-every", "2"]
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), "-m", "infotok",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    for steps, resume in ((4, []), (6, ["--resume"])):
+        done = subprocess.run(launch + args + ["--steps", str(steps), *resume], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    with open(run / "log.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]  # the main process logs
+    generators = load_file(str(run / "train_state.safetensors"))["generators"]
+    assert generators.shape[0] == 2 and not torch.equal(generators[0], generators[1])  # each drew its own batches
+    assert json.loads((run / "model" / "config.json").read_text())["trained_steps"] == 6

@@ -1,29 +1,43 @@
-"""What the small single-process trainers share (`train registers`, `train prior`): AdamW with warm-up and a
-cosine schedule that follows steps or seconds, an EMA of the weights (what is exported), and a resumable state
-file (safetensors: weights, EMA, optimizer moments, step, seconds and the data generator's state).
+"""What the small trainers share (`train registers`, `train prior`): the loop and its log, AdamW with warm-up and
+a cosine schedule that follows steps or seconds, an EMA of the weights (what is exported), a resumable state file
+(safetensors: weights, EMA, optimizer moments, step, seconds and each process's data generator), and accelerate
+for several processes (`accelerate launch -m infotok train ...`): every process draws its own batches, their
+gradients are averaged before each step, so the processes hold the same weights throughout (checked at every
+checkpoint); the main process alone evaluates, logs and writes.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .extras import require
+
 STATE_FILE = "train_state.safetensors"
 
 
 class EmaTrainer:
-    """Subclasses set `self.model` (an nn.Module) before calling `setup`, and `run` their own loop, calling
-    `optimizer_step(loss)` once a step and `save()` at checkpoints. `cfg` needs the fields steps, lr, min_lr_ratio,
-    warmup, weight_decay, ema, time_limit and seed."""
+    """Subclasses call `setup` with their model, and give the loop its data (`load_data`), one step's loss and
+    training columns (`train_step`), the validation columns under the EMA weights (`evaluate`) and their names
+    (`log_fields`). `cfg` needs the fields out, steps, lr, min_lr_ratio, warmup, weight_decay, ema, time_limit,
+    log_every, checkpoint_every and seed."""
 
     no_decay: tuple[str, ...] = ()  # parameter names (substrings) kept out of weight decay besides biases and norms
+    log_fields: tuple[str, ...] = ()  # the log's columns after step, seconds and lr
 
     def setup(self, cfg, model: nn.Module, device: torch.device, progress=print) -> None:
+        # cpu=True only where a GPU would otherwise be taken (one accelerate state per process: keep it alike)
+        self.accelerator = require("accelerate", "training").Accelerator(
+            cpu=device.type == "cpu" and torch.cuda.is_available()
+        )
+        device = self.accelerator.device if device.type != "cpu" else device
         self.cfg, self.model, self.device, self.progress = cfg, model.to(device), device, progress
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
         decay, rest = [], []
@@ -36,7 +50,60 @@ class EmaTrainer:
         )
         self.step, self.seconds = 0, 0.0
         self.out = Path(cfg.out)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed + self.accelerator.process_index)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def processes(self) -> int:
+        return self.accelerator.num_processes
+
+    # ---------------------------------------------------------------------- what a subclass gives
+    def load_data(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, str]]:
+        """One batch: the loss to minimise and the log's training columns."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, str]:
+        """The log's validation columns, under the EMA weights (`with_ema`)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------- the loop
+    def run(self) -> None:
+        cfg = self.cfg
+        self.load_data()
+        log = self.out / "log.csv"
+        fields = ["step", "seconds", "lr", *self.log_fields]
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if not log.exists() or self.step == 0:
+                log.write_text(",".join(fields) + "\n")
+        self.model.train()
+        started = time.time() - self.seconds
+        while not self.done():
+            loss, row = self.train_step()
+            self.optimizer_step(loss)
+            self.seconds = self._elapsed(started)
+            if self.is_main and (self.step % cfg.log_every == 0 or self.done()):
+                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"} | row
+                row |= self.evaluate()
+                with log.open("a", newline="") as f:
+                    csv.DictWriter(f, fields).writerow(row)
+                self.progress(" ".join(f"{k}={v}" for k, v in row.items()))
+            if self.step % cfg.checkpoint_every == 0:
+                self.save()
+        self.save()
+
+    def _elapsed(self, started: float) -> float:
+        """Training seconds so far, the same on every process (the schedule and a time limit follow them)."""
+        seconds = time.time() - started
+        if self.processes > 1:
+            seconds = float(self.accelerator.reduce(torch.tensor([seconds], device=self.device), "max")[0])
+        return seconds
 
     # --------------------------------------------------------------------- schedule and step
     def fraction(self) -> float:
@@ -58,6 +125,12 @@ class EmaTrainer:
             group["lr"] = self.lr()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.processes > 1:  # one all-reduce of every gradient (zeros where a process left one unused)
+            params = list(self.model.parameters())
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+            flat = self.accelerator.reduce(flat, "mean")
+            for p, g in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = g.view_as(p)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         with torch.no_grad():
@@ -80,16 +153,31 @@ class EmaTrainer:
 
     # --------------------------------------------------------------------- state
     def save(self) -> None:
+        """Every process calls it (it gathers their data generators and checks their weights agree); the main
+        process writes."""
         from safetensors.torch import save
 
         from .files import atomic_write
 
+        generators = self.generator.get_state().to(torch.int32)[None]
+        if self.processes > 1:
+            generators = self.accelerator.gather(generators.to(self.device)).cpu()
+            sums = self.accelerator.gather(
+                torch.stack([p.detach().double().sum() for p in self.model.parameters()])[None]
+            )
+            if not bool((sums == sums[:1]).all()):
+                raise RuntimeError(
+                    f"the {self.processes} training processes hold different weights at step {self.step}"
+                )
+        if not self.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
         tensors |= {f"ema.{k}": v.contiguous() for k, v in self.ema.items()}
         for i, group in enumerate(self.opt.state_dict()["state"].values()):
             for key, value in group.items():
                 tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).contiguous()
+        tensors["generators"] = generators.contiguous()
         meta = {
             "step": str(self.step),
             "seconds": str(self.seconds),
@@ -116,5 +204,10 @@ class EmaTrainer:
                 state["state"][p] = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
         self.opt.load_state_dict(state)
         self.step, self.seconds = int(meta["step"]), float(meta["seconds"])
-        self.generator.set_state(torch.tensor(json.loads(meta["rng"]), dtype=torch.uint8))
+        generators = tensors.get("generators")  # one row per process (states from before it: the main's alone)
+        rank = self.accelerator.process_index
+        if generators is not None and len(generators) == self.processes:
+            self.generator.set_state(generators[rank].cpu().to(torch.uint8))
+        elif rank == 0:  # another process count: the main process goes on, the others draw afresh
+            self.generator.set_state(torch.tensor(json.loads(meta["rng"]), dtype=torch.uint8))
         return True

@@ -11,8 +11,6 @@ weights (float; the exported integer prior's coded size is within a fraction of 
 
 from __future__ import annotations
 
-import csv
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -181,6 +179,17 @@ class PriorTrainer(EmaTrainer):
     def load_data(self) -> None:
         self.data = TokenWindows(self.cfg.shards, self.cfg.held_out, self.cfg.crop)
 
+    @property
+    def log_fields(self) -> tuple[str, ...]:
+        return ("train_bits_per_symbol", *self.validation_fields)
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, str]]:
+        loss = self.batch_loss()
+        return loss, {"train_bits_per_symbol": f"{loss.item():.4f}"}
+
+    def evaluate(self) -> dict[str, str]:
+        return {k: f"{v:.4f}" for k, v in self.with_ema(self.validation).items()}
+
     def batch_loss(self) -> torch.Tensor:
         """Bits per coded symbol of a random batch."""
         ctx, mask, codes, step = self.data.batch(self.cfg.batch, self.cfg.fresh_fraction, self.generator)
@@ -188,31 +197,6 @@ class PriorTrainer(EmaTrainer):
         mask_here, code_here = coded_here(step, mask)
         symbols = float(mask_here.sum()) + float(code_here.sum()) * len(self.data.levels)
         return (mask_bits + code_bits) / max(symbols, 1)
-
-    def run(self) -> None:
-        cfg = self.cfg
-        self.load_data()
-        log = self.out / "log.csv"
-        self.out.mkdir(parents=True, exist_ok=True)
-        fields = ["step", "seconds", "lr", "train_bits_per_symbol", *self.validation_fields]
-        if not log.exists() or self.step == 0:
-            log.write_text(",".join(fields) + "\n")
-        self.model.train()
-        started = time.time() - self.seconds
-        while not self.done():
-            loss = self.batch_loss()
-            self.optimizer_step(loss)
-            self.seconds = time.time() - started
-            if self.step % cfg.log_every == 0 or self.done():
-                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"}
-                row["train_bits_per_symbol"] = f"{loss.item():.4f}"
-                row |= {k: f"{v:.4f}" for k, v in self.with_ema(self.validation).items()}
-                with log.open("a", newline="") as f:
-                    csv.DictWriter(f, fields).writerow(row)
-                self.progress(" ".join(f"{k}={v}" for k, v in row.items()))
-            if self.step % cfg.checkpoint_every == 0:
-                self.save()
-        self.save()
 
 
 # ----------------------------------------------------------------------------- the 1D layout's sequence prior

@@ -12,10 +12,8 @@ Two steps, both run by `infotok train`:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -195,10 +193,6 @@ class RegisterTrainer(EmaTrainer):
         return directory
 
     # --------------------------------------------------------------------- loop
-    def _evaluate(self) -> dict[str, float]:
-        with self._autocast():
-            return self.with_ema(lambda: code_psnr(self.model, self.data.validation(), self._prefixes()))
-
     def _prefixes(self) -> list[int]:
         """Prefix lengths the log follows: 16, 64, 256 and all registers (those the model has)."""
         k = self.model.tokens_for(self.cfg.crop, self.cfg.crop)
@@ -207,32 +201,24 @@ class RegisterTrainer(EmaTrainer):
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16")
 
-    def run(self) -> None:
+    @property
+    def log_fields(self) -> tuple[str, ...]:
+        return ("regression", "flow", *(f"psnr@{k}" for k in self._prefixes()))
+
+    def load_data(self) -> None:
         cfg = self.cfg
         self.data = LatentWindows(cfg.latents, self.model.config.frames, cfg.crop, cfg.held_out, self.device)
-        regions = self.model.regions(cfg.crop, cfg.crop)
-        log = self.out / "log.csv"
-        self.out.mkdir(parents=True, exist_ok=True)
-        fields = ["step", "seconds", "lr", "regression", "flow"] + [f"psnr@{k}" for k in self._prefixes()]
-        if not log.exists() or self.step == 0:
-            log.write_text(",".join(fields) + "\n")
-        self.model.train()
-        started = time.time() - self.seconds
-        while not self.done():
-            indices = self.data.batch(cfg.batch, self.generator)
-            codes = self.model.fsq.indices_to_codes(indices.long()).float()
-            keep = self.model.draw_keep(cfg.batch * regions, self.generator).to(self.device)
-            with self._autocast():
-                losses = self.model.loss(codes, keep)
-            self.optimizer_step(losses["regression"] + losses["flow"])
-            self.seconds = time.time() - started
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"}
-                row |= {k: f"{losses[k].item():.5f}" for k in ("regression", "flow")}
-                row |= {k: f"{v:.2f}" for k, v in self._evaluate().items()}
-                with log.open("a", newline="") as f:
-                    csv.DictWriter(f, fields).writerow(row)
-                self.progress(" ".join(f"{k}={v}" for k, v in row.items()))
-            if self.step % cfg.checkpoint_every == 0:
-                self.save()
-        self.save()
+        self.regions = self.model.regions(cfg.crop, cfg.crop)
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, str]]:
+        indices = self.data.batch(self.cfg.batch, self.generator)
+        codes = self.model.fsq.indices_to_codes(indices.long()).float()
+        keep = self.model.draw_keep(self.cfg.batch * self.regions, self.generator).to(self.device)
+        with self._autocast():
+            losses = self.model.loss(codes, keep)
+        return losses["regression"] + losses["flow"], {k: f"{losses[k].item():.5f}" for k in ("regression", "flow")}
+
+    def evaluate(self) -> dict[str, str]:
+        with self._autocast():
+            psnr = self.with_ema(lambda: code_psnr(self.model, self.data.validation(), self._prefixes()))
+        return {k: f"{v:.2f}" for k, v in psnr.items()}

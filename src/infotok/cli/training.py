@@ -145,7 +145,10 @@ def _run_small(trainer, args) -> int:
     if args.resume and not trainer.resume():
         print(f"no saved state in {args.out}; starting fresh", file=sys.stderr)
     trainer.run()
-    print(json.dumps({"out": args.out, "step": trainer.step, "model": str(trainer.export())}))
+    if trainer.is_main:
+        print(json.dumps({"out": args.out, "step": trainer.step, "model": str(trainer.export())}))
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # tears the process group down before exit
     return 0
 
 
