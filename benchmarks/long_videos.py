@@ -161,6 +161,14 @@ def report(result: dict, command: str) -> str:
         if "bd_rate" in entry:
             bd = "; ".join(f"{s}: {v:+.1f}%" for s, v in entry["bd_rate"].items())
             lines += ["", f"BD-rate in tokens against independent windows at overlap 1: {bd}."]
+            at = {(r["overlap"], r["refresh"]): r for r in entry["rows"] if r["rate"] == RATES[1]}
+            new, old = at[(1, DEFAULT_REFRESH)], at[SETUPS[0]]
+            lines += [
+                "",
+                f"At asked {RATES[1]}, {setup_name(1, DEFAULT_REFRESH)} against {setup_name(*SETUPS[0])}: "
+                f"{new['tokens_per_second'] / old['tokens_per_second']:.2f}x the tokens per second, "
+                f"{new['psnr'] - old['psnr']:+.2f} dB.",
+            ]
         if "first_window_alone_tokens" in entry:
             ratios = []
             for r in entry["rows"]:
