@@ -134,6 +134,20 @@ def test_cli_reconstructs_in_the_1d_layout_and_its_psnr_is_the_decode_against_th
     assert "--layout 1d" in capsys.readouterr().err
 
 
+def test_cli_viz_in_the_1d_layout_shows_the_source_beside_each_prefix(tmp_path, capsys, model):
+    src, out = tmp_path / "clip.mp4", tmp_path / "v.mp4"
+    write_video(src, synthetic_video(20, 64, 128, seed=2), fps=20.0, lossless=True)
+    assert main(["viz", str(src), "--layout", "1d", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    frames = read_video(src)[0]
+    expected = model.tokenize(frames, fps=20.0)
+    for k in (16, 64, 256, expected.windows[0].kept):
+        shown = float(said.split(f"{k} tokens ", 1)[1].split(" dB")[0])
+        assert shown == pytest.approx(psnr(frames, model.detokenize(expected.truncate(k))), abs=0.01), k
+    panels = read_video(out)[0]
+    assert len(panels) == 20 and panels.shape[2] >= 5 * 128 and (tmp_path / "v.png").stat().st_size > 0
+
+
 def test_cli_eval_in_the_1d_layout_reports_each_prefix_as_the_api_decodes_it(tmp_path, capsys, model):
     src = tmp_path / "clip.mp4"
     write_video(src, synthetic_video(20, 64, 128, seed=3), fps=20.0, lossless=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .metrics import psnr
 from .video import synthetic_video, write_video
-from .viz import layout, render, side_by_side, strip
+from .viz import layout, prefix_panels, render, strip
 
 SAMPLE_FPS = 24.0
 
@@ -61,14 +61,6 @@ def run_demo(
 def prefixes_1d(model, video, out: Path, prefixes: tuple[int, ...] = (16, 64, 256)) -> dict:
     """The 1D layout's extra output: the sample encoded once, decoded from each window's first 16, 64 and
     256 tokens, side by side with the source (prefixes_1d.mp4 / .png)."""
-    tokens = model.tokenize(video, fps=SAMPLE_FPS)
+    tokens, psnrs = prefix_panels(model, video, SAMPLE_FPS, out / "prefixes_1d.mp4", out / "prefixes_1d.png", prefixes)
     tokens.save(out / "sample_1d.itok", overwrite=True)
-    columns, psnrs = [("original", video)], {}
-    for k in prefixes:
-        decoded = model.detokenize(tokens.truncate(k))
-        columns.append((f"{k} tokens", decoded))
-        psnrs[k] = psnr(video, decoded)
-    panels = side_by_side(columns)
-    write_video(out / "prefixes_1d.mp4", panels, fps=SAMPLE_FPS)
-    strip(panels, out / "prefixes_1d.png", header=layout(video.shape[1]).header, title="1D layout: the same tokens cut")
     return {"checkpoint": model.name, "tokens_per_window": tokens.windows[0].kept, "psnr_by_prefix": psnrs}

@@ -257,3 +257,23 @@ def side_by_side(columns: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
     h, w = columns[0][1].shape[1:3]
     header = column_header(h, w, tuple((label,) for label, _ in columns))
     return [np.concatenate([header, np.concatenate(row, axis=1)], axis=0) for row in zip(*(v for _, v in columns))]
+
+
+def prefix_panels(
+    model, frames: np.ndarray, fps: float, mp4: Path, png: Path, prefixes: tuple[int, ...]
+) -> tuple[object, dict[int, float]]:
+    """The 1D layout's picture: `frames` (uint8 [T, H, W, 3], as the layout takes them) encoded once by `model`
+    (an `InfoTok1D`), decoded from each window's first k tokens for each k of `prefixes`, side by side with
+    the source (`mp4` and a PNG strip). Returns the tokens and the PSNR at each prefix."""
+    from .metrics import psnr
+
+    tokens = model.tokenize(frames, fps=fps)
+    columns, psnrs = [("original", frames)], {}
+    for k in prefixes:
+        decoded = model.detokenize(tokens.truncate(k))
+        columns.append((f"{k} tokens", decoded))
+        psnrs[k] = psnr(frames, decoded)
+    panels = side_by_side(columns)
+    write_video(mp4, panels, fps=fps)
+    strip(panels, png, header=layout(frames.shape[1]).header, title="1D layout: the same tokens cut")
+    return tokens, psnrs

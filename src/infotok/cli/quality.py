@@ -94,6 +94,9 @@ def cmd_reconstruct_1d(args) -> int:
     return _run_many(inputs, outputs, job, "reconstruct")
 
 
+VIZ_PREFIXES = (16, 64, 256)  # `viz --layout 1d`: the prefixes shown besides the whole sequence
+
+
 def cmd_viz(args) -> int:
     from ..viz import visualize_file
 
@@ -101,6 +104,8 @@ def cmd_viz(args) -> int:
     src = _inputs([args.input])[0]
     dst = _outputs([src], args.output, ".mp4", args.overwrite)[0]
     png = Path(args.png) if args.png else dst.with_suffix(".png")
+    if args.layout == "1d":
+        return _viz_1d(args, src, dst, png, windowing)
     model = _load_model(args)
     expected = _expected_windows(src, args)
     bar = Progress(expected, f"viz {src.name}")
@@ -112,6 +117,24 @@ def cmd_viz(args) -> int:
         f"{src} -> {dst}, {png}: kept {ledger.kept}/{ledger.total} tokens (rate {ledger.realized_rate:.3f}, "
         f"{asked_rate(args, model.choices(args.strategy, args.selection, args.fill)[0])})"
     )
+    return 0
+
+
+def _viz_1d(args, src: Path, dst: Path, png: Path, windowing) -> int:
+    """`viz --layout 1d`: the source beside its 1D decodes from ever longer prefixes of the same tokens."""
+    import numpy as np
+
+    from ..layout1d import source_stream
+    from ..viz import prefix_panels
+
+    model = _load_1d(args)
+    w = windowing
+    frames, height, width, source = source_stream(model, src, w.size, w.max_size, w.start, w.max_frames)
+    frames = np.stack(list(frames))
+    prefixes = (*VIZ_PREFIXES, model.tokens_per_window(height, width))
+    tokens, psnrs = prefix_panels(model, frames, source["fps"], dst, png, prefixes)
+    shown = ", ".join(f"{k} tokens {v:.2f} dB" for k, v in psnrs.items())
+    print(f"{src} -> {dst}, {png}: {len(frames)} frames {width}x{height}, {len(tokens.windows)} windows; {shown}")
     return 0
 
 
@@ -266,6 +289,14 @@ def add_viz(sub) -> None:
     p.add_argument("input", help="a video file")
     p.add_argument("-o", "--output", required=True, help="OUT.mp4: original | reconstruction | keep-mask")
     p.add_argument("--png", help="PNG strip path (default: OUT.png)")
+    p.add_argument(
+        "--layout",
+        choices=["grid", "1d"],
+        default="grid",
+        help="grid: original | reconstruction | keep-mask (default); 1d: original | the 1D checkpoint's decodes "
+        f"from each window's first {', '.join(map(str, VIZ_PREFIXES))} tokens and all of them (the grid's rate "
+        "options do not apply; give --max-frames for a long video: the columns are held in memory)",
+    )
     add_tokenize_options(p)
     add_model_options(p)
     p.set_defaults(func=cmd_viz)
