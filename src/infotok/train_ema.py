@@ -125,12 +125,14 @@ class EmaTrainer:
             group["lr"] = self.lr()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.processes > 1:  # one all-reduce of every gradient (zeros where a process left one unused)
+        if self.processes > 1:  # one all-reduce of every gradient, and of which processes had one
             params = list(self.model.parameters())
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-            flat = self.accelerator.reduce(flat, "mean")
-            for p, g in zip(params, flat.split([p.numel() for p in params])):
-                p.grad = g.view_as(p)
+            used = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
+            grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+            flat = self.accelerator.reduce(torch.cat([*grads, used]), "mean")
+            *grads, used = flat.split([p.numel() for p in params] + [len(params)])
+            for p, g, u in zip(params, grads, used):
+                p.grad = g.view_as(p) if u > 0 else None  # unused everywhere: skipped, as by one process
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         with torch.no_grad():
