@@ -31,6 +31,7 @@ class EmaTrainer:
 
     no_decay: tuple[str, ...] = ()  # parameter names (substrings) kept out of weight decay besides biases and norms
     log_fields: tuple[str, ...] = ()  # the log's columns after step, seconds and lr
+    train_digits = 4  # decimals of the training columns in the log
 
     def setup(self, cfg, model: nn.Module, device: torch.device, progress=print) -> None:
         # cpu=True only where a GPU would otherwise be taken (one accelerate state per process: keep it alike)
@@ -64,8 +65,9 @@ class EmaTrainer:
     def load_data(self) -> None:
         raise NotImplementedError
 
-    def train_step(self) -> tuple[torch.Tensor, dict[str, str]]:
-        """One batch: the loss to minimise and the log's training columns."""
+    def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One batch: the loss to minimise and the log's training columns (tensors, read on logged steps only: on
+        a GPU reading one waits for the step)."""
         raise NotImplementedError
 
     def evaluate(self) -> dict[str, str]:
@@ -85,11 +87,12 @@ class EmaTrainer:
         self.model.train()
         started = time.time() - self.seconds
         while not self.done():
-            loss, row = self.train_step()
+            loss, trained = self.train_step()
             self.optimizer_step(loss)
             self.seconds = self._elapsed(started)
             if self.is_main and (self.step % cfg.log_every == 0 or self.done()):
-                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"} | row
+                row = {"step": self.step, "seconds": round(self.seconds, 1), "lr": f"{self.lr():.3g}"}
+                row |= {k: f"{float(v):.{self.train_digits}f}" for k, v in trained.items()}
                 row |= self.evaluate()
                 with log.open("a", newline="") as f:
                     csv.DictWriter(f, fields).writerow(row)

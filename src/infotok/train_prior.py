@@ -183,9 +183,9 @@ class PriorTrainer(EmaTrainer):
     def log_fields(self) -> tuple[str, ...]:
         return ("train_bits_per_symbol", *self.validation_fields)
 
-    def train_step(self) -> tuple[torch.Tensor, dict[str, str]]:
+    def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = self.batch_loss()
-        return loss, {"train_bits_per_symbol": f"{loss.item():.4f}"}
+        return loss, {"train_bits_per_symbol": loss.detach()}
 
     def evaluate(self) -> dict[str, str]:
         return {k: f"{v:.4f}" for k, v in self.with_ema(self.validation).items()}

@@ -162,6 +162,7 @@ def code_psnr(model: RegisterTokenizer, indices: torch.Tensor, prefixes: list[in
 
 class RegisterTrainer(EmaTrainer):
     no_decay = ("position", "registers")
+    train_digits = 5
 
     def __init__(self, cfg: RegisterTrainConfig, device: str | None = None, progress=print):
         cfg.check()
@@ -210,13 +211,13 @@ class RegisterTrainer(EmaTrainer):
         self.data = LatentWindows(cfg.latents, self.model.config.frames, cfg.crop, cfg.held_out, self.device)
         self.regions = self.model.regions(cfg.crop, cfg.crop)
 
-    def train_step(self) -> tuple[torch.Tensor, dict[str, str]]:
+    def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         indices = self.data.batch(self.cfg.batch, self.generator)
         codes = self.model.fsq.indices_to_codes(indices.long()).float()
         keep = self.model.draw_keep(self.cfg.batch * self.regions, self.generator).to(self.device)
         with self._autocast():
             losses = self.model.loss(codes, keep)
-        return losses["regression"] + losses["flow"], {k: f"{losses[k].item():.5f}" for k in ("regression", "flow")}
+        return losses["regression"] + losses["flow"], {k: losses[k].detach() for k in ("regression", "flow")}
 
     def evaluate(self) -> dict[str, str]:
         with self._autocast():
