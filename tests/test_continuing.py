@@ -9,6 +9,7 @@ import torch
 
 from infotok.cli import main
 from infotok.fill import Carry, carry_after, drift, hold_last_kept
+from infotok.prior import PriorConfig, PriorNet, TokenPrior
 from infotok.router import hold_rates
 from infotok.spec import DEFAULT_REFRESH, TokenizeSpec
 from infotok.tokens import FORMAT_VERSION, TokenHeader, Tokens, check_header
@@ -124,6 +125,19 @@ def test_encode_takes_refresh_and_info_and_the_summary_say_it(tmp_path, capsys, 
     assert b'"refresh"' not in (tmp_path / "i.itok").read_bytes()  # independent files stay version 1
     assert main(["info", str(tmp_path / "c.itok")]) == 0
     assert "refresh: 3" in capsys.readouterr().out
+    for continuing in (False, True):  # --entropy prior: windows continue under a prior that models it
+        net = PriorNet(PriorConfig(levels=list(model.base.levels), channels=8, continuing=continuing))
+        prior = TokenPrior.from_net(net).save_pretrained(tmp_path / f"prior-{continuing}")
+        out = tmp_path / f"p-{continuing}.itok"
+        assert (
+            main(
+                ["encode", str(tmp_path / "v.mp4"), "-o", str(out), "--entropy", "prior", "--prior", str(prior), *argv]
+            )
+            == 0
+        )
+        assert Tokens.load(out, TokenPrior.from_pretrained(prior)).header.refresh == (
+            DEFAULT_REFRESH if continuing else 1
+        )
     bad = ["encode-dataset", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "ds"), "--refresh", "2", *argv]
     assert main(bad) != 0
     assert "decodes alone (refresh 1)" in capsys.readouterr().err

@@ -309,3 +309,52 @@ def test_the_shipped_prior_has_its_log_recipe_and_codes_the_shipped_models_token
     zlib_bytes = tokens.save(tmp_path / "z.itok").stat().st_size
     prior_bytes = tokens.save(tmp_path / "p.itok", prior=prior).stat().st_size
     assert same(tokens, Tokens.load(tmp_path / "p.itok")) and prior_bytes < 0.8 * zlib_bytes
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    return tiny_model(predictor=True)  # hold thresholds calibrated: windows can continue each other
+
+
+def continuing_tokens(model, folder, seed: int) -> Tokens:
+    clip = write_video(folder / f"long{seed}.mp4", synthetic_video(41, 40, 48, seed=seed), fps=8)
+    tokens = model.tokenize(clip, rate=0.4, selection="drift", fill="hold", window=9, overlap=1, refresh=3)
+    assert tokens.header.refresh == 3 and len(tokens.windows) == 5
+    return tokens
+
+
+def test_a_continuing_prior_tells_continuing_windows_apart_and_codes_them_losslessly(tmp_path, calibrated):
+    tokens = continuing_tokens(calibrated, tmp_path, seed=1)
+    levels = tokens.header.levels
+    torch.manual_seed(0)
+    net = PriorNet(PriorConfig(levels=list(levels), continuing=True, **SMALL))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    continuing, plain = TokenPrior.from_net(net), random_prior(levels)
+
+    def window_bytes(prior, refresh):
+        coder = PriorCoder(prior, refresh)
+        return [coder.encode(w.mask, w.indices) for w in tokens.windows]
+
+    # windows 1, 2, 4 continue the one before: only a prior with the row codes them otherwise
+    a, b = window_bytes(continuing, 3), window_bytes(continuing, 1)
+    assert [x == y for x, y in zip(a, b)] == [True, False, False, True, False]
+    assert window_bytes(plain, 3) == window_bytes(plain, 1)
+    assert same(tokens, Tokens.load(tokens.save(tmp_path / "c.itok", prior=continuing), continuing))
+
+
+def test_train_prior_on_itok_folders_learns_which_windows_continue(tmp_path, calibrated):
+    from infotok.cli import main
+    from infotok.train_prior import TokenWindows
+
+    folder = tmp_path / "itok"
+    clips = [continuing_tokens(calibrated, tmp_path, seed) for seed in range(4)]
+    for seed, tokens in enumerate(clips):
+        tokens.save(folder / f"long{seed}.itok")
+    data = TokenWindows([str(folder)], held_out=1, crop=32)
+    assert [w["continues"] for w in data.sets["validation"]] == [False, True, True, False, True]
+    args = ["train", "prior", "--shards", str(folder), "--out", str(tmp_path / "run"), "--quiet", "--steps", "3"]
+    assert main(args + ["--prior-config", json.dumps(SMALL | {"continuing": True}), "--batch", "4"]) == 0
+    prior = entropy.load_prior(tmp_path / "run" / "model")
+    assert prior.config.continuing
+    assert same(clips[0], Tokens.load(clips[0].save(tmp_path / "x.itok", prior=prior), prior))

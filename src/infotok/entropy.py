@@ -42,12 +42,15 @@ def _constriction():
 
 
 class PriorCoder:
-    """Codes the windows of one video in order (a new video: a new coder)."""
+    """Codes the windows of one video in order (a new video: a new coder). `refresh`: the file's (`header.refresh`),
+    which says the windows that continue the one before (`fill.Carry`), which a prior with `continuing` tells
+    apart."""
 
-    def __init__(self, prior: TokenPrior):
-        self.prior = prior
+    def __init__(self, prior: TokenPrior, refresh: int = 1):
+        self.prior, self.refresh = prior, refresh
         self.held: torch.Tensor | None = None  # [h, w] code last kept (-1 none), from the previous window
         self.age: torch.Tensor | None = None
+        self.windows = 0  # windows coded so far
         self.model = _constriction().stream.model.Categorical(perfect=False)
 
     # ------------------------------------------------------------------ state
@@ -102,6 +105,7 @@ class PriorCoder:
         codes = torch.zeros((t, h, w), dtype=torch.long)
         everywhere = torch.ones((1, h, w), dtype=torch.bool)
         bucket = torch.tensor([kept_bucket(kept, t * h * w)])
+        continues = torch.tensor([int(self.windows % self.refresh != 0)])
 
         def pick(probs: np.ndarray, true: torch.Tensor | None) -> torch.Tensor:
             return torch.from_numpy(np.asarray(choose(probs, None if true is None else true.numpy())).astype(np.int64))
@@ -114,7 +118,9 @@ class PriorCoder:
                 )
                 if s >= MASK_PASSES and not code_here.any():
                     continue  # no code kept on this phase: nothing to code, no network call
-                ctx = pass_context(held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket)
+                ctx = pass_context(
+                    held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket, continues
+                )
                 if s == 0:  # the trunk reads the state before the frame only: once a frame
                     trunk = frame_features(self.prior, ctx)
                 feats = features(self.prior, ctx, trunk)[0]
@@ -130,7 +136,7 @@ class PriorCoder:
                     digits[:, j] = pick(probs, None if true is None else true[:, j])
                 codes[i][code_here] = digits_code(digits, levels)
             held, age = advance(held, age, mask[i], codes[i])
-        self.held, self.age = held, age
+        self.held, self.age, self.windows = held, age, self.windows + 1
         return mask.numpy(), codes[mask].numpy().astype(np.uint16)
 
 

@@ -58,6 +58,8 @@ class PriorConfig:
     # trunk's output plus what the frame's earlier passes revealed; receptive field 1 + 2 * sum(all dilations)
     max_age: int = 8  # ages of held codes beyond this share one embedding
     max_frames: int = 16  # latent frame indices beyond this share one embedding
+    continuing: bool = False  # the first latent frame of a window that continues the one before (`fill.Carry`) has
+    # an embedding of its own: it keeps only what changed, where a fresh window's keeps nearly everything
 
     @classmethod
     def from_dict(cls, d: dict) -> "PriorConfig":
@@ -66,6 +68,8 @@ class PriorConfig:
             raise ValueError("pass_dilations must name at least one block (a pass must see its neighbours)")
         if min(cfg.channels, cfg.max_age, cfg.max_frames) < 1:
             raise ValueError("channels, max_age and max_frames must be positive")
+        if not isinstance(cfg.continuing, bool):
+            raise ValueError(f"continuing must be true or false, got {cfg.continuing!r}")
         return cfg
 
     def to_dict(self) -> dict:
@@ -129,7 +133,7 @@ class Context:
     held: code last kept at each position (-1: none yet); age: latent frames since then; known_mask: 0 unknown,
     1 dropped, 2 kept; known_code: the frame's codes revealed by earlier passes (-1: not yet or not kept);
     frame: the latent frame's index in its window; step: the pass (index into PASSES); kept: the window's
-    `kept_bucket`."""
+    `kept_bucket`; continues: 1 where the window continues the one before (a file's `header.continues`)."""
 
     held: torch.Tensor
     age: torch.Tensor
@@ -138,6 +142,7 @@ class Context:
     frame: torch.Tensor  # [B]
     step: torch.Tensor  # [B]
     kept: torch.Tensor  # [B]
+    continues: torch.Tensor  # [B]
 
     def select(self, rows) -> "Context":
         """The contexts of batch rows `rows` (an index or a slice)."""
@@ -152,14 +157,18 @@ def pass_context(
     frame: torch.Tensor,
     step: torch.Tensor,
     kept: torch.Tensor,
+    continues: torch.Tensor | None = None,
 ) -> Context:
     """The context of pass `step` [B] given the frame's full mask [B, h, w] (bool) and codes [B, h, w]: only
-    what the earlier passes coded is shown."""
+    what the earlier passes coded is shown. `continues` [B]: none given, no window continues."""
     phase = phases(*mask.shape[-2:]).to(mask.device)
     s = step[:, None, None]
     known_mask = torch.where((s >= MASK_PASSES) | ((s == 1) & (phase < 2)), 1 + mask.long(), 0)
     known_code = torch.where((phase < s - MASK_PASSES) & mask, codes.long(), -1)
-    return Context(held.long(), age.long(), known_mask, known_code, frame.long(), step.long(), kept.long())
+    continues = torch.zeros_like(frame) if continues is None else continues
+    return Context(
+        held.long(), age.long(), known_mask, known_code, frame.long(), step.long(), kept.long(), continues.long()
+    )
 
 
 def coded_here(step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +196,9 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
     return torch.stack(helds), torch.stack(ages), held, age
 
 
-def window_passes(mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, ages: torch.Tensor):
+def window_passes(
+    mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, ages: torch.Tensor, continues: bool = False
+):
     """Every pass of a window at once, when all its symbols are known (the trainer's and the tests' view):
     (contexts [t * passes], the mask and the codes each pass belongs to, its step), from the window's mask and
     codes [t, h, w] and the states before each latent frame (`window_states`)."""
@@ -195,7 +206,8 @@ def window_passes(mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, 
     frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
     kept = torch.full_like(frame, kept_bucket(int(mask.sum()), mask.numel()))
     mask_b, codes_b = mask[frame], codes[frame]  # `pass_context` shows each pass only its part
-    return pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept), mask_b, codes_b, step
+    ctx = pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept, torch.full_like(frame, continues))
+    return ctx, mask_b, codes_b, step
 
 
 def conv_dilations(cfg: PriorConfig) -> dict[str, int]:
@@ -222,7 +234,9 @@ class PriorNet(nn.Module):
         tables |= {
             "age": nn.Embedding(cfg.max_age + 2, c),  # + none
             "known_mask": nn.Embedding(3, c),
-            "frame": nn.Embedding(cfg.max_frames, c),
+            "frame": nn.Embedding(
+                cfg.max_frames + (1 if cfg.continuing else 0), c
+            ),  # + a continuing window's first frame
             "step_phase": nn.Embedding(4 * len(PASSES), c),  # the pass, and the position's phase
             "kept": nn.Embedding(KEPT_BUCKETS + 2, c),
         }
@@ -257,9 +271,12 @@ def digit_rows(prefix: str, codes: torch.Tensor, levels: list[int]) -> dict[str,
 def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
     """Row of each trunk table at each position ([B, h, w] long each): the state before the frame."""
     age = torch.where(ctx.held >= 0, ctx.age.clamp(0, cfg.max_age), cfg.max_age + 1)
+    frame = ctx.frame.clamp(max=cfg.max_frames - 1)
+    if cfg.continuing:  # a prior without the row codes a continuing window's first frame as a fresh one's
+        frame = torch.where((ctx.frame == 0) & (ctx.continues > 0), cfg.max_frames, frame)
     return digit_rows("held", ctx.held, cfg.levels) | {
         "age": age,
-        "frame": ctx.frame.clamp(max=cfg.max_frames - 1)[:, None, None].expand_as(age),
+        "frame": frame[:, None, None].expand_as(age),
         "kept": ctx.kept[:, None, None].expand_as(age),
     }
 

@@ -196,7 +196,10 @@ class TokenWriter:
                 raise ValueError("the prior codes grid files only; 1D files are stored with zlib")
             if list(prior.config.levels) != list(header.levels):
                 raise ValueError(f"the prior models codes of FSQ levels {prior.config.levels}, not {header.levels}")
-            self.header, self._coder = replace(header, codec="prior", prior_hash=prior.hash), PriorCoder(prior)
+            self.header, self._coder = (
+                replace(header, codec="prior", prior_hash=prior.hash),
+                PriorCoder(prior, header.refresh),
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
         self.count = 0
@@ -362,7 +365,7 @@ class TokenReader:
         if self.prior is not None:
             from .entropy import PriorCoder
 
-            coder = PriorCoder(self.prior)
+            coder = PriorCoder(self.prior, self.header.refresh)
         for index in range(count):
             where = f"{self.name}: window {index}"
             pos = self._f.tell()

@@ -1,5 +1,6 @@
 """`infotok train prior`: the token prior (`prior.PriorNet`) on tokenized videos (shard folders of `infotok
-encode-dataset`), exported as the exact integer `prior.TokenPrior`; on 1D-layout shards, the sequence prior
+encode-dataset`, or folders of `.itok` files of `infotok encode`, whose windows may continue each other),
+exported as the exact integer `prior.TokenPrior`; on 1D-layout shards, the sequence prior
 (`sequence_prior.SequencePriorNet`, at the end of this file).
 
 A training example is one pass over one latent frame of one window, cropped to `crop` x `crop` latents: its
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,12 +32,13 @@ from .prior import (
     window_states,
 )
 from .sequence_prior import SequencePriorConfig, SequencePriorNet, keep_prefix, rank_grid, region_grid
+from .tokens import Tokens
 from .train_ema import EmaTrainer
 
 
 @dataclass
 class PriorTrainConfig:
-    shards: list[str] = field(default_factory=list)  # shard folders of tokenized training videos
+    shards: list[str] = field(default_factory=list)  # shard folders or `.itok` folders of tokenized training videos
     out: str = "runs/prior"
     steps: int = 4000
     batch: int = 8  # latent frames a step, each with all its passes
@@ -66,21 +69,32 @@ class PriorTrainConfig:
         return self
 
 
-def videos_and_held_out(shards: list[str], held_out: int) -> tuple[list, set]:
-    """Every (path, Tokens) of the shard folders, and the paths held out: the last `held_out` by path (a video in
-    several folders, rates, is held out from all)."""
+def iter_folder_tokens(root: str) -> Iterator[tuple[str, Tokens]]:
+    """(video name, Tokens) of the `.itok` files in a folder, or else of a shard folder; the name is the file name
+    without its suffix, so one video tokenized into several folders is one video."""
+    files = sorted(Path(root).glob("*.itok"))
+    if files:
+        yield from ((f.stem, Tokens.load(f)) for f in files)
+        return
     from .shard_reader import iter_video_tokens
 
-    videos = [(path, tokens) for root in shards for path, tokens in iter_video_tokens(root)]
-    paths = sorted({path for path, _ in videos})
-    if len(paths) <= held_out:
-        raise ValueError(f"{len(paths)} videos in {shards}; need more than the {held_out} held out")
-    return videos, set(paths[len(paths) - held_out :])
+    yield from ((Path(path).stem, tokens) for path, tokens in iter_video_tokens(root))
+
+
+def videos_and_held_out(shards: list[str], held_out: int) -> tuple[list, set]:
+    """Every (video name, Tokens) of the folders, and the names held out: the last `held_out` by name (a video in
+    several folders, rates, is held out from all)."""
+    videos = [item for root in shards for item in iter_folder_tokens(root)]
+    names = sorted({name for name, _ in videos})
+    if len(names) <= held_out:
+        raise ValueError(f"{len(names)} videos in {shards}; need more than the {held_out} held out")
+    return videos, set(names[len(names) - held_out :])
 
 
 class TokenWindows:
     """Every window of the tokenized videos as tensors, with the states a decoder would have before each frame
-    (continuing the video's previous window, and `fresh`: as if the window started the video)."""
+    (continuing the video's previous window, and `fresh`: as if the window started the video; never for a window
+    that continues the one before, `continues`, whose first latent frame keeps only what changed)."""
 
     def __init__(self, shards: list[str], held_out: int, crop: int):
         videos, validation = videos_and_held_out(shards, held_out)
@@ -91,7 +105,7 @@ class TokenWindows:
                 raise ValueError(f"{path}: the prior models grid tokens of levels {levels}")
             split = "validation" if path in validation else "train"
             held = age = None
-            for w in tokens.windows:
+            for i, w in enumerate(tokens.windows):
                 mask = torch.from_numpy(w.mask.astype(bool))
                 codes = torch.zeros(mask.shape, dtype=torch.long)
                 codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
@@ -108,6 +122,7 @@ class TokenWindows:
                         "age": before_age,
                         "fresh": fresh,
                         "kept": kept_bucket(w.kept, mask.numel()),
+                        "continues": tokens.header.continues(i),
                     }
                 )
         # a video smaller than the crop lowers it for all (the network is convolutional: any size will do)
@@ -120,29 +135,32 @@ class TokenWindows:
         trunk runs once a frame): (context, mask, codes, step)."""
         c, windows = self.crop, self.sets["train"]
         picks = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
-        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame", "kept")}
+        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame", "kept", "continues")}
         for i in picks:
             w = windows[i]
             t = int(torch.randint(len(w["mask"]), (1,), generator=generator))
             y = int(torch.randint(w["mask"].shape[1] - c + 1, (1,), generator=generator))
             x = int(torch.randint(w["mask"].shape[2] - c + 1, (1,), generator=generator))
-            fresh = float(torch.rand((), generator=generator)) < fresh_fraction
+            fresh = float(torch.rand((), generator=generator)) < fresh_fraction and not w["continues"]
             held, age = w["fresh"] if fresh else (w["held"], w["age"])
             for key, value in (("held", held), ("age", age), ("mask", w["mask"]), ("codes", w["codes"])):
                 rows[key].append(value[t, y : y + c, x : x + c])
             rows["frame"].append(t)
             rows["kept"].append(w["kept"])
+            rows["continues"].append(w["continues"])
         n = len(PASSES)
         step = torch.arange(n).repeat(size)
-        frame, kept = torch.tensor(rows.pop("frame")), torch.tensor(rows.pop("kept"))
+        frame, kept, continues = (torch.tensor(rows.pop(k)).long() for k in ("frame", "kept", "continues"))
         held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
-        held, age, mask, codes, frame, kept = (v.repeat_interleave(n, 0) for v in (held, age, mask, codes, frame, kept))
-        return pass_context(held, age, mask, codes, frame, step, kept), mask, codes, step
+        held, age, mask, codes, frame, kept, continues = (
+            v.repeat_interleave(n, 0) for v in (held, age, mask, codes, frame, kept, continues)
+        )
+        return pass_context(held, age, mask, codes, frame, step, kept, continues), mask, codes, step
 
 
 def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
     """(mask bits, code bits) of a whole window under the float network: all its passes in one batch."""
-    ctx, mask, codes, _ = window_passes(w["mask"], w["codes"], w["held"], w["age"])
+    ctx, mask, codes, _ = window_passes(w["mask"], w["codes"], w["held"], w["age"], w["continues"])
     mask_bits, code_bits = context_bits(net, ctx, mask, codes)
     return float(mask_bits), float(code_bits)
 
@@ -201,10 +219,8 @@ class PriorTrainer(EmaTrainer):
 
 # ----------------------------------------------------------------------------- the 1D layout's sequence prior
 def shards_layout(shards: list[str]) -> str:
-    """The token layout of shard folders ("grid" or "1d"); folders of both are refused."""
-    from .shard_format import read_manifest
-
-    layouts = {read_manifest(root)["model"].get("layout", "grid") for root in shards}
+    """The token layout of shard or `.itok` folders ("grid" or "1d"); folders of both are refused."""
+    layouts = {next(iter_folder_tokens(root))[1].header.layout for root in shards}
     if len(layouts) > 1:
         raise ValueError(f"shard folders of different layouts ({', '.join(sorted(layouts))}): train one prior each")
     return layouts.pop()

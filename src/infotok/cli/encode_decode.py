@@ -44,12 +44,12 @@ def cmd_encode(args) -> int:
         return cmd_encode_1d(args)
     _check_grid_rate(args)
     spec, windowing = _specs(args)
-    if args.entropy == "prior" and args.refresh is None:  # the shipped prior models windows that start afresh
-        spec = replace(spec, refresh=1)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".itok", args.overwrite)
     model = _load_model(args)
     prior = _load_prior(args) if args.entropy == "prior" else None
+    if prior is not None and not prior.config.continuing and args.refresh is None:
+        spec = replace(spec, refresh=1)  # a prior that never saw continuing windows codes them poorly
     specs = _rate_control(args, inputs, model, spec, windowing)
 
     def job(src: Path, dst: Path) -> None:
@@ -216,7 +216,7 @@ def add_encode(sub) -> None:
         default="zlib",
         help="how the file stores the kept tokens: zlib (16 bits a code, zlib-packed; default) or prior "
         "(range-coded with a learned prior over the tokens, lossless; the file names the prior it needs; "
-        "windows start afresh unless --refresh says otherwise: the shipped prior was trained on such windows)",
+        "under a prior trained on independent windows only, windows start afresh unless --refresh says otherwise)",
     )
     add_prior_option(entropy, "codes the file with --entropy prior")
     p.set_defaults(func=cmd_encode)

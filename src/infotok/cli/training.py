@@ -106,7 +106,7 @@ def cmd_train_prior(args) -> int:
     from .. import train_prior as tp
 
     if not args.shards:
-        raise UsageError("train prior needs --shards: folders written by `infotok encode-dataset`")
+        raise UsageError("train prior needs --shards: folders written by `infotok encode-dataset` or `infotok encode`")
     settings = _small_run_settings(args, "prior_config", "prior")
     try:
         one_d = tp.shards_layout(args.shards) == "1d"
@@ -237,7 +237,13 @@ def add_train(sub) -> None:
     p.add_argument("--predictor-config", help="JSON of PredictorConfig fields (the value predictor)")
     p.add_argument("--latents", default="runs/latents.npz", help="registers: the file `train latents` wrote")
     p.add_argument("--register-config", help="registers: JSON of RegisterConfig fields, e.g. '{\"registers\": 256}'")
-    p.add_argument("--shards", nargs="*", default=[], help="prior: shard folders of `infotok encode-dataset`")
+    p.add_argument(
+        "--shards",
+        nargs="*",
+        default=[],
+        help="prior: shard folders of `infotok encode-dataset`, or folders of `.itok` files (`infotok encode`: "
+        "windows that continue each other, the default, need these)",
+    )
     p.add_argument("--prior-config", help="prior: JSON of PriorConfig fields, e.g. '{\"channels\": 64}'")
     p.add_argument(
         "--train-selection",
