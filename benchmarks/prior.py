@@ -3,10 +3,11 @@ equal real bytes (issue #34); writes BENCHMARKS_PRIOR.md.
 
 Protocol: every evaluation clip, its first 97 frames (3 windows of 33 frames overlapping by 1; shorter clips whole),
 short side 256, centre crop 256x256. The shipped InfoTok-Flex with its defaults (rd, drift, hold) at each asked
-rate, windows independent (refresh 1, as `--entropy prior` keeps them: the priors were trained on such windows);
-each clip's tokens are written as today's `.itok` (zlib) and as a prior-coded one (`infotok encode --entropy
-prior`, the shipped prior), which is read back and compared token for token. Seconds: the tokenizer's round trip
-(tokenize + detokenize) and the prior's coding (save) and decoding (load) of the same tokens, on this CPU.
+rate, windows as `infotok encode --entropy prior` writes them (continuing each other, the default, under a prior
+that models continuing windows; else independent, refresh 1); each clip's tokens are written as today's `.itok`
+(zlib) and as a prior-coded one (`infotok encode --entropy prior`, the shipped prior), which is read back and
+compared token for token. Seconds: the tokenizer's round trip (tokenize + detokenize) and the prior's coding (save)
+and decoding (load) of the same tokens, on this CPU.
 Codecs: the same frames through FFmpeg's libx264 and libx265 (imageio-ffmpeg's FFmpeg, preset medium, yuv420p,
 a CRF sweep), counted as elementary-stream bytes (raw .h264 / .hevc, no container), decoded by FFmpeg.
 PSNR: over all frames of a clip in uint8 range, then averaged over clips; BPP16: real bytes x 8 x 16 per pixel.
@@ -77,8 +78,10 @@ def tokenizer_rows(model: InfoTok, prior, clips: dict, preset: str = "default") 
     for rate in RATES:
         for name, (frames, fps) in clips.items():
             started = time.time()
-            # refresh 1: the priors were trained on (and model) windows that start afresh
-            tokens = model.tokenize(frames, rate=rate, fps=fps, refresh=1, **PRESETS[preset])
+            # what `infotok encode --entropy prior` writes: windows continue each other (the default) under a
+            # prior that models it, else they start afresh (refresh 1)
+            refresh = None if prior.config.continuing else 1
+            tokens = model.tokenize(frames, rate=rate, fps=fps, refresh=refresh, **PRESETS[preset])
             decoded = model.detokenize(tokens)
             round_trip = time.time() - started
             with tempfile.TemporaryDirectory() as tmp:
@@ -101,6 +104,7 @@ def tokenizer_rows(model: InfoTok, prior, clips: dict, preset: str = "default") 
                     "rate": rate,
                     "frames": len(frames),
                     "windows": len(tokens.windows),
+                    "refresh": tokens.header.refresh,
                     "kept": ledger.kept,
                     "realized_rate": ledger.realized_rate,
                     "nominal_bits": ledger.kept * 16 + ledger.total,  # 16 bits a code + 1 a position (the mask)
@@ -274,6 +278,8 @@ def psnr_at(curve: list[dict], bpp16: float) -> float | None:
 def report(result: dict, command: str) -> str:
     s = summary(result)
     p = result["prior"]
+    refresh = result["tokenizer"][0].get("refresh", 1)
+    windows = f"continuing each other, refresh {refresh}" if refresh > 1 else "independent, refresh 1"
     lines = [
         "# The token prior: entropy-coded token files, and infotok against x264/x265 at equal bytes",
         "",
@@ -282,7 +288,7 @@ def report(result: dict, command: str) -> str:
         __doc__.split("\n\n", 1)[1].strip(),
         "",
         f"Prior: `src/infotok/weights/prior-flex` ({p['name']}, hash {p['hash']}, {p['steps']} training steps on the"
-        " training clips' tokens; how: its TRAINING.md).",
+        f" training clips' tokens; how: its TRAINING.md). Windows of the default tokens: {windows}.",
         "",
         "## File size at the same tokens",
         "",

@@ -187,11 +187,15 @@ class PriorTrainer(EmaTrainer):
             "kbytes_per_window": (mask_bits + code_bits) / 8 / 1024 / max(len(windows), 1),
         }
 
+    def ema_network(self) -> tuple[torch.nn.Module, dict]:
+        """A network of the EMA weights, and the run's record for its folder's config."""
+        net = self.network(self.model.config)
+        net.load_state_dict(self.ema)
+        return net, {"name": self.cfg.name, "trained_steps": self.step, "train_config": asdict(self.cfg)}
+
     def export(self, directory: Path | None = None) -> Path:
         """The EMA weights as an integer prior folder (`TokenPrior.from_pretrained` reads it)."""
-        net = PriorNet(self.model.config)
-        net.load_state_dict(self.ema)
-        info = {"name": self.cfg.name, "trained_steps": self.step, "train_config": asdict(self.cfg)}
+        net, info = self.ema_network()
         return TokenPrior.from_net(net, info).save_pretrained(directory or self.out / "model")
 
     def load_data(self) -> None:
@@ -300,7 +304,5 @@ class SequencePriorTrainer(PriorTrainer):
         }
 
     def export(self, directory: Path | None = None) -> Path:
-        net = SequencePriorNet(self.model.config)
-        net.load_state_dict(self.ema)
-        info = {"name": self.cfg.name, "trained_steps": self.step, "train_config": asdict(self.cfg)}
+        net, info = self.ema_network()
         return net.save_pretrained(directory or self.out / "model", info)
