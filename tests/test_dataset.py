@@ -17,7 +17,7 @@ import pytest
 from infotok.cli import main
 from infotok.model import InfoTok
 from infotok.spec import TokenizeSpec, Windowing
-from infotok.video import synthetic_video, write_video
+from infotok.video import read_video, synthetic_video, write_video
 
 from .conftest import tiny_model
 
@@ -617,3 +617,35 @@ def test_a_shared_budget_on_predicted_curves_is_exact_and_spends_where_the_curve
         assert sum(kept) == budget_count(rate, sizes) and np.isfinite(slope)
         if rate == 0.5:
             assert kept[1] > kept[0] and kept[1] / sizes[1] > kept[3] / sizes[3]
+
+
+def test_encode_dataset_writes_1d_shards_on_ray_that_read_back_as_the_same_tokens(ray_address, tmp_path, capsys):
+    model = InfoTok.from_pretrained(layout="1d")
+    from infotok.shards import TokenShards, load_video_tokens, read_manifest
+
+    videos = []
+    for seed, frames in ((1, 20), (2, 40)):
+        videos.append(tmp_path / f"v{seed}.mp4")
+        write_video(videos[-1], synthetic_video(frames, 64, 128, seed=seed), fps=20.0)
+    argv = ["encode-dataset", str(tmp_path / "v1.mp4"), str(tmp_path / "v2.mp4"), "--layout", "1d"]
+    assert main([*argv, "--out", str(tmp_path / "shards"), "--tokens", "32"]) == 0
+    assert "2 videos tokenized; 3 windows" in capsys.readouterr().out
+    manifest = read_manifest(tmp_path / "shards")
+    assert manifest["model"]["layout"] == "1d" and manifest["settings"]["tokens"] == 32
+    # a rate is shared among each video's windows by the driver, as tokenize shares it
+    assert main([*argv, "--out", str(tmp_path / "shared"), "--rate", "0.1"]) == 0
+    for v in videos:
+        frames = read_video(v)[0]
+        for folder, direct in (
+            ("shards", model.tokenize(frames, tokens=32)),
+            ("shared", model.tokenize(frames, rate=0.1)),
+        ):
+            stored = load_video_tokens(tmp_path / folder, str(v.resolve()))
+            assert stored.header.layout == "1d" and [w.kept for w in stored.windows] == [w.kept for w in direct.windows]
+            for a, b in zip(stored.windows, direct.windows):
+                assert np.array_equal(a.indices, b.indices) and a.rate == b.rate
+        assert model.detokenize(stored.truncate(8)).shape == frames.shape
+    items = list(TokenShards(tmp_path / "shards", mode="sequence"))
+    assert len(items) == 3 and all(len(item["tokens"]) == 32 for item in items)  # coarse-to-fine sequences
+    assert main([*argv, "--out", str(tmp_path / "shards"), "--tokens", "32"]) == 0  # a rerun resumes: nothing to do
+    assert main([*argv, "--out", str(tmp_path / "shards"), "--tokens", "16"]) != 0  # other settings: refused, said

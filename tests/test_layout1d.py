@@ -216,28 +216,3 @@ def test_rate_and_target_choose_each_windows_length(model):
     assert high.header.target_psnr == 60.0 and high.header.strategy == "target" and shared.header.strategy == "rate"
     with pytest.raises(ValueError, match="at most one"):
         model.tokenize(video, tokens=4, rate=0.01)
-
-
-def test_encode_dataset_writes_1d_shards_that_read_back_as_the_same_tokens(tmp_path, model, capsys):
-    from infotok.shards import TokenShards, load_video_tokens, read_manifest
-
-    videos = []
-    for seed, frames in ((1, 20), (2, 40)):
-        videos.append(tmp_path / f"v{seed}.mp4")
-        write_video(videos[-1], synthetic_video(frames, 64, 128, seed=seed), fps=20.0)
-    argv = ["encode-dataset", str(tmp_path / "v1.mp4"), str(tmp_path / "v2.mp4"), "--out", str(tmp_path / "shards")]
-    assert main(argv + ["--layout", "1d", "--tokens", "32"]) == 0
-    assert "2 videos, 3 windows, 96 tokens (1D layout)" in capsys.readouterr().out
-    manifest = read_manifest(tmp_path / "shards")
-    assert manifest["model"]["layout"] == "1d" and manifest["settings"]["tokens"] == 32
-    for v in videos:
-        stored = load_video_tokens(tmp_path / "shards", str(v.resolve()))
-        direct = model.tokenize(read_video(v)[0], tokens=32, fps=20.0)
-        assert stored.header.layout == "1d" and [w.kept for w in stored.windows] == [32] * len(direct.windows)
-        for a, b in zip(stored.windows, direct.windows):
-            assert np.array_equal(a.indices, b.indices)
-        assert model.detokenize(stored.truncate(8)).shape == read_video(v)[0].shape
-    items = list(TokenShards(tmp_path / "shards", mode="sequence"))
-    assert len(items) == 3 and all(len(item["tokens"]) == 32 for item in items)  # coarse-to-fine sequences
-    assert main(argv + ["--layout", "1d", "--tokens", "32"]) == 0  # a rerun resumes: nothing left to do
-    assert main(argv + ["--layout", "1d", "--tokens", "16"]) != 0  # other settings: refused, said

@@ -9,7 +9,7 @@ import torch
 
 from infotok import InfoTok
 from infotok.sequence_prior import SequencePriorConfig, SequencePriorNet, rank_grid, window_prefix_bits
-from infotok.video import synthetic_video, write_video
+from infotok.video import synthetic_video
 
 SMALL = dict(levels=[8, 5, 3], registers=6, channels=8, dilations=[1, 2])
 
@@ -45,15 +45,14 @@ def one_d():
     return InfoTok.from_pretrained(layout="1d")
 
 
-def test_train_prior_on_1d_shards_trains_the_sequence_prior(tmp_path, one_d):
+def test_train_prior_on_1d_tokens_trains_the_sequence_prior(tmp_path, one_d):
     from infotok.cli import main
-    from infotok.layout1d import encode_dataset
-    from infotok.shards import load_video_tokens
 
-    clips = [write_video(tmp_path / f"c{s}.mp4", synthetic_video(9, 64, 128, seed=s), fps=8) for s in range(5)]
-    encode_dataset(one_d, clips, tmp_path / "shards", max_size=None)
-    video = load_video_tokens(tmp_path / "shards", str(clips[0].resolve()))
-    args = ["train", "prior", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "run"), "--quiet"]
+    videos = [one_d.tokenize(synthetic_video(9, 64, 128, seed=s), fps=8) for s in range(5)]
+    for s, tokens in enumerate(videos):  # a folder of .itok files (shard folders are read the same way)
+        tokens.save(tmp_path / "itok" / f"c{s}.itok")
+    video = videos[0]
+    args = ["train", "prior", "--shards", str(tmp_path / "itok"), "--out", str(tmp_path / "run"), "--quiet"]
     config = dict(registers=one_d.registers.config.registers, channels=8, dilations=[1, 2])
     args += ["--prior-config", json.dumps(config), "--log-every", "2", "--batch", "2"]
     assert main(args + ["--steps", "3"]) == 0

@@ -63,6 +63,7 @@ from .dataset_ray import (  # noqa: F401 (re-exported)
     CUT_TASK_MEMORY,
     WindowMeasurer,
     WindowTokenizer,
+    WindowTokenizer1D,
     _check_resources,
     _ray_stages,
     cut_windows,
@@ -89,8 +90,16 @@ class _Collector:
     """The driver's end of the pipeline: gathers each video's windows as they arrive (in any order, from
     any worker), hands whole videos to the shard writer, records failures and the workers' figures."""
 
-    def __init__(self, writer, state: DatasetProgress, overlap: int, on_shard: Callable[[dict], None] | None):
-        self.writer, self.state, self.overlap, self.on_shard = writer, state, overlap, on_shard
+    def __init__(
+        self,
+        writer,
+        state: DatasetProgress,
+        overlap: int,
+        on_shard: Callable[[dict], None] | None,
+        finish: Callable | None = None,
+    ):
+        """`finish`: a whole video's rows -> the rows to store (the 1D layout's shared rate cuts them there)."""
+        self.writer, self.state, self.overlap, self.on_shard, self.finish = writer, state, overlap, on_shard, finish
         self.videos: dict[str, dict] = {}  # path -> {"rows": {window: one-row table}, "total": windows or None}
         self.failed: set[str] = set()
         self.peaks: dict[str, dict] = {"tokenizer": {}, "decoder": {}, "gpu": {}, "busy": {}}
@@ -132,7 +141,8 @@ class _Collector:
                 entry["total"] = window + 1
         if entry["total"] is not None and len(entry["rows"]) == entry["total"]:
             del self.videos[path]
-            self._shard(self.writer.add(pa.concat_tables([entry["rows"][w] for w in range(entry["total"])])))
+            rows = pa.concat_tables([entry["rows"][w] for w in range(entry["total"])])
+            self._shard(self.writer.add(self.finish(rows) if self.finish else rows))
             self.state.done += 1
 
     def fail(self, path: str, error: str) -> None:
@@ -176,6 +186,7 @@ def encode_dataset(
     overwrite: bool = False,
     progress: Callable[[DatasetProgress], None] | None = None,
     on_shard: Callable[[dict], None] | None = None,
+    one_d: dict | None = None,
     **settings,
 ) -> DatasetRun:
     """Tokenize every video of `sources` (see `list_sources`) into Parquet shards in `out`.
@@ -194,6 +205,7 @@ def encode_dataset(
     of `decode_cpus` CPUs. `progress` is called as windows arrive, `on_shard` after each shard enters
     the manifest. A video that fails is listed in `out`/failures.jsonl and in the result; the others
     go on.
+    `one_d`: the settings of a 1D-layout run (`encode_dataset_1d`), which replace `spec` and `windowing`.
     """
     require_scale()
     began = time.time()
@@ -201,7 +213,6 @@ def encode_dataset(
     from .model import InfoTok
     from .shards import ShardWriter, model_identity
 
-    settings = tokenize_settings(spec, windowing, budget, **settings)
     if batch_size is None:
         batch_size = 8 if num_gpus_per_worker or str(device or "").startswith("cuda") else 1
     for name, value in (
@@ -217,27 +228,40 @@ def encode_dataset(
     videos = [str(p) for p in list_sources(sources)]
     if not videos:
         raise ValueError(f"no videos found in {' '.join(map(str, sources))}")
-    # every worker loads the checkpoint the driver resolved (on a cluster: the same path on every node)
-    checkpoint = os.path.abspath(checkpoint or default_checkpoint())
-    probe_model = InfoTok.from_pretrained(checkpoint, device="cpu")  # checks the checkpoint before Ray starts
-    identity = model_identity(probe_model)
-    probe_model.check_rates(settings["rate"])
-    settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
-        settings["strategy"], settings["selection"], settings["fill"]
-    )
-    check_windowing(settings["window"], settings["overlap"], probe_model.geometry)
-    root = Path(out)
-    if budget == "run":
-        if settings["strategy"] != "rd":
-            raise ValueError(
-                f"budget run shares one budget by rate-distortion: use it with strategy rd (not {settings['strategy']})"
-            )
-        if settings["fill"] != "hold":
-            probe_model.check_predictor("a run budget under the mask fill")
-        grid = hold_grid(probe_model.code_range()).tolist() if settings["fill"] == "hold" else None
-        key = statistics_key(identity, settings, grid)
-        if overwrite:
-            shutil.rmtree(root / BUDGET_DIR, ignore_errors=True)
+    root, actor, finish = Path(out), WindowTokenizer, None
+    if one_d is not None:
+        from . import layout1d
+
+        if budget != "calibrated" or settings:
+            raise ValueError("a 1D-layout run takes its settings from encode_dataset_1d")
+        checkpoint = os.path.abspath(checkpoint or layout1d.SHIPPED_1D)
+        probe_model = layout1d.InfoTok1D.from_pretrained(checkpoint, device="cpu")
+        identity, settings, actor = layout1d.shard_identity(probe_model), one_d, WindowTokenizer1D
+        if settings["rate"] is not None:
+            finish = functools.partial(layout1d.share_video_rows, rate=settings["rate"])
+    else:
+        settings = tokenize_settings(spec, windowing, budget, **settings)
+        # every worker loads the checkpoint the driver resolved (on a cluster: the same path on every node)
+        checkpoint = os.path.abspath(checkpoint or default_checkpoint())
+        probe_model = InfoTok.from_pretrained(checkpoint, device="cpu")  # checks the checkpoint before Ray starts
+        identity = model_identity(probe_model)
+        probe_model.check_rates(settings["rate"])
+        settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
+            settings["strategy"], settings["selection"], settings["fill"]
+        )
+        check_windowing(settings["window"], settings["overlap"], probe_model.geometry)
+        if budget == "run":
+            if settings["strategy"] != "rd":
+                raise ValueError(
+                    "budget run shares one budget by rate-distortion: use it with strategy rd "
+                    f"(not {settings['strategy']})"
+                )
+            if settings["fill"] != "hold":
+                probe_model.check_predictor("a run budget under the mask fill")
+            grid = hold_grid(probe_model.code_range()).tolist() if settings["fill"] == "hold" else None
+            key = statistics_key(identity, settings, grid)
+            if overwrite:
+                shutil.rmtree(root / BUDGET_DIR, ignore_errors=True)
     del probe_model
     if not overwrite:
         _check_resumable(root, settings)
@@ -263,7 +287,7 @@ def encode_dataset(
         tokens_total=0,
         shards=[],
         elapsed=0.0,
-        rate=settings["rate"],
+        rate=settings["rate"] or 0.0,
         budget=budget,
     )
 
@@ -302,12 +326,12 @@ def encode_dataset(
         state = DatasetProgress(videos=len(pending))
         run.skipped = sum(writer.is_complete(p) for p in videos)
         run.failures, run.shards = writer.failures, writer.written
-        collector = _Collector(writer, state, settings["overlap"], on_shard)
+        collector = _Collector(writer, state, settings["overlap"], on_shard, finish)
         try:
             if pending:
                 items = [{"video": p} | ({"rates": allocation.rates[p]} if budget == "run" else {}) for p in pending]
                 t0 = time.time()
-                for table in _ray_stages(ray_data(), items, WindowTokenizer, settings, workers):
+                for table in _ray_stages(ray_data(), items, actor, settings, workers):
                     run.first_rows_s = run.first_rows_s or time.time() - t0
                     collector.add(table)
                     state.elapsed = time.time() - t0
@@ -333,6 +357,33 @@ def encode_dataset(
         state.elapsed = run.pipeline_s
         progress(state)
     return run
+
+
+def encode_dataset_1d(
+    sources: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    tokens: int | None = None,
+    rate: float | None = None,
+    target_psnr: float | None = None,
+    size: int | None = None,
+    max_size: int | None = 256,
+    start: int = 0,
+    max_frames: int | None = None,
+    **run_options,
+) -> DatasetRun:
+    """`encode_dataset` for the 1D layout (`infotok encode-dataset --layout 1d`): a 1D checkpoint (default: the
+    installed infotok-1d) writes each window's coarse-to-fine sequence, as `infotok encode --layout 1d` does:
+    its first `tokens`, or the fewest that reach `target_psnr` there, or `rate` x the grid's positions shared
+    among each video's windows (the windows' PSNR curves go to the driver, which cuts a video's sequences once
+    all its windows are in); none of them: whole sequences. Windows of 33 frames overlapping by 1, frames
+    resized as `size` / `max_size` say and centre-cropped to the layout's multiple, from frame `start`, at
+    most `max_frames`. `run_options`: the workers, resuming, progress and Ray options of `encode_dataset`."""
+    from .layout1d import dataset_settings
+
+    one_d = dataset_settings(tokens, rate, target_psnr, size, max_size, start, max_frames)
+    return encode_dataset(sources, out, checkpoint, one_d=one_d, **run_options)
 
 
 def measure_throughput(

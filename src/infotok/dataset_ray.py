@@ -80,11 +80,15 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
         path = str(path)
         allocated = batch["rates"][j] if "rates" in batch else None
         try:
-            windowing = Windowing(
-                **{k: settings[k] for k in ("window", "overlap", "size", "max_size", "start", "max_frames")}
+            windowing = Windowing(  # a 1D run records no start, max_frames or seed: the defaults
+                **{
+                    k: settings[k]
+                    for k in ("window", "overlap", "size", "max_size", "start", "max_frames")
+                    if k in settings
+                }
             )
             frames, info, resize = video_source(path, windowing)
-            generator = np.random.default_rng(settings["seed"])
+            generator = np.random.default_rng(settings.get("seed", 0))
             held, count = None, 0
             for i, (start, end, chunk) in enumerate(iter_windows(frames, settings["window"], settings["overlap"])):
                 if held is not None:
@@ -109,7 +113,7 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
                 )
             if held is None:
                 raise ValueError(
-                    f"{path}: no frames" + (f" at or after frame {settings['start']}" if settings["start"] else "")
+                    f"{path}: no frames" + (f" at or after frame {settings['start']}" if settings.get("start") else "")
                 )
             if allocated is not None and count != len(allocated):
                 raise ValueError(
@@ -157,19 +161,23 @@ class WindowTokenizer:
 
     Windows of one shape go through `InfoTok.encode` together, whatever their video. The output is
     an Arrow table of shard rows (shards.SCHEMA; the driver fills num_windows and num_frames), plus
-    `error` (a row per video whose windows could not be tokenized), `_last`, and for measuring:
-    the worker's peak memory (`_pid`, `_rss`, `_gpu`; the cutting task's `_dpid`, `_drss`), when its
-    model was loaded (`_ready`, epoch seconds) and each row's share of the call's time (`_busy`).
+    `error` (a row per video whose windows could not be tokenized), the subclass's `extra_fields`, `_last`,
+    and for measuring: the worker's peak memory (`_pid`, `_rss`, `_gpu`; the cutting task's `_dpid`, `_drss`),
+    when its model was loaded (`_ready`, epoch seconds) and each row's share of the call's time (`_busy`).
     """
+
+    @staticmethod
+    def extra_fields() -> tuple:
+        """(name, pyarrow type) of the columns a subclass adds for the driver (never stored)."""
+        return ()
 
     def __init__(self, checkpoint: str | None, device: str, settings: dict, weights_hash: str | None = None):
         import torch
 
         from .checkpoint import CheckpointError
-        from .model import InfoTok
 
         self.torch = torch
-        self.model = InfoTok.from_pretrained(checkpoint, device=device)
+        self.model = self.load_model(checkpoint, device)
         if weights_hash is not None and self.model.weights_hash != weights_hash:
             raise CheckpointError(
                 f"{checkpoint}: this worker's copy of the checkpoint has weights "
@@ -178,13 +186,34 @@ class WindowTokenizer:
         self.settings = settings
         self.ready = time.time()
 
+    @staticmethod
+    def load_model(checkpoint: str | None, device: str):
+        from .model import InfoTok
+
+        return InfoTok.from_pretrained(checkpoint, device=device)
+
+    def tokenize_group(self, batch: dict, rows: list[int], x: np.ndarray) -> list[tuple]:
+        """Windows `rows` of the batch, their frames `x` [B, T, H, W, 3] (one shape) -> (TokenWindow, fields) a
+        row: fields of the row's video that differ from the batch's, and the `extra_fields`."""
+        s = self.settings
+        drawn = [float(batch["draw_rate"][i]) for i in rows]
+        tokens = self.model.encode(
+            self.torch.from_numpy(x),
+            s["rate"],
+            s["strategy"],
+            s["selection"],
+            _SeedReplay([int(batch["draw_seed"][i]) for i in rows]),
+            rates=None if any(math.isnan(r) for r in drawn) else drawn,
+            fill=s["fill"],
+        )
+        return [(tokens.window(j, int(batch["start"][i]), int(batch["end"][i])), {}) for j, i in enumerate(rows)]
+
     def __call__(self, batch: dict):
         import pyarrow as pa
 
-        from .shards import SCHEMA, records_table, window_record
+        from .shards import SCHEMA, VIDEO_FIELDS, records_table, window_record
 
         began = time.time()
-        s = self.settings
         records, extra = [], []
         failed, groups = _shape_groups(batch)
         for i in failed:
@@ -192,25 +221,14 @@ class WindowTokenizer:
             extra.append(i)
         for (frames, height, width), rows in groups.items():
             try:
-                x = _stack_windows(batch, rows, (frames, height, width))
-                drawn = [float(batch["draw_rate"][i]) for i in rows]
-                rates = None if any(math.isnan(r) for r in drawn) else drawn
-                tokens = self.model.encode(
-                    self.torch.from_numpy(x),
-                    s["rate"],
-                    s["strategy"],
-                    s["selection"],
-                    _SeedReplay([int(batch["draw_seed"][i]) for i in rows]),
-                    rates=rates,
-                    fill=s["fill"],
-                )
+                made = self.tokenize_group(batch, rows, _stack_windows(batch, rows, (frames, height, width)))
             except Exception as exc:  # e.g. out of memory on one size: its videos fail, the rest go on
                 for i in rows:
                     path = str(batch["video"][i])
                     records.append(self._error_record(path, f"{path}: tokenizing failed ({_one_line(exc)})"))
                     extra.append(i)
                 continue
-            for j, i in enumerate(rows):
+            for i, (window, fields) in zip(rows, made):
                 resize = int(batch["resize"][i])
                 video = {
                     "video": str(batch["video"][i]),
@@ -223,14 +241,13 @@ class WindowTokenizer:
                     "source_height": int(batch["source_height"][i]),
                     "resize": None if resize < 0 else resize,
                 }
-                records.append(
-                    window_record(
-                        tokens.window(j, int(batch["start"][i]), int(batch["end"][i])), int(batch["window"][i]), video
-                    )
-                    | {"error": ""}
-                )
+                video |= {k: v for k, v in fields.items() if k in VIDEO_FIELDS}
+                own = {k: v for k, v in fields.items() if k not in VIDEO_FIELDS}
+                records.append(window_record(window, int(batch["window"][i]), video) | {"error": ""} | own)
                 extra.append(i)
         schema = SCHEMA.append(pa.field("error", pa.string()))
+        for name, kind in self.extra_fields():
+            schema = schema.append(pa.field(name, kind))
         table = records_table(records, schema)
         gpu = int(self.torch.cuda.max_memory_allocated()) if self.model.device.type == "cuda" else 0
         busy = (time.time() - began) / max(1, len(extra))
@@ -274,6 +291,38 @@ class WindowTokenizer:
             "indices": np.zeros(0, np.uint16),
             "error": str(message),
         }
+
+
+class WindowTokenizer1D(WindowTokenizer):
+    """Ray Data callable class of a 1D-layout run (`dataset.encode_dataset_1d`): loads a `layout1d.InfoTok1D` and
+    makes each window's coarse-to-fine sequence (`InfoTok1D.dataset_window`), its frames first centre-cropped to
+    the layout's multiple; under a rate each row also carries the window's PSNR curve and grid positions
+    (`_curve`, `_grid`), from which the driver cuts the video's sequences (`layout1d.share_video_rows`)."""
+
+    @staticmethod
+    def extra_fields() -> tuple:
+        import pyarrow as pa
+
+        return (("_curve", pa.list_(pa.float64())), ("_grid", pa.int64()))
+
+    @staticmethod
+    def load_model(checkpoint: str | None, device: str):
+        from .layout1d import InfoTok1D
+
+        return InfoTok1D.from_pretrained(checkpoint, device=device)
+
+    def tokenize_group(self, batch: dict, rows: list[int], x: np.ndarray) -> list[tuple]:
+        from .layout1d import centre_crop
+
+        top, left, h, w = centre_crop(x.shape[2], x.shape[3], self.model.align)
+        x = x[:, :, top : top + h, left : left + w]
+        out = []
+        for j, i in enumerate(rows):
+            window, curve, grid = self.model.dataset_window(
+                x[j], int(batch["start"][i]), int(batch["end"][i]), self.settings
+            )
+            out.append((window, {"width": w, "height": h, "_curve": curve, "_grid": grid}))
+        return out
 
 
 class WindowMeasurer(WindowTokenizer):

@@ -144,17 +144,9 @@ class InfoTok1D(nn.Module):
         them: one window's frames are held at a time, and each window's sequence (and, to share a rate or
         reach a target, its PSNR curve) until every window is in."""
         h, w = height, width
-        if h % self.align or w % self.align:
-            raise ValueError(f"the 1D layout takes frames whose sides are multiples of {self.align}, got {w}x{h}")
-        if sum(x is not None for x in (tokens, rate, target_psnr)) > 1:
-            raise ValueError("give at most one of tokens, rate and target_psnr")
         header = self.header(1, h, w, fps, **source)  # its frame count once the windows are in
-        total, grid = self.tokens_per_window(h, w), grid_positions(header)
-        if tokens is not None and not 1 <= tokens <= total:
-            raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {tokens}")
-        if rate is not None and not 0 < rate * grid <= total:
-            raise ValueError(f"rate must be in (0, {total / grid:.4f}] (1D windows of {w}x{h} hold {total} tokens)")
-        ladder = [k for k in LADDER if k < total] + [total]
+        total, grid = self.window_sizes(h, w, tokens, rate, target_psnr)
+        ladder = ladder_for(total)
         spans, sequences, curves = [], [], []
         for start, end, clip in windows:
             spans.append((start, end))
@@ -167,7 +159,7 @@ class InfoTok1D(nn.Module):
         if rate is not None:
             keeps = share_tokens(ladder, curves, round(rate * grid * len(spans)))
         elif target_psnr is not None:
-            keeps = [next((k for k, p in zip(ladder, c) if p >= target_psnr), total) for c in curves]
+            keeps = [target_keep(ladder, c, target_psnr) for c in curves]
             short = [max(c) for c in curves if max(c) < target_psnr]
             if short:
                 warnings.warn(
@@ -185,6 +177,37 @@ class InfoTok1D(nn.Module):
         if target_psnr is not None:
             header.target_psnr = float(target_psnr)
         return out
+
+    def window_sizes(
+        self, height: int, width: int, tokens: int | None, rate: float | None, target_psnr: float | None
+    ) -> tuple[int, int]:
+        """(tokens a window of `height` x `width` holds, positions of the grid layout's window there), once the
+        frame size and the choice of at most one of tokens, rate and target_psnr are checked against them."""
+        h, w = height, width
+        if h % self.align or w % self.align:
+            raise ValueError(f"the 1D layout takes frames whose sides are multiples of {self.align}, got {w}x{h}")
+        if sum(x is not None for x in (tokens, rate, target_psnr)) > 1:
+            raise ValueError("give at most one of tokens, rate and target_psnr")
+        total, grid = self.tokens_per_window(h, w), grid_positions(self.header(1, h, w, 30.0))
+        if tokens is not None and not 1 <= tokens <= total:
+            raise ValueError(f"tokens must be in 1..{total} for {w}x{h} windows, got {tokens}")
+        if rate is not None and not 0 < rate * grid <= total:
+            raise ValueError(f"rate must be in (0, {total / grid:.4f}] (1D windows of {w}x{h} hold {total} tokens)")
+        return total, grid
+
+    def dataset_window(self, frames: np.ndarray, start: int, end: int, settings: dict) -> tuple:
+        """One window of a dataset run (`dataset.encode_dataset_1d`; frames cropped to the layout's multiple) ->
+        (its TokenWindow, its PSNR curve over `ladder_for`, its grid positions): cut to the settings' tokens or
+        target here; under a rate the whole sequence with its curve, which `share_video_rows` cuts once the
+        video's windows are in (no curve is measured where nothing needs one)."""
+        tokens, rate, target = settings["tokens"], settings["rate"], settings["target_psnr"]
+        total, grid = self.window_sizes(frames.shape[1], frames.shape[2], tokens, rate, target)
+        sequence = self.encode_window(frames)
+        ladder = ladder_for(total)
+        curve = self.psnr_curve(frames, sequence, ladder) if rate is not None or target is not None else []
+        keep = target_keep(ladder, curve, target) if target is not None else total if rate is not None else tokens
+        kept = sequence[: keep or total].cpu().numpy().astype(np.uint16)
+        return prefix_window(start, end, kept, total, grid), curve, grid
 
     def psnr_curve(self, frames: np.ndarray, sequence: torch.Tensor, ladder: list[int]) -> list[float]:
         """PSNR of a window's regression decode from each prefix length of `ladder` (its frames only)."""
@@ -253,6 +276,16 @@ class InfoTok1D(nn.Module):
         return np.stack(out)[start - first : None if stop is None else stop - first]
 
 
+def ladder_for(total: int) -> list[int]:
+    """The prefix lengths a window of `total` tokens is measured at (`LADDER` below it, then all of it)."""
+    return [k for k in LADDER if k < total] + [total]
+
+
+def target_keep(ladder: list[int], curve: list[float], target_psnr: float) -> int:
+    """The fewest tokens of the ladder whose decode reaches `target_psnr` (all of them where none does)."""
+    return next((k for k, p in zip(ladder, curve) if p >= target_psnr), ladder[-1])
+
+
 def share_tokens(ladder: list[int], curves: list[list[float]], budget: int) -> list[int]:
     """Tokens per window, `budget` in all (at least 1 each): every window starts at its first ladder point,
     then the tokens go, a segment at a time, to the window whose next segment on the upper concave hull of
@@ -306,6 +339,14 @@ def encode_file(model: InfoTok1D, src: Path, dst: Path, overwrite: bool = False,
     return out
 
 
+def centre_crop(height: int, width: int, align: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the largest centred crop whose sides are multiples of `align`."""
+    h, w = height // align * align, width // align * align
+    if not h or not w:
+        raise ValueError(f"frames of {width}x{height} are smaller than the 1D layout's {align}")
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
 def source_stream(
     model: InfoTok1D,
     src: Path,
@@ -325,11 +366,7 @@ def source_stream(
     first = next(stream, None)
     if first is None:
         raise ValueError(f"{src}: no frames from frame {start}")
-    a = model.align
-    h, w = first.shape[0] // a * a, first.shape[1] // a * a
-    if not h or not w:
-        raise ValueError(f"frames of {first.shape[1]}x{first.shape[0]} are smaller than the 1D layout's {a}")
-    top, left = (first.shape[0] - h) // 2, (first.shape[1] - w) // 2
+    top, left, h, w = centre_crop(first.shape[0], first.shape[1], model.align)
     frames = (f[top : top + h, left : left + w] for f in itertools.chain([first], stream))
     source = {"fps": info.fps, "source_width": info.width, "source_height": info.height}
     source["resize"] = resize if resize and resize != min(info.width, info.height) else None
@@ -424,27 +461,24 @@ def shard_identity(model: InfoTok1D) -> dict:
     }
 
 
-def encode_dataset(
-    model: InfoTok1D,
-    videos: list[Path],
-    out: str | os.PathLike,
+def dataset_settings(
     tokens: int | None = None,
     rate: float | None = None,
     target_psnr: float | None = None,
     size: int | None = None,
     max_size: int | None = 256,
-    windows_per_shard: int = 2048,
-    overwrite: bool = False,
-    progress=None,
+    start: int = 0,
+    max_frames: int | None = None,
 ) -> dict:
-    """`infotok encode-dataset --layout 1d`: each video's 1D tokens into Parquet shards (`shards.ShardWriter`:
-    resumable, one video never split), one video at a time in this process. A video that cannot be read is
-    listed in failures.jsonl and the others go on. Returns the manifest."""
-    from .shards import ShardWriter
-    from .video import VideoError
-
-    strategy = "target" if target_psnr is not None else "rate" if rate is not None else "tokens"
-    settings = {
+    """What a 1D dataset run (`dataset.encode_dataset_1d`) records in its manifest; a resumed run must give the
+    same."""
+    if sum(x is not None for x in (tokens, rate, target_psnr)) > 1:
+        raise ValueError("give at most one of tokens, rate and target_psnr")
+    if tokens is not None and not (isinstance(tokens, int) and tokens >= 1):
+        raise ValueError(f"tokens must be a positive integer, got {tokens!r}")
+    if rate is not None and not 0 < rate <= 1:
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
+    return {
         "layout": LAYOUT,
         "tokens": tokens,
         "rate": rate,
@@ -453,23 +487,27 @@ def encode_dataset(
         "max_size": max_size,
         "window": WINDOW,
         "overlap": OVERLAP,
-        "strategy": strategy,
+        "start": start,
+        "max_frames": max_frames,
+        "strategy": "target" if target_psnr is not None else "rate" if rate is not None else "tokens",
         "selection": "prefix",
     }
-    writer = ShardWriter(out, shard_identity(model), settings, windows_per_shard, overwrite)
-    try:
-        for path in videos:
-            if writer.is_complete(path):
-                continue
-            try:
-                video_tokens = tokenize_file(model, path, tokens, rate, target_psnr, size=size, max_size=max_size)
-            except (VideoError, ValueError, OSError) as exc:
-                writer.fail(path, str(exc))
-            else:
-                writer.add_tokens(path, video_tokens)
-            if progress:
-                progress(path)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+
+
+def share_video_rows(table, rate: float):
+    """A video's shard rows of whole sequences, with each window's PSNR curve and grid positions (`_curve`,
+    `_grid`: a 1D dataset run under a rate) -> the rows `tokenize(rate=...)` would give: rate x the grid's
+    positions shared among the windows (`share_tokens`)."""
+    from .shard_format import VIDEO_FIELDS, records_table, table_windows, window_record
+
+    table = table.sort_by([("window", "ascending")])
+    windows, curves = table_windows(table), table.column("_curve").to_pylist()
+    grid, total = int(table.column("_grid")[0].as_py()), windows[0].mask.size
+    keeps = share_tokens(ladder_for(total), curves, round(rate * grid * len(windows)))
+    video = {k: table.column(k)[0].as_py() for k in VIDEO_FIELDS}
+    return records_table(
+        [
+            window_record(prefix_window(w.start, w.end, w.indices[:keep], total, grid), i, video)
+            for i, (w, keep) in enumerate(zip(windows, keeps))
+        ]
+    )

@@ -21,7 +21,7 @@ from .common import (  # noqa: F401 (re-exported)
     plural,
 )
 from .conversion import add_convert, cmd_convert  # noqa: F401 (re-exported)
-from .encode_dataset import add_encode_dataset, cmd_encode_dataset, cmd_encode_dataset_1d  # noqa: F401 (re-exported)
+from .encode_dataset import add_encode_dataset, cmd_encode_dataset  # noqa: F401 (re-exported)
 from .encode_decode import (  # noqa: F401 (re-exported)
     add_decode,
     add_encode,

@@ -129,7 +129,7 @@ def _one_d_options(args, windowing) -> dict:
     return dict(
         tokens=args.tokens,
         rate=args.rate if args.rate_given else None,
-        target_psnr=args.target_psnr,
+        target_psnr=getattr(args, "target_psnr", None),  # encode-dataset offers none
         size=windowing.size,
         max_size=windowing.max_size,
         start=windowing.start,

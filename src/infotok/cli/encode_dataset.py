@@ -1,10 +1,10 @@
-"""`infotok encode-dataset`: many videos into Parquet token shards (Ray Data; the 1D layout in this process)."""
+"""`infotok encode-dataset`: many videos into Parquet token shards, grid or 1D layout, on Ray Data."""
 
 from __future__ import annotations
 
 import sys
 
-from .common import EXIT_BAD_INPUT, Progress, UsageError, _check_grid_rate, _load_1d, _positive, _share, _specs
+from .common import EXIT_BAD_INPUT, Progress, UsageError, _check_grid_rate, _one_d_options, _positive, _share, _specs
 from .options import add_layout_options, add_tokenize_options
 
 
@@ -17,51 +17,18 @@ class _DatasetBar(Progress):
         return super().status() + (f", {self.extra}" if self.extra else "")
 
 
-def cmd_encode_dataset_1d(args) -> int:
-    """encode-dataset --layout 1d: one video at a time in this process (no Ray), into the same shards."""
-    from .. import layout1d
-    from ..dataset import list_sources
-
-    _, windowing = _specs(args)
-    model = _load_1d(args)
-    videos = list_sources(args.inputs)
-    if not videos:
-        raise UsageError(f"no videos found in {' '.join(args.inputs)}")
-    bar = Progress(len(videos), "encode-dataset (1D layout)", unit="video")
-    try:
-        manifest = layout1d.encode_dataset(
-            model,
-            videos,
-            args.out,
-            args.tokens,
-            args.rate if args.rate_given else None,
-            None,
-            windowing.size,
-            windowing.max_size,
-            args.windows_per_shard,
-            args.overwrite,
-            progress=lambda path: bar.update(),
-        )
-    finally:
-        bar.close()
-    counts = manifest["counts"]
-    print(
-        f"{args.out}: {counts['videos']} videos, {counts['windows']} windows, {counts['tokens_kept']} tokens "
-        f"(1D layout) in {counts['shards']} shards" + (f"; {counts['failed']} failed" if counts["failed"] else "")
-    )
-    return EXIT_BAD_INPUT if counts["failed"] else 0
-
-
 def cmd_encode_dataset(args) -> int:
-    if args.layout == "1d":
-        return cmd_encode_dataset_1d(args)
-    _check_grid_rate(args)
+    one_d = args.layout == "1d"
+    if one_d and args.budget == "run":
+        raise UsageError("--budget run shares one budget over grid tokens; --layout 1d shares --rate within each video")
+    if not one_d:
+        _check_grid_rate(args)
     from ..dataset import require_scale
 
     require_scale()  # before any work; main reports a missing extra in one line
     import ray.exceptions
 
-    from ..dataset import encode_dataset
+    from ..dataset import encode_dataset, encode_dataset_1d
 
     spec, windowing = _specs(args)
     bars: list[_DatasetBar] = []
@@ -86,25 +53,27 @@ def cmd_encode_dataset(args) -> int:
             bar.bar.set_postfix_str(bar.extra, refresh=False)
         bar.update(p.done + p.failed - bar.count)
 
+    options = dict(
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        num_gpus_per_worker=args.num_gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        device=args.device,
+        windows_per_shard=args.windows_per_shard,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        overwrite=args.overwrite,
+        progress=progress,
+    )
     try:
-        run = encode_dataset(
-            args.inputs,
-            args.out,
-            args.checkpoint,
-            spec=spec,
-            windowing=windowing,
-            budget=args.budget,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            num_gpus_per_worker=args.num_gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker,
-            device=args.device,
-            windows_per_shard=args.windows_per_shard,
-            ray_address=args.ray_address,
-            num_cpus=args.num_cpus,
-            overwrite=args.overwrite,
-            progress=progress,
-        )
+        if one_d:
+            run = encode_dataset_1d(
+                args.inputs, args.out, args.checkpoint, **_one_d_options(args, windowing), **options
+            )
+        else:
+            run = encode_dataset(
+                args.inputs, args.out, args.checkpoint, spec=spec, windowing=windowing, budget=args.budget, **options
+            )
     except ray.exceptions.RayError as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
         print(
@@ -117,16 +86,20 @@ def cmd_encode_dataset(args) -> int:
         for bar in bars:
             bar.close()
     rate = run.frames / run.pipeline_s if run.pipeline_s else 0.0
+    if one_d:  # a 1D rate counts against the grid's positions, which the run does not total
+        kept = f"{run.tokens_kept} tokens (1D layout)"
+    else:
+        kept = (
+            f"kept {run.tokens_kept}/{run.tokens_total} tokens, rate {run.realized_rate:.3f} realized"
+            + (" over all complete videos" if run.skipped else "")
+            + f" (asked {run.rate:g}, {run.budget})"
+        )
     print(
         f"{run.out}: {run.completed} videos tokenized"
         + (f", {run.skipped} already complete" if run.skipped else "")
         + (f", {len(run.failures)} failed" if run.failures else "")
-        + f"; {run.windows} windows, {run.frames} frames in {run.elapsed:.1f} s ({rate:.1f} frames/s), "
-        f"kept {run.tokens_kept}/{run.tokens_total} tokens, rate {run.realized_rate:.3f} realized"
-        + (" over all complete videos" if run.skipped else "")
-        + f" (asked {run.rate:g}, {run.budget}), "
-        f"{len(run.shards)} new shards ({run.shard_bytes} bytes); "
-        f"manifest {run.out / 'manifest.json'}"
+        + f"; {run.windows} windows, {run.frames} frames in {run.elapsed:.1f} s ({rate:.1f} frames/s), {kept}, "
+        f"{len(run.shards)} new shards ({run.shard_bytes} bytes); manifest {run.out / 'manifest.json'}"
     )
     if run.failures:
         print(
