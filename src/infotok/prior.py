@@ -291,10 +291,11 @@ def pass_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
 
 
 def _embedded(net, rows: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, channels, h, w]: the sum of the tables' rows, channels last in memory (CPU convolutions in float64, the
-    integer prior's, run twice as fast so)."""
+    """[B, channels, h, w]: the sum of the tables' rows; in float64 (the integer prior's) channels last in memory,
+    where CPU convolutions run twice as fast, in float32 (training) not: its backward ran 1.6x slower so."""
     x = sum(net.embed(name, r) for name, r in rows.items()).permute(0, 3, 1, 2)
-    return x.contiguous(memory_format=torch.channels_last)
+    channels_last = torch.channels_last if x.dtype == torch.float64 else torch.contiguous_format
+    return x.contiguous(memory_format=channels_last)
 
 
 def _blocks(net, x: torch.Tensor, prefix: str, count: int) -> torch.Tensor:
