@@ -131,9 +131,9 @@ class TokenStream:
                 rates=[spec.rates[i]] if spec.rates is not None else None,
                 target_psnr=spec.target_psnr,
                 fill=spec.fill,
-                carry=carry if self.header.continues(i) else None,
+                carry=carry,
             )
-            carry = batch.carry_after() if self.header.refresh > 1 else None
+            carry = batch.carry_after() if self.header.continues(i + 1) else None  # what the next window needs
             if batch.predicted is not None:
                 self.predicted.append(float(batch.predicted[0]))
             self.nfe += batch.nfe
