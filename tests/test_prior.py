@@ -303,9 +303,10 @@ def test_the_shipped_prior_has_its_log_recipe_and_codes_the_shipped_models_token
         and "infotok train prior" in (folder / "TRAINING.md").read_text()
     )
     prior = entropy.load_prior()
-    assert prior.hash == info["hash"]
+    assert prior.hash == info["hash"] and prior.config.continuing  # it codes what `infotok encode` writes
     frames, _ = read_video(shared_videos()[0], max_frames=65)
     tokens = InfoTok.from_pretrained().tokenize(resize_and_crop(frames, 128), rate=0.5)
+    assert tokens.header.refresh > 1  # two windows, the second continuing the first
     zlib_bytes = tokens.save(tmp_path / "z.itok").stat().st_size
     prior_bytes = tokens.save(tmp_path / "p.itok", prior=prior).stat().st_size
     assert same(tokens, Tokens.load(tmp_path / "p.itok")) and prior_bytes < 0.8 * zlib_bytes

@@ -80,15 +80,11 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
         path = str(path)
         allocated = batch["rates"][j] if "rates" in batch else None
         try:
-            windowing = Windowing(  # a 1D run records no start, max_frames or seed: the defaults
-                **{
-                    k: settings[k]
-                    for k in ("window", "overlap", "size", "max_size", "start", "max_frames")
-                    if k in settings
-                }
+            windowing = Windowing(
+                **{k: settings[k] for k in ("window", "overlap", "size", "max_size", "start", "max_frames")}
             )
             frames, info, resize = video_source(path, windowing)
-            generator = np.random.default_rng(settings.get("seed", 0))
+            generator = np.random.default_rng(settings.get("seed", 0))  # a 1D run has no seed: it draws nothing
             held, count = None, 0
             for i, (start, end, chunk) in enumerate(iter_windows(frames, settings["window"], settings["overlap"])):
                 if held is not None:
@@ -113,7 +109,7 @@ def cut_windows(batch: dict, settings: dict) -> Iterator[dict]:
                 )
             if held is None:
                 raise ValueError(
-                    f"{path}: no frames" + (f" at or after frame {settings['start']}" if settings.get("start") else "")
+                    f"{path}: no frames" + (f" at or after frame {settings['start']}" if settings["start"] else "")
                 )
             if allocated is not None and count != len(allocated):
                 raise ValueError(

@@ -205,8 +205,11 @@ class InfoTok1D(nn.Module):
         sequence = self.encode_window(frames)
         ladder = ladder_for(total)
         curve = self.psnr_curve(frames, sequence, ladder) if rate is not None or target is not None else []
-        keep = target_keep(ladder, curve, target) if target is not None else total if rate is not None else tokens
-        kept = sequence[: keep or total].cpu().numpy().astype(np.uint16)
+        if target is not None:
+            keep = target_keep(ladder, curve, target)
+        else:
+            keep = total if rate is not None else tokens or total  # under a rate the driver cuts it
+        kept = sequence[:keep].cpu().numpy().astype(np.uint16)
         return prefix_window(start, end, kept, total, grid), curve, grid
 
     def psnr_curve(self, frames: np.ndarray, sequence: torch.Tensor, ladder: list[int]) -> list[float]:
