@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import geometry
 from .prior import (
     MASK_PASSES,
     PASSES,
@@ -105,7 +106,7 @@ class PriorCoder:
         codes = torch.zeros((t, h, w), dtype=torch.long)
         everywhere = torch.ones((1, h, w), dtype=torch.bool)
         bucket = torch.tensor([kept_bucket(kept, t * h * w)])
-        continues = torch.tensor([int(self.windows % self.refresh != 0)])
+        continues = torch.tensor([int(geometry.continues(self.windows, self.refresh))])
 
         def pick(probs: np.ndarray, true: torch.Tensor | None) -> torch.Tensor:
             return torch.from_numpy(np.asarray(choose(probs, None if true is None else true.numpy())).astype(np.int64))

@@ -96,6 +96,11 @@ def window_count(num_frames: int, window: int, overlap: int) -> int:
     return 1 + max(0, _ceil_div(num_frames - window, window - overlap))
 
 
+def continues(index: int, refresh: int) -> bool:
+    """Whether window `index` continues the one before (`fill.Carry`): all but windows 0, refresh, 2 refresh, ..."""
+    return index % refresh != 0
+
+
 def window_spans(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
     """[start, end) spans of `window` frames overlapping by `overlap`."""
     check_windowing(window, overlap)

@@ -65,7 +65,7 @@ class TokenHeader:
 
     def continues(self, index: int) -> bool:
         """Whether window `index` continues the one before (and a decoder must carry its state in)."""
-        return index % self.refresh != 0
+        return geometry.continues(index, self.refresh)
 
     @property
     def codebook_size(self) -> int:
