@@ -46,9 +46,35 @@ class BaseTokenizer(nn.Module):
     def encode_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def code_space(self, h: torch.Tensor) -> torch.Tensor:
+        """features -> what FSQ rounds, z [B, len(levels), t, h, w], in fp32 (also under autocast: a rounding
+        boundary must not move with the compute precision)."""
+        raise NotImplementedError
+
     def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features -> (codes, indices)."""
-        raise NotImplementedError
+        return self.round_codes(self.code_space(h))
+
+    def round_codes(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (`code_space`) -> (codes, indices): FSQ, in fp32."""
+        with torch.autocast(z.device.type, enabled=False):
+            codes, indices = self.fsq(z.float())
+        return codes.float(), indices.long()
+
+    def indices_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, C, ...] -> indices [B, ...]."""
+        return self.fsq.codes_to_indices(codes.movedim(1, -1)).long()
+
+    def level_values(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, C, ...] (`code_space`) -> the codes before FSQ rounds them, in code units: FSQ's bounded
+        value over L // 2, so that `codes` is this rounded to the nearest level (levels 1 / (L // 2) apart)."""
+        if self.fsq.has_projections:
+            raise ValueError("level values are for an FSQ without projections")
+        levels = self.fsq._levels.to(z.device)
+        half_l = (levels - 1) * (1 + 1e-3) / 2  # vector-quantize-pytorch's bound (eps 1e-3)
+        offset = torch.where(levels % 2 == 0, 0.5, 0.0)
+        bounded = torch.tanh(z.float().movedim(1, -1) + torch.atanh(offset / half_l)) * half_l - offset
+        return (bounded / (levels // 2)).movedim(-1, 1)
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -239,9 +265,7 @@ class CausalConvTokenizer(BaseTokenizer):
             out[:, :, j0:j1] = y
         return out
 
-    def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projection to the code space and FSQ in fp32, also under bf16 autocast: a rounding
-        boundary must not move with the compute precision."""
+    def code_space(self, h: torch.Tensor) -> torch.Tensor:
         spatial = self.spatial_factor
         with torch.autocast(h.device.type, enabled=False):  # in inference a few latent frames at a time
             z = [
@@ -252,7 +276,7 @@ class CausalConvTokenizer(BaseTokenizer):
                 )
                 for j0, j1 in self._chunks(h.shape[2], spatial * h.shape[-2], spatial * h.shape[-1])
             ]
-            return self.fsq(z[0] if len(z) == 1 else torch.cat(z, dim=2))
+            return z[0] if len(z) == 1 else torch.cat(z, dim=2)
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.min() < 0 or indices.max() >= self.codebook_size:

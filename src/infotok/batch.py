@@ -37,6 +37,8 @@ class TokenBatch:
     predicted: torch.Tensor | None = None  # [B] predicted PSNR at each window's rate, where the predictor ran
     fill: str = "mask"  # how dropped tokens decode (`infotok.fill`)
     carry: Carry | None = None  # what these windows continue from (None: each starts afresh)
+    level_values: torch.Tensor | None = None  # [B, C, t, h, w] the codes before rounding, for re-selecting under
+    # `hold` (its boundary codes stay steady, `fill.steady_codes`)
 
     def __len__(self) -> int:
         return self.indices.shape[0]

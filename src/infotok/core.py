@@ -150,8 +150,7 @@ class TokenizerCore:
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
         feats = self.features(x)
-        codes, indices = self.base.quantize(feats)
-        inputs = Inputs(codes=codes)
+        inputs = Inputs()
         floor = MIN_RATE
         if carry is not None:
             if fill != "hold" or selection != "drift":
@@ -159,9 +158,12 @@ class TokenizerCore:
                     f"continuing windows need the hold fill and drift selection, not {fill} and {selection} "
                     "(use refresh 1: windows that start afresh)"
                 )
-            carry = carry.to(codes.device)
-            inputs.carried = self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].to(codes.dtype)
+            carry = carry.to(self.device)
+            inputs.carried = self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float()
             inputs.present = carry.present
+        codes, indices, values = self.quantize_values(feats)
+        inputs.codes = self.ranked_codes(codes, values, fill, inputs.carried, inputs.present)
+        if carry is not None:
             floor = 1 / indices[0].numel()
         if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
             inputs.value, inputs.curve = self.predictor(feats)
@@ -202,6 +204,7 @@ class TokenizerCore:
             predicted,
             fill,
             carry,
+            values if keep_scores else None,
         )
 
     def reselect(
@@ -211,14 +214,14 @@ class TokenizerCore:
         `encode(..., keep_scores=True)`: evaluation and the oracle try many rates without encoding
         again. Only kept tokens' indices survive in a batch, so the source batch must be at full
         rate. Window i's random selection is seeded with `seed + i`."""
-        if batch.score_map is None or not bool(batch.mask.all()):
+        if batch.score_map is None or batch.level_values is None or not bool(batch.mask.all()):
             raise ValueError("reselect needs a full-rate batch encoded with keep_scores=True")
         rates = [check_rate(r) for r in rates]
         self.check_rates(*rates)
         if selection == "value" and batch.value is None:
             self.check_predictor("value selection")
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
-        codes = self.base.codes_from_indices(batch.indices.to(self.device)) if selection == "drift" else None
+        codes = self.batch_ranked_codes(batch, fill) if selection == "drift" else None
         inputs = Inputs(codes, batch.score_map, batch.value, None, batch.latent_change)
         masks = ranking_for(selection).masks(inputs, rates, generators).to(batch.mask.device)
         return replace(
@@ -229,6 +232,11 @@ class TokenizerCore:
             predicted=None,
             fill=check_fill(fill),
         )
+
+    def batch_ranked_codes(self, batch: TokenBatch, fill: str) -> torch.Tensor:
+        """`ranked_codes` of a full-rate batch encoded with keep_scores=True."""
+        codes = self.base.codes_from_indices(batch.indices.to(self.device))
+        return self.ranked_codes(codes, batch.level_values.to(self.device), fill)
 
     @torch.no_grad()
     def decode(self, batch: TokenBatch) -> torch.Tensor:

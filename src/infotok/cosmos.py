@@ -245,12 +245,10 @@ class CosmosTokenizer(BaseTokenizer):
         self._check(x)
         return self.encoder(x)
 
-    def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def code_space(self, h: torch.Tensor) -> torch.Tensor:
         with torch.autocast(h.device.type, enabled=False):
             w, b = self.quant_conv.weight.float().flatten(1), self.quant_conv.bias.float()
-            z = F.linear(_store(h).float(), w, b).permute(0, 4, 1, 2, 3)
-            codes, indices = self.fsq(z)
-        return codes.float(), indices.long()
+            return F.linear(_store(h).float(), w, b).permute(0, 4, 1, 2, 3)
 
     def codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):

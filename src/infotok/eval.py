@@ -81,8 +81,8 @@ def clip_at(
 
 
 def clip_codes(model: InfoTok, clip: Clip) -> torch.Tensor:
-    """The clip's latent codes [C, t, h, w] (what `hold` rates read), from its full-rate tokens."""
-    return model.base.codes_from_indices(clip.batch.indices.to(model.device))[0]
+    """The clip's latent codes [C, t, h, w] under `hold` (what its rates read), from its full-rate tokens."""
+    return model.batch_ranked_codes(clip.batch, "hold")[0]
 
 
 def decode_clip(model: InfoTok, batch: TokenBatch) -> np.ndarray:

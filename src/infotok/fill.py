@@ -13,6 +13,10 @@
 
 Both rules use only the kept tokens and the keep-mask, so a decoder reproduces them exactly.
 
+Under `hold` the encoder ranks and rates steady codes (`steady_codes`): a code whose value sits on a
+rounding boundary counts as the one before it, so a still shot's codes do not flip and cost tokens.
+The tokens kept still store FSQ's codes; the decoder never needs to know.
+
 Continuing windows (`Carry`, a file's `refresh` > 1) extend `hold` across windows: a window starts
 from the codes the previous one showed at its last latent frame, so its first latent frame keeps only
 the positions that drifted from them, and a still shot costs little more than its first window. A
@@ -91,6 +95,37 @@ def apply_fills(
     held_codes, has_code = hold_last_kept(codes, mask)
     codes = torch.where(holding[:, None], held_codes, codes)
     return codes, torch.where(holding, has_code, mask), has_code & ~mask & holding
+
+
+STEADY_MARGIN = 0.1  # levels past the half level rounding allows within which a code counts as unchanged (training clips, rd: BD-rate -1.8%; 0.25: +1.2%)
+
+
+def steady_codes(
+    codes: torch.Tensor,
+    values: torch.Tensor,
+    levels: Sequence[int],
+    margin: float = STEADY_MARGIN,
+    carried: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """codes [B, C, t, h, w] and the values FSQ rounded to them (`BaseTokenizer.level_values`; FSQ's
+    `levels`) -> the codes `hold` ranks and rates: each position keeps the previous latent frame's code
+    (in the first latent frame of a continuing window: the `carried` code [B, C, h, w] where `present`
+    [B, h, w]) wherever the value lies within half a level plus `margin` of it in every channel. Why: a
+    value on a rounding boundary flips between two codes while the content stands still (on a still shot
+    every code that drifts lies within 0.02 levels of the one before), and each flip would cost a token
+    whose code the held one stands in for almost as well. Kept tokens still store FSQ's codes."""
+    steps = torch.tensor([lv // 2 for lv in levels], dtype=values.dtype, device=values.device)[:, None, None]
+    out = codes.clone()
+    previous = carried
+    for j in range(codes.shape[2]):
+        if previous is not None:
+            near = ((values[:, :, j] - previous).abs() * steps <= 0.5 + margin).all(dim=1)
+            if j == 0:
+                near &= present
+            out[:, :, j] = torch.where(near[:, None], previous, codes[:, :, j])
+        previous = out[:, :, j]
+    return out
 
 
 def drift(

@@ -25,7 +25,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import CompressorConfig
 from .core import TokenizerCore, as_model_input
 from .cosmos import CosmosConfig, ReleaseCompressorConfig
-from .fill import apply_fills, check_fill
+from .fill import apply_fills, check_fill, steady_codes
 from .frontend import VideoFrontEnd
 from .geometry import Geometry
 from .networks import BASE_KINDS, COMPRESSOR_KINDS, build_base, build_stacks, config_from_dict
@@ -186,6 +186,26 @@ class InfoTok(
         """video [B, 3, T, H, W] on the grid -> (codes [B, 6, t, h, w], indices [B, t, h, w]); differentiable."""
         return self.base.quantize(self.features(x))
 
+    def quantize_values(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features -> (codes [B, C, t, h, w], indices [B, t, h, w], the values FSQ rounded to the codes)."""
+        z = self.base.code_space(feats)
+        return *self.base.round_codes(z), self.base.level_values(z)
+
+    def ranked_codes(
+        self,
+        codes: torch.Tensor,
+        values: torch.Tensor,
+        fill: str,
+        carried: torch.Tensor | None = None,
+        present: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The codes `fill`'s selection ranks and its rates read: under `hold` a code on a rounding boundary
+        counts as the one before it (`fill.steady_codes`; continuing windows: the `carried` codes where
+        `present`), the codes themselves otherwise."""
+        if check_fill(fill) != "hold":
+            return codes
+        return steady_codes(codes, values, self.base.levels, carried=carried, present=present)
+
     def decode_codes(
         self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str | Sequence[str] = "mask"
     ) -> torch.Tensor:
@@ -238,9 +258,10 @@ class InfoTok(
 
     @torch.no_grad()
     def latent_codes(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Each window's latent codes [B, C, t, h, w] (what `hold` rates and `drift` rank), from the
+        """Each window's latent codes [B, C, t, h, w] under `hold` (what its rates and `drift` rank), from the
         encoder alone."""
-        return self.encode_codes(self.geometry.pad(as_model_input(x).to(self.device)))[0]
+        codes, _, values = self.quantize_values(self.features(self.geometry.pad(as_model_input(x).to(self.device))))
+        return self.ranked_codes(codes, values, "hold")
 
     def forward(
         self,

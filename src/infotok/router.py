@@ -231,17 +231,25 @@ def warn_unreachable(curves: np.ndarray, target_psnr: float, margins: Sequence[f
 HOLD_RAMP = 0.1  # drift (mean |code difference|; levels are 0.05 to 0.08 apart) over which a token's share ramps
 
 
+def kept_share(d: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """How much a token of drift `d` counts toward its window's rate at `threshold`. Drifts take few
+    distinct values, so a token within HOLD_RAMP / 2 of the threshold counts in part: the rate moves
+    smoothly with the threshold and calibration can hit any average. A token that did not drift at all
+    counts only below 0 (where every token is kept), ramping up from 0 there: holding it is exact, and
+    a part share would hand a still window tokens that drift selection can only spend at random."""
+    threshold = torch.as_tensor(threshold, dtype=d.dtype, device=d.device)
+    return torch.where(d > 0, (d - threshold) / HOLD_RAMP + 0.5, -threshold / HOLD_RAMP).clamp(0, 1)
+
+
 def hold_rates(
     codes: torch.Tensor, threshold: float, carried: torch.Tensor | None = None, present: torch.Tensor | None = None
 ) -> list[float]:
     """Each window's rate under `hold`: the share of its tokens that drift more than `threshold` from
-    the code held in their place (`fill.drift`; the first latent frame always counts, except where a
-    continuing window carries `carried` codes [B, C, h, w] where `present`), within [1/16, 1] (a
-    continuing window: [one token, 1]). codes [B, C, t, h, w]. Drifts take few distinct values, so a
-    token within HOLD_RAMP / 2 of the threshold counts in part: the rate moves smoothly with the
-    threshold and calibration can hit any average."""
+    the code held in their place (`fill.drift`, counted by `kept_share`; the first latent frame always
+    counts, except where a continuing window carries `carried` codes [B, C, h, w] where `present`),
+    within [1/16, 1] (a continuing window: [one token, 1]). codes [B, C, t, h, w]."""
     d = drift(codes, threshold, carried, present).flatten(1).double()
-    share = ((d - threshold) / HOLD_RAMP + 0.5).clamp(0, 1).mean(dim=1)
+    share = kept_share(d, threshold).mean(dim=1)
     floor = torch.full_like(share, MIN_RATE)
     if present is not None:
         floor = torch.where(present.flatten(1).any(dim=1), 1 / d.shape[1], floor)
@@ -260,10 +268,10 @@ def _hold_rates_of(codes: list[torch.Tensor], threshold: float) -> list[float]:
     return rates
 
 
-def _bisect_threshold(mean_rate, target: float, top: float) -> float:
-    """The threshold in [-1 (every token kept), top] whose `mean_rate` is closest to `target` (it falls
-    as the threshold grows)."""
-    lo, hi = -1.0, top
+def _bisect_threshold(mean_rate, target: float, bottom: float, top: float) -> float:
+    """The threshold in [bottom, top] whose `mean_rate` is closest to `target` (it falls as the threshold
+    grows)."""
+    lo, hi = bottom, top
     for _ in range(50):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if mean_rate(mid) > target else (lo, mid)
@@ -277,10 +285,17 @@ def _ceiling_of(codes: list[torch.Tensor]) -> float:
 
 def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
     """[[rate, threshold], ...] for rates k/points: the drift threshold at which the mean of
-    `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate."""
+    `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate. No threshold but
+    rate 1's (-1: every token) is below 0, where tokens that did not drift would be kept: holding them
+    is exact, so a rate above what drifts keeps what drifts and no more."""
     top = _ceiling_of(codes)
     return [
-        [k / points, _bisect_threshold(lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, top)]
+        [
+            k / points,
+            _bisect_threshold(
+                lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, 0.0 if k < points else -1.0, top
+            ),
+        ]
         for k in range(1, points + 1)
     ]
 
@@ -346,7 +361,7 @@ def hold_counts(codes: torch.Tensor, thresholds: Sequence[float]) -> np.ndarray:
     out = []
     for c in codes:
         d = drift(c[None].expand(len(th), *c.shape), th).flatten(1).double()
-        out.append(((d - th[:, None]) / HOLD_RAMP + 0.5).clamp(0, 1).sum(dim=1))
+        out.append(kept_share(d, th[:, None]).sum(dim=1))
     return torch.stack(out).cpu().numpy()
 
 
