@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from infotok.cli import main
 from infotok.base import CausalConvTokenizer
+from infotok.cli import main
 from infotok.fill import drift, hold_last_kept, steady_codes
 from infotok.model import InfoTok
 from infotok.router import calibrate_thresholds, hold_rates, kept_share, shared_hold_rates, threshold_for

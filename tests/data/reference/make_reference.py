@@ -5,11 +5,12 @@ five cases were written by commit f123d6f (before the batched core); all were wr
 shipped weights changed (tiled attention and the value predictor, stage 5-6 of its TRAINING.md; stage
 7, a new decoder), the `hold` and `drift` cases when those were added (the other files came out
 byte-identical), and `rd-drift-hold-0.5-continuing` when windows began to continue each other (the
-other cases pinned to refresh 1 came out byte-identical), and the `rd` hold cases when `hold` began to rank steady
-codes (`fill.steady_codes`, with the thresholds calibrated on them; the other files came out byte-identical). `frames.npz` (the shipped model's decode of
-each `.itok`, uint8 [frames, H, W, 3]) was added when the test moved from digests to tolerances (issue
-29): it was written on an AVX-512 machine, with the `.itok` files coming out byte-identical to those
-written before on an AVX2 one.
+other cases pinned to refresh 1 came out byte-identical), and the `rd` hold cases when `hold` began to rank
+steady codes (`fill.steady_codes`, with the thresholds calibrated on them; the other files came out
+byte-identical). `frames.npz` (the shipped model's decode of each `.itok`, uint8 [frames, H, W, 3]) was
+added when the test moved from digests to tolerances (issue 29): it was written on an AVX-512 machine, with
+the `.itok` files coming out byte-identical to those written before on an AVX2 one; it was last written
+with the steady codes, on an AVX-512 machine.
 """
 
 from __future__ import annotations
