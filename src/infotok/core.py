@@ -161,10 +161,9 @@ class TokenizerCore:
             carry = carry.to(self.device)
             inputs.carried = self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float()
             inputs.present = carry.present
+            floor = 1 / feats[0, 0].numel()  # one token of the window's t x h x w
         codes, indices, values = self.quantize_values(feats)
         inputs.codes = self.ranked_codes(codes, values, fill, inputs.carried, inputs.present)
-        if carry is not None:
-            floor = 1 / indices[0].numel()
         if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
             inputs.value, inputs.curve = self.predictor(feats)
         del feats  # not kept through the router's decode (83 MB at 720p)
