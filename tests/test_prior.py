@@ -13,12 +13,17 @@ import torch
 from infotok import entropy
 from infotok.entropy import PriorCoder
 from infotok.prior import (
+    PHASE_OFFSETS,
     PRIOR_FORMAT,
     PriorConfig,
     PriorNet,
     TokenPrior,
     context_bits,
+    features,
+    features_on_phases,
+    frame_features,
     kept_bucket,
+    lattice_ok,
     window_passes,
     window_states,
 )
@@ -74,6 +79,44 @@ def test_any_window_shape_and_mask_round_trips(shape):
         indices = rng.integers(0, 120, int(mask.sum())).astype(np.uint16)
         got_mask, got_indices = dec.decode(enc.encode(mask, indices), shape, int(mask.sum()))
         assert np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices)
+
+
+@pytest.mark.parametrize("pass_dilations", [[1, 2, 4], [2, 2], [3]])
+@pytest.mark.parametrize("size", [(6, 8), (7, 5), (1, 3)])
+def test_the_coder_computes_each_phase_alone_to_the_same_integers(pass_dilations, size):
+    """`features_on_phases` (what the coder runs: a third of the work) gives exactly `features` at each phase's
+    positions, in frames of odd or even size."""
+    torch.manual_seed(3)
+    net = PriorNet(PriorConfig(levels=[8, 5, 3], channels=8, dilations=[1], pass_dilations=pass_dilations))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    prior = TokenPrior.from_net(net)
+    assert lattice_ok(prior.config)
+    rng = np.random.default_rng(4)
+    mask = torch.from_numpy(rng.random((2, *size)) < 0.5)
+    codes = torch.from_numpy(rng.integers(0, 120, (2, *size)))
+    held, age, _, _ = window_states(mask, codes, torch.full(size, -1), torch.zeros(size, dtype=torch.long))
+    ctx, _, _, _ = window_passes(mask, codes, held, age)
+    for row in range(len(ctx.step)):
+        one = ctx.select(slice(row, row + 1))
+        trunk = frame_features(prior, one)
+        whole = features(prior, one, trunk)
+        for phase, on_phase in zip(range(4), features_on_phases(prior, one, trunk, tuple(range(4)))):
+            dy, dx = PHASE_OFFSETS[phase]
+            assert torch.equal(on_phase, whole[..., dy::2, dx::2])
+
+
+def test_a_prior_whose_later_blocks_read_other_phases_codes_whole_frames():
+    torch.manual_seed(5)
+    net = PriorNet(PriorConfig(levels=[8, 5, 3], channels=8, dilations=[], pass_dilations=[1, 3]))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    prior = TokenPrior.from_net(net)
+    assert not lattice_ok(prior.config)
+    mask = np.random.default_rng(6).random((2, 5, 6)) < 0.5
+    indices = np.arange(int(mask.sum()), dtype=np.uint16) % 120
+    got_mask, got_indices = PriorCoder(prior).decode(PriorCoder(prior).encode(mask, indices), mask.shape, len(indices))
+    assert np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices)
 
 
 def test_kept_bucket_is_exact_integer_arithmetic():

@@ -21,6 +21,7 @@ from . import geometry
 from .prior import (
     MASK_PASSES,
     PASSES,
+    PHASE_OFFSETS,
     PRIOR_CONFIG,
     TokenPrior,
     advance,
@@ -29,10 +30,13 @@ from .prior import (
     digit_logits,
     digits_code,
     features,
+    features_on_phases,
     frame_features,
     kept_bucket,
+    lattice_ok,
     mask_logits,
     pass_context,
+    pass_phases,
 )
 
 
@@ -95,6 +99,18 @@ class PriorCoder:
 
         return self._walk_window(shape, kept, draw)
 
+    def _pass_features(self, ctx, trunk: torch.Tensor, step: int) -> torch.Tensor:
+        """[channels, h, w]: what pass `step` knows at the positions it codes (`features`); phase by phase where
+        the prior allows (`features_on_phases`: the same integers for less work), 0 elsewhere."""
+        if not lattice_ok(self.prior.config):
+            return features(self.prior, ctx, trunk)[0]
+        out = torch.zeros(trunk.shape[1:], dtype=trunk.dtype)
+        phases = pass_phases(step)
+        for phase, on_phase in zip(phases, features_on_phases(self.prior, ctx, trunk, phases)):
+            dy, dx = PHASE_OFFSETS[phase]
+            out[:, dy::2, dx::2] = on_phase[0]
+        return out
+
     def _walk_window(self, shape: tuple[int, int, int], kept: int, choose, truth=None) -> tuple[np.ndarray, np.ndarray]:
         """A window's symbols in coding order (encoder, decoder and sampler walk the same way): each group's
         symbols are `choose(probabilities [n, k], the true symbols [n] or None) -> n symbols`; `truth` is the
@@ -124,7 +140,7 @@ class PriorCoder:
                 )
                 if s == 0:  # the trunk reads the state before the frame only: once a frame
                     trunk = frame_features(self.prior, ctx)
-                feats = features(self.prior, ctx, trunk)[0]
+                feats = self._pass_features(ctx, trunk, s)
                 if s < MASK_PASSES:
                     probs = self._probs(mask_logits(self.prior, feats[None])[0][mask_here])
                     mask[i][mask_here] = pick(probs, None if truth is None else truth[0][i][mask_here]).bool()

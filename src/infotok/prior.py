@@ -115,6 +115,14 @@ def phases(h: int, w: int) -> torch.Tensor:
     return torch.where(y == x, y, 2 + y)
 
 
+PHASE_OFFSETS = ((0, 0), (1, 1), (0, 1), (1, 0))  # each phase's first (row, column): its positions step by 2
+
+
+def pass_phases(step: int) -> tuple[int, ...]:
+    """The phases whose positions pass `step` codes symbols at."""
+    return (0, 1) if step == 0 else (2, 3) if step == 1 else (step - MASK_PASSES,)
+
+
 def kept_bucket(kept: int, positions: int) -> int:
     """The largest b <= KEPT_BUCKETS with kept * 2**(b / 4) <= positions (KEPT_BUCKETS + 1 when nothing is kept):
     integer arithmetic, so every machine puts a window in the same bucket."""
@@ -326,6 +334,39 @@ def features_by_frame(net, ctx: Context) -> torch.Tensor:
     return features(net, ctx, trunk.repeat_interleave(n, 0))
 
 
+def lattice_ok(cfg: PriorConfig) -> bool:
+    """Whether the pass blocks can run on one phase's positions alone (`features_on_phases`): every dilation but
+    the first is even, so from the second block on a phase's positions read only positions of the same phase."""
+    return all(d % 2 == 0 for d in cfg.pass_dilations[1:])
+
+
+def features_on_phases(
+    prior: "TokenPrior", ctx: Context, trunk: torch.Tensor, phases: tuple[int, ...]
+) -> list[torch.Tensor]:
+    """`features` at the positions of each phase only ([B, channels, ceil((h - row) / 2), ceil((w - column) / 2)]
+    for the phase's first row and column): the same integers, for a quarter of the pass blocks' work a phase. The
+    first block's 3x3 convolution reads the whole frame (strided to the phase); the later ones (even dilations,
+    halved) read the phase's own positions. Exact: every sum is an integer however it is taken."""
+    x = trunk + _embedded(prior, pass_rows(prior.config, ctx))
+    first = prior.config.pass_dilations[0]
+    padded = F.pad(F.relu(x), (first,) * 4)
+    out = []
+    for phase in phases:
+        dy, dx = PHASE_OFFSETS[phase]
+        y = x[..., dy::2, dx::2]
+        if not y.numel():  # a frame one position high or wide has no odd rows or columns
+            out.append(y)
+            continue
+        for i, d in enumerate(prior.config.pass_dilations):
+            if i == 0:  # output m, n: position dy + 2m, dx + 2n
+                inner = prior.conv("pass_a0", padded[..., dy:, dx:], stride=2, dilation=d)
+            else:
+                inner = prior.conv(f"pass_a{i}", F.relu(y), padding=d // 2, dilation=d // 2)
+            y = y + prior.layer(f"pass_b{i}", F.relu(inner))
+        out.append(y)
+    return out
+
+
 def mask_logits(net, feats: torch.Tensor) -> torch.Tensor:
     """[B, h, w, 2]."""
     return net.layer("mask", F.relu(feats)).permute(0, 2, 3, 1)
@@ -457,13 +498,18 @@ class TokenPrior:
     def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """A conv or linear layer in fixed point: exact integer sums (< 2**53 in float64), then the power-of-two
         rescale rounded half up, so any kernel, summing in any order, gives the same integers."""
-        w = self.weights
-        weight, bias = w[f"weight.{name}"], w[f"bias.{name}"]
+        weight, bias = self.weights[f"weight.{name}"], self.weights[f"bias.{name}"]
         if weight.dim() == 4:
             dilation = self.dilations.get(name, 1)
-            acc = F.conv2d(x, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
-        else:
-            acc = F.linear(x, weight, bias)
+            return self.conv(name, x, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
+        return self._rescaled(name, F.linear(x, weight, bias))
+
+    def conv(self, name: str, x: torch.Tensor, stride: int = 1, padding: int = 0, dilation: int = 1) -> torch.Tensor:
+        """Convolution layer `name` in fixed point with the geometry given (`features_on_phases` strides it)."""
+        acc = F.conv2d(x, self.weights[f"weight.{name}"], self.weights[f"bias.{name}"], stride, padding, dilation)
+        return self._rescaled(name, acc)
+
+    def _rescaled(self, name: str, acc: torch.Tensor) -> torch.Tensor:
         return acc.mul_(self.scales[name]).add_(0.5).floor_().clamp_(-ACT_LIMIT, ACT_LIMIT)
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
