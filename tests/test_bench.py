@@ -140,3 +140,17 @@ def test_spearman_ranks_with_ties_against_hand_computed_values():
     # ranks [0, 1.5, 1.5, 3] and [0, 2, 1, 3]: covariance 4.5 over sqrt(4.5 * 5)
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_a_seam_shows_as_a_step_at_a_window_edge_and_a_cut_is_left_out():
+    from benchmarks.long_videos import WINDOW, quality_steps
+
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 150, (1, 8, 8, 3), dtype=np.uint8), 2 * WINDOW, axis=0)
+    frames += np.arange(2 * WINDOW, dtype=np.uint8)[:, None, None, None]  # a steady change, no cut
+    per_frame = np.full(len(frames), 25.0)
+    per_frame[WINDOW:] -= 1.0  # overlap 0: the second window starts 1 dB lower
+    per_frame[5] += 0.25
+    assert quality_steps(per_frame, frames, overlap=0) == pytest.approx((1.0, 0.25))
+    frames[WINDOW:] = 255 - frames[WINDOW:]  # a cut at the same frame: its step is not a seam
+    assert quality_steps(per_frame, frames, overlap=0) == pytest.approx((0.0, 0.25))

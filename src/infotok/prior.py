@@ -25,6 +25,7 @@ probabilities (tests/test_prior.py runs them in two processes under different AT
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -108,9 +109,10 @@ def digits_code(digits: torch.Tensor, levels: list[int]) -> torch.Tensor:
     return index
 
 
+@functools.lru_cache(maxsize=8)
 def phases(h: int, w: int) -> torch.Tensor:
     """[h, w] long: 0 where row and column are even, 1 where both are odd, 2 even row odd column, 3 the rest.
-    Phases 0 and 1 are a checkerboard's even squares."""
+    Phases 0 and 1 are a checkerboard's even squares. Cached (a coder asks once a pass): never modify it."""
     y, x = torch.arange(h)[:, None] % 2, torch.arange(w)[None, :] % 2
     return torch.where(y == x, y, 2 + y)
 
