@@ -78,6 +78,18 @@ def one_d_rows(model: InfoTok1D, clips: list[np.ndarray], with_vmaf: bool) -> di
     return {key: mean_rows(rows) for key, rows in table.items()}
 
 
+def base_ceiling(model: InfoTok1D, clips: list[np.ndarray], with_vmaf: bool) -> dict:
+    """The base's own codes at every position, decoded by the base decoder both 1D decoders end in: how sharp and
+    how close either can get, whatever the registers learn."""
+    rows = []
+    for frames in clips:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]
+        codes, _ = model.base.quantize(model.base.encode_features(x))
+        decoded = from_model(model.base.decode_features(model.base.features_from_codes(codes)))[: len(frames)]
+        rows.append(scores(frames, decoded, with_vmaf))
+    return mean_rows(rows)
+
+
 def grid_rows(model: InfoTok, clips: list[np.ndarray], with_vmaf: bool) -> dict:
     """The grid tokenizer at the 1D token counts it can reach (a window's grid has 9216 positions)."""
     table: dict[str, dict] = {}
@@ -158,6 +170,9 @@ def report(result: dict) -> str:
     for key, row in result["1d"].items():
         name, k = key.split("|")
         lines.append(table_row(f"1D {name}", int(k), row, result["vmaf"]))
+    if "base" in result:
+        label = "InfoTok-Flex's base alone, every code (what both 1D decoders decode through)"
+        lines.append(table_row(label, GRID_TOKENS, result["base"], result["vmaf"]))
     for key, row in result["grid"].items():
         name, k = key.split("|")
         lines.append(table_row(f"grid (InfoTok-Flex) {name}, asked {k}", row["tokens"], row, result["vmaf"]))
@@ -190,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = [clip_frames(p) for p in paths]
     log(f"1D layout on {len(clips)} clips")
     result = {"clips": len(clips), "vmaf": args.vmaf, "1d": one_d_rows(one_d, clips, args.vmaf)}
+    result["base"] = base_ceiling(one_d, clips, args.vmaf)
     log("grid at the same token counts")
     result["grid"] = grid_rows(grid, clips, args.vmaf)
     log("seconds per window")
