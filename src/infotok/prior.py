@@ -339,7 +339,7 @@ def features_by_frame(net, ctx: Context) -> torch.Tensor:
 def lattice_ok(cfg: PriorConfig) -> bool:
     """Whether the pass blocks can run on one phase's positions alone (`features_on_phases`): every dilation but
     the first is even, so from the second block on a phase's positions read only positions of the same phase."""
-    return all(d % 2 == 0 for d in cfg.pass_dilations[1:])
+    return bool(cfg.pass_dilations) and all(d % 2 == 0 for d in cfg.pass_dilations[1:])
 
 
 def features_on_phases(
