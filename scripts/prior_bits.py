@@ -1,0 +1,78 @@
+"""Where a prior-coded file's bits go: the keep-mask against the kept codes, and each of a code's six FSQ digits, at
+each asked rate; what a better prior would have to win (issue #34's size goal, docs/PRIOR.md).
+
+`python scripts/prior_bits.py [VIDEOS]` (default: the evaluation clips) tokenizes each clip's first 97 frames
+(short side 256, centre crop 256x256, the defaults, windows as `infotok encode --entropy prior` writes them) at
+asked 0.125, 0.25, 0.5 and 1, codes them with the shipped prior, and prints per rate the ideal code length
+(-log2 p, summed over every symbol the coder codes) of the masks and of each digit, per kept token, and how many
+bytes of the prior-coded files are something else (the file's header, the window records, the range coder's words).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infotok.entropy import PriorCoder, load_prior
+from infotok.files import list_videos
+from infotok.model import InfoTok
+from infotok.video import read_video, resize_and_crop
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+RATES = (0.125, 0.25, 0.5, 1.0)
+
+
+class CountingCoder(PriorCoder):
+    """Walks a window as the encoder does and adds up -log2 p of each true symbol, by kind."""
+
+    def count(self, mask: np.ndarray, indices: np.ndarray, bits: dict[str, float]) -> None:
+        digits = len(self.prior.config.levels)
+        code_calls = 0
+
+        def cost(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+            nonlocal code_calls
+            if probs.shape[1] == 2:
+                kind = "mask"
+            else:  # each code pass asks for its codes' digits 0 to 5 in turn
+                kind, code_calls = f"digit {code_calls % digits}", code_calls + 1
+            p = probs[np.arange(len(symbols)), np.asarray(symbols, dtype=np.int64)]
+            bits[kind] = bits.get(kind, 0.0) - float(np.log2(p).sum())
+            return symbols
+
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
+        codes = torch.zeros(mask_t.shape, dtype=torch.long)
+        codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        self._walk_window(tuple(mask_t.shape), int(mask_t.sum()), cost, (mask_t, codes))
+
+
+def main(argv: list[str]) -> None:
+    folder = Path(argv[0]) if argv else VIDEOS
+    model, prior = InfoTok.from_pretrained(), load_prior()
+    clips = [resize_and_crop(read_video(p, max_frames=97)[0], 256) for p in list_videos([folder])]
+    for rate in RATES:
+        bits: dict[str, float] = {}
+        kept = file_bytes = windows = 0
+        for frames in clips:
+            tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
+            coder = CountingCoder(prior, tokens.header.refresh)
+            for w in tokens.windows:
+                coder.count(w.mask, w.indices, bits)
+                kept += w.kept
+            windows += len(tokens.windows)
+            with tempfile.TemporaryDirectory() as tmp:
+                file_bytes += tokens.save(Path(tmp) / "clip.itok", prior=prior).stat().st_size
+        ideal = sum(bits.values())
+        parts = ", ".join(f"{k} {v / kept:.2f}" for k, v in sorted(bits.items(), key=lambda kv: kv[0] != "mask"))
+        print(
+            f"asked {rate}: {kept} kept tokens in {windows} windows of {len(clips)} files; -log2 p: {ideal / kept:.2f} "
+            f"bits a kept token ({parts}); the files: {file_bytes * 8 / kept:.2f} bits a kept token, of which "
+            f"{(file_bytes - ideal / 8) / len(clips):.0f} bytes a file are not -log2 p (header, window records, coder)"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
