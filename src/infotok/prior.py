@@ -266,6 +266,9 @@ class PriorNet(nn.Module):
     def embed(self, name: str, rows: torch.Tensor) -> torch.Tensor:
         return self.tables[name](rows)
 
+    def embed_codes(self, prefix: str, codes: torch.Tensor) -> torch.Tensor:
+        return sum(self.embed(k, r) for k, r in digit_rows(prefix, codes, self.config.levels).items())
+
     def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return self.layers[name](x)
 
@@ -277,13 +280,18 @@ def digit_rows(prefix: str, codes: torch.Tensor, levels: list[int]) -> dict[str,
     return {f"{prefix}{j}": digits[..., j] for j in range(len(levels))}
 
 
+CODE_TABLES = ("held", "known")  # whole codes (-1: none), embedded as the sum of their digits' rows (`embed_codes`)
+
+
 def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
-    """Row of each trunk table at each position ([B, h, w] long each): the state before the frame."""
+    """Row of each trunk table at each position ([B, h, w] long each; codes for CODE_TABLES): the state before the
+    frame."""
     age = torch.where(ctx.held >= 0, ctx.age.clamp(0, cfg.max_age), cfg.max_age + 1)
     frame = ctx.frame.clamp(max=cfg.max_frames - 1)
     if cfg.continuing:  # a prior without the row codes a continuing window's first frame as a fresh one's
         frame = torch.where((ctx.frame == 0) & (ctx.continues > 0), cfg.max_frames, frame)
-    return digit_rows("held", ctx.held, cfg.levels) | {
+    return {
+        "held": ctx.held,
         "age": age,
         "frame": frame[:, None, None].expand_as(age),
         "kept": ctx.kept[:, None, None].expand_as(age),
@@ -293,7 +301,8 @@ def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
 def pass_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
     """Row of each pass table at each position: what the frame's earlier passes revealed, the pass and phase."""
     phase = phases(*ctx.held.shape[-2:]).to(ctx.held.device)
-    return digit_rows("known", ctx.known_code, cfg.levels) | {
+    return {
+        "known": ctx.known_code,
         "known_mask": ctx.known_mask,
         "step_phase": (4 * ctx.step[:, None, None] + phase).expand_as(ctx.known_mask),
     }
@@ -303,7 +312,7 @@ def _embedded(net, rows: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, channels, h, w]: the sum of the tables' rows; in float64 (the integer prior's) channels last in memory,
     where CPU convolutions run twice as fast; in float32 (training) in PyTorch's default layout, where a training
     step's forward and backward took 2.0 s against 3.3 s channels last in one measurement on a loaded CPU."""
-    x = sum(net.embed(name, r) for name, r in rows.items()).permute(0, 3, 1, 2)
+    x = sum(net.embed_codes(k, r) if k in CODE_TABLES else net.embed(k, r) for k, r in rows.items()).permute(0, 3, 1, 2)
     channels_last = torch.channels_last if x.dtype == torch.float64 else torch.contiguous_format
     return x.contiguous(memory_format=channels_last)
 
@@ -449,6 +458,7 @@ class TokenPrior:
         from .checkpoint import tensor_hash
 
         self.hash = tensor_hash({k: v.long() for k, v in sorted(weights.items())})
+        self._code_tables: dict[str, torch.Tensor] = {}  # `embed_codes`
 
     def shapes_ok(self) -> None:
         expected = {k: tuple(v.shape) for k, v in quantize(PriorNet(self.config)).items()}
@@ -496,6 +506,16 @@ class TokenPrior:
 
     def embed(self, name: str, rows: torch.Tensor) -> torch.Tensor:
         return F.embedding(rows.cpu(), self.weights[f"table.{name}"])
+
+    def embed_codes(self, prefix: str, codes: torch.Tensor) -> torch.Tensor:
+        """The sum of the codes' digit rows from one table of whole codes, built once (64,001 rows for the
+        shipped levels): one lookup a code instead of six, the same integers."""
+        if prefix not in self._code_tables:
+            every = torch.arange(-1, math.prod(self.config.levels))
+            self._code_tables[prefix] = sum(
+                self.embed(k, r) for k, r in digit_rows(prefix, every, self.config.levels).items()
+            )
+        return F.embedding(codes.cpu() + 1, self._code_tables[prefix])
 
     def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """A conv or linear layer in fixed point: exact integer sums (< 2**53 in float64), then the power-of-two
