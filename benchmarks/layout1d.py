@@ -84,8 +84,7 @@ def base_ceiling(model: InfoTok1D, clips: list[np.ndarray], with_vmaf: bool) -> 
     rows = []
     for frames in clips:
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]
-        codes, _ = model.base.quantize(model.base.encode_features(x))
-        decoded = from_model(model.base.decode_features(model.base.features_from_codes(codes)))[: len(frames)]
+        decoded = from_model(model.base(x))[: len(frames)]  # the base's forward: its codes, decoded
         rows.append(scores(frames, decoded, with_vmaf))
     return mean_rows(rows)
 

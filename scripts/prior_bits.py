@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from infotok.entropy import PriorCoder, load_prior
 from infotok.files import list_videos
@@ -26,27 +25,23 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 RATES = (0.125, 0.25, 0.5, 1.0)
 
 
-class CountingCoder(PriorCoder):
-    """Walks a window as the encoder does and adds up -log2 p of each true symbol, by kind."""
+def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: dict[str, float]) -> None:
+    """Walk a window as the encoder does (`coder` continues the video's earlier windows) and add up -log2 p of
+    each true symbol, by kind."""
+    digits = len(coder.prior.config.levels)
+    code_calls = 0
 
-    def count(self, mask: np.ndarray, indices: np.ndarray, bits: dict[str, float]) -> None:
-        digits = len(self.prior.config.levels)
-        code_calls = 0
+    def cost(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        nonlocal code_calls
+        if probs.shape[1] == 2:
+            kind = "mask"
+        else:  # each code pass asks for its codes' digits 0 to 5 in turn
+            kind, code_calls = f"digit {code_calls % digits}", code_calls + 1
+        p = probs[np.arange(len(symbols)), np.asarray(symbols, dtype=np.int64)]
+        bits[kind] = bits.get(kind, 0.0) - float(np.log2(p).sum())
+        return symbols
 
-        def cost(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-            nonlocal code_calls
-            if probs.shape[1] == 2:
-                kind = "mask"
-            else:  # each code pass asks for its codes' digits 0 to 5 in turn
-                kind, code_calls = f"digit {code_calls % digits}", code_calls + 1
-            p = probs[np.arange(len(symbols)), np.asarray(symbols, dtype=np.int64)]
-            bits[kind] = bits.get(kind, 0.0) - float(np.log2(p).sum())
-            return symbols
-
-        mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
-        codes = torch.zeros(mask_t.shape, dtype=torch.long)
-        codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        self._walk_window(tuple(mask_t.shape), int(mask_t.sum()), cost, (mask_t, codes))
+    coder.walk_known(mask, indices, cost)
 
 
 def main(argv: list[str]) -> None:
@@ -58,9 +53,9 @@ def main(argv: list[str]) -> None:
         kept = file_bytes = windows = 0
         for frames in clips:
             tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
-            coder = CountingCoder(prior, tokens.header.refresh)
+            coder = PriorCoder(prior, tokens.header.refresh)
             for w in tokens.windows:
-                coder.count(w.mask, w.indices, bits)
+                count_bits(coder, w.mask, w.indices, bits)
                 kept += w.kept
             windows += len(tokens.windows)
             with tempfile.TemporaryDirectory() as tmp:

@@ -67,17 +67,22 @@ class PriorCoder:
     # ------------------------------------------------------------------ coding
     def encode(self, mask: np.ndarray, indices: np.ndarray) -> bytes:
         """A window's keep-mask [t, h, w] and kept indices (raster order) -> coded bytes."""
-        mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
-        codes = torch.zeros(mask_t.shape, dtype=torch.long)
-        codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         encoder = _constriction().stream.queue.RangeEncoder()
 
         def code(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
             encoder.encode(symbols.astype(np.int32), self.model, probs)
             return symbols
 
-        self._walk_window(tuple(mask_t.shape), int(mask_t.sum()), code, (mask_t, codes))
+        self.walk_known(mask, indices, code)
         return encoder.get_compressed().astype("<u4").tobytes()
+
+    def walk_known(self, mask: np.ndarray, indices: np.ndarray, choose) -> None:
+        """Walk a window whose keep-mask [t, h, w] and kept indices are known, as the encoder does: `choose`
+        (`_walk_window`'s) sees each group's probabilities with its true symbols."""
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
+        codes = torch.zeros(mask_t.shape, dtype=torch.long)
+        codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        self._walk_window(tuple(mask_t.shape), int(mask_t.sum()), choose, (mask_t, codes))
 
     def _probs(self, logits: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(self.prior.probabilities(logits))
