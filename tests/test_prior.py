@@ -24,6 +24,7 @@ from infotok.prior import (
     frame_features,
     kept_bucket,
     lattice_ok,
+    warm_start,
     window_passes,
     window_states,
 )
@@ -35,9 +36,9 @@ from .conftest import tiny_model
 SMALL = dict(channels=8, dilations=[1, 2], pass_dilations=[1])
 
 
-def random_prior(levels, seed=0) -> TokenPrior:
+def random_prior(levels, seed=0, **config) -> TokenPrior:
     torch.manual_seed(seed)
-    net = PriorNet(PriorConfig(levels=list(levels), **SMALL))
+    net = PriorNet(PriorConfig(levels=list(levels), **SMALL | config))
     for p in net.parameters():  # a prior that is far from uniform, so coding is exercised
         torch.nn.init.normal_(p, std=0.3)
     return TokenPrior.from_net(net)
@@ -69,9 +70,10 @@ def test_a_prior_coded_file_decodes_to_the_same_tokens(tmp_path, tokens):
     assert back.header.num_frames == tokens.header.num_frames
 
 
+@pytest.mark.parametrize("held_digits", [False, True])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 4, 4), (5, 6, 3)])
-def test_any_window_shape_and_mask_round_trips(shape):
-    prior = random_prior([8, 5, 3], seed=1)
+def test_any_window_shape_and_mask_round_trips(shape, held_digits):
+    prior = random_prior([8, 5, 3], seed=1, held_digits=held_digits)
     rng = np.random.default_rng(sum(shape))
     enc, dec = PriorCoder(prior), PriorCoder(prior)
     for fill in (0.0, 1.0, 0.3, 0.7):  # no token kept, all kept, some: each window continues the last
@@ -216,23 +218,53 @@ def test_a_prior_of_other_levels_is_refused(tmp_path, tokens):
     assert not (tmp_path / "x.itok").exists()
 
 
-def test_the_integer_prior_costs_what_the_float_network_estimates():
-    """The fixed-point twin codes within 1% of the float network's bits (what `train prior` logs)."""
-    levels = [8, 5, 3]
-    torch.manual_seed(0)
-    net = PriorNet(PriorConfig(levels=levels, **SMALL))
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    prior = TokenPrior.from_net(net)
-    rng = np.random.default_rng(1)
-    mask = torch.from_numpy(rng.random((4, 16, 16)) < 0.5)
-    codes = torch.from_numpy(rng.integers(0, 120, (4, 16, 16)))
-    held, age, _, _ = window_states(mask, codes, torch.full((16, 16), -1), torch.zeros((16, 16), dtype=torch.long))
+def random_window(shape=(4, 16, 16), seed=1) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.random(shape) < 0.5), torch.from_numpy(rng.integers(0, 120, shape))
+
+
+def float_bits(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> float:
+    """The float network's bits of a window that starts its video (what `train prior` logs)."""
+    none = torch.full(mask.shape[1:], -1)
+    held, age, _, _ = window_states(mask, codes, none, torch.zeros_like(none))
     with torch.no_grad():
         ctx, pass_mask, pass_codes, _ = window_passes(mask, codes, held, age)
-        float_bits = sum(context_bits(net, ctx, pass_mask, pass_codes))
-    coded = len(PriorCoder(prior).encode(mask.numpy(), codes[mask].numpy().astype(np.uint16))) * 8
-    assert abs(coded - float(float_bits)) < 0.01 * float(float_bits) + 64
+        return float(sum(context_bits(net, ctx, pass_mask, pass_codes)))
+
+
+def coded_bits(prior: TokenPrior, mask: torch.Tensor, codes: torch.Tensor) -> int:
+    return len(PriorCoder(prior).encode(mask.numpy(), codes[mask].numpy().astype(np.uint16))) * 8
+
+
+@pytest.mark.parametrize("held_digits", [False, True])
+def test_the_integer_prior_costs_what_the_float_network_estimates(held_digits):
+    """The fixed-point twin codes within 1% of the float network's bits (what `train prior` logs)."""
+    torch.manual_seed(0)
+    net = PriorNet(PriorConfig(levels=[8, 5, 3], held_digits=held_digits, **SMALL))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    window = random_window()
+    estimate = float_bits(net, *window)
+    assert abs(coded_bits(TokenPrior.from_net(net), *window) - estimate) < 0.01 * estimate + 64
+
+
+def test_warm_start_resumes_a_prior_and_may_add_the_held_digit_terms():
+    """`train prior --init`: the float network starts where the integer prior is, with or without `held_digits`
+    (whose tables start at 0); any other difference in the network is refused."""
+    prior, window = random_prior([8, 5, 3], seed=2), random_window()
+
+    def warm(prior: TokenPrior, **config) -> PriorNet:
+        net = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL | config))
+        warm_start(net, prior)
+        return net
+
+    plain, held = (float_bits(warm(prior, held_digits=h), *window) for h in (False, True))
+    assert plain == pytest.approx(held, rel=1e-5)
+    assert abs(coded_bits(prior, *window) - plain) < 0.01 * plain + 64
+    with pytest.raises(ValueError, match="does not fit this network"):
+        warm(prior, channels=9)
+    with pytest.raises(ValueError, match="does not fit this network"):
+        warm(random_prior([8, 5, 3], held_digits=True))  # a network without the terms cannot take them
 
 
 def test_train_prior_on_shards_resumes_and_exports_a_prior_that_codes(tmp_path, model):

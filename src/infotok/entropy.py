@@ -32,6 +32,7 @@ from .prior import (
     features,
     features_on_phases,
     frame_features,
+    held_code_digits,
     kept_bucket,
     lattice_ok,
     mask_logits,
@@ -153,8 +154,9 @@ class PriorCoder:
                 vectors = feats.permute(1, 2, 0)[code_here]
                 true = None if truth is None else code_digits(truth[1][i][code_here], levels)
                 digits = torch.zeros((len(vectors), len(levels)), dtype=torch.long)
+                held_digits = held_code_digits(self.prior.config, held[code_here])
                 for j in range(len(levels)):
-                    probs = self._probs(digit_logits(self.prior, vectors, digits, j))
+                    probs = self._probs(digit_logits(self.prior, vectors, digits, j, held_digits))
                     digits[:, j] = pick(probs, None if true is None else true[:, j])
                 codes[i][code_here] = digits_code(digits, levels)
             held, age = advance(held, age, mask[i], codes[i])

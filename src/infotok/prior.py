@@ -61,6 +61,9 @@ class PriorConfig:
     max_frames: int = 16  # latent frame indices beyond this share one embedding
     continuing: bool = False  # the first latent frame of a window that continues the one before (`fill.Carry`) has
     # an embedding of its own: it keeps only what changed, where a fresh window's keeps nearly everything
+    held_digits: bool = False  # a code's digits read the held code's digits at its position directly: each digit's
+    # logits get a learned row per held digit (`held_logit{j}`), and each digit before it enters as a (held, new)
+    # pair (`pair{i}`), so "one level up from the held code" costs no features (`digit_logits`)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PriorConfig":
@@ -69,8 +72,9 @@ class PriorConfig:
             raise ValueError("pass_dilations must name at least one block (a pass must see its neighbours)")
         if min(cfg.channels, cfg.max_age, cfg.max_frames) < 1:
             raise ValueError("channels, max_age and max_frames must be positive")
-        if not isinstance(cfg.continuing, bool):
-            raise ValueError(f"continuing must be true or false, got {cfg.continuing!r}")
+        for name in ("continuing", "held_digits"):
+            if not isinstance(getattr(cfg, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
         return cfg
 
     def to_dict(self) -> dict:
@@ -241,6 +245,9 @@ class PriorNet(nn.Module):
         tables = {f"held{j}": nn.Embedding(n + 1, c) for j, n in enumerate(levels)}  # + none
         tables |= {f"known{j}": nn.Embedding(n + 1, c) for j, n in enumerate(levels)}  # + not yet
         tables |= {f"digit{j}": nn.Embedding(n, c) for j, n in enumerate(levels[:-1])}  # the digits before
+        if cfg.held_digits:  # rows: the held digit (levels[j]: none), times the new one for a pair
+            tables |= {f"held_logit{j}": nn.Embedding(n + 1, n) for j, n in enumerate(levels)}
+            tables |= {f"pair{j}": nn.Embedding((n + 1) * n, c) for j, n in enumerate(levels[:-1])}
         frames = cfg.max_frames + (1 if cfg.continuing else 0)  # + a continuing window's first frame
         tables |= {
             "age": nn.Embedding(cfg.max_age + 2, c),  # + none
@@ -260,8 +267,11 @@ class PriorNet(nn.Module):
         for name in second:  # residual blocks start as the identity
             nn.init.zeros_(self.layers[name].weight)
             nn.init.zeros_(self.layers[name].bias)
-        for table in self.tables.values():
-            nn.init.normal_(table.weight, std=0.5)
+        for name, table in self.tables.items():  # the held-digit terms start at 0: the network without them
+            if name.startswith(HELD_DIGIT_TABLES):
+                nn.init.zeros_(table.weight)
+            else:
+                nn.init.normal_(table.weight, std=0.5)
 
     def embed(self, name: str, rows: torch.Tensor) -> torch.Tensor:
         return self.tables[name](rows)
@@ -281,6 +291,7 @@ def digit_rows(prefix: str, codes: torch.Tensor, levels: list[int]) -> dict[str,
 
 
 CODE_TABLES = ("held", "known")  # whole codes (-1: none), embedded as the sum of their digits' rows (`embed_codes`)
+HELD_DIGIT_TABLES = ("held_logit", "pair")  # `PriorConfig.held_digits`
 
 
 def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
@@ -383,13 +394,24 @@ def mask_logits(net, feats: torch.Tensor) -> torch.Tensor:
     return net.layer("mask", F.relu(feats)).permute(0, 2, 3, 1)
 
 
-def digit_logits(net, vectors: torch.Tensor, digits: torch.Tensor, j: int) -> torch.Tensor:
-    """Logits [N, levels[j]] of digit `j` of N codes, given their positions' features [N, channels] and their
-    digits before j (`digits[:, :j]`)."""
+def held_code_digits(cfg, held: torch.Tensor) -> torch.Tensor | None:
+    """The digits [N, len(levels)] of the codes held at N coded positions (-1: none, digit levels[j]) for
+    `digit_logits`, or None for a prior without `held_digits`."""
+    if not getattr(cfg, "held_digits", False):
+        return None
+    return torch.stack(list(digit_rows("", held, cfg.levels).values()), -1)
+
+
+def digit_logits(net, vectors: torch.Tensor, digits: torch.Tensor, j: int, held: torch.Tensor | None = None):
+    """Logits [N, levels[j]] of digit `j` of N codes, given their positions' features [N, channels], their digits
+    before j (`digits[:, :j]`) and, for a prior with `held_digits`, the held code's digits (`held_code_digits`)."""
     x = vectors
     for i in range(j):
         x = x + net.embed(f"digit{i}", digits[:, i])
-    return net.layer(f"out{j}", F.relu(net.layer(f"hidden{j}", F.relu(x))))
+        if held is not None:
+            x = x + net.embed(f"pair{i}", held[:, i] * net.config.levels[i] + digits[:, i])
+    logits = net.layer(f"out{j}", F.relu(net.layer(f"hidden{j}", F.relu(x))))
+    return logits if held is None else logits + net.embed(f"held_logit{j}", held[:, j])
 
 
 def context_bits(net: PriorNet, ctx: Context, mask: torch.Tensor, codes: torch.Tensor) -> tuple:
@@ -400,8 +422,9 @@ def context_bits(net: PriorNet, ctx: Context, mask: torch.Tensor, codes: torch.T
     mask_nll = F.cross_entropy(mask_logits(net, feats)[mask_here].float(), mask[mask_here].long(), reduction="sum")
     vectors = feats.permute(0, 2, 3, 1)[code_here]
     digits = code_digits(codes[code_here], net.config.levels)
+    held = held_code_digits(net.config, ctx.held[code_here])
     code_nll = sum(
-        F.cross_entropy(digit_logits(net, vectors, digits, j).float(), digits[:, j], reduction="sum")
+        F.cross_entropy(digit_logits(net, vectors, digits, j, held).float(), digits[:, j], reduction="sum")
         for j in range(len(net.config.levels))
     )
     return mask_nll / math.log(2), code_nll / math.log(2)
@@ -436,6 +459,30 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
     if too_big:
         raise ValueError(f"prior weights {too_big[:3]} do not fit the checkpoint's 32-bit integers")
     return out
+
+
+def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
+    """Start `net` where a trained `prior` is (`infotok train prior --init`): its integer weights back in floats.
+    `net` may add the `held_digits` tables (they stay 0, so it starts coding as `prior` does, to the rounding of
+    float32); any other difference is refused."""
+    expected = quantize(net)
+    extra = {k for k in expected if k.removeprefix("table.").startswith(HELD_DIGIT_TABLES)} - set(prior.weights)
+    wrong = sorted(
+        k
+        for k in set(expected) | set(prior.weights)
+        if k not in extra
+        and (k not in expected or k not in prior.weights or expected[k].shape != prior.weights[k].shape)
+    )
+    if wrong:
+        raise ValueError(f"--init prior does not fit this network: {', '.join(wrong[:3])} differ")
+    with torch.no_grad():
+        for name, table in net.tables.items():
+            if f"table.{name}" in prior.weights:
+                table.weight.copy_(prior.weights[f"table.{name}"] / 2**ACT_BITS)
+        for name, layer in net.layers.items():
+            shift = int(prior.weights[f"shift.{name}"])
+            layer.weight.copy_(prior.weights[f"weight.{name}"] * 2.0**-shift)
+            layer.bias.copy_(prior.weights[f"bias.{name}"] * 2.0 ** -(shift + ACT_BITS))
 
 
 def _smallest_int(values: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .prior import (
     context_bits,
     kept_bucket,
     pass_context,
+    warm_start,
     window_passes,
     window_states,
 )
@@ -55,6 +56,7 @@ class PriorTrainConfig:
     fresh_fraction: float = 0.2  # windows trained as if they started a video (no previous window's state)
     seed: int = 0
     prior: dict = field(default_factory=dict)  # PriorConfig fields
+    init: str = ""  # a prior folder to start from (`prior.warm_start`); `prior` may add `held_digits` to it
     name: str = "infotok-prior"
     network = PriorConfig  # the network config `prior` holds the fields of (a class attribute, not a field)
 
@@ -172,7 +174,12 @@ class PriorTrainer(EmaTrainer):
     def __init__(self, cfg: PriorTrainConfig, progress=print):
         cfg.check()
         torch.manual_seed(cfg.seed)
-        self.setup(cfg, self.network(cfg.network.from_dict(cfg.prior)), torch.device("cpu"), progress)
+        net = self.network(cfg.network.from_dict(cfg.prior))
+        if cfg.init:
+            if self.network is not PriorNet:
+                raise ValueError("--init starts a grid prior only (not the 1D layout's sequence prior)")
+            warm_start(net, TokenPrior.from_pretrained(cfg.init))
+        self.setup(cfg, net, torch.device("cpu"), progress)
 
     def validation(self) -> dict[str, float]:
         mask_bits = code_bits = positions = kept = 0.0

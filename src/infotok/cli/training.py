@@ -113,7 +113,7 @@ def cmd_train_prior(args) -> int:
         config, trainer = (
             (tp.SequencePriorTrainConfig, tp.SequencePriorTrainer) if one_d else (tp.PriorTrainConfig, tp.PriorTrainer)
         )
-        cfg = config(shards=args.shards, out=args.out, seed=args.seed, **settings)
+        cfg = config(shards=args.shards, out=args.out, seed=args.seed, init=args.init or "", **settings)
         cfg.name = args.name or cfg.name
         cfg.check()
     except (ValueError, OSError) as exc:
@@ -173,7 +173,7 @@ def add_train(sub) -> None:
     )
     p.add_argument("--data", nargs="*", default=[], help="video files or folders (default: synthetic clips only)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--init", help="checkpoint folder to start from (required for `infotok`)")
+    p.add_argument("--init", help="checkpoint folder to start from (required for `infotok`; prior: a prior folder)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out (its saved settings win)")
     p.add_argument("--overwrite", action="store_true", help="restart a run that already exists in --out")
     p.add_argument("--steps", type=_positive, help=f"optimizer steps in all (default {TrainConfig.steps})")
