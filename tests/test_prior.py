@@ -293,6 +293,10 @@ def test_train_prior_on_shards_resumes_and_exports_a_prior_that_codes(tmp_path, 
     assert prior.hash == info["hash"]
     assert same(clips[0], Tokens.load(clips[0].save(tmp_path / "x.itok", prior=prior), prior))
     assert main(args + ["--steps", "6"]) == 2  # the run exists: neither --resume nor --overwrite
+    held = ["--prior-config", json.dumps(SMALL | {"held_digits": True}), "--steps", "2", "--batch", "4", "--quiet"]
+    warm = ["train", "prior", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "warm"), *held]
+    assert main(warm + ["--init", str(tmp_path / "run" / "model")]) == 0  # fine-tune it, adding the held digits
+    assert entropy.load_prior(tmp_path / "warm" / "model").config.held_digits
 
 
 def test_prior_folder_problems_are_named(tmp_path):

@@ -27,6 +27,7 @@ from .prior import (
     advance,
     code_digits,
     coded_here,
+    digit_inputs,
     digit_logits,
     digits_code,
     features,
@@ -155,8 +156,8 @@ class PriorCoder:
                 true = None if truth is None else code_digits(truth[1][i][code_here], levels)
                 digits = torch.zeros((len(vectors), len(levels)), dtype=torch.long)
                 held_digits = held_code_digits(self.prior.config, held[code_here])
-                for j in range(len(levels)):
-                    probs = self._probs(digit_logits(self.prior, vectors, digits, j, held_digits))
+                for j, x in digit_inputs(self.prior, vectors, digits, held_digits):
+                    probs = self._probs(digit_logits(self.prior, x, j, held_digits))
                     digits[:, j] = pick(probs, None if true is None else true[:, j])
                 codes[i][code_here] = digits_code(digits, levels)
             held, age = advance(held, age, mask[i], codes[i])

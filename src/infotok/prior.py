@@ -402,14 +402,23 @@ def held_code_digits(cfg, held: torch.Tensor) -> torch.Tensor | None:
     return torch.stack(list(digit_rows("", held, cfg.levels).values()), -1)
 
 
-def digit_logits(net, vectors: torch.Tensor, digits: torch.Tensor, j: int, held: torch.Tensor | None = None):
-    """Logits [N, levels[j]] of digit `j` of N codes, given their positions' features [N, channels], their digits
-    before j (`digits[:, :j]`) and, for a prior with `held_digits`, the held code's digits (`held_code_digits`)."""
+def digit_inputs(net, vectors: torch.Tensor, digits: torch.Tensor, held: torch.Tensor | None = None):
+    """Yield (j, what digit j's head reads) for each digit of N codes in turn: their positions' features
+    [N, channels] plus their digits before j (`digits[:, :j]`, with the held code's digits for a prior with
+    `held_digits`: `held_code_digits`), each added once. Digit j - 1 is read only when j's input is asked for, so
+    a decoder fills each digit in before it asks for the next."""
     x = vectors
-    for i in range(j):
-        x = x + net.embed(f"digit{i}", digits[:, i])
-        if held is not None:
-            x = x + net.embed(f"pair{i}", held[:, i] * net.config.levels[i] + digits[:, i])
+    for j in range(len(net.config.levels)):
+        if j:
+            x = x + net.embed(f"digit{j - 1}", digits[:, j - 1])
+            if held is not None:
+                x = x + net.embed(f"pair{j - 1}", held[:, j - 1] * net.config.levels[j - 1] + digits[:, j - 1])
+        yield j, x
+
+
+def digit_logits(net, x: torch.Tensor, j: int, held: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits [N, levels[j]] of digit `j` of N codes from its input (`digit_inputs`) and, with `held_digits`, the
+    held code's digits."""
     logits = net.layer(f"out{j}", F.relu(net.layer(f"hidden{j}", F.relu(x))))
     return logits if held is None else logits + net.embed(f"held_logit{j}", held[:, j])
 
@@ -424,8 +433,8 @@ def context_bits(net: PriorNet, ctx: Context, mask: torch.Tensor, codes: torch.T
     digits = code_digits(codes[code_here], net.config.levels)
     held = held_code_digits(net.config, ctx.held[code_here])
     code_nll = sum(
-        F.cross_entropy(digit_logits(net, vectors, digits, j, held).float(), digits[:, j], reduction="sum")
-        for j in range(len(net.config.levels))
+        F.cross_entropy(digit_logits(net, x, j, held).float(), digits[:, j], reduction="sum")
+        for j, x in digit_inputs(net, vectors, digits, held)
     )
     return mask_nll / math.log(2), code_nll / math.log(2)
 

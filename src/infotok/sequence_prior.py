@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .prior import checked_config, code_digits, digit_logits, digit_rows
+from .prior import checked_config, code_digits, digit_inputs, digit_logits, digit_rows
 
 SEQUENCE_PRIOR_FILE, SEQUENCE_PRIOR_CONFIG = "sequence_prior.safetensors", "config.json"
 SEQUENCE_PRIOR_FORMAT = "infotok-sequence-prior"
@@ -69,7 +69,7 @@ def region_grid(header) -> tuple[int, int]:
 class SequencePriorNet(nn.Module):
     """The sequence prior (float): `token_bits` gives each token's `-log2 p` given the earlier ranks of its window
     and what a decoder has of the window before; `layer`/`embed` have the grid prior's names, so its digit heads
-    (`prior.digit_logits`) run on this network too."""
+    (`prior.digit_inputs`, `prior.digit_logits`) run on this network too."""
 
     def __init__(self, cfg: SequencePriorConfig):
         super().__init__()
@@ -118,8 +118,8 @@ class SequencePriorNet(nn.Module):
         vectors = self.features(tokens, previous).permute(0, 2, 3, 4, 1)[known]
         digits = code_digits(tokens[known], self.config.levels)
         nats = sum(
-            F.cross_entropy(digit_logits(self, vectors, digits, j).float(), digits[:, j], reduction="none")
-            for j in range(len(self.config.levels))
+            F.cross_entropy(digit_logits(self, x, j).float(), digits[:, j], reduction="none")
+            for j, x in digit_inputs(self, vectors, digits)
         )
         bits = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
         bits[known] = nats / np.log(2)
