@@ -394,10 +394,10 @@ def mask_logits(net, feats: torch.Tensor) -> torch.Tensor:
     return net.layer("mask", F.relu(feats)).permute(0, 2, 3, 1)
 
 
-def held_code_digits(cfg, held: torch.Tensor) -> torch.Tensor | None:
+def held_code_digits(cfg: PriorConfig, held: torch.Tensor) -> torch.Tensor | None:
     """The digits [N, len(levels)] of the codes held at N coded positions (-1: none, digit levels[j]) for
     `digit_logits`, or None for a prior without `held_digits`."""
-    if not getattr(cfg, "held_digits", False):
+    if not cfg.held_digits:
         return None
     return torch.stack(list(digit_rows("", held, cfg.levels).values()), -1)
 
