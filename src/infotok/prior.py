@@ -472,18 +472,12 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
 
 def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
     """Start `net` where a trained `prior` is (`infotok train prior --init`): its integer weights back in floats.
-    `net` may add the `held_digits` tables (they stay 0, so it starts coding as `prior` does, to the rounding of
-    float32); any other difference is refused."""
-    expected = quantize(net)
-    extra = {k for k in expected if k.removeprefix("table.").startswith(HELD_DIGIT_TABLES)} - set(prior.weights)
-    wrong = sorted(
-        k
-        for k in set(expected) | set(prior.weights)
-        if k not in extra
-        and (k not in expected or k not in prior.weights or expected[k].shape != prior.weights[k].shape)
-    )
-    if wrong:
-        raise ValueError(f"--init prior does not fit this network: {', '.join(wrong[:3])} differ")
+    `net`'s config may add `held_digits` (its tables stay 0, so it starts coding as `prior` does, to the rounding
+    of float32); any other difference is refused. (`prior`'s weights fit its config: `TokenPrior.shapes_ok`.)"""
+    differ = [f.name for f in fields(PriorConfig) if getattr(net.config, f.name) != getattr(prior.config, f.name)]
+    adds_held_digits = differ == ["held_digits"] and net.config.held_digits
+    if differ and not adds_held_digits:
+        raise ValueError(f"--init prior does not fit this network: its {', '.join(differ)} differ")
     with torch.no_grad():
         for name, table in net.tables.items():
             if f"table.{name}" in prior.weights:
