@@ -3,8 +3,11 @@ and `infotok train prior` (resumable) on shard folders."""
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ from infotok.prior import (
     window_passes,
     window_states,
 )
+from infotok.token_file import HEADER_DICTIONARY
 from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, check_header
 from infotok.video import synthetic_video, write_video
 
@@ -191,10 +195,43 @@ def test_a_damaged_prior_coded_file_is_refused(tmp_path, tokens):
     prior = random_prior(tokens.header.levels)
     path = tokens.save(tmp_path / "a.itok", prior=prior)
     data = path.read_bytes()
-    for broken in (data[:-20], data[: len(data) // 2], data[:600] + bytes([data[600] ^ 1]) + data[601:]):
+    flipped = [data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :] for i in (20, len(data) - 40)]  # header, a window
+    for broken in (data[:-20], data[: len(data) // 2], *flipped):
         (tmp_path / "b.itok").write_bytes(broken)
         with pytest.raises(TokenFormatError):
             Tokens.load(tmp_path / "b.itok", prior)
+
+
+def test_a_prior_coded_file_is_version_4_a_compressed_header_and_compact_window_heads(tmp_path, tokens):
+    prior = random_prior(tokens.header.levels)
+    data = tokens.save(tmp_path / "a.itok", prior=prior).read_bytes()
+    version, n = struct.unpack_from("<HI", data, 4)
+    header = zlib.decompressobj(zdict=HEADER_DICTIONARY).decompress(data[10 : 10 + n])
+    assert version == 4 and json.loads(header)["format_version"] == 4 and n < 150
+    back = Tokens.load(tmp_path / "a.itok", prior)
+    coder = PriorCoder(prior, tokens.header.refresh)  # a record: length, CRC, rate, score, kept, the range code
+    assert [w.nbytes for w in back.windows] == [8 + 20 + len(coder.encode(w.mask, w.indices)) for w in tokens.windows]
+    for a, b in zip(tokens.windows, back.windows):
+        assert (a.start, a.end, a.rate) == (b.start, b.end, b.rate) and np.array_equal(a.score, b.score, equal_nan=True)
+    with pytest.raises(ValueError, match="prior-coded files only"):
+        check_header(TokenHeader(**{**tokens.header.__dict__, "format_version": 4}))
+
+
+def test_tokens_read_from_a_prior_coded_file_are_saved_with_zlib_without_a_prior(tmp_path, tokens):
+    prior = random_prior(tokens.header.levels)
+    back = Tokens.load(tokens.save(tmp_path / "a.itok", prior=prior), prior)
+    assert back.save(tmp_path / "b.itok").read_bytes() == tokens.save(tmp_path / "z.itok").read_bytes()
+
+
+@pytest.mark.parametrize("name, version", [("independent", 1), ("continuing", 3)])
+def test_prior_coded_files_written_before_version_4_still_read(name, version):
+    folder = Path(__file__).parent / "data" / "legacy"  # how they were made: make_legacy.py there
+    old = Tokens.load(folder / f"{name}-prior.itok", entropy.load_prior(folder / "prior"))
+    twin = Tokens.load(folder / f"{name}-zlib.itok")
+    assert old.header.format_version == version and old.header.codec == "prior" and same(old, twin)
+    assert [(w.start, w.end, w.rate, w.score) for w in old.windows] == [
+        (w.start, w.end, w.rate, w.score) for w in twin.windows
+    ]
 
 
 def test_the_header_names_a_prior_exactly_when_the_codec_is_prior(tokens):

@@ -1,7 +1,8 @@
 """The `.itok` file format (docs/FORMAT.md): window records, `TokenWriter` and `TokenReader`.
 
 A file is a versioned JSON header, then one self-checking record per window (keep-mask bit-packed,
-kept indices, both zlib-coded, CRC32), then a trailer with the window count. It is written and read
+kept indices, both zlib-coded, CRC32; or, version 4, both range-coded with a learned prior under a
+compact head), then a trailer with the window count. It is written and read
 window by window, so a long video never needs all its tokens in memory. The parser trusts no length
 field: every size is checked against the window's own geometry before anything is allocated, and
 every window's frames and token grid against the header (its frame size, frame count, window and
@@ -27,6 +28,7 @@ from .files import output_path_problem, temp_beside
 from .token_header import (
     FORMAT_VERSION,
     FORMAT_VERSION_1D,
+    FORMAT_VERSION_COMPACT,
     FORMAT_VERSION_CONTINUED,
     TokenHeader,
     TokenWindow,
@@ -39,14 +41,26 @@ from .token_header import (
 TOKEN_SUFFIX = ".itok"
 MAGIC = b"ITOK"
 TRAILER_MAGIC = b"ITND"
-READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D, FORMAT_VERSION_CONTINUED)
+READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D, FORMAT_VERSION_CONTINUED, FORMAT_VERSION_COMPACT)
 MAX_HEADER_BYTES = 1 << 20
 MAX_TOKENS_PER_WINDOW = 1 << 24
 MAX_RECORD_BYTES = 1 << 26  # a full window of 2**24 tokens codes to ~34 MB at worst
 _PRELUDE = struct.Struct("<4sHI")  # magic, version, header length
 _RECORD = struct.Struct("<II")  # payload length, crc32
 _WINDOW = struct.Struct("<IIHHHddIII")  # start, end, t, h, w, rate, score, kept, mask bytes, index bytes
+_COMPACT_WINDOW = struct.Struct("<ddI")  # version 4: rate, score, kept (frames and grid follow from the header)
 _TRAILER = struct.Struct("<4sI")
+# Version 4's header is zlib-coded with this preset dictionary: the keys and the usual values of a header, so that
+# what is left to code is mostly the hashes and sizes (about 100 bytes instead of 510). Part of the format: never
+# change it, add a version.
+HEADER_DICTIONARY = (
+    b'"target_psnr":null,"strategy":"global_elbo","static","uniform","target","selection":"error","value",'
+    b'"order","random","temporal","fill":"mask",{"avg_rate":0.5,"codec":"prior","config_hash":"","fill":"hold",'
+    b'"format_version":4,"fps":25.0,"height":256,"levels":[8,8,8,5,5,5],"model":"infotok-flex","model_hash":"",'
+    b'"num_frames":97,"overlap":1,"prior_hash":"","refresh":10,"resize":256,"score_mean":0.07,"selection":"drift",'
+    b'"source_height":256,"source_width":256,"spatial_factor":8,"strategy":"rd","temporal_factor":4,"width":256,'
+    b'"window":33}'
+)
 
 
 class TokenFormatError(ValueError):
@@ -54,7 +68,8 @@ class TokenFormatError(ValueError):
 
 
 def encode_window(w: TokenWindow, codebook_size: int, coder=None) -> bytes:
-    """A window's record; with an `entropy.PriorCoder`, its mask and indices range-coded in one section."""
+    """A window's record; with an `entropy.PriorCoder`, version 4's: a compact head, then its mask and indices
+    range-coded in one section."""
     mask = np.asarray(w.mask, dtype=bool)
     if mask.ndim != 3:
         raise ValueError("window mask must be [t, h, w]")
@@ -70,10 +85,9 @@ def encode_window(w: TokenWindow, codebook_size: int, coder=None) -> bytes:
     if indices.size and (indices.min() < 0 or indices.max() >= codebook_size):
         raise ValueError(f"token indices must lie in [0, {codebook_size})")
     if coder is not None:
-        mask_bytes, index_bytes = b"", coder.encode(mask, indices)
-    else:
-        mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes(), 9)
-        index_bytes = zlib.compress(indices.astype("<u2").tobytes(), 9)
+        return _COMPACT_WINDOW.pack(float(w.rate), float(w.score), indices.size) + coder.encode(mask, indices)
+    mask_bytes = zlib.compress(np.packbits(mask.ravel(), bitorder="little").tobytes(), 9)
+    index_bytes = zlib.compress(indices.astype("<u2").tobytes(), 9)
     t, h, wd = mask.shape
     head = _WINDOW.pack(
         w.start, w.end, t, h, wd, float(w.rate), float(w.score), indices.size, len(mask_bytes), len(index_bytes)
@@ -81,22 +95,26 @@ def encode_window(w: TokenWindow, codebook_size: int, coder=None) -> bytes:
     return head + mask_bytes + index_bytes
 
 
-def _inflate(data: bytes, expected: int, what: str) -> bytes:
-    """zlib-decode at most `expected` bytes (a forged stream cannot make us allocate more)."""
-    d = zlib.decompressobj()
+def _inflate(data: bytes, expected: int, what: str, at_most: bool = False, zdict: bytes = b"") -> bytes:
+    """zlib-decode `expected` bytes (`at_most`: up to that many); a forged stream cannot make us allocate more."""
+    d = zlib.decompressobj(zdict=zdict)
     try:
         # max_length 0 would mean "no limit": ask for one byte more than expected, at least 1
         out = d.decompress(data, expected + 1)
     except zlib.error as exc:
         raise TokenFormatError(f"{what}: corrupt compressed data ({exc})") from None
-    if len(out) != expected or d.unconsumed_tail or d.unused_data or not d.eof:
-        raise TokenFormatError(f"{what}: compressed data does not hold the expected {expected} bytes")
+    if len(out) > expected or (len(out) != expected and not at_most) or d.unconsumed_tail or d.unused_data or not d.eof:
+        raise TokenFormatError(
+            f"{what}: compressed data does not hold {'at most' if at_most else 'the expected'} {expected} bytes"
+        )
     return out
 
 
 def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None, coder=None) -> TokenWindow:
-    """Parse one record; with `index`, also check its frames and grid against the header's geometry. A prior-coded
-    file's records need the `entropy.PriorCoder` that decoded the windows before it."""
+    """Parse one record; with `index` (which version 4 needs), also check its frames and grid against the header's
+    geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
+    if header.format_version == FORMAT_VERSION_COMPACT:
+        return _decode_compact(payload, header, where, index, coder)
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
     start, end, t, h, w, rate, score, kept, n_mask, n_idx = _WINDOW.unpack_from(payload)
@@ -125,11 +143,29 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
         mask, indices = _zlib_sections(body, n_mask, (t, h, w), kept, where)
     if header.layout == "1d" and not mask.reshape(-1)[:kept].all():
         raise TokenFormatError(f"{where}: a 1D window must keep a prefix of its sequence")
-    if kept and int(indices.max()) >= header.codebook_size:
+    return _checked_window(start, end, rate, score, mask, indices, header, where, _RECORD.size + len(payload))
+
+
+def _decode_compact(payload: bytes, header: TokenHeader, where: str, index: int, coder) -> TokenWindow:
+    """A version-4 record: the head holds rate, score and kept count; frames and grid are the header's."""
+    if len(payload) < _COMPACT_WINDOW.size:
+        raise TokenFormatError(f"{where}: record too short")
+    rate, score, kept = _COMPACT_WINDOW.unpack_from(payload)
+    start, end = window_span(header, index)
+    shape = window_grid(header, start, end)
+    if kept > math.prod(shape):
+        raise TokenFormatError(f"{where}: keeps {kept} of its {math.prod(shape)} positions")
+    body = bytes(memoryview(payload)[_COMPACT_WINDOW.size :])
+    mask, indices = _prior_sections(body, 0, shape, kept, coder, where)
+    return _checked_window(start, end, rate, score, mask, indices, header, where, _RECORD.size + len(payload))
+
+
+def _checked_window(start, end, rate, score, mask, indices, header: TokenHeader, where: str, nbytes: int):
+    if indices.size and int(indices.max()) >= header.codebook_size:
         raise TokenFormatError(f"{where}: token index out of range for {header.codebook_size} codes")
     if not (np.isfinite(rate) and 0 < rate <= 1):
         raise TokenFormatError(f"{where}: invalid rate {rate}")
-    return TokenWindow(start, end, rate, score, mask, indices, nbytes=_RECORD.size + len(payload))
+    return TokenWindow(start, end, rate, score, mask, indices, nbytes=nbytes)
 
 
 def _zlib_sections(body: bytes, n_mask: int, shape: tuple, kept: int, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +225,9 @@ class TokenWriter:
                 f"{self.path} exists; pass overwrite=True (--overwrite on the command line) to replace it"
             )
         self.header, self._coder = header, None
-        if prior is not None:  # entropy-coded windows: the header names the prior a reader needs
+        if header.codec != "zlib":  # tokens read from a prior-coded file, stored without a prior: zlib
+            self.header = replace(header, codec="zlib", prior_hash="", format_version=FORMAT_VERSION)
+        if prior is not None:  # entropy-coded windows (version 4): the header names the prior a reader needs
             from .entropy import PriorCoder
 
             if header.layout != "grid":
@@ -197,7 +235,7 @@ class TokenWriter:
             if list(prior.config.levels) != list(header.levels):
                 raise ValueError(f"the prior models codes of FSQ levels {prior.config.levels}, not {header.levels}")
             self.header, self._coder = (
-                replace(header, codec="prior", prior_hash=prior.hash),
+                replace(header, codec="prior", prior_hash=prior.hash, format_version=FORMAT_VERSION_COMPACT),
                 PriorCoder(prior, header.refresh),
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +299,12 @@ class TokenWriter:
         for name, absent in absent_fields:  # only files that use them carry them:
             if fields[name] == absent:  # other files stay byte-identical to before these fields
                 del fields[name]
-        blob = json.dumps(fields, sort_keys=True).encode()
+        if self.header.format_version == FORMAT_VERSION_COMPACT:
+            deflate = zlib.compressobj(9, zdict=HEADER_DICTIONARY)
+            blob = deflate.compress(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+            blob += deflate.flush()
+        else:
+            blob = json.dumps(fields, sort_keys=True).encode()
         tmp = temp_beside(self.path)
         try:
             with open(tmp, "wb") as out:
@@ -344,6 +387,8 @@ class TokenReader:
         (crc,) = struct.unpack("<I", self._read_exact(4, "the header checksum"))
         if zlib.crc32(blob) != crc:
             raise TokenFormatError(f"{self.name}: header checksum mismatch (file corrupt)")
+        if version == FORMAT_VERSION_COMPACT:
+            blob = _inflate(blob, MAX_HEADER_BYTES, f"{self.name}: header", at_most=True, zdict=HEADER_DICTIONARY)
         try:
             fields = json.loads(blob)
             if not isinstance(fields, dict):

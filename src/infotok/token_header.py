@@ -16,6 +16,9 @@ from .names import FILLS
 FORMAT_VERSION = 1  # grid files (their bytes are unchanged since version 1)
 FORMAT_VERSION_1D = 2  # 1D-layout files (`layout`, `registers`, `region` in the header; prefix masks)
 FORMAT_VERSION_CONTINUED = 3  # grid files whose windows continue each other (`refresh` > 1 in the header)
+# prior-coded grid files: the header zlib-coded, window heads without what the header determines (any refresh).
+# Prior-coded files of versions 1 and 3 (written before it) still read
+FORMAT_VERSION_COMPACT = 4
 LAYOUTS = ("grid", "1d")
 CODECS = ("zlib", "prior")  # how window records store tokens: zlib-packed, or range-coded with a learned prior
 
@@ -164,7 +167,9 @@ def check_header(h: TokenHeader) -> None:
         raise ValueError("only grid windows under the hold fill continue each other (refresh > 1)")
     if h.layout == "grid":
         version = FORMAT_VERSION_CONTINUED if h.refresh > 1 else FORMAT_VERSION
-        if h.format_version != version:
+        if h.format_version == FORMAT_VERSION_COMPACT and h.codec != "prior":
+            raise ValueError(f"format version {FORMAT_VERSION_COMPACT} holds prior-coded files only")
+        if h.format_version not in (version, FORMAT_VERSION_COMPACT):
             raise ValueError(
                 f"a grid header of refresh {h.refresh} is format version {version}, got {h.format_version}"
             )

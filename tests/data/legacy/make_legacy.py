@@ -1,0 +1,48 @@
+"""Writes the prior-coded files of this folder as infotok wrote them before format version 4 (run with the package
+of commit d7ec7e9: `PYTHONPATH=<checkout of d7ec7e9>/src python tests/data/legacy/make_legacy.py`): random tokens
+of two small videos, independent windows (version 1) and continuing ones (version 3), each coded with a small
+random prior (`prior/`, saved here so that the files never depend on the shipped one) and stored with zlib too."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infotok.prior import PriorConfig, PriorNet, TokenPrior
+from infotok.tokens import TokenHeader, Tokens, TokenWindow
+
+HERE = Path(__file__).parent
+
+
+def random_tokens(refresh: int, seed: int) -> Tokens:
+    rng = np.random.default_rng(seed)
+    header = TokenHeader(
+        model="infotok-flex", model_hash="0" * 16, config_hash="0" * 16, levels=[8, 8, 8, 5, 5, 5],
+        temporal_factor=4, spatial_factor=8, width=24, height=16, source_width=24, source_height=16, fps=8.0,
+        num_frames=21, window=9, overlap=1, strategy="rd", selection="drift", avg_rate=0.5, score_mean=0.07,
+        fill="hold", refresh=refresh,
+    )  # fmt: skip
+    windows = []
+    for start, end in ((0, 9), (8, 17), (16, 21)):
+        t = 1 + -(-(end - start - 1) // 4)
+        mask = rng.random((t, 2, 3)) < 0.5
+        indices = rng.integers(0, 64000, int(mask.sum())).astype(np.uint16)
+        windows.append(TokenWindow(start, end, 0.5, 0.25 * seed, mask, indices))
+    return Tokens(header, windows)
+
+
+def random_prior() -> TokenPrior:
+    torch.manual_seed(0)
+    net = PriorNet(PriorConfig(levels=[8, 8, 8, 5, 5, 5], channels=8, dilations=[1, 2], pass_dilations=[1]))
+    for p in net.parameters():  # far from uniform, so that coding is exercised
+        torch.nn.init.normal_(p, std=0.3)
+    return TokenPrior.from_net(net)
+
+
+if __name__ == "__main__":
+    prior = random_prior()
+    prior.save_pretrained(HERE / "prior")
+    for name, refresh in (("independent", 1), ("continuing", 10)):
+        tokens = random_tokens(refresh, seed=refresh)
+        tokens.save(HERE / f"{name}-zlib.itok", overwrite=True)
+        tokens.save(HERE / f"{name}-prior.itok", overwrite=True, prior=prior)
