@@ -6,6 +6,8 @@ each asked rate; what a better prior would have to win (issue #34's size goal, d
 asked 0.125, 0.25, 0.5 and 1, codes them with the shipped prior, and prints per rate the ideal code length
 (-log2 p, summed over every symbol the coder codes) of the masks and of each digit, per kept token, and how many
 bytes of the prior-coded files are something else (the file's header, the window records, the range coder's words).
+It also says how many kept tokens have no code held at their position (a fresh window's first latent frame: only
+the frame itself to go by), and of the others, how many of their six digits differ from the held code's.
 """
 
 from __future__ import annotations
@@ -44,6 +46,26 @@ def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: d
     coder.walk_known(mask, indices, cost)
 
 
+def held_changes(tokens, levels: list[int]) -> np.ndarray:
+    """Kept tokens by how many digits differ from the code held at their position: [no held code, 0, 1, ..., 6]."""
+    digit_units = np.cumprod([1, *levels[:-1]])
+    counts, held = np.zeros(len(levels) + 2, np.int64), None
+    for i, w in enumerate(tokens.windows):
+        if held is None or not tokens.header.continues(i):
+            held = np.full(w.mask.shape[1:], -1, np.int64)
+        codes = np.zeros(w.mask.shape, np.int64)
+        codes[w.mask] = w.indices
+        for kept, frame in zip(w.mask, codes):
+            before, now = held[kept], frame[kept]
+            counts[0] += int((before < 0).sum())
+            moved = ((now[before >= 0, None] // digit_units) % levels) != (
+                (before[before >= 0, None] // digit_units) % levels
+            )
+            counts[1:] += np.bincount(moved.sum(1), minlength=len(levels) + 1)
+            held[kept] = now
+    return counts
+
+
 def main(argv: list[str]) -> None:
     folder = Path(argv[0]) if argv else VIDEOS
     model, prior = InfoTok.from_pretrained(), load_prior()
@@ -51,6 +73,7 @@ def main(argv: list[str]) -> None:
     for rate in RATES:
         bits: dict[str, float] = {}
         kept = file_bytes = windows = 0
+        changes = np.zeros(len(prior.config.levels) + 2, np.int64)
         for frames in clips:
             tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
             coder = PriorCoder(prior, tokens.header.refresh)
@@ -58,6 +81,7 @@ def main(argv: list[str]) -> None:
                 count_bits(coder, w.mask, w.indices, bits)
                 kept += w.kept
             windows += len(tokens.windows)
+            changes += held_changes(tokens, prior.config.levels)
             with tempfile.TemporaryDirectory() as tmp:
                 file_bytes += tokens.save(Path(tmp) / "clip.itok", prior=prior).stat().st_size
         ideal = sum(bits.values())
@@ -67,6 +91,8 @@ def main(argv: list[str]) -> None:
             f"bits a kept token ({parts}); the files: {file_bytes * 8 / kept:.2f} bits a kept token, of which "
             f"{(file_bytes - ideal / 8) / len(clips):.0f} bytes a file are not -log2 p (header, window records, coder)"
         )
+        moved = ", ".join(f"{j}: {n / max(changes[1:].sum(), 1):.2f}" for j, n in enumerate(changes[1:]))
+        print(f"  kept tokens with no held code: {changes[0] / kept:.2f}; the others by digits changed: {moved}")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     """Parse one record; with `index` (which version 4 needs), also check its frames and grid against the header's
     geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
     if header.format_version == FORMAT_VERSION_COMPACT:
+        if index is None:
+            raise ValueError("a version-4 record's frames follow from its window index: pass index")
         return _decode_compact(payload, header, where, index, coder)
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
