@@ -542,6 +542,9 @@ def test_any_forged_length_field_fails_fast_or_parses(field, value):
         st.binary(max_size=600).map(
             lambda b: PRELUDE.pack(MAGIC, FORMAT_VERSION, len(b)) + b + struct.pack("<I", zlib.crc32(b))
         ),
+        st.binary(max_size=600).map(  # version 4: a zlib-coded header
+            lambda b: PRELUDE.pack(MAGIC, 4, len(b)) + b + struct.pack("<I", zlib.crc32(b))
+        ),
     )
 )
 def test_random_bytes_raise_only_token_format_error(data):

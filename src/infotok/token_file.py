@@ -186,7 +186,7 @@ def _prior_sections(body: bytes, n_mask: int, shape: tuple, kept: int, coder, wh
         raise TokenFormatError(f"{where}: a prior-coded record has no separate mask section")
     try:
         mask, indices = coder.decode(body, shape, kept)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, AssertionError) as exc:  # constriction asserts on data no model can decode
         raise TokenFormatError(f"{where}: corrupt prior-coded data ({exc})") from None
     _check_kept(mask, kept, where)
     return mask, indices
