@@ -117,15 +117,16 @@ def payloads(tokens: Tokens) -> list[bytes]:
     return [encode_window(w, tokens.header.codebook_size) for w in tokens.windows]
 
 
-def read_all(data: bytes) -> Tokens:
-    with TokenReader(data) as reader:
+def read_all(data: bytes, prior=None) -> Tokens:
+    with TokenReader(data, prior) as reader:
         return Tokens(reader.header, list(reader))
 
 
-def load_or_format_error(data: bytes) -> Tokens | None:
-    """Parse fully; a TokenFormatError is fine (None), any other exception fails the test."""
+def load_or_format_error(data: bytes, prior=None) -> Tokens | None:
+    """Parse fully (a prior-coded file with `prior`); a TokenFormatError is fine (None), any other exception fails
+    the test."""
     try:
-        return read_all(data)
+        return read_all(data, prior)
     except TokenFormatError:
         return None
 
@@ -594,13 +595,16 @@ def test_window_payload_mutations_behind_a_valid_checksum(k, mutations):
     """Checksums recomputed, so the record parser itself meets the damage."""
     p = payloads(sample_tokens())
     p[k] = mutate(p[k], mutations)
-    tokens = load_or_format_error(forge(sample_tokens().header, p))
-    if tokens is not None:  # whatever is accepted is self-consistent and decodable
-        for i, w in enumerate(tokens.windows):
-            assert (w.start, w.end) == window_span(tokens.header, i)
-            assert w.mask.shape == sample_tokens().windows[i].mask.shape
-            assert w.kept == int(w.mask.sum()) and (w.indices < tokens.header.codebook_size).all()
-            assert 0 < w.rate <= 1
+    assert_self_consistent(load_or_format_error(forge(sample_tokens().header, p)))
+
+
+def assert_self_consistent(tokens: Tokens | None) -> None:
+    """Whatever a reader accepted of a damaged `sample_tokens()` file is self-consistent and decodable."""
+    for i, w in enumerate(tokens.windows if tokens is not None else []):
+        assert (w.start, w.end) == window_span(tokens.header, i)
+        assert w.mask.shape == sample_tokens().windows[i].mask.shape
+        assert w.kept == int(w.mask.sum()) and (w.indices < tokens.header.codebook_size).all()
+        assert 0 < w.rate <= 1
 
 
 @FUZZ
