@@ -17,10 +17,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from infotok.entropy import PriorCoder, load_prior
 from infotok.files import list_videos
 from infotok.model import InfoTok
+from infotok.prior import code_digits, window_states
 from infotok.video import read_video, resize_and_crop
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -47,22 +49,21 @@ def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: d
 
 
 def held_changes(tokens, levels: list[int]) -> np.ndarray:
-    """Kept tokens by how many digits differ from the code held at their position: [no held code, 0, 1, ..., 6]."""
-    digit_units = np.cumprod([1, *levels[:-1]])
-    counts, held = np.zeros(len(levels) + 2, np.int64), None
+    """Kept tokens by how many digits differ from the code held at their position: [no held code, 0, 1, ..., 6]
+    (the held codes as the coder tracks them, `prior.window_states`)."""
+    counts, held, age = np.zeros(len(levels) + 2, np.int64), None, None
     for i, w in enumerate(tokens.windows):
+        mask = torch.from_numpy(w.mask)
         if held is None or not tokens.header.continues(i):
-            held = np.full(w.mask.shape[1:], -1, np.int64)
-        codes = np.zeros(w.mask.shape, np.int64)
-        codes[w.mask] = w.indices
-        for kept, frame in zip(w.mask, codes):
-            before, now = held[kept], frame[kept]
-            counts[0] += int((before < 0).sum())
-            moved = ((now[before >= 0, None] // digit_units) % levels) != (
-                (before[before >= 0, None] // digit_units) % levels
-            )
-            counts[1:] += np.bincount(moved.sum(1), minlength=len(levels) + 1)
-            held[kept] = now
+            held = torch.full(mask.shape[1:], -1)
+            age = torch.zeros_like(held)
+        codes = torch.full(mask.shape, -1)
+        codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
+        helds, _, held, age = window_states(mask, codes, held, age)
+        before, now = helds[mask], codes[mask]
+        counts[0] += int((before < 0).sum())
+        moved = code_digits(now[before >= 0], levels) != code_digits(before[before >= 0], levels)
+        counts[1:] += np.bincount(moved.sum(1).numpy(), minlength=len(levels) + 1)
     return counts
 
 
