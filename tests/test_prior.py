@@ -40,7 +40,7 @@ from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, c
 from infotok.video import synthetic_video, write_video
 
 from .conftest import tiny_model
-from .test_tokens import MUTATION, assert_self_consistent, load_or_format_error, mutate, sample_tokens
+from .test_tokens import MUTATION, assert_self_consistent, layout, load_or_format_error, mutate, sample_tokens
 
 SMALL = dict(channels=8, dilations=[1, 2], pass_dilations=[1])
 
@@ -260,14 +260,11 @@ def test_every_change_to_a_prior_coded_file_is_detected(mutations):
 def test_prior_coded_record_mutations_behind_a_valid_checksum(k, mutations):
     """Checksums recomputed, so the compact head and the range decoder meet the damage themselves."""
     data, prior = prior_coded_bytes()
-    header_end = pos = 10 + struct.unpack_from("<I", data, 6)[0] + 4  # prelude, header, its CRC
-    records = []
-    for _ in range(3):
-        (n,) = struct.unpack_from("<I", data, pos)
-        records.append(data[pos + 8 : pos + 8 + n])
-        pos += 8 + n
+    header_end, spans = layout(data)
+    records = [data[start + 8 : end] for start, end in spans]  # payloads, after length and CRC
     records[k] = mutate(records[k], mutations)
-    forged = data[:header_end] + b"".join(struct.pack("<II", len(r), zlib.crc32(r)) + r for r in records) + data[pos:]
+    forged = data[:header_end] + b"".join(struct.pack("<II", len(r), zlib.crc32(r)) + r for r in records)
+    forged += data[spans[-1][1] :]
     assert_self_consistent(load_or_format_error(forged, prior))
 
 
