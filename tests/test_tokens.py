@@ -629,6 +629,11 @@ def test_header_fields_of_any_json_type(field, value):
         assert json.dumps(getattr(tokens.header, field)) == json.dumps(value)
 
 
+@pytest.mark.parametrize("value", [True, 1.0])
+def test_a_format_version_that_is_not_an_integer_is_refused(value):  # true and 1.0 equal 1 in Python
+    assert load_or_format_error(forge(header_dict(format_version=value), payloads(sample_tokens()))) is None
+
+
 # ------------------------------------------------------------------------------ determinism
 def test_encoding_the_same_array_twice_gives_identical_files(tmp_path):
     video = synthetic_video(21, 48, 64, seed=5)

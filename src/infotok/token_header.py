@@ -59,7 +59,10 @@ class TokenHeader:
     refresh: int = 1
 
     def __post_init__(self):
-        """The format version follows the layout and refresh (a reader still checks it against the file's)."""
+        """The format version follows the layout and refresh (a reader still checks it against the file's); a value
+        that is not an integer (JSON true equals 1) is left for `check_header` to refuse."""
+        if not _is_int(self.format_version):
+            return
         if self.layout == "1d" and self.format_version == FORMAT_VERSION:
             self.format_version = FORMAT_VERSION_1D
         elif self.layout == "grid" and self.format_version in (FORMAT_VERSION, FORMAT_VERSION_CONTINUED):
