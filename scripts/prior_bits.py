@@ -1,13 +1,15 @@
 """Where a prior-coded file's bits go: the keep-mask against the kept codes, and each of a code's six FSQ digits, at
 each asked rate; what a better prior would have to win (issue #34's size goal, docs/PRIOR.md).
 
-`python scripts/prior_bits.py [VIDEOS]` (default: the evaluation clips) tokenizes each clip's first 97 frames
-(short side 256, centre crop 256x256, the defaults, windows as `infotok encode --entropy prior` writes them) at
-asked 0.125, 0.25, 0.5 and 1, codes them with the shipped prior, and prints per rate the ideal code length
-(-log2 p, summed over every symbol the coder codes) of the masks and of each digit, per kept token, and how many
-bytes of the prior-coded files are something else (the file's header, the window records, the range coder's words).
-It also says how many kept tokens have no code held at their position (a fresh window's first latent frame: only
-the frame itself to go by), and of the others, how many of their six digits differ from the held code's.
+`python scripts/prior_bits.py [VIDEOS [PRIOR]]` (default: the evaluation clips and the shipped prior folder)
+tokenizes each clip's first 97 frames (short side 256, centre crop 256x256, the defaults, windows as `infotok
+encode --entropy prior` writes them) at asked 0.125, 0.25, 0.5 and 1, codes them with the prior, and prints per
+rate the ideal code length (-log2 p, summed over every symbol the coder codes) of the masks and of each digit, per
+kept token, and how many bytes of the prior-coded files are something else (the file's header, the window records,
+the range coder's words). It also says how many kept tokens have no code held at their position (a fresh window's
+first latent frame: only the frame itself to go by), and of the others, how many of their six digits differ from
+the held code's; and the bits of a kept code by its phase (the prior's coding order, `prior.CodingOrder`), with
+and without a held code.
 """
 
 from __future__ import annotations
@@ -29,20 +31,45 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 RATES = (0.125, 0.25, 0.5, 1.0)
 
 
-def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: dict[str, float]) -> None:
+def code_passes(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The code passes the coder will make over a window, in order: (phase, whether each coded code has no held code
+    at its position)."""
+    order = coder.prior.config.order
+    mask_t = torch.from_numpy(mask)
+    codes = torch.full(mask_t.shape, -1)
+    codes[mask_t] = torch.from_numpy(indices.astype(np.int64))
+    held, age = coder._start(*mask.shape[1:])
+    helds = window_states(mask_t, codes, held, age)[0]
+    passes = []
+    for m, held in zip(mask_t, helds):
+        phase = order.phase_map(*m.shape)
+        for p in range(order.phases):
+            here = m & (phase == p)
+            if here.any():  # the coder skips a phase that keeps no code
+                passes.append((p, (held[here] < 0).numpy()))
+    return passes
+
+
+def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: dict, by_phase: dict) -> None:
     """Walk a window as the encoder does (`coder` continues the video's earlier windows) and add up -log2 p of
-    each true symbol, by kind."""
+    each true symbol, by kind; and each kept code's bits in `by_phase[(phase, no held code)]` = [bits, codes]."""
     digits = len(coder.prior.config.levels)
-    code_calls = 0
+    passes, code_calls = code_passes(coder, mask, indices), 0
 
     def cost(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         nonlocal code_calls
+        p = -np.log2(probs[np.arange(len(symbols)), np.asarray(symbols, dtype=np.int64)])
         if probs.shape[1] == 2:
             kind = "mask"
         else:  # each code pass asks for its codes' digits 0 to 5 in turn
-            kind, code_calls = f"digit {code_calls % digits}", code_calls + 1
-        p = probs[np.arange(len(symbols)), np.asarray(symbols, dtype=np.int64)]
-        bits[kind] = bits.get(kind, 0.0) - float(np.log2(p).sum())
+            kind = f"digit {code_calls % digits}"
+            phase, fresh = passes[code_calls // digits]
+            for no_held in (False, True):
+                entry = by_phase.setdefault((phase, no_held), [0.0, 0])
+                entry[0] += float(p[fresh == no_held].sum())
+                entry[1] += int((fresh == no_held).sum()) if code_calls % digits == 0 else 0
+            code_calls += 1
+        bits[kind] = bits.get(kind, 0.0) + float(p.sum())
         return symbols
 
     coder.walk_known(mask, indices, cost)
@@ -69,17 +96,18 @@ def held_changes(tokens, levels: list[int]) -> np.ndarray:
 
 def main(argv: list[str]) -> None:
     folder = Path(argv[0]) if argv else VIDEOS
-    model, prior = InfoTok.from_pretrained(), load_prior()
+    model, prior = InfoTok.from_pretrained(), load_prior(argv[1] if len(argv) > 1 else None)
     clips = [resize_and_crop(read_video(p, max_frames=97)[0], 256) for p in list_videos([folder])]
     for rate in RATES:
         bits: dict[str, float] = {}
+        by_phase: dict[tuple[int, bool], list] = {}
         kept = file_bytes = windows = 0
         changes = np.zeros(len(prior.config.levels) + 2, np.int64)
         for frames in clips:
             tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
             coder = PriorCoder(prior, tokens.header.refresh)
             for w in tokens.windows:
-                count_bits(coder, w.mask, w.indices, bits)
+                count_bits(coder, w.mask, w.indices, bits, by_phase)
                 kept += w.kept
             windows += len(tokens.windows)
             changes += held_changes(tokens, prior.config.levels)
@@ -94,6 +122,11 @@ def main(argv: list[str]) -> None:
         )
         moved = ", ".join(f"{j}: {n / max(changes[1:].sum(), 1):.2f}" for j, n in enumerate(changes[1:]))
         print(f"  kept tokens with no held code: {changes[0] / kept:.2f}; the others by digits changed: {moved}")
+        for no_held in (True, False):
+            phases = ", ".join(
+                f"{p}: {b / n:.2f} ({n})" for (p, h), (b, n) in sorted(by_phase.items()) if h == no_held and n
+            )
+            print(f"  bits a kept code {'with no' if no_held else 'with a'} held code, by phase (codes): {phases}")
 
 
 if __name__ == "__main__":

@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 from infotok import entropy
 from infotok.entropy import PriorCoder
 from infotok.prior import (
-    PHASE_OFFSETS,
     PRIOR_FORMAT,
+    CodingOrder,
     PriorConfig,
     PriorNet,
     TokenPrior,
     context_bits,
     features,
-    features_on_phases,
+    features_on_lattices,
     frame_features,
     kept_bucket,
     lattice_ok,
@@ -79,10 +79,10 @@ def test_a_prior_coded_file_decodes_to_the_same_tokens(tmp_path, tokens):
     assert back.header.num_frames == tokens.header.num_frames
 
 
-@pytest.mark.parametrize("held_digits", [False, True])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 4, 4), (5, 6, 3)])
-def test_any_window_shape_and_mask_round_trips(shape, held_digits):
-    prior = random_prior([8, 5, 3], seed=1, held_digits=held_digits)
+@pytest.mark.parametrize("held_digits, phase_levels", [(False, 1), (True, 1), (True, 3)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 4, 4), (5, 6, 3), (2, 9, 13)])
+def test_any_window_shape_and_mask_round_trips(shape, held_digits, phase_levels):
+    prior = random_prior([8, 5, 3], seed=1, held_digits=held_digits, phase_levels=phase_levels)
     rng = np.random.default_rng(sum(shape))
     enc, dec = PriorCoder(prior), PriorCoder(prior)
     for fill in (0.0, 1.0, 0.3, 0.7):  # no token kept, all kept, some: each window continues the last
@@ -92,13 +92,16 @@ def test_any_window_shape_and_mask_round_trips(shape, held_digits):
         assert np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices)
 
 
-@pytest.mark.parametrize("pass_dilations", [[1, 2, 4], [2, 2], [3]])
+@pytest.mark.parametrize("pass_dilations, phase_levels", [([1, 2, 4], 1), ([2, 2], 1), ([3], 1), ([1, 2, 4], 2)])
 @pytest.mark.parametrize("size", [(6, 8), (7, 5), (1, 3)])
-def test_the_coder_computes_each_phase_alone_to_the_same_integers(pass_dilations, size):
-    """`features_on_phases` (what the coder runs: a third of the work) gives exactly `features` at each phase's
-    positions, in frames of odd or even size."""
+def test_the_coder_computes_each_lattice_alone_to_the_same_integers(pass_dilations, phase_levels, size):
+    """`features_on_lattices` (what the coder runs: a third of the work) gives exactly `features` at each stride-2
+    lattice's positions, in frames of odd or even size."""
     torch.manual_seed(3)
-    net = PriorNet(PriorConfig(levels=[8, 5, 3], channels=8, dilations=[1], pass_dilations=pass_dilations))
+    config = PriorConfig(
+        levels=[8, 5, 3], channels=8, dilations=[1], pass_dilations=pass_dilations, phase_levels=phase_levels
+    )
+    net = PriorNet(config)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.3)
     prior = TokenPrior.from_net(net)
@@ -107,14 +110,14 @@ def test_the_coder_computes_each_phase_alone_to_the_same_integers(pass_dilations
     mask = torch.from_numpy(rng.random((2, *size)) < 0.5)
     codes = torch.from_numpy(rng.integers(0, 120, (2, *size)))
     held, age, _, _ = window_states(mask, codes, torch.full(size, -1), torch.zeros(size, dtype=torch.long))
-    ctx, _, _, _ = window_passes(mask, codes, held, age)
+    ctx, _, _, _ = window_passes(config.order, mask, codes, held, age)
+    lattices = ((0, 0), (1, 1), (0, 1), (1, 0))
     for row in range(len(ctx.step)):
         one = ctx.select(slice(row, row + 1))
         trunk = frame_features(prior, one)
         whole = features(prior, one, trunk)
-        for phase, on_phase in zip(range(4), features_on_phases(prior, one, trunk, tuple(range(4)))):
-            dy, dx = PHASE_OFFSETS[phase]
-            assert torch.equal(on_phase, whole[..., dy::2, dx::2])
+        for (dy, dx), on_lattice in zip(lattices, features_on_lattices(prior, one, trunk, lattices)):
+            assert torch.equal(on_lattice, whole[..., dy::2, dx::2])
 
 
 def test_a_prior_whose_later_blocks_read_other_phases_codes_whole_frames():
@@ -299,7 +302,7 @@ def float_bits(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> float:
     none = torch.full(mask.shape[1:], -1)
     held, age, _, _ = window_states(mask, codes, none, torch.zeros_like(none))
     with torch.no_grad():
-        ctx, pass_mask, pass_codes, _ = window_passes(mask, codes, held, age)
+        ctx, pass_mask, pass_codes, _ = window_passes(net.config.order, mask, codes, held, age)
         return float(sum(context_bits(net, ctx, pass_mask, pass_codes)))
 
 
@@ -336,6 +339,58 @@ def test_warm_start_resumes_a_prior_and_may_add_the_held_digit_terms():
         warm(prior, channels=9)
     with pytest.raises(ValueError, match="does not fit this network"):
         warm(random_prior([8, 5, 3], held_digits=True))  # a network without the terms cannot take them
+
+
+def mask_bits(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> float:
+    none = torch.full(mask.shape[1:], -1)
+    held, age, _, _ = window_states(mask, codes, none, torch.zeros_like(none))
+    with torch.no_grad():
+        ctx, pass_mask, pass_codes, _ = window_passes(net.config.order, mask, codes, held, age)
+        return float(context_bits(net, ctx, pass_mask, pass_codes)[0])
+
+
+def test_warm_start_may_split_phase_0_into_finer_phases():
+    """A finer coding order starts from the coarser prior: its mask passes are the same passes, so they cost the
+    same bits; a coarser order than the prior's is refused."""
+    prior, window = random_prior([8, 5, 3], seed=2), random_window()
+    finer = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL, phase_levels=3))
+    warm_start(finer, prior)
+    coarse = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL))
+    warm_start(coarse, prior)
+    assert mask_bits(finer, *window) == pytest.approx(mask_bits(coarse, *window), rel=1e-5)
+    assert float_bits(finer, *window) > 0
+    with pytest.raises(ValueError, match="phase_levels differ"):
+        warm_start(coarse, TokenPrior.from_net(finer))
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_each_coding_order_codes_every_position_once_coarse_to_fine(levels):
+    """Every position has one phase; the mask passes split them by checkerboard square, and each code pass codes
+    one phase; only phase 0 (every 2**levels-th row and column) is coded before any neighbour at a distance below
+    its lattice's step."""
+    order = CodingOrder(levels)
+    phase = order.phase_map(19, 22)
+    y, x = torch.arange(19)[:, None], torch.arange(22)[None, :]
+    step = 2**levels
+    assert torch.equal(phase == 0, (y % step == 0) & (x % step == 0))
+    assert torch.equal(phase < order.even_squares, y % 2 == x % 2)
+    assert order.pass_phases(0) + order.pass_phases(1) == tuple(range(order.phases))
+    assert [order.pass_phases(s) for s in range(2, order.passes)] == [(p,) for p in range(order.phases)]
+    for p in range(1, order.phases):  # a phase on a finer lattice than phase 0 has coded neighbours around it
+        rows, cols = torch.nonzero(phase == p, as_tuple=True)
+        dy, dx = order.lattice(p)
+        assert bool(((rows % 2 == dy) & (cols % 2 == dx)).all())
+        earlier = phase < p
+        r, c = int(rows[len(rows) // 2]), int(cols[len(cols) // 2])
+        window = earlier[max(r - step // 2, 0) : r + step // 2 + 1, max(c - step // 2, 0) : c + step // 2 + 1]
+        assert bool(window.any())
+    assert torch.equal(CodingOrder(1).phase_map(4, 4), torch.tensor([[0, 2, 0, 2], [3, 1, 3, 1]] * 2))
+
+
+def test_a_config_with_an_absurd_phase_level_is_refused():
+    for bad in (0, 5, True, 1.0):
+        with pytest.raises(ValueError, match="phase_levels"):
+            PriorConfig.from_dict({"phase_levels": bad})
 
 
 def test_train_prior_on_shards_resumes_and_exports_a_prior_that_codes(tmp_path, model):

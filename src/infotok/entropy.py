@@ -20,8 +20,6 @@ import torch
 from . import geometry
 from .prior import (
     MASK_PASSES,
-    PASSES,
-    PHASE_OFFSETS,
     PRIOR_CONFIG,
     TokenPrior,
     advance,
@@ -31,14 +29,13 @@ from .prior import (
     digit_logits,
     digits_code,
     features,
-    features_on_phases,
+    features_on_lattices,
     frame_features,
     held_code_digits,
     kept_bucket,
     lattice_ok,
     mask_logits,
     pass_context,
-    pass_phases,
 )
 
 
@@ -107,15 +104,16 @@ class PriorCoder:
         return self._walk_window(shape, kept, draw)
 
     def _pass_features(self, ctx, trunk: torch.Tensor, step: int) -> torch.Tensor:
-        """[channels, h, w]: what pass `step` knows at the positions it codes (`features`); phase by phase where
-        the prior allows (`features_on_phases`: the same integers for less work), 0 elsewhere."""
+        """[channels, h, w]: what pass `step` knows at the positions it codes (`features`); on the stride-2 lattices
+        of its phases alone where the prior allows (`features_on_lattices`: the same integers for less work), 0
+        elsewhere."""
         if not lattice_ok(self.prior.config):
             return features(self.prior, ctx, trunk)[0]
         out = torch.zeros(trunk.shape[1:], dtype=trunk.dtype)
-        phases = pass_phases(step)
-        for phase, on_phase in zip(phases, features_on_phases(self.prior, ctx, trunk, phases)):
-            dy, dx = PHASE_OFFSETS[phase]
-            out[:, dy::2, dx::2] = on_phase[0]
+        order = self.prior.config.order
+        lattices = tuple(dict.fromkeys(order.lattice(phase) for phase in order.pass_phases(step)))
+        for (dy, dx), on_lattice in zip(lattices, features_on_lattices(self.prior, ctx, trunk, lattices)):
+            out[:, dy::2, dx::2] = on_lattice[0]
         return out
 
     def _walk_window(self, shape: tuple[int, int, int], kept: int, choose, truth=None) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +121,7 @@ class PriorCoder:
         symbols are `choose(probabilities [n, k], the true symbols [n] or None) -> n symbols`; `truth` is the
         window's (mask, codes) when the encoder knows them."""
         t, h, w = shape
-        levels = self.prior.config.levels
+        levels, order = self.prior.config.levels, self.prior.config.order
         held, age = self._start(h, w)
         mask = torch.zeros((t, h, w), dtype=torch.bool)
         codes = torch.zeros((t, h, w), dtype=torch.long)
@@ -135,15 +133,15 @@ class PriorCoder:
             return torch.from_numpy(np.asarray(choose(probs, None if true is None else true.numpy())).astype(np.int64))
 
         for i in range(t):
-            for s in range(len(PASSES)):
+            for s in range(order.passes):
                 frame, step = torch.tensor([i]), torch.tensor([s])
                 mask_here, code_here = (
-                    where[0] for where in coded_here(step, everywhere if s < MASK_PASSES else mask[i : i + 1])
+                    where[0] for where in coded_here(order, step, everywhere if s < MASK_PASSES else mask[i : i + 1])
                 )
                 if s >= MASK_PASSES and not code_here.any():
                     continue  # no code kept on this phase: nothing to code, no network call
                 ctx = pass_context(
-                    held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket, continues
+                    order, held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket, continues
                 )
                 if s == 0:  # the trunk reads the state before the frame only: once a frame
                     trunk = frame_features(self.prior, ctx)

@@ -36,14 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PASSES = ("mask_even", "mask_odd", "codes_0", "codes_1", "codes_2", "codes_3")
-MASK_PASSES = 2  # passes 0 and 1 code mask bits; pass s >= 2 codes the codes kept on phase s - 2
+MASK_PASSES = 2  # a latent frame's passes 0 and 1 code mask bits; pass s >= 2 codes the codes kept on phase s - 2
 ACT_BITS = 8  # activations in units of 2**-8
 WEIGHT_BITS = 11  # weights rounded to at most 11 bits of magnitude (scaled per layer by a power of two)
 MAX_SHIFT = 16  # a layer of tiny weights keeps fewer bits rather than a bias scaled past 31 bits
 ACT_LIMIT = 1 << 20  # activations clamped to +-2**20 units: products < 2**31, sums of <= 2**12 products < 2**43
 LOGIT_RANGE = 24  # nats: a symbol this far below the likeliest gets the table's smallest weight
 EXP_BITS = 30  # the softmax table: round(2**30 * exp(-z / 2**ACT_BITS))
+MAX_PHASE_LEVELS = 4  # `CodingOrder`: level 4 codes one position in 256 blind
 KEPT_BUCKETS = 40  # the window's kept fraction in quarter octaves below 1 (bucket 40: 2**-10 or less; 41: none)
 PRIOR_FILE, PRIOR_CONFIG = "prior.safetensors", "config.json"
 PRIOR_FORMAT = "infotok-prior-2"  # 2: the frame trunk and pass blocks
@@ -64,6 +64,8 @@ class PriorConfig:
     held_digits: bool = False  # a code's digits read the held code's digits at its position directly: each digit's
     # logits get a learned row per held digit (`held_logit{j}`), and each digit before it enters as a (held, new)
     # pair (`pair{i}`), so "one level up from the held code" costs no features (`digit_logits`)
+    phase_levels: int = 1  # `CodingOrder`: how finely a latent frame's codes are ordered; 1 codes a quarter of them
+    # before any neighbour is decoded, 2 a sixteenth (the others see decoded codes two positions away)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PriorConfig":
@@ -72,6 +74,9 @@ class PriorConfig:
             raise ValueError("pass_dilations must name at least one block (a pass must see its neighbours)")
         if min(cfg.channels, cfg.max_age, cfg.max_frames) < 1:
             raise ValueError("channels, max_age and max_frames must be positive")
+        levels = cfg.phase_levels
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_PHASE_LEVELS:
+            raise ValueError(f"phase_levels must be an integer from 1 to {MAX_PHASE_LEVELS}, got {cfg.phase_levels!r}")
         for name in ("continuing", "held_digits"):
             if not isinstance(getattr(cfg, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
@@ -79,6 +84,10 @@ class PriorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def order(self) -> CodingOrder:
+        return CodingOrder(self.phase_levels)
 
 
 def checked_config(cls, d: dict, dilation_fields: tuple[str, ...]):
@@ -113,20 +122,66 @@ def digits_code(digits: torch.Tensor, levels: list[int]) -> torch.Tensor:
     return index
 
 
+@dataclass(frozen=True)
+class CodingOrder:
+    """The order of a latent frame's passes (`PriorConfig.phase_levels`): the positions' phases, numbered in coding
+    order, and which the passes code. Level 1: phase 0 every even row and column, 1 both odd, 2 even row odd column,
+    3 the rest; a pass codes the mask on phases 0 and 1 (a checkerboard's even squares), one on 2 and 3, then one
+    the codes kept on each phase in turn. Phase 0 is coded without a decoded neighbour; each further level splits
+    it on its own lattice, twice as coarse: at level 2, phase 0 is every fourth row and column, 1 the positions
+    (2, 2) from them, 2 the rest of the even rows and columns, then the odd phases as at level 1."""
+
+    levels: int = 1
+
+    @property
+    def phases(self) -> int:
+        return 2 * self.levels + 2
+
+    @property
+    def passes(self) -> int:
+        return MASK_PASSES + self.phases
+
+    @property
+    def even_squares(self) -> int:
+        """Phases 0 to this - 1 are a checkerboard's even squares (the first mask pass)."""
+        return self.phases - 2
+
+    def phase_map(self, h: int, w: int) -> torch.Tensor:
+        """[h, w] long: each position's phase (cached: never modify it)."""
+        return _phase_map(h, w, self.levels)
+
+    def pass_phases(self, step: int) -> tuple[int, ...]:
+        """The phases whose positions pass `step` codes symbols at."""
+        if step == 0:
+            return tuple(range(self.even_squares))
+        return tuple(range(self.even_squares, self.phases)) if step == 1 else (step - MASK_PASSES,)
+
+    def lattice(self, phase: int) -> tuple[int, int]:
+        """The first (row, column) of the stride-2 lattice that holds `phase` (`features_on_lattices`)."""
+        return LATTICES[max(0, phase - (self.phases - len(LATTICES)))]
+
+
+LATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))  # the level-1 phases' first (row, column): their positions step by 2
+
+
 @functools.lru_cache(maxsize=8)
-def phases(h: int, w: int) -> torch.Tensor:
-    """[h, w] long: 0 where row and column are even, 1 where both are odd, 2 even row odd column, 3 the rest.
-    Phases 0 and 1 are a checkerboard's even squares. Cached (a coder asks once a pass): never modify it."""
-    y, x = torch.arange(h)[:, None] % 2, torch.arange(w)[None, :] % 2
-    return torch.where(y == x, y, 2 + y)
-
-
-PHASE_OFFSETS = ((0, 0), (1, 1), (0, 1), (1, 0))  # each phase's first (row, column): its positions step by 2
-
-
-def pass_phases(step: int) -> tuple[int, ...]:
-    """The phases whose positions pass `step` codes symbols at."""
-    return (0, 1) if step == 0 else (2, 3) if step == 1 else (step - MASK_PASSES,)
+def _phase_map(h: int, w: int, levels: int) -> torch.Tensor:
+    """Phase 0: every 2**levels-th row and column. Then, coarse to fine, each level's lattice (every half-th row
+    and column) less the coarser one: first its positions half a step down and right of the coarser lattice's,
+    then the rest (at level 1 in two phases, even row odd column and odd row even column, as before levels)."""
+    y, x = torch.arange(h)[:, None], torch.arange(w)[None, :]
+    phase, first = torch.zeros((h, w), dtype=torch.long), 1
+    for level in range(levels, 0, -1):
+        half = 2 ** (level - 1)
+        on = (y % half == 0) & (x % half == 0)
+        down, right = (y // half) % 2 == 1, (x // half) % 2 == 1
+        phase[on & down & right] = first
+        if level > 1:
+            phase[on & (down != right)] = first + 1
+            first += 2
+        else:
+            phase[on & ~down & right], phase[on & down & ~right] = first + 1, first + 2
+    return phase
 
 
 def kept_bucket(kept: int, positions: int) -> int:
@@ -146,7 +201,7 @@ class Context:
 
     held: code last kept at each position (-1: none yet); age: latent frames since then; known_mask: 0 unknown,
     1 dropped, 2 kept; known_code: the frame's codes revealed by earlier passes (-1: not yet or not kept);
-    frame: the latent frame's index in its window; step: the pass (index into PASSES); kept: the window's
+    frame: the latent frame's index in its window; step: the pass (`CodingOrder`); kept: the window's
     `kept_bucket`; continues: 1 where the window continues the one before (a file's `header.continues`)."""
 
     held: torch.Tensor
@@ -164,6 +219,7 @@ class Context:
 
 
 def pass_context(
+    order: CodingOrder,
     held: torch.Tensor,
     age: torch.Tensor,
     mask: torch.Tensor,
@@ -175,9 +231,9 @@ def pass_context(
 ) -> Context:
     """The context of pass `step` [B] given the frame's full mask [B, h, w] (bool) and codes [B, h, w]: only
     what the earlier passes coded is shown. `continues` [B]: none given, no window continues."""
-    phase = phases(*mask.shape[-2:]).to(mask.device)
+    phase = order.phase_map(*mask.shape[-2:]).to(mask.device)
     s = step[:, None, None]
-    known_mask = torch.where((s >= MASK_PASSES) | ((s == 1) & (phase < 2)), 1 + mask.long(), 0)
+    known_mask = torch.where((s >= MASK_PASSES) | ((s == 1) & (phase < order.even_squares)), 1 + mask.long(), 0)
     known_code = torch.where((phase < s - MASK_PASSES) & mask, codes.long(), -1)
     continues = torch.zeros_like(frame) if continues is None else continues
     return Context(
@@ -185,12 +241,12 @@ def pass_context(
     )
 
 
-def coded_here(step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def coded_here(order: CodingOrder, step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Which positions pass `step` [B] codes a mask bit at, and which it codes a code at ([B, h, w] bool each)."""
-    phase = phases(*mask.shape[-2:]).to(mask.device)
+    phase = order.phase_map(*mask.shape[-2:]).to(mask.device)
     s = step[:, None, None]
     mask_pass = s < MASK_PASSES
-    square = torch.where(mask_pass, (phase < 2) == (s == 0), phase == s - MASK_PASSES)
+    square = torch.where(mask_pass, (phase < order.even_squares) == (s == 0), phase == s - MASK_PASSES)
     return square & mask_pass, square & ~mask_pass & mask
 
 
@@ -211,16 +267,22 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
 
 
 def window_passes(
-    mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, ages: torch.Tensor, continues: bool = False
+    order: CodingOrder,
+    mask: torch.Tensor,
+    codes: torch.Tensor,
+    helds: torch.Tensor,
+    ages: torch.Tensor,
+    continues: bool = False,
 ):
     """Every pass of a window at once, when all its symbols are known (the trainer's and the tests' view):
     (contexts [t * passes], the mask and the codes each pass belongs to, its step), from the window's mask and
     codes [t, h, w] and the states before each latent frame (`window_states`)."""
-    t, n = len(mask), len(PASSES)
+    t, n = len(mask), order.passes
     frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
     kept = torch.full_like(frame, kept_bucket(int(mask.sum()), mask.numel()))
     mask_b, codes_b = mask[frame], codes[frame]  # `pass_context` shows each pass only its part
-    ctx = pass_context(helds[frame], ages[frame], mask_b, codes_b, frame, step, kept, torch.full_like(frame, continues))
+    continues_b = torch.full_like(frame, continues)
+    ctx = pass_context(order, helds[frame], ages[frame], mask_b, codes_b, frame, step, kept, continues_b)
     return ctx, mask_b, codes_b, step
 
 
@@ -253,7 +315,7 @@ class PriorNet(nn.Module):
             "age": nn.Embedding(cfg.max_age + 2, c),  # + none
             "known_mask": nn.Embedding(3, c),
             "frame": nn.Embedding(frames, c),
-            "step_phase": nn.Embedding(4 * len(PASSES), c),  # the pass, and the position's phase
+            "step_phase": nn.Embedding(cfg.order.phases * cfg.order.passes, c),  # the pass, the position's phase
             "kept": nn.Embedding(KEPT_BUCKETS + 2, c),
         }
         self.tables = nn.ModuleDict(tables)
@@ -311,11 +373,11 @@ def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
 
 def pass_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
     """Row of each pass table at each position: what the frame's earlier passes revealed, the pass and phase."""
-    phase = phases(*ctx.held.shape[-2:]).to(ctx.held.device)
+    phase = cfg.order.phase_map(*ctx.held.shape[-2:]).to(ctx.held.device)
     return {
         "known": ctx.known_code,
         "known_mask": ctx.known_mask,
-        "step_phase": (4 * ctx.step[:, None, None] + phase).expand_as(ctx.known_mask),
+        "step_phase": (cfg.order.phases * ctx.step[:, None, None] + phase).expand_as(ctx.known_mask),
     }
 
 
@@ -347,9 +409,9 @@ def features(net, ctx: Context, trunk: torch.Tensor) -> torch.Tensor:
 
 
 def features_by_frame(net, ctx: Context) -> torch.Tensor:
-    """`features` of passes that come as whole latent frames, each frame's len(PASSES) passes in order (as
-    `window_passes` and the trainer's batches give them): the trunk runs once a frame."""
-    n = len(PASSES)
+    """`features` of passes that come as whole latent frames, each frame's passes in order (as `window_passes` and
+    the trainer's batches give them): the trunk runs once a frame."""
+    n = net.config.order.passes
     if len(ctx.step) % n or not torch.equal(ctx.step.cpu(), torch.arange(n).repeat(len(ctx.step) // n)):
         raise ValueError(f"passes must come as whole frames, each frame's {n} passes in order")
     trunk = frame_features(net, ctx.select(slice(None, None, n)))
@@ -357,24 +419,24 @@ def features_by_frame(net, ctx: Context) -> torch.Tensor:
 
 
 def lattice_ok(cfg: PriorConfig) -> bool:
-    """Whether the pass blocks can run on one phase's positions alone (`features_on_phases`): every dilation but
-    the first is even, so from the second block on a phase's positions read only positions of the same phase."""
+    """Whether the pass blocks can run on one stride-2 lattice's positions alone (`features_on_lattices`): every
+    dilation but the first is even, so from the second block on a lattice's positions read only its own."""
     return bool(cfg.pass_dilations) and all(d % 2 == 0 for d in cfg.pass_dilations[1:])
 
 
-def features_on_phases(
-    prior: "TokenPrior", ctx: Context, trunk: torch.Tensor, phases: tuple[int, ...]
+def features_on_lattices(
+    prior: "TokenPrior", ctx: Context, trunk: torch.Tensor, lattices: tuple[tuple[int, int], ...]
 ) -> list[torch.Tensor]:
-    """`features` at the positions of each phase only ([B, channels, ceil((h - row) / 2), ceil((w - column) / 2)]
-    for the phase's first row and column): the same integers, for a quarter of the pass blocks' work a phase. The
-    first block's 3x3 convolution reads the whole frame (strided to the phase); the later ones (even dilations,
-    halved) read the phase's own positions. Exact: every sum is an integer however it is taken."""
+    """`features` at the positions of each stride-2 lattice only ([B, channels, ceil((h - row) / 2),
+    ceil((w - column) / 2)] for the lattice's first row and column, `CodingOrder.lattice`): the same integers, for a
+    quarter of the pass blocks' work a lattice. The first block's 3x3 convolution reads the whole frame (strided to
+    the lattice); the later ones (even dilations, halved) read the lattice's own positions. Exact: every sum is an
+    integer however it is taken."""
     x = trunk + _embedded(prior, pass_rows(prior.config, ctx))
     first = prior.config.pass_dilations[0]
     padded = F.pad(F.relu(x), (first,) * 4)
     out = []
-    for phase in phases:
-        dy, dx = PHASE_OFFSETS[phase]
+    for dy, dx in lattices:
         y = x[..., dy::2, dx::2]
         if not y.numel():  # a frame one position high or wide has no odd rows or columns
             out.append(y)
@@ -426,7 +488,7 @@ def digit_logits(net, x: torch.Tensor, j: int, held: torch.Tensor | None = None)
 def context_bits(net: PriorNet, ctx: Context, mask: torch.Tensor, codes: torch.Tensor) -> tuple:
     """Bits of the symbols each pass codes, under the float network: (mask bits, code bits), summed. The passes
     come as whole frames (`features_by_frame`)."""
-    mask_here, code_here = coded_here(ctx.step, mask)
+    mask_here, code_here = coded_here(net.config.order, ctx.step, mask)
     feats = features_by_frame(net, ctx)
     mask_nll = F.cross_entropy(mask_logits(net, feats)[mask_here].float(), mask[mask_here].long(), reduction="sum")
     vectors = feats.permute(0, 2, 3, 1)[code_here]
@@ -473,19 +535,40 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
 def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
     """Start `net` where a trained `prior` is (`infotok train prior --init`): its integer weights back in floats.
     `net`'s config may add `held_digits` (its tables stay 0, so it starts coding as `prior` does, to the rounding
-    of float32); any other difference is refused. (`prior`'s weights fit its config: `TokenPrior.shapes_ok`.)"""
-    differ = [f.name for f in fields(PriorConfig) if getattr(net.config, f.name) != getattr(prior.config, f.name)]
-    adds_held_digits = differ == ["held_digits"] and net.config.held_digits
-    if differ and not adds_held_digits:
-        raise ValueError(f"--init prior does not fit this network: its {', '.join(differ)} differ")
+    of float32) and more `phase_levels` (a finer phase starts from the row of the coarser phase it splits, a pass
+    from the pass that coded it); any other difference is refused. (`prior`'s weights fit its config:
+    `TokenPrior.shapes_ok`.)"""
+    new, old = net.config, prior.config
+    differ = {f.name for f in fields(PriorConfig) if getattr(new, f.name) != getattr(old, f.name)}
+    allowed = {"held_digits"} if new.held_digits else set()
+    allowed |= {"phase_levels"} if new.phase_levels > old.phase_levels else set()
+    if differ - allowed:
+        raise ValueError(f"--init prior does not fit this network: its {', '.join(sorted(differ - allowed))} differ")
     with torch.no_grad():
         for name, table in net.tables.items():
             if f"table.{name}" in prior.weights:
-                table.weight.copy_(prior.weights[f"table.{name}"] / 2**ACT_BITS)
+                rows = prior.weights[f"table.{name}"] / 2**ACT_BITS
+                if name == "step_phase":
+                    rows = rows[_coarser_rows(new.order, old.order)]
+                table.weight.copy_(rows)
         for name, layer in net.layers.items():
             shift = int(prior.weights[f"shift.{name}"])
             layer.weight.copy_(prior.weights[f"weight.{name}"] * 2.0**-shift)
             layer.bias.copy_(prior.weights[f"bias.{name}"] * 2.0 ** -(shift + ACT_BITS))
+
+
+def _coarser_rows(new: CodingOrder, old: CodingOrder) -> torch.Tensor:
+    """For each (pass, phase) row of `new`'s step_phase table, the row of `old` (fewer levels) it refines."""
+    shift = new.phases - old.phases  # new phase p >= shift is old phase p - shift; below, it splits old phase 0
+
+    def coarse(phase: int) -> int:
+        return max(phase - shift, 0)
+
+    rows = []
+    for step in range(new.passes):
+        old_step = step if step < MASK_PASSES else MASK_PASSES + coarse(step - MASK_PASSES)
+        rows += [old.phases * old_step + coarse(phase) for phase in range(new.phases)]
+    return torch.tensor(rows)
 
 
 def _smallest_int(values: torch.Tensor) -> torch.Tensor:

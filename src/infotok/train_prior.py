@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .prior import (
-    PASSES,
+    CodingOrder,
     PriorConfig,
     PriorNet,
     TokenPrior,
@@ -132,8 +132,8 @@ class TokenWindows:
         frames = torch.tensor([len(w["mask"]) for w in self.sets["train"]], dtype=torch.float)
         self.weights = frames / frames.sum()
 
-    def batch(self, size: int, fresh_fraction: float, generator: torch.Generator):
-        """`size` random (window, latent frame, crop) examples, each as its len(PASSES) passes in order (the prior's
+    def batch(self, order: CodingOrder, size: int, fresh_fraction: float, generator: torch.Generator):
+        """`size` random (window, latent frame, crop) examples, each as its `order`'s passes in order (the prior's
         trunk runs once a frame): (context, mask, codes, step)."""
         c, windows = self.crop, self.sets["train"]
         picks = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
@@ -150,19 +150,19 @@ class TokenWindows:
             rows["frame"].append(t)
             rows["kept"].append(w["kept"])
             rows["continues"].append(w["continues"])
-        n = len(PASSES)
+        n = order.passes
         step = torch.arange(n).repeat(size)
         frame, kept, continues = (torch.tensor(rows.pop(k)).long() for k in ("frame", "kept", "continues"))
         held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
         held, age, mask, codes, frame, kept, continues = (
             v.repeat_interleave(n, 0) for v in (held, age, mask, codes, frame, kept, continues)
         )
-        return pass_context(held, age, mask, codes, frame, step, kept, continues), mask, codes, step
+        return pass_context(order, held, age, mask, codes, frame, step, kept, continues), mask, codes, step
 
 
 def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
     """(mask bits, code bits) of a whole window under the float network: all its passes in one batch."""
-    ctx, mask, codes, _ = window_passes(w["mask"], w["codes"], w["held"], w["age"], w["continues"])
+    ctx, mask, codes, _ = window_passes(net.config.order, w["mask"], w["codes"], w["held"], w["age"], w["continues"])
     mask_bits, code_bits = context_bits(net, ctx, mask, codes)
     return float(mask_bits), float(code_bits)
 
@@ -221,9 +221,10 @@ class PriorTrainer(EmaTrainer):
 
     def batch_loss(self) -> torch.Tensor:
         """Bits per coded symbol of a random batch."""
-        ctx, mask, codes, step = self.data.batch(self.cfg.batch, self.cfg.fresh_fraction, self.generator)
+        order = self.model.config.order
+        ctx, mask, codes, step = self.data.batch(order, self.cfg.batch, self.cfg.fresh_fraction, self.generator)
         mask_bits, code_bits = context_bits(self.model, ctx, mask, codes)
-        mask_here, code_here = coded_here(step, mask)
+        mask_here, code_here = coded_here(order, step, mask)
         symbols = float(mask_here.sum()) + float(code_here.sum()) * len(self.data.levels)
         return (mask_bits + code_bits) / max(symbols, 1)
 
