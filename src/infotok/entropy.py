@@ -3,9 +3,9 @@
 A window is coded given the state the previous window of the same video left (the code last kept at each
 position, and its age), so `PriorCoder` keeps that state from one window to the next: a file's windows are coded,
 and must be decoded, in order. Encoder, decoder and sampler walk a window the same way (`_walk_window`): the
-prior's trunk once a latent frame, its pass blocks once a pass (6 a latent frame, none for a phase that keeps no
-code), each on what was coded so far. Both see the same integer probabilities (`prior`'s fixed point), so
-decoding is lossless on any machine.
+prior's trunk once a latent frame, its pass blocks once a pass (8 a latent frame for the shipped prior, none for
+a phase that keeps no code), each on what was coded so far. Both see the same integer probabilities (`prior`'s
+fixed point), so decoding is lossless on any machine.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """A learned prior over grid tokens: the probability of each window's keep-mask and kept codes given what a
 decoder already has, so that `-log2 p` is a token's real cost and files can be entropy-coded (`entropy`).
 
-What is coded, and in which order (the decoder's order): a window latent frame by latent frame; in a frame six
-passes over the four phases of its positions (phase 0: even row and column, 1: odd both, 2: even row odd column,
-3: odd row even column): the mask on phases 0 and 1 (a checkerboard's even squares), the mask on phases 2 and 3,
-then the codes kept on phase 0, 1, 2 and 3 in turn, so most codes see decoded neighbours. A small convolutional
-network over the whole frame (dilated, to follow motion several latents away) sees, in its trunk (run once a
-frame; the shipped prior's is its embeddings alone):
+What is coded, and in which order (the decoder's order): a window latent frame by latent frame; in a frame passes
+over the phases of its positions (`CodingOrder`): the mask on a checkerboard's even squares, the mask on its odd
+squares, then the codes kept on each phase in turn, coarse to fine, so most codes see decoded neighbours. A small
+convolutional network over the whole frame (dilated, to follow motion several latents away) sees, in its trunk (run
+once a frame; the shipped prior's is its embeddings alone):
 - the state: at every position the code last kept there and its age in latent frames (from this window's
   earlier frames, or, for a window that continues a video, from the window before it; the hold fill's view);
 - the latent frame's index in the window and the window's kept fraction (its record states the kept count
@@ -296,7 +295,7 @@ def conv_dilations(cfg: PriorConfig) -> dict[str, int]:
 class PriorNet(nn.Module):
     """The float network trained by `infotok train prior`; `TokenPrior` runs the same functions (`frame_features`,
     `features`, `mask_logits`, `digit_logits`) on its integer weights. Two stages: a trunk over what the state
-    before the frame says (blocks run once a frame, so a decoder's six passes share them), then blocks a pass, over
+    before the frame says (blocks run once a frame, so a decoder's passes share them), then blocks a pass, over
     the trunk plus what the frame's earlier passes revealed. A code's digits are coded one after another, each
     given the position's features and the digits before it (FSQ's digits are far from independent)."""
 
@@ -661,7 +660,7 @@ class TokenPrior:
         return self._rescaled(name, F.linear(x, weight, bias))
 
     def conv(self, name: str, x: torch.Tensor, stride: int = 1, padding: int = 0, dilation: int = 1) -> torch.Tensor:
-        """Convolution layer `name` in fixed point with the geometry given (`features_on_phases` strides it)."""
+        """Convolution layer `name` in fixed point with the geometry given (`features_on_lattices` strides it)."""
         acc = F.conv2d(x, self.weights[f"weight.{name}"], self.weights[f"bias.{name}"], stride, padding, dilation)
         return self._rescaled(name, acc)
 
