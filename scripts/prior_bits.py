@@ -31,17 +31,27 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 RATES = (0.125, 0.25, 0.5, 1.0)
 
 
-def code_passes(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """The code passes the coder will make over a window, in order: (phase, whether each coded code has no held code
-    at its position)."""
-    order = coder.prior.config.order
-    mask_t = torch.from_numpy(mask)
-    codes = torch.full(mask_t.shape, -1)
-    codes[mask_t] = torch.from_numpy(indices.astype(np.int64))
-    held, age = coder._start(*mask.shape[1:])
-    helds = window_states(mask_t, codes, held, age)[0]
+def window_states_of(tokens):
+    """Each window of a file with its mask and codes ([t, h, w] tensors, codes -1 where dropped) and the codes held
+    before each of its latent frames, as the coder tracks them (`prior.window_states`; a window that does not
+    continue the one before starts with none)."""
+    held = age = None
+    for i, w in enumerate(tokens.windows):
+        mask = torch.from_numpy(w.mask)
+        if held is None or not tokens.header.continues(i):
+            held = torch.full(mask.shape[1:], -1)
+            age = torch.zeros_like(held)
+        codes = torch.full(mask.shape, -1)
+        codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
+        helds, _, held, age = window_states(mask, codes, held, age)
+        yield w, mask, codes, helds
+
+
+def code_passes(order, mask: torch.Tensor, helds: torch.Tensor) -> list[tuple[int, np.ndarray]]:
+    """The code passes the coder makes over a window, in order: (phase, whether each coded code has no held code at
+    its position)."""
     passes = []
-    for m, held in zip(mask_t, helds):
+    for m, held in zip(mask, helds):
         phase = order.phase_map(*m.shape)
         for p in range(order.phases):
             here = m & (phase == p)
@@ -50,11 +60,12 @@ def code_passes(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray) -> lis
     return passes
 
 
-def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: dict, by_phase: dict) -> None:
-    """Walk a window as the encoder does (`coder` continues the video's earlier windows) and add up -log2 p of
-    each true symbol, by kind; and each kept code's bits in `by_phase[(phase, no held code)]` = [bits, codes]."""
+def count_bits(coder: PriorCoder, w, passes: list, bits: dict, by_phase: dict) -> None:
+    """Walk window `w` as the encoder does (`coder` continues the video's earlier windows) and add up -log2 p of
+    each true symbol, by kind; and each kept code's bits in `by_phase[(phase, no held code)]` = [bits, codes], the
+    code passes as `code_passes` lists them."""
     digits = len(coder.prior.config.levels)
-    passes, code_calls = code_passes(coder, mask, indices), 0
+    code_calls = 0
 
     def cost(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         nonlocal code_calls
@@ -72,26 +83,17 @@ def count_bits(coder: PriorCoder, mask: np.ndarray, indices: np.ndarray, bits: d
         bits[kind] = bits.get(kind, 0.0) + float(p.sum())
         return symbols
 
-    coder.walk_known(mask, indices, cost)
+    coder.walk_known(w.mask, w.indices, cost)
+    if code_calls != len(passes) * digits:
+        raise RuntimeError("the coder's passes differ from code_passes': the by-phase figures would be wrong")
 
 
-def held_changes(tokens, levels: list[int]) -> np.ndarray:
-    """Kept tokens by how many digits differ from the code held at their position: [no held code, 0, 1, ..., 6]
-    (the held codes as the coder tracks them, `prior.window_states`)."""
-    counts, held, age = np.zeros(len(levels) + 2, np.int64), None, None
-    for i, w in enumerate(tokens.windows):
-        mask = torch.from_numpy(w.mask)
-        if held is None or not tokens.header.continues(i):
-            held = torch.full(mask.shape[1:], -1)
-            age = torch.zeros_like(held)
-        codes = torch.full(mask.shape, -1)
-        codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
-        helds, _, held, age = window_states(mask, codes, held, age)
-        before, now = helds[mask], codes[mask]
-        counts[0] += int((before < 0).sum())
-        moved = code_digits(now[before >= 0], levels) != code_digits(before[before >= 0], levels)
-        counts[1:] += np.bincount(moved.sum(1).numpy(), minlength=len(levels) + 1)
-    return counts
+def held_changes(mask: torch.Tensor, codes: torch.Tensor, helds: torch.Tensor, levels: list[int]) -> np.ndarray:
+    """A window's kept tokens by how many digits differ from the code held at their position: [no held code, 0, 1,
+    ..., 6]."""
+    before, now = helds[mask], codes[mask]
+    moved = code_digits(now[before >= 0], levels) != code_digits(before[before >= 0], levels)
+    return np.concatenate([[int((before < 0).sum())], np.bincount(moved.sum(1).numpy(), minlength=len(levels) + 1)])
 
 
 def main(argv: list[str]) -> None:
@@ -106,11 +108,11 @@ def main(argv: list[str]) -> None:
         for frames in clips:
             tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
             coder = PriorCoder(prior, tokens.header.refresh)
-            for w in tokens.windows:
-                count_bits(coder, w.mask, w.indices, bits, by_phase)
+            for w, mask, codes, helds in window_states_of(tokens):
+                count_bits(coder, w, code_passes(prior.config.order, mask, helds), bits, by_phase)
+                changes += held_changes(mask, codes, helds, prior.config.levels)
                 kept += w.kept
             windows += len(tokens.windows)
-            changes += held_changes(tokens, prior.config.levels)
             with tempfile.TemporaryDirectory() as tmp:
                 file_bytes += tokens.save(Path(tmp) / "clip.itok", prior=prior).stat().st_size
         ideal = sum(bits.values())

@@ -297,13 +297,17 @@ def random_window(shape=(4, 16, 16), seed=1) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(rng.random(shape) < 0.5), torch.from_numpy(rng.integers(0, 120, shape))
 
 
-def float_bits(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> float:
-    """The float network's bits of a window that starts its video (what `train prior` logs)."""
+def float_bits_by_kind(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> tuple[float, float]:
+    """The float network's (mask bits, code bits) of a window that starts its video (what `train prior` logs)."""
     none = torch.full(mask.shape[1:], -1)
     held, age, _, _ = window_states(mask, codes, none, torch.zeros_like(none))
     with torch.no_grad():
         ctx, pass_mask, pass_codes, _ = window_passes(net.config.order, mask, codes, held, age)
-        return float(sum(context_bits(net, ctx, pass_mask, pass_codes)))
+        return tuple(float(b) for b in context_bits(net, ctx, pass_mask, pass_codes))
+
+
+def float_bits(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> float:
+    return sum(float_bits_by_kind(net, mask, codes))
 
 
 def coded_bits(prior: TokenPrior, mask: torch.Tensor, codes: torch.Tensor) -> int:
@@ -341,14 +345,6 @@ def test_warm_start_resumes_a_prior_and_may_add_the_held_digit_terms():
         warm(random_prior([8, 5, 3], held_digits=True))  # a network without the terms cannot take them
 
 
-def mask_bits(net: PriorNet, mask: torch.Tensor, codes: torch.Tensor) -> float:
-    none = torch.full(mask.shape[1:], -1)
-    held, age, _, _ = window_states(mask, codes, none, torch.zeros_like(none))
-    with torch.no_grad():
-        ctx, pass_mask, pass_codes, _ = window_passes(net.config.order, mask, codes, held, age)
-        return float(context_bits(net, ctx, pass_mask, pass_codes)[0])
-
-
 def test_warm_start_may_split_phase_0_into_finer_phases():
     """A finer coding order starts from the coarser prior: its mask passes are the same passes, so they cost the
     same bits; a coarser order than the prior's is refused."""
@@ -357,7 +353,8 @@ def test_warm_start_may_split_phase_0_into_finer_phases():
     warm_start(finer, prior)
     coarse = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL))
     warm_start(coarse, prior)
-    assert mask_bits(finer, *window) == pytest.approx(mask_bits(coarse, *window), rel=1e-5)
+    mask_bits = float_bits_by_kind(finer, *window)[0]
+    assert mask_bits == pytest.approx(float_bits_by_kind(coarse, *window)[0], rel=1e-5)
     assert float_bits(finer, *window) > 0
     with pytest.raises(ValueError, match="phase_levels differ"):
         warm_start(coarse, TokenPrior.from_net(finer))
