@@ -92,6 +92,24 @@ def test_any_window_shape_and_mask_round_trips(shape, held_digits, phase_levels)
         assert np.array_equal(got_mask, mask) and np.array_equal(got_indices, indices)
 
 
+def test_the_encoder_batches_latent_frames_in_chunks_of_any_size_to_the_same_bytes(monkeypatch):
+    """`walk_known` runs each pass over a chunk of latent frames at once; one frame a chunk, two, or the whole
+    window give the same groups, so the same file (and the decoder, frame by frame, reads it)."""
+    prior = random_prior([8, 5, 3], seed=2, held_digits=True, phase_levels=2)
+    rng = np.random.default_rng(5)
+    windows = [rng.random((5, 6, 7)) < fill for fill in (1.0, 0.3, 0.05)]  # continuing windows
+    coded = {}
+    for chunk in (1, 2, 5):
+        monkeypatch.setattr(entropy, "KNOWN_CHUNK_POSITIONS", chunk * 6 * 7)
+        enc, dec = PriorCoder(prior, refresh=10), PriorCoder(prior, refresh=10)
+        coded[chunk] = []
+        for mask in windows:
+            indices = np.random.default_rng(int(mask.sum())).integers(0, 120, int(mask.sum()))
+            coded[chunk].append(enc.encode(mask, indices))
+            assert all(map(np.array_equal, dec.decode(coded[chunk][-1], mask.shape, int(mask.sum())), (mask, indices)))
+    assert coded[1] == coded[2] == coded[5]
+
+
 @pytest.mark.parametrize("pass_dilations, phase_levels", [([1, 2, 4], 1), ([2, 2], 1), ([3], 1), ([1, 2, 4], 2)])
 @pytest.mark.parametrize("size", [(6, 8), (7, 5), (1, 3)])
 def test_the_coder_computes_each_lattice_alone_to_the_same_integers(pass_dilations, phase_levels, size):
@@ -210,19 +228,20 @@ def test_a_damaged_prior_coded_file_is_refused(tmp_path, tokens):
             Tokens.load(tmp_path / "b.itok", prior)
 
 
-def test_a_prior_coded_file_is_version_4_a_compressed_header_and_compact_window_heads(tmp_path, tokens):
+def test_a_prior_coded_file_is_version_5_a_compressed_header_and_compact_window_heads(tmp_path, tokens):
     prior = random_prior(tokens.header.levels)
     data = tokens.save(tmp_path / "a.itok", prior=prior).read_bytes()
     version, n = struct.unpack_from("<HI", data, 4)
     header = zlib.decompressobj(zdict=HEADER_DICTIONARY).decompress(data[10 : 10 + n])
-    assert version == 4 and json.loads(header)["format_version"] == 4 and n < 150
+    assert version == 5 and json.loads(header)["format_version"] == 5 and n < 150
     back = Tokens.load(tmp_path / "a.itok", prior)
     coder = PriorCoder(prior, tokens.header.refresh)  # a record: length, CRC, rate, score, kept, the range code
     assert [w.nbytes for w in back.windows] == [8 + 20 + len(coder.encode(w.mask, w.indices)) for w in tokens.windows]
     for a, b in zip(tokens.windows, back.windows):
         assert (a.start, a.end, a.rate) == (b.start, b.end, b.rate) and np.array_equal(a.score, b.score, equal_nan=True)
-    with pytest.raises(ValueError, match="prior-coded files only"):
-        check_header(TokenHeader(**{**tokens.header.__dict__, "format_version": 4}))
+    for version in (4, 5):
+        with pytest.raises(ValueError, match="prior-coded files only"):
+            check_header(TokenHeader(**{**tokens.header.__dict__, "format_version": version}))
 
 
 def test_tokens_read_from_a_prior_coded_file_are_saved_with_zlib_without_a_prior(tmp_path, tokens):
@@ -242,9 +261,36 @@ def test_prior_coded_files_written_before_version_4_still_read(name, version):
     ]
 
 
+def test_prior_coded_files_of_version_4_still_read_masks_they_coded_for_full_and_empty_windows():
+    folder = Path(__file__).parent / "data" / "legacy"  # how they were made: make_legacy.py there
+    old = Tokens.load(folder / "implied-masks-prior.itok", entropy.load_prior(folder / "prior"))
+    twin = Tokens.load(folder / "implied-masks-zlib.itok")
+    assert old.header.format_version == 4 and same(old, twin)
+    assert [w.kept / w.mask.size for w in twin.windows][:2] == [1.0, 0.0]
+
+
+def test_a_window_that_keeps_every_token_or_none_codes_no_mask(tmp_path):
+    """From version 5 on its kept count says its mask: the walk asks for code digits only (none if nothing is
+    kept), the file is smaller than version 4's, and both round-trip."""
+    prior = random_prior([8, 8, 8, 5, 5, 5])
+    rng = np.random.default_rng(0)
+    for keep in (np.ones((3, 5, 7), bool), np.zeros((3, 5, 7), bool)):
+        indices = rng.integers(0, 64000, int(keep.sum()))
+        kinds = []
+        PriorCoder(prior).walk_known(keep, indices, lambda probs, true: kinds.append(probs.shape[1]) or true)
+        assert 2 not in kinds and len(kinds) == (6 * prior.config.order.phases * 3 if keep.any() else 0)  # 6 digits
+        sizes = {}
+        for version in (4, 5):
+            data = PriorCoder(prior, format_version=version).encode(keep, indices)
+            mask, back = PriorCoder(prior, format_version=version).decode(data, keep.shape, int(keep.sum()))
+            assert np.array_equal(mask, keep) and np.array_equal(back, indices)
+            sizes[version] = len(data)
+        assert sizes[5] < sizes[4]
+
+
 @lru_cache(maxsize=None)
 def prior_coded_bytes() -> tuple[bytes, TokenPrior]:
-    """`test_tokens`' sample (3 windows) as a version-4 file, and its prior; cached."""
+    """`test_tokens`' sample (3 windows) as a version-5 file, and its prior; cached."""
     prior = random_prior(sample_tokens().header.levels)
     with tempfile.TemporaryDirectory() as d:
         return sample_tokens().save(Path(d, "t.itok"), prior=prior).read_bytes(), prior

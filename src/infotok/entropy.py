@@ -2,10 +2,11 @@
 
 A window is coded given the state the previous window of the same video left (the code last kept at each
 position, and its age), so `PriorCoder` keeps that state from one window to the next: a file's windows are coded,
-and must be decoded, in order. Encoder, decoder and sampler walk a window the same way (`_walk_window`): the
+and must be decoded, in order. Decoder and sampler walk a window symbol group by symbol group (`_walk_window`),
+the encoder the same groups in the same order, batched over latent frames (`walk_known`): the
 prior's trunk once a latent frame, its pass blocks once a pass (8 a latent frame for the shipped prior, none for
-a phase that keeps no code), each on what was coded so far. Both see the same integer probabilities (`prior`'s
-fixed point), so decoding is lossless on any machine.
+a phase that keeps no code, nor the mask passes of a window whose kept count says its mask), each on what was coded
+so far. Both see the same integer probabilities (`prior`'s fixed point), so decoding is lossless on any machine.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ from .prior import (
     lattice_ok,
     mask_logits,
     pass_context,
+    window_states,
 )
+from .token_header import FORMAT_VERSION_PRIOR
+
+KNOWN_CHUNK_POSITIONS = 1 << 15  # latent positions the encoder runs a pass over at once (bounds its memory)
 
 
 def _constriction():
@@ -48,10 +53,13 @@ def _constriction():
 class PriorCoder:
     """Codes the windows of one video in order (a new video: a new coder). `refresh`: the file's (`header.refresh`),
     which says the windows that continue the one before (`fill.Carry`), which a prior with `continuing` tells
-    apart."""
+    apart. `format_version`: the file's; from version 5 on, a window that keeps every token or none codes no mask
+    (its record's kept count says it), which at full rate spares 4 of the shipped prior's 10 pass-block runs a
+    latent frame; files of earlier versions code it."""
 
-    def __init__(self, prior: TokenPrior, refresh: int = 1):
+    def __init__(self, prior: TokenPrior, refresh: int = 1, format_version: int = FORMAT_VERSION_PRIOR):
         self.prior, self.refresh = prior, refresh
+        self.masks_implied = format_version >= FORMAT_VERSION_PRIOR
         self.held: torch.Tensor | None = None  # [h, w] code last kept (-1 none), from the previous window
         self.age: torch.Tensor | None = None
         self.windows = 0  # windows coded so far
@@ -76,12 +84,70 @@ class PriorCoder:
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def walk_known(self, mask: np.ndarray, indices: np.ndarray, choose) -> None:
-        """Walk a window whose keep-mask [t, h, w] and kept indices are known, as the encoder does: `choose`
-        (`_walk_window`'s) sees each group's probabilities with its true symbols."""
+        """Walk a window whose keep-mask [t, h, w] and kept indices are known, as the encoder does: `choose` sees
+        each group's probabilities with its true symbols, in the order the decoder meets them. Knowing every
+        symbol, the encoder runs each pass over a chunk of latent frames at once (the states before each frame follow
+        from the mask and codes): the same integers as the decoder's frame-by-frame walk, in one network call where
+        the decoder makes one a latent frame (9 in a 33-frame window)."""
         mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
         codes = torch.zeros(mask_t.shape, dtype=torch.long)
         codes[mask_t] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-        self._walk_window(tuple(mask_t.shape), int(mask_t.sum()), choose, (mask_t, codes))
+        t, h, w = mask_t.shape
+        helds, ages, held, age = window_states(mask_t, codes, *self._start(h, w))
+        context = self._window_context(t, h, w, int(mask_t.sum()))
+        chunk = max(1, KNOWN_CHUNK_POSITIONS // (h * w))
+        for first in range(0, t, chunk):
+            frames = slice(first, first + chunk)
+            groups = self._known_groups(
+                mask_t[frames], codes[frames], helds[frames], ages[frames], torch.arange(t)[frames], *context
+            )
+            for frame_groups in groups:
+                for probs, symbols in frame_groups:
+                    choose(probs, symbols)
+        self.held, self.age, self.windows = held, age, self.windows + 1
+
+    def _window_context(self, t: int, h: int, w: int, kept: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """What every pass of a window sees of the window: its kept bucket, whether it continues the one before, and
+        whether its mask is implied (`format_version`)."""
+        bucket = torch.tensor([kept_bucket(kept, t * h * w)])
+        continues = torch.tensor([int(geometry.continues(self.windows, self.refresh))])
+        return bucket, continues, self.masks_implied and kept in (0, t * h * w)
+
+    def _known_groups(self, mask, codes, helds, ages, frames, bucket, continues, implied) -> list[list]:
+        """For latent frames `frames` of a known window ([n, h, w] each, with the states before them): each frame's
+        (probabilities, true symbols) groups in coding order."""
+        n = len(frames)
+        cfg, order = self.prior.config, self.prior.config.order
+        groups: list[list] = [[] for _ in range(n)]
+        everywhere, trunk = torch.ones_like(mask), None
+        bucket, continues = bucket.expand(n), continues.expand(n)
+        for s in range(MASK_PASSES if implied else 0, order.passes):
+            step = torch.full((n,), s)
+            mask_here, code_here = coded_here(order, step, everywhere if s < MASK_PASSES else mask)
+            if s >= MASK_PASSES and not code_here.any():
+                continue
+            ctx = pass_context(order, helds, ages, mask, codes, frames, step, bucket, continues)
+            if trunk is None:
+                trunk = frame_features(self.prior, ctx)
+            feats = self._pass_features(ctx, trunk, s)
+            if s < MASK_PASSES:
+                probs = self._probs(mask_logits(self.prior, feats)[mask_here])
+                true, frame_of = mask[mask_here].long(), mask_here.nonzero()[:, 0]
+                for i in range(n):  # every frame codes its mask passes, even on no position (a 1x1 frame's odd squares)
+                    at = (frame_of == i).numpy()
+                    groups[i].append((probs[at], true.numpy()[at]))
+                continue
+            frame_of = code_here.nonzero()[:, 0].numpy()
+            digits = code_digits(codes[code_here], cfg.levels)
+            held_digits = held_code_digits(cfg, helds[code_here])
+            per_digit = [
+                (self._probs(digit_logits(self.prior, x, j, held_digits)), digits[:, j].numpy())
+                for j, x in digit_inputs(self.prior, feats.permute(0, 2, 3, 1)[code_here], digits, held_digits)
+            ]
+            for i in np.unique(frame_of):  # a frame that keeps no code on this phase codes nothing in this pass
+                at = frame_of == i
+                groups[i].extend((probs[at], true[at]) for probs, true in per_digit)
+        return groups
 
     def _probs(self, logits: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(self.prior.probabilities(logits))
@@ -104,36 +170,38 @@ class PriorCoder:
         return self._walk_window(shape, kept, draw)
 
     def _pass_features(self, ctx, trunk: torch.Tensor, step: int) -> torch.Tensor:
-        """[channels, h, w]: what pass `step` knows at the positions it codes (`features`); on the stride-2 lattices
-        of its phases alone where the prior allows (`features_on_lattices`: the same integers for less work), 0
-        elsewhere."""
+        """[B, channels, h, w]: what pass `step` knows at the positions it codes (`features`); on the stride-2
+        lattices of its phases alone where the prior allows (`features_on_lattices`: the same integers for less
+        work), 0 elsewhere."""
         if not lattice_ok(self.prior.config):
-            return features(self.prior, ctx, trunk)[0]
-        out = torch.zeros(trunk.shape[1:], dtype=trunk.dtype)
+            return features(self.prior, ctx, trunk)
+        out = torch.zeros(trunk.shape, dtype=trunk.dtype)
         order = self.prior.config.order
         lattices = tuple(dict.fromkeys(order.lattice(phase) for phase in order.pass_phases(step)))
         for (dy, dx), on_lattice in zip(lattices, features_on_lattices(self.prior, ctx, trunk, lattices)):
-            out[:, dy::2, dx::2] = on_lattice[0]
+            out[..., dy::2, dx::2] = on_lattice
         return out
 
-    def _walk_window(self, shape: tuple[int, int, int], kept: int, choose, truth=None) -> tuple[np.ndarray, np.ndarray]:
-        """A window's symbols in coding order (encoder, decoder and sampler walk the same way): each group's
-        symbols are `choose(probabilities [n, k], the true symbols [n] or None) -> n symbols`; `truth` is the
-        window's (mask, codes) when the encoder knows them."""
+    def _walk_window(self, shape: tuple[int, int, int], kept: int, choose) -> tuple[np.ndarray, np.ndarray]:
+        """A window's symbols in coding order, each revealed before the next is asked for (decoder and sampler):
+        each group's symbols are `choose(probabilities [n, k], None) -> n symbols`. `walk_known` gives the same
+        groups when every symbol is known."""
         t, h, w = shape
         levels, order = self.prior.config.levels, self.prior.config.order
         held, age = self._start(h, w)
         mask = torch.zeros((t, h, w), dtype=torch.bool)
         codes = torch.zeros((t, h, w), dtype=torch.long)
         everywhere = torch.ones((1, h, w), dtype=torch.bool)
-        bucket = torch.tensor([kept_bucket(kept, t * h * w)])
-        continues = torch.tensor([int(geometry.continues(self.windows, self.refresh))])
+        bucket, continues, implied = self._window_context(t, h, w, kept)
 
-        def pick(probs: np.ndarray, true: torch.Tensor | None) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(choose(probs, None if true is None else true.numpy())).astype(np.int64))
+        def pick(probs: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(choose(probs, None)).astype(np.int64))
 
         for i in range(t):
-            for s in range(order.passes):
+            trunk = None
+            if implied:
+                mask[i] = kept > 0
+            for s in range(MASK_PASSES if implied else 0, order.passes):
                 frame, step = torch.tensor([i]), torch.tensor([s])
                 mask_here, code_here = (
                     where[0] for where in coded_here(order, step, everywhere if s < MASK_PASSES else mask[i : i + 1])
@@ -143,20 +211,16 @@ class PriorCoder:
                 ctx = pass_context(
                     order, held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket, continues
                 )
-                if s == 0:  # the trunk reads the state before the frame only: once a frame
+                if trunk is None:  # the trunk reads the state before the frame only: once a frame
                     trunk = frame_features(self.prior, ctx)
                 feats = self._pass_features(ctx, trunk, s)
                 if s < MASK_PASSES:
-                    probs = self._probs(mask_logits(self.prior, feats[None])[0][mask_here])
-                    mask[i][mask_here] = pick(probs, None if truth is None else truth[0][i][mask_here]).bool()
+                    mask[i][mask_here] = pick(self._probs(mask_logits(self.prior, feats)[0][mask_here])).bool()
                     continue
-                vectors = feats.permute(1, 2, 0)[code_here]
-                true = None if truth is None else code_digits(truth[1][i][code_here], levels)
-                digits = torch.zeros((len(vectors), len(levels)), dtype=torch.long)
+                digits = torch.zeros((int(code_here.sum()), len(levels)), dtype=torch.long)
                 held_digits = held_code_digits(self.prior.config, held[code_here])
-                for j, x in digit_inputs(self.prior, vectors, digits, held_digits):
-                    probs = self._probs(digit_logits(self.prior, x, j, held_digits))
-                    digits[:, j] = pick(probs, None if true is None else true[:, j])
+                for j, x in digit_inputs(self.prior, feats[0].permute(1, 2, 0)[code_here], digits, held_digits):
+                    digits[:, j] = pick(self._probs(digit_logits(self.prior, x, j, held_digits)))
                 codes[i][code_here] = digits_code(digits, levels)
             held, age = advance(held, age, mask[i], codes[i])
         self.held, self.age, self.windows = held, age, self.windows + 1

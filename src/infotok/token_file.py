@@ -1,7 +1,7 @@
 """The `.itok` file format (docs/FORMAT.md): window records, `TokenWriter` and `TokenReader`.
 
 A file is a versioned JSON header, then one self-checking record per window (keep-mask bit-packed,
-kept indices, both zlib-coded, CRC32; or, version 4, both range-coded with a learned prior under a
+kept indices, both zlib-coded, CRC32; or, versions 4 and 5, both range-coded with a learned prior under a
 compact head), then a trailer with the window count. It is written and read
 window by window, so a long video never needs all its tokens in memory. The parser trusts no length
 field: every size is checked against the window's own geometry before anything is allocated, and
@@ -28,8 +28,9 @@ from .files import output_path_problem, temp_beside
 from .token_header import (
     FORMAT_VERSION,
     FORMAT_VERSION_1D,
-    FORMAT_VERSION_COMPACT,
     FORMAT_VERSION_CONTINUED,
+    FORMAT_VERSION_PRIOR,
+    PRIOR_VERSIONS,
     TokenHeader,
     TokenWindow,
     check_header,
@@ -41,16 +42,16 @@ from .token_header import (
 TOKEN_SUFFIX = ".itok"
 MAGIC = b"ITOK"
 TRAILER_MAGIC = b"ITND"
-READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D, FORMAT_VERSION_CONTINUED, FORMAT_VERSION_COMPACT)
+READ_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_1D, FORMAT_VERSION_CONTINUED, *PRIOR_VERSIONS)
 MAX_HEADER_BYTES = 1 << 20
 MAX_TOKENS_PER_WINDOW = 1 << 24
 MAX_RECORD_BYTES = 1 << 26  # a full window of 2**24 tokens codes to ~34 MB at worst
 _PRELUDE = struct.Struct("<4sHI")  # magic, version, header length
 _RECORD = struct.Struct("<II")  # payload length, crc32
 _WINDOW = struct.Struct("<IIHHHddIII")  # start, end, t, h, w, rate, score, kept, mask bytes, index bytes
-_COMPACT_WINDOW = struct.Struct("<ddI")  # version 4: rate, score, kept (frames and grid follow from the header)
+_COMPACT_WINDOW = struct.Struct("<ddI")  # versions 4 and 5: rate, score, kept (frames and grid follow from the header)
 _TRAILER = struct.Struct("<4sI")
-# Version 4's header is zlib-coded with this preset dictionary: the keys and the usual values of a header, so that
+# A prior-coded file's header (versions 4 and 5) is zlib-coded with this preset dictionary: the keys and the usual values of a header, so that
 # what is left to code is mostly the hashes and sizes (about 100 bytes instead of 510). Part of the format: never
 # change it, add a version.
 HEADER_DICTIONARY = (
@@ -68,7 +69,7 @@ class TokenFormatError(ValueError):
 
 
 def encode_window(w: TokenWindow, codebook_size: int, coder=None) -> bytes:
-    """A window's record; with an `entropy.PriorCoder`, version 4's: a compact head, then its mask and indices
+    """A window's record; with an `entropy.PriorCoder`, version 5's: a compact head, then its mask and indices
     range-coded in one section."""
     mask = np.asarray(w.mask, dtype=bool)
     if mask.ndim != 3:
@@ -111,11 +112,11 @@ def _inflate(data: bytes, expected: int, what: str, at_most: bool = False, zdict
 
 
 def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None, coder=None) -> TokenWindow:
-    """Parse one record; with `index` (which version 4 needs), also check its frames and grid against the header's
-    geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
-    if header.format_version == FORMAT_VERSION_COMPACT:
+    """Parse one record; with `index` (which versions 4 and 5 need), also check its frames and grid against the
+    header's geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
+    if header.format_version in PRIOR_VERSIONS:
         if index is None:
-            raise ValueError("a version-4 record's frames follow from its window index: pass index")
+            raise ValueError(f"a version-{header.format_version} record's frames follow from its window index: pass index")
         return _decode_compact(payload, header, where, index, coder)
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
@@ -229,7 +230,7 @@ class TokenWriter:
         self.header, self._coder = header, None
         if header.codec != "zlib":  # tokens read from a prior-coded file, stored without a prior: zlib
             self.header = replace(header, codec="zlib", prior_hash="", format_version=FORMAT_VERSION)
-        if prior is not None:  # entropy-coded windows (version 4): the header names the prior a reader needs
+        if prior is not None:  # entropy-coded windows (version 5): the header names the prior a reader needs
             from .entropy import PriorCoder
 
             if header.layout != "grid":
@@ -237,7 +238,7 @@ class TokenWriter:
             if list(prior.config.levels) != list(header.levels):
                 raise ValueError(f"the prior models codes of FSQ levels {prior.config.levels}, not {header.levels}")
             self.header, self._coder = (
-                replace(header, codec="prior", prior_hash=prior.hash, format_version=FORMAT_VERSION_COMPACT),
+                replace(header, codec="prior", prior_hash=prior.hash, format_version=FORMAT_VERSION_PRIOR),
                 PriorCoder(prior, header.refresh),
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +302,7 @@ class TokenWriter:
         for name, absent in absent_fields:  # only files that use them carry them:
             if fields[name] == absent:  # other files stay byte-identical to before these fields
                 del fields[name]
-        if self.header.format_version == FORMAT_VERSION_COMPACT:
+        if self.header.format_version in PRIOR_VERSIONS:
             deflate = zlib.compressobj(9, zdict=HEADER_DICTIONARY)
             blob = deflate.compress(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
             blob += deflate.flush()
@@ -389,7 +390,7 @@ class TokenReader:
         (crc,) = struct.unpack("<I", self._read_exact(4, "the header checksum"))
         if zlib.crc32(blob) != crc:
             raise TokenFormatError(f"{self.name}: header checksum mismatch (file corrupt)")
-        if version == FORMAT_VERSION_COMPACT:
+        if version in PRIOR_VERSIONS:
             blob = _inflate(blob, MAX_HEADER_BYTES, f"{self.name}: header", at_most=True, zdict=HEADER_DICTIONARY)
         try:
             fields = json.loads(blob)
@@ -412,7 +413,7 @@ class TokenReader:
         if self.prior is not None:
             from .entropy import PriorCoder
 
-            coder = PriorCoder(self.prior, self.header.refresh)
+            coder = PriorCoder(self.prior, self.header.refresh, self.header.format_version)
         for index in range(count):
             where = f"{self.name}: window {index}"
             pos = self._f.tell()

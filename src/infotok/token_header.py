@@ -19,6 +19,9 @@ FORMAT_VERSION_CONTINUED = 3  # grid files whose windows continue each other (`r
 # prior-coded grid files: the header zlib-coded, window heads without what the header determines (any refresh).
 # Prior-coded files of versions 1 and 3 (written before it) still read
 FORMAT_VERSION_COMPACT = 4
+# prior-coded as version 4, but a window that keeps every token or none codes no mask: its kept count says it
+FORMAT_VERSION_PRIOR = 5
+PRIOR_VERSIONS = (FORMAT_VERSION_COMPACT, FORMAT_VERSION_PRIOR)  # the compact prior-coded layout
 LAYOUTS = ("grid", "1d")
 CODECS = ("zlib", "prior")  # how window records store tokens: zlib-packed, or range-coded with a learned prior
 
@@ -170,9 +173,9 @@ def check_header(h: TokenHeader) -> None:
         raise ValueError("only grid windows under the hold fill continue each other (refresh > 1)")
     if h.layout == "grid":
         version = FORMAT_VERSION_CONTINUED if h.refresh > 1 else FORMAT_VERSION
-        if h.format_version == FORMAT_VERSION_COMPACT and h.codec != "prior":
-            raise ValueError(f"format version {FORMAT_VERSION_COMPACT} holds prior-coded files only")
-        if h.format_version not in (version, FORMAT_VERSION_COMPACT):
+        if h.format_version in PRIOR_VERSIONS and h.codec != "prior":
+            raise ValueError(f"format version {h.format_version} holds prior-coded files only")
+        if h.format_version not in (version, *PRIOR_VERSIONS):
             raise ValueError(
                 f"a grid header of refresh {h.refresh} is format version {version}, got {h.format_version}"
             )

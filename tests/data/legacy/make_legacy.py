@@ -1,8 +1,11 @@
-"""Writes the prior-coded files of this folder as infotok wrote them before format version 4 (run with the package
-of commit d7ec7e9: `PYTHONPATH=<checkout of d7ec7e9>/src python tests/data/legacy/make_legacy.py`): random tokens
-of two small videos, independent windows (version 1) and continuing ones (version 3), each coded with a small
-random prior (`prior/`, saved here so that the files never depend on the shipped one) and stored with zlib too."""
+"""Writes the prior-coded files of this folder as older infotok wrote them. Versions 1 and 3, with the package of
+commit d7ec7e9 (`PYTHONPATH=<checkout of d7ec7e9>/src python tests/data/legacy/make_legacy.py`): random tokens of
+two small videos, independent windows (version 1) and continuing ones (version 3), each coded with a small random
+prior (`prior/`, saved here so that the files never depend on the shipped one) and stored with zlib too.
+Version 4, with the package of commit 686e346 (the same command, then the argument `4`): continuing windows that
+keep every token, none, and half (version 5 codes no mask for the first two), with the same prior."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,20 @@ def random_prior() -> TokenPrior:
     return TokenPrior.from_net(net)
 
 
-if __name__ == "__main__":
+def full_and_empty_tokens() -> Tokens:
+    """Continuing windows that keep every token, none, then about half."""
+    tokens = random_tokens(10, seed=4)
+    for w, keep in zip(tokens.windows, (1.0, 0.0)):
+        w.mask = np.full(w.mask.shape, bool(keep))
+        w.indices = np.random.default_rng(5).integers(0, 64000, int(w.mask.sum())).astype(np.uint16)
+    return tokens
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["4"]:
+    tokens = full_and_empty_tokens()
+    tokens.save(HERE / "implied-masks-zlib.itok", overwrite=True)
+    tokens.save(HERE / "implied-masks-prior.itok", overwrite=True, prior=TokenPrior.from_pretrained(HERE / "prior"))
+elif __name__ == "__main__":
     prior = random_prior()
     prior.save_pretrained(HERE / "prior")
     for name, refresh in (("independent", 1), ("continuing", 10)):
