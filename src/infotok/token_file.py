@@ -51,9 +51,9 @@ _RECORD = struct.Struct("<II")  # payload length, crc32
 _WINDOW = struct.Struct("<IIHHHddIII")  # start, end, t, h, w, rate, score, kept, mask bytes, index bytes
 _COMPACT_WINDOW = struct.Struct("<ddI")  # versions 4 and 5: rate, score, kept (frames and grid follow from the header)
 _TRAILER = struct.Struct("<4sI")
-# A prior-coded file's header (versions 4 and 5) is zlib-coded with this preset dictionary: the keys and the usual values of a header, so that
-# what is left to code is mostly the hashes and sizes (about 100 bytes instead of 510). Part of the format: never
-# change it, add a version.
+# A prior-coded file's header (versions 4 and 5) is zlib-coded with this preset dictionary: the keys and the usual
+# values of a header, so that what is left to code is mostly the hashes and sizes (about 100 bytes instead of 510).
+# Part of the format: never change it, add a version.
 HEADER_DICTIONARY = (
     b'"target_psnr":null,"strategy":"global_elbo","static","uniform","target","selection":"error","value",'
     b'"order","random","temporal","fill":"mask",{"avg_rate":0.5,"codec":"prior","config_hash":"","fill":"hold",'
@@ -116,7 +116,7 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     header's geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
     if header.format_version in PRIOR_VERSIONS:
         if index is None:
-            raise ValueError(f"a version-{header.format_version} record's frames follow from its window index: pass index")
+            raise ValueError(f"a version-{header.format_version} record's frames follow from its window index")
         return _decode_compact(payload, header, where, index, coder)
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
