@@ -116,7 +116,7 @@ def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | 
     header's geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
     if header.format_version in PRIOR_VERSIONS:
         if index is None:
-            raise ValueError(f"a version-{header.format_version} record's frames follow from its window index")
+            raise ValueError(f"pass index: a version-{header.format_version} record's frames follow from it")
         return _decode_compact(payload, header, where, index, coder)
     if len(payload) < _WINDOW.size:
         raise TokenFormatError(f"{where}: record too short")
