@@ -25,8 +25,10 @@ from infotok.prior import (
     PriorConfig,
     PriorNet,
     TokenPrior,
+    coded_here,
     context_bits,
     features,
+    features_by_frame,
     features_on_lattices,
     frame_features,
     kept_bucket,
@@ -136,6 +138,31 @@ def test_the_coder_computes_each_lattice_alone_to_the_same_integers(pass_dilatio
         whole = features(prior, one, trunk)
         for (dy, dx), on_lattice in zip(lattices, features_on_lattices(prior, one, trunk, lattices)):
             assert torch.equal(on_lattice, whole[..., dy::2, dx::2])
+
+
+@pytest.mark.parametrize("phase_levels, size", [(1, (6, 8)), (2, (7, 5)), (2, (1, 3))])
+def test_the_trainer_runs_each_pass_on_its_lattices_to_the_whole_frames_values_where_it_codes(phase_levels, size):
+    """`features_by_frame` (the trainer's and the held-out log's path) runs the float network's pass blocks on the
+    lattices a pass codes: at every position a pass codes, the whole frame's features, and their gradients."""
+    torch.manual_seed(7)
+    config = SMALL | dict(pass_dilations=[1, 2, 4], held_digits=True, phase_levels=phase_levels)
+    net = PriorNet(PriorConfig(levels=[8, 5, 3], **config))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    assert lattice_ok(net.config)
+    rng = np.random.default_rng(8)
+    mask = torch.from_numpy(rng.random((3, *size)) < 0.5)
+    codes = torch.from_numpy(rng.integers(0, 120, (3, *size)))
+    held, age, _, _ = window_states(mask, codes, torch.full(size, -1), torch.zeros(size, dtype=torch.long))
+    ctx, mask_b, _, step = window_passes(net.config.order, mask, codes, held, age)
+    trunk = frame_features(net, ctx.select(slice(None, None, net.config.order.passes)))
+    whole = features(net, ctx, trunk.repeat_interleave(net.config.order.passes, 0))
+    coded = torch.stack(coded_here(net.config.order, step, mask_b)).any(0)[:, None].expand_as(whole)
+    on_lattices = features_by_frame(net, ctx)
+    assert torch.allclose(on_lattices[coded], whole[coded], atol=1e-5)
+    weight = net.layers["pass_a0"].weight
+    grads = [torch.autograd.grad(f[coded].square().sum(), weight, retain_graph=True)[0] for f in (whole, on_lattices)]
+    assert torch.allclose(*grads, rtol=1e-4, atol=1e-4)
 
 
 def test_a_prior_whose_later_blocks_read_other_phases_codes_whole_frames():

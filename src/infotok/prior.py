@@ -343,6 +343,10 @@ class PriorNet(nn.Module):
     def layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return self.layers[name](x)
 
+    def conv(self, name: str, x: torch.Tensor, stride: int = 1, padding: int = 0, dilation: int = 1) -> torch.Tensor:
+        """Convolution layer `name` with the geometry given (`features_on_lattices` strides it)."""
+        return F.conv2d(x, self.layers[name].weight, self.layers[name].bias, stride, padding, dilation)
+
 
 def digit_rows(prefix: str, codes: torch.Tensor, levels: list[int]) -> dict[str, torch.Tensor]:
     """Rows `{prefix}{j}` of the codes' digits, row levels[j] where there is no code (-1)."""
@@ -409,12 +413,23 @@ def features(net, ctx: Context, trunk: torch.Tensor) -> torch.Tensor:
 
 def features_by_frame(net, ctx: Context) -> torch.Tensor:
     """`features` of passes that come as whole latent frames, each frame's passes in order (as `window_passes` and
-    the trainer's batches give them): the trunk runs once a frame."""
-    n = net.config.order.passes
+    the trainer's batches give them): the trunk runs once a frame, and where the prior allows, each pass's blocks on
+    the stride-2 lattices of its phases alone (`features_on_lattices`, as the coder runs them: a third of the whole
+    frames' work; 0 off those lattices, where the pass codes nothing)."""
+    order = net.config.order
+    n = order.passes
     if len(ctx.step) % n or not torch.equal(ctx.step.cpu(), torch.arange(n).repeat(len(ctx.step) // n)):
         raise ValueError(f"passes must come as whole frames, each frame's {n} passes in order")
     trunk = frame_features(net, ctx.select(slice(None, None, n)))
-    return features(net, ctx, trunk.repeat_interleave(n, 0))
+    if not lattice_ok(net.config):
+        return features(net, ctx, trunk.repeat_interleave(n, 0))
+    out = trunk.new_zeros(trunk.shape[:1] + (n,) + trunk.shape[1:])
+    for s in range(n):
+        lattices = tuple(dict.fromkeys(order.lattice(phase) for phase in order.pass_phases(s)))
+        on = features_on_lattices(net, ctx.select(slice(s, None, n)), trunk, lattices)
+        for (dy, dx), on_lattice in zip(lattices, on):
+            out[:, s, :, dy::2, dx::2] = on_lattice
+    return out.flatten(0, 1)
 
 
 def lattice_ok(cfg: PriorConfig) -> bool:
@@ -424,13 +439,14 @@ def lattice_ok(cfg: PriorConfig) -> bool:
 
 
 def features_on_lattices(
-    prior: "TokenPrior", ctx: Context, trunk: torch.Tensor, lattices: tuple[tuple[int, int], ...]
+    prior, ctx: Context, trunk: torch.Tensor, lattices: tuple[tuple[int, int], ...]
 ) -> list[torch.Tensor]:
     """`features` at the positions of each stride-2 lattice only ([B, channels, ceil((h - row) / 2),
-    ceil((w - column) / 2)] for the lattice's first row and column, `CodingOrder.lattice`): the same integers, for a
-    quarter of the pass blocks' work a lattice. The first block's 3x3 convolution reads the whole frame (strided to
-    the lattice); the later ones (even dilations, halved) read the lattice's own positions. Exact: every sum is an
-    integer however it is taken."""
+    ceil((w - column) / 2)] for the lattice's first row and column, `CodingOrder.lattice`), for a quarter of the
+    pass blocks' work a lattice. The first block's 3x3 convolution reads the whole frame (strided to the lattice);
+    the later ones (even dilations, halved) read the lattice's own positions. With `TokenPrior`'s weights the same
+    integers (every sum is an integer however it is taken); with the float network's, the same values up to
+    rounding."""
     x = trunk + _embedded(prior, pass_rows(prior.config, ctx))
     first = prior.config.pass_dilations[0]
     padded = F.pad(F.relu(x), (first,) * 4)
