@@ -433,6 +433,23 @@ def test_warm_start_may_split_phase_0_into_finer_phases():
         warm_start(coarse, TokenPrior.from_net(finer))
 
 
+def test_warm_start_may_add_pass_blocks_that_start_as_the_identity():
+    """More pass blocks after the prior's: the network starts coding as the prior does; other dilations for the
+    prior's own blocks are refused."""
+    prior, window = random_prior([8, 5, 3], seed=2), random_window()
+    deeper = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL | dict(pass_dilations=[1, 2])))
+    warm_start(deeper, prior)
+    assert float_bits(deeper, *window) == pytest.approx(float_bits(warm_start_net(prior), *window), rel=1e-5)
+    with pytest.raises(ValueError, match="pass_dilations differ"):
+        warm_start(PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL | dict(pass_dilations=[2, 2]))), prior)
+
+
+def warm_start_net(prior: TokenPrior) -> PriorNet:
+    net = PriorNet(prior.config)
+    warm_start(net, prior)
+    return net
+
+
 @pytest.mark.parametrize("levels", [1, 2, 3])
 def test_each_coding_order_codes_every_position_once_coarse_to_fine(levels):
     """Every position has one phase; the mask passes split them by checkerboard square, and each code pass codes

@@ -550,13 +550,14 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
 def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
     """Start `net` where a trained `prior` is (`infotok train prior --init`): its integer weights back in floats.
     `net`'s config may add `held_digits` (its tables stay 0, so it starts coding as `prior` does, to the rounding
-    of float32) and more `phase_levels` (a finer phase starts from the row of the coarser phase it splits, a pass
-    from the pass that coded it); any other difference is refused. (`prior`'s weights fit its config:
-    `TokenPrior.shapes_ok`.)"""
+    of float32), more `phase_levels` (a finer phase starts from the row of the coarser phase it splits, a pass
+    from the pass that coded it) and more pass blocks after `prior`'s (residual blocks that start as the
+    identity); any other difference is refused. (`prior`'s weights fit its config: `TokenPrior.shapes_ok`.)"""
     new, old = net.config, prior.config
     differ = {f.name for f in fields(PriorConfig) if getattr(new, f.name) != getattr(old, f.name)}
     allowed = {"held_digits"} if new.held_digits else set()
     allowed |= {"phase_levels"} if new.phase_levels > old.phase_levels else set()
+    allowed |= {"pass_dilations"} if new.pass_dilations[: len(old.pass_dilations)] == old.pass_dilations else set()
     if differ - allowed:
         raise ValueError(f"--init prior does not fit this network: its {', '.join(sorted(differ - allowed))} differ")
     with torch.no_grad():
@@ -567,6 +568,8 @@ def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
                     rows = rows[_coarser_rows(new.order, old.order)]
                 table.weight.copy_(rows)
         for name, layer in net.layers.items():
+            if f"shift.{name}" not in prior.weights:  # a pass block `prior` has not: it starts as the identity
+                continue
             shift = int(prior.weights[f"shift.{name}"])
             layer.weight.copy_(prior.weights[f"weight.{name}"] * 2.0**-shift)
             layer.bias.copy_(prior.weights[f"bias.{name}"] * 2.0 ** -(shift + ACT_BITS))
