@@ -296,7 +296,7 @@ def test_prior_coded_files_of_version_4_still_read_masks_they_coded_for_full_and
     assert [w.kept / w.mask.size for w in twin.windows][:2] == [1.0, 0.0]
 
 
-def test_a_window_that_keeps_every_token_or_none_codes_no_mask(tmp_path):
+def test_a_window_that_keeps_every_token_or_none_codes_no_mask():
     """From version 5 on its kept count says its mask: the walk asks for code digits only (none if nothing is
     kept), the file is smaller than version 4's, and both round-trip."""
     prior = random_prior([8, 8, 8, 5, 5, 5])
@@ -437,17 +437,13 @@ def test_warm_start_may_add_pass_blocks_that_start_as_the_identity():
     """More pass blocks after the prior's: the network starts coding as the prior does; other dilations for the
     prior's own blocks are refused."""
     prior, window = random_prior([8, 5, 3], seed=2), random_window()
+    same = PriorNet(prior.config)
     deeper = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL | dict(pass_dilations=[1, 2])))
-    warm_start(deeper, prior)
-    assert float_bits(deeper, *window) == pytest.approx(float_bits(warm_start_net(prior), *window), rel=1e-5)
+    for net in (same, deeper):
+        warm_start(net, prior)
+    assert float_bits(deeper, *window) == pytest.approx(float_bits(same, *window), rel=1e-5)
     with pytest.raises(ValueError, match="pass_dilations differ"):
         warm_start(PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL | dict(pass_dilations=[2, 2]))), prior)
-
-
-def warm_start_net(prior: TokenPrior) -> PriorNet:
-    net = PriorNet(prior.config)
-    warm_start(net, prior)
-    return net
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3])
