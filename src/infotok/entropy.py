@@ -132,10 +132,10 @@ class PriorCoder:
             feats = self._pass_features(ctx, trunk, s)
             if s < MASK_PASSES:
                 probs = self._probs(mask_logits(self.prior, feats)[mask_here])
-                true, frame_of = mask[mask_here].long(), mask_here.nonzero()[:, 0]
+                true, frame_of = mask[mask_here].numpy(), mask_here.nonzero()[:, 0].numpy()
                 for i in range(n):  # every frame codes its mask passes, even on no position (a 1x1 frame's odd squares)
-                    at = (frame_of == i).numpy()
-                    groups[i].append((probs[at], true.numpy()[at]))
+                    at = frame_of == i
+                    groups[i].append((probs[at], true[at]))
                 continue
             frame_of = code_here.nonzero()[:, 0].numpy()
             digits = code_digits(codes[code_here], cfg.levels)
