@@ -29,14 +29,12 @@ from .prior import (
     digit_inputs,
     digit_logits,
     digits_code,
-    features,
-    features_on_lattices,
     frame_features,
     held_code_digits,
     kept_bucket,
-    lattice_ok,
     mask_logits,
     pass_context,
+    pass_features,
     window_states,
 )
 from .token_header import FORMAT_VERSION_PRIOR
@@ -129,7 +127,7 @@ class PriorCoder:
             ctx = pass_context(order, helds, ages, mask, codes, frames, step, bucket, continues)
             if trunk is None:
                 trunk = frame_features(self.prior, ctx)
-            feats = self._pass_features(ctx, trunk, s)
+            feats = pass_features(self.prior, ctx, trunk, s)
             if s < MASK_PASSES:
                 probs = self._probs(mask_logits(self.prior, feats)[mask_here])
                 true, frame_of = mask[mask_here].numpy(), mask_here.nonzero()[:, 0].numpy()
@@ -169,19 +167,6 @@ class PriorCoder:
 
         return self._walk_window(shape, kept, draw)
 
-    def _pass_features(self, ctx, trunk: torch.Tensor, step: int) -> torch.Tensor:
-        """[B, channels, h, w]: what pass `step` knows at the positions it codes (`features`); on the stride-2
-        lattices of its phases alone where the prior allows (`features_on_lattices`: the same integers for less
-        work), 0 elsewhere."""
-        if not lattice_ok(self.prior.config):
-            return features(self.prior, ctx, trunk)
-        out = torch.zeros(trunk.shape, dtype=trunk.dtype)
-        order = self.prior.config.order
-        lattices = tuple(dict.fromkeys(order.lattice(phase) for phase in order.pass_phases(step)))
-        for (dy, dx), on_lattice in zip(lattices, features_on_lattices(self.prior, ctx, trunk, lattices)):
-            out[..., dy::2, dx::2] = on_lattice
-        return out
-
     def _walk_window(self, shape: tuple[int, int, int], kept: int, choose) -> tuple[np.ndarray, np.ndarray]:
         """A window's symbols in coding order, each revealed before the next is asked for (decoder and sampler):
         each group's symbols are `choose(probabilities [n, k], None) -> n symbols`. `walk_known` gives the same
@@ -213,7 +198,7 @@ class PriorCoder:
                 )
                 if trunk is None:  # the trunk reads the state before the frame only: once a frame
                     trunk = frame_features(self.prior, ctx)
-                feats = self._pass_features(ctx, trunk, s)
+                feats = pass_features(self.prior, ctx, trunk, s)
                 if s < MASK_PASSES:
                     mask[i][mask_here] = pick(self._probs(mask_logits(self.prior, feats)[0][mask_here])).bool()
                     continue

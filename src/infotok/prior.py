@@ -413,23 +413,27 @@ def features(net, ctx: Context, trunk: torch.Tensor) -> torch.Tensor:
 
 def features_by_frame(net, ctx: Context) -> torch.Tensor:
     """`features` of passes that come as whole latent frames, each frame's passes in order (as `window_passes` and
-    the trainer's batches give them): the trunk runs once a frame, and where the prior allows, each pass's blocks on
-    the stride-2 lattices of its phases alone (`features_on_lattices`, as the coder runs them: a third of the whole
-    frames' work; 0 off those lattices, where the pass codes nothing)."""
-    order = net.config.order
-    n = order.passes
+    the trainer's batches give them): the trunk runs once a frame, each pass's blocks as `pass_features` runs them."""
+    n = net.config.order.passes
     if len(ctx.step) % n or not torch.equal(ctx.step.cpu(), torch.arange(n).repeat(len(ctx.step) // n)):
         raise ValueError(f"passes must come as whole frames, each frame's {n} passes in order")
     trunk = frame_features(net, ctx.select(slice(None, None, n)))
+    by_pass = [pass_features(net, ctx.select(slice(s, None, n)), trunk, s) for s in range(n)]
+    return torch.stack(by_pass, 1).flatten(0, 1)
+
+
+def pass_features(net, ctx: Context, trunk: torch.Tensor, step: int) -> torch.Tensor:
+    """[B, channels, h, w]: `features` of pass `step` (every row of `ctx` is that pass) at the positions it codes;
+    where the prior allows, run on the stride-2 lattices of its phases alone (`features_on_lattices`: a third of the
+    whole frames' work), 0 off them, where the pass codes nothing."""
     if not lattice_ok(net.config):
-        return features(net, ctx, trunk.repeat_interleave(n, 0))
-    out = trunk.new_zeros(trunk.shape[:1] + (n,) + trunk.shape[1:])
-    for s in range(n):
-        lattices = tuple(dict.fromkeys(order.lattice(phase) for phase in order.pass_phases(s)))
-        on = features_on_lattices(net, ctx.select(slice(s, None, n)), trunk, lattices)
-        for (dy, dx), on_lattice in zip(lattices, on):
-            out[:, s, :, dy::2, dx::2] = on_lattice
-    return out.flatten(0, 1)
+        return features(net, ctx, trunk)
+    order = net.config.order
+    lattices = tuple(dict.fromkeys(order.lattice(phase) for phase in order.pass_phases(step)))
+    out = trunk.new_zeros(trunk.shape)
+    for (dy, dx), on_lattice in zip(lattices, features_on_lattices(net, ctx, trunk, lattices)):
+        out[..., dy::2, dx::2] = on_lattice
+    return out
 
 
 def lattice_ok(cfg: PriorConfig) -> bool:
