@@ -24,27 +24,11 @@ import torch
 from infotok.entropy import PriorCoder, load_prior
 from infotok.files import list_videos
 from infotok.model import InfoTok
-from infotok.prior import code_digits, window_states
+from infotok.prior import code_digits, video_window_states
 from infotok.video import read_video, resize_and_crop
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 RATES = (0.125, 0.25, 0.5, 1.0)
-
-
-def window_states_of(tokens):
-    """Each window of a file with its mask and codes ([t, h, w] tensors, codes -1 where dropped) and the codes held
-    before each of its latent frames, as the coder tracks them (`prior.window_states`; a window that does not
-    continue the one before starts with none)."""
-    held = age = None
-    for i, w in enumerate(tokens.windows):
-        mask = torch.from_numpy(w.mask)
-        if held is None or not tokens.header.continues(i):
-            held = torch.full(mask.shape[1:], -1)
-            age = torch.zeros_like(held)
-        codes = torch.full(mask.shape, -1)
-        codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
-        helds, _, held, age = window_states(mask, codes, held, age)
-        yield w, mask, codes, helds
 
 
 def code_passes(order, mask: torch.Tensor, helds: torch.Tensor) -> list[tuple[int, np.ndarray]]:
@@ -108,7 +92,7 @@ def main(argv: list[str]) -> None:
         for frames in clips:
             tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
             coder = PriorCoder(prior, tokens.header.refresh)
-            for w, mask, codes, helds in window_states_of(tokens):
+            for w, mask, codes, helds, _ in video_window_states(tokens.windows):
                 count_bits(coder, w, code_passes(prior.config.order, mask, helds), bits, by_phase)
                 changes += held_changes(mask, codes, helds, prior.config.levels)
                 kept += w.kept

@@ -265,6 +265,21 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
     return torch.stack(helds), torch.stack(ages), held, age
 
 
+def video_window_states(windows):
+    """A video's windows in order, each with its mask and codes ([t, h, w]; codes 0 where dropped) and the states
+    before each of its latent frames ([t, h, w] held codes and ages), as `entropy.PriorCoder` tracks them: a window
+    starts from the state the one before left (one of another grid size: from none)."""
+    held = age = None
+    for w in windows:
+        mask = torch.from_numpy(np.asarray(w.mask, dtype=bool))
+        codes = torch.zeros(mask.shape, dtype=torch.long)
+        codes[mask] = torch.from_numpy(np.asarray(w.indices, dtype=np.int64))
+        if held is None or held.shape != mask.shape[1:]:
+            held, age = torch.full(mask.shape[1:], -1, dtype=torch.long), torch.zeros(mask.shape[1:], dtype=torch.long)
+        helds, ages, held, age = window_states(mask, codes, held, age)
+        yield w, mask, codes, helds, ages
+
+
 def window_passes(
     order: CodingOrder,
     mask: torch.Tensor,

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from .prior import (
@@ -28,6 +27,7 @@ from .prior import (
     context_bits,
     kept_bucket,
     pass_context,
+    video_window_states,
     warm_start,
     window_passes,
     window_states,
@@ -106,16 +106,9 @@ class TokenWindows:
             if tokens.header.layout != "grid" or tokens.header.levels != levels:
                 raise ValueError(f"{path}: the prior models grid tokens of levels {levels}")
             split = "validation" if path in validation else "train"
-            held = age = None
-            for i, w in enumerate(tokens.windows):
-                mask = torch.from_numpy(w.mask.astype(bool))
-                codes = torch.zeros(mask.shape, dtype=torch.long)
-                codes[mask] = torch.from_numpy(w.indices.astype(np.int64))
+            for i, (w, mask, codes, before_held, before_age) in enumerate(video_window_states(tokens.windows)):
                 none = torch.full(mask.shape[1:], -1, dtype=torch.long), torch.zeros(mask.shape[1:], dtype=torch.long)
                 fresh = window_states(mask, codes, *none)[:2]
-                if held is None or held.shape != mask.shape[1:]:
-                    held, age = none
-                before_held, before_age, held, age = window_states(mask, codes, held, age)
                 self.sets[split].append(
                     {
                         "mask": mask,
