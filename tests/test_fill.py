@@ -256,37 +256,6 @@ def test_a_zero_held_embedding_decodes_exactly_as_the_model_without_it():
     assert not torch.equal(with_held.decode(batch), model.decode(batch))  # it reaches held positions
 
 
-def test_drift_training_on_a_fixed_rate_base_keeps_its_codes(tmp_path):
-    """On a fixed-rate base, `--train-selection drift` adds stacks that start as the identity and keeps
-    the compressor frozen there: the trained model's codes are the base's own; only the decoding side learns."""
-    from infotok.train import TrainConfig, Trainer
-
-    base = tiny_model(adaptive=False)
-    base.save_pretrained(tmp_path / "base")
-    cfg = TrainConfig(
-        kind="infotok",
-        init=str(tmp_path / "base"),
-        out=str(tmp_path / "run"),
-        steps=6,
-        batch=2,
-        frames=9,
-        crop=32,
-        lr=3e-3,
-        warmup=2,
-        log_every=3,
-        checkpoint_every=6,
-        cache=None,
-        selection="drift",
-        rate_sampling="grid",
-    )
-    Trainer(cfg, progress=False).run()
-    trained = InfoTok.from_pretrained(tmp_path / "run" / "model")
-    assert trained.adaptive and trained.held is not None
-    video = synthetic_video(17, 32, 48, seed=6)[None]
-    assert torch.equal(trained.latent_codes(video), base.latent_codes(video))
-    assert float(trained.decompressor.proj_out.weight.detach().abs().sum()) > 0
-
-
 def test_drift_training_teaches_the_decoding_side_alone_and_keeps_the_tokens(tmp_path):
     """`--train-selection drift`: the loss falls, the checkpoint gains the held embedding, and nothing
     that makes codes, rankings or predicted curves moves, so token files stay the same."""

@@ -57,8 +57,7 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
 def build_model(cfg: TrainConfig) -> InfoTok:
     """The model a run starts from: `init` as it is, or grown by what the run adds (a compressor on
     a base, changed compressor fields, a value predictor, the held-code embedding of `drift` runs);
-    only the added parameters are new. A `drift` run on a fixed-rate base keeps its new compressor
-    frozen at the identity it starts as, so the codes are the base's own and only the decoding side learns."""
+    only the added parameters are new."""
     if not cfg.init:
         return InfoTok(BaseConfig(**cfg.base), None, name=cfg.name or "infotok-base")
     init = InfoTok.from_pretrained(cfg.init)
@@ -75,6 +74,10 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     if cfg.predictor or (predictor is None and (cfg.selection == "value" or cfg.kind == "predictor")):
         predictor = PredictorConfig.from_dict((predictor.to_dict() if predictor else {}) | cfg.predictor)
     drift = cfg.selection == "drift"
+    if drift and not init.adaptive:
+        raise ValueError(
+            f"{cfg.init} is a fixed-rate base tokenizer: --train-selection drift fine-tunes an InfoTok checkpoint"
+        )
     model = InfoTok(
         init.base.config,
         compressor,

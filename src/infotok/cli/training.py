@@ -252,8 +252,7 @@ def add_train(sub) -> None:
         help="infotok: which tokens survive in training (order = ElasticTok-style tail dropping; value "
         "adds and trains the value predictor, mixing value, random and error masks; drift trains "
         "the decoding side alone for the hold fill, adding a held-code embedding, half the windows "
-        "drift-selected under hold, the rest value or random under mask; on a fixed-rate base, around "
-        "identity stacks that keep its codes)",
+        "drift-selected under hold, the rest value or random under mask)",
     )
     p.add_argument(
         "--rate-sampling",
