@@ -33,6 +33,7 @@ from .prior import (
     held_code_digits,
     kept_bucket,
     mask_logits,
+    no_held_codes,
     pass_context,
     pass_features,
     window_states,
@@ -66,7 +67,7 @@ class PriorCoder:
     # ------------------------------------------------------------------ state
     def _start(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.held is None or tuple(self.held.shape) != (h, w):
-            return torch.full((h, w), -1, dtype=torch.long), torch.zeros((h, w), dtype=torch.long)
+            return no_held_codes((h, w))
         return self.held.clone(), self.age.clone()
 
     # ------------------------------------------------------------------ coding

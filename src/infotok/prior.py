@@ -265,6 +265,11 @@ def window_states(mask: torch.Tensor, codes: torch.Tensor, held: torch.Tensor, a
     return torch.stack(helds), torch.stack(ages), held, age
 
 
+def no_held_codes(shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state before a video's first window: no code held anywhere (-1), every age 0."""
+    return torch.full(shape, -1, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+
+
 def video_window_states(windows):
     """A video's windows in order, each with its mask and codes ([t, h, w]; codes 0 where dropped) and the states
     before each of its latent frames ([t, h, w] held codes and ages), as `entropy.PriorCoder` tracks them: a window
@@ -275,7 +280,7 @@ def video_window_states(windows):
         codes = torch.zeros(mask.shape, dtype=torch.long)
         codes[mask] = torch.from_numpy(np.asarray(w.indices, dtype=np.int64))
         if held is None or held.shape != mask.shape[1:]:
-            held, age = torch.full(mask.shape[1:], -1, dtype=torch.long), torch.zeros(mask.shape[1:], dtype=torch.long)
+            held, age = no_held_codes(mask.shape[1:])
         helds, ages, held, age = window_states(mask, codes, held, age)
         yield w, mask, codes, helds, ages
 

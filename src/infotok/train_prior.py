@@ -26,6 +26,7 @@ from .prior import (
     coded_here,
     context_bits,
     kept_bucket,
+    no_held_codes,
     pass_context,
     video_window_states,
     warm_start,
@@ -107,8 +108,7 @@ class TokenWindows:
                 raise ValueError(f"{path}: the prior models grid tokens of levels {levels}")
             split = "validation" if path in validation else "train"
             for i, (w, mask, codes, before_held, before_age) in enumerate(video_window_states(tokens.windows)):
-                none = torch.full(mask.shape[1:], -1, dtype=torch.long), torch.zeros(mask.shape[1:], dtype=torch.long)
-                fresh = window_states(mask, codes, *none)[:2]
+                fresh = window_states(mask, codes, *no_held_codes(mask.shape[1:]))[:2]
                 self.sets[split].append(
                     {
                         "mask": mask,
