@@ -156,10 +156,31 @@ def test_reselect_gives_what_encode_gives_at_that_rate():
         model.reselect(model.encode(x, 0.5, "static", keep_scores=True), [0.25])
 
 
-def test_fixed_rate_base_refuses_dropping_tokens():
+def test_fixed_rate_base_drops_tokens_only_under_hold():
     model = tiny_model(adaptive=False)
-    with pytest.raises(ValueError, match="fixed-rate"):
-        model.encode(torch.zeros(1, 3, 5, 16, 16), 0.5, "static")
+    x = torch.zeros(1, 3, 5, 16, 16)
+    with pytest.raises(ValueError, match="fixed-rate base tokenizer: below rate 1 it tokenizes only under the hold"):
+        model.encode(x, 0.5, "static")
+    full = model.encode(x, 1.0, "static")
+    with pytest.raises(ValueError, match="only under the hold fill, not mask"):
+        model.decode_codes(model.base.codes_from_indices(full.indices), full.mask & False, "mask")
+
+
+def test_fixed_rate_base_under_hold_decodes_each_dropped_token_as_the_code_last_kept_there():
+    model = tiny_model(adaptive=False)
+    x = torch.from_numpy(synthetic_video(17, 32, 32, seed=3))[None]
+    full = model.encode(x, 1.0, "static", fill="hold")
+    for rate in (0.25, 0.5):
+        batch = model.encode(x, rate, "static", fill="hold")
+        mask = batch.mask
+        assert bool(mask[:, 0].all()) and not bool(mask.all())  # drift keeps the first latent frame whole
+        codes = model.base.codes_from_indices(full.indices)
+        held = codes.clone()
+        for j in range(1, codes.shape[2]):
+            held[:, :, j] = torch.where(mask[:, None, j], codes[:, :, j], held[:, :, j - 1])
+        expected = model.base.decode_features(model.base.features_from_codes(held))
+        expected = model.geometry.crop(expected, 17, 32, 32).clamp(-1, 1)
+        assert torch.allclose(model.decode(batch), expected, atol=1e-5)
 
 
 def test_calibration_mean_is_stored_loaded_and_written_into_token_headers(tmp_path):

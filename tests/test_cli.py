@@ -237,6 +237,37 @@ def test_a_calibrated_copy_decodes_the_sources_tokens_and_says_so_briefly(
     assert code == 0, err
 
 
+def test_a_base_calibrated_for_hold_tokenizes_below_rate_1_with_rd_and_refuses_mask(tmp_path, capsys, sample_video):
+    from tests.conftest import tiny_model
+
+    base = tiny_model(adaptive=False).save_pretrained(tmp_path / "base")
+    calibrate = ("calibrate", sample_video, "--size", "32", "--frames", "9", "--checkpoint", base)
+    assert run(capsys, *calibrate, "--default-fill", "hold", "-o", tmp_path / "cal")[0] == 0
+    model = InfoTok.from_pretrained(tmp_path / "cal")
+    assert not model.adaptive and model.choices() == ("rd", "drift", "hold")
+    code, _, err = run(
+        capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--rate", "0.25", "--checkpoint", tmp_path / "cal"
+    )
+    assert code == 0, err
+    tokens = Tokens.load(tmp_path / "t.itok")
+    assert tokens.header.strategy == "rd" and tokens.ledger().realized_rate < 0.5
+    assert run(capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "d.mp4", "--checkpoint", base)[0] == 0
+    code, _, err = run(
+        capsys,
+        "encode",
+        sample_video,
+        "-o",
+        tmp_path / "m.itok",
+        "--rate",
+        "0.25",
+        "--fill",
+        "mask",
+        "--checkpoint",
+        base,
+    )
+    assert code != 0 and "only under the hold fill" in err
+
+
 def test_calibrate_with_a_value_predictor_stores_target_margins(tmp_path, capsys, sample_video):
     from tests.conftest import tiny_model
 

@@ -66,9 +66,18 @@ class TokenizerCore:
             strategy = "rd" if fill == "hold" and self.calibration.rd_thresholds else "global_elbo"
         return check_strategy(strategy), check_selection(selection), fill
 
-    def check_rates(self, *rates: float) -> None:
-        if not self.adaptive and any(r < 1 for r in rates):
-            raise ValueError(f"checkpoint {self.name!r} is a fixed-rate base tokenizer: only rate 1 is possible")
+    def drops_tokens(self, fill: str) -> bool:
+        """Whether this checkpoint can decode windows that dropped tokens under `fill`: an InfoTok model
+        under any fill, a fixed-rate base under `hold` alone (a dropped token decodes the code last kept
+        at its position; the base has no learned stand-in for the mask fill)."""
+        return self.adaptive or check_fill(fill) == "hold"
+
+    def check_rates(self, *rates: float, fill: str) -> None:
+        if not self.drops_tokens(fill) and any(r < 1 for r in rates):
+            raise ValueError(
+                f"checkpoint {self.name!r} is a fixed-rate base tokenizer: below rate 1 it tokenizes only "
+                f"under the hold fill (--fill hold), not {fill}"
+            )
 
     # the temporal peer's ranking (`selection.latent_change`), where callers found it before the rankings moved
     latent_change = staticmethod(latent_change)
@@ -94,7 +103,7 @@ class TokenizerCore:
                 "--target-psnr plans on the value predictor's curves, which describe the mask fill; "
                 "it cannot be combined with --fill hold (use --rate, or drop --fill)"
             )
-        self.check_rates(rate, *(rates or []))
+        self.check_rates(rate, *(rates or []), fill=fill)
         ranking_for(selection).check(self)
         if rates is None:
             rate_policy_for(self, strategy, fill, rate, target_psnr).check()
@@ -216,7 +225,7 @@ class TokenizerCore:
         if batch.score_map is None or batch.level_values is None or not bool(batch.mask.all()):
             raise ValueError("reselect needs a full-rate batch encoded with keep_scores=True")
         rates = [check_rate(r) for r in rates]
-        self.check_rates(*rates)
+        self.check_rates(*rates, fill=fill)
         if selection == "value" and batch.value is None:
             self.check_predictor("value selection")
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]

@@ -245,10 +245,10 @@ def encode_dataset(
         checkpoint = os.path.abspath(checkpoint or default_checkpoint())
         probe_model = InfoTok.from_pretrained(checkpoint, device="cpu")  # checks the checkpoint before Ray starts
         identity = model_identity(probe_model)
-        probe_model.check_rates(settings["rate"])
         settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
             settings["strategy"], settings["selection"], settings["fill"]
         )
+        probe_model.check_rates(settings["rate"], fill=settings["fill"])
         check_windowing(settings["window"], settings["overlap"], probe_model.geometry)
         if budget == "run":
             if settings["strategy"] != "rd":

@@ -31,7 +31,7 @@ def run_demo(
     video = synthetic_video(frames, height, width, seed=seed)
     write_video(out / "sample.mp4", video, fps=SAMPLE_FPS)
     report = {"checkpoint": model.name, "sample": {"frames": frames, "size": f"{width}x{height}"}, "runs": []}
-    for rate in [1.0] if not model.adaptive else rates:
+    for rate in rates if model.drops_tokens(model.default_fill) else [1.0]:
         tokens = model.tokenize(video, rate=rate, strategy="static", window=frames, overlap=0, fps=SAMPLE_FPS)
         tag = f"rate{rate:g}"
         tokens.save(out / f"sample_{tag}.itok", overwrite=True)

@@ -219,8 +219,7 @@ def evaluate(
         for selection in selections:
             for avg_rate in rates:
                 avg_rate = check_rate(avg_rate)
-                if not model.adaptive and avg_rate < 1:
-                    raise ValueError(f"checkpoint {model.name!r} is fixed-rate: evaluate it with --rates 1")
+                model.check_rates(avg_rate, fill=fill)
                 t1 = time.time()
                 r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill, budget)
                 rows = []
@@ -252,7 +251,7 @@ def evaluate(
                     "fill": fill,
                     "rate": avg_rate,
                     "realized_rate": realized,
-                    "bpp16": realized + (MASK_BPP16 if model.adaptive else 0.0),
+                    "bpp16": realized + (MASK_BPP16 if model.adaptive or avg_rate < 1 else 0.0),  # a base at 1: no mask
                     "bpp16_file": float(np.mean([r["bpp16_file"] for r in rows])),
                     "psnr": float(np.mean([r["psnr"] for r in rows])),
                     "ssim": float(np.mean([r["ssim"] for r in rows])),
@@ -347,8 +346,6 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
     `hold` fill and (with a value predictor) the slopes it uses under `mask` for each average rate,
     and the margins `--target-psnr` takes off the predicted curves (from decodes at every rate k/16
     with value selection, as target mode tokenizes), measured on `paths` under the evaluation protocol."""
-    if not model.adaptive:
-        raise ValueError("calibration is for InfoTok checkpoints (a base tokenizer has no router)")
     scores, curves, measured, codes = {}, [], [], []
     for p in paths:
         clip = load_clip(model, p, size, frames)

@@ -3,7 +3,8 @@
 Its stages (`encode_codes`, `decode_codes`, `router_scores`, `predict`) are what the batched core
 (`core.TokenizerCore`: `encode`, `reselect`, `decode`) and the training passes (`train_forward`) are made
 of. Whole videos are handled by `frontend` (the keyword API) and `pipeline`, checkpoint folders by
-`checkpoint`. Without a compressor the model is the fixed-rate base tokenizer (only rate 1 is possible).
+`checkpoint`. Without a compressor the model is the fixed-rate base tokenizer, which tokenizes below rate 1
+only under the hold fill.
 """
 
 from __future__ import annotations
@@ -221,8 +222,16 @@ class InfoTok(
         decompressor. Held positions (hold fill, an older code) carry the held-code embedding."""
         held = None
         if mask is not None:
-            codes, mask, held = apply_fills(codes, mask, [fill] * codes.shape[0] if isinstance(fill, str) else fill)
-        if self.adaptive and mask is not None and self.dropped_mode == "zero_code":
+            fills = [fill] * codes.shape[0] if isinstance(fill, str) else list(fill)
+            for window_mask, window_fill in zip(mask, fills):
+                if not self.drops_tokens(window_fill) and not bool(window_mask.all()):
+                    raise ValueError(
+                        "this checkpoint is a fixed-rate base tokenizer: it decodes dropped tokens only "
+                        f"under the hold fill, not {window_fill}"
+                    )
+            codes, mask, held = apply_fills(codes, mask, fills)
+        if mask is not None and (not self.adaptive or self.dropped_mode == "zero_code"):
+            # a base decodes a position never kept (held from nothing) as the zero code
             codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
         if self.adaptive:
@@ -232,8 +241,6 @@ class InfoTok(
             if held is not None and self.held is not None:
                 f = f + self.held.to(f.dtype)[None, :, None, None, None] * held[:, None].to(f.dtype)
             f = self.decompressor(f)
-        elif mask is not None and not bool(mask.all()):
-            raise ValueError("this checkpoint is a fixed-rate base tokenizer: it cannot decode dropped tokens")
         return f
 
     @torch.no_grad()
