@@ -240,11 +240,14 @@ def test_a_calibrated_copy_decodes_the_sources_tokens_and_says_so_briefly(
 def test_a_base_calibrated_for_hold_tokenizes_below_rate_1_with_rd_and_refuses_mask(tmp_path, capsys, sample_video):
     from tests.conftest import tiny_model
 
-    base = tiny_model(adaptive=False).save_pretrained(tmp_path / "base")
+    base = tiny_model(adaptive=False).save_pretrained(tmp_path / "base", dtype=torch.float16)
     calibrate = ("calibrate", sample_video, "--size", "32", "--frames", "9", "--checkpoint", base)
     assert run(capsys, *calibrate, "--default-fill", "hold", "-o", tmp_path / "cal")[0] == 0
     model = InfoTok.from_pretrained(tmp_path / "cal")
     assert not model.adaptive and model.choices() == ("rd", "drift", "hold")
+    # the copy keeps the half-precision weights (the same decoding weights, not twice the size)
+    weights = [(d / "model.safetensors").stat().st_size for d in (base, tmp_path / "cal")]
+    assert abs(weights[1] - weights[0]) < 16 and model.model_hash == InfoTok.from_pretrained(base).model_hash
     code, _, err = run(
         capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--rate", "0.25", "--checkpoint", tmp_path / "cal"
     )

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .calibration import Calibration
@@ -112,15 +112,17 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     """Write the model's weights and `config` (temporary names, then rename). With `dtype`, floating
-    tensors are stored in it (float16 halves a folder's size; loading casts back to the model's)."""
+    parameters are stored in it (float16 halves a folder's size; loading casts back to the model's);
+    buffers such as the calibrated score mean stay exact."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state, seen = {}, set()
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     for k, v in model.state_dict().items():  # a tensor two modules share (the release's time embedding)
         v = v.detach().cpu().contiguous()  # is stored under each name, as its own copy
         state[k] = v.clone() if v.data_ptr() in seen else v
         seen.add(v.data_ptr())
-        if dtype is not None and v.is_floating_point():
+        if dtype is not None and v.is_floating_point() and k in parameters:
             state[k] = state[k].to(dtype)
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
@@ -194,11 +196,15 @@ def save_calibrated(
 ) -> Path:
     """A copy of checkpoint `source` (model already loaded from it) with a new calibrated score
     mean, rd thresholds (and rd slopes and target margins, where the model has a value predictor);
-    the source's other config fields (provenance, training config) travel along."""
+    the source's other config fields (provenance, training config) and the precision its weights are
+    stored in travel along."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    previous = read_config(locate(source))
+    directory = locate(source)
+    previous = read_config(directory)
+    with safe_open(str(directory / WEIGHTS_FILE), "pt") as stored:
+        half = any(stored.get_slice(k).get_dtype() == "F16" for k in stored.keys())
     model.score_mean.fill_(calibration["score_mean"])
     model.calibration = Calibration(
         calibration.get("rd_thresholds", []), calibration.get("rd_slopes", []), calibration.get("target_margins", [])
@@ -209,4 +215,4 @@ def save_calibrated(
         "size": calibration["size"],
         "frames": calibration["frames"],
     }
-    return model.save_pretrained(out, extra=extra)
+    return model.save_pretrained(out, extra=extra, dtype=torch.float16 if half else None)
