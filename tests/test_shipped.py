@@ -46,7 +46,8 @@ def test_the_repository_fits_the_64_mib_a_gpu_machine_takes_and_peer_weights_are
     assert size < 64 * 2**20, f"tracked files hold {size / 2**20:.1f} MiB"
     for name in ("base", "elastic-style"):
         tensors = load_file(FOLDERS[name] / "model.safetensors")
-        assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+        parameters = {k for k, _ in InfoTok.from_pretrained(FOLDERS[name]).named_parameters(remove_duplicate=False)}
+        assert {tensors[k].dtype for k in parameters} == {torch.float16}  # buffers (the score mean) stay exact
 
 
 def test_default_model_is_the_calibrated_infotok_flex():
@@ -54,6 +55,16 @@ def test_default_model_is_the_calibrated_infotok_flex():
     config = json.loads((SHIPPED_CHECKPOINT / "config.json").read_text())
     assert model.adaptive and model.name == "infotok-flex"
     assert float(model.score_mean) > 0 and "calibration" in config
+
+
+def test_the_fixed_rate_base_is_calibrated_to_tokenize_below_rate_1_under_hold():
+    base = InfoTok.from_pretrained(CHECKPOINTS / "base")
+    assert not base.adaptive and base.choices() == ("rd", "drift", "hold") and float(base.score_mean) > 0
+    video = synthetic_video(33, 64, 96, seed=0)
+    full = psnr(video, base.reconstruct(video, rate=1.0, window=33, overlap=0))
+    tokens = base.tokenize(video, rate=0.5, strategy="static", window=33, overlap=0)
+    assert tokens.ledger().realized_rate == pytest.approx(0.5, abs=0.01)
+    assert psnr(video, base.detokenize(tokens)) > full - 1.0
 
 
 @pytest.fixture(scope="module")
