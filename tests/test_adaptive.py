@@ -1,5 +1,7 @@
 """Router, selection and the block-causal compressor."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,9 @@ from infotok.compressor import BlockCausalTransformer, CompressorConfig
 from infotok.model import InfoTok
 from infotok.router import balanced_rates, check_rate, global_elbo_rate, score_map, uniform_rate
 from infotok.selection import keep_mask, kept_count
+from infotok.tokens import Tokens
 from infotok.video import synthetic_video
-from tests.conftest import tiny_model
+from tests.conftest import TINY_BASE, TINY_COMPRESSOR, tiny_model
 
 
 @pytest.mark.parametrize("rate", [1 / 16, 0.25, 0.3, 0.5, 0.75, 1.0])
@@ -223,3 +226,23 @@ def test_temporal_selection_keeps_the_first_latent_frame_then_what_moved():
     full = model.encode(moving[None], 1.0, "static", keep_scores=True)
     again = model.reselect(full, [rate], "temporal")
     assert torch.equal(again.mask, model.encode(moving[None], rate, "static", "temporal").mask)
+
+
+def test_a_wider_decompressor_tile_decodes_the_same_tokens_differently_and_files_stay_readable(tmp_path):
+    tiled = InfoTok(TINY_BASE, replace(TINY_COMPRESSOR, window=4), name="tiny-tiled")
+    for stack in (tiled.compressor, tiled.decompressor):
+        torch.nn.init.normal_(stack.proj_out.weight, std=0.1)
+    wider = InfoTok(TINY_BASE, replace(TINY_COMPRESSOR, window=4, decoder_window=0), name="tiny-tiled")
+    wider.load_state_dict(tiled.state_dict())
+    tiled = InfoTok.from_pretrained(tiled.save_pretrained(tmp_path / "tiled"))
+    wider = InfoTok.from_pretrained(wider.save_pretrained(tmp_path / "wider"))
+    assert wider.compressor.config.window == 4 and wider.decompressor.config.window == 0
+    assert wider.config_hash == tiled.config_hash and wider.model_hash == tiled.model_hash
+    video = synthetic_video(9, 64, 64, seed=2)
+    tokens = tiled.tokenize(video, rate=0.5, strategy="static", selection="random", fill="mask", window=9)
+    again = wider.tokenize(video, rate=0.5, strategy="static", selection="random", fill="mask", window=9)
+    assert all(np.array_equal(a.indices, b.indices) and np.array_equal(a.mask, b.mask)
+               for a, b in zip(tokens.windows, again.windows))  # fmt: skip
+    tokens.save(tmp_path / "t.itok")
+    decoded = wider.detokenize(Tokens.load(tmp_path / "t.itok"))  # a file of the tiled model decodes
+    assert decoded.shape == video.shape and not np.array_equal(decoded, tiled.detokenize(tokens))

@@ -170,13 +170,14 @@ def tensor_hash(state: dict[str, torch.Tensor]) -> str:
 
 
 def check_sizes(fields: dict, section: str) -> None:
-    """Every architecture size is a positive integer (levels and ratios have their own rules)."""
+    """Every architecture size is a positive integer (levels and ratios have their own rules; an attention
+    tile may be 0, the whole latent frame)."""
 
     def positive_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
     for key, value in fields.items():
-        if key == "kind":
+        if key == "kind" or (key.endswith("window") and value == 0 and not isinstance(value, bool)):
             continue
         if key == "levels":
             if not all(isinstance(v, int) and 2 < v <= 256 for v in value):

@@ -6,15 +6,17 @@ queries at a time against the prefix of keys. Spatially, a token sees either the
 (`window=0`, the first checkpoints) or its `window x window` tile, with tiles shifted by half a tile
 on every other layer so that information crosses tile borders (Swin's scheme, along with full causal
 attention over time): the cost then grows linearly with the number of pixels instead of with its
-square. Spatial positions use 2D rotary embeddings of the absolute position; latent time uses a
-learned embedding. In inference on the CPU the stacks run in place, each layer one band of tile rows
-at a time over all latent frames (tiles share no token) and whole-frame attention a few latent frames
-at a time, with the whole window's sums bit for bit.
+square. The decompressor may use a wider tile than the compressor (`decoder_window`): InfoTok-Flex,
+trained with 8x8 tiles, decodes masked windows better with 16x16 ones. Spatial positions use 2D rotary
+embeddings of the absolute position; latent time uses a learned embedding. In inference on the CPU
+the stacks run in place, each layer one band of tile rows at a time over all latent frames (tiles
+share no token) and whole-frame attention a few latent frames at a time, with the whole window's sums
+bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -30,13 +32,28 @@ class CompressorConfig:
     mlp_ratio: float = 2.0
     max_latent_frames: int = 64
     window: int = 0  # spatial attention tile in latent positions; 0: the whole latent frame
+    # the decompressor's tile where it differs (None: `window`). A wider one lets a dropped token's position
+    # read kept tokens further away; it changes how tokens decode (and so the router's error scores), not
+    # what a file's tokens mean (`token_dict`)
+    decoder_window: int | None = None
 
     def to_dict(self) -> dict:
-        """Without `window` when it is 0, so the configs (and hashes) of whole-frame models stay as they were."""
+        """Without `window` when it is 0 and `decoder_window` when None, so the configs (and hashes) of
+        earlier models stay as they were."""
         d = asdict(self)
         if not d["window"]:
             d.pop("window")
+        if d["decoder_window"] is None:
+            d.pop("decoder_window")
         return d
+
+    def token_dict(self) -> dict:
+        """What decides what the tokens mean, which token files name (`InfoTok.config_hash`): the
+        decompressor's tile is left out, so a wider one decodes files written before it."""
+        return {k: v for k, v in self.to_dict().items() if k != "decoder_window"}
+
+    def decompressor_config(self) -> "CompressorConfig":
+        return self if self.decoder_window is None else replace(self, window=self.decoder_window)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CompressorConfig":

@@ -173,8 +173,10 @@ class InfoTok(
 
     @property
     def config_hash(self) -> str:
-        """Identifies the architecture in token files."""
+        """Identifies the architecture in token files (our stacks: their `token_dict`)."""
         arch = {k: v for k, v in self.config_dict().items() if k in ("base", "compressor")}
+        if isinstance(self.compressor_config, CompressorConfig):
+            arch["compressor"] = self.compressor_config.token_dict()
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------------------------------- stages

@@ -28,7 +28,9 @@ def build_stacks(
     """(compressor, decompressor) around the quantizer: ours, or the release's (which share a time embedding)."""
     if isinstance(config, ReleaseCompressorConfig):
         return release_stacks(config)
-    return BlockCausalTransformer(base.feature_dim, config), BlockCausalTransformer(base.decoder_dim, config)
+    return BlockCausalTransformer(base.feature_dim, config), BlockCausalTransformer(
+        base.decoder_dim, config.decompressor_config()
+    )
 
 
 def config_from_dict(section: dict, kinds: dict) -> object:

@@ -10,7 +10,10 @@ steady codes (`fill.steady_codes`, with the thresholds calibrated on them; the o
 byte-identical). `frames.npz` (the shipped model's decode of each `.itok`, uint8 [frames, H, W, 3]) was
 added when the test moved from digests to tolerances (issue 29): it was written on an AVX-512 machine, with
 the `.itok` files coming out byte-identical to those written before on an AVX2 one; it was last written
-with the steady codes, on an AVX-512 machine.
+with the steady codes, on an AVX-512 machine, and again (session 26, AVX-512) when InfoTok-Flex's
+decompressor widened its attention tile to 16 and the model was recalibrated: the `global_elbo` case's
+tokens changed (its rates read the decoder's error), every other case's tokens came out the same, with the
+new score mean in the header.
 """
 
 from __future__ import annotations
