@@ -55,7 +55,7 @@ class TokenizerCore:
         The fill defaults to the checkpoint's (`hold` in ours, `mask` in converted release weights),
         except under a PSNR target, whose predicted curves describe masked value selection. The
         selection defaults to the fill's natural ranking: `drift` under `hold`; under `mask`,
-        `value` where there is a predictor (it beats the paper's `error` in BENCHMARKS.md), else
+        `value` where there is a predictor (as good as the paper's `error` without its decoder pass), else
         `error`. The strategy defaults to `rd` under `hold` where the checkpoint has its calibrated
         thresholds (it beats `static` and `global_elbo` there and needs no decoder pass), else the
         paper's `global_elbo`."""
