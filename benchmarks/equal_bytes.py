@@ -17,19 +17,15 @@ import numpy as np
 
 from infotok.entropy import load_prior
 from infotok.model import InfoTok
-from infotok.video import read_video, resize_and_crop
 
-from .experiments import ROOT, list_clips
-from .prior import FRAMES, SIZE, tokenizer_rows
+from .experiments import ROOT
+from .prior import SIZE, load_clips, tokenizer_rows
 
 
 def main(argv: list[str]) -> None:
     named = [None if a == "-" else a for a in argv] + [None] * 3
     model, prior = InfoTok.from_pretrained(named[0]), load_prior(named[1])
-    clips = {}
-    for video in list_clips(Path(named[2] or ROOT.parent / "shared" / "data" / "videos")):
-        frames, info = read_video(video, max_frames=FRAMES)
-        clips[video.name] = (resize_and_crop(frames, SIZE), info.fps)
+    clips = load_clips(Path(named[2] or ROOT.parent / "shared" / "data" / "videos"))
     rows = tokenizer_rows(model, prior, clips)
     print(f"{model.name} (model {model.model_hash}), prior {prior.hash}, {len(clips)} clips")
     for rate in sorted({r["rate"] for r in rows}):

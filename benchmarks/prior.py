@@ -156,12 +156,18 @@ def codec_rows(clips: dict) -> list[dict]:
     return rows
 
 
-def run(videos: Path, mask_prior: Path | None, sequence_prior: Path | None) -> dict:
-    model, prior = InfoTok.from_pretrained(), load_prior()
+def load_clips(videos: Path) -> dict:
+    """name -> (the protocol's frames: first FRAMES, centre crop SIZE x SIZE; fps) of every clip in `videos`."""
     clips = {}
     for video in list_clips(videos):
         frames, info = read_video(video, max_frames=FRAMES)
         clips[video.name] = (resize_and_crop(frames, SIZE), info.fps)
+    return clips
+
+
+def run(videos: Path, mask_prior: Path | None, sequence_prior: Path | None) -> dict:
+    model, prior = InfoTok.from_pretrained(), load_prior()
+    clips = load_clips(videos)
     return {
         "protocol": {"frames": FRAMES, "size": SIZE, "rates": RATES, "crfs": CRFS, "clips": len(clips)},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
