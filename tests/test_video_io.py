@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from infotok.convert import convert_release
 from infotok.tokens import TokenHeader, Tokens, TokenWindow, TokenWriter, check_token_output
 from infotok.video import (
     OUTPUT_FORMATS,
@@ -24,6 +25,9 @@ from infotok.video import (
     synthetic_video,
     write_video,
 )
+
+from .conftest import tiny_model
+from .test_release import RELEASE_FILE
 
 # --------------------------------------------------------------------------------- helpers
 LEVEL = 20  # frame i of a timed clip is flat grey 20 * (i + 1), so a decoded frame says which it is
@@ -314,14 +318,20 @@ def test_ffmpeg_errors_say_their_cause_once(tmp_path):
 # ------------------------------------------------------------------------------ file modes
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_outputs_follow_the_umask(tmp_path, mask, mode):
+    """Videos, token files, checkpoint folders and a converted release (safetensors' own writer and
+    `tempfile` would make the last two 0600 / 0700: unreadable to the rest of a shared machine)."""
     with umask(mask):
         video = write_video(tmp_path / "v.mp4", synthetic_video(3, 16, 16), fps=8)
         tokens = tiny_tokens().save(tmp_path / "t.itok")
         (tmp_path / "plain").write_text("x")
+        checkpoint = tiny_model().save_pretrained(tmp_path / "ckpt")
+        release = convert_release(RELEASE_FILE, tmp_path / "release")
     assert (tmp_path / "plain").stat().st_mode & 0o777 == mode  # what open() gives
-    assert video.stat().st_mode & 0o777 == mode
-    assert tokens.stat().st_mode & 0o777 == mode
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "t.itok", "v.mp4"]  # no temporary files
+    for path in (video, tokens, *checkpoint.iterdir(), *release.iterdir()):
+        assert path.stat().st_mode & 0o777 == mode, path
+    assert release.stat().st_mode & 0o777 == checkpoint.stat().st_mode & 0o777 == mode | 0o111 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "plain", "release", "t.itok", "v.mp4"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]  # no temporaries
 
 
 # ------------------------------------------------------------------------------- odd sizes

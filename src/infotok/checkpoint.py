@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .calibration import Calibration
 from .extras import EXTRAS
+from .files import save_tensors
 
 CHECKPOINT_FORMAT = "infotok-checkpoint"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -124,9 +125,7 @@ def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike, dty
         seen.add(v.data_ptr())
         if dtype is not None and v.is_floating_point() and k in parameters:
             state[k] = state[k].to(dtype)
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
-    os.replace(tmp, directory / WEIGHTS_FILE)
+    save_tensors(directory / WEIGHTS_FILE, state, {"format": CHECKPOINT_FORMAT})
     tmp = directory / f".{CONFIG_FILE}.tmp"
     tmp.write_text(json.dumps(config, indent=2) + "\n")
     os.replace(tmp, directory / CONFIG_FILE)

@@ -25,17 +25,17 @@ import math
 import os
 import pickle
 import re
+import secrets
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .base import FSQ_LEVELS
 from .checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
+from .files import save_tensors
 
 JIT_FILES = ("encoder.jit", "decoder.jit")
 RELEASE_HEAD_WIDTH = 8  # InfoTok-Flex: width 256, 32 heads
@@ -352,9 +352,10 @@ def _write(out_dir: Path, weights: dict[str, torch.Tensor], config: dict) -> Pat
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()  # the user's umask, as the folder will keep (tempfile.mkdtemp would make it 0700)
     try:
-        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        save_tensors(tmp / WEIGHTS_FILE, weights, {"format": CHECKPOINT_FORMAT})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         if out_dir.exists():
             out_dir.rmdir()

@@ -1,8 +1,8 @@
 """Files: which inputs a command was given, where an output may be written, and temporary files
 beside it for atomic writes.
 
-Shared by the token writer and the video writer so both refuse the same paths the same way and
-their results get the same permissions; free of torch and PyAV, so `infotok info` starts quickly.
+Shared by the token writer, the video writer and every safetensors writer, so they refuse the same paths
+the same way and their results get the same permissions; free of torch and PyAV, so `infotok info` starts quickly.
 """
 
 from __future__ import annotations
@@ -61,6 +61,14 @@ def atomic_write(path: Path, write, sync: bool = True) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file atomically, readable as any file the user writes (safetensors' own
+    `save_file` leaves it 0600, which hides a checkpoint from the rest of a shared machine)."""
+    from safetensors.torch import save
+
+    atomic_write(Path(path), lambda f: f.write(save(tensors, metadata=metadata)))
 
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".flv"}

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import save_tensors
+
 MASK_PASSES = 2  # a latent frame's passes 0 and 1 code mask bits; pass s >= 2 codes the codes kept on phase s - 2
 ACT_BITS = 8  # activations in units of 2**-8
 WEIGHT_BITS = 11  # weights rounded to at most 11 bits of magnitude (scaled per layer by a power of two)
@@ -669,12 +671,10 @@ class TokenPrior:
         return cls(PriorConfig.from_dict(info["prior"]), weights, info)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {k: _smallest_int(v) for k, v in sorted(self.weights.items())}
-        save_file(weights, str(directory / PRIOR_FILE), metadata={"format": PRIOR_FORMAT})
+        save_tensors(directory / PRIOR_FILE, weights, {"format": PRIOR_FORMAT})
         info = self.info | {"format": PRIOR_FORMAT, "prior": self.config.to_dict(), "hash": self.hash}
         (directory / PRIOR_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
         return directory

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import save_tensors
 from .prior import checked_config, code_digits, digit_inputs, digit_logits, digit_rows
 
 SEQUENCE_PRIOR_FILE, SEQUENCE_PRIOR_CONFIG = "sequence_prior.safetensors", "config.json"
@@ -127,12 +128,10 @@ class SequencePriorNet(nn.Module):
 
     # ------------------------------------------------------------------ folders
     def save_pretrained(self, directory: str | Path, info: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().half().contiguous() for k, v in self.state_dict().items()}  # half the bytes
-        save_file(state, str(directory / SEQUENCE_PRIOR_FILE), metadata={"format": SEQUENCE_PRIOR_FORMAT})
+        save_tensors(directory / SEQUENCE_PRIOR_FILE, state, {"format": SEQUENCE_PRIOR_FORMAT})
         config = dict(info or {}) | {"format": SEQUENCE_PRIOR_FORMAT, "prior": self.config.to_dict()}
         (directory / SEQUENCE_PRIOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         return directory

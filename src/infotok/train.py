@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from .base import BaseConfig
@@ -27,6 +26,7 @@ from .calibration import Calibration
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .extras import require
+from .files import save_tensors
 from .metrics import psnr_from_mse
 from .model import InfoTok
 from .predictor import PredictorConfig
@@ -238,8 +238,6 @@ class Trainer:
         tensors |= _optimizer_tensors(self.opt)
         tensors["rng.torch"] = torch.get_rng_state()
         progress = {"step": str(self.step), "score_ema": repr(self.score_ema), "trained_s": repr(self._trained())}
-        tmp = self.out / ".train_state.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata=progress)
         meta = {
             "step": self.step,
             "score_ema": self.score_ema,
@@ -248,9 +246,9 @@ class Trainer:
         }
         tmp_json = self.out / ".train_state.json.tmp"
         tmp_json.write_text(json.dumps(meta, indent=2))
-        # the tensors carry their own step, so a crash between the two renames cannot pair them with
+        # the tensors carry their own step, so a crash between the two writes cannot pair them with
         # another step; the JSON (config, and the step for people) follows
-        os.replace(tmp, self.out / "train_state.safetensors")
+        save_tensors(self.out / "train_state.safetensors", tensors, progress)
         os.replace(tmp_json, self.out / "train_state.json")
         self.export(self.out / "model")
 

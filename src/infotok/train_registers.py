@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
+from .files import save_tensors
 from .registers import RegisterConfig, RegisterTokenizer
 from .train_ema import EmaTrainer
 
@@ -178,7 +178,7 @@ class RegisterTrainer(EmaTrainer):
         directory = Path(directory or self.out / "model")
         directory.mkdir(parents=True, exist_ok=True)
         weights = {k: v.half().contiguous() for k, v in sorted(self.ema.items())}
-        save_file(weights, str(directory / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        save_tensors(directory / WEIGHTS_FILE, weights, {"format": CHECKPOINT_FORMAT})
         config = {
             "format": CHECKPOINT_FORMAT,
             "version": 1,
