@@ -60,6 +60,24 @@ def test_the_flow_decoder_is_seeded(model, tokens):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_guidance_extrapolates_from_the_unconditional_flow(model, tokens):
+    """Classifier-free guidance: w = 0 is the decoder with no register (the same for any prefix), 1 the plain
+    flow, and in one Euler step the sample is linear in w (x0 + u + w (v - u))."""
+    sample, first, other = (
+        model.registers.sample,
+        *(torch.from_numpy(w.indices[:8].astype(np.int64))[None] for w in tokens.windows),
+    )
+    plain = sample(first, 8, 16, steps=1, seed=1)
+    assert torch.equal(plain, sample(first, 8, 16, steps=1, seed=1, guidance=1.0))
+    blind = sample(first, 8, 16, steps=1, seed=1, guidance=0)
+    assert torch.allclose(blind, sample(other, 8, 16, steps=1, seed=1, guidance=0), atol=1e-5)
+    assert not torch.allclose(blind, plain, atol=1e-2)
+    assert torch.allclose(sample(first, 8, 16, steps=1, seed=1, guidance=2), 2 * plain - blind, atol=1e-4)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
+            sample(first, 8, 16, steps=1, guidance=bad)
+
+
 def test_v2_files_round_trip_byte_for_byte(tmp_path, tokens):
     first = tokens.truncate(7).save(tmp_path / "a.itok")
     loaded = Tokens.load(first)
@@ -120,6 +138,13 @@ def test_cli_encodes_cuts_and_decodes(tmp_path, capsys):
     )
     assert "from 4 tokens a window (flow decoder, 2 steps, seed 0)" in capsys.readouterr().out
     assert read_video(tmp_path / "c.mp4")[0].shape == (20, 64, 128, 3)
+    guided = ["decode", str(tmp_path / "c.itok"), "--steps", "2", "-o", str(tmp_path / "g.mp4"), "--guidance"]
+    assert main(guided + ["2"]) == 0
+    assert "(flow decoder, 2 steps, seed 0, guidance 2)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(guided + ["-1", "--overwrite"])
+    assert stop.value.code == 2
+    assert "--guidance: must be a finite number >= 0 (1: no guidance), got '-1'" in capsys.readouterr().err
 
 
 def test_cli_reconstructs_in_the_1d_layout_and_its_psnr_is_the_decode_against_the_input(tmp_path, capsys):
@@ -130,8 +155,9 @@ def test_cli_reconstructs_in_the_1d_layout_and_its_psnr_is_the_decode_against_th
     assert "64 tokens (1D layout, regression decoder; 64 tokens per second of video)" in said
     printed = float(said.rsplit("PSNR ", 1)[1].split()[0])
     assert printed == pytest.approx(psnr(read_video(src)[0], read_video(out)[0]), abs=0.01)
-    assert main(["reconstruct", str(src), "--steps", "2", "-o", str(tmp_path / "g.mp4")]) != 0  # grid: no flow
-    assert "--layout 1d" in capsys.readouterr().err
+    for flow in (["--steps", "2"], ["--guidance", "2"]):  # the grid has no flow decoder
+        assert main(["reconstruct", str(src), *flow, "-o", str(tmp_path / "g.mp4")]) != 0
+        assert "--layout 1d" in capsys.readouterr().err
 
 
 def test_cli_viz_in_the_1d_layout_shows_the_source_beside_each_prefix(tmp_path, capsys, model):

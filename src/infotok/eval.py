@@ -27,6 +27,7 @@ from .model import InfoTok
 from .perceptual import Perceptual
 from .pipeline import new_header
 from .rate_policies import rate_policy_for
+from .registers import guided
 from .router import (
     balanced_rates,
     calibrate_margins,
@@ -304,6 +305,7 @@ def evaluate_1d(
     seed: int = 0,
     with_vmaf: bool = False,
     progress=None,
+    guidance: float = 1.0,
 ) -> dict:
     """`infotok eval --layout 1d`: each clip (its first `frames` frames, short side `size`, centre-cropped to
     `size` x `size`, or with `crop=False` to the largest multiples of the layout's `align`) tokenized once,
@@ -323,7 +325,7 @@ def evaluate_1d(
             raise ValueError(f"{max(counts)} tokens is more than a {size_text} window holds ({total})")
         for k in counts:
             cut = whole.truncate(k)
-            decoded = model.detokenize(cut, steps, seed)
+            decoded = model.detokenize(cut, steps, seed, guidance=guidance)
             row = {"video": Path(path).name, "tokens": k, "rate": cut.ledger().realized_rate}
             row |= {"psnr": psnr(clip, decoded), "ssim": ssim(clip, decoded)}
             if with_vmaf:
@@ -336,7 +338,7 @@ def evaluate_1d(
         rows = [r for r in per_video if r["tokens"] == k]
         metrics = [m for m in ("rate", "psnr", "ssim", "vmaf") if m in rows[0]]
         results.append({"tokens": k, **{m: float(np.mean([r[m] for r in rows])) for m in metrics}, "videos": len(rows)})
-    decoder = f"flow, {steps} steps, seed {seed}" if steps else "regression"
+    decoder = f"flow, {steps} steps, seed {seed}{guided(guidance)}" if steps else "regression"
     return {"checkpoint": model.name, "layout": LAYOUT, "decoder": decoder, "size": size, "frames": frames,
             "crop": crop, "results": results, "per_video": per_video}  # fmt: skip
 

@@ -92,13 +92,16 @@ class InfoTok1D(nn.Module):
         return self.registers.encode(codes)[0]
 
     @torch.no_grad()
-    def decode_window(self, tokens: torch.Tensor, height: int, width: int, steps: int = 0, seed: int = 0):
+    def decode_window(
+        self, tokens: torch.Tensor, height: int, width: int, steps: int = 0, seed: int = 0, guidance: float = 1.0
+    ):
         """A prefix [k] of a window's sequence -> float frames [1, 3, 33, height, width] in [-1, 1]: the
-        regression with steps=0, else the flow decoder in `steps` steps from noise seeded by `seed`."""
+        regression with steps=0, else the flow decoder in `steps` steps from noise seeded by `seed`, with
+        classifier-free `guidance` (`RegisterTokenizer.sample`)."""
         f = self.base.spatial_factor
         tokens = tokens.to(self.device)[None]
         if steps:
-            codes = self.registers.sample(tokens, height // f, width // f, steps, seed)
+            codes = self.registers.sample(tokens, height // f, width // f, steps, seed, guidance)
         else:
             codes = self.registers.decode(tokens, height // f, width // f)
         return self.base.decode_features(self.base.features_from_codes(codes))
@@ -254,10 +257,16 @@ class InfoTok1D(nn.Module):
         )
 
     def detokenize(
-        self, tokens: Tokens, steps: int = 0, seed: int = 0, start: int = 0, stop: int | None = None
+        self,
+        tokens: Tokens,
+        steps: int = 0,
+        seed: int = 0,
+        start: int = 0,
+        stop: int | None = None,
+        guidance: float = 1.0,
     ) -> np.ndarray:
         """`Tokens` of this layout -> uint8 frames [T, H, W, 3] (frames [start, stop) of the video, decoded
-        from the windows that hold them alone)."""
+        from the windows that hold them alone; `steps`, `seed`, `guidance`: `decode_window`'s)."""
         from .pipeline import segment_windows
         from .video import WindowBlender, from_model
 
@@ -271,7 +280,7 @@ class InfoTok1D(nn.Module):
         blender, out = WindowBlender(first), []
         for i, window in enumerate(windows):
             video = self.decode_window(
-                torch.from_numpy(window.indices.astype(np.int64)), h.height, h.width, steps, seed
+                torch.from_numpy(window.indices.astype(np.int64)), h.height, h.width, steps, seed, guidance
             )
             frames = from_model(video)[: window.end - window.start]
             following = windows[i + 1].start if i + 1 < len(windows) else None
@@ -400,6 +409,7 @@ def reconstruct_file(
     tokens: int | None = None,
     rate: float | None = None,
     target_psnr: float | None = None,
+    guidance: float = 1.0,
     **source,
 ) -> tuple[Tokens, float]:
     """A video file -> 1D tokens -> a video (regression decoder, or the flow decoder in `steps` steps) and
@@ -408,7 +418,7 @@ def reconstruct_file(
     from .video import write_video
 
     out = tokenize_file(model, src, tokens, rate, target_psnr, **source)
-    decoded = model.detokenize(out, steps, seed)
+    decoded = model.detokenize(out, steps, seed, guidance=guidance)
     write_video(dst, decoded, fps=out.header.fps, lossless=lossless)
     meter = PSNRMeter()
     for reference, frame in zip(source_stream(model, src, **source)[0], decoded):
@@ -426,6 +436,7 @@ def decode_file(
     lossless: bool = False,
     start: int = 0,
     max_frames: int | None = None,
+    guidance: float = 1.0,
 ) -> Tokens:
     """A 1D `.itok` file -> a video, from each window's first `tokens` (default: all it holds); `start` /
     `max_frames` decode a segment, from the windows that hold it alone."""
@@ -441,7 +452,9 @@ def decode_file(
         )
     cut = stored.truncate(tokens) if tokens else stored
     stop = segment_stop(stored.header.num_frames, start, max_frames)
-    write_video(dst, model.detokenize(cut, steps, seed, start, stop), fps=stored.header.fps, lossless=lossless)
+    write_video(
+        dst, model.detokenize(cut, steps, seed, start, stop, guidance), fps=stored.header.fps, lossless=lossless
+    )
     return cut
 
 

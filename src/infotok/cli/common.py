@@ -5,6 +5,7 @@ settings objects made from the options, and the summary lines.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import replace
@@ -43,6 +44,17 @@ def _share(text: str) -> float:
         value = float("nan")
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be a share of the grid's tokens in (0, 1], got {text!r}")
+    return value
+
+
+def _guidance(text: str) -> float:
+    """The 1D flow decoder's guidance scale (`registers.check_guidance`, kept free of torch here)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (1: no guidance), got {text!r}")
     return value
 
 

@@ -29,6 +29,7 @@ from .common import (
     plural,
 )
 from .options import (
+    add_guidance_option,
     add_layout_options,
     add_model_options,
     add_prior_option,
@@ -97,8 +98,8 @@ def cmd_decode(args) -> int:
         layout = reader.header.layout
     if layout == "1d":
         return cmd_decode_1d(args, inputs, outputs)
-    if args.tokens is not None or args.steps:
-        raise UsageError("--tokens and --steps decode 1D-layout files; this one is a grid file")
+    if args.tokens is not None or args.steps or args.guidance != 1:
+        raise UsageError("--tokens, --steps and --guidance decode 1D-layout files; this one is a grid file")
     model = _load_model(args)
 
     def job(src: Path, dst: Path) -> None:
@@ -140,10 +141,25 @@ def cmd_decode_1d(args, inputs: list[Path], outputs: list[Path]) -> int:
     model = _load_1d(args)
 
     def job(src: Path, dst: Path) -> None:
+        from ..registers import guided
+
         out = layout1d.decode_file(
-            model, src, dst, args.tokens, args.steps, args.seed, args.lossless, args.start, args.max_frames
+            model,
+            src,
+            dst,
+            args.tokens,
+            args.steps,
+            args.seed,
+            args.lossless,
+            args.start,
+            args.max_frames,
+            args.guidance,
         )
-        how = f"flow decoder, {args.steps} steps, seed {args.seed}" if args.steps else "regression decoder"
+        how = (
+            f"flow decoder, {args.steps} steps, seed {args.seed}{guided(args.guidance)}"
+            if args.steps
+            else "regression decoder"
+        )
         print(f"{src} -> {dst}: {out.header.num_frames} frames from {out.windows[0].kept} tokens a window ({how})")
 
     return _run_many(inputs, outputs, job, "decode")
@@ -239,6 +255,7 @@ def add_decode(sub) -> None:
         "--steps", type=int, default=0, help="0: regression decoder (default); N: the flow decoder in N steps"
     )
     layout.add_argument("--seed", type=int, default=0, help="seed of the flow decoder's noise (default 0)")
+    add_guidance_option(layout)
     add_prior_option(p, "decodes prior-coded files")
     p.set_defaults(func=cmd_decode)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..spec import DEFAULT_REFRESH
-from .common import DEFAULT_SIZE, _positive, _rate, _size, _target
+from .common import DEFAULT_SIZE, _guidance, _positive, _rate, _size, _target
 
 RATE_HELP = (
     "average token rate in [1/16, 1] (default {default}). Under the default strategy (rd, hold fill) each "
@@ -132,6 +132,16 @@ def add_layout_options(p) -> None:
         type=_positive,
         help="1d: tokens kept per window (default: all, 1024 at 256x256); or --rate (tokens in all = rate x the grid's "
         "positions, shared among windows by content) or --target-psnr (each window the fewest that reach it)",
+    )
+
+
+def add_guidance_option(group) -> None:
+    group.add_argument(
+        "--guidance",
+        type=_guidance,
+        default=1.0,
+        help="1d: the flow decoder's classifier-free guidance (default 1: none; 2 sharpens at twice the flow's work, "
+        "docs/LAYOUT_1D.md)",
     )
 
 

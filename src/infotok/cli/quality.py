@@ -29,6 +29,7 @@ from .common import (
     plural,
 )
 from .options import (
+    add_guidance_option,
     add_layout_options,
     add_model_options,
     add_preset_option,
@@ -42,8 +43,8 @@ def cmd_reconstruct(args) -> int:
 
     if args.layout == "1d":
         return cmd_reconstruct_1d(args)
-    if args.steps:
-        raise UsageError("--steps picks the 1D layout's decoder: pass --layout 1d")
+    if args.steps or args.guidance != 1:
+        raise UsageError("--steps and --guidance pick the 1D layout's decoder: pass --layout 1d")
     spec, windowing = _specs(args)
     inputs = _inputs(args.inputs)
     outputs = _outputs(inputs, args.output, ".mp4", args.overwrite)
@@ -80,11 +81,20 @@ def cmd_reconstruct_1d(args) -> int:
     _, windowing = _specs(args)
 
     def job(src: Path, dst: Path) -> None:
+        from ..registers import guided
+
         out, psnr = layout1d.reconstruct_file(
-            model, src, dst, args.steps, args.seed, args.lossless, **_one_d_options(args, windowing)
+            model,
+            src,
+            dst,
+            args.steps,
+            args.seed,
+            args.lossless,
+            guidance=args.guidance,
+            **_one_d_options(args, windowing),
         )
         ledger = out.ledger()
-        how = f"flow decoder, {args.steps} steps" if args.steps else "regression decoder"
+        how = f"flow decoder, {args.steps} steps{guided(args.guidance)}" if args.steps else "regression decoder"
         print(
             f"{src} -> {dst}: {out.header.num_frames} frames {out.header.width}x{out.header.height}, "
             f"{plural(len(out.windows), 'window')}, {ledger.kept} tokens (1D layout, {how}; "
@@ -148,8 +158,8 @@ def cmd_eval(args) -> int:
         require("imageio_ffmpeg", "`infotok eval --vmaf`")
     if args.layout == "1d":
         return cmd_eval_1d(args)
-    if args.tokens or args.steps:
-        raise UsageError("--tokens and --steps evaluate the 1D layout: pass --layout 1d")
+    if args.tokens or args.steps or args.guidance != 1:
+        raise UsageError("--tokens, --steps and --guidance evaluate the 1D layout: pass --layout 1d")
     inputs = _inputs(args.inputs)
     model = _load_model(args)
     perceptual = Perceptual.from_paths(args.lpips_weights, args.fvd_weights, model.device)
@@ -277,10 +287,12 @@ def add_reconstruct(sub) -> None:
     add_rate_control_options(p)
     add_model_options(p)
     add_layout_options(p)
-    p.add_argument_group("1D layout").add_argument(
+    one_d = p.add_argument_group("1D layout")
+    one_d.add_argument(
         "--steps", type=int, default=0, help="1d: 0, the regression decoder (default); N: the flow decoder in "
         "N steps, its noise seeded by --seed",
     )  # fmt: skip
+    add_guidance_option(one_d)
     p.set_defaults(func=cmd_reconstruct)
 
 
@@ -367,6 +379,7 @@ def add_eval(sub) -> None:
         "--tokens", type=_counts, help="1d: comma-separated tokens per window to decode from (default 16,64,256,1024)"
     )
     layout.add_argument("--steps", type=int, default=0, help="1d: 0, the regression decoder; N, the flow in N steps")
+    add_guidance_option(layout)
     p.set_defaults(func=cmd_eval)
 
 
@@ -382,7 +395,7 @@ def cmd_eval_1d(args) -> int:
     try:
         report = evaluate_1d(
             model, inputs, counts, args.size, args.frames, not args.whole_frame, args.steps, args.seed, args.vmaf,
-            lambda message: bar.update(),
+            lambda message: bar.update(), args.guidance,
         )  # fmt: skip
     finally:
         bar.close()
