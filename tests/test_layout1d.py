@@ -144,7 +144,7 @@ def test_cli_encodes_cuts_and_decodes(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(guided + ["-1", "--overwrite"])
     assert stop.value.code == 2
-    assert "--guidance: must be a finite number >= 0 (1: no guidance), got '-1'" in capsys.readouterr().err
+    assert "--guidance: guidance must be a finite number >= 0 (1: none), got -1.0" in capsys.readouterr().err
 
 
 def test_cli_reconstructs_in_the_1d_layout_and_its_psnr_is_the_decode_against_the_input(tmp_path, capsys):

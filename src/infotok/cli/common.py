@@ -5,7 +5,6 @@ settings objects made from the options, and the summary lines.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import replace
@@ -48,14 +47,12 @@ def _share(text: str) -> float:
 
 
 def _guidance(text: str) -> float:
-    """The 1D flow decoder's guidance scale (`registers.check_guidance`, kept free of torch here)."""
+    from ..registers import check_guidance
+
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (1: no guidance), got {text!r}")
-    return value
+        return check_guidance(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _rates(text: str) -> list[float]:
