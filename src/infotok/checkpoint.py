@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from .calibration import Calibration
 from .extras import EXTRAS
-from .files import save_tensors
+from .files import atomic_write, save_tensors
 
 CHECKPOINT_FORMAT = "infotok-checkpoint"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -126,9 +126,7 @@ def save(model: torch.nn.Module, config: dict, directory: str | os.PathLike, dty
         if dtype is not None and v.is_floating_point() and k in parameters:
             state[k] = state[k].to(dtype)
     save_tensors(directory / WEIGHTS_FILE, state, {"format": CHECKPOINT_FORMAT})
-    tmp = directory / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, directory / CONFIG_FILE)
+    atomic_write(directory / CONFIG_FILE, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
     return directory
 
 

@@ -25,7 +25,6 @@ import math
 import os
 import pickle
 import re
-import secrets
 import shutil
 import warnings
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from .base import FSQ_LEVELS
 from .checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, WEIGHTS_FILE
 from .cosmos import CosmosConfig, CosmosTokenizer, ReleaseCompressorConfig, release_stacks
-from .files import save_tensors
+from .files import save_tensors, temp_beside
 
 JIT_FILES = ("encoder.jit", "decoder.jit")
 RELEASE_HEAD_WIDTH = 8  # InfoTok-Flex: width 256, 32 heads
@@ -352,8 +351,7 @@ def _write(out_dir: Path, weights: dict[str, torch.Tensor], config: dict) -> Pat
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()  # the user's umask, as the folder will keep (tempfile.mkdtemp would make it 0700)
+    tmp = temp_beside(out_dir, folder=True)
     try:
         save_tensors(tmp / WEIGHTS_FILE, weights, {"format": CHECKPOINT_FORMAT})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

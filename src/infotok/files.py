@@ -32,16 +32,21 @@ def output_path_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def temp_beside(path: Path) -> Path:
-    """Create an empty, unique temporary file next to `path` for an atomic write (rename on completion).
+def temp_beside(path: Path, folder: bool = False) -> Path:
+    """Create an empty, unique temporary file (or `folder`) next to `path` for an atomic write (rename on
+    completion).
 
-    Its mode is what a plain open() gives (0666 less the umask), so the renamed result is too;
-    `tempfile.mkstemp` would make it 0600. Used by `tokens.TokenWriter` and `video.write_video`.
+    Its mode is what a plain open() or mkdir() gives (0666 / 0777 less the umask), so the renamed result is
+    too; `tempfile.mkstemp` / `mkdtemp` would make it 0600 / 0700. Used by `tokens.TokenWriter`,
+    `video.write_video` and `convert` (a folder).
     """
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
         except FileExistsError:
             continue

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,7 @@ from .calibration import Calibration
 from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
 from .extras import require
-from .files import save_tensors
+from .files import atomic_write, save_tensors
 from .metrics import psnr_from_mse
 from .model import InfoTok
 from .predictor import PredictorConfig
@@ -244,12 +243,10 @@ class Trainer:
             "trained_s": self._trained(),
             "config": asdict(self.cfg),
         }
-        tmp_json = self.out / ".train_state.json.tmp"
-        tmp_json.write_text(json.dumps(meta, indent=2))
         # the tensors carry their own step, so a crash between the two writes cannot pair them with
         # another step; the JSON (config, and the step for people) follows
         save_tensors(self.out / "train_state.safetensors", tensors, progress)
-        os.replace(tmp_json, self.out / "train_state.json")
+        atomic_write(self.out / "train_state.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
         self.export(self.out / "model")
 
     def export(self, directory: Path) -> None:
