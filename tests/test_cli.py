@@ -230,6 +230,8 @@ def test_a_calibrated_copy_decodes_the_sources_tokens_and_says_so_briefly(
     )
     assert code == 0 and out.startswith("calibrated on 1 clips") and len(out.splitlines()) <= 5
     assert "global_elbo score mean" in out and "rd drift thresholds" in out and "{" not in out
+    assert "for chains of windows (1 continuing windows)" in out  # 21 frames: two windows of 9 overlapping by 1
+    assert InfoTok.from_pretrained(tmp_path / "cal").calibration.rd_continuing_thresholds
     assert run(capsys, "encode", sample_video, "-o", tmp_path / "t.itok", "--checkpoint", tiny_checkpoint)[0] == 0
     code, _, err = run(
         capsys, "decode", tmp_path / "t.itok", "-o", tmp_path / "d.mp4", "--checkpoint", tmp_path / "cal"

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from infotok.cli import main
+from infotok.eval import calibrate, continuing_rates, load_chains
 from infotok.fill import Carry, carry_after, drift, hold_last_kept
+from infotok.model import InfoTok
 from infotok.prior import PriorConfig, PriorNet, TokenPrior
 from infotok.router import hold_rates
 from infotok.spec import DEFAULT_REFRESH, TokenizeSpec
@@ -160,3 +162,38 @@ def test_a_slice_of_continuing_windows_decodes_alone_as_the_whole_video_does_the
     static = model.tokenize(MOVING, rate=0.07, strategy="static", refresh=2, **HOLD)
     with pytest.raises(ValueError, match="only start at a multiple of the refresh"):
         static[1:4]
+
+
+def test_the_windows_of_a_chain_are_rated_at_the_chains_thresholds_and_a_window_alone_at_the_clips(model, tmp_path):
+    fresh = model.calibration.rd_thresholds
+    every_drift = [[r, 0.0 if r < 1 else -1.0] for r, _ in fresh]  # keeps every token that drifts
+    kept = lambda video, **kw: [w.kept for w in model.tokenize(video, rate=0.25, **HOLD, **kw).windows]  # noqa: E731
+    before = [kept(MOVING), kept(MOVING[:9]), kept(MOVING, refresh=1)]
+    try:
+        model.calibration.rd_thresholds = every_drift
+        as_every_drift = kept(MOVING)
+        model.calibration.rd_thresholds, model.calibration.rd_continuing_thresholds = fresh, every_drift
+        assert kept(MOVING) == as_every_drift != before[0]  # the fresh window 0 of the chain too
+        assert sum(as_every_drift) > sum(before[0])
+        assert kept(MOVING[:9]) == before[1]  # one window: no chain
+        assert kept(MOVING, refresh=1) == before[2]  # independent windows: no chain
+        loaded = InfoTok.from_pretrained(model.save_pretrained(tmp_path / "m"))
+        assert loaded.calibration.rd_continuing_thresholds == every_drift
+    finally:
+        model.calibration.rd_thresholds, model.calibration.rd_continuing_thresholds = fresh, []
+
+
+def test_calibrate_measures_a_chains_thresholds_on_windows_that_continue_each_other(model, tmp_path):
+    paths = [write_video(tmp_path / f"c{s}.mp4", synthetic_video(41, 32, 32, seed=s), fps=12) for s in range(3)]
+    result = calibrate(model, paths, size=32, frames=9)
+    assert result["continuing_windows"] == 12  # five whole windows of 9 frames in each clip: four continue
+    chains = load_chains(model, paths, 32, 9)
+    hit = 0
+    for (rate, fresh), (same, threshold) in zip(result["rd_thresholds"], result["rd_continuing_thresholds"]):
+        assert same == rate and (threshold == fresh if fresh <= 0 else 0 <= threshold <= fresh)
+        if 0 < threshold < fresh:  # reachable: the continuing windows' mean rate is the asked one
+            assert np.mean(continuing_rates(model, chains, threshold)) == pytest.approx(rate, abs=0.01)
+            hit += 1
+    assert hit >= 2
+    short = calibrate(model, paths[:1], size=32, frames=41)  # one window a clip: nothing continues
+    assert "rd_continuing_thresholds" not in short

@@ -55,6 +55,10 @@ def test_streamed_windows_match_spans_and_blend_back_exactly(total):
     frames = [np.full((2, 2, 3), i % 251, np.uint8) for i in range(total)]
     windows = list(iter_windows(iter(frames), 33, 5))
     assert [(s, e) for s, e, _ in windows] == window_spans(total, 33, 5)
+    marked = list(iter_windows(iter(frames), 33, 5, mark_last=True))  # only the last window says so
+    assert [(s, e, last) for s, e, _, last in marked] == [
+        (s, e, i == len(windows) - 1) for i, (s, e, _) in enumerate(windows)
+    ]
     blender, out = WindowBlender(), []
     for i, (s, e, chunk) in enumerate(windows):
         out += blender.add(s, chunk, windows[i + 1][0] if i + 1 < len(windows) else None)

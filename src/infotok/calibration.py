@@ -1,8 +1,8 @@
 """`Calibration`: what `infotok calibrate` measures on the training clips for a checkpoint's rate control.
 
 One object, held by `InfoTok.calibration`, read from and written to the checkpoint's config.json (the keys
-`rd_thresholds`, `rd_slopes`, `target_margins`, each present only when measured, so older configs read
-unchanged; `rd_slopes` is `{"psnr": table}`, and the `"mse"` table older calibrations also wrote is
+`rd_thresholds`, `rd_continuing_thresholds`, `rd_slopes`, `target_margins`, each present only when measured, so
+older configs read unchanged; `rd_slopes` is `{"psnr": table}`, and the `"mse"` table older calibrations also wrote is
 ignored). The router's mean score (`score_mean`) stays a buffer of the network: training updates it.
 """
 
@@ -19,6 +19,9 @@ class Calibration:
     rd_slopes: list[list[float]] = field(default_factory=list)
     # dB the predicted curve overshoots at each rate k/K (`--target-psnr`)
     target_margins: list[float] = field(default_factory=list)
+    # the same for the windows of a chain (each continues the one before, but for every refresh-th), measured on
+    # the continuing windows (they pay no first latent frame); empty: rd_thresholds
+    rd_continuing_thresholds: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: dict, curve_points: int | None) -> "Calibration":
@@ -27,6 +30,7 @@ class Calibration:
             [[float(r), float(v)] for r, v in config.get("rd_thresholds") or []],
             [[float(r), float(v)] for r, v in (config.get("rd_slopes") or {}).get("psnr", [])],
             [float(m) for m in config.get("target_margins") or []],
+            [[float(r), float(v)] for r, v in config.get("rd_continuing_thresholds") or []],
         )
         if calibration.target_margins and len(calibration.target_margins) != (curve_points or -1):
             raise ValueError(
@@ -38,4 +42,12 @@ class Calibration:
         """The config.json keys, in the order checkpoints have always written them."""
         config = {"rd_thresholds": self.rd_thresholds} if self.rd_thresholds else {}
         config |= {"target_margins": self.target_margins} if self.target_margins else {}
-        return config | ({"rd_slopes": {"psnr": self.rd_slopes}} if self.rd_slopes else {})
+        config |= {"rd_slopes": {"psnr": self.rd_slopes}} if self.rd_slopes else {}
+        continuing = self.rd_continuing_thresholds
+        return config | ({"rd_continuing_thresholds": continuing} if continuing else {})
+
+    def hold_thresholds(self, chained: bool) -> list[list[float]]:
+        """The drift thresholds `rd` under `hold` rates a window by: a chain's own, where measured, for the
+        windows of a chain (one threshold for all its windows, as equal slopes want, the fresh ones among them
+        paying their first latent frame on top); a window alone is rated as the one-window clips measured."""
+        return self.rd_continuing_thresholds if chained and self.rd_continuing_thresholds else self.rd_thresholds

@@ -205,7 +205,10 @@ def save_calibrated(
         half = any(stored.get_slice(k).get_dtype() == "F16" for k in stored.keys())
     model.score_mean.fill_(calibration["score_mean"])
     model.calibration = Calibration(
-        calibration.get("rd_thresholds", []), calibration.get("rd_slopes", []), calibration.get("target_margins", [])
+        calibration.get("rd_thresholds", []),
+        calibration.get("rd_slopes", []),
+        calibration.get("target_margins", []),
+        calibration.get("rd_continuing_thresholds", []),
     )
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {

@@ -130,6 +130,7 @@ class TokenizerCore:
         objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
         carry: Carry | None = None,
+        chained: bool = False,
     ) -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
         any size (padded to the model grid here), on the model's device.
@@ -143,11 +144,18 @@ class TokenizerCore:
         try other rates cheaply. With a `carry` (`fill.Carry`, from the previous windows' `carry_after`)
         the windows continue those: the first latent frame keeps only what drifted from the carried codes,
         and a window may keep fewer than 1/16 of its tokens (at least one); `hold` and `drift` only.
+        `chained` (implied by a `carry`): the windows are part of a chain (a later window continues them), so
+        `rd` rates them at the chain's threshold (`Calibration.hold_thresholds`).
         """
         deprecated_objective(objective)
         rate, strategy, selection, fill, target_psnr = self.settings(
             rate, strategy, selection, fill, rates, target_psnr
         )
+        if (chained or carry is not None) and (fill != "hold" or selection != "drift"):
+            raise ValueError(
+                f"continuing windows need the hold fill and drift selection, not {fill} and {selection} "
+                "(use refresh 1: windows that start afresh)"
+            )
         policy = None if rates is not None else rate_policy_for(self, strategy, fill, rate, target_psnr)
         ranking = ranking_for(selection)
         reads = ranking.reads | (policy.reads if policy else frozenset())
@@ -159,14 +167,9 @@ class TokenizerCore:
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
         feats = self.features(x)
-        inputs = Inputs()
+        inputs = Inputs(chained=chained or carry is not None)
         floor = MIN_RATE
         if carry is not None:
-            if fill != "hold" or selection != "drift":
-                raise ValueError(
-                    f"continuing windows need the hold fill and drift selection, not {fill} and {selection} "
-                    "(use refresh 1: windows that start afresh)"
-                )
             carry = carry.to(self.device)
             inputs.carried = self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float()
             inputs.present = carry.present

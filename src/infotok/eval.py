@@ -21,6 +21,9 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
+from .core import as_model_input
+from .fill import Carry, carry_after
+from .geometry import window_spans
 from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
 from .model import InfoTok
@@ -30,14 +33,17 @@ from .rate_policies import rate_policy_for
 from .registers import guided
 from .router import (
     balanced_rates,
+    calibrate_continuing_thresholds,
     calibrate_margins,
     calibrate_slopes,
     calibrate_thresholds,
     check_rate,
+    hold_rates,
     shared_budget_rates,
     shared_hold_rates,
 )
-from .selection import Inputs
+from .selection import Inputs, drift_masks
+from .spec import Windowing
 from .tokens import Tokens
 from .video import center_crop, from_model, read_video, resize_and_crop, resize_short_side
 
@@ -343,11 +349,74 @@ def evaluate_1d(
             "crop": crop, "results": results, "per_video": per_video}  # fmt: skip
 
 
-def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 33, progress=None) -> dict:
+# ------------------------------------------------------------------------- windows that continue each other
+CHAIN_WINDOWS = 5  # calibration reads a fresh window and up to four that continue it from each clip
+
+
+@dataclass
+class Chains:
+    """Clips cut into windows that continue each other (the default windowing), as the encoder's codes:
+    position j holds the j-th window of every clip that has one, clips ordered longest first, so the
+    windows at position j continue the first ones at position j - 1."""
+
+    codes: list[torch.Tensor]  # [n_j, C, t, h, w] per position
+    values: list[torch.Tensor]  # what FSQ rounded to them (`steady_codes` reads them)
+    indices: list[torch.Tensor]  # long [n_j, t, h, w]
+
+
+@torch.no_grad()
+def load_chains(model: InfoTok, paths: list[Path], size: int, window: int, windows: int = CHAIN_WINDOWS) -> Chains:
+    """The first `windows` whole windows of `window` frames (overlapping as `infotok encode`'s do) of each
+    clip (short side `size`, centre crop), encoded once."""
+    overlap = Windowing().overlap
+    per_clip = []
+    for p in paths:
+        raw, _ = read_video(p, max_frames=window + (windows - 1) * (window - overlap))
+        frames = resize_and_crop(raw, size)
+        spans = [(a, b) for a, b in window_spans(len(frames), window, overlap) if b - a == window]
+        per_clip.append([model.quantize_values(model.features(window_input(model, frames[a:b]))) for a, b in spans])
+    per_clip.sort(key=len, reverse=True)
+    positions = [[c[j] for c in per_clip if len(c) > j] for j in range(len(per_clip[0]) if per_clip else 0)]
+    return Chains(*([torch.cat([w[i] for w in at]) for at in positions] for i in (0, 2, 1)))
+
+
+def window_input(model: InfoTok, frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> one padded window on the model's device."""
+    return model.geometry.pad(as_model_input(frames[None]).to(model.device))
+
+
+def continuing_rates(model: InfoTok, chains: Chains, threshold: float) -> list[float]:
+    """The rates `rd` under `hold` gives the continuing windows of `chains` when every window is rated at
+    `threshold`: each window is selected (`drift`) and carried into the next as `infotok encode` does it, from
+    the codes alone."""
+    rates, carry = [], None
+    for codes, values, indices in zip(chains.codes, chains.values, chains.indices):
+        carried = present = None
+        if carry is not None:
+            carry = Carry(carry.indices[: len(codes)], carry.present[: len(codes)])
+            carried, present = model.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float(), carry.present
+        ranked = model.ranked_codes(codes, values, "hold", carried, present)
+        window_rates = hold_rates(ranked, threshold, carried, present)
+        rates += window_rates if carry is not None else []
+        mask = drift_masks(ranked, window_rates, carried=carried, present=present)
+        carry = carry_after(indices.masked_fill(~mask, 0), mask, carry)
+    return rates
+
+
+def calibrate(
+    model: InfoTok,
+    paths: list[Path],
+    size: int = 256,
+    frames: int = 33,
+    progress=None,
+    chain_windows: int = CHAIN_WINDOWS,
+) -> dict:
     """The mean clip score `global_elbo` divides by, the drift thresholds `rd` uses under the
-    `hold` fill and (with a value predictor) the slopes it uses under `mask` for each average rate,
-    and the margins `--target-psnr` takes off the predicted curves (from decodes at every rate k/16
-    with value selection, as target mode tokenizes), measured on `paths` under the evaluation protocol."""
+    `hold` fill (for a window alone, and, from each clip's first `chain_windows` windows of `frames` frames,
+    for windows that continue each other) and (with a value predictor) the slopes it uses under `mask` for
+    each average rate, and the margins `--target-psnr` takes off the predicted curves (from decodes at
+    every rate k/16 with value selection, as target mode tokenizes), measured on `paths` under the
+    evaluation protocol."""
     scores, curves, measured, codes = {}, [], [], []
     for p in paths:
         clip = load_clip(model, p, size, frames)
@@ -373,6 +442,12 @@ def calibrate(model: InfoTok, paths: list[Path], size: int = 256, frames: int = 
         "frames": frames,
         "rd_thresholds": calibrate_thresholds(codes),
     }
+    chains = load_chains(model, paths, size, frames, chain_windows)
+    if len(chains.codes) > 1:  # some clip is long enough for a window that continues another
+        result["rd_continuing_thresholds"] = calibrate_continuing_thresholds(
+            lambda t: float(np.mean(continuing_rates(model, chains, t))), result["rd_thresholds"]
+        )
+        result["continuing_windows"] = sum(len(c) for c in chains.codes[1:])
     if curves:
         result["rd_slopes"] = calibrate_slopes(np.stack(curves))
         result["target_margins"] = calibrate_margins(np.stack(curves), np.array(measured))

@@ -113,7 +113,8 @@ class TokenStream:
         frames, source, resize = video_source(self.video, windowing)
         rng = np.random.default_rng(spec.seed)
         end, carry = 0, None
-        for i, (start, end, chunk) in enumerate(iter_windows(frames, windowing.window, windowing.overlap)):
+        windows = iter_windows(frames, windowing.window, windowing.overlap, mark_last=True)
+        for i, (start, end, chunk, last) in enumerate(windows):
             if self.header is None:
                 self.header = new_header(
                     model, chunk.shape[2], chunk.shape[1], source.fps, windowing.window, windowing.overlap,
@@ -132,6 +133,7 @@ class TokenStream:
                 target_psnr=spec.target_psnr,
                 fill=spec.fill,
                 carry=carry,
+                chained=not last and self.header.continues(i + 1),  # a window continues this one
             )
             carry = batch.carry_after() if self.header.continues(i + 1) else None  # what the next window needs
             if batch.predicted is not None:

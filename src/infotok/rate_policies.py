@@ -7,7 +7,8 @@ needs. One name is one algorithm under each fill:
 - `global_elbo` (InfoTok): rate x the window's router score / the calibrated mean score;
 - `uniform`: a random rate with the asked mean (the data-agnostic peer);
 - `rd` under `hold` (`DriftThresholdRates`): the share of tokens whose code drifts past a threshold
-  calibrated for the rate, so a still shot costs little more than its first latent frame;
+  calibrated for the rate, so a still shot costs little more than its first latent frame (the windows of
+  a chain, which continue each other, share a threshold of their own: most pay no first latent frame);
 - `rd` under `mask` (`CurveSlopeRates`): where each window's predicted PSNR curve has the slope
   calibrated for the rate (equal slopes maximise the mean PSNR);
 - `target` (`--target-psnr`): the fewest tokens predicted, less calibrated margins, to reach the PSNR.
@@ -105,7 +106,7 @@ class DriftThresholdRates(RatePolicy):
         threshold_for(self.model.calibration.rd_thresholds, self.rate)
 
     def rates(self, inputs: Inputs, draws: list) -> list[float]:
-        threshold = threshold_for(self.model.calibration.rd_thresholds, self.rate)
+        threshold = threshold_for(self.model.calibration.hold_thresholds(inputs.chained), self.rate)
         return hold_rates(inputs.codes, threshold, inputs.carried, inputs.present)
 
 

@@ -268,11 +268,11 @@ def _hold_rates_of(codes: list[torch.Tensor], threshold: float) -> list[float]:
     return rates
 
 
-def _bisect_threshold(mean_rate, target: float, bottom: float, top: float) -> float:
+def _bisect_threshold(mean_rate, target: float, bottom: float, top: float, steps: int = 50) -> float:
     """The threshold in [bottom, top] whose `mean_rate` is closest to `target` (it falls as the threshold
     grows)."""
     lo, hi = bottom, top
-    for _ in range(50):
+    for _ in range(steps):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if mean_rate(mid) > target else (lo, mid)
     return min((lo, hi), key=lambda t: abs(mean_rate(t) - target))
@@ -298,6 +298,25 @@ def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[li
         ]
         for k in range(1, points + 1)
     ]
+
+
+def calibrate_continuing_thresholds(
+    mean_rate, fresh: list[list[float]], points: int = 16, steps: int = 24
+) -> list[list[float]]:
+    """[[rate, threshold], ...] for chains of windows, rates k/points: the drift threshold at which
+    `mean_rate(threshold)`, the mean rate of the windows that continue another when every window of the chains
+    is rated at that threshold, is closest to the rate. It lies between 0 and the `fresh` table's threshold (a
+    continuing window pays no first latent frame, so the same threshold keeps fewer of its tokens); where that
+    is 0 or below (every token that drifts, or every token) it is the same."""
+    table = []
+    for k in range(1, points + 1):
+        threshold = threshold_for(fresh, k / points)
+        if threshold > 0:
+            top, threshold = threshold, 0.0  # 0 where even every token that drifts is not more than the rate
+            if mean_rate(0.0) > k / points:
+                threshold = _bisect_threshold(mean_rate, k / points, 0.0, top, steps)
+        table.append([k / points, threshold])
+    return table
 
 
 def threshold_for(table: list[list[float]], avg_rate: float) -> float:

@@ -38,10 +38,12 @@ class Inputs:
     change: torch.Tensor | None = None  # [B, t, h, w]: `latent_change` of the codes
     carried: torch.Tensor | None = None  # [B, C, h, w]: continuing windows' carried codes (`fill.Carry`)
     present: torch.Tensor | None = None  # [B, h, w]: where they carry one
+    chained: bool = False  # the windows continue others or are continued (`rd` rates a chain at one threshold)
 
     def window(self, i: int) -> "Inputs":
         """Window i alone (a batch of one)."""
-        return Inputs(*(None if t is None else t[i : i + 1] for t in (getattr(self, f.name) for f in fields(self))))
+        values = (getattr(self, f.name) for f in fields(self))
+        return Inputs(*(t[i : i + 1] if isinstance(t, torch.Tensor) else t for t in values))
 
     @property
     def grid(self) -> torch.Tensor:

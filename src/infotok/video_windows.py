@@ -22,10 +22,13 @@ def blend_weights(length: int, overlap_before: int, overlap_after: int) -> np.nd
     return w
 
 
-def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_windows(
+    frames: Iterable[np.ndarray], window: int, overlap: int, mark_last: bool = False
+) -> Iterator[tuple[int, int, np.ndarray]] | Iterator[tuple[int, int, np.ndarray, bool]]:
     """Stream (start, end, frames[start:end]) with the spans of `geometry.window_spans`, holding one
     window: frames are read straight into the window's array (no list of frames beside a stacked
-    copy), and each window is a new array, so a caller may keep the ones it was given."""
+    copy), and each window is a new array, so a caller may keep the ones it was given. `mark_last` adds
+    a fourth item, whether the window is the last (the stream reads one frame ahead, so it knows)."""
     check_windowing(window, overlap)
     step = window - overlap
     it = iter(frames)
@@ -39,7 +42,7 @@ def iter_windows(frames: Iterable[np.ndarray], window: int, overlap: int) -> Ite
         nxt = next(it, None)
         if n == window or nxt is None:
             if start + n > emitted_end:
-                yield start, start + n, win[:n]
+                yield (start, start + n, win[:n], nxt is None) if mark_last else (start, start + n, win[:n])
                 emitted_end = start + n
             if nxt is None:
                 return

@@ -220,7 +220,15 @@ def cmd_calibrate(args) -> int:
             json.dumps(
                 {
                     k: calibration[k]
-                    for k in ("score_mean", "previous", "videos", "rd_thresholds", "target_margins")
+                    for k in (
+                        "score_mean",
+                        "previous",
+                        "videos",
+                        "rd_thresholds",
+                        "rd_continuing_thresholds",
+                        "continuing_windows",
+                        "target_margins",
+                    )  # fmt: skip
                     if k in calibration
                 }
             )
@@ -245,6 +253,9 @@ def _print_calibration(calibration: dict, args) -> None:
         f"  global_elbo score mean {calibration['score_mean']:.5f} (was {calibration['previous']:.5f})\n"
         f"  rd drift thresholds by rate {thresholds}"
     )
+    if "rd_continuing_thresholds" in calibration:
+        continuing = ", ".join(f"{r:g}: {t:.4g}" for r, t in calibration["rd_continuing_thresholds"])
+        print(f"  for chains of windows ({calibration['continuing_windows']} continuing windows) {continuing}")
     if "target_margins" in calibration:
         margins = calibration["target_margins"]
         print(f"  --target-psnr margins {min(margins):.2f} to {max(margins):.2f} dB over {len(margins)} rates")
