@@ -16,6 +16,9 @@ from infotok.predictor import PredictorConfig
 from infotok.router import calibrate_slopes, calibrate_thresholds
 from infotok.video import synthetic_video, write_video
 
+# a tiny checkpoint in the InfoTok release's own format (tests/data/release/README.md says how it was made)
+RELEASE_FILE = Path(__file__).parent / "data" / "release" / "release_tiny.pt"
+
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 TINY_BASE = BaseConfig(
     enc_hi=8, enc_lo=16, enc_hi_blocks=1, enc_lo_blocks=1, dec_hi=8, dec_lo=16, dec_hi_blocks=1, dec_lo_blocks=1

@@ -41,9 +41,10 @@ from infotok.model import InfoTok
 from infotok.tokens import Tokens
 from infotok.video import read_video, synthetic_video, write_video
 
+from .conftest import RELEASE_FILE
+
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")  # the JIT tests script modules
-DATA = Path(__file__).parent / "data" / "release"
-RELEASE_FILE = DATA / "release_tiny.pt"
+DATA = RELEASE_FILE.parent
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ from infotok.video import (
     write_video,
 )
 
-from .conftest import tiny_model
-from .test_release import RELEASE_FILE
+from .conftest import RELEASE_FILE, tiny_model
 
 # --------------------------------------------------------------------------------- helpers
 LEVEL = 20  # frame i of a timed clip is flat grey 20 * (i + 1), so a decoded frame says which it is

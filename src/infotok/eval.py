@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
-from .core import as_model_input
 from .fill import Carry, carry_after
 from .geometry import window_spans
 from .ledger import MASK_BPP16, Ledger
@@ -355,7 +354,7 @@ CHAIN_WINDOWS = 5  # calibration reads a fresh window and up to four that contin
 
 @dataclass
 class Chains:
-    """Clips cut into windows that continue each other (the default windowing), as the encoder's codes:
+    """Clips cut into windows that continue each other (overlapping as `infotok encode`'s do), as the encoder's codes:
     position j holds the j-th window of every clip that has one, clips ordered longest first, so the
     windows at position j continue the first ones at position j - 1."""
 
@@ -364,7 +363,6 @@ class Chains:
     indices: list[torch.Tensor]  # long [n_j, t, h, w]
 
 
-@torch.no_grad()
 def load_chains(model: InfoTok, paths: list[Path], size: int, window: int, windows: int = CHAIN_WINDOWS) -> Chains:
     """The first `windows` whole windows of `window` frames (overlapping as `infotok encode`'s do) of each
     clip (short side `size`, centre crop), encoded once."""
@@ -374,15 +372,10 @@ def load_chains(model: InfoTok, paths: list[Path], size: int, window: int, windo
         raw, _ = read_video(p, max_frames=window + (windows - 1) * (window - overlap))
         frames = resize_and_crop(raw, size)
         spans = [(a, b) for a, b in window_spans(len(frames), window, overlap) if b - a == window]
-        per_clip.append([model.quantize_values(model.features(window_input(model, frames[a:b]))) for a, b in spans])
+        per_clip.append([model.encoder_codes(frames[a:b][None]) for a, b in spans])
     per_clip.sort(key=len, reverse=True)
     positions = [[c[j] for c in per_clip if len(c) > j] for j in range(len(per_clip[0]) if per_clip else 0)]
     return Chains(*([torch.cat([w[i] for w in at]) for at in positions] for i in (0, 2, 1)))
-
-
-def window_input(model: InfoTok, frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames [T, H, W, 3] -> one padded window on the model's device."""
-    return model.geometry.pad(as_model_input(frames[None]).to(model.device))
 
 
 def continuing_rates(model: InfoTok, chains: Chains, threshold: float) -> list[float]:

@@ -21,7 +21,8 @@ Continuing windows (`Carry`, a file's `refresh` > 1) extend `hold` across window
 from the codes the previous one showed at its last latent frame, so its first latent frame keeps only
 the positions that drifted from them, and a still shot costs little more than its first window. A
 causal base codes a window's last latent frame and the next window's first (one frame, coded alone)
-alike (docs/LONG_VIDEOS.md), so a carried code decodes as a kept one.
+alike (docs/LONG_VIDEOS.md), so a carried code decodes as a kept one. `rd` rates the windows of such a
+chain at thresholds calibrated on chains (`Calibration.hold_thresholds`).
 """
 
 from __future__ import annotations

@@ -266,10 +266,15 @@ class InfoTok(
         return self.predictor(self.features(self.geometry.pad(as_model_input(x).to(self.device))))[1]
 
     @torch.no_grad()
+    def encoder_codes(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each window's (codes [B, C, t, h, w], indices [B, t, h, w], the values FSQ rounded to the codes),
+        from the encoder alone."""
+        return self.quantize_values(self.features(self.geometry.pad(as_model_input(x).to(self.device))))
+
     def latent_codes(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Each window's latent codes [B, C, t, h, w] under `hold` (what its rates and `drift` rank), from the
         encoder alone."""
-        codes, _, values = self.quantize_values(self.features(self.geometry.pad(as_model_input(x).to(self.device))))
+        codes, _, values = self.encoder_codes(x)
         return self.ranked_codes(codes, values, "hold")
 
     def forward(
