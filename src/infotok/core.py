@@ -151,7 +151,8 @@ class TokenizerCore:
         rate, strategy, selection, fill, target_psnr = self.settings(
             rate, strategy, selection, fill, rates, target_psnr
         )
-        if (chained or carry is not None) and (fill != "hold" or selection != "drift"):
+        chained = chained or carry is not None
+        if chained and (fill != "hold" or selection != "drift"):
             raise ValueError(
                 f"continuing windows need the hold fill and drift selection, not {fill} and {selection} "
                 "(use refresh 1: windows that start afresh)"
@@ -167,11 +168,11 @@ class TokenizerCore:
         frames, height, width = x.shape[2:]
         x = self.geometry.pad(x)
         feats = self.features(x)
-        inputs = Inputs(chained=chained or carry is not None)
+        inputs = Inputs(chained=chained)
         floor = MIN_RATE
         if carry is not None:
             carry = carry.to(self.device)
-            inputs.carried = self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float()
+            inputs.carried = self.carried_codes(carry)
             inputs.present = carry.present
             floor = 1 / feats[0, 0].numel()  # one token of the window's t x h x w
         codes, indices, values = self.quantize_values(feats)

@@ -388,7 +388,7 @@ def continuing_rates(model: InfoTok, chains: Chains, threshold: float) -> list[f
         carried = present = None
         if carry is not None:
             carry = Carry(carry.indices[: len(codes)], carry.present[: len(codes)])
-            carried, present = model.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float(), carry.present
+            carried, present = model.carried_codes(carry), carry.present
         ranked = model.ranked_codes(codes, values, "hold", carried, present)
         window_rates = hold_rates(ranked, threshold, carried, present)
         rates += window_rates if carry is not None else []

@@ -26,7 +26,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import CompressorConfig
 from .core import TokenizerCore, as_model_input
 from .cosmos import CosmosConfig, ReleaseCompressorConfig
-from .fill import apply_fills, check_fill, steady_codes
+from .fill import Carry, apply_fills, check_fill, steady_codes
 from .frontend import VideoFrontEnd
 from .geometry import Geometry
 from .networks import BASE_KINDS, COMPRESSOR_KINDS, build_base, build_stacks, config_from_dict
@@ -193,6 +193,11 @@ class InfoTok(
         """features -> (codes [B, C, t, h, w], indices [B, t, h, w], the values FSQ rounded to the codes)."""
         z = self.base.code_space(feats)
         return *self.base.round_codes(z), self.base.level_values(z)
+
+    def carried_codes(self, carry: Carry) -> torch.Tensor:
+        """The codes [B, C, h, w] continuing windows start from (`fill.Carry`), as `drift` and `steady_codes`
+        read them."""
+        return self.base.codes_from_indices(carry.indices[:, None])[:, :, 0].float()
 
     def ranked_codes(
         self,
