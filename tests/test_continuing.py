@@ -187,12 +187,13 @@ def test_calibrate_measures_a_chains_thresholds_on_windows_that_continue_each_ot
     paths = [write_video(tmp_path / f"c{s}.mp4", synthetic_video(41, 32, 32, seed=s), fps=12) for s in range(3)]
     result = calibrate(model, paths, size=32, frames=9)
     assert result["continuing_windows"] == 12  # five whole windows of 9 frames in each clip: four continue
+    assert result["key_density"] == 0.25  # an adaptive checkpoint: sparse key frames (tests/test_sparse_key.py)
     chains = load_chains(model, paths, 32, 9)
     hit = 0
     for (rate, fresh), (same, threshold) in zip(result["rd_thresholds"], result["rd_continuing_thresholds"]):
         assert same == rate and (threshold == fresh if fresh <= 0 else 0 <= threshold <= fresh)
         if 0 < threshold < fresh:  # reachable: the continuing windows' mean rate is the asked one
-            assert np.mean(continuing_rates(model, chains, threshold)) == pytest.approx(rate, abs=0.01)
+            assert np.mean(continuing_rates(model, chains, threshold, 0.25)) == pytest.approx(rate, abs=0.01)
             hit += 1
     assert hit >= 2
     short = calibrate(model, paths[:1], size=32, frames=41)  # one window a clip: nothing continues

@@ -1,14 +1,17 @@
 """`Calibration`: what `infotok calibrate` measures on the training clips for a checkpoint's rate control.
 
 One object, held by `InfoTok.calibration`, read from and written to the checkpoint's config.json (the keys
-`rd_thresholds`, `rd_continuing_thresholds`, `rd_slopes`, `target_margins`, each present only when measured, so
-older configs read unchanged; `rd_slopes` is `{"psnr": table}`, and the `"mse"` table older calibrations also wrote is
-ignored). The router's mean score (`score_mean`) stays a buffer of the network: training updates it.
+`rd_thresholds`, `rd_continuing_thresholds`, `rd_slopes`, `target_margins`, each present only when measured, and
+`key_density`, only below 1, so older configs read unchanged; `rd_slopes` is `{"psnr": table}`, and the `"mse"`
+table older calibrations also wrote is ignored). The router's mean score (`score_mean`) stays a buffer of the
+network: training updates it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .fill import check_key_density
 
 
 @dataclass
@@ -22,6 +25,9 @@ class Calibration:
     # the same for the windows of a chain (each continues the one before, but for every refresh-th), measured on
     # the continuing windows (they pay no first latent frame); empty: rd_thresholds
     rd_continuing_thresholds: list[list[float]] = field(default_factory=list)
+    # the sparse key frames the hold thresholds were measured with, and that `hold` + `drift` tokenize with by
+    # default (`fill.key_lattice`; 1: whole first latent frames)
+    key_density: float = 1.0
 
     @classmethod
     def from_config(cls, config: dict, curve_points: int | None) -> "Calibration":
@@ -31,6 +37,7 @@ class Calibration:
             [[float(r), float(v)] for r, v in (config.get("rd_slopes") or {}).get("psnr", [])],
             [float(m) for m in config.get("target_margins") or []],
             [[float(r), float(v)] for r, v in config.get("rd_continuing_thresholds") or []],
+            check_key_density(config.get("key_density", 1.0)),
         )
         if calibration.target_margins and len(calibration.target_margins) != (curve_points or -1):
             raise ValueError(
@@ -44,7 +51,8 @@ class Calibration:
         config |= {"target_margins": self.target_margins} if self.target_margins else {}
         config |= {"rd_slopes": {"psnr": self.rd_slopes}} if self.rd_slopes else {}
         continuing = self.rd_continuing_thresholds
-        return config | ({"rd_continuing_thresholds": continuing} if continuing else {})
+        config |= {"rd_continuing_thresholds": continuing} if continuing else {}
+        return config | ({"key_density": self.key_density} if self.key_density != 1 else {})
 
     def hold_thresholds(self, chained: bool) -> list[list[float]]:
         """The drift thresholds `rd` under `hold` rates a window by: a chain's own, where measured, for the

@@ -209,6 +209,7 @@ def save_calibrated(
         calibration.get("rd_slopes", []),
         calibration.get("target_margins", []),
         calibration.get("rd_continuing_thresholds", []),
+        calibration.get("key_density", 1.0),
     )
     extra = {k: v for k, v in previous.items() if k not in model.config_dict()}
     extra["calibration"] = {

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
-from .fill import Carry, check_fill
+from .fill import Carry, check_fill, check_key_density, key_lattice
 from .frontend import deprecated_objective
 from .predictor import curve_index
 from .rate_policies import rate_policy_for
@@ -109,6 +109,35 @@ class TokenizerCore:
             rate_policy_for(self, strategy, fill, rate, target_psnr).check()
         return rate, strategy, selection, fill, target_psnr
 
+    def key(self, key_density: float | None, fill: str, selection: str, grid: torch.Tensor) -> torch.Tensor | None:
+        """The sparse key frames' lattice (`fill.key_lattice`; None: whole key frames) for windows of `grid`'s
+        [..., h, w], at `resolve_key_density`'s density."""
+        return key_lattice(self.resolve_key_density(key_density, fill, selection), *grid.shape[-2:], grid.device)
+
+    @property
+    def fills_in_dropped(self) -> bool:
+        """Whether the decompressor fills in a dropped position from a learned embedding (an adaptive checkpoint;
+        a fixed-rate base or the release's zero-code convention decodes it as the zero code)."""
+        return self.adaptive and self.dropped_mode == "embedding"
+
+    def resolve_key_density(self, key_density: float | None, fill: str, selection: str) -> float:
+        """The density of a tokenization's sparse key frames: `key_density`, or (None) the one this checkpoint's
+        hold thresholds were calibrated with (`Calibration.key_density`) under the hold fill and drift selection,
+        1 otherwise. Below 1 it needs both, and a decompressor that fills in dropped positions (an adaptive
+        checkpoint's learned dropped embedding; a fixed-rate base would decode them as the zero code)."""
+        if key_density is None:
+            return self.calibration.key_density if fill == "hold" and selection == "drift" else 1.0
+        if check_key_density(key_density) == 1:
+            return 1.0
+        if fill != "hold" or selection != "drift":
+            raise ValueError(f"a sparse key frame needs the hold fill and drift selection, not {fill} and {selection}")
+        if not self.fills_in_dropped:
+            raise ValueError(
+                f"checkpoint {self.name!r} cannot fill in the positions a sparse key frame drops (no learned dropped "
+                "embedding): use key density 1"
+            )
+        return key_density
+
     def check_predictor(self, why: str) -> None:
         if self.predictor_config is None:
             raise ValueError(
@@ -131,6 +160,7 @@ class TokenizerCore:
         fill: str | None = None,
         carry: Carry | None = None,
         chained: bool = False,
+        key_density: float | None = None,
     ) -> TokenBatch:
         """Tokenize a batch of windows: float [B, 3, T, H, W] in [-1, 1] or uint8 [B, T, H, W, 3],
         any size (padded to the model grid here), on the model's device.
@@ -145,7 +175,8 @@ class TokenizerCore:
         the windows continue those: the first latent frame keeps only what drifted from the carried codes,
         and a window may keep fewer than 1/16 of its tokens (at least one); `hold` and `drift` only.
         `chained` (implied by a `carry`): the windows are part of a chain (a later window continues them), so
-        `rd` rates them at the chain's threshold (`Calibration.hold_thresholds`).
+        `rd` rates them at the chain's threshold (`Calibration.hold_thresholds`). `key_density`: sparse key frames'
+        density (`fill.key_lattice`; None: the checkpoint's, `resolve_key_density`).
         """
         deprecated_objective(objective)
         rate, strategy, selection, fill, target_psnr = self.settings(
@@ -176,6 +207,7 @@ class TokenizerCore:
             inputs.present = carry.present
             floor = 1 / feats[0, 0].numel()  # one token of the window's t x h x w
         codes, indices, values = self.quantize_values(feats)
+        inputs.key = self.key(key_density, fill, selection, indices)
         inputs.codes = self.ranked_codes(codes, values, fill, inputs.carried, inputs.present)
         if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
             inputs.value, inputs.curve = self.predictor(feats)
@@ -220,11 +252,17 @@ class TokenizerCore:
         )
 
     def reselect(
-        self, batch: TokenBatch, rates: Sequence[float], selection: str = "error", seed: int = 0, fill: str = "mask"
+        self,
+        batch: TokenBatch,
+        rates: Sequence[float],
+        selection: str = "error",
+        seed: int = 0,
+        fill: str = "mask",
+        key_density: float | None = None,
     ) -> TokenBatch:
-        """The same windows at other rates (decoded with `fill`), from the scores kept by
-        `encode(..., keep_scores=True)`: evaluation and the oracle try many rates without encoding
-        again. Only kept tokens' indices survive in a batch, so the source batch must be at full
+        """The same windows at other rates (decoded with `fill`; `key_density` as `encode` takes it), from the
+        scores kept by `encode(..., keep_scores=True)`: evaluation and the oracle try many rates without
+        encoding again. Only kept tokens' indices survive in a batch, so the source batch must be at full
         rate. Window i's random selection is seeded with `seed + i`."""
         if batch.score_map is None or batch.level_values is None or not bool(batch.mask.all()):
             raise ValueError("reselect needs a full-rate batch encoded with keep_scores=True")
@@ -235,6 +273,7 @@ class TokenizerCore:
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
         codes = self.batch_ranked_codes(batch, fill) if selection == "drift" else None
         inputs = Inputs(codes, batch.score_map, batch.value, None, batch.latent_change)
+        inputs.key = self.key(key_density, fill, selection, batch.indices)
         masks = ranking_for(selection).masks(inputs, rates, generators).to(batch.mask.device)
         return replace(
             batch,

@@ -248,6 +248,10 @@ def encode_dataset(
         settings["strategy"], settings["selection"], settings["fill"] = probe_model.choices(
             settings["strategy"], settings["selection"], settings["fill"]
         )
+        density = probe_model.resolve_key_density(
+            settings.pop("key_density", None), settings["fill"], settings["selection"]
+        )
+        settings |= {"key_density": density} if density != 1 else {}  # sparse key frames (`fill.key_lattice`)
         probe_model.check_rates(settings["rate"], fill=settings["fill"])
         check_windowing(settings["window"], settings["overlap"], probe_model.geometry)
         if budget == "run":

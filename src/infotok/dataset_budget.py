@@ -145,8 +145,10 @@ def budget_rates(
 
 def statistics_key(identity: dict, settings: dict, grid: list[float] | None) -> str:
     """What stored statistics depend on (the model's weights, how videos are cut into windows, the
-    fill and the grid of thresholds), as text: stored ones with another key are measured again."""
+    fill, the sparse key frames and the grid of thresholds), as text: stored ones with another key are measured
+    again."""
     cut = {k: settings[k] for k in ("window", "overlap", "size", "max_size", "start", "max_frames")}
+    key = {"key_density": settings["key_density"]} if "key_density" in settings else {}  # as older keys without
     return json.dumps(
-        cut | {"weights_hash": identity["weights_hash"], "fill": settings["fill"], "grid": grid}, sort_keys=True
+        cut | key | {"weights_hash": identity["weights_hash"], "fill": settings["fill"], "grid": grid}, sort_keys=True
     )

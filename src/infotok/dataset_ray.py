@@ -201,6 +201,7 @@ class WindowTokenizer:
             _SeedReplay([int(batch["draw_seed"][i]) for i in rows]),
             rates=None if any(math.isnan(r) for r in drawn) else drawn,
             fill=s["fill"],
+            key_density=s.get("key_density", 1.0),
         )
         return [(tokens.window(j, int(batch["start"][i]), int(batch["end"][i])), {}) for j, i in enumerate(rows)]
 
@@ -339,7 +340,8 @@ class WindowMeasurer(WindowTokenizer):
                 from .pipeline import window_statistics
 
                 x = _stack_windows(batch, idx, shape)
-                stats = window_statistics(self.model, x, self.settings["fill"], self.settings["grid"])
+                s = self.settings
+                stats = window_statistics(self.model, x, s["fill"], s["grid"], s.get("key_density", 1.0))
                 stats = stats.astype(np.float32)
             except Exception as exc:  # as WindowTokenizer: these videos fail, the rest go on
                 rows += [

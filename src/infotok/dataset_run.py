@@ -53,8 +53,9 @@ def tokenize_settings(
     spec: TokenizeSpec = TokenizeSpec(), windowing: Windowing = Windowing(), budget: str = "calibrated", **keywords
 ) -> dict:
     """The settings of a dataset run (`spec` and `windowing`, whose fields `keywords` may also give), as the
-    manifest records them; a resumed run must give the same. `budget` is recorded only when it is "run",
-    so that folders begun before it existed resume."""
+    manifest records them; a resumed run must give the same. `budget` is recorded only when it is "run" and
+    `key_density` only where given (`dataset` records the checkpoint's where it is below 1), so that folders
+    begun before they existed resume."""
     spec, w = with_keywords(spec, windowing, keywords)
     if spec.rates is not None or spec.target_psnr is not None or w.fps is not None:
         raise ValueError("a dataset run takes a rate (per-window rates, a target PSNR and fps are not offered)")
@@ -62,19 +63,23 @@ def tokenize_settings(
         raise ValueError("a dataset's windows start afresh, each a row that decodes alone (refresh 1)")
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
-    return {
-        "rate": spec.rate,
-        "strategy": spec.strategy,
-        "selection": spec.selection,  # None: the checkpoint's default
-        "fill": spec.fill,  # likewise
-        "window": w.window,
-        "overlap": w.overlap,
-        "size": w.size,
-        "max_size": w.max_size,
-        "seed": spec.seed,
-        "start": w.start,
-        "max_frames": w.max_frames,
-    } | ({"budget": budget} if budget == "run" else {})
+    return (
+        {
+            "rate": spec.rate,
+            "strategy": spec.strategy,
+            "selection": spec.selection,  # None: the checkpoint's default
+            "fill": spec.fill,  # likewise
+            "window": w.window,
+            "overlap": w.overlap,
+            "size": w.size,
+            "max_size": w.max_size,
+            "seed": spec.seed,
+            "start": w.start,
+            "max_frames": w.max_frames,
+        }
+        | ({"budget": budget} if budget == "run" else {})
+        | ({"key_density": spec.key_density} if spec.key_density is not None else {})
+    )
 
 
 def _resume_view(settings: dict) -> dict:

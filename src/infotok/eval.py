@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
-from .fill import Carry, carry_after
+from .fill import SPARSE_KEY_DENSITY, Carry, carry_after
 from .geometry import window_spans
 from .ledger import MASK_BPP16, Ledger
 from .metrics import frechet_distance, psnr, ssim, vmaf
@@ -80,10 +80,16 @@ def make_clip(model: InfoTok, name: str, frames: np.ndarray) -> Clip:
 
 
 def clip_at(
-    model: InfoTok, clip: Clip, rate: float, selection: str = "error", seed: int = 0, fill: str = "mask"
+    model: InfoTok,
+    clip: Clip,
+    rate: float,
+    selection: str = "error",
+    seed: int = 0,
+    fill: str = "mask",
+    key_density: float | None = None,
 ) -> TokenBatch:
     """The clip's tokens at `rate`, decoded with `fill` (no new encoder or router pass)."""
-    return model.reselect(clip.batch, [rate], selection, seed, fill)
+    return model.reselect(clip.batch, [rate], selection, seed, fill, key_density)
 
 
 def clip_codes(model: InfoTok, clip: Clip) -> torch.Tensor:
@@ -153,11 +159,16 @@ def clip_curves(clips: list[Clip]) -> np.ndarray:
     return np.stack([c.batch.curve[0].cpu().numpy() for c in clips])
 
 
-def calibrated_rd_rate(model: InfoTok, clip: Clip, rate: float, fill: str = "hold") -> float:
+def calibrated_rd_rate(
+    model: InfoTok, clip: Clip, rate: float, fill: str = "hold", key_density: float | None = None
+) -> float:
     """The rate `infotok encode --strategy rd` gives this clip alone (`rate_policies`: under hold the
     calibrated threshold on its codes' drift, under mask the calibrated slope on its predicted curve)."""
     codes = clip_codes(model, clip)[None] if fill == "hold" else None
-    return rate_policy_for(model, "rd", fill, rate).rates(Inputs(codes=codes, curve=clip.batch.curve), [None])[0]
+    inputs = Inputs(codes=codes, curve=clip.batch.curve)
+    if codes is not None:
+        inputs.key = model.key(key_density, fill, "drift", codes[:, 0])
+    return rate_policy_for(model, "rd", fill, rate).rates(inputs, [None])[0]
 
 
 def clip_rates(
@@ -168,16 +179,17 @@ def clip_rates(
     seed: int = 0,
     fill: str = "mask",
     budget: str = "run",
+    key_density: float = 1.0,
 ) -> list[float]:
     """Per-clip rates for one run: global_elbo is balanced; rd spends a shared budget (on the
     predicted curves, or under `hold` on the codes' drift) so that the run's mean rate is avg_rate
     (`budget` "run"), or gives each clip what `infotok encode` gives it alone ("calibrated")."""
     if strategy == "rd" and budget == "calibrated":
-        return [calibrated_rd_rate(model, c, avg_rate, fill) for c in clips]
+        return [calibrated_rd_rate(model, c, avg_rate, fill, key_density) for c in clips]
     if strategy == "global_elbo":
         return balanced_rates(avg_rate, [c.score for c in clips], float(model.score_mean))
     if strategy == "rd" and fill == "hold":
-        return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate, per_window=True)
+        return shared_hold_rates([clip_codes(model, c) for c in clips], avg_rate, True, key_density)
     if strategy == "rd":  # like global_elbo here, the run's mean rate is exactly avg_rate: a shared budget
         largest = max(c.batch.mask[0].numel() for c in clips)  # each clip weighs alike, as in the mean rate
         return shared_budget_rates(clip_curves(clips), [largest] * len(clips), avg_rate)
@@ -204,12 +216,14 @@ def evaluate(
     crop: bool = True,
     fill: str | None = None,
     budget: str = "calibrated",
+    key_density: float | None = None,
 ) -> dict:
     """Run every (strategy, selection, rate) over the clips, decoding with `fill`; returns the JSON
     report. Strategy, selection and fill left out are the checkpoint's defaults (`InfoTok.choices`),
     and `rd` gives each clip its calibrated rate (`budget` "calibrated"), so that no options measure
     what `infotok encode` writes; `budget` "run" shares one exact budget among the clips.
-    `crop=False` keeps whole frames (short side `size`), where borders such as a pillarbox stay in view."""
+    `crop=False` keeps whole frames (short side `size`), where borders such as a pillarbox stay in view.
+    `key_density`: sparse key frames' density (`fill.key_lattice`; None: the checkpoint's, where it applies)."""
     default_strategy, default_selection, fill = model.choices(fill=fill)
     strategies, selections = strategies or [default_strategy], selections or [default_selection]
     t0 = time.time()
@@ -227,7 +241,8 @@ def evaluate(
                 avg_rate = check_rate(avg_rate)
                 model.check_rates(avg_rate, fill=fill)
                 t1 = time.time()
-                r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill, budget)
+                density = model.resolve_key_density(key_density, fill, selection)
+                r_list = clip_rates(model, strategy, avg_rate, clips, seed, fill, budget, density)
                 rows = []
                 for clip, r in zip(clips, r_list):
                     rows.append(
@@ -244,7 +259,7 @@ def evaluate(
                         | measure_clip(
                             model,
                             clip,
-                            clip_at(model, clip, r, selection, seed, fill),
+                            clip_at(model, clip, r, selection, seed, fill, density),
                             with_vmaf=with_vmaf,
                             perceptual=perceptual,
                         )
@@ -255,6 +270,7 @@ def evaluate(
                     "strategy": strategy,
                     "selection": selection,
                     "fill": fill,
+                    "key_density": density,
                     "rate": avg_rate,
                     "realized_rate": realized,
                     "bpp16": realized + (MASK_BPP16 if model.adaptive or avg_rate < 1 else 0.0),  # a base at 1: no mask
@@ -379,10 +395,10 @@ def load_chains(model: InfoTok, paths: list[Path], size: int, window: int, windo
     return Chains(*([torch.cat([w[i] for w in at]) for at in positions] for i in (0, 2, 1)))
 
 
-def continuing_rates(model: InfoTok, chains: Chains, threshold: float) -> list[float]:
+def continuing_rates(model: InfoTok, chains: Chains, threshold: float, key_density: float = 1.0) -> list[float]:
     """The rates `rd` under `hold` gives the continuing windows of `chains` when every window is rated at
-    `threshold`: each window is selected (`drift`) and carried into the next as `infotok encode` does it, from
-    the codes alone."""
+    `threshold` (with sparse key frames of `key_density`): each window is selected (`drift`) and carried into
+    the next as `infotok encode` does it, from the codes alone."""
     rates, carry = [], None
     for codes, values, indices in zip(chains.codes, chains.values, chains.indices):
         carried = present = None
@@ -390,9 +406,10 @@ def continuing_rates(model: InfoTok, chains: Chains, threshold: float) -> list[f
             carry = Carry(carry.indices[: len(codes)], carry.present[: len(codes)])
             carried, present = model.carried_codes(carry), carry.present
         ranked = model.ranked_codes(codes, values, "hold", carried, present)
-        window_rates = hold_rates(ranked, threshold, carried, present)
+        key = model.key(key_density, "hold", "drift", indices)
+        window_rates = hold_rates(ranked, threshold, carried, present, key)
         rates += window_rates if carry is not None else []
-        mask = drift_masks(ranked, window_rates, carried=carried, present=present)
+        mask = drift_masks(ranked, window_rates, carried=carried, present=present, key=key)
         carry = carry_after(indices.masked_fill(~mask, 0), mask, carry)
     return rates
 
@@ -404,13 +421,18 @@ def calibrate(
     frames: int = 33,
     progress=None,
     chain_windows: int = CHAIN_WINDOWS,
+    key_density: float | None = None,
 ) -> dict:
     """The mean clip score `global_elbo` divides by, the drift thresholds `rd` uses under the
     `hold` fill (for a window alone, and, from each clip's first `chain_windows` windows of `frames` frames,
-    for windows that continue each other) and (with a value predictor) the slopes it uses under `mask` for
-    each average rate, and the margins `--target-psnr` takes off the predicted curves (from decodes at
-    every rate k/16 with value selection, as target mode tokenizes), measured on `paths` under the
-    evaluation protocol."""
+    for windows that continue each other; with sparse key frames of `key_density`, by default
+    `fill.SPARSE_KEY_DENSITY` where the checkpoint can fill in dropped positions, else 1) and (with a value
+    predictor) the slopes it uses under `mask` for each average rate, and the margins `--target-psnr` takes off
+    the predicted curves (from decodes at every rate k/16 with value selection, as target mode tokenizes),
+    measured on `paths` under the evaluation protocol."""
+    if key_density is None:
+        key_density = SPARSE_KEY_DENSITY if model.fills_in_dropped else 1.0
+    key_density = model.resolve_key_density(key_density, "hold", "drift")
     scores, curves, measured, codes = {}, [], [], []
     for p in paths:
         clip = load_clip(model, p, size, frames)
@@ -434,12 +456,13 @@ def calibrate(
         "scores": scores,
         "size": size,
         "frames": frames,
-        "rd_thresholds": calibrate_thresholds(codes),
+        "rd_thresholds": calibrate_thresholds(codes, key_density=key_density),
+        "key_density": key_density,
     }
     chains = load_chains(model, paths, size, frames, chain_windows)
     if len(chains.codes) > 1:  # some clip is long enough for a window that continues another
         result["rd_continuing_thresholds"] = calibrate_continuing_thresholds(
-            lambda t: float(np.mean(continuing_rates(model, chains, t))), result["rd_thresholds"]
+            lambda t: float(np.mean(continuing_rates(model, chains, t, key_density))), result["rd_thresholds"]
         )
         result["continuing_windows"] = sum(len(c) for c in chains.codes[1:])
     if curves:

@@ -23,6 +23,13 @@ the positions that drifted from them, and a still shot costs little more than it
 causal base codes a window's last latent frame and the next window's first (one frame, coded alone)
 alike (docs/LONG_VIDEOS.md), so a carried code decodes as a kept one. `rd` rates the windows of such a
 chain at thresholds calibrated on chains (`Calibration.hold_thresholds`).
+
+A sparse key frame (`key_density` below 1, `key_lattice`): a position with nothing to hold at a window's first
+latent frame (every position of a fresh window) is always kept there only on a regular lattice; off it, only where
+its code drifts from what the lattice around it suggests (`lattice_interpolation`) more than the threshold, like
+any other token. The others decode as under `mask` (the decompressor fills them in from the codes around them) until
+they drift. At low rates a whole first latent frame is most of a window's budget (1024 of 1152 tokens of a 33x256x256
+window at 0.125), which leaves the frames after it stale (docs/RATE_CONTROL.md).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .names import FILLS
 
@@ -39,6 +47,25 @@ def check_fill(fill: str) -> str:
     if fill not in FILLS:
         raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
     return fill
+
+
+KEY_DENSITIES = (1.0, 0.5, 0.25)  # every position, a checkerboard, every other row and column
+SPARSE_KEY_DENSITY = 0.25  # what `infotok calibrate` gives a checkpoint that fills in dropped positions: on the
+# training clips' first 33 frames (20 of them) at 0.25 / 0.125, it beat 1, 1/2 and 1/16 (docs/RATE_CONTROL.md)
+
+
+def check_key_density(density: float) -> float:
+    if density not in KEY_DENSITIES:
+        raise ValueError(f"key_density must be one of {', '.join(f'{d:g}' for d in KEY_DENSITIES)}, got {density!r}")
+    return float(density)
+
+
+def key_lattice(density: float, h: int, w: int, device=None) -> torch.Tensor | None:
+    """bool [h, w]: where a sparse key frame keeps a position that has nothing to hold (None: everywhere)."""
+    if check_key_density(density) == 1:
+        return None
+    y, x = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)[None, :]
+    return (y + x) % 2 == 0 if density == 0.5 else (y % 2 == 0) & (x % 2 == 0)
 
 
 def hold_last_kept(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,24 +165,45 @@ def drift(
     threshold: float | torch.Tensor,
     carried: torch.Tensor | None = None,
     present: torch.Tensor | None = None,
+    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code is (mean |difference| over
     code channels) from the code `hold` would show there if it were dropped, when every position that
     drifts more than `threshold` (one per window, or shared) is kept and the rest are held. The first
     latent frame has nothing to hold and ranks above every drift (inf), except where a continuing
-    window carries a code (`carried` codes [B, C, h, w] where `present` [B, h, w]). Below 0 every token
-    is kept, and the drift is the change since the previous latent frame (the `temporal` ranking)."""
+    window carries a code (`carried` codes [B, C, h, w] where `present` [B, h, w]) and, for a sparse key
+    frame, off its `key` lattice ([h, w], `key_lattice`): there a position with nothing to hold drifts from
+    the lattice's interpolation (`lattice_interpolation`, what the decompressor fills in from the codes around
+    it stands in for), which is its held code unless it drifts more than `threshold`. Below 0 every token is
+    kept, and the drift is the change since the previous latent frame (the `temporal` ranking)."""
     b, _, t, h, w = codes.shape
     threshold = torch.as_tensor(threshold, dtype=torch.float32, device=codes.device).expand(b)[:, None, None]
     out = torch.full((b, t, h, w), float("inf"), device=codes.device)
     held = codes[:, :, 0]
     if present is not None:
         out[:, 0] = torch.where(present, (codes[:, :, 0] - carried).abs().float().mean(dim=1), out[:, 0])
-        held = torch.where((out[:, 0] > threshold)[:, None], codes[:, :, 0], carried)
+        held = torch.where((present & (out[:, 0] <= threshold))[:, None], carried, codes[:, :, 0])
+    if key is not None:
+        on_key = key.to(codes.device)[None]
+        off = ~on_key if present is None else ~on_key & ~present
+        interpolated = lattice_interpolation(held.float(), on_key)
+        out[:, 0] = torch.where(off, (codes[:, :, 0] - interpolated).abs().float().mean(dim=1), out[:, 0])
+        held = torch.where((off & (out[:, 0] <= threshold))[:, None], interpolated, held.float())
     for j in range(1, t):
         out[:, j] = (codes[:, :, j] - held).abs().float().mean(dim=1)
         held = torch.where((out[:, j] > threshold)[:, None], codes[:, :, j], held)
     return out
+
+
+def lattice_interpolation(values: torch.Tensor, on_key: torch.Tensor) -> torch.Tensor:
+    """values [B, C, h, w] -> each position's weighted mean of the values on the key lattice (bool [1, h, w])
+    within one position of it (weights 4 / 2 / 1 for the position itself / a side / a corner): the codes of a
+    sparse key frame's dropped positions as the encoder guesses the decoder sees them."""
+    b, c, h, w = values.shape
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=values.device)[None, None]
+    weight = on_key.to(values.dtype)[:, None]
+    total = F.conv2d((values * weight).reshape(b * c, 1, h, w), kernel, padding=1).reshape(b, c, h, w)
+    return total / F.conv2d(weight, kernel, padding=1).clamp(min=1e-6)
 
 
 def drift_ceiling(codes: torch.Tensor, carried: torch.Tensor | None = None) -> torch.Tensor:

@@ -46,11 +46,12 @@ class VideoFrontEnd:
         objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
         refresh: int | None = None,
+        key_density: float | None = None,
     ) -> "pipeline.TokenStream":
         """Stream a video's windows of tokens (see `pipeline.TokenStream`; the keywords make its
         `spec.TokenizeSpec` and `spec.Windowing`)."""
         deprecated_objective(objective)
-        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, seed, refresh)
+        spec = TokenizeSpec(rate, strategy, selection, fill, rates, target_psnr, seed, refresh, key_density)
         return pipeline.TokenStream(
             self, video, spec, Windowing(window, overlap, size, max_size, start, max_frames, fps)
         )
@@ -73,13 +74,15 @@ class VideoFrontEnd:
         objective: str | None = None,  # deprecated: rd maximises mean PSNR
         fill: str | None = None,
         refresh: int | None = None,
+        key_density: float | None = None,
     ):
         """Tokenize a whole video into `Tokens`: a path, or uint8 frames [T, H, W, 3] at `fps`
         (default 24). `size` resizes the short side to exactly that, `max_size` only shrinks larger
         sources; `start` / `max_frames` pick a segment. `target_psnr` gives each window the fewest
         tokens predicted, less the calibrated margins, to reach it (instead of `rate`). `strategy`,
         `selection` and `fill` default as `choices` says. Under `hold` and `drift` every window but each
-        `refresh`-th continues the one before (default `spec.DEFAULT_REFRESH`; 1: independent windows)."""
+        `refresh`-th continues the one before (default `spec.DEFAULT_REFRESH`; 1: independent windows).
+        `key_density`: sparse key frames' density (`fill.key_lattice`; None: the checkpoint's)."""
         return self.iter_tokenize(
             video,
             rate,
@@ -97,6 +100,7 @@ class VideoFrontEnd:
             objective=objective,
             fill=fill,
             refresh=refresh,
+            key_density=key_density,
         ).collect()
 
     def iter_detokenize(self, header, windows, start: int = 0, stop: int | None = None):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .batch import window_batches
+from .fill import key_lattice
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
@@ -134,6 +135,7 @@ class TokenStream:
                 fill=spec.fill,
                 carry=carry,
                 chained=not last and self.header.continues(i + 1),  # a window continues this one
+                key_density=spec.key_density,
             )
             carry = batch.carry_after() if self.header.continues(i + 1) else None  # what the next window needs
             if batch.predicted is not None:
@@ -218,14 +220,18 @@ class EncodeResult:
     window_psnr: list[float] | None = None
 
 
-def window_statistics(model, x: np.ndarray, fill: str, grid: list[float] | None) -> np.ndarray:
+def window_statistics(
+    model, x: np.ndarray, fill: str, grid: list[float] | None, key_density: float = 1.0
+) -> np.ndarray:
     """What the first pass of `--budget run` keeps of windows (uint8 [B, T, H, W, 3]), never their
     codes (a dataset can have 1e5 windows): [B, points], under `hold` each window's kept tokens at
     the drift thresholds `grid` (`router.hold_counts`), under `mask` its predicted PSNR curve
-    (`model.predict`). Encoder only; `encode-dataset` stores them as float32."""
+    (`model.predict`). Encoder only; `encode-dataset` stores them as float32. `key_density`: the sparse key
+    frames' (`fill.key_lattice`)."""
     x = torch.from_numpy(x)
     if fill == "hold":
-        return hold_counts(model.latent_codes(x), grid)
+        codes = model.latent_codes(x)
+        return hold_counts(codes, grid, key_lattice(key_density, *codes.shape[-2:], codes.device))
     return model.predict(x).float().cpu().numpy()
 
 
@@ -236,7 +242,8 @@ def run_budget_rates(model, videos: list, spec: TokenizeSpec, windowing: Windowi
     drift thresholds (`window_statistics`, `router.shared_rates`), round(rate * tokens) tokens in
     all, as `encode-dataset --budget run` spends them. Returns the rates per video,
     for `TokenizeSpec(rates=...)`."""
-    fill = model.choices(fill=spec.fill)[2]
+    _, selection, fill = model.choices(selection=spec.selection, fill=spec.fill)
+    key_density = model.resolve_key_density(spec.key_density, fill, selection)
     if fill == "mask":
         model.check_predictor("a shared budget")
     grid = hold_grid(model.code_range()).tolist() if fill == "hold" else None
@@ -245,7 +252,7 @@ def run_budget_rates(model, videos: list, spec: TokenizeSpec, windowing: Windowi
         frames, _, _ = video_source(video, windowing)
         before = len(measured)
         for _, _, chunk in iter_windows(frames, windowing.window, windowing.overlap):
-            measured.append(window_statistics(model, chunk[None], fill, grid)[0])
+            measured.append(window_statistics(model, chunk[None], fill, grid, key_density)[0])
             sizes.append(math.prod(model.geometry.latent_shape(*chunk.shape[:3])))
         counts.append(len(measured) - before)
     if not measured:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fill import drift, drift_ceiling
+from .fill import drift, drift_ceiling, key_lattice
 from .geometry import Geometry
 from .names import STRATEGIES
 from .selection import MIN_RATE
@@ -242,13 +242,18 @@ def kept_share(d: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor
 
 
 def hold_rates(
-    codes: torch.Tensor, threshold: float, carried: torch.Tensor | None = None, present: torch.Tensor | None = None
+    codes: torch.Tensor,
+    threshold: float,
+    carried: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+    key: torch.Tensor | None = None,
 ) -> list[float]:
     """Each window's rate under `hold`: the share of its tokens that drift more than `threshold` from
     the code held in their place (`fill.drift`, counted by `kept_share`; the first latent frame always
-    counts, except where a continuing window carries `carried` codes [B, C, h, w] where `present`),
-    within [1/16, 1] (a continuing window: [one token, 1]). codes [B, C, t, h, w]."""
-    d = drift(codes, threshold, carried, present).flatten(1).double()
+    counts, except where a continuing window carries `carried` codes [B, C, h, w] where `present`, and
+    off a sparse key frame's `key` lattice), within [1/16, 1] (a continuing window: [one token, 1]).
+    codes [B, C, t, h, w]."""
+    d = drift(codes, threshold, carried, present, key).flatten(1).double()
     share = kept_share(d, threshold).mean(dim=1)
     floor = torch.full_like(share, MIN_RATE)
     if present is not None:
@@ -256,14 +261,17 @@ def hold_rates(
     return [float(r) for r in torch.maximum(share, floor).clamp(max=1.0).cpu()]
 
 
-def _hold_rates_of(codes: list[torch.Tensor], threshold: float) -> list[float]:
-    """`hold_rates` of windows of any sizes ([C, t, h, w] each), run in batches of equal size."""
+def _hold_rates_of(codes: list[torch.Tensor], threshold: float, key_density: float = 1.0) -> list[float]:
+    """`hold_rates` of windows of any sizes ([C, t, h, w] each), run in batches of equal size (with sparse key
+    frames of `key_density`)."""
     rates: list[float] = [0.0] * len(codes)
     by_shape: dict[tuple, list[int]] = {}
     for i, c in enumerate(codes):
         by_shape.setdefault(tuple(c.shape), []).append(i)
     for idx in by_shape.values():
-        for i, r in zip(idx, hold_rates(torch.stack([codes[i] for i in idx]), threshold)):
+        batch = torch.stack([codes[i] for i in idx])
+        key = key_lattice(key_density, *batch.shape[-2:], batch.device)
+        for i, r in zip(idx, hold_rates(batch, threshold, key=key)):
             rates[i] = r
     return rates
 
@@ -283,9 +291,10 @@ def _ceiling_of(codes: list[torch.Tensor]) -> float:
     return max(float(drift_ceiling(c[None])) for c in codes)
 
 
-def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[list[float]]:
+def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16, key_density: float = 1.0) -> list[list[float]]:
     """[[rate, threshold], ...] for rates k/points: the drift threshold at which the mean of
-    `hold_rates` over these windows (codes [C, t, h, w] each) is closest to the rate. No threshold but
+    `hold_rates` over these windows (codes [C, t, h, w] each; sparse key frames of `key_density`) is closest to
+    the rate. No threshold but
     rate 1's (-1: every token) is below 0, where tokens that did not drift would be kept: holding them
     is exact, so a rate above what drifts keeps what drifts and no more."""
     top = _ceiling_of(codes)
@@ -293,7 +302,10 @@ def calibrate_thresholds(codes: list[torch.Tensor], points: int = 16) -> list[li
         [
             k / points,
             _bisect_threshold(
-                lambda t: float(np.mean(_hold_rates_of(codes, t))), k / points, 0.0 if k < points else -1.0, top
+                lambda t: float(np.mean(_hold_rates_of(codes, t, key_density))),
+                k / points,
+                0.0 if k < points else -1.0,
+                top,
             ),
         ]
         for k in range(1, points + 1)
@@ -372,14 +384,14 @@ def hold_grid(code_range: float) -> np.ndarray:
     return -HOLD_RAMP + step * np.arange(math.ceil((code_range + 2 * HOLD_RAMP) / step) + 1)
 
 
-def hold_counts(codes: torch.Tensor, thresholds: Sequence[float]) -> np.ndarray:
+def hold_counts(codes: torch.Tensor, thresholds: Sequence[float], key: torch.Tensor | None = None) -> np.ndarray:
     """Each window's kept tokens under `hold` at each drift threshold: codes [B, C, t, h, w] ->
     [B, len(thresholds)], what `hold_rates` gives at each threshold times the window's tokens (before
     its [1/16, 1] clip). All thresholds of a window go through `drift` together."""
     th = torch.as_tensor(np.asarray(thresholds, np.float64), device=codes.device)
     out = []
     for c in codes:
-        d = drift(c[None].expand(len(th), *c.shape), th).flatten(1).double()
+        d = drift(c[None].expand(len(th), *c.shape), th, key=key).flatten(1).double()
         out.append(kept_share(d, th[:, None]).sum(dim=1))
     return torch.stack(out).cpu().numpy()
 
@@ -472,14 +484,18 @@ def shared_budget_rates(curves: np.ndarray, sizes: Sequence[int], avg_rate: floa
     return shared_rates(curves, sizes, avg_rate)[0]
 
 
-def shared_hold_rates(codes: list[torch.Tensor], avg_rate: float, per_window: bool = False) -> list[float]:
+def shared_hold_rates(
+    codes: list[torch.Tensor], avg_rate: float, per_window: bool = False, key_density: float = 1.0
+) -> list[float]:
     """`shared_hold_counts` as rates, for windows whose codes are at hand ([C, t, h, w] each) under
     `hold`: sampled on the grid of thresholds up to their highest drift, one exact budget of tokens;
     with `per_window`, each window weighs alike (the mean of their rates is avg_rate, as the
-    evaluation protocol averages clips), whatever its size."""
+    evaluation protocol averages clips), whatever its size; `key_density`: sparse key frames (`fill.key_lattice`)."""
     grid = hold_grid(_ceiling_of(codes))
     sizes = np.array([c[0].numel() for c in codes])
-    counts = np.concatenate([hold_counts(c[None], grid) for c in codes])
+    counts = np.concatenate(
+        [hold_counts(c[None], grid, key_lattice(key_density, *c.shape[-2:], c.device)) for c in codes]
+    )
     if per_window:  # every window scaled to the largest one's tokens
         counts, sizes = counts * (sizes.max() / sizes)[:, None], np.full_like(sizes, sizes.max())
     return shared_rates(counts, sizes, avg_rate, grid)[0]

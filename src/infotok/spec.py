@@ -64,8 +64,10 @@ class TokenizeSpec:
     target_psnr: float | None = None
     seed: int = 0
     refresh: int | None = None  # windows per fresh start (1: independent); None: DEFAULT_REFRESH where it applies
+    key_density: float | None = None  # sparse key frames (`fill.key_lattice`); None: the checkpoint's calibrated one
 
     def __post_init__(self):
+        from .fill import check_key_density
         from .router import check_rate, check_target
 
         check_rate(self.rate)
@@ -79,6 +81,8 @@ class TokenizeSpec:
             object.__setattr__(self, "rates", tuple(float(check_rate(r)) for r in self.rates))
         if self.refresh is not None and not (_integer(self.refresh) and 1 <= self.refresh <= 0xFFFFFFFF):
             raise ValueError(f"refresh must be a positive number of windows, got {self.refresh!r}")
+        if self.key_density is not None:
+            check_key_density(self.key_density)
 
     def resolved(self, model) -> "TokenizeSpec":
         """This spec with `model`'s defaults filled in, checked against what `model` can do. Windows
@@ -97,8 +101,16 @@ class TokenizeSpec:
                 f"with rates chosen window by window; this asks for {fill} and {selection}"
                 f"{' with a shared budget' if self.rates is not None else ''} (use refresh 1)"
             )
+        key_density = model.resolve_key_density(self.key_density, fill, selection)
         return replace(
-            self, rate=rate, strategy=strategy, selection=selection, fill=fill, target_psnr=target, refresh=refresh
+            self,
+            rate=rate,
+            strategy=strategy,
+            selection=selection,
+            fill=fill,
+            target_psnr=target,
+            refresh=refresh,
+            key_density=key_density,
         )
 
 

@@ -226,7 +226,15 @@ def _specs(args):
         size, max_size = (None, DEFAULT_SIZE) if args.size is None else (args.size, None)
     try:
         return (
-            TokenizeSpec(args.rate, args.strategy, args.selection, args.fill, seed=args.seed, refresh=args.refresh),
+            TokenizeSpec(
+                args.rate,
+                args.strategy,
+                args.selection,
+                args.fill,
+                seed=args.seed,
+                refresh=args.refresh,
+                key_density=args.key_density,
+            ),
             Windowing(args.window, args.overlap, size, max_size, args.start, args.max_frames),
         )
     except ValueError as exc:

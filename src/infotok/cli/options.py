@@ -84,6 +84,27 @@ def add_tokenize_options(p, rate_default: float = 0.5, rate_type=_rate) -> None:
         "--max-frames", type=_positive, help="tokenize at most this many frames (default: all), for a quick look"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the uniform strategy and random selection (default 0)")
+    add_key_density_option(advanced)
+
+
+def add_key_density_option(p, calibrating: bool = False) -> None:
+    from ..fill import KEY_DENSITIES, SPARSE_KEY_DENSITY
+
+    default = (
+        f"{SPARSE_KEY_DENSITY:g} where the checkpoint fills in dropped positions, else 1"
+        if calibrating
+        else "the checkpoint's: the one its rd thresholds were calibrated with, 0.25 for the shipped one"
+    )
+    p.add_argument(
+        "--key-density",
+        type=float,
+        choices=KEY_DENSITIES,
+        help="under --fill hold and drift selection: the share of a window's first latent frame kept whatever it "
+        "shows (1: all of it; 0.5: a checkerboard; 0.25: every other row and column); elsewhere a position is "
+        "kept where its code differs from what that lattice suggests, like any token, and the decompressor "
+        f"fills in the rest, so more of a low rate goes to the frames after it (default: {default}; "
+        "docs/RATE_CONTROL.md)",
+    )
 
 
 def add_rate_control_options(p) -> None:

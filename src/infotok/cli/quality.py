@@ -30,6 +30,7 @@ from .common import (
 )
 from .options import (
     add_guidance_option,
+    add_key_density_option,
     add_layout_options,
     add_model_options,
     add_preset_option,
@@ -188,6 +189,7 @@ def cmd_eval(args) -> int:
             crop=not args.whole_frame,
             fill=args.fill,
             budget=args.budget,
+            key_density=args.key_density,
         )
     finally:
         bar.close()
@@ -214,7 +216,14 @@ def cmd_calibrate(args) -> int:
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise UsageError(f"{args.output} exists; pass --overwrite to replace it")
     model = _load_model(args)
-    calibration = calibrate(model, inputs, args.size, args.frames, progress=lambda m: print(m, file=sys.stderr))
+    calibration = calibrate(
+        model,
+        inputs,
+        args.size,
+        args.frames,
+        progress=lambda m: print(m, file=sys.stderr),
+        key_density=args.key_density,
+    )
     if args.json:
         print(
             json.dumps(
@@ -227,6 +236,7 @@ def cmd_calibrate(args) -> int:
                         "rd_thresholds",
                         "rd_continuing_thresholds",
                         "continuing_windows",
+                        "key_density",
                         "target_margins",
                     )  # fmt: skip
                     if k in calibration
@@ -252,6 +262,7 @@ def _print_calibration(calibration: dict, args) -> None:
         f"calibrated on {calibration['videos']} clips (first {args.frames} frames, {args.size}x{args.size}):\n"
         f"  global_elbo score mean {calibration['score_mean']:.5f} (was {calibration['previous']:.5f})\n"
         f"  rd drift thresholds by rate {thresholds}"
+        + (f" (sparse key frames, density {calibration['key_density']:g})" if calibration["key_density"] != 1 else "")
     )
     if "rd_continuing_thresholds" in calibration:
         continuing = ", ".join(f"{r:g}: {t:.4g}" for r, t in calibration["rd_continuing_thresholds"])
@@ -356,6 +367,7 @@ def add_eval(sub) -> None:
         help="rd: each clip at the checkpoint's calibrated threshold or slope, as encode does (default), "
         "or one exact budget shared by the clips (run)",
     )
+    add_key_density_option(p)
     p.add_argument(
         "--size",
         type=_positive,
@@ -443,6 +455,7 @@ def add_calibrate(sub) -> None:
         choices=FILLS,
         help="the fill the written copy tokenizes with by default (default: the source's)",
     )
+    add_key_density_option(p, calibrating=True)
     p.add_argument("--json", action="store_true", help="print the calibration as one JSON object instead of a summary")
     add_model_options(p)
     p.set_defaults(func=cmd_calibrate)
