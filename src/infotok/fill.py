@@ -24,12 +24,12 @@ causal base codes a window's last latent frame and the next window's first (one 
 alike (docs/LONG_VIDEOS.md), so a carried code decodes as a kept one. `rd` rates the windows of such a
 chain at thresholds calibrated on chains (`Calibration.hold_thresholds`).
 
-A sparse key frame (`key_density` below 1, `key_lattice`): a position with nothing to hold at a window's first
-latent frame (every position of a fresh window) is always kept there only on a regular lattice; off it, only where
-its code drifts from what the lattice around it suggests (`lattice_interpolation`) more than the threshold, like
-any other token. The others decode as under `mask` (the decompressor fills them in from the codes around them) until
-they drift. At low rates a whole first latent frame is most of a window's budget (1024 of 1152 tokens of a 33x256x256
-window at 0.125), which leaves the frames after it stale (docs/RATE_CONTROL.md).
+A sparse key frame (`key_density` below 1, `key_lattice`): of the positions with nothing to hold at a window's first
+latent frame (every position of a fresh window), those on a regular lattice are kept whatever they show, the others
+only where their code drifts from what the lattice around it suggests (`lattice_interpolation`) more than the
+threshold, like any other token. The rest decode as under `mask` (the decompressor fills them in from the codes
+around them) until they drift. At low rates a whole first latent frame is most of a window's budget (1024 of 1152
+tokens of a 33x256x256 window at 0.125), which leaves the frames after it stale (docs/RATE_CONTROL.md).
 """
 
 from __future__ import annotations

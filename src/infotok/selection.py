@@ -223,7 +223,7 @@ def drift_masks(
     n = t * h * w
     k = torch.tensor([kept_count(float(r), n) for r in rates], device=codes.device)
     lo = torch.full((b,), -1.0, device=codes.device)  # keeps every token
-    hi = drift_ceiling(codes, carried)  # keeps only the first latent frame's positions that carry nothing
+    hi = drift_ceiling(codes, carried)  # keeps only the first latent frame's positions kept whatever they show
     for _ in range(steps):
         mid = (lo + hi) / 2
         enough = (drift(codes, mid, carried, present, key).flatten(1) > mid[:, None]).sum(dim=1) >= k
