@@ -49,12 +49,12 @@ def test_off_the_lattice_a_position_drifts_from_the_interpolation_and_holds_it_u
     codes[0, 0, 1, 1, 1] = 0.9  # and (1, 1) stays as kept
     key = key_lattice(0.25, 3, 3)
     assert lattice_interpolation(codes[:, :, 0], key[None])[0, 0, 0, 1] == pytest.approx(0.5)
-    d = drift(codes, 0.3, key=key)
+    d = drift(codes, 0.3, key_density=0.25)
     assert d[0, 0][key].tolist() == [float("inf")] * 4  # the lattice is always kept
     assert d[0, 0, 0, 1] == pytest.approx(0.0) and d[0, 0, 1, 1] == pytest.approx(0.65)
     assert d[0, 1, 0, 1] == pytest.approx(0.0)  # it held the interpolation, which it still shows
-    assert hold_rates(codes, 0.3, key=key) == [pytest.approx(5 / 18)]  # the lattice and (1, 1)
-    mask = drift_masks(codes, [5 / 18], key=key)[0]
+    assert hold_rates(codes, 0.3, key_density=0.25) == [pytest.approx(5 / 18)]  # the lattice and (1, 1)
+    mask = drift_masks(codes, [5 / 18], key_density=0.25)[0]
     assert mask[0].sum() == 5 and bool(mask[0, 1, 1]) and not bool(mask[0, 0, 1])
 
 
@@ -62,8 +62,7 @@ def test_a_continuing_window_keeps_its_carried_codes_and_treats_only_positions_n
     codes = torch.zeros(1, 1, 2, 2, 2)
     carried = torch.zeros(1, 1, 2, 2)
     present = torch.tensor([[[True, False], [True, True]]])  # (0, 1) was never kept
-    key = key_lattice(0.25, 2, 2)  # (0, 0) alone
-    d = drift(codes, 0.1, carried, present, key)
+    d = drift(codes, 0.1, carried, present, key_density=0.25)  # the lattice: (0, 0) alone
     assert d[0, 0].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # nothing drifted, nothing to pay: no spike
     assert drift(codes, 0.1, carried, present)[0, 0, 0, 1] == float("inf")  # whole key frames: kept
 

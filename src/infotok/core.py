@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
-from .fill import Carry, check_fill, check_key_density, key_lattice
+from .fill import Carry, check_fill, check_key_density
 from .frontend import deprecated_objective
 from .predictor import curve_index
 from .rate_policies import rate_policy_for
@@ -108,11 +108,6 @@ class TokenizerCore:
         if rates is None:
             rate_policy_for(self, strategy, fill, rate, target_psnr).check()
         return rate, strategy, selection, fill, target_psnr
-
-    def key(self, key_density: float | None, fill: str, selection: str, grid: torch.Tensor) -> torch.Tensor | None:
-        """The sparse key frames' lattice (`fill.key_lattice`; None: whole key frames) for windows of `grid`'s
-        [..., h, w], at `resolve_key_density`'s density."""
-        return key_lattice(self.resolve_key_density(key_density, fill, selection), *grid.shape[-2:], grid.device)
 
     @property
     def fills_in_dropped(self) -> bool:
@@ -207,7 +202,7 @@ class TokenizerCore:
             inputs.present = carry.present
             floor = 1 / feats[0, 0].numel()  # one token of the window's t x h x w
         codes, indices, values = self.quantize_values(feats)
-        inputs.key = self.key(key_density, fill, selection, indices)
+        inputs.key_density = self.resolve_key_density(key_density, fill, selection)
         inputs.codes = self.ranked_codes(codes, values, fill, inputs.carried, inputs.present)
         if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
             inputs.value, inputs.curve = self.predictor(feats)
@@ -273,7 +268,7 @@ class TokenizerCore:
         generators = [torch.Generator().manual_seed(seed + i) for i in range(len(batch))]
         codes = self.batch_ranked_codes(batch, fill) if selection == "drift" else None
         inputs = Inputs(codes, batch.score_map, batch.value, None, batch.latent_change)
-        inputs.key = self.key(key_density, fill, selection, batch.indices)
+        inputs.key_density = self.resolve_key_density(key_density, fill, selection)
         masks = ranking_for(selection).masks(inputs, rates, generators).to(batch.mask.device)
         return replace(
             batch,

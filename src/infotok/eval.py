@@ -165,10 +165,10 @@ def calibrated_rd_rate(
     """The rate `infotok encode --strategy rd` gives this clip alone (`rate_policies`: under hold the
     calibrated threshold on its codes' drift, under mask the calibrated slope on its predicted curve)."""
     codes = clip_codes(model, clip)[None] if fill == "hold" else None
-    inputs = Inputs(codes=codes, curve=clip.batch.curve)
-    if codes is not None:
-        inputs.key = model.key(key_density, fill, "drift", codes[:, 0])
-    return rate_policy_for(model, "rd", fill, rate).rates(inputs, [None])[0]
+    density = model.resolve_key_density(key_density, fill, "drift")
+    return rate_policy_for(model, "rd", fill, rate).rates(
+        Inputs(codes=codes, curve=clip.batch.curve, key_density=density), [None]
+    )[0]
 
 
 def clip_rates(
@@ -406,10 +406,9 @@ def continuing_rates(model: InfoTok, chains: Chains, threshold: float, key_densi
             carry = Carry(carry.indices[: len(codes)], carry.present[: len(codes)])
             carried, present = model.carried_codes(carry), carry.present
         ranked = model.ranked_codes(codes, values, "hold", carried, present)
-        key = model.key(key_density, "hold", "drift", indices)
-        window_rates = hold_rates(ranked, threshold, carried, present, key)
+        window_rates = hold_rates(ranked, threshold, carried, present, key_density)
         rates += window_rates if carry is not None else []
-        mask = drift_masks(ranked, window_rates, carried=carried, present=present, key=key)
+        mask = drift_masks(ranked, window_rates, carried=carried, present=present, key_density=key_density)
         carry = carry_after(indices.masked_fill(~mask, 0), mask, carry)
     return rates
 

@@ -165,14 +165,14 @@ def drift(
     threshold: float | torch.Tensor,
     carried: torch.Tensor | None = None,
     present: torch.Tensor | None = None,
-    key: torch.Tensor | None = None,
+    key_density: float = 1.0,
 ) -> torch.Tensor:
     """codes [B, C, t, h, w] -> [B, t, h, w]: how far each position's code is (mean |difference| over
     code channels) from the code `hold` would show there if it were dropped, when every position that
     drifts more than `threshold` (one per window, or shared) is kept and the rest are held. The first
     latent frame has nothing to hold and ranks above every drift (inf), except where a continuing
-    window carries a code (`carried` codes [B, C, h, w] where `present` [B, h, w]) and, for a sparse key
-    frame, off its `key` lattice ([h, w], `key_lattice`): there a position with nothing to hold drifts from
+    window carries a code (`carried` codes [B, C, h, w] where `present` [B, h, w]) and, for sparse key
+    frames (`key_density` below 1), off their lattice (`key_lattice`): there a position with nothing to hold drifts from
     the lattice's interpolation (`lattice_interpolation`, what the decompressor fills in from the codes around
     it stands in for), which is its held code unless it drifts more than `threshold`. Below 0 every token is
     kept, and the drift is the change since the previous latent frame (the `temporal` ranking)."""
@@ -183,8 +183,9 @@ def drift(
     if present is not None:
         out[:, 0] = torch.where(present, (codes[:, :, 0] - carried).abs().float().mean(dim=1), out[:, 0])
         held = torch.where((present & (out[:, 0] <= threshold))[:, None], carried, codes[:, :, 0])
+    key = key_lattice(key_density, h, w, codes.device)
     if key is not None:
-        on_key = key.to(codes.device)[None]
+        on_key = key[None]
         off = ~on_key if present is None else ~on_key & ~present
         interpolated = lattice_interpolation(held.float(), on_key)
         out[:, 0] = torch.where(off, (codes[:, :, 0] - interpolated).abs().float().mean(dim=1), out[:, 0])

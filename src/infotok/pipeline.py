@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from .batch import window_batches
-from .fill import key_lattice
 from .geometry import check_windowing, window_count
 from .ledger import Ledger
 from .metrics import PSNRMeter
@@ -230,8 +229,7 @@ def window_statistics(
     frames' (`fill.key_lattice`)."""
     x = torch.from_numpy(x)
     if fill == "hold":
-        codes = model.latent_codes(x)
-        return hold_counts(codes, grid, key_lattice(key_density, *codes.shape[-2:], codes.device))
+        return hold_counts(model.latent_codes(x), grid, key_density)
     return model.predict(x).float().cpu().numpy()
 
 

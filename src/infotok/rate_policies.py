@@ -107,7 +107,7 @@ class DriftThresholdRates(RatePolicy):
 
     def rates(self, inputs: Inputs, draws: list) -> list[float]:
         threshold = threshold_for(self.model.calibration.hold_thresholds(inputs.chained), self.rate)
-        return hold_rates(inputs.codes, threshold, inputs.carried, inputs.present, inputs.key)
+        return hold_rates(inputs.codes, threshold, inputs.carried, inputs.present, inputs.key_density)
 
 
 @rate_policy("rd", fill="mask")

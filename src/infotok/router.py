@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fill import drift, drift_ceiling, key_lattice
+from .fill import drift, drift_ceiling
 from .geometry import Geometry
 from .names import STRATEGIES
 from .selection import MIN_RATE
@@ -246,14 +246,14 @@ def hold_rates(
     threshold: float,
     carried: torch.Tensor | None = None,
     present: torch.Tensor | None = None,
-    key: torch.Tensor | None = None,
+    key_density: float = 1.0,
 ) -> list[float]:
     """Each window's rate under `hold`: the share of its tokens that drift more than `threshold` from
     the code held in their place (`fill.drift`, counted by `kept_share`; the first latent frame always
     counts, except where a continuing window carries `carried` codes [B, C, h, w] where `present`, and
-    off a sparse key frame's `key` lattice), within [1/16, 1] (a continuing window: [one token, 1]).
+    off the lattice of sparse key frames of `key_density`), within [1/16, 1] (a continuing window: [one token, 1]).
     codes [B, C, t, h, w]."""
-    d = drift(codes, threshold, carried, present, key).flatten(1).double()
+    d = drift(codes, threshold, carried, present, key_density).flatten(1).double()
     share = kept_share(d, threshold).mean(dim=1)
     floor = torch.full_like(share, MIN_RATE)
     if present is not None:
@@ -269,9 +269,7 @@ def _hold_rates_of(codes: list[torch.Tensor], threshold: float, key_density: flo
     for i, c in enumerate(codes):
         by_shape.setdefault(tuple(c.shape), []).append(i)
     for idx in by_shape.values():
-        batch = torch.stack([codes[i] for i in idx])
-        key = key_lattice(key_density, *batch.shape[-2:], batch.device)
-        for i, r in zip(idx, hold_rates(batch, threshold, key=key)):
+        for i, r in zip(idx, hold_rates(torch.stack([codes[i] for i in idx]), threshold, key_density=key_density)):
             rates[i] = r
     return rates
 
@@ -384,14 +382,14 @@ def hold_grid(code_range: float) -> np.ndarray:
     return -HOLD_RAMP + step * np.arange(math.ceil((code_range + 2 * HOLD_RAMP) / step) + 1)
 
 
-def hold_counts(codes: torch.Tensor, thresholds: Sequence[float], key: torch.Tensor | None = None) -> np.ndarray:
+def hold_counts(codes: torch.Tensor, thresholds: Sequence[float], key_density: float = 1.0) -> np.ndarray:
     """Each window's kept tokens under `hold` at each drift threshold: codes [B, C, t, h, w] ->
     [B, len(thresholds)], what `hold_rates` gives at each threshold times the window's tokens (before
     its [1/16, 1] clip). All thresholds of a window go through `drift` together."""
     th = torch.as_tensor(np.asarray(thresholds, np.float64), device=codes.device)
     out = []
     for c in codes:
-        d = drift(c[None].expand(len(th), *c.shape), th, key=key).flatten(1).double()
+        d = drift(c[None].expand(len(th), *c.shape), th, key_density=key_density).flatten(1).double()
         out.append(kept_share(d, th[:, None]).sum(dim=1))
     return torch.stack(out).cpu().numpy()
 
@@ -493,9 +491,7 @@ def shared_hold_rates(
     evaluation protocol averages clips), whatever its size; `key_density`: sparse key frames (`fill.key_lattice`)."""
     grid = hold_grid(_ceiling_of(codes))
     sizes = np.array([c[0].numel() for c in codes])
-    counts = np.concatenate(
-        [hold_counts(c[None], grid, key_lattice(key_density, *c.shape[-2:], c.device)) for c in codes]
-    )
+    counts = np.concatenate([hold_counts(c[None], grid, key_density) for c in codes])
     if per_window:  # every window scaled to the largest one's tokens
         counts, sizes = counts * (sizes.max() / sizes)[:, None], np.full_like(sizes, sizes.max())
     return shared_rates(counts, sizes, avg_rate, grid)[0]

@@ -39,16 +39,12 @@ class Inputs:
     carried: torch.Tensor | None = None  # [B, C, h, w]: continuing windows' carried codes (`fill.Carry`)
     present: torch.Tensor | None = None  # [B, h, w]: where they carry one
     chained: bool = False  # the windows continue others or are continued (`rd` rates a chain at one threshold)
-    key: torch.Tensor | None = None  # [h, w]: a sparse key frame's lattice (`fill.key_lattice`; None: every position)
+    key_density: float = 1.0  # sparse key frames (`fill.key_lattice`; 1: whole first latent frames)
 
     def window(self, i: int) -> "Inputs":
         """Window i alone (a batch of one)."""
-
-        def row(name: str):
-            value = getattr(self, name)
-            return value[i : i + 1] if isinstance(value, torch.Tensor) and name != "key" else value  # key: per grid
-
-        return Inputs(*(row(f.name) for f in fields(self)))
+        values = (getattr(self, f.name) for f in fields(self))
+        return Inputs(*(t[i : i + 1] if isinstance(t, torch.Tensor) else t for t in values))
 
     @property
     def grid(self) -> torch.Tensor:
@@ -182,7 +178,9 @@ class DriftRanking(Ranking):
     """Reads the codes alone: held codes depend on what is kept, so it is no fixed priority (`drift_masks`)."""
 
     def masks(self, inputs: Inputs, rates: Sequence[float], generators=None) -> torch.Tensor:
-        return drift_masks(inputs.codes, rates, carried=inputs.carried, present=inputs.present, key=inputs.key)
+        return drift_masks(
+            inputs.codes, rates, carried=inputs.carried, present=inputs.present, key_density=inputs.key_density
+        )
 
 
 def keep_masks(
@@ -211,12 +209,12 @@ def drift_masks(
     steps: int = 40,
     carried: torch.Tensor | None = None,
     present: torch.Tensor | None = None,
-    key: torch.Tensor | None = None,
+    key_density: float = 1.0,
 ) -> torch.Tensor:
     """codes [B, C, t, h, w] and one rate per window -> bool masks [B, t, h, w], exactly
     kept_count(rate, t*h*w) True in each: the tokens that drift most from the code `hold` would show
     in their place (`fill.drift`; continuing windows: from `carried` codes [B, C, h, w] where `present`
-    in their first latent frame; a sparse key frame: off its `key` lattice only once drifted). Held codes
+    in their first latent frame; sparse key frames of `key_density`: off their lattice only once drifted). Held codes
     depend on what is kept, so each window's drift threshold is found by bisection (the lowest tried that
     keeps at least its count), and the tokens it keeps with the least drift are dropped down to the count."""
     b, _, t, h, w = codes.shape
@@ -226,8 +224,8 @@ def drift_masks(
     hi = drift_ceiling(codes, carried)  # keeps only the first latent frame's positions kept whatever they show
     for _ in range(steps):
         mid = (lo + hi) / 2
-        enough = (drift(codes, mid, carried, present, key).flatten(1) > mid[:, None]).sum(dim=1) >= k
+        enough = (drift(codes, mid, carried, present, key_density).flatten(1) > mid[:, None]).sum(dim=1) >= k
         lo, hi = torch.where(enough, mid, lo), torch.where(enough, hi, mid)
-    d = drift(codes, lo, carried, present, key).flatten(1)
+    d = drift(codes, lo, carried, present, key_density).flatten(1)
     priority = torch.where(d > lo[:, None], d, torch.tensor(float("-inf"), device=codes.device))
     return top_k_masks(priority.reshape(b, t, h, w), rates)
