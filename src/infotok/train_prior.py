@@ -134,8 +134,9 @@ class TokenWindows:
         for i in picks:
             w = windows[i]
             t = int(torch.randint(len(w["mask"]), (1,), generator=generator))
-            y = int(torch.randint(w["mask"].shape[1] - c + 1, (1,), generator=generator))
-            x = int(torch.randint(w["mask"].shape[2] - c + 1, (1,), generator=generator))
+            # even offsets: a crop keeps the frame's stride-2 lattices, where a sparse key frame keeps every position
+            y = 2 * int(torch.randint((w["mask"].shape[1] - c) // 2 + 1, (1,), generator=generator))
+            x = 2 * int(torch.randint((w["mask"].shape[2] - c) // 2 + 1, (1,), generator=generator))
             fresh = float(torch.rand((), generator=generator)) < fresh_fraction and not w["continues"]
             held, age = w["fresh"] if fresh else (w["held"], w["age"])
             for key, value in (("held", held), ("age", age), ("mask", w["mask"]), ("codes", w["codes"])):
