@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import zlib
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,11 +21,14 @@ from hypothesis import strategies as st
 from infotok import entropy
 from infotok.entropy import PriorCoder
 from infotok.prior import (
+    ASKED_ROWS,
+    KEPT_BUCKETS,
     PRIOR_FORMAT,
     CodingOrder,
     PriorConfig,
     PriorNet,
     TokenPrior,
+    asked_row,
     coded_here,
     context_bits,
     features,
@@ -33,12 +37,13 @@ from infotok.prior import (
     frame_features,
     kept_bucket,
     lattice_ok,
+    pass_context,
     warm_start,
     window_passes,
     window_states,
 )
 from infotok.token_file import HEADER_DICTIONARY
-from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, check_header
+from infotok.tokens import TokenFormatError, TokenHeader, Tokens, TokenWindow, check_header, describe
 from infotok.video import synthetic_video, write_video
 
 from .conftest import tiny_model
@@ -81,10 +86,14 @@ def test_a_prior_coded_file_decodes_to_the_same_tokens(tmp_path, tokens):
     assert back.header.num_frames == tokens.header.num_frames
 
 
-@pytest.mark.parametrize("held_digits, phase_levels", [(False, 1), (True, 1), (True, 3)])
+@pytest.mark.parametrize(
+    "held_digits, phase_levels, interleaved", [(False, 1, False), (True, 1, False), (True, 3, False), (True, 2, True)]
+)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (2, 4, 4), (5, 6, 3), (2, 9, 13)])
-def test_any_window_shape_and_mask_round_trips(shape, held_digits, phase_levels):
-    prior = random_prior([8, 5, 3], seed=1, held_digits=held_digits, phase_levels=phase_levels)
+def test_any_window_shape_and_mask_round_trips(shape, held_digits, phase_levels, interleaved):
+    prior = random_prior(
+        [8, 5, 3], seed=1, held_digits=held_digits, phase_levels=phase_levels, interleaved_masks=interleaved
+    )
     rng = np.random.default_rng(sum(shape))
     enc, dec = PriorCoder(prior), PriorCoder(prior)
     for fill in (0.0, 1.0, 0.3, 0.7):  # no token kept, all kept, some: each window continues the last
@@ -399,9 +408,9 @@ def test_the_integer_prior_costs_what_the_float_network_estimates(held_digits):
     assert abs(coded_bits(TokenPrior.from_net(net), *window) - estimate) < 0.01 * estimate + 64
 
 
-def test_warm_start_resumes_a_prior_and_may_add_the_held_digit_terms():
-    """`train prior --init`: the float network starts where the integer prior is, with or without `held_digits`
-    (whose tables start at 0); any other difference in the network is refused."""
+def test_warm_start_resumes_a_prior_and_may_add_the_held_digit_and_asked_rate_terms():
+    """`train prior --init`: the float network starts where the integer prior is, with or without `held_digits` or
+    `asked_rate` (whose tables start at 0); any other difference in the network is refused."""
     prior, window = random_prior([8, 5, 3], seed=2), random_window()
 
     def warm(prior: TokenPrior, **config) -> PriorNet:
@@ -409,13 +418,16 @@ def test_warm_start_resumes_a_prior_and_may_add_the_held_digit_terms():
         warm_start(net, prior)
         return net
 
-    plain, held = (float_bits(warm(prior, held_digits=h), *window) for h in (False, True))
-    assert plain == pytest.approx(held, rel=1e-5)
+    plain, held, asked = (
+        float_bits(warm(prior, **config), *window) for config in ({}, {"held_digits": True}, {"asked_rate": True})
+    )
+    assert plain == pytest.approx(held, rel=1e-5) and plain == pytest.approx(asked, rel=1e-5)
     assert abs(coded_bits(prior, *window) - plain) < 0.01 * plain + 64
     with pytest.raises(ValueError, match="does not fit this network"):
         warm(prior, channels=9)
-    with pytest.raises(ValueError, match="does not fit this network"):
-        warm(random_prior([8, 5, 3], held_digits=True))  # a network without the terms cannot take them
+    for config in ({"held_digits": True}, {"asked_rate": True}):  # a network without the terms cannot take them
+        with pytest.raises(ValueError, match="does not fit this network"):
+            warm(random_prior([8, 5, 3], **config))
 
 
 def test_warm_start_may_split_phase_0_into_finer_phases():
@@ -431,6 +443,19 @@ def test_warm_start_may_split_phase_0_into_finer_phases():
     assert float_bits(finer, *window) > 0
     with pytest.raises(ValueError, match="phase_levels differ"):
         warm_start(coarse, TokenPrior.from_net(finer))
+
+
+def test_warm_start_may_interleave_the_mask_passes_each_pass_from_the_one_that_coded_its_phases():
+    prior = random_prior([8, 5, 3], seed=2, phase_levels=2)
+    net = PriorNet(PriorConfig(levels=[8, 5, 3], **SMALL, phase_levels=2, interleaved_masks=True))
+    warm_start(net, prior)
+    new, old = net.config.order, prior.config.order
+    rows, old_rows = net.tables["step_phase"].weight.detach(), prior.weights["table.step_phase"] / 2**8
+    for step in range(new.passes):
+        first = new.pass_phases(step)[0]
+        was = next(s for s in range(old.passes) if old.is_mask(s) == new.is_mask(step) and first in old.pass_phases(s))
+        assert torch.equal(rows[step * new.phases : (step + 1) * new.phases], old_rows[was * 6 : (was + 1) * 6].float())
+    assert float_bits(net, *random_window()) > 0
 
 
 def test_warm_start_may_add_pass_blocks_that_start_as_the_identity():
@@ -468,6 +493,32 @@ def test_each_coding_order_codes_every_position_once_coarse_to_fine(levels):
         window = earlier[max(r - step // 2, 0) : r + step // 2 + 1, max(c - step // 2, 0) : c + step // 2 + 1]
         assert bool(window.any())
     assert torch.equal(CodingOrder(1).phase_map(4, 4), torch.tensor([[0, 2, 0, 2], [3, 1, 3, 1]] * 2))
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_every_pass_sees_what_earlier_passes_coded_and_codes_each_mask_bit_and_code_once(levels, interleaved):
+    """The passes of either order code each position's mask bit once and its code once, after its mask bit; each
+    pass is shown exactly what the passes before it coded. Interleaved, the key lattice's codes (even rows and
+    columns) come before any other position's mask bit."""
+    order = CodingOrder(levels, interleaved)
+    mask, codes = torch.rand(1, 9, 10) < 0.6, torch.randint(0, 100, (1, 9, 10))
+    held, age = torch.full((1, 9, 10), -1), torch.zeros((1, 9, 10), dtype=torch.long)
+    masks_coded, codes_coded = torch.zeros_like(mask[0], dtype=torch.long), torch.zeros_like(mask[0], dtype=torch.long)
+    key = order.phase_map(9, 10) < order.phases - 3
+    for s in range(order.passes):
+        step = torch.tensor([s])
+        ctx = pass_context(order, held, age, mask, codes, torch.tensor([0]), step, torch.tensor([0]))
+        assert torch.equal(ctx.known_mask[0] > 0, masks_coded > 0)
+        assert torch.equal(ctx.known_code[0] >= 0, (codes_coded > 0) & mask[0])
+        mask_here, code_here = coded_here(order, step, mask)
+        assert bool((masks_coded[code_here[0]] == 1).all())  # a code comes after its mask bit
+        if interleaved and bool((mask_here[0] & ~key).any()):
+            assert bool((codes_coded[key & mask[0]] == 1).all())
+        masks_coded += mask_here[0].long()
+        codes_coded += code_here[0].long()
+    assert bool((masks_coded == 1).all()) and torch.equal(codes_coded, mask[0].long())
+    assert order.passes == order.phases + (3 if interleaved else 2)
 
 
 def test_a_config_with_an_absurd_phase_level_is_refused():
@@ -630,6 +681,32 @@ def test_a_continuing_prior_tells_continuing_windows_apart_and_codes_them_lossle
     assert [x == y for x, y in zip(a, b)] == [True, False, False, True, False]
     assert window_bytes(plain, 3) == window_bytes(plain, 1)
     assert same(tokens, Tokens.load(tokens.save(tmp_path / "c.itok", prior=continuing), continuing))
+    # `infotok info --prior` on the zlib file counts what the prior-coded file's windows take: continuing ones too
+    estimate = describe(tokens.save(tmp_path / "z.itok"), continuing)["prior_coded_token_bytes"]
+    assert estimate == sum(map(len, a))
+
+
+def test_asked_row_is_the_headers_rd_rate_bucket_and_whether_its_windows_continue(tokens):
+    rd = replace(tokens.header, strategy="rd", refresh=1)
+    rows = [asked_row(replace(rd, avg_rate=r)) for r in (1.0, 0.5, 0.25, 0.125)]
+    assert rows == [1, 5, 9, 13]  # 1 + the quarter-octave bucket (`kept_bucket`)
+    assert asked_row(replace(rd, avg_rate=0.125, refresh=10)) == 13 + KEPT_BUCKETS + 2  # a chain's thresholds
+    assert asked_row(replace(rd, strategy="static")) == 0  # another strategy's rates say nothing of a threshold
+    assert 0 < asked_row(replace(rd, avg_rate=2**-20, refresh=3)) < ASKED_ROWS
+
+
+def test_an_asked_rate_prior_codes_by_the_files_asked_rate_losslessly(tmp_path, calibrated):
+    tokens = continuing_tokens(calibrated, tmp_path, seed=1)
+    asked, plain = random_prior(tokens.header.levels, asked_rate=True), random_prior(tokens.header.levels)
+
+    def window_bytes(prior, rate):
+        coder = PriorCoder(prior, 3, asked=asked_row(replace(tokens.header, avg_rate=rate)))
+        return [coder.encode(w.mask, w.indices) for w in tokens.windows]
+
+    assert tokens.header.strategy == "rd"
+    assert window_bytes(asked, 0.4) != window_bytes(asked, 0.1)
+    assert window_bytes(plain, 0.4) == window_bytes(plain, 0.1)
+    assert same(tokens, Tokens.load(tokens.save(tmp_path / "a.itok", prior=asked), asked))
 
 
 def test_train_prior_on_itok_folders_learns_which_windows_continue(tmp_path, calibrated):
@@ -642,8 +719,10 @@ def test_train_prior_on_itok_folders_learns_which_windows_continue(tmp_path, cal
         tokens.save(folder / f"long{seed}.itok")
     data = TokenWindows([str(folder)], held_out=1, crop=32)
     assert [w["continues"] for w in data.sets["validation"]] == [False, True, True, False, True]
+    assert {w["asked"] for w in data.sets["validation"]} == {asked_row(clips[-1].header)}
     args = ["train", "prior", "--shards", str(folder), "--out", str(tmp_path / "run"), "--quiet", "--steps", "3"]
-    assert main(args + ["--prior-config", json.dumps(SMALL | {"continuing": True}), "--batch", "4"]) == 0
+    config = SMALL | {"continuing": True, "asked_rate": True}
+    assert main(args + ["--prior-config", json.dumps(config), "--batch", "4"]) == 0
     prior = entropy.load_prior(tmp_path / "run" / "model")
-    assert prior.config.continuing
+    assert prior.config.continuing and prior.config.asked_rate
     assert same(clips[0], Tokens.load(clips[0].save(tmp_path / "x.itok", prior=prior), prior))

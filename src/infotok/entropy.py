@@ -20,7 +20,6 @@ import torch
 
 from . import geometry
 from .prior import (
-    MASK_PASSES,
     PRIOR_CONFIG,
     TokenPrior,
     advance,
@@ -54,10 +53,11 @@ class PriorCoder:
     which says the windows that continue the one before (`fill.Carry`), which a prior with `continuing` tells
     apart. `format_version`: the file's; from version 5 on, a window that keeps every token or none codes no mask
     (its record's kept count says it), which at full rate spares 4 of the shipped prior's 10 pass-block runs a
-    latent frame; files of earlier versions code it."""
+    latent frame; files of earlier versions code it. `asked`: the file's `prior.asked_row`, which a prior with
+    `asked_rate` reads."""
 
-    def __init__(self, prior: TokenPrior, refresh: int = 1, format_version: int = FORMAT_VERSION_PRIOR):
-        self.prior, self.refresh = prior, refresh
+    def __init__(self, prior: TokenPrior, refresh: int = 1, format_version: int = FORMAT_VERSION_PRIOR, asked: int = 0):
+        self.prior, self.refresh, self.asked = prior, refresh, asked
         self.masks_implied = format_version >= FORMAT_VERSION_PRIOR
         self.held: torch.Tensor | None = None  # [h, w] code last kept (-1 none), from the previous window
         self.age: torch.Tensor | None = None
@@ -119,17 +119,20 @@ class PriorCoder:
         cfg, order = self.prior.config, self.prior.config.order
         groups: list[list] = [[] for _ in range(n)]
         everywhere, trunk = torch.ones_like(mask), None
-        bucket, continues = bucket.expand(n), continues.expand(n)
-        for s in range(MASK_PASSES if implied else 0, order.passes):
-            step = torch.full((n,), s)
-            mask_here, code_here = coded_here(order, step, everywhere if s < MASK_PASSES else mask)
-            if s >= MASK_PASSES and not code_here.any():
+        bucket, continues, asked = bucket.expand(n), continues.expand(n), torch.tensor([self.asked]).expand(n)
+        for s in range(order.passes):
+            mask_pass = order.is_mask(s)
+            if mask_pass and implied:
                 continue
-            ctx = pass_context(order, helds, ages, mask, codes, frames, step, bucket, continues)
+            step = torch.full((n,), s)
+            mask_here, code_here = coded_here(order, step, everywhere if mask_pass else mask)
+            if not mask_pass and not code_here.any():
+                continue
+            ctx = pass_context(order, helds, ages, mask, codes, frames, step, bucket, continues, asked)
             if trunk is None:
                 trunk = frame_features(self.prior, ctx)
             feats = pass_features(self.prior, ctx, trunk, s)
-            if s < MASK_PASSES:
+            if mask_pass:
                 probs = self._probs(mask_logits(self.prior, feats)[mask_here])
                 true, frame_of = mask[mask_here].numpy(), mask_here.nonzero()[:, 0].numpy()
                 for i in range(n):  # every frame codes its mask passes, even on no position (a 1x1 frame's odd squares)
@@ -187,20 +190,24 @@ class PriorCoder:
             trunk = None
             if implied:
                 mask[i] = kept > 0
-            for s in range(MASK_PASSES if implied else 0, order.passes):
+            for s in range(order.passes):
+                mask_pass = order.is_mask(s)
+                if mask_pass and implied:
+                    continue
                 frame, step = torch.tensor([i]), torch.tensor([s])
                 mask_here, code_here = (
-                    where[0] for where in coded_here(order, step, everywhere if s < MASK_PASSES else mask[i : i + 1])
+                    where[0] for where in coded_here(order, step, everywhere if mask_pass else mask[i : i + 1])
                 )
-                if s >= MASK_PASSES and not code_here.any():
+                if not mask_pass and not code_here.any():
                     continue  # no code kept on this phase: nothing to code, no network call
                 ctx = pass_context(
-                    order, held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket, continues
-                )
+                    order, held[None], age[None], mask[i : i + 1], codes[i : i + 1], frame, step, bucket, continues,
+                    torch.tensor([self.asked]),
+                )  # fmt: skip
                 if trunk is None:  # the trunk reads the state before the frame only: once a frame
                     trunk = frame_features(self.prior, ctx)
                 feats = pass_features(self.prior, ctx, trunk, s)
-                if s < MASK_PASSES:
+                if mask_pass:
                     mask[i][mask_here] = pick(self._probs(mask_logits(self.prior, feats)[0][mask_here])).bool()
                     continue
                 digits = torch.zeros((int(code_here.sum()), len(levels)), dtype=torch.long)

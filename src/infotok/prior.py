@@ -9,7 +9,7 @@ once a frame; the shipped prior's is its embeddings alone):
 - the state: at every position the code last kept there and its age in latent frames (from this window's
   earlier frames, or, for a window that continues a video, from the window before it; the hold fill's view);
 - the latent frame's index in the window and the window's kept fraction (its record states the kept count
-  before the coded bytes; `kept_bucket`);
+  before the coded bytes; `kept_bucket`); with `asked_rate`, the file's asked rate (`asked_row`);
 and in residual blocks run each pass on the trunk's output:
 - what the frame's earlier passes revealed (its mask, then its codes phase by phase);
 - the pass, and each position's phase.
@@ -37,7 +37,6 @@ from torch import nn
 
 from .files import save_tensors
 
-MASK_PASSES = 2  # a latent frame's passes 0 and 1 code mask bits; pass s >= 2 codes the codes kept on phase s - 2
 ACT_BITS = 8  # activations in units of 2**-8
 WEIGHT_BITS = 11  # weights rounded to at most 11 bits of magnitude (scaled per layer by a power of two)
 MAX_SHIFT = 16  # a layer of tiny weights keeps fewer bits rather than a bias scaled past 31 bits
@@ -67,6 +66,10 @@ class PriorConfig:
     # pair (`pair{i}`), so "one level up from the held code" costs no features (`digit_logits`)
     phase_levels: int = 1  # `CodingOrder`: how finely a latent frame's codes are ordered; 1 codes a quarter of them
     # before any neighbour is decoded, 2 a sixteenth (the others see decoded codes two positions away)
+    interleaved_masks: bool = False  # `CodingOrder.interleaved`: each mask pass right before its phases' codes
+    asked_rate: bool = False  # the trunk reads the file's asked rate (`asked_row`): under `rd` it sets the drift
+    # threshold a token was kept at, which a window's kept fraction does not tell (1% kept may be a quiet window at
+    # threshold 0, each kept code a digit away from the held one, or a busy one at a high threshold, every digit moved)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PriorConfig":
@@ -78,7 +81,7 @@ class PriorConfig:
         levels = cfg.phase_levels
         if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_PHASE_LEVELS:
             raise ValueError(f"phase_levels must be an integer from 1 to {MAX_PHASE_LEVELS}, got {cfg.phase_levels!r}")
-        for name in ("continuing", "held_digits"):
+        for name in ("continuing", "held_digits", "interleaved_masks", "asked_rate"):
             if not isinstance(getattr(cfg, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
         return cfg
@@ -88,7 +91,7 @@ class PriorConfig:
 
     @property
     def order(self) -> CodingOrder:
-        return CodingOrder(self.phase_levels)
+        return CodingOrder(self.phase_levels, self.interleaved_masks)
 
 
 def checked_config(cls, d: dict, dilation_fields: tuple[str, ...]):
@@ -125,41 +128,85 @@ def digits_code(digits: torch.Tensor, levels: list[int]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CodingOrder:
-    """The order of a latent frame's passes (`PriorConfig.phase_levels`): the positions' phases, numbered in coding
-    order, and which the passes code. Level 1: phase 0 every even row and column, 1 both odd, 2 even row odd column,
-    3 the rest; a pass codes the mask on phases 0 and 1 (a checkerboard's even squares), one on 2 and 3, then one
-    the codes kept on each phase in turn. Phase 0 is coded without a decoded neighbour; each further level splits
-    it on its own lattice, twice as coarse: at level 2, phase 0 is every fourth row and column, 1 the positions
-    (2, 2) from them, 2 the rest of the even rows and columns, then the odd phases as at level 1."""
+    """The order of a latent frame's passes (`PriorConfig.phase_levels`, `interleaved_masks`): the positions'
+    phases, numbered in coding order, and what each pass codes. Level 1: phase 0 every even row and column, 1 both
+    odd, 2 even row odd column, 3 the rest. Each further level splits phase 0 on its own lattice, twice as coarse:
+    at level 2, phase 0 is every fourth row and column, 1 the positions (2, 2) from them, 2 the rest of the even rows
+    and columns, then the odd phases as at level 1. Phase 0 is coded without a decoded neighbour.
+
+    The passes: one codes the mask on a checkerboard's even squares, one on its odd squares, then one the codes
+    kept on each phase in turn. `interleaved`: each mask pass comes right before its phases' codes, after the codes
+    of the key lattice (every even row and column, where a fresh window keeps every code): its mask, its codes, the
+    mask of the odd rows' odd columns, their codes, then the rest's mask and codes; a mask bit then sees the codes
+    decoded around it, not only their masks."""
 
     levels: int = 1
+    interleaved: bool = False
 
     @property
     def phases(self) -> int:
         return 2 * self.levels + 2
 
     @property
+    def schedule(self) -> tuple[tuple[bool, tuple[int, ...]], ...]:
+        """Each pass in turn: (whether it codes mask bits, else codes; the phases it codes at)."""
+        return _schedule(self.levels, self.interleaved)
+
+    @property
     def passes(self) -> int:
-        return MASK_PASSES + self.phases
+        return len(self.schedule)
 
     @property
     def even_squares(self) -> int:
-        """Phases 0 to this - 1 are a checkerboard's even squares (the first mask pass)."""
+        """Phases 0 to this - 1 are a checkerboard's even squares (the first mask pass when not `interleaved`)."""
         return self.phases - 2
+
+    def is_mask(self, step: int) -> bool:
+        """Whether pass `step` codes mask bits (else the codes kept on its phases)."""
+        return self.schedule[step][0]
+
+    def pass_phases(self, step: int) -> tuple[int, ...]:
+        """The phases whose positions pass `step` codes symbols at."""
+        return self.schedule[step][1]
+
+    def tables(self, device=None) -> tuple[torch.Tensor, ...]:
+        """[passes] and [passes, phases] bool: whether each pass codes mask bits; the phases it codes at; the phases
+        whose mask bits, and whose codes, earlier passes coded (what the pass may see)."""
+        return tuple(t.to(device) for t in _order_tables(self.levels, self.interleaved))
 
     def phase_map(self, h: int, w: int) -> torch.Tensor:
         """[h, w] long: each position's phase (cached: never modify it)."""
         return _phase_map(h, w, self.levels)
 
-    def pass_phases(self, step: int) -> tuple[int, ...]:
-        """The phases whose positions pass `step` codes symbols at."""
-        if step == 0:
-            return tuple(range(self.even_squares))
-        return tuple(range(self.even_squares, self.phases)) if step == 1 else (step - MASK_PASSES,)
-
     def lattice(self, phase: int) -> tuple[int, int]:
         """The first (row, column) of the stride-2 lattice that holds `phase` (`features_on_lattices`)."""
         return LATTICES[max(0, phase - (self.phases - len(LATTICES)))]
+
+
+@functools.lru_cache(maxsize=16)
+def _schedule(levels: int, interleaved: bool) -> tuple[tuple[bool, tuple[int, ...]], ...]:
+    phases = 2 * levels + 2
+    key, odd, rest = tuple(range(phases - 3)), (phases - 3,), (phases - 2, phases - 1)
+    if not interleaved:
+        return ((True, key + odd), (True, rest)) + tuple((False, (p,)) for p in range(phases))
+    return (
+        ((True, key),) + tuple((False, (p,)) for p in key) + ((True, odd), (False, odd), (True, rest))
+        + tuple((False, (p,)) for p in rest)
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _order_tables(levels: int, interleaved: bool) -> tuple[torch.Tensor, ...]:
+    schedule = _schedule(levels, interleaved)
+    n, phases = len(schedule), 2 * levels + 2
+    is_mask, coded = torch.zeros(n, dtype=torch.bool), torch.zeros((n, phases), dtype=torch.bool)
+    mask_known, code_known = torch.zeros_like(coded), torch.zeros_like(coded)
+    for step, (mask_pass, where) in enumerate(schedule):
+        is_mask[step], coded[step, list(where)] = mask_pass, True
+        if step + 1 < n:
+            mask_known[step + 1], code_known[step + 1] = mask_known[step], code_known[step]
+            (mask_known if mask_pass else code_known)[step + 1, list(where)] = True
+    return is_mask, coded, mask_known, code_known
 
 
 LATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))  # the level-1 phases' first (row, column): their positions step by 2
@@ -196,6 +243,20 @@ def kept_bucket(kept: int, positions: int) -> int:
     return b
 
 
+def asked_row(header) -> int:
+    """The row a file's header (`TokenHeader`) gives `PriorConfig.asked_rate`: 0 for a file whose rates are not
+    `rd`'s (another strategy), else 1 + the asked rate's (`avg_rate`) quarter-octave bucket (`kept_bucket`), plus
+    KEPT_BUCKETS + 2 where the windows continue each other (`refresh` > 1), whose chains `rd` rates at thresholds of
+    their own. Integer arithmetic on the header's numbers, so encoder and decoder agree."""
+    rate = header.avg_rate
+    if header.strategy != "rd" or not 0 < rate <= 1:
+        return 0
+    return 1 + kept_bucket(round(rate * 2**16), 2**16) + (KEPT_BUCKETS + 2) * (header.refresh > 1)
+
+
+ASKED_ROWS = 1 + 2 * (KEPT_BUCKETS + 2)  # `asked_row`'s rows
+
+
 @dataclass
 class Context:
     """What one pass over one latent frame may see, as integer maps [B, h, w] (one frame per batch row).
@@ -203,7 +264,8 @@ class Context:
     held: code last kept at each position (-1: none yet); age: latent frames since then; known_mask: 0 unknown,
     1 dropped, 2 kept; known_code: the frame's codes revealed by earlier passes (-1: not yet or not kept);
     frame: the latent frame's index in its window; step: the pass (`CodingOrder`); kept: the window's
-    `kept_bucket`; continues: 1 where the window continues the one before (a file's `header.continues`)."""
+    `kept_bucket`; continues: 1 where the window continues the one before (a file's `header.continues`); asked: the
+    file's `asked_row`."""
 
     held: torch.Tensor
     age: torch.Tensor
@@ -213,6 +275,7 @@ class Context:
     step: torch.Tensor  # [B]
     kept: torch.Tensor  # [B]
     continues: torch.Tensor  # [B]
+    asked: torch.Tensor  # [B]
 
     def select(self, rows) -> "Context":
         """The contexts of batch rows `rows` (an index or a slice)."""
@@ -229,25 +292,28 @@ def pass_context(
     step: torch.Tensor,
     kept: torch.Tensor,
     continues: torch.Tensor | None = None,
+    asked: torch.Tensor | None = None,
 ) -> Context:
     """The context of pass `step` [B] given the frame's full mask [B, h, w] (bool) and codes [B, h, w]: only
-    what the earlier passes coded is shown. `continues` [B]: none given, no window continues."""
+    what the earlier passes coded is shown. `continues` [B]: none given, no window continues; `asked` [B]: none
+    given, row 0."""
     phase = order.phase_map(*mask.shape[-2:]).to(mask.device)
-    s = step[:, None, None]
-    known_mask = torch.where((s >= MASK_PASSES) | ((s == 1) & (phase < order.even_squares)), 1 + mask.long(), 0)
-    known_code = torch.where((phase < s - MASK_PASSES) & mask, codes.long(), -1)
+    _, _, mask_known, code_known = order.tables(mask.device)
+    known_mask = torch.where(mask_known[step][:, phase], 1 + mask.long(), 0)
+    known_code = torch.where(code_known[step][:, phase] & mask, codes.long(), -1)
     continues = torch.zeros_like(frame) if continues is None else continues
+    asked = torch.zeros_like(frame) if asked is None else asked
     return Context(
-        held.long(), age.long(), known_mask, known_code, frame.long(), step.long(), kept.long(), continues.long()
-    )
+        held.long(), age.long(), known_mask, known_code, frame.long(), step.long(), kept.long(), continues.long(),
+        asked.long(),
+    )  # fmt: skip
 
 
 def coded_here(order: CodingOrder, step: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Which positions pass `step` [B] codes a mask bit at, and which it codes a code at ([B, h, w] bool each)."""
     phase = order.phase_map(*mask.shape[-2:]).to(mask.device)
-    s = step[:, None, None]
-    mask_pass = s < MASK_PASSES
-    square = torch.where(mask_pass, (phase < order.even_squares) == (s == 0), phase == s - MASK_PASSES)
+    is_mask, coded, _, _ = order.tables(mask.device)
+    square, mask_pass = coded[step][:, phase], is_mask[step][:, None, None]
     return square & mask_pass, square & ~mask_pass & mask
 
 
@@ -294,16 +360,17 @@ def window_passes(
     helds: torch.Tensor,
     ages: torch.Tensor,
     continues: bool = False,
+    asked: int = 0,
 ):
     """Every pass of a window at once, when all its symbols are known (the trainer's and the tests' view):
     (contexts [t * passes], the mask and the codes each pass belongs to, its step), from the window's mask and
-    codes [t, h, w] and the states before each latent frame (`window_states`)."""
+    codes [t, h, w] and the states before each latent frame (`window_states`); `asked`: the file's `asked_row`."""
     t, n = len(mask), order.passes
     frame, step = torch.arange(t).repeat_interleave(n), torch.arange(n).repeat(t)
     kept = torch.full_like(frame, kept_bucket(int(mask.sum()), mask.numel()))
     mask_b, codes_b = mask[frame], codes[frame]  # `pass_context` shows each pass only its part
-    continues_b = torch.full_like(frame, continues)
-    ctx = pass_context(order, helds[frame], ages[frame], mask_b, codes_b, frame, step, kept, continues_b)
+    continues_b, asked_b = torch.full_like(frame, continues), torch.full_like(frame, asked)
+    ctx = pass_context(order, helds[frame], ages[frame], mask_b, codes_b, frame, step, kept, continues_b, asked_b)
     return ctx, mask_b, codes_b, step
 
 
@@ -339,6 +406,8 @@ class PriorNet(nn.Module):
             "step_phase": nn.Embedding(cfg.order.phases * cfg.order.passes, c),  # the pass, the position's phase
             "kept": nn.Embedding(KEPT_BUCKETS + 2, c),
         }
+        if cfg.asked_rate:
+            tables["asked"] = nn.Embedding(ASKED_ROWS, c)
         self.tables = nn.ModuleDict(tables)
         layers = {name: nn.Conv2d(c, c, 3, padding=d, dilation=d) for name, d in conv_dilations(cfg).items()}
         second = [f"b{i}" for i in range(len(cfg.dilations))] + [f"pass_b{i}" for i in range(len(cfg.pass_dilations))]
@@ -350,8 +419,8 @@ class PriorNet(nn.Module):
         for name in second:  # residual blocks start as the identity
             nn.init.zeros_(self.layers[name].weight)
             nn.init.zeros_(self.layers[name].bias)
-        for name, table in self.tables.items():  # the held-digit terms start at 0: the network without them
-            if name.startswith(HELD_DIGIT_TABLES):
+        for name, table in self.tables.items():  # optional terms start at 0: the network without them
+            if name.startswith(OPTIONAL_TABLES):
                 nn.init.zeros_(table.weight)
             else:
                 nn.init.normal_(table.weight, std=0.5)
@@ -378,7 +447,7 @@ def digit_rows(prefix: str, codes: torch.Tensor, levels: list[int]) -> dict[str,
 
 
 CODE_TABLES = ("held", "known")  # whole codes (-1: none), embedded as the sum of their digits' rows (`embed_codes`)
-HELD_DIGIT_TABLES = ("held_logit", "pair")  # `PriorConfig.held_digits`
+OPTIONAL_TABLES = ("held_logit", "pair", "asked")  # `held_digits`' and `asked_rate`'s: they start at 0
 
 
 def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
@@ -388,12 +457,15 @@ def frame_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
     frame = ctx.frame.clamp(max=cfg.max_frames - 1)
     if cfg.continuing:  # a prior without the row codes a continuing window's first frame as a fresh one's
         frame = torch.where((ctx.frame == 0) & (ctx.continues > 0), cfg.max_frames, frame)
-    return {
+    rows = {
         "held": ctx.held,
         "age": age,
         "frame": frame[:, None, None].expand_as(age),
         "kept": ctx.kept[:, None, None].expand_as(age),
     }
+    if cfg.asked_rate:
+        rows["asked"] = ctx.asked[:, None, None].expand_as(age)
+    return rows
 
 
 def pass_rows(cfg: PriorConfig, ctx: Context) -> dict[str, torch.Tensor]:
@@ -575,14 +647,16 @@ def quantize(net: PriorNet) -> dict[str, torch.Tensor]:
 
 def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
     """Start `net` where a trained `prior` is (`infotok train prior --init`): its integer weights back in floats.
-    `net`'s config may add `held_digits` (its tables stay 0, so it starts coding as `prior` does, to the rounding
-    of float32), more `phase_levels` (a finer phase starts from the row of the coarser phase it splits, a pass
-    from the pass that coded it) and more pass blocks after `prior`'s (residual blocks that start as the
-    identity); any other difference is refused. (`prior`'s weights fit its config: `TokenPrior.shapes_ok`.)"""
+    `net`'s config may add `held_digits` or `asked_rate` (their tables stay 0, so it starts coding as `prior` does,
+    to the rounding of float32), more `phase_levels` or other `interleaved_masks` (a finer phase starts from the
+    row of the coarser phase it splits, a pass from the pass that coded its first phase) and more pass blocks after
+    `prior`'s (residual blocks that start as the identity); any other difference is refused. (`prior`'s weights
+    fit its config: `TokenPrior.shapes_ok`.)"""
     new, old = net.config, prior.config
     differ = {f.name for f in fields(PriorConfig) if getattr(new, f.name) != getattr(old, f.name)}
-    allowed = {"held_digits"} if new.held_digits else set()
+    allowed = {name for name in ("held_digits", "asked_rate") if getattr(new, name)}
     allowed |= {"phase_levels"} if new.phase_levels > old.phase_levels else set()
+    allowed |= {"interleaved_masks"}
     allowed |= {"pass_dilations"} if new.pass_dilations[: len(old.pass_dilations)] == old.pass_dilations else set()
     if differ - allowed:
         raise ValueError(f"--init prior does not fit this network: its {', '.join(sorted(differ - allowed))} differ")
@@ -602,16 +676,18 @@ def warm_start(net: PriorNet, prior: "TokenPrior") -> None:
 
 
 def _coarser_rows(new: CodingOrder, old: CodingOrder) -> torch.Tensor:
-    """For each (pass, phase) row of `new`'s step_phase table, the row of `old` (fewer levels) it refines."""
+    """For each (pass, phase) row of `new`'s step_phase table, the row of `old` (no more levels) it refines: the
+    old pass of the same kind that coded the (coarser) phase the new pass codes first."""
     shift = new.phases - old.phases  # new phase p >= shift is old phase p - shift; below, it splits old phase 0
 
     def coarse(phase: int) -> int:
         return max(phase - shift, 0)
 
-    rows = []
-    for step in range(new.passes):
-        old_step = step if step < MASK_PASSES else MASK_PASSES + coarse(step - MASK_PASSES)
-        rows += [old.phases * old_step + coarse(phase) for phase in range(new.phases)]
+    def old_step(step: int) -> int:
+        kind, first = new.is_mask(step), coarse(new.pass_phases(step)[0])
+        return next(s for s in range(old.passes) if old.is_mask(s) == kind and first in old.pass_phases(s))
+
+    rows = [old.phases * old_step(step) + coarse(phase) for step in range(new.passes) for phase in range(new.phases)]
     return torch.tensor(rows)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from .entropy import PriorCoder
 from .geometry import window_span
+from .prior import asked_row
 from .spec import TokenizeSpec, Windowing
 from .tokens import Tokens, TokenWindow
 
@@ -41,7 +42,8 @@ def sample_tokens(
         prompt = Tokens(header, [])
     if prompt.header.layout != "grid" or prompt.header.levels != prior.config.levels:
         raise ValueError(f"the prior draws grid tokens of levels {prior.config.levels}")
-    coder, rng = PriorCoder(prior), np.random.default_rng(seed)
+    # drawn windows start afresh (as independent windows, refresh 1), whatever the prompt's file did
+    coder, rng = PriorCoder(prior, asked=asked_row(replace(prompt.header, refresh=1))), np.random.default_rng(seed)
     out = list(prompt.windows[:windows])
     if len(out) > 1 and prompt.header.refresh > 1:
         raise ValueError("the prior draws windows that start afresh: give a prompt of one window, or of refresh 1")

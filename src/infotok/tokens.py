@@ -216,8 +216,9 @@ def _prior_estimate(h: TokenHeader, windows: list[TokenWindow], prior) -> dict:
     if h.layout != "grid":
         return {}
     from .entropy import PriorCoder
+    from .prior import asked_row
 
-    coder = PriorCoder(prior)
+    coder = PriorCoder(prior, h.refresh, asked=asked_row(h))  # as the prior-coded file would code them
     coded = sum(len(coder.encode(w.mask, w.indices)) for w in windows)
     return {
         "prior_hash": prior.hash,

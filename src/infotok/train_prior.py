@@ -23,6 +23,7 @@ from .prior import (
     PriorConfig,
     PriorNet,
     TokenPrior,
+    asked_row,
     coded_here,
     context_bits,
     kept_bucket,
@@ -118,6 +119,7 @@ class TokenWindows:
                         "fresh": fresh,
                         "kept": kept_bucket(w.kept, mask.numel()),
                         "continues": tokens.header.continues(i),
+                        "asked": asked_row(tokens.header),
                     }
                 )
         # a video smaller than the crop lowers it for all (the network is convolutional: any size will do)
@@ -130,7 +132,7 @@ class TokenWindows:
         trunk runs once a frame): (context, mask, codes, step)."""
         c, windows = self.crop, self.sets["train"]
         picks = torch.multinomial(self.weights, size, replacement=True, generator=generator).tolist()
-        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame", "kept", "continues")}
+        rows = {k: [] for k in ("held", "age", "mask", "codes", "frame", "kept", "continues", "asked")}
         for i in picks:
             w = windows[i]
             t = int(torch.randint(len(w["mask"]), (1,), generator=generator))
@@ -144,19 +146,25 @@ class TokenWindows:
             rows["frame"].append(t)
             rows["kept"].append(w["kept"])
             rows["continues"].append(w["continues"])
+            rows["asked"].append(w["asked"])
         n = order.passes
         step = torch.arange(n).repeat(size)
-        frame, kept, continues = (torch.tensor(rows.pop(k)).long() for k in ("frame", "kept", "continues"))
-        held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
-        held, age, mask, codes, frame, kept, continues = (
-            v.repeat_interleave(n, 0) for v in (held, age, mask, codes, frame, kept, continues)
+        frame, kept, continues, asked = (
+            torch.tensor(rows.pop(k)).long() for k in ("frame", "kept", "continues", "asked")
         )
-        return pass_context(order, held, age, mask, codes, frame, step, kept, continues), mask, codes, step
+        held, age, mask, codes = (torch.stack(rows[k]) for k in ("held", "age", "mask", "codes"))
+        held, age, mask, codes, frame, kept, continues, asked = (
+            v.repeat_interleave(n, 0) for v in (held, age, mask, codes, frame, kept, continues, asked)
+        )
+        ctx = pass_context(order, held, age, mask, codes, frame, step, kept, continues, asked)
+        return ctx, mask, codes, step
 
 
 def window_bits(net: PriorNet, w: dict) -> tuple[float, float]:
     """(mask bits, code bits) of a whole window under the float network: all its passes in one batch."""
-    ctx, mask, codes, _ = window_passes(net.config.order, w["mask"], w["codes"], w["held"], w["age"], w["continues"])
+    ctx, mask, codes, _ = window_passes(
+        net.config.order, w["mask"], w["codes"], w["held"], w["age"], w["continues"], w["asked"]
+    )
     mask_bits, code_bits = context_bits(net, ctx, mask, codes)
     return float(mask_bits), float(code_bits)
 
