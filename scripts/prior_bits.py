@@ -4,12 +4,12 @@ each asked rate; what a better prior would have to win (issue #34's size goal, d
 `python scripts/prior_bits.py [VIDEOS [PRIOR]]` (default: the evaluation clips and the shipped prior folder)
 tokenizes each clip's first 97 frames (short side 256, centre crop 256x256, the defaults, windows as `infotok
 encode --entropy prior` writes them) at asked 0.125, 0.25, 0.5 and 1, codes them with the prior, and prints per
-rate the ideal code length (-log2 p, summed over every symbol the coder codes) of the masks and of each digit, per
-kept token, and how many bytes of the prior-coded files are something else (the file's header, the window records,
-the range coder's words). It also says how many kept tokens have no code held at their position (a fresh window's
-first latent frame: only the frame itself to go by), and of the others, how many of their six digits differ from
-the held code's; and the bits of a kept code by its phase (the prior's coding order, `prior.CodingOrder`), with
-and without a held code.
+rate the ideal code length (-log2 p, summed over every symbol the coder codes) of the masks (a window's first
+latent frame apart) and of each digit, per kept token, and how many bytes of the prior-coded files are something
+else (the file's header, the window records, the range coder's words). It also says how many kept tokens have no
+code held at their position (a fresh window's first latent frame: only the frame itself to go by), and of the
+others, how many of their six digits differ from the held code's; and the bits of a kept code by its phase (the
+prior's coding order, `prior.CodingOrder`), with and without a held code.
 """
 
 from __future__ import annotations
@@ -48,14 +48,16 @@ def count_bits(coder: PriorCoder, w, passes: list, bits: dict, by_phase: dict) -
     """Walk window `w` as the encoder does (`coder` continues the video's earlier windows) and add up -log2 p of
     each true symbol, by kind; and each kept code's bits in `by_phase[(phase, no held code)]` = [bits, codes], the
     code passes as `code_passes` lists them."""
-    digits = len(coder.prior.config.levels)
-    code_calls = 0
+    digits, order = len(coder.prior.config.levels), coder.prior.config.order
+    mask_passes = sum(order.is_mask(s) for s in range(order.passes))  # mask groups a latent frame (when coded)
+    code_calls = mask_calls = 0
 
     def cost(probs: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-        nonlocal code_calls
+        nonlocal code_calls, mask_calls
         p = -np.log2(probs[np.arange(len(symbols)), np.asarray(symbols, dtype=np.int64)])
-        if probs.shape[1] == 2:
-            kind = "mask"
+        if probs.shape[1] == 2:  # a window's first latent frame (a fresh one's key frame) apart from the rest
+            kind = "mask, first latent frame" if mask_calls < mask_passes else "mask, later frames"
+            mask_calls += 1
         else:  # each code pass asks for its codes' digits 0 to 5 in turn
             kind = f"digit {code_calls % digits}"
             phase, fresh = passes[code_calls // digits]
@@ -100,7 +102,7 @@ def main(argv: list[str]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 file_bytes += tokens.save(Path(tmp) / "clip.itok", prior=prior).stat().st_size
         ideal = sum(bits.values())
-        parts = ", ".join(f"{k} {v / kept:.2f}" for k, v in sorted(bits.items(), key=lambda kv: kv[0] != "mask"))
+        parts = ", ".join(f"{k} {v / kept:.2f}" for k, v in sorted(bits.items(), key=lambda kv: "mask" not in kv[0]))
         print(
             f"asked {rate}: {kept} kept tokens in {windows} windows of {len(clips)} files; -log2 p: {ideal / kept:.2f} "
             f"bits a kept token ({parts}); the files: {file_bytes * 8 / kept:.2f} bits a kept token, of which "

@@ -4,7 +4,7 @@ A window is coded given the state the previous window of the same video left (th
 position, and its age), so `PriorCoder` keeps that state from one window to the next: a file's windows are coded,
 and must be decoded, in order. Decoder and sampler walk a window symbol group by symbol group (`_walk_window`),
 the encoder the same groups in the same order, batched over latent frames (`walk_known`): the
-prior's trunk once a latent frame, its pass blocks once a pass (8 a latent frame for the shipped prior, none for
+prior's trunk once a latent frame, its pass blocks once a pass (9 a latent frame for the shipped prior, none for
 a phase that keeps no code, nor the mask passes of a window whose kept count says its mask), each on what was coded
 so far. Both see the same integer probabilities (`prior`'s fixed point), so decoding is lossless on any machine.
 """
