@@ -24,7 +24,7 @@ import torch
 from infotok.entropy import PriorCoder, load_prior
 from infotok.files import list_videos
 from infotok.model import InfoTok
-from infotok.prior import asked_row, code_digits, video_window_states
+from infotok.prior import code_digits, video_window_states
 from infotok.video import read_video, resize_and_crop
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
         changes = np.zeros(len(prior.config.levels) + 2, np.int64)
         for frames in clips:
             tokens = model.tokenize(frames, rate=rate, refresh=None if prior.config.continuing else 1)
-            coder = PriorCoder(prior, tokens.header.refresh, asked=asked_row(tokens.header))
+            coder = PriorCoder.for_file(prior, tokens.header)
             for w, mask, codes, helds, _ in video_window_states(tokens.windows):
                 count_bits(coder, w, code_passes(prior.config.order, mask, helds), bits, by_phase)
                 changes += held_changes(mask, codes, helds, prior.config.levels)

@@ -23,6 +23,7 @@ from .prior import (
     PRIOR_CONFIG,
     TokenPrior,
     advance,
+    asked_row,
     code_digits,
     coded_here,
     digit_inputs,
@@ -63,6 +64,12 @@ class PriorCoder:
         self.age: torch.Tensor | None = None
         self.windows = 0  # windows coded so far
         self.model = _constriction().stream.model.Categorical(perfect=False)
+
+    @classmethod
+    def for_file(cls, prior: TokenPrior, header, format_version: int = FORMAT_VERSION_PRIOR) -> "PriorCoder":
+        """The coder of a file's windows, with what its header (`TokenHeader`) says: which windows continue the one
+        before (`refresh`) and the asked rate (`prior.asked_row`); `format_version` is the file's when reading one."""
+        return cls(prior, header.refresh, format_version, asked_row(header))
 
     # ------------------------------------------------------------------ state
     def _start(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,6 @@ import numpy as np
 
 from .entropy import PriorCoder
 from .geometry import window_span
-from .prior import asked_row
 from .spec import TokenizeSpec, Windowing
 from .tokens import Tokens, TokenWindow
 
@@ -43,7 +42,7 @@ def sample_tokens(
     if prompt.header.layout != "grid" or prompt.header.levels != prior.config.levels:
         raise ValueError(f"the prior draws grid tokens of levels {prior.config.levels}")
     # drawn windows start afresh (as independent windows, refresh 1), whatever the prompt's file did
-    coder, rng = PriorCoder(prior, asked=asked_row(replace(prompt.header, refresh=1))), np.random.default_rng(seed)
+    coder, rng = PriorCoder.for_file(prior, replace(prompt.header, refresh=1)), np.random.default_rng(seed)
     out = list(prompt.windows[:windows])
     if len(out) > 1 and prompt.header.refresh > 1:
         raise ValueError("the prior draws windows that start afresh: give a prompt of one window, or of refresh 1")

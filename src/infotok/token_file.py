@@ -232,7 +232,6 @@ class TokenWriter:
             self.header = replace(header, codec="zlib", prior_hash="", format_version=FORMAT_VERSION)
         if prior is not None:  # entropy-coded windows (version 5): the header names the prior a reader needs
             from .entropy import PriorCoder
-            from .prior import asked_row
 
             if header.layout != "grid":
                 raise ValueError("the prior codes grid files only; 1D files are stored with zlib")
@@ -240,7 +239,7 @@ class TokenWriter:
                 raise ValueError(f"the prior models codes of FSQ levels {prior.config.levels}, not {header.levels}")
             self.header, self._coder = (
                 replace(header, codec="prior", prior_hash=prior.hash, format_version=FORMAT_VERSION_PRIOR),
-                PriorCoder(prior, header.refresh, asked=asked_row(header)),
+                PriorCoder.for_file(prior, header),
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._body = tempfile.TemporaryFile(dir=self.path.parent)
@@ -413,9 +412,8 @@ class TokenReader:
         coder = None
         if self.prior is not None:
             from .entropy import PriorCoder
-            from .prior import asked_row
 
-            coder = PriorCoder(self.prior, self.header.refresh, self.header.format_version, asked_row(self.header))
+            coder = PriorCoder.for_file(self.prior, self.header, self.header.format_version)
         for index in range(count):
             where = f"{self.name}: window {index}"
             pos = self._f.tell()

@@ -216,9 +216,8 @@ def _prior_estimate(h: TokenHeader, windows: list[TokenWindow], prior) -> dict:
     if h.layout != "grid":
         return {}
     from .entropy import PriorCoder
-    from .prior import asked_row
 
-    coder = PriorCoder(prior, h.refresh, asked=asked_row(h))  # as the prior-coded file would code them
+    coder = PriorCoder.for_file(prior, h)  # as the prior-coded file would code them
     coded = sum(len(coder.encode(w.mask, w.indices)) for w in windows)
     return {
         "prior_hash": prior.hash,
