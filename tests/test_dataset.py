@@ -414,12 +414,27 @@ def test_a_run_budget_keeps_exactly_the_asked_share_of_all_tokens_of_the_dataset
     )
 
 
-def test_a_run_budget_stays_adaptive_a_still_clip_gets_fewer_tokens_than_moving_ones(budget_run, budget_data):
-    tokens = budget_tokens(budget_run["dir"], budget_data["videos"])
-    moving, still, noise = (
-        sum(w.kept for w in t.windows) / sum(w.num_tokens for w in t.windows) for t in tokens.values()
-    )
-    assert still < moving < noise and still < RUN["rate"] < noise
+def kept_shares(root, videos) -> list[float]:
+    return [
+        sum(w.kept for w in t.windows) / sum(w.num_tokens for w in t.windows)
+        for t in budget_tokens(root, videos).values()
+    ]
+
+
+def test_a_run_budget_stays_adaptive_noise_gets_more_than_the_asked_share(budget_run, budget_data):
+    moving, still, noise = kept_shares(budget_run["dir"], budget_data["videos"])
+    assert max(moving, still) < RUN["rate"] < noise
+
+
+def test_a_run_budget_gives_a_still_clip_fewer_tokens_than_a_moving_one(ray_address, budget_data, tmp_path):
+    """On the shipped checkpoint, whose codes hold still where the picture does. The tiny random model's codes drift
+    on a still clip about as much as on the moving one, so which of the two kept more came down to the CPU's float
+    kernels (under ATEN_CPU_CAPABILITY=default the still clip kept more)."""
+    from infotok.dataset import encode_dataset
+
+    encode_dataset(budget_data["videos"], tmp_path / "out", budget="run", **RUN)
+    moving, still, noise = kept_shares(tmp_path / "out", budget_data["videos"])
+    assert still < moving < noise
 
 
 def test_run_budget_tokens_are_encodes_at_the_allocated_rates(budget_run, budget_data):
