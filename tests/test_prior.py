@@ -305,6 +305,32 @@ def test_prior_coded_files_of_version_4_still_read_masks_they_coded_for_full_and
     assert [w.kept / w.mask.size for w in twin.windows][:2] == [1.0, 0.0]
 
 
+@pytest.mark.parametrize("name", ["format-1", "format-1-unkept"])
+def test_files_of_a_format_1_prior_read_with_its_folder_as_it_is_and_after_a_save(name, tmp_path):
+    """The first shipped priors' folders (format 1, one set of blocks run each pass) load as format 2's pass blocks;
+    their files name the hash of the weights under the old names, which the loaded prior answers to, and so does
+    the folder it saves. The very first priors did not read the kept fraction ("unkept": coded by such a prior, the
+    same folder less its `kept` table)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(__file__).parent / "data" / "legacy"  # how they were made: make_legacy.py there
+    prior_folder = folder / "prior-format-1"
+    if name == "format-1-unkept":
+        prior_folder = tmp_path / "unkept"
+        prior_folder.mkdir()
+        (prior_folder / "config.json").write_bytes((folder / "prior-format-1" / "config.json").read_bytes())
+        weights = load_file(str(folder / "prior-format-1" / "prior.safetensors"))
+        save_file({k: v for k, v in weights.items() if k != "table.kept"}, str(prior_folder / "prior.safetensors"))
+    prior = entropy.load_prior(prior_folder)
+    twin = Tokens.load(folder / "format-1-zlib.itok")
+    named = Tokens.load(folder / f"{name}-prior.itok", prior).header.prior_hash
+    assert named != prior.hash and prior.hashes == (prior.hash, named)
+    for loaded in (prior, entropy.load_prior(prior.save_pretrained(tmp_path / "saved"))):
+        assert same(Tokens.load(folder / f"{name}-prior.itok", loaded), twin)
+    with pytest.raises(TokenFormatError, match=f"coded with prior {named}, but the prior given is"):
+        Tokens.load(folder / f"{name}-prior.itok", entropy.load_prior(folder / "prior"))
+
+
 def test_a_window_that_keeps_every_token_or_none_codes_no_mask():
     """From version 5 on its kept count says its mask: the walk asks for code digits only (none if nothing is
     kept), the file is smaller than version 4's, and both round-trip."""
@@ -643,6 +669,8 @@ def test_the_shipped_prior_has_its_log_recipe_and_codes_the_shipped_models_token
     )
     prior = entropy.load_prior()
     assert prior.hash == info["hash"] and prior.config.continuing  # it codes what `infotok encode` writes
+    # the list of every shipped prior, which files coded before an upgrade are decoded by, names this one
+    assert f"| {prior.hash} |" in (Path(__file__).parents[1] / "docs" / "PRIOR.md").read_text()
     frames, _ = read_video(shared_videos()[0], max_frames=65)
     tokens = InfoTok.from_pretrained().tokenize(resize_and_crop(frames, 128), rate=0.5)
     assert tokens.header.refresh > 1  # two windows, the second continuing the first

@@ -239,7 +239,7 @@ def find_prior(needed: str, given: TokenPrior | None, name: str) -> TokenPrior:
     """The prior a file coded with prior `needed` (its hash) decodes with: `given`, if it is that prior, else the
     installed one with that hash; anything else is a ValueError naming what is needed."""
     if given is not None:
-        if given.hash != needed:
+        if needed not in given.hashes:
             raise ValueError(
                 f"{name}: coded with prior {needed}, but the prior given is {given.hash}; "
                 "a file decodes with the prior that coded it only"
@@ -248,9 +248,10 @@ def find_prior(needed: str, given: TokenPrior | None, name: str) -> TokenPrior:
     config = SHIPPED_PRIOR / PRIOR_CONFIG
     if config.is_file() and json.loads(config.read_text()).get("hash") == needed:
         prior = load_prior()
-        if prior.hash == needed:
+        if needed in prior.hashes:
             return prior
     raise ValueError(
         f"{name}: coded with prior {needed}, which is not installed; pass the prior's folder "
-        "(--prior DIR, or prior=infotok.entropy.load_prior(DIR))"
+        "(--prior DIR, or prior=infotok.entropy.load_prior(DIR)); docs/PRIOR.md lists every prior infotok has "
+        "shipped and the commit to take its folder from"
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -47,6 +48,7 @@ MAX_PHASE_LEVELS = 4  # `CodingOrder`: level 4 codes one position in 256 blind
 KEPT_BUCKETS = 40  # the window's kept fraction in quarter octaves below 1 (bucket 40: 2**-10 or less; 41: none)
 PRIOR_FILE, PRIOR_CONFIG = "prior.safetensors", "config.json"
 PRIOR_FORMAT = "infotok-prior-2"  # 2: the frame trunk and pass blocks
+PRIOR_FORMAT_1 = "infotok-prior"  # 1 (the first shipped priors): one set of blocks, run each pass; still loads
 
 
 @dataclass
@@ -691,6 +693,26 @@ def _coarser_rows(new: CodingOrder, old: CodingOrder) -> torch.Tensor:
     return torch.tensor(rows)
 
 
+def weights_hash(weights: dict[str, torch.Tensor]) -> str:
+    """The hash naming a prior's integer weights (a coded file's `prior_hash`)."""
+    from .checkpoint import tensor_hash
+
+    return tensor_hash({k: v.long() for k, v in sorted(weights.items())})
+
+
+def from_format_1(info: dict, weights: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A format-1 prior folder's config and weights as format 2's, coding the same bytes: its blocks, run each pass,
+    are pass blocks under a trunk of none (`a{i}` -> `pass_a{i}`, `b{i}` -> `pass_b{i}`), and the very first shipped
+    priors, which did not read a window's kept fraction, get a `kept` table of zeros (no input, as they had). The
+    files such a prior coded name the hash of its weights under the old names: `format_1_hash`."""
+    config = dict(info["prior"])
+    config["pass_dilations"], config["dilations"] = config.pop("dilations", [1, 2, 4]), []
+    renamed = {re.sub(r"\.([ab]\d+)$", r".pass_\1", k): v for k, v in weights.items()}
+    kept_rows = (KEPT_BUCKETS + 2, config.get("channels", PriorConfig.channels))
+    renamed.setdefault("table.kept", torch.zeros(kept_rows, dtype=torch.int16))
+    return {**info, "prior": config, "format_1_hash": weights_hash(weights)}, renamed
+
+
 def _smallest_int(values: torch.Tensor) -> torch.Tensor:
     """int16 where every value fits (most weights: 12 bits), else int32 (`quantize` checked they fit)."""
     fits = int(values.abs().max()) < 2**15 if values.numel() else True
@@ -708,9 +730,9 @@ class TokenPrior:
         self.shapes_ok()
         self.dilations = conv_dilations(config)
         self.scales = {k[len("shift.") :]: 2.0 ** -int(v) for k, v in self.weights.items() if k.startswith("shift.")}
-        from .checkpoint import tensor_hash
-
-        self.hash = tensor_hash({k: v.long() for k, v in sorted(weights.items())})
+        self.hash = weights_hash(weights)
+        # what files coded with these weights may name: a format-1 folder's files name its hash of the old names
+        self.hashes = (self.hash, *([self.info["format_1_hash"]] if "format_1_hash" in self.info else []))
         self._code_tables: dict[str, torch.Tensor] = {}  # `embed_codes`
 
     def shapes_ok(self) -> None:
@@ -738,12 +760,14 @@ class TokenPrior:
         if not config_file.is_file() or not weights_file.is_file():
             raise FileNotFoundError(f"{directory}: not a prior folder (needs {PRIOR_CONFIG} and {PRIOR_FILE})")
         info = json.loads(config_file.read_text())
-        if not isinstance(info, dict) or info.get("format") != PRIOR_FORMAT:
+        if not isinstance(info, dict) or info.get("format") not in (PRIOR_FORMAT, PRIOR_FORMAT_1):
             raise ValueError(f"{config_file}: not an infotok prior config (format {PRIOR_FORMAT!r} expected)")
         try:
             weights = load_file(str(weights_file))
         except (SafetensorError, OSError) as exc:
             raise ValueError(f"{weights_file}: unreadable prior weights ({exc})") from None
+        if info["format"] == PRIOR_FORMAT_1:
+            info, weights = from_format_1(info, weights)
         return cls(PriorConfig.from_dict(info["prior"]), weights, info)
 
     def save_pretrained(self, directory: str | Path) -> Path:
