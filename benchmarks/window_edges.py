@@ -4,8 +4,9 @@ BENCHMARKS_LONG.md's edge columns (docs/LONG_VIDEOS.md, "Window edges").
 `python -m benchmarks.window_edges [CLIP] [--rate R]` (default: the evaluation dashcam clip, asked 0.25, short side
 256, the defaults: rd, drift, hold, overlap 1) tokenizes the clip with continuing windows (refresh 10) and with
 independent ones (refresh 1), and prints for each: the clip's PSNR, the worst edge frames and the largest steps
-(frame, dB), and per window its tokens, its first latent frame's tokens and the PSNR of the first and last frames it
-decodes alone (not the ones it shares with its neighbours, which the two decodes blend).
+(frame, dB), each frame's PSNR against its window's mean averaged by its place in the window (what a seam would do to
+every window alike), and per window its tokens, its first latent frame's tokens and the PSNR of the first and last
+frames it decodes alone (not the ones it shares with its neighbours, which the two decodes blend).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def main(argv: list[str] | None = None) -> None:
             ", ".join(f"{f}: {mean - per_frame[f]:.2f}" for f in worst),
         )
         print("  largest steps (frame: dB from the frame before):", ", ".join(f"{f}: {steps[f]:+.2f}" for f in largest))
+        # a seam the windows make shows in every window alike: each frame's PSNR against its window's mean, averaged
+        # by the frame's place in the window, 1 to WINDOW - 1 (the last: the frame it shares with the next window;
+        # the clip's frame 0 left out)
+        later = np.arange(1, len(frames))
+        place, window = (later - 1) % (WINDOW - 1) + 1, (later - 1) // (WINDOW - 1)
+        own_mean = np.array([per_frame[later][window == w].mean() for w in range(window.max() + 1)])[window]
+        by_place = [float((per_frame[later] - own_mean)[place == k].mean()) for k in range(1, WINDOW)]
+        print("  dB against the window's mean, by place in the window (1 on):", " ".join(f"{d:+.2f}" for d in by_place))
         for i, w in enumerate(tokens.windows):
             own = (w.start + (i > 0), w.end - 1 - (i + 1 < len(tokens.windows)))  # not the frames shared (blended)
             print(
