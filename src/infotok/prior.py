@@ -49,6 +49,7 @@ KEPT_BUCKETS = 40  # the window's kept fraction in quarter octaves below 1 (buck
 PRIOR_FILE, PRIOR_CONFIG = "prior.safetensors", "config.json"
 PRIOR_FORMAT = "infotok-prior-2"  # 2: the frame trunk and pass blocks
 PRIOR_FORMAT_1 = "infotok-prior"  # 1 (the first shipped priors): one set of blocks, run each pass; still loads
+FORMAT_1_FIELDS = ("levels", "channels", "pass_dilations", "max_age", "max_frames")  # all a format-1 prior could set
 
 
 @dataclass
@@ -703,14 +704,24 @@ def weights_hash(weights: dict[str, torch.Tensor]) -> str:
 def from_format_1(info: dict, weights: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
     """A format-1 prior folder's config and weights as format 2's, coding the same bytes: its blocks, run each pass,
     are pass blocks under a trunk of none (`a{i}` -> `pass_a{i}`, `b{i}` -> `pass_b{i}`), and the very first shipped
-    priors, which did not read a window's kept fraction, get a `kept` table of zeros (no input, as they had). The
-    files such a prior coded name the hash of its weights under the old names: `format_1_hash`."""
+    priors, which did not read a window's kept fraction, get a `kept` table of zeros (no input, as they had)."""
     config = dict(info["prior"])
     config["pass_dilations"], config["dilations"] = config.pop("dilations", [1, 2, 4]), []
     renamed = {re.sub(r"\.([ab]\d+)$", r".pass_\1", k): v for k, v in weights.items()}
     kept_rows = (KEPT_BUCKETS + 2, config.get("channels", PriorConfig.channels))
     renamed.setdefault("table.kept", torch.zeros(kept_rows, dtype=torch.int16))
-    return {**info, "prior": config, "format_1_hash": weights_hash(weights)}, renamed
+    return {**info, "prior": config}, renamed
+
+
+def format_1_hashes(config: PriorConfig, weights: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The hashes these weights had in a format-1 folder (what that prior's files name), where format 1 could hold
+    the prior: no trunk and none of format 2's options; with a `kept` table of zeros, also the very first priors'
+    hash, which had none."""
+    if config != PriorConfig(**{name: getattr(config, name) for name in FORMAT_1_FIELDS}):
+        return ()
+    old = {re.sub(r"\.pass_([ab]\d+)$", r".\1", k): v for k, v in weights.items()}
+    unkept = {k: v for k, v in old.items() if k != "table.kept"}
+    return (weights_hash(old), *([weights_hash(unkept)] if not old["table.kept"].any() else []))
 
 
 def _smallest_int(values: torch.Tensor) -> torch.Tensor:
@@ -731,8 +742,7 @@ class TokenPrior:
         self.dilations = conv_dilations(config)
         self.scales = {k[len("shift.") :]: 2.0 ** -int(v) for k, v in self.weights.items() if k.startswith("shift.")}
         self.hash = weights_hash(weights)
-        # what files coded with these weights may name: a format-1 folder's files name its hash of the old names
-        self.hashes = (self.hash, *([self.info["format_1_hash"]] if "format_1_hash" in self.info else []))
+        self.hashes = (self.hash, *format_1_hashes(config, weights))  # what files coded with these weights may name
         self._code_tables: dict[str, torch.Tensor] = {}  # `embed_codes`
 
     def shapes_ok(self) -> None:
