@@ -305,6 +305,20 @@ def test_prior_coded_files_of_version_4_still_read_masks_they_coded_for_full_and
     assert [w.kept / w.mask.size for w in twin.windows][:2] == [1.0, 0.0]
 
 
+def test_a_prior_coded_file_is_described_without_its_prior_and_refused_when_its_windows_are_read():
+    folder = Path(__file__).parent / "data" / "legacy"  # coded with the random prior there, which is not installed
+    path, prior = folder / "continuing-prior.itok", entropy.load_prior(folder / "prior")
+    described = describe(path)
+    assert described == describe(path, prior) and described["prior_hash"] == prior.hash
+    twin = describe(folder / "continuing-zlib.itok")
+    assert [(w["frames"], w["rate"], w["kept"], w["tokens"]) for w in described["per_window"]] == [
+        (w["frames"], w["rate"], w["kept"], w["tokens"]) for w in twin["per_window"]
+    ]
+    assert sum(w["bytes"] for w in described["per_window"]) == described["window_bytes"]
+    with pytest.raises(TokenFormatError, match="which is not installed"):
+        Tokens.load(path)
+
+
 @pytest.mark.parametrize("name", ["format-1", "format-1-unkept"])
 def test_files_of_a_format_1_prior_read_with_its_folder_as_it_is_and_after_a_save(name, tmp_path):
     """The first shipped priors' folders (format 1, one set of blocks run each pass) load as format 2's pass blocks;
@@ -618,6 +632,9 @@ def test_the_command_line_encodes_decodes_and_describes_prior_coded_files(
     assert main(["decode", str(tmp_path / "p.itok"), "-o", str(tmp_path / "q.mp4"), "--checkpoint",
                  str(tiny_checkpoint)]) == 2  # fmt: skip
     assert "which is not installed" in capsys.readouterr().err
+    # info needs no prior: what a file holds and which prior it needs come from its header and record heads
+    assert main(["info", str(tmp_path / "p.itok"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == info
     assert main([*coded, "--overwrite", "--prior", str(tmp_path)]) == 2  # not a prior folder
     assert "not a prior folder" in capsys.readouterr().err
 

@@ -18,7 +18,7 @@ import os
 import struct
 import tempfile
 import zlib
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -111,64 +111,82 @@ def _inflate(data: bytes, expected: int, what: str, at_most: bool = False, zdict
     return out
 
 
-def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None, coder=None) -> TokenWindow:
-    """Parse one record; with `index` (which versions 4 and 5 need), also check its frames and grid against the
-    header's geometry. A prior-coded file's records need the `entropy.PriorCoder` that decoded the windows before it."""
+@dataclass(frozen=True)
+class WindowHead:
+    """What a window's record says before its tokens (frames, grid, rate, kept count, sizes): enough for `infotok
+    info` and the ledger, so a prior-coded file is described without its prior and without decoding."""
+
+    start: int
+    end: int
+    rate: float
+    score: float
+    kept: int
+    shape: tuple[int, int, int]  # the token grid [t, h, w]
+    size: int  # bytes of the head in the payload
+    mask_bytes: int  # versions 1-3: the zlib mask section's bytes (0 in prior-coded records)
+    nbytes: int  # bytes of the whole record in the file
+
+    @property
+    def num_tokens(self) -> int:
+        return math.prod(self.shape)
+
+
+def window_head(payload: bytes, header: TokenHeader, where: str, index: int | None = None) -> WindowHead:
+    """Parse and check one record's head; with `index` (which versions 4 and 5 need: their frames and grid follow
+    from it), also its frames and grid against the header's geometry."""
     if header.format_version in PRIOR_VERSIONS:
         if index is None:
             raise ValueError(f"pass index: a version-{header.format_version} record's frames follow from it")
-        return _decode_compact(payload, header, where, index, coder)
-    if len(payload) < _WINDOW.size:
-        raise TokenFormatError(f"{where}: record too short")
-    start, end, t, h, w, rate, score, kept, n_mask, n_idx = _WINDOW.unpack_from(payload)
-    n = t * h * w
-    if not 0 < n <= MAX_TOKENS_PER_WINDOW or kept > n or not start < end <= header.num_frames:
-        raise TokenFormatError(f"{where}: impossible geometry (t={t}, h={h}, w={w}, kept={kept}, frames {start}-{end})")
-    if index is not None:
-        span = window_span(header, index)
-        if (start, end) != span:
-            raise TokenFormatError(
-                f"{where}: holds frames {start}-{end} but the header's window/overlap/frame "
-                f"count place it at frames {span[0]}-{span[1]}"
-            )
-        grid = window_grid(header, start, end)
-        if (t, h, w) != grid:
-            raise TokenFormatError(
-                f"{where}: token grid {t}x{h}x{w} does not match the header's "
-                f"{header.width}x{header.height} frames (expected {grid[0]}x{grid[1]}x{grid[2]})"
-            )
-    if _WINDOW.size + n_mask + n_idx != len(payload):
-        raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
-    body = bytes(memoryview(payload)[_WINDOW.size :])
-    if header.codec == "prior":
-        mask, indices = _prior_sections(body, n_mask, (t, h, w), kept, coder, where)
+        if len(payload) < _COMPACT_WINDOW.size:
+            raise TokenFormatError(f"{where}: record too short")
+        rate, score, kept = _COMPACT_WINDOW.unpack_from(payload)
+        start, end = window_span(header, index)
+        shape, size, n_mask = window_grid(header, start, end), _COMPACT_WINDOW.size, 0
+        if kept > math.prod(shape):
+            raise TokenFormatError(f"{where}: keeps {kept} of its {math.prod(shape)} positions")
     else:
-        mask, indices = _zlib_sections(body, n_mask, (t, h, w), kept, where)
-    if header.layout == "1d" and not mask.reshape(-1)[:kept].all():
-        raise TokenFormatError(f"{where}: a 1D window must keep a prefix of its sequence")
-    return _checked_window(start, end, rate, score, mask, indices, header, where, _RECORD.size + len(payload))
-
-
-def _decode_compact(payload: bytes, header: TokenHeader, where: str, index: int, coder) -> TokenWindow:
-    """A version-4 record: the head holds rate, score and kept count; frames and grid are the header's."""
-    if len(payload) < _COMPACT_WINDOW.size:
-        raise TokenFormatError(f"{where}: record too short")
-    rate, score, kept = _COMPACT_WINDOW.unpack_from(payload)
-    start, end = window_span(header, index)
-    shape = window_grid(header, start, end)
-    if kept > math.prod(shape):
-        raise TokenFormatError(f"{where}: keeps {kept} of its {math.prod(shape)} positions")
-    body = bytes(memoryview(payload)[_COMPACT_WINDOW.size :])
-    mask, indices = _prior_sections(body, 0, shape, kept, coder, where)
-    return _checked_window(start, end, rate, score, mask, indices, header, where, _RECORD.size + len(payload))
-
-
-def _checked_window(start, end, rate, score, mask, indices, header: TokenHeader, where: str, nbytes: int):
-    if indices.size and int(indices.max()) >= header.codebook_size:
-        raise TokenFormatError(f"{where}: token index out of range for {header.codebook_size} codes")
+        if len(payload) < _WINDOW.size:
+            raise TokenFormatError(f"{where}: record too short")
+        start, end, t, h, w, rate, score, kept, n_mask, n_idx = _WINDOW.unpack_from(payload)
+        shape, size, n = (t, h, w), _WINDOW.size, t * h * w
+        if not 0 < n <= MAX_TOKENS_PER_WINDOW or kept > n or not start < end <= header.num_frames:
+            raise TokenFormatError(
+                f"{where}: impossible geometry (t={t}, h={h}, w={w}, kept={kept}, frames {start}-{end})"
+            )
+        if index is not None:
+            span = window_span(header, index)
+            if (start, end) != span:
+                raise TokenFormatError(
+                    f"{where}: holds frames {start}-{end} but the header's window/overlap/frame "
+                    f"count place it at frames {span[0]}-{span[1]}"
+                )
+            grid = window_grid(header, start, end)
+            if shape != grid:
+                raise TokenFormatError(
+                    f"{where}: token grid {t}x{h}x{w} does not match the header's "
+                    f"{header.width}x{header.height} frames (expected {grid[0]}x{grid[1]}x{grid[2]})"
+                )
+        if _WINDOW.size + n_mask + n_idx != len(payload):
+            raise TokenFormatError(f"{where}: section lengths do not add up to the record length")
     if not (np.isfinite(rate) and 0 < rate <= 1):
         raise TokenFormatError(f"{where}: invalid rate {rate}")
-    return TokenWindow(start, end, rate, score, mask, indices, nbytes=nbytes)
+    return WindowHead(start, end, rate, score, kept, shape, size, n_mask, _RECORD.size + len(payload))
+
+
+def decode_window(payload: bytes, header: TokenHeader, where: str, index: int | None = None, coder=None) -> TokenWindow:
+    """Parse one record (`window_head`, then its tokens). A prior-coded file's records need the
+    `entropy.PriorCoder` that decoded the windows before it."""
+    head = window_head(payload, header, where, index)
+    body = bytes(memoryview(payload)[head.size :])
+    if header.codec == "prior":
+        mask, indices = _prior_sections(body, head.mask_bytes, head.shape, head.kept, coder, where)
+    else:
+        mask, indices = _zlib_sections(body, head.mask_bytes, head.shape, head.kept, where)
+    if header.layout == "1d" and not mask.reshape(-1)[: head.kept].all():
+        raise TokenFormatError(f"{where}: a 1D window must keep a prefix of its sequence")
+    if indices.size and int(indices.max()) >= header.codebook_size:
+        raise TokenFormatError(f"{where}: token index out of range for {header.codebook_size} codes")
+    return TokenWindow(head.start, head.end, head.rate, head.score, mask, indices, nbytes=head.nbytes)
 
 
 def _zlib_sections(body: bytes, n_mask: int, shape: tuple, kept: int, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -337,9 +355,11 @@ class TokenWriter:
 
 class TokenReader:
     """Reads the header at once and the windows one at a time; every failure is a TokenFormatError. A prior-coded
-    file needs its prior: `prior` (a `prior.TokenPrior`), else an installed one with the hash its header names."""
+    file's windows need its prior: `prior` (a `prior.TokenPrior`), else an installed one with the hash its header
+    names; without it the reader refuses at once, or with `need_prior=False` only when windows are read (`heads`
+    needs no prior)."""
 
-    def __init__(self, source: str | os.PathLike | bytes, prior=None):
+    def __init__(self, source: str | os.PathLike | bytes, prior=None, need_prior: bool = True):
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.name, self._f, self.size = "<bytes>", io.BytesIO(bytes(source)), len(source)
         else:
@@ -352,15 +372,17 @@ class TokenReader:
                 raise TokenFormatError(f"{p}: cannot read the token file ({exc.strerror or exc})") from None
         try:
             self.header, self.header_bytes = self._read_header()
-            self.prior = None
+            self.prior, self.missing_prior = None, ""
             if self.header.codec == "prior":
                 from .entropy import find_prior
 
                 try:
                     self.prior = find_prior(self.header.prior_hash, prior, self.name)
                 except ValueError as exc:
-                    raise TokenFormatError(str(exc)) from None
-                if list(self.prior.config.levels) != self.header.levels:
+                    if need_prior:
+                        raise TokenFormatError(str(exc)) from None
+                    self.missing_prior = str(exc)
+                if self.prior is not None and list(self.prior.config.levels) != self.header.levels:
                     raise TokenFormatError(f"{self.name}: its prior models other FSQ levels than the header's")
         except BaseException:
             self._f.close()
@@ -407,13 +429,26 @@ class TokenReader:
         return header, _PRELUDE.size + n + 4
 
     def __iter__(self) -> Iterator[TokenWindow]:
-        self._f.seek(self.header_bytes)
-        count = window_count(self.header)
+        if self.missing_prior:
+            raise TokenFormatError(self.missing_prior)
         coder = None
         if self.prior is not None:
             from .entropy import PriorCoder
 
             coder = PriorCoder.for_file(self.prior, self.header, self.header.format_version)
+        for index, payload, where in self._records():
+            yield decode_window(payload, self.header, where, index, coder)
+
+    def heads(self) -> Iterator[WindowHead]:
+        """Each window's record head (`window_head`), every record and the trailer checked as `__iter__` checks them,
+        nothing decoded."""
+        for index, payload, where in self._records():
+            yield window_head(payload, self.header, where, index)
+
+    def _records(self) -> Iterator[tuple[int, bytes, str]]:
+        """(index, payload, where) of each window record, its length and CRC checked; then the trailer."""
+        self._f.seek(self.header_bytes)
+        count = window_count(self.header)
         for index in range(count):
             where = f"{self.name}: window {index}"
             pos = self._f.tell()
@@ -429,7 +464,7 @@ class TokenReader:
             payload = self._read_exact(length, f"window {index}")
             if zlib.crc32(payload) != crc:
                 raise TokenFormatError(f"{where}: checksum mismatch (file corrupt)")
-            yield decode_window(payload, self.header, where, index, coder)
+            yield index, payload, where
         left = self.size - self._f.tell()
         if left < _TRAILER.size:
             raise TokenFormatError(f"{self.name}: truncated in the trailer")

@@ -135,14 +135,7 @@ class Tokens:
         """Kept and total tokens over the video (+ the real bits of its file, when given). A 1D file's total
         is the grid's positions for its windows (so its rate compares with a grid file's) and it has no
         mask: a window's prefix length is all it stores besides its tokens."""
-        h, kept = self.header, sum(w.kept for w in self.windows)
-        if h.layout == "1d":
-            total = len(self.windows) * grid_positions(h)
-        else:
-            total = sum(w.num_tokens for w in self.windows)
-        return Ledger(
-            kept, total, h.num_frames * h.width * h.height, file_bytes, h.layout != "1d", h.num_frames / h.fps
-        )
+        return video_ledger(self.header, self.windows, file_bytes)
 
     def save(self, path: str | os.PathLike, overwrite: bool = False, prior=None) -> Path:
         """Write an `.itok` file; an existing one is only replaced with overwrite=True (the CLI's --overwrite).
@@ -160,13 +153,22 @@ class Tokens:
             return cls(reader.header, list(reader))
 
 
+def video_ledger(h: TokenHeader, windows, file_bytes: int | None = None) -> Ledger:
+    """The ledger of a video's windows (`TokenWindow`s, or a file's `WindowHead`s: each with `kept`, `num_tokens`)."""
+    kept = sum(w.kept for w in windows)
+    total = len(windows) * grid_positions(h) if h.layout == "1d" else sum(w.num_tokens for w in windows)
+    return Ledger(kept, total, h.num_frames * h.width * h.height, file_bytes, h.layout != "1d", h.num_frames / h.fps)
+
+
 def describe(path: str | os.PathLike, prior=None) -> dict:
-    """Everything `infotok info` shows about a token file: header, ledger, per-window records; with a `prior`, a
-    zlib file's tokens are also coded with it (`prior_bpp16`, to set beside the real and nominal BPP16)."""
-    with TokenReader(path, prior) as reader:
-        h, windows, header_bytes = reader.header, list(reader), reader.header_bytes
+    """Everything `infotok info` shows about a token file: header, ledger, per-window records, from the records'
+    heads (a prior-coded file needs no prior for them); with a `prior`, a zlib file's tokens are also coded with it
+    (`prior_bpp16`, to set beside the real and nominal BPP16)."""
+    with TokenReader(path, prior, need_prior=False) as reader:
+        h, windows, header_bytes = reader.header, list(reader.heads()), reader.header_bytes
+        estimate = _prior_estimate(h, list(reader), prior) if prior is not None and h.codec == "zlib" else {}
     size = Path(path).stat().st_size
-    ledger = Tokens(h, windows).ledger(file_bytes=size)
+    ledger = video_ledger(h, windows, file_bytes=size)
     window_pixels = sum((w.end - w.start) * h.width * h.height for w in windows)
     return {
         "file": str(path),
@@ -196,7 +198,7 @@ def describe(path: str | os.PathLike, prior=None) -> dict:
         "window_bytes": sum(w.nbytes for w in windows),
         "trailer_bytes": _TRAILER.size,
         "file_bpp16_per_window_pixel": size * 8 * 16 / window_pixels,
-        **(_prior_estimate(h, windows, prior) if prior is not None and h.codec == "zlib" else {}),
+        **estimate,
         "per_window": [
             {
                 "frames": [w.start, w.end],
