@@ -12,6 +12,7 @@ a prior trained on its own tokens (docs/RATE_CONTROL.md, the fixed-rate base und
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -47,15 +48,15 @@ def measure(checkpoint: str | None, prior_folder: str | None, clips) -> dict[str
 
 
 def main(argv: list[str]) -> None:
-    against = None
-    if "--against" in argv:
-        i = argv.index("--against")
-        against, argv = argv[i + 1 : i + 3], argv[:i] + argv[i + 3 :]
-    named = [None if a == "-" else a for a in argv] + [None] * 3
+    p = argparse.ArgumentParser(prog="python -m benchmarks.equal_bytes", description=__doc__.split("\n")[0])
+    p.add_argument("named", nargs="*", metavar="CHECKPOINT PRIOR VIDEOS", help='each optional, "-": the default')
+    p.add_argument("--against", nargs=2, metavar=("CHECKPOINT", "PRIOR"), help="a second tokenizer to rank against")
+    args = p.parse_args(argv)
+    named = [None if a == "-" else a for a in args.named] + [None] * 3
     clips = load_clips(Path(named[2] or ROOT.parent / "shared" / "data" / "videos"))
     first = measure(named[0], named[1], clips)
-    if against:
-        second = measure(*(None if a == "-" else a for a in against), clips)
+    if args.against:
+        second = measure(*(None if a == "-" else a for a in args.against), clips)
         bd = {
             key: bd_rate(second[key], second["psnr"], first[key], first["psnr"], fit="linear")
             for key in ("tokens", "zlib", "prior")

@@ -165,8 +165,10 @@ def describe(path: str | os.PathLike, prior=None) -> dict:
     heads (a prior-coded file needs no prior for them); with a `prior`, a zlib file's tokens are also coded with it
     (`prior_bpp16`, to set beside the real and nominal BPP16)."""
     with TokenReader(path, prior, need_prior=False) as reader:
-        h, windows, header_bytes = reader.header, list(reader.heads()), reader.header_bytes
-        estimate = _prior_estimate(h, list(reader), prior) if prior is not None and h.codec == "zlib" else {}
+        h, header_bytes = reader.header, reader.header_bytes
+        estimating = prior is not None and h.codec == "zlib"  # the estimate codes the tokens: read them, once
+        windows = list(reader) if estimating else list(reader.heads())  # both say what the records say
+    estimate = _prior_estimate(h, windows, prior) if estimating else {}
     size = Path(path).stat().st_size
     ledger = video_ledger(h, windows, file_bytes=size)
     window_pixels = sum((w.end - w.start) * h.width * h.height for w in windows)
