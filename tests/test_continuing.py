@@ -9,7 +9,7 @@ import torch
 
 from infotok.cli import main
 from infotok.eval import calibrate, continuing_rates, load_chains
-from infotok.fill import Carry, carry_after, drift, hold_last_kept, steady_codes
+from infotok.fill import Carry, carry_after, drift, hold_last_kept
 from infotok.model import InfoTok
 from infotok.prior import PriorConfig, PriorNet, TokenPrior
 from infotok.router import hold_rates
@@ -49,26 +49,6 @@ def test_the_carry_is_what_hold_shows_at_the_last_latent_frame_and_decodes_as_ke
     assert fresh.indices[0, 0].tolist() == [3, 2] and fresh.present[0, 0].tolist() == [True, True]
     held, _ = hold_last_kept(into_indices[:, None], into_mask)
     assert torch.equal(held[:, 0, -1], after.indices)
-
-
-def test_an_overlapping_window_keeps_nothing_twice_in_its_first_latent_frame(model):
-    """With overlap its first latent frame is the frame the window before ended on: where a code is carried it
-    counts as that code (`steady_codes`, `repeated`), so only positions never kept before are kept there."""
-
-    def kept_again(tokens) -> int:
-        seen, again = np.zeros_like(tokens.windows[0].mask[0]), 0
-        for w in tokens.windows:
-            again += int((w.mask[0] & seen).sum())
-            seen |= w.mask.any(axis=0)
-        return again
-
-    overlapping = model.tokenize(MOVING, rate=0.5, refresh=DEFAULT_REFRESH, **HOLD)
-    assert overlapping.header.overlap == 1 and kept_again(overlapping) == 0
-    assert kept_again(model.tokenize(MOVING, rate=0.5, refresh=DEFAULT_REFRESH, overlap=0, **HOLD)) > 0  # new frames
-    values = torch.tensor([[[[[0.9]]]]])  # one channel of 2 levels: far from the carried code 0
-    carried, present = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, dtype=torch.bool)
-    assert steady_codes(values, values, [2], carried=carried, present=present).item() == pytest.approx(0.9)
-    assert steady_codes(values, values, [2], carried=carried, present=present, repeated=True).item() == 0
 
 
 def test_a_still_video_costs_about_its_first_window_and_decodes_the_same(model):

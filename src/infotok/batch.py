@@ -43,9 +43,9 @@ class TokenBatch:
     def __len__(self) -> int:
         return self.indices.shape[0]
 
-    def carry_after(self, repeated: bool = True) -> Carry:
-        """What the windows that continue these start from (`repeated`: they start on a frame these coded)."""
-        return carry_after(self.indices, self.mask, self.carry, repeated)
+    def carry_after(self) -> Carry:
+        """What the windows that continue these start from."""
+        return carry_after(self.indices, self.mask, self.carry)
 
     def window(self, i: int, start: int, end: int) -> TokenWindow:
         """Window i as a file record covering frames [start, end) of its video."""

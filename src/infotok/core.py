@@ -167,8 +167,7 @@ class TokenizerCore:
         margins (`target_rates`; instead of `rate` and `strategy`). `strategy`, `selection` and `fill`
         default as `choices` says. `keep_scores` keeps the score maps in the batch so `reselect` can
         try other rates cheaply. With a `carry` (`fill.Carry`, from the previous windows' `carry_after`)
-        the windows continue those: the first latent frame keeps only what drifted from the carried codes (nothing
-        where it carries one if `carry.repeated`: the frame the previous windows coded),
+        the windows continue those: the first latent frame keeps only what drifted from the carried codes,
         and a window may keep fewer than 1/16 of its tokens (at least one); `hold` and `drift` only.
         `chained` (implied by a `carry`): the windows are part of a chain (a later window continues them), so
         `rd` rates them at the chain's threshold (`Calibration.hold_thresholds`). `key_density`: sparse key frames'
@@ -204,8 +203,7 @@ class TokenizerCore:
             floor = 1 / feats[0, 0].numel()  # one token of the window's t x h x w
         codes, indices, values = self.quantize_values(feats)
         inputs.key_density = self.resolve_key_density(key_density, fill, selection)
-        repeated = carry is not None and carry.repeated
-        inputs.codes = self.ranked_codes(codes, values, fill, inputs.carried, inputs.present, repeated)
+        inputs.codes = self.ranked_codes(codes, values, fill, inputs.carried, inputs.present)
         if {"value", "curve"} & reads or (keep_scores and self.predictor_config):
             inputs.value, inputs.curve = self.predictor(feats)
         del feats  # not kept through the router's decode (83 MB at 720p)

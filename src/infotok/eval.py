@@ -405,8 +405,7 @@ def continuing_rates(model: InfoTok, chains: Chains, threshold: float, key_densi
         if carry is not None:
             carry = Carry(carry.indices[: len(codes)], carry.present[: len(codes)])
             carried, present = model.carried_codes(carry), carry.present
-        repeated = carry is not None and Windowing().overlap > 0  # as `load_chains` cut them
-        ranked = model.ranked_codes(codes, values, "hold", carried, present, repeated)
+        ranked = model.ranked_codes(codes, values, "hold", carried, present)
         window_rates = hold_rates(ranked, threshold, carried, present, key_density)
         rates += window_rates if carry is not None else []
         mask = drift_masks(ranked, window_rates, carried=carried, present=present, key_density=key_density)

@@ -18,11 +18,8 @@ rounding boundary counts as the one before it, so a still shot's codes do not fl
 The tokens kept still store FSQ's codes; the decoder never needs to know.
 
 Continuing windows (`Carry`, a file's `refresh` > 1) extend `hold` across windows: a window starts
-from the codes the previous one showed at its last latent frame. With overlap (the default, 1) its first latent
-frame codes a frame the previous window already coded and decoded, so it counts as the carried codes wherever
-there are any (`steady_codes`): nothing is kept there twice, and its next latent frame keeps what drifted from them.
-Without overlap the first latent frame is new and keeps what drifted from the carried codes. A still shot costs
-little more than its first window. A
+from the codes the previous one showed at its last latent frame, so its first latent frame keeps only
+the positions that drifted from them, and a still shot costs little more than its first window. A
 causal base codes a window's last latent frame and the next window's first (one frame, coded alone)
 alike (docs/LONG_VIDEOS.md), so a carried code decodes as a kept one. `rd` rates the windows of such a
 chain at thresholds calibrated on chains (`Calibration.hold_thresholds`).
@@ -90,10 +87,9 @@ class Carry:
 
     indices: torch.Tensor  # long [B, h, w]
     present: torch.Tensor  # bool [B, h, w]
-    repeated: bool = True  # the next window starts on a frame these windows coded (overlap): nothing kept there
 
     def to(self, device: torch.device | str) -> "Carry":
-        return Carry(self.indices.to(device), self.present.to(device), self.repeated)
+        return Carry(self.indices.to(device), self.present.to(device))
 
     def into(self, indices: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows' indices and keep-mask [B, t, h, w] -> the same with each dropped position of the
@@ -105,15 +101,14 @@ class Carry:
         return indices, mask
 
 
-def carry_after(indices: torch.Tensor, mask: torch.Tensor, carry: Carry | None = None, repeated: bool = True) -> Carry:
+def carry_after(indices: torch.Tensor, mask: torch.Tensor, carry: Carry | None = None) -> Carry:
     """What the next windows continue from, after windows with these indices and keep-mask [B, t, h, w]
     (as stored) that continued `carry` (None: that started afresh): the code each position shows at
-    their last latent frame. Indices alone: a decoder gets it without decoding a frame. `repeated`: the
-    next windows start on a frame these coded (windows that overlap)."""
+    their last latent frame. Indices alone: a decoder gets it without decoding a frame."""
     if carry is not None:
         indices, mask = carry.into(indices, mask)
     held, present = hold_last_kept(indices[:, None], mask)
-    return Carry(held[:, 0, -1], present[:, -1], repeated)
+    return Carry(held[:, 0, -1], present[:, -1])
 
 
 def apply_fills(
@@ -142,16 +137,14 @@ def steady_codes(
     margin: float | None = None,
     carried: torch.Tensor | None = None,
     present: torch.Tensor | None = None,
-    repeated: bool = False,
 ) -> torch.Tensor:
     """codes [B, C, t, h, w] and the values FSQ rounded to them (`BaseTokenizer.level_values`; FSQ's
     `levels`) -> the codes `hold` ranks and rates: each position keeps the previous latent frame's code
     (in the first latent frame of a continuing window: the `carried` code [B, C, h, w] where `present`
-    [B, h, w]) wherever the value lies within half a level plus `margin` of it in every channel; in a
-    `repeated` first latent frame (one the previous window coded) wherever `present`, so nothing is paid
-    for twice. Why: a value on a rounding boundary flips between two codes while the content stands still
-    (on a still shot every code that drifts lies within 0.02 levels of the one before), and each flip would
-    cost a token whose code the held one stands in for almost as well. Kept tokens still store FSQ's codes. `margin`:
+    [B, h, w]) wherever the value lies within half a level plus `margin` of it in every channel. Why: a
+    value on a rounding boundary flips between two codes while the content stands still (on a still shot
+    every code that drifts lies within 0.02 levels of the one before), and each flip would cost a token
+    whose code the held one stands in for almost as well. Kept tokens still store FSQ's codes. `margin`:
     STEADY_MARGIN unless given."""
     margin = STEADY_MARGIN if margin is None else margin
     steps = torch.tensor([lv // 2 for lv in levels], dtype=values.dtype, device=values.device)[:, None, None]
@@ -161,7 +154,7 @@ def steady_codes(
         if previous is not None:
             near = ((values[:, :, j] - previous).abs() * steps <= 0.5 + margin).all(dim=1)
             if j == 0:
-                near = present if repeated else near & present
+                near &= present
             out[:, :, j] = torch.where(near[:, None], previous, codes[:, :, j])
         previous = out[:, :, j]
     return out

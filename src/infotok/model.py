@@ -206,14 +206,13 @@ class InfoTok(
         fill: str,
         carried: torch.Tensor | None = None,
         present: torch.Tensor | None = None,
-        repeated: bool = False,
     ) -> torch.Tensor:
         """The codes `fill`'s selection ranks and its rates read: under `hold` a code on a rounding boundary
         counts as the one before it (`fill.steady_codes`; continuing windows: the `carried` codes where
-        `present`, all of them if the first latent frame is `repeated`), the codes themselves otherwise."""
+        `present`), the codes themselves otherwise."""
         if check_fill(fill) != "hold":
             return codes
-        return steady_codes(codes, values, self.base.levels, carried=carried, present=present, repeated=repeated)
+        return steady_codes(codes, values, self.base.levels, carried=carried, present=present)
 
     def decode_codes(
         self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str | Sequence[str] = "mask"

@@ -136,8 +136,7 @@ class TokenStream:
                 chained=not last and self.header.continues(i + 1),  # a window continues this one
                 key_density=spec.key_density,
             )
-            # what the next window needs; with overlap it starts on a frame this one coded
-            carry = batch.carry_after(windowing.overlap > 0) if self.header.continues(i + 1) else None
+            carry = batch.carry_after() if self.header.continues(i + 1) else None  # what the next window needs
             if batch.predicted is not None:
                 self.predicted.append(float(batch.predicted[0]))
             self.nfe += batch.nfe

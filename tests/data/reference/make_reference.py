@@ -15,9 +15,7 @@ decompressor widened its attention tile to 16 and the model was recalibrated: th
 tokens changed (its rates read the decoder's error), every other case's tokens came out the same, with the
 new score mean in the header. Session 29 (AVX-512): the shipped model was calibrated for sparse key frames
 (`hold` and `drift` tokenize with key density 0.25 by default): the three `drift` cases changed, every other
-file came out byte-identical. Session 33 (AVX-512): an overlapping continuing window's first latent frame keeps
-nothing where a code is carried (`fill.steady_codes`, `repeated`), and the chain thresholds were calibrated again:
-the continuing case changed, every other `.itok` came out byte-identical.
+file came out byte-identical.
 """
 
 from __future__ import annotations
