@@ -1,12 +1,13 @@
 """Where a long video's worst frames and largest quality steps fall, window by window: the frame-level view behind
 BENCHMARKS_LONG.md's edge columns (docs/LONG_VIDEOS.md, "Window edges").
 
-`python -m benchmarks.window_edges [CLIP] [--rate R]` (default: the evaluation dashcam clip, asked 0.25, short side
-256, the defaults: rd, drift, hold, overlap 1) tokenizes the clip with continuing windows (refresh 10) and with
-independent ones (refresh 1), and prints for each: the clip's PSNR, the worst edge frames and the largest steps
-(frame, dB), each frame's PSNR against its window's mean averaged by its place in the window (what a seam would do to
-every window alike), and per window its tokens, its first latent frame's tokens and the PSNR of the first and last
-frames it decodes alone (not the ones it shares with its neighbours, which the two decodes blend).
+`python -m benchmarks.window_edges [CLIP] [--rate R] [--max-frames N]` (default: the evaluation dashcam clip, asked
+0.25, short side 256, the defaults: rd, drift, hold, overlap 1) tokenizes the clip with continuing windows (refresh
+10) and with independent ones (refresh 1), and prints for each: the clip's tokens (those in windows' first latent
+frames apart) and PSNR, the worst edge frames and the largest steps (frame, dB), each frame's PSNR against its
+window's mean averaged by its place in the window (what a seam would do to every window alike), and per window its
+tokens, its first latent frame's tokens and the PSNR of the first and last frames it decodes alone (not the ones it
+shares with its neighbours, which the two decodes blend).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.window_edges", description=__doc__.split("\n")[0])
     p.add_argument("clip", nargs="?", default=str(CLIP))
     p.add_argument("--rate", type=float, default=0.25)
+    p.add_argument(
+        "--max-frames", type=int, help="the clip's first frames only (BENCHMARKS_LONG.md's fixed camera: 300)"
+    )
     args = p.parse_args(argv)
-    frames, info = read_video(args.clip)
+    frames, info = read_video(args.clip, max_frames=args.max_frames)
     frames = resize_short_side(frames, 256)
     model = InfoTok.from_pretrained()
     edges, cuts = edge_frames(frames, 1), cut_frames(frames)
@@ -42,7 +46,11 @@ def main(argv: list[str] | None = None) -> None:
         steps = {f: per_frame[f] - per_frame[f - 1] for f in range(1, len(frames)) if not {f - 1, f} & cuts}
         worst = sorted(edges, key=lambda f: per_frame[f])[:4]
         largest = sorted(steps, key=lambda f: -abs(steps[f]))[:4]
-        print(f"refresh {refresh}, asked {args.rate}: {tokens.ledger().kept} tokens, PSNR {mean:.2f} dB")
+        first = sum(int(w.mask[0].sum()) for w in tokens.windows)
+        print(
+            f"refresh {refresh}, asked {args.rate}: {tokens.ledger().kept} tokens ({first} in windows' first latent "
+            f"frames, {tokens.ledger().kept - first} in the later ones), PSNR {mean:.2f} dB"
+        )
         print(
             "  worst edge frames (frame: dB below the clip's PSNR):",
             ", ".join(f"{f}: {mean - per_frame[f]:.2f}" for f in worst),

@@ -294,3 +294,36 @@ def test_drift_training_teaches_the_decoding_side_alone_and_keeps_the_tokens(tmp
         assert torch.equal(
             trained.encode(video, 0.4, "static", **settings).mask, init.encode(video, 0.4, "static", **settings).mask
         )
+
+
+@pytest.mark.parametrize("key_density", [1.0, 0.25])
+def test_drift_training_decodes_the_windows_infotok_encode_makes(key_density):
+    """A drift window in training is selected as `infotok encode` selects it (steady codes, the checkpoint's sparse
+    key frames) and decodes as the tokens would: the decoding side trains on what it will decode."""
+    from infotok.core import as_model_input
+
+    model = tiny_model(predictor=True)
+    model.calibration.key_density = key_density
+    video = synthetic_video(9, 32, 32, seed=4)[None]
+    with torch.no_grad():
+        trained_on = model(as_model_input(torch.from_numpy(video)), [0.5], "drift")[0]
+    batch = model.encode(video, 0.5, "static", fill="hold", selection="drift")
+    assert bool(batch.mask[0, 0].all()) == (key_density == 1)  # sparse key frames where the checkpoint has them
+    assert torch.allclose(trained_on.clamp(-1, 1), model.decode(batch), atol=1e-5)
+
+
+def test_a_frozen_base_trains_the_stacks_alone(tmp_path):
+    """`--freeze-base`: every tensor of the base stays (a 1D checkpoint names its hash), the decompressor trains."""
+    from infotok.train import TrainConfig, Trainer
+
+    init = tiny_model(predictor=True)
+    init.save_pretrained(tmp_path / "init")
+    settings = dict(kind="infotok", init=str(tmp_path / "init"), out=str(tmp_path / "run"), steps=3, batch=2, frames=9)
+    cfg = TrainConfig(**settings, crop=32, lr=3e-3, warmup=1, checkpoint_every=3, cache=None, freeze_base=True)
+    Trainer(cfg.check() and cfg, progress=False).run()
+    trained = InfoTok.from_pretrained(tmp_path / "run" / "model")
+    before, after = init.state_dict(), trained.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("base."))
+    assert not torch.equal(after["decompressor.proj_out.weight"], before["decompressor.proj_out.weight"])
+    with pytest.raises(ValueError, match="freeze_base"):
+        TrainConfig(kind="base", freeze_base=True).check()

@@ -52,6 +52,9 @@ class TrainConfig:
     predictor: dict = field(default_factory=dict)  # PredictorConfig fields; a predictor is added for selection=value
     predictor_points: int = 4  # kind=predictor: decodes per clip and step, each at a rate k/16 drawn uniformly
     name: str = ""
+    # kind=infotok: the base (encoder, FSQ, decoder) stays as it is and only the stacks train (a 1D checkpoint
+    # names its base's hash, so one made on this base keeps loading)
+    freeze_base: bool = False
 
     def check(self) -> "TrainConfig":
         """Refuse settings that cannot train (the CLI and the Python API refuse the same things)."""
@@ -85,6 +88,8 @@ class TrainConfig:
             raise bad("time_limit", "must be a number of seconds >= 0")
         if not (self.lr > 0 and 0 <= self.ema < 1 and self.warmup >= 0):
             raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
+        if self.freeze_base and self.kind != "infotok":
+            raise bad("freeze_base", "is for `train infotok` (the stacks on a base), not `train " + self.kind + "`")
         if self.kind in ("infotok", "predictor") and not self.init:
             raise ValueError(f"`train {self.kind}` starts from a checkpoint: pass --init <checkpoint>")
         return self

@@ -38,7 +38,7 @@ def training_pass(
     """
     b = x.shape[0]
     feats = model.features(x)
-    codes, indices = model.base.quantize(feats)
+    codes, indices, values = model.quantize_values(feats)
     if rates is None:
         return model.decode_codes(codes), [1.0] * b, None, None
     selections = [selection] * b if isinstance(selection, str) else list(selection)
@@ -59,7 +59,17 @@ def training_pass(
         with torch.no_grad():
             value = model.predictor(feats.detach())[0]
     change = latent_change(codes.detach()) if any("change" in ranking_for(s).reads for s in selections) else None
-    inputs = Inputs(codes.detach(), smap, value.detach() if value is not None else None, None, change)
+    # drift windows are ranked as `infotok encode` ranks them: steady codes, the checkpoint's sparse key frames
+    drift = "drift" in selections
+    ranked = model.ranked_codes(codes.detach(), values.detach(), "hold") if drift else codes.detach()
+    inputs = Inputs(
+        ranked,
+        smap,
+        value.detach() if value is not None else None,
+        None,
+        change,
+        key_density=model.resolve_key_density(None, "hold", "drift") if drift else 1.0,
+    )
     masks = torch.cat([ranking_for(s).masks(inputs.window(i), [r]) for i, (s, r) in enumerate(zip(selections, rates))])
     y = model.decode_codes(codes, masks, ["hold" if s == "drift" else "mask" for s in selections])
     loss = None

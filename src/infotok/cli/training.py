@@ -41,7 +41,11 @@ def cmd_train(args) -> int:
         )
         if getattr(args, key) is not None
     }
-    settings |= {"selection": args.train_selection, "rate_sampling": args.rate_sampling}
+    settings |= {
+        "selection": args.train_selection,
+        "rate_sampling": args.rate_sampling,
+        "freeze_base": args.freeze_base,
+    }
     for key, text in (
         ("base", args.base_config),
         ("compressor", args.compressor_config),
@@ -260,6 +264,12 @@ def add_train(sub) -> None:
         default="flex",
         help="infotok: rates per clip from {1, .75, .5, .25} (flex), uniform on [1/16, 1], "
         "global_elbo's rate for an average drawn from {1, .75, .5, .25} (elbo), or k/16 (grid)",
+    )
+    p.add_argument(
+        "--freeze-base",
+        action="store_true",
+        help="infotok: the base (encoder, FSQ, decoder) stays as it is and only the stacks train, so a 1D "
+        "checkpoint made on it still loads (it names the base's hash)",
     )
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and rate draws (default 0)")
