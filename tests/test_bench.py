@@ -154,3 +154,19 @@ def test_a_seam_shows_as_a_step_at_a_window_edge_and_a_cut_is_left_out():
     assert quality_steps(per_frame, frames, overlap=0) == pytest.approx((1.0, 0.25))
     frames[WINDOW:] = 255 - frames[WINDOW:]  # a cut at the same frame: its step is not a seam
     assert quality_steps(per_frame, frames, overlap=0) == pytest.approx((0.0, 0.25))
+
+
+def test_the_refresh_period_benchmark_runs_and_compares_each_refresh_with_10(monkeypatch, capsys):
+    """`python -m benchmarks.refresh_period` on a short made-up video and a tiny model (what `make bench` leaves out
+    must still run)."""
+    import benchmarks.refresh_period as refresh_period
+    from infotok.video import synthetic_video
+    from tests.conftest import tiny_model
+
+    monkeypatch.setattr(refresh_period, "videos", lambda: {"short": (synthetic_video(97, 32, 32, seed=1), 30.0)})
+    model = tiny_model(predictor=True)
+    model.default_fill = "hold"  # as the shipped checkpoint: rd, drift, hold
+    monkeypatch.setattr(refresh_period.InfoTok, "from_pretrained", lambda *args, **kwargs: model)
+    refresh_period.main()
+    out = capsys.readouterr().out
+    assert "refresh 30, asked 0.125" in out and "BD-rate in tokens, refresh 1 against refresh 10" in out
