@@ -160,6 +160,7 @@ def test_the_refresh_period_benchmark_runs_and_compares_each_refresh_with_10(mon
     """`python -m benchmarks.refresh_period` on a short made-up video and a tiny model (what `make bench` leaves out
     must still run)."""
     import benchmarks.refresh_period as refresh_period
+
     from infotok.video import synthetic_video
     from tests.conftest import tiny_model
 
