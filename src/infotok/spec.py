@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields, replace
 from .geometry import Geometry, check_windowing
 from .names import FILLS, SELECTIONS, STRATEGIES
 
-# Windows per refresh under the hold fill and drift selection: every tenth window starts afresh and
-# the nine after it continue the one before (`fill.Carry`; docs/LONG_VIDEOS.md says why ten)
-DEFAULT_REFRESH = 10
+# Windows per refresh under the hold fill and drift selection: every thirtieth window starts afresh and
+# the 29 after it continue the one before (`fill.Carry`; docs/LONG_VIDEOS.md says why thirty)
+DEFAULT_REFRESH = 30
 
 
 def _integer(value) -> bool:
