@@ -15,7 +15,9 @@ decompressor widened its attention tile to 16 and the model was recalibrated: th
 tokens changed (its rates read the decoder's error), every other case's tokens came out the same, with the
 new score mean in the header. Session 29 (AVX-512): the shipped model was calibrated for sparse key frames
 (`hold` and `drift` tokenize with key density 0.25 by default): the three `drift` cases changed, every other
-file came out byte-identical.
+file came out byte-identical. Session 34 (AVX-512): the default refresh went from 10 to 30; the continuing case's
+header says so (its tokens and decode are the same: its clip is one chain either way), every other file came out
+byte-identical.
 """
 
 from __future__ import annotations
