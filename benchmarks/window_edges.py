@@ -2,12 +2,12 @@
 BENCHMARKS_LONG.md's edge columns (docs/LONG_VIDEOS.md, "Window edges").
 
 `python -m benchmarks.window_edges [CLIP] [--rate R] [--max-frames N]` (default: the evaluation dashcam clip, asked
-0.25, short side 256, the defaults: rd, drift, hold, overlap 1) tokenizes the clip with continuing windows (refresh
-10) and with independent ones (refresh 1), and prints for each: the clip's tokens (those in windows' first latent
-frames apart) and PSNR, the worst edge frames and the largest steps (frame, dB), each frame's PSNR against its
-window's mean averaged by its place in the window (what a seam would do to every window alike), and per window its
-tokens, its first latent frame's tokens and the PSNR of the first and last frames it decodes alone (not the ones it
-shares with its neighbours, which the two decodes blend).
+0.25, short side 256, the defaults: rd, drift, hold, overlap 1) tokenizes the clip with continuing windows (the
+default refresh) and with independent ones (refresh 1), and prints for each: the clip's tokens (those in windows'
+first latent frames apart) and PSNR, the worst edge frames and the largest steps (frame, dB), each frame's PSNR
+against its window's mean averaged by its place in the window (what a seam would do to every window alike), and per
+window its tokens, its first latent frame's tokens and the PSNR of the first and last frames it decodes alone (not
+the ones it shares with its neighbours, which the two decodes blend).
 """
 
 from __future__ import annotations

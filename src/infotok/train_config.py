@@ -89,7 +89,7 @@ class TrainConfig:
         if not (self.lr > 0 and 0 <= self.ema < 1 and self.warmup >= 0):
             raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
         if self.freeze_base and self.kind != "infotok":
-            raise bad("freeze_base", "is for `train infotok` (the stacks on a base), not `train " + self.kind + "`")
+            raise bad("freeze_base", f"is for `train infotok` (the stacks on a base), not `train {self.kind}`")
         if self.kind in ("infotok", "predictor") and not self.init:
             raise ValueError(f"`train {self.kind}` starts from a checkpoint: pass --init <checkpoint>")
         return self
