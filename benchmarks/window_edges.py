@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         steps = {f: per_frame[f] - per_frame[f - 1] for f in range(1, len(frames)) if not {f - 1, f} & cuts}
         worst = sorted(edges, key=lambda f: per_frame[f])[:4]
         largest = sorted(steps, key=lambda f: -abs(steps[f]))[:4]
-        first = sum(int(w.mask[0].sum()) for w in tokens.windows)
+        kept, first = tokens.ledger().kept, sum(int(w.mask[0].sum()) for w in tokens.windows)
         print(
-            f"refresh {refresh}, asked {args.rate}: {tokens.ledger().kept} tokens ({first} in windows' first latent "
-            f"frames, {tokens.ledger().kept - first} in the later ones), PSNR {mean:.2f} dB"
+            f"refresh {refresh}, asked {args.rate}: {kept} tokens ({first} in windows' first latent frames, "
+            f"{kept - first} in the later ones), PSNR {mean:.2f} dB"
         )
         print(
             "  worst edge frames (frame: dB below the clip's PSNR):",

@@ -320,7 +320,7 @@ def test_a_frozen_base_trains_the_stacks_alone(tmp_path):
     init.save_pretrained(tmp_path / "init")
     settings = dict(kind="infotok", init=str(tmp_path / "init"), out=str(tmp_path / "run"), steps=3, batch=2, frames=9)
     cfg = TrainConfig(**settings, crop=32, lr=3e-3, warmup=1, checkpoint_every=3, cache=None, freeze_base=True)
-    Trainer(cfg.check() and cfg, progress=False).run()
+    Trainer(cfg.check(), progress=False).run()
     trained = InfoTok.from_pretrained(tmp_path / "run" / "model")
     before, after = init.state_dict(), trained.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("base."))

@@ -91,8 +91,8 @@ def build_model(cfg: TrainConfig) -> InfoTok:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
     # the key density stays: drift windows are selected with the sparse key frames `infotok encode` makes
     model.calibration = Calibration(rd_slopes=init.calibration.rd_slopes, key_density=init.calibration.key_density)
-    # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were; with
-    # `freeze_base` the base decoder too, so a 1D checkpoint made on this base (it names the base's hash) still loads
+    # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were; `freeze_base`
+    # keeps the whole base as well, so a 1D checkpoint made on this base (it names the base's hash) still loads
     frozen_modules = [*(model.encoding_modules() if drift else []), *([model.base] if cfg.freeze_base else [])]
     frozen = {id(p) for m in frozen_modules for p in m.parameters()}
     for name, p in model.named_parameters():  # what a run does not train has no gradient (distributed runs need that)
