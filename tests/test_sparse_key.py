@@ -11,7 +11,7 @@ from infotok.calibration import Calibration
 from infotok.cli import main
 from infotok.dataset_budget import statistics_key
 from infotok.dataset_run import tokenize_settings
-from infotok.fill import drift, key_lattice, lattice_interpolation
+from infotok.fill import drift, fill_key_frame, hold_last_kept, key_lattice, lattice_interpolation
 from infotok.model import InfoTok
 from infotok.router import calibrate_thresholds, hold_rates
 from infotok.selection import drift_masks
@@ -80,13 +80,46 @@ def test_sparse_key_frames_keep_the_lattice_decode_and_round_trip(model, tmp_pat
     assert np.array_equal(model.detokenize(Tokens.load(path)), decoded)
 
 
-def test_a_base_and_the_mask_fill_refuse_sparse_key_frames(model):
+def test_the_mask_fill_and_the_zero_code_convention_refuse_sparse_key_frames(model):
     with pytest.raises(ValueError, match="hold fill and drift selection"):
         model.tokenize(CLIP, rate=0.5, fill="mask", selection="value", key_density=0.5)
-    base = tiny_model(adaptive=False)
+    zero_code = tiny_model()
+    zero_code.dropped_mode = "zero_code"  # the release's convention: a dropped token is the all-zero code
     with pytest.raises(ValueError, match="no learned dropped embedding"):
-        base.tokenize(CLIP, rate=0.5, fill="hold", key_density=0.25)
-    assert base.resolve_key_density(None, "hold", "drift") == 1.0
+        zero_code.tokenize(CLIP, rate=0.5, fill="hold", key_density=0.25)
+
+
+def test_a_base_fills_a_sparse_key_frame_with_the_interpolation_its_drift_measured_against():
+    """One channel, 3x3, lattice at the corners: (0, 1) is dropped and decodes as the mean of its two lattice
+    neighbours, (1, 1) was kept, and the second latent frame holds what the first showed."""
+    codes = torch.zeros(1, 1, 2, 3, 3)
+    codes[0, 0, :, 0, 2] = 1.0
+    codes[0, 0, :, 1, 1] = 0.9
+    mask = torch.zeros(1, 2, 3, 3, dtype=torch.bool)
+    mask[0, 0] = key_lattice(0.25, 3, 3)
+    mask[0, 0, 1, 1] = True
+    filled, has_code = fill_key_frame(codes, mask)
+    assert bool(has_code[0, 0].all()) and not bool(has_code[0, 1].any())  # later frames: left to `hold`
+    assert filled[0, 0, 0, 0, 1] == pytest.approx(0.5) and filled[0, 0, 0, 1, 2] == pytest.approx(0.5)
+    assert filled[0, 0, 0, 1, 1] == pytest.approx(0.9)  # a kept code stays
+    assert torch.equal(fill_key_frame(codes, torch.ones_like(mask))[0], codes)  # nothing missing: unchanged
+
+
+def test_a_base_tokenizes_and_decodes_sparse_key_frames_at_the_lattice_it_interpolates(tmp_path):
+    base = tiny_model(adaptive=False)
+    assert base.fills_in_dropped and base.resolve_key_density(None, "hold", "drift") == 1.0  # uncalibrated: whole
+    tokens = base.tokenize(CLIP, rate=0.25, strategy="static", fill="hold", key_density=0.25)
+    first = torch.from_numpy(np.asarray(tokens.windows[0].mask[0]))
+    assert bool(first[key_lattice(0.25, *first.shape)].all()) and not bool(first.all())
+    batch = tokens.batch(0)
+    codes, mask = base.base.codes_from_indices(batch.indices), batch.mask
+    held, _ = hold_last_kept(*fill_key_frame(codes, mask))  # every position has a code from the first frame on
+    expected = base.base.decode_features(base.base.features_from_codes(held))
+    assert torch.allclose(base.decode_codes(codes, mask, "hold"), expected)
+    path = tokens.save(tmp_path / "base.itok")
+    assert np.array_equal(base.detokenize(Tokens.load(path)), base.detokenize(tokens))
+    with pytest.raises(ValueError, match="key density 0.25 alone, not 0.5"):
+        base.tokenize(CLIP, rate=0.25, fill="hold", key_density=0.5)
 
 
 def test_a_checkpoint_tokenizes_with_the_density_it_was_calibrated_with(model, tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .batch import TokenBatch
-from .fill import Carry, check_fill, check_key_density
+from .fill import SPARSE_KEY_DENSITY, Carry, check_fill, check_key_density
 from .frontend import deprecated_objective
 from .predictor import curve_index
 from .rate_policies import rate_policy_for
@@ -111,15 +111,16 @@ class TokenizerCore:
 
     @property
     def fills_in_dropped(self) -> bool:
-        """Whether the decompressor fills in a dropped position from a learned embedding (an adaptive checkpoint;
-        a fixed-rate base or the release's zero-code convention decodes it as the zero code)."""
-        return self.adaptive and self.dropped_mode == "embedding"
+        """Whether a sparse key frame's dropped positions decode from more than the zero code: an adaptive
+        checkpoint's learned dropped embedding, or a fixed-rate base's interpolation of the lattice around them
+        (`fill.fill_key_frame`); not the release's zero-code convention."""
+        return not self.adaptive or self.dropped_mode == "embedding"
 
     def resolve_key_density(self, key_density: float | None, fill: str, selection: str) -> float:
         """The density of a tokenization's sparse key frames: `key_density`, or (None) the one this checkpoint's
         hold thresholds were calibrated with (`Calibration.key_density`) under the hold fill and drift selection,
-        1 otherwise. Below 1 it needs both, and a decompressor that fills in dropped positions (an adaptive
-        checkpoint's learned dropped embedding; a fixed-rate base would decode them as the zero code)."""
+        1 otherwise. Below 1 it needs both, and a checkpoint that fills in dropped positions (`fills_in_dropped`;
+        a fixed-rate base on the `fill.SPARSE_KEY_DENSITY` lattice alone, the one its decoder interpolates)."""
         if key_density is None:
             return self.calibration.key_density if fill == "hold" and selection == "drift" else 1.0
         if check_key_density(key_density) == 1:
@@ -130,6 +131,11 @@ class TokenizerCore:
             raise ValueError(
                 f"checkpoint {self.name!r} cannot fill in the positions a sparse key frame drops (no learned dropped "
                 "embedding): use key density 1"
+            )
+        if not self.adaptive and key_density != SPARSE_KEY_DENSITY:
+            raise ValueError(
+                f"a fixed-rate base fills in a sparse key frame from the lattice of key density {SPARSE_KEY_DENSITY:g} "
+                f"alone, not {key_density:g}"
             )
         return key_density
 

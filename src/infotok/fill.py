@@ -28,7 +28,8 @@ A sparse key frame (`key_density` below 1, `key_lattice`): of the positions with
 latent frame (every position of a fresh window), those on a regular lattice are kept whatever they show, the others
 only where their code drifts from what the lattice around it suggests (`lattice_interpolation`) more than the
 threshold, like any other token. The rest decode as under `mask` (the decompressor fills them in from the codes
-around them) until they drift. At low rates a whole first latent frame is most of a window's budget (1024 of 1152
+around them) until they drift; a fixed-rate base, which has no decompressor, decodes them as that interpolation
+(`fill_key_frame`), so its decoder shows what its encoder measured drift against. At low rates a whole first latent frame is most of a window's budget (1024 of 1152
 tokens of a 33x256x256 window at 0.125), which leaves the frames after it stale (docs/RATE_CONTROL.md).
 """
 
@@ -205,6 +206,25 @@ def lattice_interpolation(values: torch.Tensor, on_key: torch.Tensor) -> torch.T
     weight = on_key.to(values.dtype)[:, None]
     total = F.conv2d((values * weight).reshape(b * c, 1, h, w), kernel, padding=1).reshape(b, c, h, w)
     return total / F.conv2d(weight, kernel, padding=1).clamp(min=1e-6)
+
+
+def fill_key_frame(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed-rate base's stand-in for the positions a sparse key frame drops (it has no learned one): codes
+    [B, C, t, h, w] and keep-mask [B, t, h, w] (carried codes in, as `Carry.into` gives them) -> the same with each
+    position of the first latent frame that has no code given `lattice_interpolation` of the codes on the
+    `SPARSE_KEY_DENSITY` lattice, the guess `drift` measured it against, and marked as having one, so `hold` holds
+    it. A position with no lattice code within one step of it keeps no code (the zero code)."""
+    missing = ~mask[:, 0]
+    if not bool(missing.any()):
+        return codes, mask
+    on_key = key_lattice(SPARSE_KEY_DENSITY, *mask.shape[2:], mask.device)[None] & mask[:, 0]
+    near = F.conv2d(on_key[:, None].float(), torch.ones(1, 1, 3, 3, device=mask.device), padding=1)[:, 0] > 0
+    filled = missing & near
+    codes, mask = codes.clone(), mask.clone()
+    interpolated = lattice_interpolation(codes[:, :, 0].float(), on_key).to(codes.dtype)
+    codes[:, :, 0] = torch.where(filled[:, None], interpolated, codes[:, :, 0])
+    mask[:, 0] |= filled
+    return codes, mask
 
 
 def drift_ceiling(codes: torch.Tensor, carried: torch.Tensor | None = None) -> torch.Tensor:

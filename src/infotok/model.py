@@ -26,7 +26,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import CompressorConfig
 from .core import TokenizerCore, as_model_input
 from .cosmos import CosmosConfig, ReleaseCompressorConfig
-from .fill import Carry, apply_fills, check_fill, steady_codes
+from .fill import Carry, apply_fills, check_fill, fill_key_frame, steady_codes
 from .frontend import VideoFrontEnd
 from .geometry import Geometry
 from .networks import BASE_KINDS, COMPRESSOR_KINDS, build_base, build_stacks, config_from_dict
@@ -236,9 +236,11 @@ class InfoTok(
                         "this checkpoint is a fixed-rate base tokenizer: it decodes dropped tokens only "
                         f"under the hold fill, not {window_fill}"
                     )
+            if not self.adaptive:  # only `hold` drops tokens on a base: a sparse key frame's interpolation
+                codes, mask = fill_key_frame(codes, mask)
             codes, mask, held = apply_fills(codes, mask, fills)
         if mask is not None and (not self.adaptive or self.dropped_mode == "zero_code"):
-            # a base decodes a position never kept (held from nothing) as the zero code
+            # a position never kept (held from nothing, no lattice code beside it) decodes as the zero code
             codes = codes * mask[:, None].to(codes.dtype)
         f = self.base.features_from_codes(codes)
         if self.adaptive:
