@@ -29,8 +29,9 @@ latent frame (every position of a fresh window), those on a regular lattice are 
 only where their code drifts from what the lattice around it suggests (`lattice_interpolation`) more than the
 threshold, like any other token. The rest decode as under `mask` (the decompressor fills them in from the codes
 around them) until they drift; a fixed-rate base, which has no decompressor, decodes them as that interpolation
-(`fill_key_frame`), so its decoder shows what its encoder measured drift against. At low rates a whole first latent frame is most of a window's budget (1024 of 1152
-tokens of a 33x256x256 window at 0.125), which leaves the frames after it stale (docs/RATE_CONTROL.md).
+(`fill_key_frame`), so its decoder shows what its encoder measured drift against. At low rates a whole first
+latent frame is most of a window's budget (1024 of 1152 tokens of a 33x256x256 window at 0.125), which leaves the
+frames after it stale (docs/RATE_CONTROL.md).
 """
 
 from __future__ import annotations
