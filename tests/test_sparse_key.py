@@ -1,5 +1,6 @@
 """Sparse key frames: a position with nothing to hold at a window's first latent frame is kept there only on a
-lattice, or where its code differs from what the lattice around it suggests; the decompressor fills in the rest."""
+lattice, or where its code differs from what the lattice around it suggests; the decompressor fills in the rest
+(a fixed-rate base: that suggestion)."""
 
 from __future__ import annotations
 
