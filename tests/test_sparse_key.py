@@ -92,7 +92,7 @@ def test_the_mask_fill_and_the_zero_code_convention_refuse_sparse_key_frames(mod
 
 def test_a_base_fills_a_sparse_key_frame_with_the_interpolation_its_drift_measured_against():
     """One channel, 3x3, lattice at the corners: (0, 1) is dropped and decodes as the mean of its two lattice
-    neighbours, (1, 1) was kept, and the second latent frame holds what the first showed."""
+    neighbours, (1, 1) was kept, and the second latent frame is left to `hold`."""
     codes = torch.zeros(1, 1, 2, 3, 3)
     codes[0, 0, :, 0, 2] = 1.0
     codes[0, 0, :, 1, 1] = 0.9
