@@ -214,17 +214,15 @@ def fill_key_frame(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
     [B, C, t, h, w] and keep-mask [B, t, h, w] (carried codes in, as `Carry.into` gives them) -> the same with each
     position of the first latent frame that has no code given `lattice_interpolation` of the codes on the
     `SPARSE_KEY_DENSITY` lattice, the guess `drift` measured it against, and marked as having one, so `hold` holds
-    it. A position with no lattice code within one step of it keeps no code (the zero code)."""
+    it. A position with no lattice code within one step of it interpolates nothing: the zero code, as before."""
     missing = ~mask[:, 0]
     if not bool(missing.any()):
         return codes, mask
     on_key = key_lattice(SPARSE_KEY_DENSITY, *mask.shape[2:], mask.device)[None] & mask[:, 0]
-    near = F.conv2d(on_key[:, None].float(), torch.ones(1, 1, 3, 3, device=mask.device), padding=1)[:, 0] > 0
-    filled = missing & near
     codes, mask = codes.clone(), mask.clone()
     interpolated = lattice_interpolation(codes[:, :, 0].float(), on_key).to(codes.dtype)
-    codes[:, :, 0] = torch.where(filled[:, None], interpolated, codes[:, :, 0])
-    mask[:, 0] |= filled
+    codes[:, :, 0] = torch.where(missing[:, None], interpolated, codes[:, :, 0])
+    mask[:, 0] |= missing
     return codes, mask
 
 
