@@ -6,8 +6,9 @@ frames, short side 256, centre crop 256x256, the checkpoint's defaults, windows 
 writes them) at asked 0.125, 0.25, 0.5 and 1, checks each prior-coded file decodes to the same tokens, and prints per
 rate the realized rate, the PSNR and the BPP16 of both files (means over clips). With `--against`, the same for a
 second checkpoint and its prior, then the first's BD-rate against the second (`metrics.bd_rate`, linear fit) in
-tokens, zlib bytes and prior-coded bytes. Why: two tokenizers can only be ranked at equal bytes once each is coded by
-a prior trained on its own tokens (docs/RATE_CONTROL.md, the fixed-rate base under hold).
+tokens, zlib bytes and prior-coded bytes, and each point's PSNR against the other curve's at its prior-coded
+bytes (`metrics.psnr_at`), which says at what sizes each wins. Why: two tokenizers can only be ranked at equal bytes
+once each is coded by a prior trained on its own tokens (docs/RATE_CONTROL.md, the fixed-rate base under hold).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from infotok.entropy import load_prior
-from infotok.metrics import bd_rate
+from infotok.metrics import bd_rate, psnr_at
 from infotok.model import InfoTok
 
 from .experiments import ROOT
@@ -31,7 +32,7 @@ def measure(checkpoint: str | None, prior_folder: str | None, clips) -> dict[str
     model, prior = InfoTok.from_pretrained(checkpoint), load_prior(prior_folder)
     rows = tokenizer_rows(model, prior, clips)
     print(f"{model.name} (model {model.model_hash}), prior {prior.hash}, {len(clips)} clips")
-    curves: dict[str, list[float]] = {"tokens": [], "zlib": [], "prior": [], "psnr": []}
+    curves: dict[str, list[float]] = {"tokens": [], "zlib": [], "prior": [], "psnr": [], "asked": []}
     for rate in sorted({r["rate"] for r in rows}):
         at = [r for r in rows if r["rate"] == rate]
         zlib, coded = (
@@ -42,7 +43,7 @@ def measure(checkpoint: str | None, prior_folder: str | None, clips) -> dict[str
             f"asked {rate:g}: realized {realized:.3f}, PSNR {quality:.2f} dB, BPP16 zlib {zlib:.3f}, prior {coded:.3f}"
             f"{'' if all(r['lossless'] for r in at) else ', NOT LOSSLESS'}"
         )
-        for key, value in zip(curves, (realized, zlib, coded, quality)):
+        for key, value in zip(curves, (realized, zlib, coded, quality, rate)):
             curves[key].append(float(value))
     return curves
 
@@ -62,6 +63,14 @@ def main(argv: list[str]) -> None:
             for key in ("tokens", "zlib", "prior")
         }
         print("BD-rate of the first against the second:", ", ".join(f"{k} {v:+.1f}%" for k, v in bd.items()))
+        print("Where each wins, prior-coded: each point against the other's curve at its bytes (nan: outside it)")
+        for name, own, other in (("first", first, second), ("second", second, first)):
+            for asked, coded, quality in zip(own["asked"], own["prior"], own["psnr"]):
+                there = psnr_at(other["prior"], other["psnr"], coded)
+                print(
+                    f"  {name} at asked {asked:g}: BPP16 {coded:.3f}, {quality:.2f} dB, the other {there:.2f} dB"
+                    f" ({quality - there:+.2f})"
+                )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from benchmarks.peers import binary_search_rate, oracle_rates
 
-from infotok.metrics import bd_rate, frechet_distance, psnr, ssim
+from infotok.metrics import bd_rate, frechet_distance, psnr, psnr_at, ssim
 
 
 def test_psnr_is_tokenbench_mse_over_all_frames():
@@ -85,3 +85,11 @@ def test_linear_bd_rate_reads_curves_that_flatten_at_full_quality():
     assert bd_rate(rates, psnr, [r / 2 for r in rates], psnr, fit="linear") == pytest.approx(-50.0, abs=1e-6)
     flat = [0.2, 0.4, 0.6, 0.8, 1.0], [22.0, 26.0, 27.0, 27.0, 27.0]  # saturated: more tokens buy nothing
     assert -60 < bd_rate(rates, psnr, *flat, fit="linear") < 0
+
+
+def test_psnr_at_reads_a_curve_linearly_in_log_rate_and_never_beyond_it():
+    rates, quality = [0.1, 0.2, 0.4, 0.8], [20.0, 23.0, 25.0, 24.0]  # the last point no longer raises the PSNR
+    assert psnr_at(rates, quality, 0.2) == pytest.approx(23.0)
+    assert psnr_at(rates, quality, 0.2 * 2**0.5) == pytest.approx(24.0)  # halfway in log rate
+    assert np.isnan(psnr_at(rates, quality, 0.05))
+    assert np.isnan(psnr_at(rates, quality, 0.6))  # past the last rising point: a guess, not a reading

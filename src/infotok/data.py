@@ -20,8 +20,10 @@ from .files import list_videos
 from .video import VideoError, iter_frames, probe, synthetic_video, write_video
 
 
-def prepare_cache(paths: list[Path], cache_dir: Path, short_side: int = 256, progress=None) -> list[Path]:
-    """Re-encode each video with its short side at `short_side` (never upscaled) into cache_dir.
+def prepare_cache(
+    paths: list[Path], cache_dir: Path, short_side: int = 256, progress=None, crf: int = 16
+) -> list[Path]:
+    """Re-encode each video with its short side at `short_side` (never upscaled) into cache_dir, H.264 at `crf`.
 
     Cached files are named by a hash of the source path, size and mtime, so a changed source is
     re-encoded and an unchanged one is reused.
@@ -31,13 +33,14 @@ def prepare_cache(paths: list[Path], cache_dir: Path, short_side: int = 256, pro
     out = []
     for p in paths:
         st = p.stat()
-        key = hashlib.sha1(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{short_side}".encode()).hexdigest()[:16]
+        stamp = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{short_side}" + (f"|crf{crf}" if crf != 16 else "")
+        key = hashlib.sha1(stamp.encode()).hexdigest()[:16]
         target = cache_dir / f"{p.stem}-{key}.mp4"
         if not target.exists():
             info = probe(p)
             scale = min(1.0, short_side / min(info.width, info.height))
             size = (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
-            write_video(target, iter_frames(p, size=size), fps=info.fps, crf=16)
+            write_video(target, iter_frames(p, size=size), fps=info.fps, crf=crf)
         out.append(target)
         if progress:
             progress(p)

@@ -116,6 +116,13 @@ def bd_rate(rates_a, psnr_a, rates_b, psnr_b, fit: str = "cubic") -> float:
     return float((np.exp(avg_b - avg_a) - 1) * 100)
 
 
+def psnr_at(rates, psnr, rate: float) -> float:
+    """A rate-PSNR curve read at `rate`: linear in log rate between the points that still raise its PSNR (as
+    `bd_rate(fit="linear")` reads it); NaN outside those points' rates, where it would be a guess."""
+    p, r = _rising(np.asarray(psnr, float), np.log(np.asarray(rates, float)))
+    return float(np.interp(np.log(rate), r, p, left=np.nan, right=np.nan))
+
+
 def _rising(psnr: np.ndarray, log_rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A curve's points in rate order, keeping each only where it raises the PSNR (for np.interp)."""
     order = np.argsort(log_rate, kind="stable")
