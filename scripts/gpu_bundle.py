@@ -1,21 +1,23 @@
 """Make `scripts/train_gpu.py` runnable on a lent GPU machine (the `device` tool), within what travels there.
 
 That machine has PyTorch but neither PyAV nor vector-quantize-pytorch, and only the checkout travels, at most
-64 MiB of it (../shared beside it does not). The tracked tree alone is about that size, mostly weights the training
-run never reads. So, from the repository root:
+64 MiB of it (../shared beside it does not). The tracked tree alone is about that size, mostly weights, and PyAV's
+wheel is 34 MiB. So two calls, each carrying its folder, from the repository root:
 
-    python scripts/gpu_bundle.py build      # .gpu/ (ignored): the wheels the machine lacks, the training clips
-                                            # re-encoded small, the evaluation clips, run.sh; prints the sizes
-    python scripts/gpu_bundle.py stage      # stop tracking the weights and test data the run does not read
-    # device run: command "bash .gpu/run.sh", carry [".gpu"], timeout_s 600 (about 8 min of training + eval)
-    python scripts/gpu_bundle.py restore    # track them again (they never left the disk), even after a failed call
-    python scripts/gpu_bundle.py unpack DIR # DIR: the call's files_at; rejoins the runs into runs/gpu
+    python scripts/gpu_bundle.py build        # .gpu/ and .gpu-tests/ (ignored); prints what each call would send
+    python scripts/gpu_bundle.py stage train  # stop tracking what the call does not read (weights, test data, docs)
+    # device run: command "bash .gpu/run.sh", carry [".gpu"], timeout_s 600
+    python scripts/gpu_bundle.py restore      # track it again (it never left the disk), even after a failed call
+    python scripts/gpu_bundle.py unpack DIR   # DIR: the call's files_at; the runs -> runs/gpu
+    python scripts/gpu_bundle.py stage tests  # the same, keeping the shipped InfoTok-Flex and 1D weights
+    # device run: command "bash .gpu-tests/run.sh", carry [".gpu-tests"], timeout_s 300; then restore
 
 `stage` runs `git rm --cached` on those files and lists them in .git/info/exclude (between marker lines), so git
-and the device tool see them as ignored; `restore` undoes both. run.sh installs the wheels into /tmp/site, runs
-`train_gpu.py --stages train,eval` on the bundled clips and packs the runs (checkpoints, logs, evaluations) into
-parts under $OUT small enough to come back (16 MiB each). The CUDA tests need the shipped weights and PyAV at
-once, more than travels: they are not part of this call (docs/TRAINING.md).
+and the device tool see them as ignored; `restore` undoes both. The train call installs the wheels the machine lacks
+into /tmp/site, runs `train_gpu.py --stages train,eval` on the bundled clips (the training clips re-encoded small,
+the evaluation clips as they are) and packs the runs (checkpoints in float16, logs, evaluations) into parts under
+$OUT small enough to come back (16 MiB each). The tests call runs the CUDA tests without PyAV: a stand-in `av` lets
+infotok import, and their clip comes decoded (`INFOTOK_CUDA_CLIP`).
 """
 
 from __future__ import annotations
@@ -28,32 +30,47 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-BUNDLE = ROOT / ".gpu"
 LIMIT = 64 * 2**20  # what travels, at most (the device tool's limit)
 PART = 15 * 2**20  # each file that comes back, under the tool's 16 MiB
 # what the device's image lacks of infotok's needs (its package list: .library/device/KINDS.md)
 MISSING = ("av", "vector-quantize-pytorch", "einx", "frozendict", "loguru", "torch-einops-utils")
-# tracked files the training run does not read: the shipped and benchmark weights, test fixtures, pictures
+# tracked files neither call reads: the shipped and benchmark weights, test fixtures, pictures; the tests keep two
 NOT_NEEDED = ("src/infotok/weights/", "checkpoints/", "benchmarks/priors/", "tests/data/", "docs/")
+SHIPPED = ("src/infotok/weights/infotok-flex/", "src/infotok/weights/infotok-1d/")
+BUNDLES = {"train": ".gpu", "tests": ".gpu-tests"}  # each call carries its folder (`carry`)
 MARK_BEGIN, MARK_END = "# gpu_bundle stage: begin", "# gpu_bundle stage: end"
 CRF = 23  # the bundled training clips (the CPU's training cache uses 16; 23 is visually close, a third the size)
-
-RUN_SH = r"""#!/bin/bash
+INSTALL = r"""#!/bin/bash
 # written by scripts/gpu_bundle.py build; runs on the device machine from the repository root
 set -eo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .gpu/wheels/*.whl
+    {bundle}/wheels/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-status=0
+"""
+RUN_SH = {
+    "train": INSTALL.format(bundle=".gpu")
+    + r"""status=0
 # 270 + 120 s of training: with the wheels, the model set-ups, both evaluations and the packing the call ends
 # inside the device's 10 minutes a command
 python3 scripts/train_gpu.py --out /tmp/gpu --data .gpu/train --eval .gpu/eval --stages train,eval \
     --base-seconds 270 --flex-seconds 120 "$@" || status=$?
 python3 scripts/gpu_bundle.py pack /tmp/gpu "${OUT:-/tmp/gpu-out}"
 exit $status
-"""
+""",
+    # PyAV's wheel and the shipped weights together are more than travels: a stand-in `av` lets infotok import
+    # (no video is read: the clip comes decoded, clip.npz)
+    "tests": INSTALL.format(bundle=".gpu-tests")
+    + r"""export PYTHONPATH=$PYTHONPATH:$PWD/.gpu-tests/stand-in INFOTOK_CUDA_CLIP=$PWD/.gpu-tests/clip.npz
+mkdir -p "${OUT:=/tmp/gpu-out}"
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_distributed.py -k cuda "$@" 2>&1 \
+    | tee "$OUT/cuda-tests.log"
+""",
+}
+STAND_IN = '"""A stand-in for PyAV on the lent GPU machine (scripts/gpu_bundle.py): no video is read there."""\n'
 
 
 def git(*args: str) -> str:
@@ -72,43 +89,53 @@ def size_of(paths) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def travelling() -> int:
-    """Bytes the device tool would send now: tracked and untracked-not-ignored files, plus .gpu (carried)."""
+def travelling(call: str) -> int:
+    """Bytes the device tool would send now: tracked and untracked-not-ignored files, plus the call's folder."""
     listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    return size_of(ROOT / name for name in listed if name) + size_of(BUNDLE.rglob("*"))
+    return size_of(ROOT / name for name in listed if name) + size_of((ROOT / BUNDLES[call]).rglob("*"))
+
+
+def download_wheels(folder: Path, names) -> None:
+    """constraints.txt's versions, built for the device's Python (3.12, x86-64 Linux)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
+    pins = [f"{name}=={constrained_version(name)}" for name in names]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+         "--implementation", "cp", *platforms, "-d", str(folder), *pins],
+        check=True,
+    )  # fmt: skip
 
 
 def build(args) -> None:
     from infotok.data import prepare_cache
     from infotok.files import list_videos
+    from infotok.video import read_video, resize_and_crop
 
-    wheels = BUNDLE / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    for name in MISSING:
-        pin = f"{name}=={constrained_version(name)}"
-        platforms = [
-            f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-        ]
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-             "3.12", "--implementation", "cp", *platforms, "-d", str(wheels), pin],
-            check=True,
-        )  # fmt: skip
-    train = list_videos([str(args.train)])
-    made = prepare_cache(train, BUNDLE / "train", short_side=256, crf=CRF)
-    for stale in set((BUNDLE / "train").glob("*.mp4")) - set(made):  # clips of an earlier build's sources
+    train, tests = ROOT / BUNDLES["train"], ROOT / BUNDLES["tests"]
+    download_wheels(train / "wheels", MISSING)
+    made = prepare_cache(list_videos([str(args.train)]), train / "train", short_side=256, crf=CRF)
+    for stale in set((train / "train").glob("*.mp4")) - set(made):  # clips of an earlier build's sources
         stale.unlink()
-    (BUNDLE / "eval").mkdir(exist_ok=True)
-    for clip in list_videos([str(args.eval)]):
-        shutil.copy2(clip, BUNDLE / "eval" / clip.name)
-    (BUNDLE / "run.sh").write_text(RUN_SH)
-    for part in ("wheels", "train", "eval"):
-        print(f".gpu/{part}: {size_of((BUNDLE / part).rglob('*')) / 2**20:.1f} MiB")
-    report()
+    (train / "eval").mkdir(exist_ok=True)
+    clips = list_videos([str(args.eval)])
+    for clip in clips:
+        shutil.copy2(clip, train / "eval" / clip.name)
+    download_wheels(tests / "wheels", [name for name in MISSING if name != "av"])
+    (tests / "stand-in" / "av").mkdir(parents=True, exist_ok=True)
+    (tests / "stand-in" / "av" / "__init__.py").write_text(STAND_IN)
+    # what tests/test_cuda.py's clip fixture makes of the first evaluation clip
+    np.savez_compressed(tests / "clip.npz", clip=resize_and_crop(read_video(clips[0], max_frames=33)[0], 256))
+    for call, folder in (("train", train), ("tests", tests)):
+        (folder / "run.sh").write_text(RUN_SH[call])
+        parts = ", ".join(f"{p.name} {size_of(p.rglob('*')) / 2**20:.1f} MiB" for p in folder.iterdir() if p.is_dir())
+        print(f"{BUNDLES[call]}: {parts}")
+        report(call)
 
 
-def staged_paths() -> list[str]:
-    return [p for p in git("ls-files", "-z", "--", *NOT_NEEDED).split("\0") if p]
+def staged_paths(call: str) -> list[str]:
+    keep = SHIPPED if call == "tests" else ()
+    return [p for p in git("ls-files", "-z", "--", *NOT_NEEDED).split("\0") if p and not p.startswith(keep)]
 
 
 def exclude_file() -> Path:
@@ -127,17 +154,17 @@ def without_stage_block(text: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def stage(_args) -> None:
-    paths = staged_paths()
-    if not paths:
-        raise SystemExit("nothing to stage: already staged? (python scripts/gpu_bundle.py restore undoes it)")
+def stage(args) -> None:
     exclude = exclude_file()
+    if exclude.exists() and MARK_BEGIN in exclude.read_text():
+        raise SystemExit("already staged: python scripts/gpu_bundle.py restore first")
+    paths = staged_paths(args.call)
     exclude.parent.mkdir(parents=True, exist_ok=True)
     block = "\n".join([MARK_BEGIN, *(f"/{p}" for p in paths), MARK_END])
     exclude.write_text(without_stage_block(exclude.read_text() if exclude.exists() else "") + block + "\n")
     subprocess.run(["git", "rm", "-q", "--cached", "--", *paths], cwd=ROOT, check=True)
     print(f"untracked {len(paths)} files ({size_of(ROOT / p for p in paths) / 2**20:.1f} MiB); restore afterwards")
-    report()
+    report(args.call)
 
 
 def restore(_args) -> None:
@@ -151,10 +178,10 @@ def restore(_args) -> None:
     print(f"tracked again: {len(paths)} files")
 
 
-def report() -> None:
-    size = travelling()
-    verdict = "fits" if size <= LIMIT else "too large: run `stage` first" if staged_paths() else "too large"
-    print(f"would travel: {size / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} ({verdict})")
+def report(call: str) -> None:
+    size = travelling(call)
+    verdict = "fits" if size <= LIMIT else f"too large: python scripts/gpu_bundle.py stage {call}"
+    print(f"the {call} call would send {size / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} ({verdict})")
 
 
 def pack(args) -> None:
@@ -203,12 +230,12 @@ def unpack(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    b = sub.add_parser("build", help="write .gpu/ and print what would travel")
+    b = sub.add_parser("build", help="write both calls' folders and print what each would send")
     b.add_argument("--train", type=Path, default=SHARED / "train_videos")
     b.add_argument("--eval", type=Path, default=SHARED / "videos")
-    sub.add_parser("stage", help="untrack what the run does not read")
+    for verb, what in (("stage", "untrack what the call does not read"), ("size", "print what the call would send")):
+        sub.add_parser(verb, help=what).add_argument("call", choices=sorted(BUNDLES))
     sub.add_parser("restore", help="track it again")
-    sub.add_parser("size", help="print what would travel now")
     k = sub.add_parser("pack", help="(on the device) runs -> parts under OUT")
     k.add_argument("runs")
     k.add_argument("out")
@@ -216,9 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument("files_at")
     u.add_argument("--into", help="folder to unpack gpu/ into (default: runs)")
     args = p.parse_args(argv)
-    {"build": build, "stage": stage, "restore": restore, "size": lambda _: report(), "pack": pack, "unpack": unpack}[
-        args.verb
-    ](args)
+    verbs = {"build": build, "stage": stage, "restore": restore, "pack": pack, "unpack": unpack}
+    verbs["size"] = lambda a: report(a.call)
+    verbs[args.verb](args)
 
 
 if __name__ == "__main__":

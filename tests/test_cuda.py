@@ -5,6 +5,8 @@ FSQ rounding boundary now and then: the contract is agreement in at least 99% of
 written on the GPU decodes on the CPU.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -31,6 +33,10 @@ def agreement(a: Tokens, b: Tokens) -> float:
 
 @pytest.fixture(scope="module")
 def clip() -> np.ndarray:
+    """The first evaluation clip's first 33 frames at 256x256; where no video can be read (the lent GPU machine has
+    neither the clips nor PyAV), the same frames decoded beforehand (`INFOTOK_CUDA_CLIP`, scripts/gpu_bundle.py)."""
+    if os.environ.get("INFOTOK_CUDA_CLIP"):
+        return np.load(os.environ["INFOTOK_CUDA_CLIP"])["clip"]
     videos = shared_videos()
     assert videos, "../shared/data/videos is missing"
     return resize_and_crop(read_video(videos[0], max_frames=33)[0], 256)

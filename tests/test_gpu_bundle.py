@@ -35,11 +35,10 @@ def test_stage_untracks_what_the_run_does_not_read_and_restore_tracks_it_again(t
     git(root, "add", ".")
     git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
     monkeypatch.setattr(bundle, "ROOT", root)
-    monkeypatch.setattr(bundle, "BUNDLE", root / ".gpu")
-    bundle.stage(None)
+    bundle.stage(type("Args", (), {"call": "train"}))
     sent = git(root, "ls-files", "--cached", "--others", "--exclude-standard").split()
     assert sorted(sent) == ["Makefile", "src/infotok/code.py"]  # the untracked weights are ignored, so not sent
-    assert bundle.travelling() == 2000
+    assert bundle.travelling("train") == 2000
     bundle.restore(None)
     assert git(root, "status", "--porcelain") == ""  # tracked again, nothing left staged, exclude block gone
     assert "gpu_bundle" not in (root / ".git" / "info" / "exclude").read_text()
