@@ -63,14 +63,16 @@ def main(argv: list[str]) -> None:
             for key in ("tokens", "zlib", "prior")
         }
         print("BD-rate of the first against the second:", ", ".join(f"{k} {v:+.1f}%" for k, v in bd.items()))
-        print("Where each wins, prior-coded: each point against the other's curve at its bytes (nan: outside it)")
+        print("Where each wins, prior-coded: each point against the other's curve at its bytes")
         for name, own, other in (("first", first, second), ("second", second, first)):
             for asked, coded, quality in zip(own["asked"], own["prior"], own["psnr"]):
                 there = psnr_at(other["prior"], other["psnr"], coded)
-                print(
-                    f"  {name} at asked {asked:g}: BPP16 {coded:.3f}, {quality:.2f} dB, the other {there:.2f} dB"
-                    f" ({quality - there:+.2f})"
+                beside = (
+                    "outside the other's curve"
+                    if np.isnan(there)
+                    else f"the other {there:.2f} dB ({quality - there:+.2f})"
                 )
+                print(f"  {name} at asked {asked:g}: BPP16 {coded:.3f}, {quality:.2f} dB; {beside}")
 
 
 if __name__ == "__main__":
