@@ -11,6 +11,8 @@ wheel is 34 MiB. So two calls, each carrying its folder, from the repository roo
     python scripts/gpu_bundle.py unpack DIR   # DIR: the call's files_at; the runs -> runs/gpu
     python scripts/gpu_bundle.py stage tests  # the same, keeping the shipped InfoTok-Flex and 1D weights
     # device run: command "bash .gpu-tests/run.sh", carry [".gpu-tests"], timeout_s 300; then restore
+    python scripts/gpu_bundle.py stage registers  # issue #31 instead: the 1D register network, 8 min from scratch
+    # device run: command "bash .gpu-1d/run.sh", carry [".gpu-1d"], timeout_s 600; then restore and unpack
 
 `stage` runs `git rm --cached` on those files and lists them in .git/info/exclude (between marker lines), so git
 and the device tool see them as ignored; `restore` undoes both. The train call installs the wheels the machine lacks
@@ -41,7 +43,7 @@ MISSING = ("av", "vector-quantize-pytorch", "einx", "frozendict", "loguru", "tor
 # tracked files neither call reads: the shipped and benchmark weights, test fixtures, pictures; the tests keep two
 NOT_NEEDED = ("src/infotok/weights/", "checkpoints/", "benchmarks/priors/", "tests/data/", "docs/")
 SHIPPED = ("src/infotok/weights/infotok-flex/", "src/infotok/weights/infotok-1d/")
-BUNDLES = {"train": ".gpu", "tests": ".gpu-tests"}  # each call carries its folder (`carry`)
+BUNDLES = {"train": ".gpu", "tests": ".gpu-tests", "registers": ".gpu-1d"}  # each call carries its folder (`carry`)
 MARK_BEGIN, MARK_END = "# gpu_bundle stage: begin", "# gpu_bundle stage: end"
 CRF = 23  # the bundled training clips (the CPU's training cache uses 16; 23 is visually close, a third the size)
 INSTALL = r"""#!/bin/bash
@@ -58,6 +60,19 @@ RUN_SH = {
 # inside the device's 10 minutes a command
 python3 scripts/train_gpu.py --out /tmp/gpu --data .gpu/train --eval .gpu/eval --stages train,eval \
     --base-seconds 270 --flex-seconds 120 "$@" || status=$?
+python3 scripts/gpu_bundle.py pack /tmp/gpu "${OUT:-/tmp/gpu-out}"
+exit $status
+""",
+    # issue #31: the 1D layout's register network from scratch on the base codes of the training clips (the shipped
+    # one had 215 s of an H200 and was still improving); no video and no weights are read, only latents.npz, so
+    # the stand-in `av` lets infotok import
+    "registers": INSTALL.format(bundle=".gpu-1d")
+    + r"""export PYTHONPATH=$PYTHONPATH:$PWD/.gpu-1d/stand-in
+mkdir -p /tmp/gpu
+python3 -m infotok train registers --latents .gpu-1d/latents.npz --out /tmp/gpu/registers --batch 32 --lr 5e-4 \
+    --warmup 200 --log-every 100 --checkpoint-every 1000000 --steps 1000000 --time-limit 480 \
+    --mixed-precision bf16 "$@" 2>&1 | tee /tmp/gpu/train-registers.log
+status=${PIPESTATUS[0]}
 python3 scripts/gpu_bundle.py pack /tmp/gpu "${OUT:-/tmp/gpu-out}"
 exit $status
 """,
@@ -122,11 +137,20 @@ def build(args) -> None:
     for clip in clips:
         shutil.copy2(clip, train / "eval" / clip.name)
     download_wheels(tests / "wheels", [name for name in MISSING if name != "av"])
-    (tests / "stand-in" / "av").mkdir(parents=True, exist_ok=True)
-    (tests / "stand-in" / "av" / "__init__.py").write_text(STAND_IN)
+    for folder in (tests, ROOT / BUNDLES["registers"]):  # calls that read no video
+        (folder / "stand-in" / "av").mkdir(parents=True, exist_ok=True)
+        (folder / "stand-in" / "av" / "__init__.py").write_text(STAND_IN)
     # what tests/test_cuda.py's clip fixture makes of the first evaluation clip
     np.savez_compressed(tests / "clip.npz", clip=resize_and_crop(read_video(clips[0], max_frames=33)[0], 256))
-    for call, folder in (("train", train), ("tests", tests)):
+    one_d = ROOT / BUNDLES["registers"]
+    download_wheels(one_d / "wheels", [name for name in MISSING if name != "av"])
+    if not (one_d / "latents.npz").exists():  # the installed InfoTok-Flex's base codes of every training clip
+        subprocess.run(
+            [sys.executable, "-m", "infotok", "train", "latents", "--data", str(args.train), "--out",
+             str(one_d / "latents.npz")],
+            check=True,
+        )  # fmt: skip
+    for call, folder in (("train", train), ("tests", tests), ("registers", one_d)):
         (folder / "run.sh").write_text(RUN_SH[call])
         parts = ", ".join(f"{p.name} {size_of(p.rglob('*')) / 2**20:.1f} MiB" for p in folder.iterdir() if p.is_dir())
         print(f"{BUNDLES[call]}: {parts}")
@@ -195,13 +219,17 @@ def pack(args) -> None:
     runs, out, packed = Path(args.runs), Path(args.out), Path("/tmp/gpu-pack/gpu")
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(packed.parent, ignore_errors=True)
+    packed.mkdir(parents=True)  # a run that failed early still sends back what it wrote
     for f in runs.rglob("*"):
         if f.is_file() and not f.name.startswith("train_state") and f.parent.name != "model":
             (packed / f.relative_to(runs)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, packed / f.relative_to(runs))
     for model in runs.glob("*/model"):
         config = json.loads((model / checkpoint.CONFIG_FILE).read_text())
-        checkpoint.save(InfoTok.from_pretrained(model), config, packed / model.relative_to(runs), torch.float16)
+        if config.get("layout") == "1d":  # exported in float16 already, and it loads only beside its base's weights
+            shutil.copytree(model, packed / model.relative_to(runs))
+        else:
+            checkpoint.save(InfoTok.from_pretrained(model), config, packed / model.relative_to(runs), torch.float16)
     if (runs / "summary.json").exists():
         shutil.copy2(runs / "summary.json", out / "summary.json")
     archive = packed.parent / "runs.tar"
