@@ -1,10 +1,10 @@
-"""Make `scripts/train_gpu.py` runnable on a lent GPU machine (the `device` tool), within what travels there.
+"""Prepare the GPU runs (scripts/train_gpu.py, the CUDA tests, the 1D register network) for a lent machine.
 
 That machine has PyTorch but neither PyAV nor vector-quantize-pytorch, and only the checkout travels, at most
 64 MiB of it (../shared beside it does not). The tracked tree alone is about that size, mostly weights, and PyAV's
-wheel is 34 MiB. So two calls, each carrying its folder, from the repository root:
+wheel is 34 MiB. So each call carries a folder of its own (run from the repository root, in this order):
 
-    python scripts/gpu_bundle.py build        # .gpu/ and .gpu-tests/ (ignored); prints what each call would send
+    python scripts/gpu_bundle.py build        # .gpu/, .gpu-tests/, .gpu-1d/ (ignored); what each call would send
     python scripts/gpu_bundle.py stage train  # stop tracking what the call does not read (weights, test data, docs)
     # device run: command "bash .gpu/run.sh", carry [".gpu"], timeout_s 600
     python scripts/gpu_bundle.py restore      # track it again (it never left the disk), even after a failed call
@@ -18,8 +18,8 @@ wheel is 34 MiB. So two calls, each carrying its folder, from the repository roo
 and the device tool see them as ignored; `restore` undoes both. The train call installs the wheels the machine lacks
 into /tmp/site, runs `train_gpu.py --stages train,eval` on the bundled clips (the training clips re-encoded small,
 the evaluation clips as they are) and packs the runs (checkpoints in float16, logs, evaluations) into parts under
-$OUT small enough to come back (16 MiB each). The tests call runs the CUDA tests without PyAV: a stand-in `av` lets
-infotok import, and their clip comes decoded (`INFOTOK_CUDA_CLIP`).
+$OUT small enough to come back (16 MiB each). The tests and registers calls read no video: a stand-in `av` lets
+infotok import without PyAV, and the CUDA tests' clip comes decoded (`INFOTOK_CUDA_CLIP`). docs/TRAINING.md has more.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 LIMIT = 64 * 2**20  # what travels, at most (the device tool's limit)
 PART = 15 * 2**20  # each file that comes back, under the tool's 16 MiB
-# what the device's image lacks of infotok's needs (its package list: .library/device/KINDS.md)
+# what the device's image lacks of infotok's needs (the device tool's package list)
 MISSING = ("av", "vector-quantize-pytorch", "einx", "frozendict", "loguru", "torch-einops-utils")
-# tracked files neither call reads: the shipped and benchmark weights, test fixtures, pictures; the tests keep two
+# tracked files no call reads: the shipped and benchmark weights, test fixtures, docs; the tests call keeps two
 NOT_NEEDED = ("src/infotok/weights/", "checkpoints/", "benchmarks/priors/", "tests/data/", "docs/")
 SHIPPED = ("src/infotok/weights/infotok-flex/", "src/infotok/weights/infotok-1d/")
 BUNDLES = {"train": ".gpu", "tests": ".gpu-tests", "registers": ".gpu-1d"}  # each call carries its folder (`carry`)
@@ -136,14 +136,13 @@ def build(args) -> None:
     clips = list_videos([str(args.eval)])
     for clip in clips:
         shutil.copy2(clip, train / "eval" / clip.name)
-    download_wheels(tests / "wheels", [name for name in MISSING if name != "av"])
-    for folder in (tests, ROOT / BUNDLES["registers"]):  # calls that read no video
+    one_d = ROOT / BUNDLES["registers"]
+    for folder in (tests, one_d):  # calls that read no video: no PyAV, a stand-in to import
+        download_wheels(folder / "wheels", [name for name in MISSING if name != "av"])
         (folder / "stand-in" / "av").mkdir(parents=True, exist_ok=True)
         (folder / "stand-in" / "av" / "__init__.py").write_text(STAND_IN)
     # what tests/test_cuda.py's clip fixture makes of the first evaluation clip
     np.savez_compressed(tests / "clip.npz", clip=resize_and_crop(read_video(clips[0], max_frames=33)[0], 256))
-    one_d = ROOT / BUNDLES["registers"]
-    download_wheels(one_d / "wheels", [name for name in MISSING if name != "av"])
     if not (one_d / "latents.npz").exists():  # the installed InfoTok-Flex's base codes of every training clip
         subprocess.run(
             [sys.executable, "-m", "infotok", "train", "latents", "--data", str(args.train), "--out",
@@ -258,7 +257,7 @@ def unpack(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    b = sub.add_parser("build", help="write both calls' folders and print what each would send")
+    b = sub.add_parser("build", help="write each call's folder and print what it would send")
     b.add_argument("--train", type=Path, default=SHARED / "train_videos")
     b.add_argument("--eval", type=Path, default=SHARED / "videos")
     for verb, what in (("stage", "untrack what the call does not read"), ("size", "print what the call would send")):
