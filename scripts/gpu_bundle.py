@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -215,29 +216,31 @@ def pack(args) -> None:
     from infotok import checkpoint
     from infotok.model import InfoTok
 
-    runs, out, packed = Path(args.runs), Path(args.out), Path("/tmp/gpu-pack/gpu")
+    runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(packed.parent, ignore_errors=True)
-    packed.mkdir(parents=True)  # a run that failed early still sends back what it wrote
-    for f in runs.rglob("*"):
-        if f.is_file() and not f.name.startswith("train_state") and f.parent.name != "model":
-            (packed / f.relative_to(runs)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, packed / f.relative_to(runs))
-    for model in runs.glob("*/model"):
-        config = json.loads((model / checkpoint.CONFIG_FILE).read_text())
-        if config.get("layout") == "1d":  # exported in float16 already, and it loads only beside its base's weights
-            shutil.copytree(model, packed / model.relative_to(runs))
-        else:
-            checkpoint.save(InfoTok.from_pretrained(model), config, packed / model.relative_to(runs), torch.float16)
+    with tempfile.TemporaryDirectory() as scratch:
+        packed = Path(scratch) / "gpu"
+        packed.mkdir()  # a run that failed early still sends back what it wrote
+        for f in runs.rglob("*"):
+            if f.is_file() and not f.name.startswith("train_state") and f.parent.name != "model":
+                (packed / f.relative_to(runs)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, packed / f.relative_to(runs))
+        for model in runs.glob("*/model"):
+            config = json.loads((model / checkpoint.CONFIG_FILE).read_text())
+            target = packed / model.relative_to(runs)
+            if config.get("layout") == "1d":  # exported in float16 already; it loads only beside its base's weights
+                shutil.copytree(model, target)
+            else:
+                checkpoint.save(InfoTok.from_pretrained(model), config, target, torch.float16)
+        archive = Path(scratch) / "runs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(packed, arcname="gpu")
+        with open(archive, "rb") as f:
+            for i, chunk in enumerate(iter(lambda: f.read(PART), b"")):
+                (out / f"runs.tar.{i:02d}").write_bytes(chunk)
+        print(json.dumps({"parts": i + 1, "bytes": archive.stat().st_size}))
     if (runs / "summary.json").exists():
         shutil.copy2(runs / "summary.json", out / "summary.json")
-    archive = packed.parent / "runs.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(packed, arcname="gpu")
-    with open(archive, "rb") as f:
-        for i, chunk in enumerate(iter(lambda: f.read(PART), b"")):
-            (out / f"runs.tar.{i:02d}").write_bytes(chunk)
-    print(json.dumps({"parts": i + 1, "bytes": archive.stat().st_size}))
 
 
 def unpack(args) -> None:

@@ -33,6 +33,7 @@ def prepare_cache(
     out = []
     for p in paths:
         st = p.stat()
+        # the default CRF adds nothing to the name, so caches written before it was an argument stay valid
         stamp = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{short_side}" + (f"|crf{crf}" if crf != 16 else "")
         key = hashlib.sha1(stamp.encode()).hexdigest()[:16]
         target = cache_dir / f"{p.stem}-{key}.mp4"
