@@ -44,13 +44,16 @@ def test_stage_untracks_what_the_run_does_not_read_and_restore_tracks_it_again(t
     assert "gpu_bundle" not in (root / ".git" / "info" / "exclude").read_text()
 
 
-def test_pack_keeps_checkpoints_in_float16_logs_and_evaluations_and_unpack_rejoins_them(tmp_path):
+def test_pack_keeps_checkpoints_in_float16_1d_exports_as_they_are_and_logs_and_unpack_rejoins_them(tmp_path):
     bundle = load_script()
     runs, out = tmp_path / "gpu", tmp_path / "out"
     model = tiny_model(adaptive=False)
     model.save_pretrained(runs / "base" / "model")
     (runs / "base" / "log.csv").write_text("step,loss\n1,0.5\n")
     (runs / "base" / "train_state.safetensors").write_bytes(b"optimizer state, left behind")
+    (runs / "registers" / "model").mkdir(parents=True)  # a 1D export: float16 already, loads only beside its base
+    (runs / "registers" / "model" / "config.json").write_text(json.dumps({"layout": "1d"}))
+    (runs / "registers" / "model" / "model.safetensors").write_bytes(b"1D weights, copied as they are")
     (runs / "summary.json").write_text(json.dumps({"stages": {}}))
     bundle.pack(type("Args", (), {"runs": runs, "out": out}))
     assert (out / "summary.json").is_file() and (out / "runs.tar.00").is_file()
@@ -63,3 +66,4 @@ def test_pack_keeps_checkpoints_in_float16_logs_and_evaluations_and_unpack_rejoi
     restored = InfoTok.from_pretrained(back / "base" / "model")
     for (name, a), b in zip(model.named_parameters(), restored.parameters()):
         assert torch.equal(a.detach().half().float(), b.detach()), name
+    assert (back / "registers" / "model" / "model.safetensors").read_bytes() == b"1D weights, copied as they are"
