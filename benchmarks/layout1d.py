@@ -24,6 +24,7 @@ from PIL import Image
 from infotok.layout1d import InfoTok1D
 from infotok.metrics import psnr, ssim, vmaf
 from infotok.model import InfoTok
+from infotok.registers import guided
 from infotok.video import from_model, read_video, resize_and_crop
 from infotok.viz import layout, side_by_side, strip
 
@@ -33,14 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 PREFIXES = [16, 32, 64, 128, 256, 512, 576, 1024]
 FLOW_STEPS = 8
-# The decoders of the table: (name, flow steps (0: the regression), classifier-free guidance). Guidance 2 and 3
-# were picked on the three training clips held out of the 1D network's training (docs/LAYOUT_1D.md), not here.
-DECODERS = [
-    ("regression", 0, 1.0),
-    (f"flow, {FLOW_STEPS} steps", FLOW_STEPS, 1.0),
-    (f"flow, {FLOW_STEPS} steps, guidance 2", FLOW_STEPS, 2.0),
-    (f"flow, {FLOW_STEPS} steps, guidance 3", FLOW_STEPS, 3.0),
-]
+# The flow decoder's classifier-free guidance scales in the table (1: none). 2 and 3 were picked on the three
+# training clips held out of the 1D network's training (docs/LAYOUT_1D.md), not here.
+GUIDANCES = (1.0, 2.0, 3.0)
+
+
+def decoders(guidances=GUIDANCES) -> list[tuple[str, int, float]]:
+    """The table's decoders: (name, flow steps (0: the regression), guidance)."""
+    flows = [(f"flow, {FLOW_STEPS} steps{guided(g)}", FLOW_STEPS, g) for g in guidances]
+    return [("regression", 0, 1.0), *flows]
 GRID_TOKENS = 9 * 32 * 32  # a 33x256x256 window's 4x8x8 grid
 GRID_SETTINGS = {
     "default (rd, drift, hold)": {},
@@ -76,13 +78,15 @@ def clip_frames(path: Path) -> np.ndarray:
     return resize_and_crop(read_video(path, max_frames=33)[0], 256)
 
 
-def one_d_rows(model: InfoTok1D, clips: list[np.ndarray], with_vmaf: bool) -> dict:
+def one_d_rows(
+    model: InfoTok1D, clips: list[np.ndarray], with_vmaf: bool, prefixes=PREFIXES, guidances=GUIDANCES
+) -> dict:
     table: dict[str, dict] = {}
     for frames in clips:
-        sequence = model.encode_window(frames)
-        for k in PREFIXES:
-            for name, steps, guidance in DECODERS:
-                decoded = model.decode_window(sequence[:k], 256, 256, steps=steps, guidance=guidance)
+        sequence, (h, w) = model.encode_window(frames), frames.shape[1:3]
+        for k in prefixes:
+            for name, steps, guidance in decoders(guidances):
+                decoded = model.decode_window(sequence[:k], h, w, steps=steps, guidance=guidance)
                 decoded = from_model(decoded)[: len(frames)]
                 table.setdefault(f"{name}|{k}", []).append(scores(frames, decoded, with_vmaf))
     return {key: mean_rows(rows) for key, rows in table.items()}
@@ -209,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vmaf", action="store_true", help="also VMAF (slower)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS_1D.md"))
     p.add_argument("--report-only", metavar="JSON", help="only write the report of an earlier run's bench_1d.json")
+    p.add_argument("--tokens", help=f"comma-separated prefixes (default {','.join(map(str, PREFIXES))})")
+    p.add_argument("--guidance", help="comma-separated guidance scales of the flow rows (default 1,2,3)")
     args = p.parse_args(argv)
+    prefixes = [int(k) for k in args.tokens.split(",")] if args.tokens else PREFIXES
+    guidances = [float(g) for g in args.guidance.split(",")] if args.guidance else GUIDANCES
     if args.report_only:
         Path(args.out).write_text(report(json.loads(Path(args.report_only).read_text())))
         return 0
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"clips": len(clips), "vmaf": args.vmaf}
     if Path(args.videos).resolve() != EVAL_VIDEOS.resolve():  # e.g. held-out training clips, to choose settings on
         result |= {"source": f"the clips of {Path(args.videos).name}", "videos": args.videos}
-    result["1d"] = one_d_rows(one_d, clips, args.vmaf)
+    result["1d"] = one_d_rows(one_d, clips, args.vmaf, prefixes, guidances)
     result["base"] = base_ceiling(one_d, clips, args.vmaf)
     log("grid at the same token counts")
     result["grid"] = grid_rows(grid, clips, args.vmaf)

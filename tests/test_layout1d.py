@@ -242,3 +242,15 @@ def test_rate_and_target_choose_each_windows_length(model):
     assert high.header.target_psnr == 60.0 and high.header.strategy == "target" and shared.header.strategy == "rate"
     with pytest.raises(ValueError, match="at most one"):
         model.tokenize(video, tokens=4, rate=0.01)
+
+
+def test_the_1d_benchmark_rows_follow_the_asked_prefixes_and_guidances(model, video):
+    """`python -m benchmarks.layout1d --tokens --guidance` (how the guidance sweep of docs/LAYOUT_1D.md ran)."""
+    from benchmarks.layout1d import one_d_rows
+
+    rows = one_d_rows(model, [video[:33]], False, prefixes=[2, 128], guidances=(1.0, 5.0))
+    assert list(rows) == [
+        f"{name}|{k}" for k in (2, 128) for name in ("regression", "flow, 8 steps", "flow, 8 steps, guidance 5")
+    ]
+    assert all(np.isfinite(r["psnr"]) and r["sharpness"] > 0 for r in rows.values())
+    assert rows["regression|128"]["psnr"] > rows["regression|2"]["psnr"]
