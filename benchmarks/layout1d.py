@@ -43,6 +43,8 @@ def decoders(guidances=GUIDANCES) -> list[tuple[str, int, float]]:
     """The table's decoders: (name, flow steps (0: the regression), guidance)."""
     flows = [(f"flow, {FLOW_STEPS} steps{guided(g)}", FLOW_STEPS, g) for g in guidances]
     return [("regression", 0, 1.0), *flows]
+
+
 GRID_TOKENS = 9 * 32 * 32  # a 33x256x256 window's 4x8x8 grid
 GRID_SETTINGS = {
     "default (rd, drift, hold)": {},
