@@ -5,7 +5,7 @@ InfoTok-Flex through its compressor and decompressor (what rate 1 gives), InfoTo
 (its encoder, FSQ and decoder, the stacks bypassed), and the fixed-rate base `checkpoints/base` (`--base`).
 Prints PSNR per clip and the means. InfoTok-Flex was fine-tuned from that base's stage-1 weights (the folder at
 commit e9ad0bf, 25.84 dB): against them, the gap between the last two is what fine-tuning the base jointly with the
-stacks cost; today's folder has a second training stage on top (checkpoints/base/TRAINING.md).
+stacks cost; today's folder has a second and a third training stage on top (checkpoints/base/TRAINING.md).
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchmarks.full_rate import base_alone
 from safetensors.torch import load_file
 
 from infotok.checkpoint import SHIPPED_CHECKPOINT
 from infotok.metrics import psnr
 from infotok.model import InfoTok
-from infotok.video import from_model, read_video, resize_and_crop, synthetic_video
+from infotok.video import from_model, read_video, resize_and_crop, synthetic_video, to_model
 from tests.conftest import SHARED_VIDEOS, shared_videos
 
 CHECKPOINTS = (
@@ -77,8 +78,7 @@ def test_built_in_sample_quality_rises_with_rate_and_rate_one_costs_nothing_agai
     fixed-rate `checkpoints/base`, trained longer, stays ahead by the gap issue #32 tracks (1.45 dB on this sample,
     1.49 on the evaluation clips since its third stage)."""
     video = synthetic_video(17, 64, 96, seed=0)
-    with torch.no_grad():
-        own_base = psnr(video, from_model(flex.base(torch.from_numpy(video).permute(3, 0, 1, 2)[None])))
+    own_base = psnr(video, from_model(base_alone(flex, to_model(video))[0]))
     base = InfoTok.from_pretrained(CHECKPOINTS / "base")
     fixed = psnr(video, base.reconstruct(video, rate=1.0, strategy="static", window=17, overlap=0))
     scores = {
