@@ -327,3 +327,21 @@ def test_a_frozen_base_trains_the_stacks_alone(tmp_path):
     assert not torch.equal(after["decompressor.proj_out.weight"], before["decompressor.proj_out.weight"])
     with pytest.raises(ValueError, match="freeze_base"):
         TrainConfig(kind="base", freeze_base=True).check()
+
+
+def test_base_init_starts_from_the_new_base_exact_decoding(tmp_path):
+    """`--base-init`: a better-trained base under trained stacks; the run starts decoding exactly as that base."""
+    from infotok.core import as_model_input
+    from infotok.train import TrainConfig, build_model
+
+    tiny_model(predictor=True).save_pretrained(tmp_path / "flex")
+    base = tiny_model(adaptive=False, seed=5)
+    base.save_pretrained(tmp_path / "base")
+    settings = dict(kind="infotok", init=str(tmp_path / "flex"), selection="value", freeze_base=True)
+    model = build_model(TrainConfig(**settings, base_init=str(tmp_path / "base")).check()).eval()
+    video = as_model_input(torch.from_numpy(synthetic_video(9, 32, 32, seed=1)[None]))
+    with torch.no_grad():
+        assert torch.equal(model(video, [1.0])[0], base(video, [1.0])[0])
+    assert all(torch.equal(model.state_dict()[f"base.{k}"], v) for k, v in base.base.state_dict().items())
+    with pytest.raises(ValueError, match="base_init"):
+        TrainConfig(kind="base", base_init=str(tmp_path / "base")).check()

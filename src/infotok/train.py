@@ -89,6 +89,8 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
+    if cfg.base_init:
+        put_base_under_stacks(model, InfoTok.from_pretrained(cfg.base_init).base, cfg.base_init)
     # the key density stays: drift windows are selected with the sparse key frames `infotok encode` makes
     model.calibration = Calibration(rd_slopes=init.calibration.rd_slopes, key_density=init.calibration.key_density)
     # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were; `freeze_base`
@@ -102,6 +104,21 @@ def build_model(cfg: TrainConfig) -> InfoTok:
             and (predictor_part if cfg.kind == "predictor" else not predictor_part or cfg.selection == "value")
         )
     return model
+
+
+@torch.no_grad()
+def put_base_under_stacks(model: InfoTok, base: torch.nn.Module, source: str) -> None:
+    """A better-trained base under stacks trained on another: the stacks' residual outputs and the held-code
+    embedding restart at zero (each stack is then the identity), so the model decodes exactly as `base` at rate
+    1 and under `hold`, and training adapts the stacks' trained layers to the new base's features."""
+    if base.config != model.base.config:
+        raise ValueError(f"{source}: its base ({base.config}) is not the architecture of --init's base")
+    model.base.load_state_dict(base.state_dict())
+    for stack in (model.compressor, model.decompressor):
+        stack.proj_out.weight.zero_()
+        stack.proj_out.bias.zero_()
+    if model.held is not None:
+        model.held.zero_()
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

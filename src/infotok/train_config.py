@@ -55,6 +55,9 @@ class TrainConfig:
     # kind=infotok: the base (encoder, FSQ, decoder) stays as it is and only the stacks train (a 1D checkpoint
     # names its base's hash, so one made on this base keeps loading)
     freeze_base: bool = False
+    # kind=infotok: the base's tensors from this checkpoint (a longer-trained base) under --init's stacks, whose
+    # output projections and held-code embedding restart at zero, so the run starts decoding exactly as that base
+    base_init: str = ""
 
     def check(self) -> "TrainConfig":
         """Refuse settings that cannot train (the CLI and the Python API refuse the same things)."""
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
         if self.freeze_base and self.kind != "infotok":
             raise bad("freeze_base", f"is for `train infotok` (the stacks on a base), not `train {self.kind}`")
+        if self.base_init and self.kind != "infotok":
+            raise bad("base_init", f"is for `train infotok` (a base under --init's stacks), not `train {self.kind}`")
         if self.kind in ("infotok", "predictor") and not self.init:
             raise ValueError(f"`train {self.kind}` starts from a checkpoint: pass --init <checkpoint>")
         return self

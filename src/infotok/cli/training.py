@@ -45,6 +45,7 @@ def cmd_train(args) -> int:
         "selection": args.train_selection,
         "rate_sampling": args.rate_sampling,
         "freeze_base": args.freeze_base,
+        "base_init": args.base_init or "",
     }
     for key, text in (
         ("base", args.base_config),
@@ -270,6 +271,12 @@ def add_train(sub) -> None:
         action="store_true",
         help="infotok: the base (encoder, FSQ, decoder) stays as it is and only the stacks train, so a 1D "
         "checkpoint made on it still loads (it names the base's hash)",
+    )
+    p.add_argument(
+        "--base-init",
+        help="infotok: take the base's tensors from this checkpoint (e.g. a longer-trained checkpoints/base) under "
+        "--init's stacks; their output projections and held-code embedding restart at zero, so training starts "
+        "from that base's exact decoding",
     )
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and rate draws (default 0)")
