@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from infotok.router import calibrate_thresholds, hold_rates, kept_share, shared_
 from infotok.selection import drift_masks, keep_masks, kept_count
 from infotok.tokens import Tokens
 from infotok.video import read_video, synthetic_video, write_video
-from tests.conftest import shared_videos, tiny_model
+from tests.conftest import TINY_BASE, shared_videos, tiny_model
 
 
 def test_a_dropped_position_holds_the_code_last_kept_there():
@@ -345,3 +346,6 @@ def test_base_init_starts_from_the_new_base_exact_decoding(tmp_path):
     assert all(torch.equal(model.state_dict()[f"base.{k}"], v) for k, v in base.base.state_dict().items())
     with pytest.raises(ValueError, match="base_init"):
         TrainConfig(kind="base", base_init=str(tmp_path / "base")).check()
+    InfoTok(dataclasses.replace(TINY_BASE, dec_lo=24), None).save_pretrained(tmp_path / "wider")
+    with pytest.raises(ValueError, match="not the architecture"):
+        build_model(TrainConfig(**settings, base_init=str(tmp_path / "wider")).check())
