@@ -113,6 +113,8 @@ def put_base_under_stacks(model: InfoTok, base: torch.nn.Module, source: str) ->
     1 and under `hold`, and training adapts the stacks' trained layers to the new base's features."""
     if base.config != model.base.config:
         raise ValueError(f"{source}: its base ({base.config}) is not the architecture of --init's base")
+    if not isinstance(model.compressor_config, CompressorConfig):
+        raise ValueError("--base-init restarts this project's stacks; --init holds the release's")
     model.base.load_state_dict(base.state_dict())
     for stack in (model.compressor, model.decompressor):
         stack.proj_out.weight.zero_()
