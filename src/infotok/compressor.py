@@ -295,8 +295,13 @@ class BlockCausalTransformer(nn.Module):
         )
         self.norm_out = nn.LayerNorm(config.width)
         self.proj_out = nn.Linear(config.width, channels)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        self.restart_as_identity()
+
+    @torch.no_grad()
+    def restart_as_identity(self) -> None:
+        """Zero the residual's output projection: the stack passes its input through unchanged."""
+        self.proj_out.weight.zero_()
+        self.proj_out.bias.zero_()
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = feats.shape

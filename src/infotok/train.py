@@ -117,8 +117,7 @@ def put_base_under_stacks(model: InfoTok, base: torch.nn.Module, source: str) ->
         raise ValueError("--base-init restarts this project's stacks; --init holds the release's")
     model.base.load_state_dict(base.state_dict())
     for stack in (model.compressor, model.decompressor):
-        stack.proj_out.weight.zero_()
-        stack.proj_out.bias.zero_()
+        stack.restart_as_identity()
     if model.held is not None:
         model.held.zero_()
 

@@ -38,6 +38,7 @@ def cmd_train(args) -> int:
             "log_every",
             "cache",
             "time_limit",
+            "base_init",
         )
         if getattr(args, key) is not None
     }
@@ -45,7 +46,6 @@ def cmd_train(args) -> int:
         "selection": args.train_selection,
         "rate_sampling": args.rate_sampling,
         "freeze_base": args.freeze_base,
-        "base_init": args.base_init or "",
     }
     for key, text in (
         ("base", args.base_config),
