@@ -19,9 +19,7 @@ def adapter_model(tmp_path) -> tuple[InfoTok, InfoTok]:
     tiny_model(predictor=True).save_pretrained(tmp_path / "flex")
     base = tiny_model(adaptive=False, seed=5)
     base.save_pretrained(tmp_path / "base")
-    cfg = TrainConfig(
-        kind="infotok", init=str(tmp_path / "flex"), base_init=str(tmp_path / "base"), drop_adapters=True
-    )
+    cfg = TrainConfig(kind="infotok", init=str(tmp_path / "flex"), base_init=str(tmp_path / "base"), drop_adapters=True)
     model = build_model(cfg.check())
     assert not any(p.requires_grad for p in model.base.parameters())  # the base stays as it is
     torch.manual_seed(3)
