@@ -13,15 +13,17 @@ from infotok.video import synthetic_video
 from tests.conftest import tiny_model
 
 
-def adapter_model(tmp_path) -> tuple[InfoTok, InfoTok]:
-    """(a model built as `train infotok --init FLEX --base-init BASE --drop-adapters` builds it, with every
-    new branch and stack output made non-zero as training would, BASE's model)."""
+def adapter_model(tmp_path, trained: bool = True) -> tuple[InfoTok, InfoTok]:
+    """(a model built as `train infotok --init FLEX --base-init BASE --drop-adapters` builds it, `trained`:
+    with every new branch and stack output made non-zero as training would, BASE's model)."""
     tiny_model(predictor=True).save_pretrained(tmp_path / "flex")
     base = tiny_model(adaptive=False, seed=5)
     base.save_pretrained(tmp_path / "base")
     cfg = TrainConfig(kind="infotok", init=str(tmp_path / "flex"), base_init=str(tmp_path / "base"), drop_adapters=True)
     model = build_model(cfg.check())
     assert not any(p.requires_grad for p in model.base.parameters())  # the base stays as it is
+    if not trained:
+        return model.eval(), base
     torch.manual_seed(3)
     with torch.no_grad():
         for p in [*model.drop_adapters.parameters(), model.decompressor.proj_out.weight]:
@@ -43,6 +45,18 @@ def test_full_rate_decodes_as_the_base_bit_for_bit(tmp_path):
         every = torch.ones_like(indices, dtype=torch.bool)
         assert torch.equal(model.decode_codes(codes, every, "mask"), base.decode_codes(base_codes))
         assert torch.equal(model(x, [1.0])[0], base(x, [1.0])[0])
+
+
+def test_training_starts_from_the_base_under_hold(tmp_path):
+    """New branches and restarted stacks add nothing, and a sparse key frame's drops get the base's lattice
+    interpolation: before training the model decodes every hold selection exactly as its base."""
+    model, base = adapter_model(tmp_path, trained=False)
+    x = video()
+    with torch.no_grad():
+        codes, indices = model.encode_codes(x)
+        mask = torch.rand(indices.shape, generator=torch.Generator().manual_seed(1)) < 0.4
+        assert not mask[:, 0].all()
+        assert torch.equal(model.decode_codes(codes, mask, "hold"), base.decode_codes(codes, mask, "hold"))
 
 
 def test_a_drop_changes_the_decoding_from_its_latent_frame_on(tmp_path):

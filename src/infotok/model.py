@@ -258,6 +258,9 @@ class InfoTok(
                     )
             if not self.adaptive:  # only `hold` drops tokens on a base: a sparse key frame's interpolation
                 codes, mask = fill_key_frame(codes, mask)
+            elif self.adapter_config is not None:  # the same under `hold`: the stacks refine the base's decoding
+                holding = torch.tensor([check_fill(f) == "hold" for f in fills], device=mask.device)
+                codes, mask = fill_key_frame(codes, mask, holding)
             codes, mask, held = apply_fills(codes, mask, fills)
         if mask is not None and (not self.adaptive or self.dropped_mode == "zero_code"):
             # a position never kept (held from nothing, no lattice code beside it) decodes as the zero code
