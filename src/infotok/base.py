@@ -176,14 +176,11 @@ class _Stage(nn.Module):
         self.blocks = nn.ModuleList(ResBlock2d(ch) for _ in range(blocks))
         self.mixes = nn.ModuleList(CausalTemporalMix(ch) for _ in range(blocks)) if temporal else None
 
-    def forward(
-        self, x: torch.Tensor, frames: int, carry: dict | None = None, side: list | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, carry: dict | None = None) -> torch.Tensor:
         """`carry` streams a window in chunks of latent frames: pass the same dict with each chunk in
-        order; it keeps each mix's last input frame for the next chunk (the same outputs as whole).
-        `side`: one branch per block, its output on the block's input added to the block's (`drop_adapters`)."""
+        order; it keeps each mix's last input frame for the next chunk (the same outputs as whole)."""
         for i, block in enumerate(self.blocks):
-            x = block(x) if side is None else block(x) + side[i](x)
+            x = block(x)
             if self.mixes is not None:
                 before = None if carry is None else carry.get(i)
                 if carry is not None:
@@ -291,29 +288,26 @@ class CausalConvTokenizer(BaseTokenizer):
         y = self.from_code(rearrange(codes, "b c n h w -> (b n) c h w").to(self.from_code.weight.dtype))
         return rearrange(y, "(b n) c h w -> b c n h w", n=n)
 
-    def _decode_chunk(self, h: torch.Tensor, j0: int, j1: int, carry: dict, side=None) -> torch.Tensor:
-        """Latent frames j0..j1-1 of features h -> their 4-frame groups [(B m), 3*4, H, W]. `side(stage, j0, j1)`
-        gives the blocks' side branches ("lo", "hi"), or None (`drop_adapters.DropAdapters.side`)."""
-        lo, hi = (None, None) if side is None else (side("lo", j0, j1), side("hi", j0, j1))
-        y = self.dec_lo(rearrange(h[:, :, j0:j1], "b c n h w -> (b n) c h w"), j1 - j0, carry, lo)
-        y = self.dec_hi(F.pixel_shuffle(self.dec_up(y), 2), j1 - j0, side=hi)
+    def _decode_chunk(self, h: torch.Tensor, j0: int, j1: int, carry: dict) -> torch.Tensor:
+        """Latent frames j0..j1-1 of features h -> their 4-frame groups [(B m), 3*4, H, W]."""
+        y = self.dec_lo(rearrange(h[:, :, j0:j1], "b c n h w -> (b n) c h w"), j1 - j0, carry)
+        y = self.dec_hi(F.pixel_shuffle(self.dec_up(y), 2), j1 - j0)
         return F.pixel_shuffle(self.dec_out(F.silu(y, inplace=not torch.is_grad_enabled())), 4)
 
-    def decode_features(self, h: torch.Tensor, side=None) -> torch.Tensor:
+    def decode_features(self, h: torch.Tensor) -> torch.Tensor:
         """In chunks of latent frames (see `chunk_pixels`); in inference each chunk is written into one
-        preallocated output, so no whole-window activation or shuffled copy is ever built. `side`: see
-        `_decode_chunk`."""
+        preallocated output, so no whole-window activation or shuffled copy is ever built."""
         b, n, tf = h.shape[0], h.shape[2], self.temporal_factor
         if torch.is_grad_enabled():  # one chunk: the activations are kept for backward anyway
-            y = self._decode_chunk(h, 0, n, {}, side)
+            y = self._decode_chunk(h, 0, n, {})
             return rearrange(y, "(b n) (c f) h w -> b c (n f) h w", n=n, f=tf)[:, :, tf - 1 :]
         out = None
-        for start, frames in self.decoded_windows(h, side):
+        for start, frames in self.decoded_windows(h):
             out = frames.new_empty(b, 3, tf * (n - 1) + 1, *frames.shape[-2:]) if out is None else out
             out[:, :, start : start + frames.shape[2]] = frames
         return out
 
-    def decoded_windows(self, h: torch.Tensor, side=None) -> Iterator[tuple[int, torch.Tensor]]:
+    def decoded_windows(self, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Inference: the decoded video a few latent frames at a time (see `chunk_pixels`), in order, as
         (start, frames [B, 3, 1 + 4m, H, W]): frames start.. of the whole video, the m latent frames of
         the chunk after the frame before them (the previous chunk's last; in the first chunk frame 0,
@@ -323,7 +317,7 @@ class CausalConvTokenizer(BaseTokenizer):
         height, width = self.spatial_factor * h.shape[-2], self.spatial_factor * h.shape[-1]
         carry, last = {}, None
         for j0, j1 in self._chunks(n, height, width):
-            y = self._decode_chunk(h, j0, j1, carry, side)
+            y = self._decode_chunk(h, j0, j1, carry)
             y = y.view(b, j1 - j0, 3, tf, height, width).transpose(1, 2)  # [B, 3, m, 4, H, W]
             start = max(0, tf * (j0 - 1))
             if j0 == 0:  # latent frame 0 keeps only its last slot: frame 0

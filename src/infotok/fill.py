@@ -209,16 +209,13 @@ def lattice_interpolation(values: torch.Tensor, on_key: torch.Tensor) -> torch.T
     return total / F.conv2d(weight, kernel, padding=1).clamp(min=1e-6)
 
 
-def fill_key_frame(
-    codes: torch.Tensor, mask: torch.Tensor, windows: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fill_key_frame(codes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed-rate base's stand-in for the positions a sparse key frame drops (it has no learned one): codes
     [B, C, t, h, w] and keep-mask [B, t, h, w] (carried codes in, as `Carry.into` gives them) -> the same with each
     position of the first latent frame that has no code given `lattice_interpolation` of the codes on the
     `SPARSE_KEY_DENSITY` lattice, the guess `drift` measured it against, and marked as having one, so `hold` holds
-    it. A position with no lattice code within one step of it interpolates nothing: the zero code, as before.
-    `windows` (bool [B]): only these windows' (None: all)."""
-    missing = ~mask[:, 0] if windows is None else ~mask[:, 0] & windows[:, None, None]
+    it. A position with no lattice code within one step of it interpolates nothing: the zero code, as before."""
+    missing = ~mask[:, 0]
     if not bool(missing.any()):
         return codes, mask
     on_key = key_lattice(SPARSE_KEY_DENSITY, *mask.shape[2:], mask.device)[None] & mask[:, 0]

@@ -4,7 +4,7 @@ Its stages (`encode_codes`, `decode_codes`, `router_scores`, `predict`) are what
 (`core.TokenizerCore`: `encode`, `reselect`, `decode`) and the training passes (`train_forward`) are made
 of. Whole videos are handled by `frontend` (the keyword API) and `pipeline`, checkpoint folders by
 `checkpoint`. Without a compressor the model is the fixed-rate base tokenizer, which tokenizes below rate 1
-only under the hold fill. With drop adapters (`drop_adapters`) its tokens are the base's and rate 1 is the base.
+only under the hold fill.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from .compressor import CompressorConfig
 from .core import TokenizerCore, as_model_input
 from .cosmos import CosmosConfig, ReleaseCompressorConfig
-from .drop_adapters import DropAdapterConfig, DropAdapters
 from .fill import Carry, apply_fills, check_fill, fill_key_frame, steady_codes
 from .frontend import VideoFrontEnd
 from .geometry import Geometry
@@ -95,7 +94,6 @@ class InfoTok(
         predictor: PredictorConfig | None = None,
         fill: str = "mask",
         held: bool = False,
-        adapters: DropAdapterConfig | None = None,
     ):
         super().__init__()
         if dropped not in DROPPED_MODES:
@@ -111,12 +109,6 @@ class InfoTok(
                 self.dropped = nn.Parameter(torch.randn(self.base.decoder_dim) * 0.02)
         elif held:
             raise ValueError("a held embedding needs an adaptive model (a compressor)")
-        self.adapter_config = adapters
-        if adapters is not None:
-            if not isinstance(compressor, CompressorConfig):
-                raise ValueError("drop adapters need this project's decompressor (a block-causal compressor config)")
-            self.compressor = nn.Identity()  # the tokens are the base's codes
-            self.drop_adapters = DropAdapters(adapters, self.base)
         # added to the features of positions the hold fill gave an older code, so the decompressor can
         # tell a held code from a kept one (zero: decodes exactly as without it)
         self.register_parameter("held", nn.Parameter(torch.zeros(self.base.decoder_dim)) if held else None)
@@ -154,7 +146,6 @@ class InfoTok(
         config |= {"held_embedding": True} if self.held is not None else {}
         config |= {"predictor": self.predictor_config.to_dict()} if self.predictor_config else {}
         config |= {"fill": self.default_fill} if self.default_fill != "mask" else {}
-        config |= {"drop_adapters": self.adapter_config.to_dict()} if self.adapter_config else {}
         return config | self.calibration.to_config()
 
     def code_range(self) -> float:
@@ -183,7 +174,7 @@ class InfoTok(
     @property
     def config_hash(self) -> str:
         """Identifies the architecture in token files (our stacks: their `token_dict`)."""
-        arch = {k: v for k, v in self.config_dict().items() if k in ("base", "compressor", "drop_adapters")}
+        arch = {k: v for k, v in self.config_dict().items() if k in ("base", "compressor")}
         if isinstance(self.compressor_config, CompressorConfig):
             arch["compressor"] = self.compressor_config.token_dict()
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
@@ -229,25 +220,14 @@ class InfoTok(
         """codes [B, 6, t, h, w] (+ keep-mask [B, t, h, w]) -> video [B, 3, T, H, W]; dropped positions
         are decoded from the learned "dropped" embedding (or, with fill `hold`, from the code last kept
         at their position), never from their own code. `fill` is one rule or one per window."""
-        f = self.decoder_features(codes, mask, fill)
-        gate = self.drop_gate(mask)
-        return (
-            self.base.decode_features(f)
-            if gate is None
-            else self.base.decode_features(f, self.drop_adapters.side(gate))
-        )
-
-    def drop_gate(self, mask: torch.Tensor | None) -> torch.Tensor | None:
-        """With drop adapters, where a drop can be seen (`DropAdapters.gate`); None without them or with every
-        token kept."""
-        return self.drop_adapters.gate(mask) if self.adapter_config is not None else None
+        return self.base.decode_features(self.decoder_features(codes, mask, fill))
 
     def decoder_features(
         self, codes: torch.Tensor, mask: torch.Tensor | None = None, fill: str | Sequence[str] = "mask"
     ) -> torch.Tensor:
         """What the base decoder decodes: codes (+ keep-mask, fill per window) -> features after the
         decompressor. Held positions (hold fill, an older code) carry the held-code embedding."""
-        held, gate = None, self.drop_gate(mask)
+        held = None
         if mask is not None:
             fills = [fill] * codes.shape[0] if isinstance(fill, str) else list(fill)
             for window_mask, window_fill in zip(mask, fills):
@@ -258,9 +238,6 @@ class InfoTok(
                     )
             if not self.adaptive:  # only `hold` drops tokens on a base: a sparse key frame's interpolation
                 codes, mask = fill_key_frame(codes, mask)
-            elif self.adapter_config is not None:  # the same under `hold`: the stacks refine the base's decoding
-                holding = torch.tensor([check_fill(f) == "hold" for f in fills], device=mask.device)
-                codes, mask = fill_key_frame(codes, mask, holding)
             codes, mask, held = apply_fills(codes, mask, fills)
         if mask is not None and (not self.adaptive or self.dropped_mode == "zero_code"):
             # a position never kept (held from nothing, no lattice code beside it) decodes as the zero code
@@ -272,10 +249,7 @@ class InfoTok(
                 f = f * keep + self.dropped.to(f.dtype)[None, :, None, None, None] * (1 - keep)
             if held is not None and self.held is not None:
                 f = f + self.held.to(f.dtype)[None, :, None, None, None] * held[:, None].to(f.dtype)
-            if self.adapter_config is None:
-                f = self.decompressor(f)
-            elif gate is not None:  # elsewhere the features are the base's own: a kept code's, not an embedding
-                f = torch.where(gate[:, None], self.decompressor(f), f)
+            f = self.decompressor(f)
         return f
 
     @torch.no_grad()
@@ -390,7 +364,6 @@ class InfoTok(
                 predictor=predictor,
                 fill=config.get("fill") or "mask",
                 held=bool(config.get("held_embedding", False)),
-                adapters=DropAdapterConfig.from_dict(config["drop_adapters"]) if config.get("drop_adapters") else None,
             )
             model.calibration = Calibration.from_config(config, predictor.curve_points if predictor else None)
         except (TypeError, ValueError, AttributeError) as exc:

@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader
 
 from .base import BaseConfig
 from .calibration import Calibration
-from .compressor import BlockCausalTransformer, CompressorConfig
+from .compressor import CompressorConfig
 from .data import ResumableSampler, VideoClipDataset, prepare_cache, training_videos
-from .drop_adapters import DropAdapterConfig
 from .extras import require
 from .files import atomic_write, save_tensors
 from .metrics import psnr_from_mse
@@ -73,11 +72,6 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     predictor = init.predictor_config
     if cfg.predictor or (predictor is None and (cfg.selection == "value" or cfg.kind == "predictor")):
         predictor = PredictorConfig.from_dict((predictor.to_dict() if predictor else {}) | cfg.predictor)
-    adapters = init.adapter_config if init.adaptive else None
-    if cfg.drop_adapters and adapters is None:
-        if not isinstance(compressor, CompressorConfig):
-            raise ValueError("--drop-adapters sits beside this project's stacks; --init holds the release's")
-        adapters = DropAdapterConfig()
     drift = cfg.selection == "drift"
     if drift and not init.adaptive:
         raise ValueError(
@@ -91,11 +85,8 @@ def build_model(cfg: TrainConfig) -> InfoTok:
         dropped=init.dropped_mode,
         predictor=predictor,
         held=drift or init.held is not None,
-        adapters=adapters,
     )
-    # a compressor --init holds has no place beside drop adapters: the tokens become the base's codes
-    state = {k: v for k, v in init.state_dict().items() if not (adapters and k.startswith("compressor."))}
-    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    unexpected = model.load_state_dict(init.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{cfg.init} holds weights the new model has no place for: {', '.join(unexpected[:5])}")
     if cfg.base_init:
@@ -103,10 +94,8 @@ def build_model(cfg: TrainConfig) -> InfoTok:
     # the key density stays: drift windows are selected with the sparse key frames `infotok encode` makes
     model.calibration = Calibration(rd_slopes=init.calibration.rd_slopes, key_density=init.calibration.key_density)
     # drift runs train the decoding side alone: codes, rankings and calibrations stay as they were; `freeze_base`
-    # keeps the whole base as well, so a 1D checkpoint made on this base (it names the base's hash) still loads;
-    # drop adapters always do: their full rate is the base as it is
-    keep_base = cfg.freeze_base or adapters is not None
-    frozen_modules = [*(model.encoding_modules() if drift else []), *([model.base] if keep_base else [])]
+    # keeps the whole base as well, so a 1D checkpoint made on this base (it names the base's hash) still loads
+    frozen_modules = [*(model.encoding_modules() if drift else []), *([model.base] if cfg.freeze_base else [])]
     frozen = {id(p) for m in frozen_modules for p in m.parameters()}
     for name, p in model.named_parameters():  # what a run does not train has no gradient (distributed runs need that)
         predictor_part = name.startswith("predictor.")
@@ -128,8 +117,7 @@ def put_base_under_stacks(model: InfoTok, base: torch.nn.Module, source: str) ->
         raise ValueError("--base-init restarts this project's stacks; --init holds the release's")
     model.base.load_state_dict(base.state_dict())
     for stack in (model.compressor, model.decompressor):
-        if isinstance(stack, BlockCausalTransformer):  # (drop adapters have no compressor)
-            stack.restart_as_identity()
+        stack.restart_as_identity()
     if model.held is not None:
         model.held.zero_()
 

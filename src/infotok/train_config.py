@@ -58,8 +58,6 @@ class TrainConfig:
     # kind=infotok: the base's tensors from this checkpoint (a longer-trained base) under --init's stacks, whose
     # output projections and held-code embedding restart at zero, so the run starts decoding exactly as that base
     base_init: str = ""
-    # kind=infotok: drop adapters (`drop_adapters`) replace the compressor; the base stays frozen, so rate 1 is the base
-    drop_adapters: bool = False
 
     def check(self) -> "TrainConfig":
         """Refuse settings that cannot train (the CLI and the Python API refuse the same things)."""
@@ -95,8 +93,6 @@ class TrainConfig:
             raise ValueError(f"need lr > 0, 0 <= ema < 1 and warmup >= 0, got {self.lr}, {self.ema}, {self.warmup}")
         if self.freeze_base and self.kind != "infotok":
             raise bad("freeze_base", f"is for `train infotok` (the stacks on a base), not `train {self.kind}`")
-        if self.drop_adapters and self.kind != "infotok":
-            raise bad("drop_adapters", f"is for `train infotok` (stacks on a base), not `train {self.kind}`")
         if self.base_init and self.kind != "infotok":
             raise bad("base_init", f"is for `train infotok` (a base under --init's stacks), not `train {self.kind}`")
         if self.kind in ("infotok", "predictor") and not self.init:

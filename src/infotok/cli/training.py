@@ -46,7 +46,6 @@ def cmd_train(args) -> int:
         "selection": args.train_selection,
         "rate_sampling": args.rate_sampling,
         "freeze_base": args.freeze_base,
-        "drop_adapters": args.drop_adapters,
     }
     for key, text in (
         ("base", args.base_config),
@@ -278,13 +277,6 @@ def add_train(sub) -> None:
         help="infotok: take the base's tensors from this checkpoint (e.g. a longer-trained checkpoints/base) under "
         "--init's stacks; their output projections and held-code embedding restart at zero, so training starts "
         "from that base's exact decoding",
-    )
-    p.add_argument(
-        "--drop-adapters",
-        action="store_true",
-        help="infotok: the tokens are the base's codes (no compressor) and the frozen base decodes them; the "
-        "decompressor and small branches beside the base decoder's blocks act only near dropped positions, so "
-        "rate 1 decodes exactly as the base",
     )
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and rate draws (default 0)")
