@@ -17,7 +17,8 @@ new score mean in the header. Session 29 (AVX-512): the shipped model was calibr
 (`hold` and `drift` tokenize with key density 0.25 by default): the three `drift` cases changed, every other
 file came out byte-identical. Session 34 (AVX-512): the default refresh went from 10 to 30; the continuing case's
 header says so (its tokens and decode are the same: its clip is one chain either way), every other file came out
-byte-identical.
+byte-identical. Session 42: every file written again when InfoTok-Flex's stage 8 (a new base under retrained stacks)
+replaced the shipped weights.
 """
 
 from __future__ import annotations
